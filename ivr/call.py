@@ -1,0 +1,165 @@
+"""What plugins and flows see of a call: :class:`CallContext`, the media :class:`AudioBatch`,
+the items a call can play, and the events a flow waits on."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+FRAME_SAMPLES = 160  # 20 ms at 8 kHz
+SAMPLE_RATE = 8000
+
+_item_ids = itertools.count(1)
+
+
+@dataclass
+class PlayItem:
+    """One thing to play: ``kind`` is ``file`` (value: path), ``tone`` (value: spec such as
+    ``"440"``, ``"350+440"``, ``"dtmf:5"``; options ``duration``), ``silence`` (options
+    ``duration`` in seconds) or ``say`` (value: text; options ``voice``)."""
+
+    kind: str
+    value: Any = None
+    options: dict[str, Any] = field(default_factory=dict)
+    id: int = field(default_factory=lambda: next(_item_ids))
+
+
+# Events a flow waits on (put on CallContext.events) ------------------------------------
+
+
+@dataclass(frozen=True)
+class DtmfEvent:
+    digit: str
+    source: str
+
+
+@dataclass(frozen=True)
+class SpeechEvent:
+    kind: str  # "start" | "end"
+
+
+@dataclass(frozen=True)
+class PlaybackDone:
+    item_id: int
+    interrupted: bool = False
+
+
+@dataclass(frozen=True)
+class RecordingDone:
+    path: str
+    duration: float
+    reason: str  # max_length | silence | key | stopped | hangup
+
+
+@dataclass(frozen=True)
+class HangupEvent:
+    reason: str
+
+
+@dataclass(frozen=True)
+class ReferEvent:
+    status: int
+    final: bool
+
+
+@dataclass
+class AudioBatch:
+    """One media tick: row ``i`` of ``pcm`` belongs to ``calls[i]``."""
+
+    calls: list["CallContext"]
+    pcm: np.ndarray  # (N, 160) int16
+    now: float
+    tick: int
+
+    def subset(self, index: int) -> "AudioBatch":
+        """A batch of the one call at ``index`` sharing memory with this one."""
+        return AudioBatch([self.calls[index]], self.pcm[index : index + 1], self.now, self.tick)
+
+
+class CallContext:
+    """One call as the engine, its plugins and its flow see it.
+
+    ``data`` holds per-plugin state (``call.data.setdefault("myplugin", {})``); ``vars`` the flow's
+    variables; ``events`` the queue the flow executor reads.
+    """
+
+    def __init__(
+        self,
+        call_id: str,
+        hook: Any,
+        *,
+        from_uri: str = "",
+        to_uri: str = "",
+        from_user: str = "",
+        to_user: str = "",
+        headers: dict[str, str] | None = None,
+        source: tuple[str, int] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.id = call_id
+        self.hook = hook
+        self.from_uri = from_uri
+        self.to_uri = to_uri
+        self.from_user = from_user
+        self.to_user = to_user
+        self.headers = headers or {}
+        self.source = source
+        self.clock = clock
+        self.flow: str | None = None
+        self.vars: dict[str, Any] = {}
+        self.data: dict[str, Any] = {}
+        self.digits: list[str] = []
+        self.recordings: list[str] = []
+        self.start_time = time.time()
+        self.answer_time: float | None = None
+        self.end_time: float | None = None
+        self.end_reason: str | None = None
+        self.failed: str | None = None  # set when a plugin raised for this call
+        self.events: asyncio.Queue = asyncio.Queue()
+        # set by the engine: async callables for signalling actions
+        self.controller: Any = None
+
+    # -- what a flow or a plugin asks for ----------------------------------------------------
+
+    def play(self, item: PlayItem) -> PlayItem:
+        """Queue ``item``; a :class:`PlaybackDone` event follows when it has played."""
+        if not self.hook.ivr_play(call=self, item=item):
+            raise RuntimeError(f"no plugin plays {item.kind!r} items (is the playback plugin loaded?)")
+        return item
+
+    def stop_playback(self) -> None:
+        self.hook.ivr_stop_playback(call=self)
+
+    def start_recording(self, path: str, **options: Any) -> None:
+        if not self.hook.ivr_start_recording(call=self, path=path, options=options):
+            raise RuntimeError("no plugin records (is the recording plugin loaded?)")
+        self.recordings.append(path)
+
+    def stop_recording(self, reason: str = "stopped") -> None:
+        self.hook.ivr_stop_recording(call=self, reason=reason)
+
+    # -- what plugins report ------------------------------------------------------------------
+
+    def report_dtmf(self, digit: str, source: str) -> None:
+        """One key press (already de-duplicated): fires ``ivr_dtmf`` and wakes the flow."""
+        self.digits.append(digit)
+        self.hook.ivr_dtmf(call=self, digit=digit, source=source)
+        self.emit(DtmfEvent(digit, source))
+
+    def report_speech(self, kind: str) -> None:
+        self.hook.ivr_speech(call=self, event=kind)
+        self.emit(SpeechEvent(kind))
+
+    def emit(self, event: Any) -> None:
+        self.events.put_nowait(event)
+
+    def __repr__(self) -> str:
+        return f"<CallContext {self.id} {self.from_user}->{self.to_user}>"

@@ -1,0 +1,183 @@
+"""The hook specifications of the ``ivr`` engine: the one place a plugin author reads.
+
+Every hook is prefixed ``ivr_``. A plugin is any object or module with functions marked
+``@ivr.hookimpl`` whose names match these specs; pluggy passes arguments by name, so an
+implementation may accept any subset of a hook's arguments.
+
+Hooks are grouped by lifecycle:
+
+1. process: ``ivr_configure``, ``ivr_register_actions``
+2. call: ``ivr_incoming_call``, ``ivr_call_started``, ``ivr_call_ended``
+3. media (every 20 ms tick, batched over all live calls): ``ivr_audio_in``, ``ivr_audio_out``
+4. call services asked for by flows: ``ivr_play``, ``ivr_stop_playback``, ``ivr_start_recording``,
+   ``ivr_stop_recording``, ``ivr_tts``, ``ivr_stt``
+5. events: ``ivr_dtmf_received`` (raw, from every source), ``ivr_dtmf`` (one per key press),
+   ``ivr_speech``
+
+Error handling: an exception raised by an implementation fails that call (or, for a batched media
+hook, the engine re-runs the implementation call by call to find the call that raised, fails that
+call alone and keeps serving the others). It is logged with the plugin's name.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Callable
+
+import pluggy
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ivr.call import AudioBatch, CallContext, PlayItem
+
+hookspec = pluggy.HookspecMarker("ivr")
+hookimpl = pluggy.HookimplMarker("ivr")
+
+
+# 1. process -----------------------------------------------------------------------------
+
+
+@hookspec(historic=True)
+def ivr_configure(config: dict[str, Any]) -> None:
+    """Called once the configuration is loaded, and again after every reload (SIGHUP).
+
+    ``config`` is the whole parsed configuration; a plugin reads its own section
+    (``config["plugins"].get("vad", {})``). Historic: a plugin registered later is called
+    with the latest configuration too. Return value ignored.
+    """
+
+
+@hookspec
+def ivr_register_actions(register: Callable[..., None]) -> None:
+    """Called once at start-up so plugins can add flow actions.
+
+    Call ``register(name, handler, schema=None, outcomes=())`` for each action: ``handler`` is an
+    ``async def handler(session, params) -> str`` returning the outcome name; ``schema`` is the JSON
+    Schema of the action's parameters (used by ``ivr check`` and ``ivr schema``). Return value
+    ignored.
+    """
+
+
+# 2. call --------------------------------------------------------------------------------
+
+
+@hookspec(firstresult=True)
+def ivr_incoming_call(call: CallContext) -> Any:
+    """Called for each new INVITE before it is answered.
+
+    Return ``None`` to let the next plugin (finally the engine's router) decide; a flow name
+    (``str``) to run that flow; or an ``int`` SIP status (e.g. 403, 486) to reject the call.
+    firstresult: the first non-None answer wins.
+    """
+
+
+@hookspec
+def ivr_call_started(call: CallContext) -> None:
+    """Called once the call is answered and its media is up, before the flow starts."""
+
+
+@hookspec
+def ivr_call_ended(call: CallContext, reason: str) -> None:
+    """Called once when a call ends, whatever ended it.
+
+    ``reason`` is one of ``remote_hangup``, ``local_hangup``, ``cancelled``, ``rejected``,
+    ``error``, ``shutdown``, ``transferred``. Plugins release per-call state here (recordings are
+    finalised here). Return value ignored.
+    """
+
+
+# 3. media -------------------------------------------------------------------------------
+
+
+@hookspec
+def ivr_audio_in(batch: AudioBatch) -> None:
+    """Called every 20 ms tick with the decoded caller audio of every live call.
+
+    ``batch.pcm`` is an ``(N, 160)`` int16 array, row ``i`` belonging to ``batch.calls[i]``
+    (a concealment frame where a packet was lost). Read-only. Implementations must accept a batch
+    of any size, including one. Return value ignored.
+    """
+
+
+@hookspec
+def ivr_audio_out(batch: AudioBatch) -> None:
+    """Called every 20 ms tick to produce the next outbound frame of every live call.
+
+    ``batch.pcm`` starts as silence; a producer (playback, TTS) writes the rows of the calls it is
+    playing to. An implementation marked ``trylast=True`` sees the final frames (recording of our
+    side). Return value ignored.
+    """
+
+
+# 4. call services -----------------------------------------------------------------------
+
+
+@hookspec(firstresult=True)
+def ivr_play(call: CallContext, item: PlayItem) -> Any:
+    """Queue ``item`` (a file, tone, silence or text) for playing to ``call``.
+
+    Return ``True`` when accepted; when the item has played, the implementation calls
+    ``call.emit(PlaybackDone(item.id, interrupted=False))``. firstresult.
+    """
+
+
+@hookspec
+def ivr_stop_playback(call: CallContext) -> None:
+    """Flush the call's playback queue now (barge-in); must take effect within one frame.
+
+    Each flushed item is reported as ``PlaybackDone(item.id, interrupted=True)``.
+    """
+
+
+@hookspec(firstresult=True)
+def ivr_start_recording(call: CallContext, path: str, options: dict[str, Any]) -> Any:
+    """Start recording ``call`` to the WAV file ``path``.
+
+    ``options``: ``stereo`` (bool), ``max_length`` (s), ``silence_timeout`` (s),
+    ``finish_on_key`` (str), ``beep`` (bool). Return ``True`` when accepted. When the recording
+    stops (by itself or through ``ivr_stop_recording``) the implementation calls
+    ``call.emit(RecordingDone(path, duration, reason))``. firstresult.
+    """
+
+
+@hookspec
+def ivr_stop_recording(call: CallContext, reason: str) -> None:
+    """Stop and finalise the call's recording, if any (header written, metadata beside it)."""
+
+
+@hookspec(firstresult=True)
+def ivr_tts(text: str, options: dict[str, Any]) -> Any:
+    """Turn ``text`` into speech.
+
+    Return the path of a WAV file (any rate; it is resampled) or ``None`` to let the next
+    implementation try. ``options``: ``voice``, ``rate``. firstresult.
+    """
+
+
+@hookspec(firstresult=True)
+def ivr_stt(call: CallContext, pcm: Any, options: dict[str, Any]) -> Any:
+    """Recognise the 8 kHz int16 utterance ``pcm`` (numpy array).
+
+    Return ``(text, confidence)`` or ``None``. ``options``: ``grammar`` (list of phrases or
+    ``None`` for dictation). firstresult.
+    """
+
+
+# 5. events ------------------------------------------------------------------------------
+
+
+@hookspec
+def ivr_dtmf_received(call: CallContext, digit: str, source: str, duration_ms: int | None) -> None:
+    """A raw key-press report from one source: ``rfc4733``, ``info`` or ``inband``.
+
+    The same key press may be reported by several sources; the dtmf plugin merges them and calls
+    ``call.report_dtmf()`` once per key press, which fires ``ivr_dtmf``.
+    """
+
+
+@hookspec
+def ivr_dtmf(call: CallContext, digit: str, source: str) -> None:
+    """One key press, reported once (after de-duplication across sources)."""
+
+
+@hookspec
+def ivr_speech(call: CallContext, event: str) -> None:
+    """Voice activity: ``event`` is ``"start"`` or ``"end"``, reported by the vad plugin."""

@@ -1,0 +1,56 @@
+"""simplesip: a SIP user agent library.
+
+Layers, bottom up: wire formats (``message``, ``uri``, ``sdp``, ``rtp``, ``g711``, ``dtmf``),
+the sans-IO protocol core (``transaction``, ``dialog``, ``useragent``, ``rtpsession``), the asyncio
+shell (``transport``, ``endpoint`` with its one media clock) and the synchronous
+:class:`SimpleSIPClient` facade. See docs/simplesip.md.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from simplesip.errors import AuthenticationError, CallError, ConnectionError, SIPParseError
+
+if TYPE_CHECKING:
+    from simplesip.call import Call, CallState
+    from simplesip.client import SimpleSIPClient
+    from simplesip.endpoint import Endpoint, EndpointConfig
+    from simplesip.g711 import alaw_to_pcm, pcm_to_alaw, pcm_to_ulaw, ulaw_to_pcm
+
+# Imported on first use, so that ``import simplesip.message`` (or the g711 codec alone) does not
+# pull in asyncio, numpy and the whole stack.
+_LAZY = {
+    "Call": "simplesip.call", "CallState": "simplesip.call", "SimpleSIPClient": "simplesip.client",
+    "Endpoint": "simplesip.endpoint", "EndpointConfig": "simplesip.endpoint",
+    "alaw_to_pcm": "simplesip.g711", "pcm_to_alaw": "simplesip.g711",
+    "pcm_to_ulaw": "simplesip.g711", "ulaw_to_pcm": "simplesip.g711",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'simplesip' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+__all__ = [
+    "AuthenticationError",
+    "Call",
+    "CallError",
+    "CallState",
+    "ConnectionError",
+    "Endpoint",
+    "EndpointConfig",
+    "SIPParseError",
+    "SimpleSIPClient",
+    "alaw_to_pcm",
+    "pcm_to_alaw",
+    "pcm_to_ulaw",
+    "ulaw_to_pcm",
+]
+
+__version__ = "0.2.0"

@@ -1,0 +1,328 @@
+"""The server's YAML configuration: every key, its default, and checks that point at the line.
+
+A complete file with the defaults (every section is optional; an empty file is valid)::
+
+    listen:
+      host: 127.0.0.1          # address the SIP transports bind
+      port: 5060               # 0 = any free port
+      transports: [udp, tcp]
+    rtp_ports: [20000, 30000]  # RTP/RTCP port range handed out to calls
+    accounts: []               # registrations to a PBX/registrar, each:
+      # - {username: ivr, password: ivrpass, server: 127.0.0.1, port: 5060, transport: udp}
+    routes: {}                 # called user/number -> flow name, e.g. {"100": attendant}
+    default_flow: null         # flow for calls no route matches (null: the first flow loaded)
+    flows: [flows/attendant.yaml]   # flow files or folders of *.yaml (relative to this file)
+    recordings: recordings     # folder where recordings go
+    limits:
+      max_calls: 100           # concurrent calls; beyond: 503 with Retry-After
+      retry_after: 5           # seconds, in those 503s
+      rate: {per_source: 10.0, burst: 20}   # new calls per second per source address
+      allow: []                # networks allowed to call ("127.0.0.0/8"); empty = everyone
+      auth: null               # {realm: ivr, users: {alice: secret}}: digest-challenge INVITEs
+    logging: {format: text, level: info}    # format: text | json
+    cdr: null                  # path of the CDR file (JSON lines); null = none
+    metrics_port: null         # Prometheus endpoint on 127.0.0.1:PORT; null = none
+    drain_timeout: 30          # seconds calls may go on after SIGTERM before they get a BYE
+    plugins: {}                # per-plugin sections (plugins.vad: {...}), plus
+                               # load: [module names] of extra plugins to register
+    variables: {}              # free values flows read as {{ config.NAME }} (e.g. pbx: 10.0.0.5)
+
+A mistake is reported as :class:`ConfigError` whose text is ``file:line: what is wrong``.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+PROJECT_DIR = Path(__file__).resolve().parent.parent
+DEFAULT_FLOW_FILE = PROJECT_DIR / "flows" / "attendant.yaml"
+
+
+class ConfigError(ValueError):
+    """A configuration mistake; ``str()`` is ``file:line: message``."""
+
+    def __init__(self, source: str, line: int | None, message: str) -> None:
+        self.source = source
+        self.line = line
+        self.message = message
+        super().__init__(f"{source}:{line}: {message}" if line else f"{source}: {message}")
+
+
+# -- YAML with line numbers ----------------------------------------------------------------
+
+
+class _LineDict(dict):
+    """A mapping that remembers the 1-based line of each key (``lines``) and of itself."""
+
+    line: int = 0
+    lines: dict[Any, int]
+
+
+class _LineLoader(yaml.SafeLoader):
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> _LineDict:
+        mapping = _LineDict(super().construct_mapping(node, deep=True))
+        mapping.line = node.start_mark.line + 1
+        mapping.lines = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            mapping.lines[key] = key_node.start_mark.line + 1
+        return mapping
+
+
+_LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG,
+                            _LineLoader.construct_mapping)
+
+
+# -- the configuration ---------------------------------------------------------------------
+
+
+@dataclass
+class Account:
+    """One registration to a PBX or registrar."""
+
+    username: str
+    password: str
+    server: str
+    port: int = 5060
+    transport: str = "udp"
+
+
+@dataclass
+class RateLimit:
+    per_source: float = 10.0
+    burst: int = 20
+
+
+@dataclass
+class InboundAuth:
+    realm: str
+    users: dict[str, str]
+
+
+@dataclass
+class Limits:
+    max_calls: int = 100
+    retry_after: int = 5
+    rate: RateLimit = field(default_factory=RateLimit)
+    allow: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = field(default_factory=list)
+    auth: InboundAuth | None = None
+
+
+@dataclass
+class IvrConfig:
+    """The parsed configuration; ``raw`` is the plain dict handed to ``ivr_configure``."""
+
+    listen_host: str = "127.0.0.1"
+    listen_port: int = 5060
+    transports: list[str] = field(default_factory=lambda: ["udp", "tcp"])
+    rtp_ports: tuple[int, int] = (20000, 30000)
+    accounts: list[Account] = field(default_factory=list)
+    routes: dict[str, str] = field(default_factory=dict)
+    default_flow: str | None = None
+    flows: list[Path] = field(default_factory=lambda: [DEFAULT_FLOW_FILE])
+    recordings: Path = Path("recordings")
+    limits: Limits = field(default_factory=Limits)
+    log_format: str = "text"
+    log_level: str = "info"
+    cdr: Path | None = None
+    metrics_port: int | None = None
+    drain_timeout: float = 30.0
+    plugins: dict[str, Any] = field(default_factory=dict)
+    source: str = "<defaults>"
+    raw: dict[str, Any] = field(default_factory=dict)
+
+
+class _Checker:
+    """Reads typed values out of the line-annotated YAML, raising ConfigError at the right line."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+
+    def fail(self, where: _LineDict | None, key: Any, message: str) -> ConfigError:
+        line = None
+        if isinstance(where, _LineDict):
+            line = where.lines.get(key, where.line) if key is not None else where.line
+        return ConfigError(self.source, line, message)
+
+    def section(self, data: _LineDict, key: str) -> _LineDict:
+        value = data.get(key)
+        if value is None:
+            empty = _LineDict()
+            empty.line, empty.lines = data.lines.get(key, data.line), {}
+            return empty
+        if not isinstance(value, dict):
+            raise self.fail(data, key, f"{key}: expected a mapping, got {type(value).__name__}")
+        return value
+
+    def known(self, data: _LineDict, allowed: set[str], where: str) -> None:
+        for key in data:
+            if key not in allowed:
+                raise self.fail(data, key, f"unknown key {key!r} in {where} "
+                                           f"(expected one of: {', '.join(sorted(allowed))})")
+
+    def get(self, data: _LineDict, key: str, kind: type | tuple[type, ...], default: Any) -> Any:
+        value = data.get(key, default)
+        if value is None and default is None:
+            return None
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            return float(value)
+        if not isinstance(value, kind) or isinstance(value, bool) and kind is not bool:
+            names = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
+            raise self.fail(data, key, f"{key}: expected {names}, got {value!r}")
+        return value
+
+    def port(self, data: _LineDict, key: str, default: int | None) -> int | None:
+        value = self.get(data, key, int, default)
+        if value is not None and not 0 <= value <= 65535:
+            raise self.fail(data, key, f"{key}: {value} is not a port number (0-65535)")
+        return value
+
+
+TOP_KEYS = {"variables", "listen", "rtp_ports", "accounts", "routes", "default_flow", "flows", "recordings",
+            "limits", "logging", "cdr", "metrics_port", "drain_timeout", "plugins"}
+
+
+def parse_config(text: str, source: str = "<config>", base_dir: Path | None = None) -> IvrConfig:
+    """Parse configuration text; relative paths resolve against ``base_dir`` (default: cwd)."""
+    base = base_dir or Path.cwd()
+    try:
+        data = yaml.load(text, Loader=_LineLoader) or _LineDict()  # noqa: S506 - safe loader
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        raise ConfigError(source, mark.line + 1 if mark else None,
+                          f"not valid YAML: {getattr(exc, 'problem', exc)}") from exc
+    if not isinstance(data, _LineDict):
+        raise ConfigError(source, 1, "the configuration must be a mapping")
+    if not hasattr(data, "lines"):
+        data.line, data.lines = 1, {}
+    check = _Checker(source)
+    check.known(data, TOP_KEYS, "the configuration")
+    cfg = IvrConfig(source=source, raw=_plain(data))
+
+    listen = check.section(data, "listen")
+    check.known(listen, {"host", "port", "transports"}, "listen")
+    cfg.listen_host = check.get(listen, "host", str, cfg.listen_host)
+    try:
+        ipaddress.ip_address(cfg.listen_host)
+    except ValueError:
+        raise check.fail(listen, "host", f"host: {cfg.listen_host!r} is not an IP address") from None
+    cfg.listen_port = check.port(listen, "port", cfg.listen_port)
+    cfg.transports = check.get(listen, "transports", list, cfg.transports)
+    for transport in cfg.transports:
+        if transport not in ("udp", "tcp"):
+            raise check.fail(listen, "transports", f"transports: {transport!r} is not udp or tcp")
+
+    ports = data.get("rtp_ports", list(cfg.rtp_ports))
+    if (not isinstance(ports, list) or len(ports) != 2 or not all(isinstance(p, int) for p in ports)
+            or not 1024 <= ports[0] < ports[1] <= 65535):
+        raise check.fail(data, "rtp_ports", "rtp_ports: expected [low, high] with 1024 <= low < high <= 65535")
+    cfg.rtp_ports = (ports[0], ports[1])
+
+    accounts = check.get(data, "accounts", list, [])
+    for entry in accounts:
+        if not isinstance(entry, dict):
+            raise check.fail(data, "accounts", "accounts: each entry must be a mapping")
+        check.known(entry, {"username", "password", "server", "port", "transport"}, "an account")
+        for required in ("username", "password", "server"):
+            if required not in entry:
+                raise check.fail(entry, None, f"account: {required!r} is missing")
+        transport = check.get(entry, "transport", str, "udp")
+        if transport not in ("udp", "tcp"):
+            raise check.fail(entry, "transport", f"transport: {transport!r} is not udp or tcp")
+        cfg.accounts.append(Account(str(entry["username"]), str(entry["password"]),
+                                    check.get(entry, "server", str, ""),
+                                    check.port(entry, "port", 5060) or 5060, transport))
+
+    routes = check.section(data, "routes")
+    for called, flow in routes.items():
+        if not isinstance(flow, str):
+            raise check.fail(routes, called, f"route {called!r}: the flow name must be a string")
+        cfg.routes[str(called)] = flow
+    cfg.default_flow = check.get(data, "default_flow", str, None)
+
+    flows = data.get("flows", None)
+    if flows is not None:
+        if isinstance(flows, str):
+            flows = [flows]
+        if not isinstance(flows, list) or not all(isinstance(f, str) for f in flows):
+            raise check.fail(data, "flows", "flows: expected a path or a list of paths")
+        cfg.flows = [base / f for f in flows]
+    cfg.recordings = base / check.get(data, "recordings", str, "recordings")
+
+    cfg.limits = _parse_limits(check, check.section(data, "limits"))
+
+    logging_section = check.section(data, "logging")
+    check.known(logging_section, {"format", "level"}, "logging")
+    cfg.log_format = check.get(logging_section, "format", str, "text")
+    if cfg.log_format not in ("text", "json"):
+        raise check.fail(logging_section, "format", f"format: {cfg.log_format!r} is not text or json")
+    cfg.log_level = check.get(logging_section, "level", str, "info").lower()
+    if cfg.log_level not in ("debug", "info", "warning", "error"):
+        raise check.fail(logging_section, "level", f"level: {cfg.log_level!r} is not a log level")
+
+    cdr = check.get(data, "cdr", str, None)
+    cfg.cdr = base / cdr if cdr else None
+    cfg.metrics_port = check.port(data, "metrics_port", None)
+    cfg.drain_timeout = check.get(data, "drain_timeout", float, 30.0)
+    if cfg.drain_timeout < 0:
+        raise check.fail(data, "drain_timeout", "drain_timeout: must be >= 0")
+    cfg.plugins = cfg.raw.get("plugins") or {}
+    if not isinstance(cfg.plugins, dict):
+        raise check.fail(data, "plugins", "plugins: expected a mapping")
+    return cfg
+
+
+def _parse_limits(check: _Checker, limits: _LineDict) -> Limits:
+    check.known(limits, {"max_calls", "retry_after", "rate", "allow", "auth"}, "limits")
+    result = Limits()
+    result.max_calls = check.get(limits, "max_calls", int, result.max_calls)
+    if result.max_calls < 1:
+        raise check.fail(limits, "max_calls", "max_calls: must be >= 1")
+    result.retry_after = check.get(limits, "retry_after", int, result.retry_after)
+    rate = check.section(limits, "rate")
+    check.known(rate, {"per_source", "burst"}, "limits.rate")
+    result.rate = RateLimit(check.get(rate, "per_source", float, 10.0), check.get(rate, "burst", int, 20))
+    if result.rate.per_source <= 0 or result.rate.burst < 1:
+        raise check.fail(limits, "rate", "rate: per_source must be > 0 and burst >= 1")
+    for network in check.get(limits, "allow", list, []):
+        try:
+            result.allow.append(ipaddress.ip_network(str(network), strict=False))
+        except ValueError:
+            raise check.fail(limits, "allow", f"allow: {network!r} is not a network") from None
+    auth = limits.get("auth")
+    if auth is not None:
+        if not isinstance(auth, dict):
+            raise check.fail(limits, "auth", "auth: expected {realm: ..., users: {name: password}}")
+        check.known(auth, {"realm", "users"}, "limits.auth")
+        users = check.get(auth, "users", dict, {})
+        if not users:
+            raise check.fail(auth, "users", "auth: users must name at least one user")
+        result.auth = InboundAuth(check.get(auth, "realm", str, "ivr"),
+                                  {str(k): str(v) for k, v in users.items()})
+    return result
+
+
+def _plain(value: Any) -> Any:
+    """The line-annotated YAML as plain dicts and lists (what ``ivr_configure`` receives)."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value
+
+
+def load_config(path: str | Path | None = None) -> IvrConfig:
+    """Load the configuration file at ``path``; ``None`` gives the defaults (embedded mode)."""
+    if path is None:
+        return parse_config("", "<defaults>")
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(str(path), None, f"cannot read: {exc.strerror}") from exc
+    return parse_config(text, str(path), path.resolve().parent)

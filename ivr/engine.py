@@ -1,0 +1,440 @@
+"""The engine: simplesip calls in, one CallContext and one flow task per call, and the batched
+media pipeline run inside the endpoint's 20 ms media clock.
+
+Life of a call::
+
+    INVITE -> Endpoint.on_incoming_call -> admission (server limits) -> ivr_incoming_call
+           -> route (plugin answer, routes, flow named like the called user, default flow)
+           -> flow task (the flow answers through call.controller) -> ivr_call_started
+           -> media ticks (ivr_audio_in / ivr_audio_out) + DTMF (ivr_dtmf_received)
+           -> BYE/CANCEL/flow end/error/shutdown -> HangupEvent + ivr_call_ended (once)
+
+Observers (the server's CDR, metrics and call log) get ``(event, call, details)`` for ``incoming``,
+``rejected``, ``answered``, ``dtmf``, ``hook_error`` and ``ended``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import time
+from typing import Any, Callable, Protocol
+
+import numpy as np
+import pluggy
+
+from ivr.call import FRAME_SAMPLES, AudioBatch, CallContext, HangupEvent
+from ivr.config import IvrConfig
+from ivr.plugins import HookCallError, MediaFailure, MediaHookDispatcher, call_hook
+
+log = logging.getLogger(__name__)
+
+Observer = Callable[[str, CallContext, dict[str, Any]], None]
+#: Server policy run before any plugin sees an INVITE: a SIP status to reject with, or None.
+Admission = Callable[[Any, CallContext], "int | None"]
+
+#: simplesip end reasons (simplesip.events.END_REASONS) -> ivr_call_ended reasons.
+SIP_END_REASONS = {"remote_bye": "remote_hangup", "local_bye": "local_hangup", "rejected": "rejected",
+                   "cancelled": "cancelled", "timeout": "error", "no_ack": "error", "error": "error"}
+
+#: How long a flow may take to notice a hang-up (HangupEvent) before its task is cancelled.
+FLOW_EXIT_GRACE = 2.0
+
+
+class FlowRunner(Protocol):
+    """What the engine needs of the flow layer (ivr.flows), injectable for tests."""
+
+    def flow_names(self) -> list[str]:
+        """Names of the flows that can be routed to."""
+
+    async def run(self, name: str, call: CallContext) -> str:
+        """Run flow ``name`` on ``call`` to its end; return the final outcome."""
+
+
+class CallController:
+    """``call.controller``: the signalling a flow performs on its call (simplesip ``Call``)."""
+
+    def __init__(self, engine: "Engine", sip_call: Any, call: CallContext) -> None:
+        self._engine = engine
+        self._sip_call = sip_call
+        self._call = call
+
+    async def answer(self) -> None:
+        """Answer (200 OK); once media is up the call joins the media clock."""
+        call = self._call
+        if call.answer_time is not None or call.end_time is not None:
+            return
+        await self._sip_call.answer()
+        call.answer_time = time.time()
+        self._engine._media_up(call)
+
+    async def hangup(self, reason: str = "local_hangup") -> None:
+        """Hang up: BYE when answered, else reject with 480 (the flow ended before answering)."""
+        call = self._call
+        if call.end_time is not None:
+            return
+        self._engine._pending_reason.setdefault(call.id, reason)
+        try:
+            if call.answer_time is None:
+                await self._sip_call.reject(480)
+            else:
+                await self._sip_call.hangup()
+        finally:
+            await self._engine._end_call(call, self._engine._pending_reason[call.id])
+
+    async def reject(self, status: int = 486, headers: dict[str, str] | None = None) -> None:
+        """Reject the call (before answer only); ``headers`` such as Retry-After are added."""
+        call = self._call
+        if call.answer_time is not None:
+            raise RuntimeError("cannot reject an answered call; hang up instead")
+        if call.end_time is not None:
+            return
+        self._engine._pending_reason.setdefault(call.id, "rejected")
+        if headers and "headers" in inspect.signature(self._sip_call.reject).parameters:
+            await self._sip_call.reject(status, headers=headers)
+        else:
+            await self._sip_call.reject(status)
+        self._engine._notify("rejected", call, {"status": status})
+        await self._engine._end_call(call, "rejected")
+
+    async def transfer(self, target: str) -> str:
+        """Blind-transfer with REFER; ``ok`` (the call then ends as ``transferred``), ``busy``,
+        ``no_answer`` or ``failed``, from the final status the transferee reported."""
+        try:
+            status = int(await self._sip_call.refer(target))
+        except Exception as exc:  # a refused/timed-out REFER is a flow outcome, not a crash
+            log.warning("call %s: REFER to %s failed: %r", self._call.id, target, exc)
+            return "failed"
+        if 200 <= status < 300:
+            await self.hangup("transferred")
+            return "ok"
+        if status in (486, 600):
+            return "busy"
+        if status in (408, 480, 487):
+            return "no_answer"
+        return "failed"
+
+
+class Engine:
+    """Runs IVR calls on a simplesip ``Endpoint`` with the plugins of ``pm``.
+
+    ``endpoint_factory(config) -> endpoint`` and ``flows`` are injectable (tests use fakes);
+    by default the real ``simplesip.endpoint.Endpoint`` and the flows named in the config.
+    """
+
+    def __init__(
+        self,
+        config: IvrConfig,
+        pm: pluggy.PluginManager,
+        *,
+        flows: FlowRunner | None = None,
+        endpoint_factory: Callable[[IvrConfig], Any] | None = None,
+    ) -> None:
+        self.config = config
+        self.pm = pm
+        self.flows = flows
+        self._endpoint_factory = endpoint_factory or _make_endpoint
+        self.endpoint: Any = None
+        self.accepting = True
+        self.admission: Admission | None = None
+        self.observers: list[Observer] = []
+        self.calls: dict[str, CallContext] = {}  # every call not yet ended
+        self._media: dict[str, CallContext] = {}  # answered calls in the media clock
+        self._tasks: dict[str, asyncio.Task] = {}
+        self._pending_reason: dict[str, str] = {}
+        self._audio_in = MediaHookDispatcher(pm, "ivr_audio_in")
+        self._audio_out = MediaHookDispatcher(pm, "ivr_audio_out")
+        self._tick = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Configure plugins, start the endpoint and register any accounts."""
+        self._loop = asyncio.get_running_loop()
+        if self.flows is None:
+            raise RuntimeError("Engine needs a FlowRunner (ivr.server.FlowStoreRunner for the configured flows)")
+        self.pm.hook.ivr_configure.call_historic(kwargs={"config": self.config.raw})
+        self.endpoint = self._endpoint_factory(self.config)
+        self.endpoint.on_incoming_call = self._on_incoming_call
+        self.endpoint.on_tick = self.on_tick
+        await self.endpoint.start()
+        if self.config.accounts:
+            await self.endpoint.register()
+
+    def reconfigure(self, config: IvrConfig) -> None:
+        """Apply a reloaded configuration (routes, limits, plugin sections) to new calls."""
+        self.config = config
+        self.pm.hook.ivr_configure.call_historic(kwargs={"config": config.raw})
+        reload = getattr(self.flows, "reload", None)
+        if reload is not None:
+            reload(config)
+
+    async def stop(self, drain_timeout: float = 0.0) -> None:
+        """Stop taking calls, let live calls go on up to ``drain_timeout`` seconds, then end the
+        rest with BYE (recordings finalised, reason ``shutdown``) and stop the endpoint."""
+        self.accepting = False
+        deadline = time.monotonic() + drain_timeout
+        while self.calls and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        for call in list(self.calls.values()):
+            self._safe_hook(call, "ivr_stop_recording", call=call, reason="shutdown")
+            if call.controller is not None:
+                try:
+                    await call.controller.hangup("shutdown")
+                except Exception as exc:
+                    log.warning("call %s: hang-up at shutdown failed: %r", call.id, exc)
+                    await self._end_call(call, "shutdown")
+        # Flows see their HangupEvent and return; those that do not are cancelled.
+        if self._tasks:
+            await asyncio.wait(list(self._tasks.values()), timeout=FLOW_EXIT_GRACE)
+        for task in list(self._tasks.values()):
+            task.cancel()
+        if self.endpoint is not None:
+            await self.endpoint.stop()
+
+    # -- incoming calls -----------------------------------------------------------------------
+
+    def _on_incoming_call(self, sip_call: Any) -> None:
+        assert self._loop is not None
+        task = self._loop.create_task(self.handle_incoming(sip_call))
+        self._tasks[sip_call.id] = task
+        task.add_done_callback(lambda _t, cid=sip_call.id: self._tasks.pop(cid, None))
+
+    async def handle_incoming(self, sip_call: Any) -> None:
+        """Admit, route and run one incoming call to its end."""
+        headers = _headers_dict(getattr(sip_call, "headers", None))
+        call = CallContext(
+            sip_call.id, self.pm.hook,
+            from_uri=str(getattr(sip_call, "from_uri", "")), to_uri=str(getattr(sip_call, "to_uri", "")),
+            from_user=getattr(sip_call, "from_user", "") or "", to_user=getattr(sip_call, "to_user", "") or "",
+            headers=headers, source=getattr(sip_call, "source", None) or _via_source(headers),
+        )
+        call.controller = CallController(self, sip_call, call)
+        self.calls[call.id] = call
+        sip_call.on_dtmf = lambda digit, source, duration_ms=None: self._on_dtmf(call, digit, source, duration_ms)
+        sip_call.on_ended = lambda reason=None: self._on_sip_ended(call, reason)
+        self._notify("incoming", call, {})
+
+        status = 503 if not self.accepting else (self.admission(sip_call, call) if self.admission else None)
+        headers = _policy_headers(self.admission, status) if status is not None else None
+        if status is None:
+            decision = self._safe_hook(call, "ivr_incoming_call", call=call)
+            if call.failed:
+                status = 500
+            elif isinstance(decision, int) and not isinstance(decision, bool):
+                status = decision
+            else:
+                call.flow = decision if isinstance(decision, str) else self.route(call)
+                if call.flow is None:
+                    status = 404
+        if status is not None:
+            await call.controller.reject(status, headers)
+            return
+        await self._run_flow(call)
+
+    def route(self, call: CallContext) -> str | None:
+        """The flow for ``call``: configured route of the called user, a flow of that name, the
+        default flow, else the first flow loaded."""
+        names = self.flows.flow_names() if self.flows else []
+        if call.to_user in self.config.routes:
+            return self.config.routes[call.to_user]
+        if call.to_user in names:
+            return call.to_user
+        if self.config.default_flow:
+            return self.config.default_flow
+        return names[0] if names else None
+
+    async def _run_flow(self, call: CallContext) -> None:
+        assert self.flows is not None and call.flow is not None
+        reason = "local_hangup"
+        try:
+            outcome = await self.flows.run(call.flow, call)
+            call.vars.setdefault("_outcome", outcome)
+            log.debug("call %s: flow %s ended with %r", call.id, call.flow, outcome)
+        except asyncio.CancelledError:
+            reason = "shutdown"
+        except Exception as exc:
+            log.error("call %s: flow %s failed: %r", call.id, call.flow, exc, exc_info=exc)
+            call.failed = call.failed or f"flow: {exc!r}"
+            reason = "error"
+        if call.end_time is None:
+            try:
+                await call.controller.hangup("error" if call.failed else reason)
+            except Exception as exc:
+                log.warning("call %s: hang-up failed: %r", call.id, exc)
+                await self._end_call(call, "error")
+
+    # -- events from simplesip ----------------------------------------------------------------
+
+    def _on_dtmf(self, call: CallContext, digit: str, source: str, duration_ms: int | None) -> None:
+        self._notify("dtmf", call, {"digit": digit, "source": source})
+        if self.pm.hook.ivr_dtmf_received.get_hookimpls():
+            self._safe_hook(call, "ivr_dtmf_received", call=call, digit=digit, source=source,
+                            duration_ms=duration_ms)
+        else:  # no dtmf plugin to merge sources: every report is a key press
+            call.report_dtmf(digit, source)
+
+    def _on_sip_ended(self, call: CallContext, reason: Any) -> None:
+        ours = self._pending_reason.get(call.id)
+        if ours is None:
+            ours = SIP_END_REASONS.get(str(reason), "remote_hangup" if call.answer_time else "cancelled")
+        if self._loop is not None and call.end_time is None:
+            self._loop.create_task(self._end_call(call, ours))
+
+    # -- ending and failing calls -------------------------------------------------------------
+
+    def _media_up(self, call: CallContext) -> None:
+        self._media[call.id] = call
+        self._notify("answered", call, {})
+        self._safe_hook(call, "ivr_call_started", call=call)
+
+    async def _end_call(self, call: CallContext, reason: str) -> None:
+        """End ``call`` once: out of the media clock, HangupEvent to the flow, ivr_call_ended."""
+        if call.end_time is not None:
+            return
+        call.end_time = time.time()
+        call.end_reason = reason
+        self._media.pop(call.id, None)
+        self.calls.pop(call.id, None)
+        self._pending_reason.pop(call.id, None)
+        call.emit(HangupEvent(reason))
+        try:
+            call_hook(self.pm, "ivr_call_ended", call=call, reason=reason)
+        except HookCallError as exc:
+            self._notify("hook_error", call, {"plugin": exc.plugin, "hook": exc.hook_name})
+        self._notify("ended", call, {"reason": reason, "stats": _rtp_stats(call)})
+        task = self._tasks.get(call.id)
+        if task is not None and task is not asyncio.current_task() and self._loop is not None:
+            # The flow sees the HangupEvent and returns; one that does not is cancelled.
+            self._loop.call_later(FLOW_EXIT_GRACE, task.cancel)
+
+    def _safe_hook(self, target: CallContext, hook_name: str, /, **kwargs: Any) -> Any:
+        """Call a hook for ``target``; a plugin that raises fails that call alone."""
+        try:
+            return call_hook(self.pm, hook_name, **kwargs)
+        except HookCallError as exc:
+            self.fail_call(target, exc.plugin, hook_name, exc.__cause__ or exc)
+            return None
+
+    def fail_call(self, call: CallContext, plugin: str, hook_name: str, error: BaseException) -> None:
+        """A plugin raised for ``call``: take it out of the media clock and end it (``error``)."""
+        if call.failed is not None and call.id not in self._media:
+            return
+        call.failed = f"{plugin} in {hook_name}: {error!r}"
+        self._media.pop(call.id, None)
+        log.error("call %s failed: plugin %s raised in %s: %r", call.id, plugin, hook_name, error)
+        self._notify("hook_error", call, {"plugin": plugin, "hook": hook_name})
+        if call.answer_time is not None and call.controller is not None and self._loop is not None:
+            self._loop.create_task(self._hangup_quietly(call, "error"))
+
+    async def _hangup_quietly(self, call: CallContext, reason: str) -> None:
+        try:
+            await call.controller.hangup(reason)
+        except Exception as exc:
+            log.warning("call %s: hang-up failed: %r", call.id, exc)
+            await self._end_call(call, reason)
+
+    def _notify(self, event: str, call: CallContext, details: dict[str, Any]) -> None:
+        for observer in self.observers:
+            try:
+                observer(event, call, details)
+            except Exception:  # an observer (CDR, metrics) must never break call handling
+                log.exception("observer %r failed on %s", observer, event)
+
+    # -- media clock --------------------------------------------------------------------------
+
+    def on_tick(self, calls: list[Any], pcm_in: np.ndarray) -> np.ndarray | None:
+        """The endpoint's 20 ms tick: one batched ``ivr_audio_in`` then ``ivr_audio_out`` over
+        every answered call; returns the outbound frames (rows of other calls stay silent)."""
+        media = self._media
+        rows = [i for i, sip_call in enumerate(calls) if sip_call.id in media]
+        if not rows:
+            return None
+        contexts = [media[calls[i].id] for i in rows]
+        all_rows = len(rows) == len(calls)
+        inbound = pcm_in.view() if all_rows else pcm_in[rows]
+        inbound.flags.writeable = False  # ivr_audio_in is read-only
+        self._tick += 1
+        now = time.monotonic()
+        failures: list[MediaFailure] = self._audio_in.dispatch(AudioBatch(contexts, inbound, now, self._tick))
+        outbound = np.zeros((len(rows), FRAME_SAMPLES), dtype=np.int16)
+        out_failures = self._audio_out.dispatch(AudioBatch(contexts, outbound, now, self._tick))
+        for failure in out_failures:
+            outbound[failure.index] = 0  # never send half-written audio of a failed call
+        for failure in failures + out_failures:
+            self.fail_call(contexts[failure.index], failure.plugin, failure.hook_name, failure.error)
+        if all_rows:
+            return outbound
+        frames = np.zeros((len(calls), FRAME_SAMPLES), dtype=np.int16)
+        frames[rows] = outbound
+        return frames
+
+    @property
+    def media_call_count(self) -> int:
+        """Answered calls currently in the media clock."""
+        return len(self._media)
+
+
+def _rtp_stats(call: CallContext) -> dict[str, Any]:
+    """The simplesip call's RTP statistics (loss, jitter), or {} without media."""
+    sip_call = getattr(call.controller, "_sip_call", None)
+    try:
+        return dict(sip_call.stats()) if sip_call is not None and hasattr(sip_call, "stats") else {}
+    except Exception:  # statistics are best effort at call end
+        return {}
+
+
+def _headers_dict(headers: Any) -> dict[str, str]:
+    """The INVITE's headers as a plain dict (first value of each name)."""
+    if not headers:
+        return {}
+    items = headers.items() if hasattr(headers, "items") else headers
+    result: dict[str, str] = {}
+    for name, value in items:
+        result.setdefault(name, value)
+    return result
+
+
+def _via_source(headers: dict[str, str]) -> tuple[str, int] | None:
+    """Where the INVITE came from, per its top Via (received/rport when a proxy added them).
+
+    Used only when simplesip does not tell the transport source address of the INVITE.
+    """
+    via = next((v for k, v in headers.items() if k.lower() == "via"), None)
+    if not via:
+        return None
+    sent_by = via.split(None, 1)[-1].split(";")[0].split(",")[0].strip()
+    host, _, port = sent_by.rpartition(":") if sent_by.count(":") == 1 else (sent_by, "", "")
+    params = dict(p.split("=", 1) if "=" in p else (p, "") for p in via.split(";")[1:])
+    host = params.get("received", host).strip()
+    rport = params.get("rport", "").strip()
+    try:
+        return host, int(rport or port or 5060)
+    except ValueError:
+        return host, 5060
+
+
+def _policy_headers(admission: Any, status: int) -> dict[str, str]:
+    """Headers the server's policy adds to a rejection (Retry-After, WWW-Authenticate)."""
+    headers_for = getattr(admission, "reject_headers", None)
+    if headers_for is not None:
+        return headers_for(status)
+    return {"Retry-After": "5"} if status == 503 else {}
+
+
+def _make_endpoint(config: IvrConfig) -> Any:
+    """The real simplesip endpoint for ``config`` (imported late: tests may not need it)."""
+    from simplesip.endpoint import Endpoint, EndpointConfig
+
+    options: dict[str, Any] = dict(
+        local_host=config.listen_host, sip_port=config.listen_port,
+        transports=tuple(config.transports), rtp_port_range=tuple(config.rtp_ports),
+    )
+    if config.accounts:
+        account = config.accounts[0]
+        options.update(username=account.username, password=account.password, server=account.server,
+                       server_port=account.port, transport=account.transport)
+    return Endpoint(EndpointConfig(**options))
+

@@ -1,0 +1,279 @@
+"""One running flow on one call: :class:`FlowSession`, what action handlers are given.
+
+The session is the only reader of ``call.events``. Digits that arrive while no collect is
+listening go to the type-ahead buffer (``session.typeahead``) so the next ``menu`` or ``collect``
+sees them first, unless that node says ``flush_dtmf``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable
+
+from ivr.call import CallContext, DtmfEvent, HangupEvent, PlaybackDone, PlayItem, SpeechEvent
+from ivr.flows.diagnostics import FlowRuntimeError
+from ivr.flows.model import Flow, Node
+from ivr.flows.paths import resolve_inside
+from ivr.flows.templating import render
+from ivr.flows.values import parse_duration
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ivr.flows.registry import ActionRegistry
+
+log = logging.getLogger(__name__)
+
+TraceSink = Callable[["TraceEntry"], None]
+
+
+class CallerHungUp(Exception):
+    """The caller hung up while the flow waited; the executor turns it into outcome ``hangup``."""
+
+
+@dataclass(frozen=True)
+class TraceEntry:
+    """One line of a flow trace: seconds since the flow started, the node, what happened."""
+
+    time: float
+    node: str
+    event: str
+    detail: str = ""
+
+    def __str__(self) -> str:
+        return f"{self.time:8.3f}  {self.node:<16} {self.event:<9} {self.detail}".rstrip()
+
+
+class FlowSession:
+    """The state of one flow run on one call, and the services action handlers use."""
+
+    def __init__(
+        self,
+        flow: Flow,
+        call: CallContext,
+        config: dict[str, Any],
+        actions: ActionRegistry,
+        *,
+        wall_clock: Callable[[], dt.datetime] | None = None,
+        trace_sink: TraceSink | None = None,
+    ) -> None:
+        self.flow = flow
+        self.call = call
+        self.config = config
+        self.actions = actions
+        self.vars: dict[str, Any] = call.vars
+        for name, value in flow.initial_vars.items():
+            self.vars.setdefault(name, value)
+        self.loop = asyncio.get_running_loop()
+        self.started = self.loop.time()
+        self._wall_clock = wall_clock or (lambda: dt.datetime.now(dt.timezone.utc))
+        self._trace_sink = trace_sink
+        self.node: Node | None = None
+        self.typeahead: list[str] = []
+        self.answered = False
+        self.caller_gone = False
+        self.in_hangup_handler = False
+        self.in_error_handler = False
+        self.final: str | None = None  # "hangup" | "rejected" | "transferred" once decided
+        self.menu_state: dict[str, dict[str, int]] = {}
+        self.sub_depth = 0
+        self._pending_get: asyncio.Task | None = None
+
+    # -- time and trace ---------------------------------------------------------------------
+
+    def elapsed(self) -> float:
+        """Seconds since the flow started, on the loop's clock (virtual under simulate)."""
+        return self.loop.time() - self.started
+
+    def wall_time(self) -> dt.datetime:
+        """The current date and time (aware); ``hours`` reads it. Injectable for tests."""
+        return self._wall_clock()
+
+    def trace(self, event: str, detail: str = "") -> None:
+        entry = TraceEntry(round(self.elapsed(), 3), self.node.name if self.node else "-", event, detail)
+        log.debug("call %s: %s", self.call.id, entry)
+        if self._trace_sink is not None:
+            self._trace_sink(entry)
+
+    # -- parameters -------------------------------------------------------------------------
+
+    def template_context(self) -> dict[str, Any]:
+        call = self.call
+        return {
+            "call": {
+                "id": call.id,
+                "from": call.from_user or call.from_uri,
+                "to": call.to_user or call.to_uri,
+                "from_uri": call.from_uri,
+                "to_uri": call.to_uri,
+                "from_user": call.from_user,
+                "to_user": call.to_user,
+                "headers": dict(call.headers),
+            },
+            "vars": self.vars,
+            "config": self.config,
+        }
+
+    def render(self, value: Any, *, for_path: bool = False) -> Any:
+        """Render a template string (other values unchanged); see :mod:`ivr.flows.templating`."""
+        return render(value, self.template_context(), for_path=for_path)
+
+    def setting(self, params: Any, name: str, default: Any) -> Any:
+        """A node parameter, else the flow's ``defaults:`` entry, else ``default``."""
+        if isinstance(params, dict) and name in params:
+            return params[name]
+        return self.flow.defaults.get(name, default)
+
+    def duration(self, params: Any, name: str, default: float) -> float:
+        return parse_duration(self.setting(params, name, default))
+
+    def barge_in(self) -> set[str]:
+        """What may interrupt this node's prompts: a subset of ``{"dtmf", "speech"}``."""
+        value = self.node.barge_in if self.node and self.node.barge_in is not None else None
+        if value is None:
+            value = self.flow.defaults.get("barge_in", "dtmf")
+        if isinstance(value, list):
+            return set(value)
+        return {"none": set(), "both": {"dtmf", "speech"}}.get(value, {value})
+
+    def resolve_file(self, name: str) -> Path:
+        """A prompt file named by the flow, confined to the flow's folder."""
+        return resolve_inside(self.flow.folder, self.render(name, for_path=True))
+
+    def recordings_folder(self) -> Path:
+        """``config["recordings_dir"]``, else ``recordings/`` beside the flow."""
+        folder = self.config.get("recordings_dir")
+        return Path(folder) if folder else self.flow.folder / "recordings"
+
+    # -- call control -----------------------------------------------------------------------
+
+    async def ensure_answered(self) -> None:
+        """Answer the call if not yet done (media needs it); a gone caller is reported."""
+        if self.caller_gone:
+            raise CallerHungUp()
+        if not self.answered:
+            self.answered = True
+            self.trace("answer")
+            await self.call.controller.answer()
+
+    # -- events -----------------------------------------------------------------------------
+
+    def _note(self, event: Any) -> Any:
+        if isinstance(event, HangupEvent):
+            if not self.caller_gone:
+                self.caller_gone = True
+                self.trace("hangup", f"caller hung up ({event.reason})")
+            raise CallerHungUp()
+        if isinstance(event, DtmfEvent):
+            self.trace("dtmf", event.digit)
+        elif isinstance(event, SpeechEvent):
+            self.trace("speech", event.kind)
+        return event
+
+    def poll(self) -> None:
+        """Take every queued event without waiting: digits to type-ahead, hang-up noted."""
+        if self.caller_gone:
+            raise CallerHungUp()
+        if self._pending_get is not None and self._pending_get.done():
+            event = self._pending_get.result()
+            self._pending_get = None
+            self._absorb(event)
+        while True:
+            try:
+                event = self.call.events.get_nowait()
+            except asyncio.QueueEmpty:
+                return
+            self._absorb(event)
+
+    def _absorb(self, event: Any) -> None:
+        if isinstance(self._note(event), DtmfEvent):
+            self.typeahead.append(event.digit)
+
+    async def next_event(self, timeout: float | None, until: asyncio.Future | None = None) -> Any:
+        """The next call event, or ``None`` after ``timeout`` seconds or once ``until`` is done.
+
+        Raises :class:`CallerHungUp` when the caller is (or goes) away.
+        """
+        if self.caller_gone:
+            raise CallerHungUp()
+        if self._pending_get is None:
+            self._pending_get = asyncio.ensure_future(self.call.events.get())
+        waiting = {self._pending_get} | ({until} if until is not None else set())
+        done, _ = await asyncio.wait(waiting, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        if self._pending_get in done:
+            event = self._pending_get.result()
+            self._pending_get = None
+            return self._note(event)
+        return None
+
+    def close(self) -> None:
+        if self._pending_get is not None:
+            self._pending_get.cancel()
+            self._pending_get = None
+
+    # -- playing ----------------------------------------------------------------------------
+
+    def play_items(self, spec: Any) -> list[PlayItem]:
+        """Turn a play spec (a file name, ``{say|tone|silence|file: ...}`` or a list) into items."""
+        items = []
+        for entry in spec if isinstance(spec, list) else [spec]:
+            if isinstance(entry, str):
+                entry = {"file": entry}
+            options = {}
+            if "duration" in entry:
+                options["duration"] = parse_duration(entry["duration"])
+            if "file" in entry:
+                items.append(PlayItem("file", str(self.resolve_file(entry["file"])), options))
+            elif "say" in entry:
+                voice = entry.get("voice", self.flow.defaults.get("voice"))
+                items.append(PlayItem("say", str(self.render(entry["say"])), {"voice": voice} if voice else {}))
+            elif "tone" in entry:
+                options.setdefault("duration", 1.0)
+                items.append(PlayItem("tone", str(self.render(entry["tone"])), options))
+            elif "silence" in entry:
+                items.append(PlayItem("silence", None, {"duration": parse_duration(entry["silence"])}))
+            else:
+                raise FlowRuntimeError(f"nothing to play in {entry!r}")
+        return items
+
+    async def play(self, spec: Any, barge_in: set[str] | None = None) -> str | None:
+        """Play ``spec`` to the end; return what barged in (``"dtmf"``, ``"speech"``) or ``None``.
+
+        Digits heard while playing go to the type-ahead buffer (with DTMF barge-in the first one
+        also stops the prompt).
+        """
+        if spec is None:
+            return None
+        barge_in = self.barge_in() if barge_in is None else barge_in
+        items = self.play_items(spec)
+        await self.ensure_answered()
+        for item in items:
+            self.trace("play", _describe(item))
+            self.call.play(item)
+        last = items[-1].id
+        while True:
+            event = await self.next_event(None)
+            if isinstance(event, PlaybackDone) and event.item_id == last:
+                return None
+            if isinstance(event, DtmfEvent):
+                self.typeahead.append(event.digit)
+                if "dtmf" in barge_in:
+                    self.call.stop_playback()
+                    self.trace("barge-in", f"dtmf {event.digit}")
+                    return "dtmf"
+            elif isinstance(event, SpeechEvent) and event.kind == "start" and "speech" in barge_in:
+                self.call.stop_playback()
+                self.trace("barge-in", "speech")
+                return "speech"
+
+
+def _describe(item: PlayItem) -> str:
+    if item.kind == "file":
+        return Path(item.value).name
+    if item.kind == "say":
+        return f"say {item.value!r}"
+    if item.kind == "silence":
+        return f"silence {item.options['duration']:g}s"
+    return f"tone {item.value} {item.options.get('duration', 0):g}s"

@@ -1,0 +1,352 @@
+"""``ivr simulate``: run a flow on a virtual call, with the real executor and a virtual clock.
+
+The event loop's clock is virtual: whenever the loop has nothing ready it jumps straight to its
+next timer, so a flow with a 30 s menu runs in milliseconds and gives the same trace every time.
+Prompts "play" for their real length (a WAV's duration; ``say`` text 70 ms per character).
+While an action does real network I/O (``http``) the clock follows real time instead.
+
+Scripts (virtual time starts at 0 when the call arrives):
+
+* DTMF: tokens separated by spaces; a token of keys (``1``, ``2#``) presses them at the current
+  time; ``+2s`` / ``+500ms`` moves time forward; ``@5.5`` moves it to 5.5 s; ``hangup`` hangs
+  up. ``"+3s 1 +1s 2#"`` presses 1 at 3 s, then 2 and # at 4 s.
+* Speech: ``start@1.0,end@2.0``: the VAD reports speech starting at 1 s and ending at 2 s.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import re
+import selectors
+import tempfile
+import time
+import wave
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+from zoneinfo import ZoneInfo
+
+from ivr.call import CallContext, HangupEvent, PlaybackDone, PlayItem, RecordingDone
+from ivr.flows.checker import load_flow
+from ivr.flows.executor import run_flow
+from ivr.flows.model import Flow
+from ivr.flows.registry import ActionRegistry
+from ivr.flows.session import TraceEntry
+from ivr.flows.values import parse_duration
+
+SAY_SECONDS_PER_CHAR = 0.07
+_KEYS = re.compile(r"^[0-9*#A-D]+$")
+
+
+class SimulationStalled(RuntimeError):
+    """The simulated flow waits for something that can never happen (no timer, no event)."""
+
+
+# -- the virtual clock -----------------------------------------------------------------------
+
+
+class _VirtualSelector:
+    """Wraps the real selector: when idle, time jumps instead of the process sleeping."""
+
+    def __init__(self, loop: "VirtualTimeLoop", real: selectors.BaseSelector) -> None:
+        self._loop = loop
+        self._real = real
+
+    def select(self, timeout: float | None = None) -> list:
+        if self._loop.real_io_depth:
+            began = time.monotonic()
+            ready = self._real.select(timeout)
+            self._loop.virtual_now += time.monotonic() - began
+            return ready
+        ready = self._real.select(0)
+        if ready:
+            return ready
+        if timeout is None:
+            raise SimulationStalled("the flow waits for an event that nothing will send")
+        self._loop.virtual_now += timeout
+        return []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._real, name)
+
+
+class VirtualTimeLoop(asyncio.SelectorEventLoop):
+    """An asyncio loop whose ``time()`` is virtual and jumps to the next timer when idle."""
+
+    def __init__(self) -> None:
+        self.virtual_now = 0.0
+        self.real_io_depth = 0
+        super().__init__(selector=_VirtualSelector(self, selectors.DefaultSelector()))  # type: ignore[arg-type]
+
+    def time(self) -> float:
+        return self.virtual_now
+
+    @contextlib.contextmanager
+    def real_io(self) -> Iterator[None]:
+        """While inside, the clock follows real time (real sockets are being waited on)."""
+        self.real_io_depth += 1
+        try:
+            yield
+        finally:
+            self.real_io_depth -= 1
+
+
+# -- the simulated media plugin and call controller -------------------------------------------
+
+
+def prompt_seconds(item: PlayItem) -> float:
+    """How long ``item`` plays: the WAV's length, text length for ``say``, else its duration."""
+    if item.kind == "file":
+        try:
+            with wave.open(str(item.value), "rb") as wav:
+                return wav.getnframes() / float(wav.getframerate())
+        except (OSError, wave.Error, EOFError):
+            return 1.0
+    if item.kind == "say":
+        return max(0.2, len(str(item.value)) * SAY_SECONDS_PER_CHAR)
+    return float(item.options.get("duration", 1.0))
+
+
+@dataclass
+class _Recording:
+    path: str
+    options: dict[str, Any]
+    started: float
+    timers: list[asyncio.TimerHandle] = field(default_factory=list)
+
+
+class SimulatedMedia:
+    """Stands in for the playback and recording plugins (the ``call.hook`` of a virtual call)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.queue: deque[PlayItem] = deque()
+        self.current: tuple[PlayItem, asyncio.TimerHandle] | None = None
+        self.recording: _Recording | None = None
+        self.recordings: list[RecordingDone] = []
+
+    def ivr_play(self, call: CallContext, item: PlayItem) -> bool:
+        self.queue.append(item)
+        if self.current is None:
+            self._start_next(call)
+        return True
+
+    def _start_next(self, call: CallContext) -> None:
+        if not self.queue:
+            self.current = None
+            return
+        item = self.queue.popleft()
+        handle = self.loop.call_later(prompt_seconds(item), self._finished, call, item)
+        self.current = (item, handle)
+
+    def _finished(self, call: CallContext, item: PlayItem) -> None:
+        call.emit(PlaybackDone(item.id))
+        self._start_next(call)
+
+    def ivr_stop_playback(self, call: CallContext) -> None:
+        flushed = []
+        if self.current is not None:
+            self.current[1].cancel()
+            flushed.append(self.current[0])
+            self.current = None
+        flushed.extend(self.queue)
+        self.queue.clear()
+        for item in flushed:
+            call.emit(PlaybackDone(item.id, interrupted=True))
+
+    def ivr_start_recording(self, call: CallContext, path: str, options: dict[str, Any]) -> bool:
+        recording = _Recording(path, dict(options), self.loop.time())
+        self.recording = recording
+        recording.timers.append(self.loop.call_later(float(options["max_length"]), self._stop, call, "max_length"))
+        self._arm_silence(call)
+        return True
+
+    def _arm_silence(self, call: CallContext) -> None:
+        if self.recording is not None:
+            timeout = float(self.recording.options["silence_timeout"])
+            self.recording.timers.append(self.loop.call_later(timeout, self._stop, call, "silence"))
+
+    def _stop(self, call: CallContext, reason: str) -> None:
+        recording, self.recording = self.recording, None
+        if recording is None:
+            return
+        for timer in recording.timers:
+            timer.cancel()
+        done = RecordingDone(recording.path, round(self.loop.time() - recording.started, 3), reason)
+        self.recordings.append(done)
+        call.emit(done)
+
+    def ivr_stop_recording(self, call: CallContext, reason: str) -> None:
+        self._stop(call, reason)
+
+    def ivr_speech(self, call: CallContext, event: str) -> None:
+        if self.recording is None:
+            return
+        for timer in self.recording.timers[1:]:  # [0] is max_length: speech never extends it
+            timer.cancel()
+        del self.recording.timers[1:]
+        if event == "end":
+            self._arm_silence(call)
+
+    def ivr_dtmf(self, call: CallContext, digit: str, source: str) -> None:
+        if self.recording is not None and digit in self.recording.options.get("finish_on_key", ""):
+            self._stop(call, "key")
+
+
+class SimulatedController:
+    """The signalling side of a virtual call; ``transfer`` answers ``transfer_result``."""
+
+    def __init__(self, transfer_result: str = "ok") -> None:
+        self.transfer_result = transfer_result
+        self.actions: list[tuple[str, Any]] = []
+
+    async def answer(self) -> None:
+        self.actions.append(("answer", None))
+
+    async def hangup(self) -> None:
+        self.actions.append(("hangup", None))
+
+    async def reject(self, status: int) -> None:
+        self.actions.append(("reject", status))
+
+    async def transfer(self, target: str) -> str:
+        self.actions.append(("transfer", target))
+        return self.transfer_result
+
+
+# -- scripts ----------------------------------------------------------------------------------
+
+
+def parse_dtmf_script(script: str) -> list[tuple[float, str]]:
+    """``"1 +2s 2# @10 hangup"`` -> ``[(0, "1"), (2, "2"), (2, "#"), (10, "hangup")]``."""
+    now = 0.0
+    events = []
+    for token in script.split():
+        if token.startswith("+"):
+            now += parse_duration(token[1:])
+        elif token.startswith("@"):
+            now = parse_duration(token[1:])
+        elif token == "hangup":
+            events.append((now, "hangup"))
+        elif _KEYS.match(token):
+            events.extend((now, key) for key in token)
+        else:
+            raise ValueError(f"bad DTMF script token {token!r} (keys, +2s, @5.5 or hangup)")
+    return events
+
+
+def parse_speech_script(script: str) -> list[tuple[float, str]]:
+    """``"start@1.0,end@2.0"`` -> ``[(1.0, "start"), (2.0, "end")]``."""
+    events = []
+    for token in filter(None, (t.strip() for t in script.split(","))):
+        kind, _, at = token.partition("@")
+        if kind not in ("start", "end") or not at:
+            raise ValueError(f"bad speech script token {token!r} (start@1.0 or end@2.5)")
+        events.append((parse_duration(at), kind))
+    return events
+
+
+# -- running ----------------------------------------------------------------------------------
+
+
+@dataclass
+class SimulationResult:
+    """What a simulated call did: the trace, the final outcome, the variables, the signalling."""
+
+    trace: list[TraceEntry]
+    outcome: str
+    vars: dict[str, Any]
+    controller_actions: list[tuple[str, Any]]
+    recordings: list[RecordingDone]
+
+
+def run_simulation(
+    flow: Flow | str | Path,
+    *,
+    dtmf: str = "",
+    speech: str = "",
+    at: dt.datetime | str | None = None,
+    tz: str = "UTC",
+    caller: str = "sip:1001@127.0.0.1",
+    callee: str = "sip:ivr@127.0.0.1",
+    config: dict[str, Any] | None = None,
+    actions: ActionRegistry | None = None,
+    transfer_result: str = "ok",
+    time_limit: float = 3600.0,
+) -> SimulationResult:
+    """Run ``flow`` once on a virtual call (see the module doc for the scripts).
+
+    ``at`` is the wall-clock date and time when the call arrives (naive values are read in
+    ``tz``). Must be called outside a running event loop.
+    """
+    actions = actions or ActionRegistry.with_builtins()
+    if not isinstance(flow, Flow):
+        flow = load_flow(flow, actions)
+    config = dict(config or {})
+    temp_dir = None
+    if "recordings_dir" not in config:
+        temp_dir = tempfile.TemporaryDirectory(prefix="ivr-simulate-")
+        config["recordings_dir"] = temp_dir.name
+    start = _start_time(at, tz)
+    loop = VirtualTimeLoop()
+    try:
+        return loop.run_until_complete(
+            _simulate(flow, loop, dtmf, speech, start, caller, callee, config, actions, transfer_result, time_limit)
+        )
+    finally:
+        loop.close()
+        if temp_dir is not None:
+            temp_dir.cleanup()
+
+
+def simulate(flow: Flow | str | Path, **options: Any) -> list[TraceEntry]:
+    """Run ``flow`` on a virtual call and return its trace (options as :func:`run_simulation`)."""
+    return run_simulation(flow, **options).trace
+
+
+def _start_time(at: dt.datetime | str | None, tz: str) -> dt.datetime:
+    zone = ZoneInfo(tz)
+    if at is None:
+        return dt.datetime.now(zone)
+    moment = dt.datetime.fromisoformat(at) if isinstance(at, str) else at
+    return moment if moment.tzinfo else moment.replace(tzinfo=zone)
+
+
+def _user_of(uri: str) -> str:
+    match = re.match(r"^(?:sips?:)?([^@;>]+)@", uri)
+    return match.group(1) if match else uri
+
+
+async def _simulate(
+    flow: Flow, loop: VirtualTimeLoop, dtmf: str, speech: str, start: dt.datetime, caller: str,
+    callee: str, config: dict[str, Any], actions: ActionRegistry, transfer_result: str, time_limit: float,
+) -> SimulationResult:
+    media = SimulatedMedia(loop)
+    call = CallContext("sim-1", media, from_uri=caller, to_uri=callee,
+                       from_user=_user_of(caller), to_user=_user_of(callee), clock=loop.time)
+    controller = SimulatedController(transfer_result)
+    call.controller = controller
+    t0 = loop.time()
+    for when, key in parse_dtmf_script(dtmf):
+        if key == "hangup":
+            loop.call_at(t0 + when, call.emit, HangupEvent("remote_hangup"))
+        else:
+            loop.call_at(t0 + when, call.report_dtmf, key, "rfc4733")
+    for when, kind in parse_speech_script(speech):
+        loop.call_at(t0 + when, call.report_speech, kind)
+    trace: list[TraceEntry] = []
+
+    def wall_clock() -> dt.datetime:
+        return start + dt.timedelta(seconds=loop.time() - t0)
+
+    try:
+        outcome = await asyncio.wait_for(
+            run_flow(flow, call, config, actions, wall_clock=wall_clock, trace=trace.append), time_limit
+        )
+    except asyncio.TimeoutError:
+        trace.append(TraceEntry(round(loop.time() - t0, 3), "-", "stopped", f"time limit {time_limit:g}s"))
+        outcome = "time_limit"
+    return SimulationResult(trace, outcome, dict(call.vars), controller.actions, media.recordings)

@@ -1,0 +1,274 @@
+"""The plugin manager of the ``ivr`` engine, and fault-isolating calls into plugins.
+
+:func:`make_plugin_manager` builds the ``pluggy.PluginManager("ivr")``: hookspecs added, the
+built-ins of ``plugins/`` registered by module name exactly as a third-party plugin would be,
+then third-party plugins from the ``ivr`` entry-point group. Three environment variables steer it:
+
+``IVR_PLUGINS``
+    Comma-separated plugin names to load; every other built-in or entry-point plugin is blocked.
+    A name matches a plugin's full name (``plugins.vad``) or its last dotted part (``vad``).
+``IVR_DISABLE_PLUGINS``
+    Comma-separated names to block (same matching), applied after ``IVR_PLUGINS``.
+``IVR_TRACE_HOOKS=1``
+    Log every hook call made through ``pm.hook`` (pluggy tracing) at DEBUG on this module's logger.
+
+An exception raised by a plugin must fail only what it was working on: :func:`call_hook` fails
+the one hook call and names the plugin in the log; :class:`MediaHookDispatcher` calls the batched
+media hooks implementation by implementation and, when one raises, re-runs it call by call to
+find the call(s) that made it raise, so only those calls are failed.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.metadata
+import logging
+import os
+import traceback
+from dataclasses import dataclass
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Iterable, Mapping
+
+import pluggy
+
+from ivr import hookspecs
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ivr.call import AudioBatch
+
+log = logging.getLogger(__name__)
+
+PROJECT_NAME = "ivr"
+ENTRY_POINT_GROUP = "ivr"
+
+#: The built-in plugins, registered by module name (in this order: later ones run first, pluggy
+#: calls implementations last-registered-first unless tryfirst/trylast say otherwise).
+BUILTIN_PLUGINS: tuple[str, ...] = (
+    "plugins.recording",
+    "plugins.tts",
+    "plugins.playback",
+    "plugins.dtmf",
+    "plugins.vad",
+)
+
+MEDIA_HOOKS = ("ivr_audio_in", "ivr_audio_out")
+
+
+class IvrPluginManager(pluggy.PluginManager):
+    """A ``pluggy.PluginManager`` that counts registrations, so hot paths that cache hook
+    implementations (the media dispatcher) know when to refresh their cache."""
+
+    def __init__(self, project_name: str = PROJECT_NAME) -> None:
+        super().__init__(project_name)
+        #: Incremented on every register/unregister.
+        self.generation = 0
+
+    def register(self, plugin: object, name: str | None = None) -> str | None:
+        registered = super().register(plugin, name)
+        self.generation += 1
+        return registered
+
+    def unregister(self, plugin: object | None = None, name: str | None = None) -> Any:
+        removed = super().unregister(plugin, name)
+        self.generation += 1
+        return removed
+
+
+def _names(value: str | None) -> set[str]:
+    return {part.strip() for part in (value or "").split(",") if part.strip()}
+
+
+def _matches(plugin_name: str, wanted: set[str]) -> bool:
+    return plugin_name in wanted or plugin_name.rsplit(".", 1)[-1] in wanted
+
+
+def make_plugin_manager(
+    builtins: bool = True,
+    *,
+    entry_points: bool = True,
+    environ: Mapping[str, str] | None = None,
+    extra_plugins: Iterable[str] = (),
+) -> IvrPluginManager:
+    """Build the engine's plugin manager.
+
+    ``builtins`` registers the modules of :data:`BUILTIN_PLUGINS`; ``entry_points`` loads the
+    ``ivr`` entry-point group; ``extra_plugins`` are more module names to import and register
+    (from the configuration's ``plugins.load`` list). ``environ`` defaults to ``os.environ``.
+    A built-in or extra module that cannot be imported is logged and skipped.
+    """
+    env = os.environ if environ is None else environ
+    pm = IvrPluginManager(PROJECT_NAME)
+    pm.add_hookspecs(hookspecs)
+
+    only = _names(env.get("IVR_PLUGINS"))
+    disabled = _names(env.get("IVR_DISABLE_PLUGINS"))
+
+    def allowed(name: str) -> bool:
+        if only and not _matches(name, only):
+            return False
+        return not _matches(name, disabled)
+
+    module_names = list(BUILTIN_PLUGINS if builtins else ()) + list(extra_plugins)
+    for module_name in module_names:
+        if not allowed(module_name):
+            pm.set_blocked(module_name)
+            log.info("plugin %s not loaded (IVR_PLUGINS / IVR_DISABLE_PLUGINS)", module_name)
+            continue
+        if pm.has_plugin(module_name):
+            continue
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError as exc:
+            log.warning("plugin %s cannot be imported: %s", module_name, exc)
+            continue
+        pm.register(module, name=module_name)
+
+    if entry_points:
+        # Block the names the environment excludes before pluggy imports them: a plugin that is
+        # not wanted is not even imported.
+        for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+            if not allowed(ep.name):
+                pm.set_blocked(ep.name)
+                log.info("plugin %s not loaded (IVR_PLUGINS / IVR_DISABLE_PLUGINS)", ep.name)
+        loaded = pm.load_setuptools_entrypoints(ENTRY_POINT_GROUP)
+        if loaded:
+            log.info("loaded %d plugin(s) from the %r entry-point group", loaded, ENTRY_POINT_GROUP)
+
+    if env.get("IVR_TRACE_HOOKS", "").strip() not in ("", "0", "false", "no"):
+        enable_hook_tracing(pm)
+    log.debug("plugins: %s", ", ".join(sorted(name for name, _ in pm.list_name_plugin())))
+    return pm
+
+
+def enable_hook_tracing(pm: pluggy.PluginManager) -> None:
+    """Log every hook call through ``pm.hook`` (arguments and result) at DEBUG."""
+    pm.trace.root.setwriter(lambda message: log.debug("hook trace: %s", message.rstrip()))
+    pm.enable_tracing()
+
+
+# -- fault isolation ----------------------------------------------------------------------
+
+
+def plugin_of_exception(pm: pluggy.PluginManager, hook_name: str, exc: BaseException) -> str:
+    """The name of the plugin whose implementation of ``hook_name`` raised ``exc``.
+
+    Found by matching the traceback's frames against each implementation's code object, so it
+    costs nothing unless something has already failed.
+    """
+    codes = {}
+    for impl in getattr(pm.hook, hook_name).get_hookimpls():
+        codes[getattr(impl.function, "__code__", None)] = impl.plugin_name
+    tb: TracebackType | None = exc.__traceback__
+    for frame, _ in traceback.walk_tb(tb):
+        name = codes.get(frame.f_code)
+        if name is not None:
+            return name
+    return "<unknown plugin>"
+
+
+class HookCallError(RuntimeError):
+    """A plugin raised inside a hook call; ``plugin`` names it and ``__cause__`` is the error."""
+
+    def __init__(self, hook_name: str, plugin: str, exc: BaseException) -> None:
+        super().__init__(f"plugin {plugin} failed in {hook_name}: {exc!r}")
+        self.hook_name = hook_name
+        self.plugin = plugin
+
+
+def call_hook(pm: pluggy.PluginManager, hook_name: str, **kwargs: Any) -> Any:
+    """Call ``pm.hook.<hook_name>(**kwargs)``; on an exception log it with the plugin's name and
+    raise :class:`HookCallError` (the caller fails the one call concerned)."""
+    try:
+        return getattr(pm.hook, hook_name)(**kwargs)
+    except Exception as exc:
+        plugin = plugin_of_exception(pm, hook_name, exc)
+        log.error("plugin %s raised in %s: %r", plugin, hook_name, exc, exc_info=exc)
+        raise HookCallError(hook_name, plugin, exc) from exc
+
+
+@dataclass(frozen=True)
+class MediaFailure:
+    """One call failed by a media hook implementation during one tick."""
+
+    index: int  # row of the batch
+    plugin: str
+    hook_name: str
+    error: BaseException
+
+
+class MediaHookDispatcher:
+    """Calls one batched media hook (``ivr_audio_in`` / ``ivr_audio_out``) every tick.
+
+    Implementations are called directly (no pluggy hook call per tick): the list is cached and
+    refreshed when the plugin manager's ``generation`` changes. Order is pluggy's (tryfirst first,
+    then last-registered first, trylast last). Wrappers are not supported on media hooks and are
+    skipped with a warning.
+    """
+
+    def __init__(self, pm: pluggy.PluginManager, hook_name: str) -> None:
+        if hook_name not in MEDIA_HOOKS:
+            raise ValueError(f"{hook_name} is not a batched media hook")
+        self.pm = pm
+        self.hook_name = hook_name
+        self._generation: int | None = None
+        self._impls: list[tuple[str, Any, bool]] = []  # (plugin name, function, wants batch)
+        #: Times an implementation raised on a whole batch but on no call alone.
+        self.batch_errors = 0
+
+    def _refresh(self) -> None:
+        generation = getattr(self.pm, "generation", None)
+        if generation is not None and generation == self._generation:
+            return
+        impls = []
+        for impl in reversed(getattr(self.pm.hook, self.hook_name).get_hookimpls()):
+            if impl.wrapper or impl.hookwrapper:
+                log.warning("plugin %s: wrappers are not supported on %s; skipped",
+                            impl.plugin_name, self.hook_name)
+                continue
+            impls.append((impl.plugin_name, impl.function, "batch" in impl.argnames))
+        self._impls = impls
+        self._generation = generation
+
+    @property
+    def plugin_names(self) -> list[str]:
+        """Names of the plugins called, in call order."""
+        self._refresh()
+        return [name for name, _, _ in self._impls]
+
+    def dispatch(self, batch: AudioBatch) -> list[MediaFailure]:
+        """Run every implementation on ``batch``; return the calls that failed this tick.
+
+        When an implementation raises on the whole batch it is re-run on one-call batches (sharing
+        memory with ``batch``) so only the calls that raise again are reported; every other
+        implementation still sees the whole batch.
+        """
+        self._refresh()
+        failures: list[MediaFailure] = []
+        if not batch.calls:
+            return failures
+        for plugin, function, wants_batch in self._impls:
+            try:
+                if wants_batch:
+                    function(batch=batch)
+                else:
+                    function()
+            except Exception as batch_exc:
+                log.debug("plugin %s raised on the batch in %s (%r); isolating the call",
+                          plugin, self.hook_name, batch_exc)
+                found = False
+                for index in range(len(batch.calls)):
+                    try:
+                        if wants_batch:
+                            function(batch=batch.subset(index))
+                        else:
+                            function()
+                    except Exception as exc:
+                        failures.append(MediaFailure(index, plugin, self.hook_name, exc))
+                        found = True
+                if not found:
+                    # It raised only on the whole batch (a shape assumption, say): no call is
+                    # guilty, so none is failed; the calls lost this plugin's work this tick.
+                    self.batch_errors += 1
+                    log.error("plugin %s raised in %s on a batch of %d calls but on none alone: %r",
+                              plugin, self.hook_name, len(batch.calls), batch_exc)
+        return failures

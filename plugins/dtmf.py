@@ -1,0 +1,249 @@
+"""The ``dtmf`` plugin: one report per key press, and an in-band (Goertzel) DTMF detector.
+
+Two jobs:
+
+* **Merging.** A key press can reach us as RFC 4733 telephone-events, as SIP INFO and as tones in
+  the audio, all at once. :func:`ivr_dtmf_received` gathers the reports of every source and calls
+  ``call.report_dtmf()`` once per press: a report of the same key from a *different* source while
+  the press is on or within ``dedupe_window_ms`` (default 300 ms) of it is the same press; two
+  reports from the *same* source are two presses.
+* **In-band detection** on the caller's audio, batched over all calls every tick (see
+  :class:`InbandDetector`), reporting through ``ivr_dtmf_received(source="inband")`` so the merge
+  applies to it as to any other source.
+
+Configuration (``plugins.dtmf``): ``inband`` (bool, default true), ``dedupe_window_ms`` (300).
+A call's in-band detector can also be turned off alone: ``call.data["dtmf"].inband = False``.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+
+from ivr.call import AudioBatch, CallContext
+from ivr.hookspecs import hookimpl
+from plugins.audio import DTMF_COL_HZ, DTMF_KEYS, DTMF_ROW_HZ, SAMPLE_RATE
+
+log = logging.getLogger(__name__)
+
+NAME = "dtmf"
+
+# -- detector tuning ----------------------------------------------------------------------
+# Analysis: 20 ms windows every 10 ms. Each window is two 15 ms Hann sub-windows 5 ms apart;
+# the phase advance of a tone between them measures its frequency to ~1 Hz, far finer than the
+# 50-67 Hz bins of a 20 ms DFT, which is what lets us tell 1.5 % (accept) from 3.5 % (reject).
+SUB_LEN = 120  # samples in a sub-window (15 ms)
+SUB_LAG = 40  # samples between the two sub-windows of a window (5 ms): unambiguous to +-100 Hz
+HOP = 80  # window hop (10 ms): two windows per 20 ms tick
+MIN_TONE_DBFS = -40.0  # peak level each of the two tones must reach
+MAX_FREQ_DEVIATION = 0.025  # ITU-T Q.24: accept +-1.5 %, reject +-3.5 %; decide halfway
+MAX_NORMAL_TWIST_DB = 9.0  # row (low group) above column: +8 dB accepted, +10 rejected
+MAX_REVERSE_TWIST_DB = 5.0  # column above row: 4 dB accepted, 6 rejected
+MIN_TONE_FRACTION = 0.8  # the two tones must carry this share of the window's power
+MAX_HARMONIC_DB = -15.0  # 2nd harmonic vs its fundamental: voiced speech has them, DTMF not
+MAX_SUBWINDOW_RATIO = 1.41  # amplitude change between sub-windows (3 dB): tone must be steady
+ONSET_WINDOWS = 2  # consecutive windows agreeing -> key down (always met by a 40 ms tone)
+RELEASE_WINDOWS = 3  # consecutive windows without it -> key up (a 50 ms pause gives >= 3)
+
+_FUNDAMENTALS = np.array(DTMF_ROW_HZ + DTMF_COL_HZ)
+_ANALYSIS_HZ = np.concatenate([_FUNDAMENTALS, 2 * _FUNDAMENTALS])  # 8 tones + 8 2nd harmonics
+_HANN = np.hanning(SUB_LEN + 2)[1:-1]  # no zero end points: every sample counts
+_HANN_SUM = float(_HANN.sum())
+_HANN_SQ_SUM = float((_HANN**2).sum())
+_n = np.arange(SUB_LEN)
+_BASIS = _HANN[:, None] * np.exp(-2j * np.pi * np.outer(_n, _ANALYSIS_HZ) / SAMPLE_RATE)
+
+# The window's response to a tone `delta` Hz off an analysis frequency, tabulated at 0.5 Hz:
+# used to undo the attenuation of off-centre tones and to cancel a tone's leakage into the
+# 2nd-harmonic bins (a row's harmonic can lie 58 Hz from a column tone: 2 x 697 vs 1336).
+_RESP_STEP = 0.5
+_RESP_SPAN = SAMPLE_RATE / 2
+_RESP_TABLE = (
+    np.exp(-2j * np.pi * np.outer(np.arange(-_RESP_SPAN, _RESP_SPAN + _RESP_STEP, _RESP_STEP), _n)
+           / SAMPLE_RATE) @ _HANN
+)  # fmt: skip
+
+
+def _window_response(delta: np.ndarray) -> np.ndarray:
+    """Complex response of the sub-window to a tone ``delta`` Hz from the analysed frequency."""
+    pos = (np.clip(delta, -_RESP_SPAN, _RESP_SPAN - _RESP_STEP) + _RESP_SPAN) / _RESP_STEP
+    low = np.floor(pos).astype(np.intp)
+    frac = pos - low
+    return _RESP_TABLE[low] * (1 - frac) + _RESP_TABLE[low + 1] * frac
+
+
+def classify_windows(buffer: np.ndarray) -> np.ndarray:
+    """Find the DTMF key in each 20 ms window of ``buffer`` ((N, 240) float: 80 old + 160 new).
+
+    Returns an ``(N, 2)`` int array: for the windows ending 10 ms before and at the end of the
+    buffer, the key's index into ``"123A456B789C*0#D"``, or -1 where no valid key is present.
+    """
+    subs = sliding_window_view(buffer, SUB_LEN, axis=1)[:, ::SUB_LAG]  # (N, 4, 120)
+    spectrum = subs @ _BASIS  # (N, 4, 16), phase relative to each sub-window's first sample
+    power = ((subs * _HANN) ** 2).sum(axis=-1) / _HANN_SQ_SUM  # (N, 4) mean power
+    early, late = spectrum[:, 0::2], spectrum[:, 1::2]  # (N, 2, 16): windows x frequencies
+    total_power = (power[:, 0::2] + power[:, 1::2]) / 2
+    magnitude = np.abs(early) + np.abs(late)
+    row = magnitude[..., :4].argmax(axis=-1)
+    col = magnitude[..., 4:8].argmax(axis=-1) + 4
+
+    valid = np.ones(row.shape, dtype=bool)
+    tone_power, freq_est, amplitude_early, amplitude_late = [], [], [], []
+    for index in (row, col):
+        nominal = _FUNDAMENTALS[index]
+        a = np.take_along_axis(early, index[..., None], axis=-1)[..., 0]
+        b = np.take_along_axis(late, index[..., None], axis=-1)[..., 0]
+        # the phase a tone gains over SUB_LAG beyond what the nominal frequency explains
+        turn = np.angle(b * np.conj(a) * np.exp(-2j * np.pi * nominal * SUB_LAG / SAMPLE_RATE))
+        offset = turn * SAMPLE_RATE / (2 * np.pi * SUB_LAG)
+        response = _window_response(-offset)
+        amp_a, amp_b = a / response, b / response  # complex half-amplitudes per sub-window
+        amplitude = np.abs(amp_a) + np.abs(amp_b)  # mean of the two full amplitudes
+        valid &= np.abs(offset) <= MAX_FREQ_DEVIATION * nominal
+        ratio = (np.abs(a) + 1e-9) / (np.abs(b) + 1e-9)
+        valid &= (ratio < MAX_SUBWINDOW_RATIO) & (ratio > 1 / MAX_SUBWINDOW_RATIO)
+        valid &= amplitude >= 32768.0 * 10 ** (MIN_TONE_DBFS / 20)
+        tone_power.append(amplitude**2 / 2)
+        freq_est.append(nominal + offset)
+        amplitude_early.append(amp_a)
+        amplitude_late.append(amp_b)
+
+    twist_db = 10 * np.log10((tone_power[0] + 1e-9) / (tone_power[1] + 1e-9))
+    valid &= (twist_db <= MAX_NORMAL_TWIST_DB) & (twist_db >= -MAX_REVERSE_TWIST_DB)
+    valid &= tone_power[0] + tone_power[1] >= MIN_TONE_FRACTION * total_power
+
+    for tone, index in enumerate((row, col)):
+        harmonic_hz = 2 * _FUNDAMENTALS[index]
+        residual = 0.0
+        for sub, (spec, amps) in enumerate(((early, amplitude_early), (late, amplitude_late))):
+            harmonic = np.take_along_axis(spec, (index + 8)[..., None], axis=-1)[..., 0]
+            for source in range(2):  # cancel both tones' leakage into the harmonic bin
+                harmonic = harmonic - amps[source] * _window_response(harmonic_hz - freq_est[source])
+            residual = residual + np.abs(harmonic)
+        harmonic_power = (residual / _HANN_SUM) ** 2 / 2
+        valid &= harmonic_power <= tone_power[tone] * 10 ** (MAX_HARMONIC_DB / 10)
+
+    key = (row * 4 + (col - 4)).astype(np.intp)
+    return np.where(valid, key, -1)
+
+
+_KEY_ORDER = "".join(DTMF_KEYS)
+
+
+@dataclass
+class _Press:
+    digit: str
+    sources: set[str]
+    last_seen: float
+
+
+@dataclass
+class CallDtmf:
+    """Per-call state, ``call.data["dtmf"]``."""
+
+    inband: bool = True
+    presses: list[_Press] = field(default_factory=list)  # recent presses, for de-duplication
+    tail: np.ndarray = field(default_factory=lambda: np.zeros(HOP))  # last 10 ms of audio
+    candidate: int = -1  # key seen in the latest windows, and in how many in a row
+    candidate_run: int = 0
+    active: int = -1  # key currently held down (reported), -1 when none
+    misses: int = 0
+    onset: float = 0.0
+
+
+_settings: dict[str, Any] = {"inband": True, "dedupe_window_ms": 300}
+
+
+def _state(call: CallContext) -> CallDtmf:
+    state = call.data.get(NAME)
+    if state is None:
+        state = call.data[NAME] = CallDtmf(inband=_settings["inband"])
+    return state
+
+
+@hookimpl
+def ivr_configure(config: dict[str, Any]) -> None:
+    """Read ``plugins.dtmf``."""
+    section = (config.get("plugins") or {}).get(NAME) or {}
+    _settings["inband"] = bool(section.get("inband", True))
+    _settings["dedupe_window_ms"] = float(section.get("dedupe_window_ms", 300))
+
+
+@hookimpl
+def ivr_dtmf_received(call: CallContext, digit: str, source: str, duration_ms: int | None) -> None:
+    """Merge raw reports into key presses and report each press once."""
+    state = _state(call)
+    now = call.clock()
+    window = _settings["dedupe_window_ms"] / 1000.0
+    # a report that comes at the end of a long press (RFC 4733 end event) covers its duration
+    began = now - (duration_ms or 0) / 1000.0
+    state.presses = [p for p in state.presses if now - p.last_seen <= max(window, 2.0)]
+    for press in reversed(state.presses):
+        if press.digit == digit and source not in press.sources and began - press.last_seen <= window:
+            press.sources.add(source)
+            press.last_seen = max(press.last_seen, now)
+            log.debug("call %s: %s from %s merged with %s", call.id, digit, source, press.sources)
+            return
+    state.presses.append(_Press(digit, {source}, now))
+    call.report_dtmf(digit, source)
+
+
+def _touch_inband(call: CallContext, state: CallDtmf, digit: str) -> None:
+    """Keep the press a held in-band tone belongs to open while the tone lasts."""
+    for press in reversed(state.presses):
+        if press.digit == digit and "inband" in press.sources:
+            press.last_seen = call.clock()
+            return
+
+
+@hookimpl
+def ivr_audio_in(batch: AudioBatch) -> None:
+    """Run the in-band detector over every call of the tick at once."""
+    if not _settings["inband"] or not batch.calls:
+        return
+    states = [_state(call) for call in batch.calls]
+    rows = [i for i, state in enumerate(states) if state.inband]
+    if not rows:
+        return
+    frames = batch.pcm[rows].astype(np.float64)
+    buffer = np.concatenate([np.stack([states[i].tail for i in rows]), frames], axis=1)
+    keys = classify_windows(buffer)
+    for slot, i in enumerate(rows):
+        state = states[i]
+        state.tail = frames[slot, -HOP:]
+        for window, key in enumerate(keys[slot]):
+            # window 0 ends 10 ms before the end of this tick's frame
+            _advance(batch.calls[i], state, int(key), batch.now - (1 - window) * HOP / SAMPLE_RATE)
+
+
+def _advance(call: CallContext, state: CallDtmf, key: int, at: float) -> None:
+    """Key-down / key-up state machine fed with one window's verdict."""
+    if key == state.candidate:
+        state.candidate_run += 1
+    else:
+        state.candidate, state.candidate_run = key, 1
+    if state.active >= 0:
+        if key == state.active:
+            state.misses = 0
+            _touch_inband(call, state, _KEY_ORDER[key])
+            return
+        state.misses += 1
+        if state.misses < RELEASE_WINDOWS:
+            return
+        log.debug("call %s: in-band %s up after %.0f ms", call.id, _KEY_ORDER[state.active],
+                  (at - state.onset) * 1000)
+        state.active = -1
+    if state.candidate >= 0 and state.candidate_run >= ONSET_WINDOWS:
+        state.active, state.misses = state.candidate, 0
+        state.onset = at - (ONSET_WINDOWS + 1) * HOP / SAMPLE_RATE
+        call.hook.ivr_dtmf_received(call=call, digit=_KEY_ORDER[key], source="inband", duration_ms=None)
+
+
+@hookimpl
+def ivr_call_ended(call: CallContext, reason: str) -> None:
+    """Release the call's state."""
+    call.data.pop(NAME, None)

@@ -1,0 +1,396 @@
+"""Calls: INVITE sessions in both directions (private to :mod:`simplesip.useragent`).
+
+A call is named by its Call-ID. Outgoing: INVITE (re-sent with credentials when challenged), 1xx ->
+CallProgress, 2xx -> dialog + end-to-end ACK + CallAnswered, 3xx-6xx -> CallEnded; CANCEL waits for a
+provisional response (RFC 3261 9.1) and a 200 that races it is ACKed and hung up. Incoming: 100 at
+once, 180 when ringing, a 200 retransmitted by us until the ACK (13.3.1.4) or BYE after 64*T1.
+In-dialog requests (BYE, re-INVITE, UPDATE, INFO, NOTIFY, REFER, OPTIONS) are handled by
+:mod:`simplesip._ua_indialog`, which works on the same :class:`Call` records.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Callable, Iterable
+
+from simplesip._ua_layer import OutgoingRequest, TransactionLayer, _Entry
+from simplesip._ua_messages import Address, MessageFactory, new_branch, new_tag, uri_address
+from simplesip.dialog import Dialog
+from simplesip.errors import CallError
+from simplesip.events import (
+    CallAnswered,
+    CallConfirmed,
+    CallEnded,
+    CallProgress,
+    Event,
+    IncomingCall,
+    RemoteOfferReceived,
+)
+from simplesip.message import Headers, Request, Response
+
+if TYPE_CHECKING:
+    from simplesip.useragent import UAConfig
+
+logger = logging.getLogger(__name__)
+
+# Call states. UAC: calling -> early -> confirmed. UAS: incoming -> answering (200 sent, no ACK yet)
+# -> confirmed. Every path ends in "ended", at which point the call is no longer in any table.
+CALLING, EARLY, INCOMING, ANSWERING, CONFIRMED, ENDED = (
+    "calling", "early", "incoming", "answering", "confirmed", "ended"
+)
+
+
+@dataclass(eq=False)
+class Call:
+    """Everything the core keeps about one call."""
+
+    manager: "CallManager"
+    call_id: str
+    role: str  # "uac" | "uas"
+    transport: str
+    state: str
+    local_tag: str
+    invite: Request  # UAC: the INVITE last sent (auth retries replace it); UAS: the INVITE received
+    local_sdp: bytes = b""
+    dialog: Dialog | None = None
+    outgoing: OutgoingRequest | None = None  # UAC INVITE
+    server_entry: _Entry | None = None  # UAS INVITE transaction
+    provisional_seen: bool = False
+    cancel_requested: bool = False
+    cancel_sent: bool = False
+    ack: Request | None = None  # UAC: our ACK for the 2xx, re-sent when the 2xx is retransmitted
+    ack_dest: Address | None = None
+    pending_2xx: Response | None = None  # UAS: 2xx being retransmitted until its ACK
+    pending_2xx_dest: Address | None = None
+    retransmit_interval: float = 0.0
+    refer_active: bool = False
+
+    def fire(self, name: str, now: float) -> None:
+        """A call timer is due (2xx retransmission, missing ACK, CANCEL guard)."""
+        self.manager.on_call_timer(self, name, now)
+
+
+class CallManager:
+    """The calls of one user agent and the commands that act on them."""
+
+    def __init__(
+        self,
+        config: "UAConfig",
+        layer: TransactionLayer,
+        factory: MessageFactory,
+        emit: Callable[[Event], None],
+    ) -> None:
+        self.config = config
+        self.layer = layer
+        self.factory = factory
+        self.emit = emit
+        self.calls: dict[str, Call] = {}
+        self.dialogs: dict[tuple[str, str, str], Call] = {}
+
+    # --- helpers ---------------------------------------------------------------------------------
+
+    def get(self, call_id: str) -> Call:
+        """The live call ``call_id``; CallError if there is none."""
+        call = self.calls.get(call_id)
+        if call is None:
+            raise CallError(f"no call with Call-ID {call_id!r}")
+        return call
+
+    def end(self, call: Call, reason: str, status: int | None = None) -> None:
+        """Forget ``call`` (its transactions finish on their own) and tell the owner."""
+        if call.state == ENDED:
+            return
+        call.state = ENDED
+        self.layer.timers.cancel_all(call)
+        if self.calls.get(call.call_id) is call:
+            del self.calls[call.call_id]
+        if call.dialog is not None and self.dialogs.get(call.dialog.key) is call:
+            del self.dialogs[call.dialog.key]
+        self.emit(CallEnded(call.call_id, reason, status))
+
+    def in_dialog_request(
+        self, call: Call, method: str, body: bytes = b"", content_type: str | None = None,
+        extra: Iterable[tuple[str, str]] = (),
+    ) -> Request:
+        """A request inside ``call``'s dialog with our Via on top."""
+        assert call.dialog is not None
+        base = call.dialog.create_request(method, self.config.max_forwards)
+        return self._finish_request(call, base, body, content_type, extra)
+
+    def _finish_request(
+        self, call: Call, base: Request, body: bytes = b"", content_type: str | None = None,
+        extra: Iterable[tuple[str, str]] = (),
+    ) -> Request:
+        headers = Headers([("Via", self.factory.via(call.transport)), *base.headers.items()])
+        self.factory.add_common(headers, base.method, call.transport)
+        for name, value in extra:
+            headers.add(name, value)
+        if body:
+            headers.add("Content-Type", content_type or "application/sdp")
+        return Request(base.method, base.uri, headers, body)
+
+    def send_in_dialog(
+        self, call: Call, request: Request, now: float,
+        on_response: Callable[[OutgoingRequest, Response, float], None] | None = None,
+        on_timeout: Callable[[OutgoingRequest, float], None] | None = None,
+    ) -> OutgoingRequest:
+        """Send an in-dialog request towards the dialog's next hop."""
+        assert call.dialog is not None
+        dest = uri_address(call.dialog.next_hop())
+        return OutgoingRequest(
+            self.layer, request, dest, call.transport,
+            on_response or (lambda _out, _resp, _now: None),
+            on_timeout or (lambda _out, _now: None),
+            dialog=call.dialog,
+        ).start(now)
+
+    # --- outgoing calls --------------------------------------------------------------------------
+
+    def invite(
+        self, target: str, sdp: bytes, now: float,
+        headers: dict[str, str] | Iterable[tuple[str, str]] | None = None,
+    ) -> str:
+        """Start an outgoing call to ``target``; returns its Call-ID."""
+        uri = self.factory.target_uri(target)
+        call_id = self.factory.new_call_id()
+        tag = new_tag()
+        extra = list(headers.items() if isinstance(headers, dict) else headers or ())
+        transport = self.config.transport
+        request = self.factory.new_request(
+            "INVITE", uri, f"<{uri}>", tag, call_id, 1, transport, body=sdp, extra=extra
+        )
+        call = Call(self, call_id, "uac", transport, CALLING, tag, request, local_sdp=sdp)
+        self.calls[call_id] = call
+        call.outgoing = OutgoingRequest(
+            self.layer, request, self.factory.first_hop(request), transport,
+            lambda out, resp, at: self._uac_response(call, out, resp, at),
+            lambda out, at: self._uac_timeout(call, at),
+        ).start(now)
+        return call_id
+
+    def _uac_response(self, call: Call, out: OutgoingRequest, response: Response, now: float) -> None:
+        call.invite = out.request  # what was really sent, credentials included
+        if response.status < 200:
+            if call.state not in (CALLING, EARLY):
+                return
+            call.state = EARLY
+            call.provisional_seen = True
+            self.emit(CallProgress(call.call_id, response.status, response.reason,
+                                   response.body or None))
+            if call.cancel_requested and not call.cancel_sent:
+                self._send_cancel(call, now)
+            return
+        if response.status < 300:
+            self._uac_2xx(call, out.request, response, now)
+            return
+        if call.state in (CALLING, EARLY):
+            self.end(call, "cancelled" if call.cancel_requested else "rejected", response.status)
+
+    def _uac_2xx(self, call: Call, invite: Request, response: Response, now: float) -> None:
+        if call.dialog is not None and call.dialog.remote_tag == (response.to_tag or ""):
+            if call.ack is not None and call.ack_dest is not None:
+                self.layer.send(call.ack, call.ack_dest, call.transport)  # our ACK was lost
+            return
+        if call.dialog is not None or call.state == ENDED:
+            # Another fork answered too, or the call is already over: confirm and hang up (13.2.2.4).
+            self.ack_and_bye(call, invite, response, now)
+            return
+        dialog = Dialog.for_uac(invite, response)
+        call.dialog = dialog
+        self.dialogs[dialog.key] = call
+        self._send_ack(call, dialog, invite)
+        if call.cancel_requested:
+            # The 200 crossed our CANCEL: the call exists now, so end it properly with BYE.
+            self._bye(call, now)
+            self.end(call, "cancelled", response.status)
+            return
+        call.state = CONFIRMED
+        self.emit(CallAnswered(call.call_id, response.body or None))
+
+    def _send_ack(self, call: Call, dialog: Dialog, invite: Request) -> None:
+        base = dialog.create_ack(invite.cseq[0], self.config.max_forwards)
+        headers = Headers([("Via", self.factory.via(call.transport, new_branch())),
+                           *base.headers.items()])
+        # The ACK carries the INVITE's credentials (22.1), so proxies that challenged let it pass.
+        for name in ("Authorization", "Proxy-Authorization"):
+            for value in [v for n, v in invite.headers.items() if n == name]:
+                headers.add(name, value)
+        call.ack = Request("ACK", base.uri, headers)
+        call.ack_dest = uri_address(dialog.next_hop())
+        self.layer.send(call.ack, call.ack_dest, call.transport)
+
+    def ack_and_bye(self, call: Call, invite: Request, response: Response, now: float) -> None:
+        """Confirm and immediately end a dialog we do not want (a second fork, a late 200)."""
+        stray = Call(self, call.call_id, "uac", call.transport, CONFIRMED, call.local_tag, invite)
+        stray.dialog = Dialog.for_uac(invite, response)
+        self._send_ack(stray, stray.dialog, invite)
+        self._bye(stray, now)
+
+    def _uac_timeout(self, call: Call, now: float) -> None:
+        if call.state in (CALLING, EARLY):
+            self.end(call, "cancelled" if call.cancel_requested else "timeout", 408)
+
+    def cancel(self, call_id: str, now: float) -> None:
+        """Cancel our unanswered INVITE (sent once a provisional response has arrived)."""
+        call = self.get(call_id)
+        if call.role != "uac" or call.state not in (CALLING, EARLY):
+            raise CallError(f"call {call_id!r} cannot be cancelled in state {call.state}")
+        call.cancel_requested = True
+        if call.provisional_seen and not call.cancel_sent:
+            self._send_cancel(call, now)
+
+    def _send_cancel(self, call: Call, now: float) -> None:
+        invite = call.invite
+        headers = Headers([("Via", invite.headers.get("Via") or "")])
+        for route in invite.headers.get_all("Route"):
+            headers.add("Route", route)
+        for name in ("Max-Forwards", "From", "To", "Call-ID"):
+            headers.add(name, invite.headers.get(name) or "")
+        headers.add("CSeq", f"{invite.cseq[0]} CANCEL")
+        headers.add("User-Agent", self.config.user_agent)
+        cancel = Request("CANCEL", invite.uri, headers)
+        assert call.outgoing is not None
+        self.layer.start_client(cancel, call.outgoing.dest, call.transport, now)
+        call.cancel_sent = True
+        # 9.1: without a final response 64*T1 after the CANCEL, give the INVITE up.
+        self.layer.timers.set(call, "cancel_guard", now + 64 * self.config.t1)
+
+    # --- incoming calls --------------------------------------------------------------------------
+
+    def on_new_invite(self, request: Request, entry: _Entry, now: float) -> None:
+        """A new INVITE (no To tag) passed every check: 100, maybe 180, IncomingCall."""
+        tag = new_tag()
+        call = Call(self, request.call_id, "uas", entry.transport, INCOMING, tag, request,
+                    server_entry=entry)
+        entry.on_deliver = lambda ack, at: self.on_ack(call, ack, at)
+        self.layer.respond(entry, self.factory.response(request, 100), now)
+        if request.call_id in self.calls:
+            # Calls are named by Call-ID, so a second call reusing one cannot be told apart.
+            self.layer.respond(entry, self.factory.response(request, 482, to_tag=tag), now)
+            return
+        self.calls[call.call_id] = call
+        call.dialog = Dialog.for_uas(request, tag)
+        self.dialogs[call.dialog.key] = call
+        if self.config.auto_ringing:
+            self.ringing(call.call_id, now)
+        self.emit(IncomingCall(call.call_id, request, request.body or None))
+
+    def ringing(self, call_id: str, now: float) -> None:
+        """Send 180 Ringing for an incoming call."""
+        call = self.get(call_id)
+        if call.role != "uas" or call.state != INCOMING or call.server_entry is None:
+            raise CallError(f"call {call_id!r} is not an unanswered incoming call")
+        response = self.factory.response(
+            call.invite, 180, to_tag=call.local_tag,
+            extra=[("Contact", self.factory.contact(call.transport))],
+        )
+        self.layer.respond(call.server_entry, response, now)
+
+    def answer(self, call_id: str, sdp: bytes, now: float) -> None:
+        """Answer an incoming call with 200 OK carrying ``sdp``."""
+        call = self.get(call_id)
+        if call.role != "uas" or call.state != INCOMING or call.server_entry is None:
+            raise CallError(f"call {call_id!r} is not an unanswered incoming call")
+        call.local_sdp = sdp
+        response = self.ok_with_sdp(call, call.invite, sdp)
+        self.layer.respond(call.server_entry, response, now)
+        call.state = ANSWERING
+        self.start_2xx_retransmit(call, response, call.server_entry.dest, now)
+
+    def ok_with_sdp(self, call: Call, request: Request, sdp: bytes) -> Response:
+        """A 200 to an INVITE/UPDATE: Contact, Allow, Record-Route copied (12.1.1), SDP body."""
+        extra = [("Record-Route", rr) for rr in request.headers.get_all("Record-Route")]
+        extra += [("Contact", self.factory.contact(call.transport)),
+                  ("Allow", ", ".join(self.config.allow_methods))]
+        if self.config.supported:
+            extra.append(("Supported", ", ".join(self.config.supported)))
+        return self.factory.response(request, 200, to_tag=call.local_tag, body=sdp, extra=extra)
+
+    def start_2xx_retransmit(self, call: Call, response: Response, dest: Address, now: float) -> None:
+        """Retransmit our 2xx (T1 doubling to T2, UDP only) until its ACK; give up after 64*T1."""
+        call.pending_2xx = response
+        call.pending_2xx_dest = dest
+        call.retransmit_interval = self.config.t1
+        if call.transport == "udp":
+            self.layer.timers.set(call, "2xx", now + call.retransmit_interval)
+        self.layer.timers.set(call, "no_ack", now + 64 * self.config.t1)
+
+    def on_ack(self, call: Call, ack: Request, now: float) -> None:
+        """An ACK for one of our 2xx responses."""
+        if call.pending_2xx is None or ack.cseq[0] != call.pending_2xx.cseq[0]:
+            return
+        offered_in_200 = call.state == ANSWERING and not call.invite.body
+        call.pending_2xx = None
+        self.layer.timers.cancel(call, "2xx")
+        self.layer.timers.cancel(call, "no_ack")
+        if call.state == ANSWERING:
+            call.state = CONFIRMED
+            self.emit(CallConfirmed(call.call_id))
+            if offered_in_200 and ack.body:
+                # Late offer: the INVITE had no SDP, our 200 offered, the ACK answers.
+                self.emit(RemoteOfferReceived(call.call_id, ack.body))
+
+    def on_call_timer(self, call: Call, name: str, now: float) -> None:
+        """Timers armed on calls."""
+        if name == "2xx" and call.pending_2xx is not None and call.pending_2xx_dest is not None:
+            self.layer.send(call.pending_2xx, call.pending_2xx_dest, call.transport)
+            call.retransmit_interval = min(call.retransmit_interval * 2, self.config.t2)
+            self.layer.timers.set(call, "2xx", now + call.retransmit_interval)
+        elif name == "no_ack" and call.pending_2xx is not None:
+            # 13.3.1.4: the dialog is confirmed anyway, but the session should end.
+            call.pending_2xx = None
+            self.layer.timers.cancel(call, "2xx")
+            self._bye(call, now)
+            self.end(call, "no_ack", 408)
+        elif name == "cancel_guard" and call.state in (CALLING, EARLY):
+            if call.outgoing is not None and call.outgoing.entry is not None:
+                self.layer.forget(call.outgoing.entry)
+            self.end(call, "cancelled", 408)
+
+    def reject(self, call_id: str, status: int, now: float) -> None:
+        """Refuse an incoming call with a 3xx-6xx ``status``."""
+        call = self.get(call_id)
+        if call.role != "uas" or call.state != INCOMING or call.server_entry is None:
+            raise CallError(f"call {call_id!r} is not an unanswered incoming call")
+        if not 300 <= status <= 699:
+            raise ValueError(f"reject needs a 3xx-6xx status, got {status}")
+        response = self.factory.response(call.invite, status, to_tag=call.local_tag)
+        self.layer.respond(call.server_entry, response, now)
+        self.end(call, "rejected", status)
+
+    def on_cancel(self, cancel: Request, entry: _Entry, now: float) -> None:
+        """CANCEL (9.2): 200 for it, 487 for the INVITE if still unanswered; 481 if unknown."""
+        invite_entry = self.layer.find_server(cancel, "INVITE")
+        if invite_entry is None:
+            self.layer.respond(entry, self.factory.response(cancel, 481), now)
+            return
+        call = self.calls.get(cancel.call_id)
+        tag = call.local_tag if call is not None and call.server_entry is invite_entry else new_tag()
+        self.layer.respond(entry, self.factory.response(cancel, 200, to_tag=tag), now)
+        if call is not None and call.server_entry is invite_entry and call.state == INCOMING:
+            self.layer.respond(invite_entry, self.factory.response(call.invite, 487, to_tag=tag), now)
+            self.end(call, "cancelled", 487)
+
+    # --- hanging up ------------------------------------------------------------------------------
+
+    def _bye(self, call: Call, now: float) -> None:
+        self.send_in_dialog(call, self.in_dialog_request(call, "BYE"), now)
+
+    def bye(self, call_id: str, now: float) -> None:
+        """End an answered call with BYE."""
+        call = self.get(call_id)
+        if call.state not in (CONFIRMED, ANSWERING) or call.dialog is None:
+            raise CallError(f"call {call_id!r} is not answered (state {call.state}); use hangup")
+        self._bye(call, now)
+        self.end(call, "local_bye")
+
+    def hangup(self, call_id: str, now: float) -> None:
+        """End a call whatever its state: CANCEL, 603 Decline or BYE as fits."""
+        call = self.get(call_id)
+        if call.role == "uac" and call.state in (CALLING, EARLY):
+            self.cancel(call_id, now)
+        elif call.role == "uas" and call.state == INCOMING:
+            self.reject(call_id, 603, now)
+        else:
+            self.bye(call_id, now)

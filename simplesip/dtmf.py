@@ -1,0 +1,246 @@
+"""DTMF over RTP (RFC 4733 telephone-event) and over SIP INFO, sans-IO.
+
+A key press on the wire is one *event*: a run of packets sharing one RTP timestamp (the event
+start), the first with the marker bit, each carrying the duration so far, the last few with the
+E (end) bit. Packets get lost, end packets are sent three times and may all be lost, so the
+receiver reports an event once, on whichever comes first: an end packet, a packet for a newer
+event, or a timeout after the last packet seen.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import struct
+from collections import deque
+from dataclasses import dataclass
+from typing import Final, NamedTuple
+
+__all__ = [
+    "DTMF_EVENTS",
+    "TelephoneEvent",
+    "DtmfDigit",
+    "DtmfPacket",
+    "DtmfReceiver",
+    "DtmfSender",
+    "parse_info_dtmf",
+]
+
+logger = logging.getLogger(__name__)
+
+#: RFC 4733 §3.2 event codes 0..15, indexed by code.
+DTMF_EVENTS: Final = "0123456789*#ABCD"
+_EVENT_FORMAT = struct.Struct("!BBH")  # event, E/R/volume, duration
+
+
+@dataclass(frozen=True)
+class TelephoneEvent:
+    """The 4-byte RFC 4733 telephone-event payload."""
+
+    event: int
+    end: bool = False
+    volume: int = 10  # power level in -dBm0, 0..63
+    duration: int = 0  # in RTP timestamp units since the event's timestamp
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.event <= 255:
+            raise ValueError(f"event code out of range: {self.event}")
+        if not 0 <= self.volume <= 63:
+            raise ValueError(f"volume out of range: {self.volume}")
+        if not 0 <= self.duration <= 0xFFFF:
+            raise ValueError(f"duration out of range: {self.duration}")
+
+    @classmethod
+    def parse(cls, payload: bytes) -> TelephoneEvent:
+        """Parse the first event of a payload (redundant trailing events are ignored)."""
+        if len(payload) < _EVENT_FORMAT.size:
+            raise ValueError(f"telephone-event payload too short ({len(payload)} bytes)")
+        event, flags, duration = _EVENT_FORMAT.unpack_from(payload)
+        return cls(event=event, end=bool(flags & 0x80), volume=flags & 0x3F, duration=duration)
+
+    def serialize(self) -> bytes:
+        return _EVENT_FORMAT.pack(self.event, (0x80 if self.end else 0) | self.volume, self.duration)
+
+    @property
+    def digit(self) -> str | None:
+        """The DTMF key for codes 0..15, None for other events (flash, tones)."""
+        return DTMF_EVENTS[self.event] if self.event < len(DTMF_EVENTS) else None
+
+
+class DtmfDigit(NamedTuple):
+    """One reported key press. A tuple, so ``digit, duration_ms = ...`` works."""
+
+    digit: str
+    duration_ms: int
+
+
+class DtmfReceiver:
+    """Turns a stream of telephone-event packets into key presses, each reported exactly once.
+
+    ``clock_rate`` converts durations to milliseconds; ``timeout`` (seconds without a packet for
+    the current event) closes an event whose end packets were all lost.
+    """
+
+    def __init__(self, clock_rate: int = 8000, timeout: float = 0.5) -> None:
+        self.clock_rate = clock_rate
+        self.timeout = timeout
+        self._current_ts: int | None = None
+        self._current_digit: str | None = None
+        self._current_duration = 0
+        self._last_packet_at = 0.0
+        # Timestamps of events already reported: late updates and repeated end packets of those
+        # must not start a second report. A few suffice, events never interleave.
+        self._finished: deque[int] = deque(maxlen=8)
+
+    def feed(self, timestamp: int, marker: bool, payload: bytes, now: float = 0.0) -> list[DtmfDigit]:
+        """Process one telephone-event packet; returns the key presses it completes (0, 1 or 2)."""
+        del marker  # a lost first packet must not lose the digit: the timestamp alone decides
+        try:
+            event = TelephoneEvent.parse(payload)
+        except ValueError as exc:
+            logger.debug("dropping telephone-event packet: %s", exc)
+            return []
+        reported: list[DtmfDigit] = []
+        if timestamp in self._finished:
+            return reported
+        if self._current_ts is not None and timestamp != self._current_ts:
+            reported.extend(self._finish())  # a newer event means the previous one ended
+        digit = event.digit
+        if digit is None:
+            logger.debug("ignoring non-DTMF telephone-event %d", event.event)
+            return reported
+        if self._current_ts is None:
+            self._current_ts = timestamp
+            self._current_digit = digit
+            self._current_duration = 0
+        self._current_duration = max(self._current_duration, event.duration)
+        self._last_packet_at = now
+        if event.end:
+            reported.extend(self._finish())
+        return reported
+
+    def poll(self, now: float) -> list[DtmfDigit]:
+        """Close the current event if its packets stopped ``timeout`` seconds ago."""
+        if self._current_ts is not None and now - self._last_packet_at > self.timeout:
+            logger.debug("telephone-event %s timed out without an end packet", self._current_digit)
+            return self._finish()
+        return []
+
+    def reset(self) -> None:
+        """Forget everything (new SSRC: its timestamps mean nothing to the old stream)."""
+        self._current_ts = None
+        self._current_digit = None
+        self._finished.clear()
+
+    def _finish(self) -> list[DtmfDigit]:
+        if self._current_ts is None or self._current_digit is None:
+            return []
+        self._finished.append(self._current_ts)
+        result = DtmfDigit(self._current_digit, self._current_duration * 1000 // self.clock_rate)
+        self._current_ts = None
+        self._current_digit = None
+        return [result]
+
+
+class DtmfPacket(NamedTuple):
+    """One telephone-event packet to send at a media tick.
+
+    ``timestamp_offset`` is how many samples before the current tick the event started: the RTP
+    timestamp of the packet is the current media timestamp minus this offset.
+    """
+
+    payload: bytes
+    marker: bool
+    timestamp_offset: int
+
+
+class DtmfSender:
+    """Schedules RFC 4733 packets for digits, one call to :meth:`next_tick` per ptime.
+
+    Per digit: the first packet has the marker bit and the event starts at that tick's timestamp;
+    every following tick the duration grows by one ptime; the end packet goes out three times (on
+    three ticks, so a burst loss does not take them all); then ``gap_ms`` of ordinary audio
+    separates the next digit.
+    """
+
+    END_REPEATS: Final = 3
+
+    def __init__(
+        self, clock_rate: int = 8000, ptime_ms: int = 20, volume: int = 10, gap_ms: int = 60
+    ) -> None:
+        self.clock_rate = clock_rate
+        self.ptime_ms = ptime_ms
+        self.volume = volume
+        self.gap_ms = gap_ms
+        self._samples_per_tick = clock_rate * ptime_ms // 1000
+        # Each scheduled tick: a packet, or None for an audio tick (the gap after a digit).
+        self._ticks: deque[DtmfPacket | None] = deque()
+
+    @property
+    def busy(self) -> bool:
+        """True while digits (or the gap after the last one) remain to be sent."""
+        return bool(self._ticks)
+
+    def send(self, digits: str, duration_ms: int = 100) -> None:
+        """Queue ``digits`` (any of ``0-9 * # A-D``), each held for ``duration_ms``."""
+        if duration_ms <= 0:
+            raise ValueError("DTMF duration must be positive")
+        for key in digits:
+            code = DTMF_EVENTS.find(key.upper())
+            if code < 0:
+                raise ValueError(f"not a DTMF key: {key!r}")
+            self._schedule(code, duration_ms)
+
+    def next_tick(self) -> DtmfPacket | None:
+        """The packet to send in place of audio at this tick, or None to send audio."""
+        return self._ticks.popleft() if self._ticks else None
+
+    def _schedule(self, code: int, duration_ms: int) -> None:
+        # At least one tick; a duration must fit the 16-bit field (long presses are capped).
+        ticks = max(1, -(-duration_ms // self.ptime_ms))
+        ticks = min(ticks, 0xFFFF // self._samples_per_tick)
+        first_index = len(self._ticks)
+        for tick in range(ticks):
+            final = tick == ticks - 1
+            duration = (tick + 1) * self._samples_per_tick
+            event = TelephoneEvent(code, end=final, volume=self.volume, duration=duration)
+            for _ in range(self.END_REPEATS if final else 1):
+                # The RTP timestamp stays at the event start while the media clock moves on.
+                offset = (len(self._ticks) - first_index) * self._samples_per_tick
+                self._ticks.append(DtmfPacket(event.serialize(), tick == 0, offset))
+        self._ticks.extend([None] * -(-self.gap_ms // self.ptime_ms))
+
+
+_RELAY_SIGNAL = re.compile(r"^\s*signal\s*=\s*(\S+)\s*$", re.IGNORECASE | re.MULTILINE)
+_RELAY_DURATION = re.compile(r"^\s*duration\s*=\s*(\d+)\s*$", re.IGNORECASE | re.MULTILINE)
+
+
+def parse_info_dtmf(content_type: str, body: bytes | str) -> tuple[str, int | None] | None:
+    """Extract a key press from a SIP INFO body.
+
+    ``application/dtmf-relay`` bodies look like ``Signal=5\\r\\nDuration=160`` (duration in ms);
+    ``application/dtmf`` bodies are the key alone (``5``), or the event code (``11`` for ``#``).
+    Returns ``(digit, duration_ms or None)`` or None when the body is not a DTMF key.
+    """
+    media_type = content_type.split(";", 1)[0].strip().lower()
+    text = body.decode("utf-8", "replace") if isinstance(body, bytes) else body
+    if media_type == "application/dtmf-relay":
+        signal = _RELAY_SIGNAL.search(text)
+        if signal is None:
+            return None
+        duration = _RELAY_DURATION.search(text)
+        digit = _info_key(signal.group(1))
+        return (digit, int(duration.group(1)) if duration else None) if digit else None
+    if media_type == "application/dtmf":
+        digit = _info_key(text.strip())
+        return (digit, None) if digit else None
+    return None
+
+
+def _info_key(value: str) -> str | None:
+    if len(value) == 1 and value.upper() in DTMF_EVENTS:
+        return value.upper()
+    # Some phones send the RFC 4733 event code instead of the key ("10" for "*").
+    if value.isdigit() and int(value) < len(DTMF_EVENTS):
+        return DTMF_EVENTS[int(value)]
+    return None

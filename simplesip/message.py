@@ -1,0 +1,592 @@
+"""SIP messages on the wire: parsing, validation, serialisation and stream framing (RFC 3261 §7, §18.3).
+
+``parse_message`` takes one datagram (or one frame cut by :class:`StreamFramer`) and returns a
+:class:`Request` or :class:`Response`, or raises :class:`~simplesip.errors.SIPParseError` - never any
+other exception, whatever the bytes.  Parsing is eager for the headers every layer above relies on
+(Via, From, To, Call-ID, CSeq, Max-Forwards, Contact, Route, Record-Route, Content-Length), so a message
+that parses is safe to hand to the transaction layer; the convenience properties re-parse on access so
+they always reflect the current ``headers``.
+
+Accepted leniently (RFC 4475 §3.1.1): folded lines, LWS around ``:``/``;``/``=``/``/``, compact header
+names, any header-name case, CRLFs before the start line, bare-LF line ends.  Rejected: any other
+malformed start line (one SP between elements, RFC 3261 §7.1), duplicated single-value headers, CSeq
+and Max-Forwards out of range, a CSeq method that differs from the request method, a body shorter than
+Content-Length, a Request-URI that is not a URI or that carries SIP URI headers.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Iterable, Mapping, NoReturn, Union
+
+from .errors import SIPParseError
+from .uri import NameAddr, SipURI, Via, parse_cseq, split_list
+
+__all__ = [
+    "MAX_MESSAGE_SIZE",
+    "REASONS",
+    "Headers",
+    "Message",
+    "Request",
+    "Response",
+    "StreamFramer",
+    "parse_message",
+]
+
+logger = logging.getLogger(__name__)
+
+MAX_MESSAGE_SIZE = 64 * 1024
+_TOKEN = r"[A-Za-z0-9\-.!%*_+`'~]+"
+_METHOD_RE = re.compile(_TOKEN)
+_VERSION_RE = re.compile(r"SIP/[0-9]+\.[0-9]+", re.IGNORECASE)
+_STATUS_LINE_RE = re.compile(r"(\S+) ([0-9]+)(?: (.*))?", re.DOTALL)
+_SCHEME_RE = re.compile(r"[A-Za-z][A-Za-z0-9+\-.]*:[^\x00-\x20\x7f<>\"]+")
+_DIGITS_RE = re.compile(r"[0-9]+")
+_WHITESPACE_RE = re.compile(r"\s")
+# RFC 3261 §7.3.1 / §20: headers that may appear only once (RFC 4475 §3.3.8, §3.3.9)
+_SINGLE_VALUE_HEADERS = ("Call-ID", "CSeq", "From", "To", "Max-Forwards", "Content-Length", "Content-Type")
+_MAX_FORWARDS_LIMIT = 255  # RFC 3261 §20.22 allows 0-255
+
+# RFC 3261 §7.3.3 and the RFCs that registered the others (3515, 3265/6665, 3892, 3841, 4028, 8224)
+COMPACT_FORMS = {
+    "a": "Accept-Contact", "b": "Referred-By", "c": "Content-Type", "d": "Request-Disposition",
+    "e": "Content-Encoding", "f": "From", "i": "Call-ID", "j": "Reject-Contact", "k": "Supported",
+    "l": "Content-Length", "m": "Contact", "o": "Event", "r": "Refer-To", "s": "Subject", "t": "To",
+    "u": "Allow-Events", "v": "Via", "x": "Session-Expires", "y": "Identity",
+}  # fmt: skip
+_KNOWN_NAMES = (
+    "Accept Accept-Contact Accept-Encoding Accept-Language Alert-Info Allow Allow-Events "
+    "Authentication-Info Authorization Call-ID Call-Info Contact Content-Disposition "
+    "Content-Encoding Content-Language Content-Length Content-Type CSeq Date Error-Info Event "
+    "Expires From History-Info Identity In-Reply-To Max-Forwards MIME-Version Min-Expires Min-SE "
+    "Organization P-Asserted-Identity P-Preferred-Identity Path Priority Privacy Proxy-Authenticate "
+    "Proxy-Authorization Proxy-Require RAck Reason Record-Route Refer-To Referred-By Reject-Contact "
+    "Replaces Reply-To Request-Disposition Require Retry-After Route RSeq Server Service-Route "
+    "Session-Expires SIP-ETag SIP-If-Match Subject Subscription-State Supported Timestamp To "
+    "Unsupported User-Agent Via Warning WWW-Authenticate"
+).split()
+_CANONICAL = {name.lower(): name for name in _KNOWN_NAMES}
+_CANONICAL.update(COMPACT_FORMS)
+# Headers whose grammar is a comma list (RFC 3261 §7.3.1).  Deliberately absent: the auth headers
+# (their challenges contain commas), Date (its value contains one), and every unknown header.
+_LIST_HEADERS = frozenset(
+    name.lower()
+    for name in (
+        "Accept Accept-Contact Accept-Encoding Accept-Language Alert-Info Allow Allow-Events "
+        "Call-Info Contact Content-Encoding Content-Language Error-Info History-Info In-Reply-To "
+        "P-Asserted-Identity P-Preferred-Identity Path Proxy-Require Reason Record-Route "
+        "Reject-Contact Request-Disposition Require Route Service-Route Supported Unsupported Via "
+        "Warning"
+    ).split()
+)
+_HEADER_NAME_RE = re.compile(_TOKEN)
+
+
+def canonical_header_name(name: str) -> str:
+    """Full, conventionally cased name for compact forms and known headers; others unchanged."""
+    return _CANONICAL.get(name.lower(), name)
+
+
+class Headers:
+    """Ordered multi-dict of header fields; names are case-insensitive and compact forms expand.
+
+    Each entry is one header line as received or added.  ``get_all`` splits comma-joined values
+    of list-grammar headers (Via, Route, Contact...), never of others (WWW-Authenticate, Date...).
+    """
+
+    def __init__(self, items: Iterable[tuple[str, str]] | Mapping[str, str] = ()) -> None:
+        self._items: list[tuple[str, str]] = []
+        pairs = items.items() if isinstance(items, Mapping) else items
+        for name, value in pairs:
+            self.add(name, value)
+
+    @staticmethod
+    def _check(name: str, value: str) -> tuple[str, str]:
+        if not _HEADER_NAME_RE.fullmatch(name):
+            raise SIPParseError(f"bad header name {name[:40]!r}")
+        value = str(value).strip(" \t\r")
+        if "\r" in value or "\n" in value:  # would inject a header line on serialising
+            raise SIPParseError(f"CR or LF inside the value of {name}")
+        return canonical_header_name(name), value
+
+    def get(self, name: str, default: str | None = None) -> str | None:
+        """The value of the first ``name`` line (unsplit), or ``default``."""
+        key = canonical_header_name(name).lower()
+        for item_name, value in self._items:
+            if item_name.lower() == key:
+                return value
+        return default
+
+    def get_all(self, name: str) -> list[str]:
+        """Every value of ``name`` in order, comma lists split for list-grammar headers."""
+        key = canonical_header_name(name).lower()
+        values = [value for item_name, value in self._items if item_name.lower() == key]
+        if key in _LIST_HEADERS:
+            return [part for value in values for part in split_list(value)]
+        return values
+
+    def add(self, name: str, value: str) -> None:
+        """Append a header line (after any existing lines of any name)."""
+        self._items.append(self._check(name, value))
+
+    def set(self, name: str, value: str) -> None:
+        """Replace every ``name`` line by one, at the position of the first (or at the end)."""
+        name, value = self._check(name, value)
+        key = name.lower()
+        position = next((i for i, (n, _) in enumerate(self._items) if n.lower() == key), None)
+        self.remove(name)
+        self._items.insert(len(self._items) if position is None else position, (name, value))
+
+    def remove(self, name: str) -> None:
+        """Remove every ``name`` line; absent names are fine."""
+        key = canonical_header_name(name).lower()
+        self._items = [(n, v) for n, v in self._items if n.lower() != key]
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and self.get(name) is not None
+
+    def items(self) -> list[tuple[str, str]]:
+        """Every (name, value) line in order."""
+        return list(self._items)
+
+    def copy(self) -> Headers:
+        """An independent copy."""
+        clone = Headers()
+        clone._items = list(self._items)
+        return clone
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Headers):
+            return NotImplemented
+        return [(n.lower(), v) for n, v in self._items] == [(n.lower(), v) for n, v in other._items]
+
+    def __repr__(self) -> str:
+        return f"Headers({self._items!r})"
+
+
+REASONS: dict[int, str] = {
+    100: "Trying", 180: "Ringing", 181: "Call Is Being Forwarded", 182: "Queued",
+    183: "Session Progress", 199: "Early Dialog Terminated", 200: "OK", 202: "Accepted",
+    204: "No Notification", 300: "Multiple Choices", 301: "Moved Permanently",
+    302: "Moved Temporarily", 305: "Use Proxy", 380: "Alternative Service", 400: "Bad Request",
+    401: "Unauthorized", 402: "Payment Required", 403: "Forbidden", 404: "Not Found",
+    405: "Method Not Allowed", 406: "Not Acceptable", 407: "Proxy Authentication Required",
+    408: "Request Timeout", 410: "Gone", 412: "Conditional Request Failed",
+    413: "Request Entity Too Large", 414: "Request-URI Too Long", 415: "Unsupported Media Type",
+    416: "Unsupported URI Scheme", 417: "Unknown Resource-Priority", 420: "Bad Extension",
+    421: "Extension Required", 422: "Session Interval Too Small", 423: "Interval Too Brief",
+    428: "Use Identity Header", 429: "Provide Referrer Identity", 433: "Anonymity Disallowed",
+    436: "Bad Identity Info", 437: "Unsupported Credential", 438: "Invalid Identity Header",
+    439: "First Hop Lacks Outbound Support", 440: "Max-Breadth Exceeded",
+    469: "Bad Info Package", 470: "Consent Needed", 480: "Temporarily Unavailable",
+    481: "Call/Transaction Does Not Exist", 482: "Loop Detected", 483: "Too Many Hops",
+    484: "Address Incomplete", 485: "Ambiguous", 486: "Busy Here", 487: "Request Terminated",
+    488: "Not Acceptable Here", 489: "Bad Event", 491: "Request Pending", 493: "Undecipherable",
+    494: "Security Agreement Required", 500: "Server Internal Error", 501: "Not Implemented",
+    502: "Bad Gateway", 503: "Service Unavailable", 504: "Server Time-out",
+    505: "Version Not Supported", 513: "Message Too Large", 555: "Push Notification Service Not Supported",
+    580: "Precondition Failure", 600: "Busy Everywhere", 603: "Decline",
+    604: "Does Not Exist Anywhere", 606: "Not Acceptable", 607: "Unwanted", 608: "Rejected",
+}  # fmt: skip
+
+
+class _MessageBase:
+    """Properties and serialisation shared by requests and responses."""
+
+    headers: Headers
+    body: bytes
+
+    def _start_line(self) -> str:
+        raise NotImplementedError
+
+    def serialize(self) -> bytes:
+        """Start line, headers in order, then the body; Content-Length is set from ``body``."""
+        lines = [self._start_line()]
+        wrote_length = False
+        for name, value in self.headers.items():
+            if name == "Content-Length":
+                if wrote_length:
+                    continue
+                value, wrote_length = str(len(self.body)), True
+            lines.append(f"{name}: {value}" if value else f"{name}:")
+        if not wrote_length:
+            lines.append(f"Content-Length: {len(self.body)}")
+        head = "\r\n".join(lines) + "\r\n\r\n"
+        return head.encode("utf-8", "surrogateescape") + self.body
+
+    def _required(self, name: str) -> str:
+        value = self.headers.get(name)
+        if value is None:
+            raise SIPParseError(f"missing {name} header")
+        return value
+
+    @property
+    def call_id(self) -> str:
+        """The Call-ID value."""
+        return self._required("Call-ID")
+
+    @property
+    def cseq(self) -> tuple[int, str]:
+        """CSeq as (sequence number, method)."""
+        return parse_cseq(self._required("CSeq"))
+
+    @property
+    def vias(self) -> list[Via]:
+        """Every Via value, top (most recent hop) first."""
+        return [Via.parse(value) for value in self.headers.get_all("Via")]
+
+    @property
+    def branch(self) -> str | None:
+        """The top Via's branch parameter (the transaction key of RFC 3261 §17.2.3)."""
+        vias = self.vias
+        return vias[0].branch if vias else None
+
+    @property
+    def from_(self) -> NameAddr:
+        """The From header as a NameAddr."""
+        return NameAddr.parse(self._required("From"))
+
+    @property
+    def to(self) -> NameAddr:
+        """The To header as a NameAddr."""
+        return NameAddr.parse(self._required("To"))
+
+    @property
+    def from_tag(self) -> str | None:
+        """The From tag, or None (RFC 2543 peers may omit it)."""
+        return self.from_.tag
+
+    @property
+    def to_tag(self) -> str | None:
+        """The To tag, or None outside a dialog."""
+        return self.to.tag
+
+    @property
+    def contacts(self) -> list[NameAddr]:
+        """Every Contact value in order; empty when absent or when the value is ``*``."""
+        return [NameAddr.parse(v) for v in self.headers.get_all("Contact") if v != "*"]
+
+    @property
+    def content_type(self) -> str | None:
+        """The Content-Type value (media type with its parameters), or None."""
+        return self.headers.get("Content-Type")
+
+    @property
+    def max_forwards(self) -> int | None:
+        """Max-Forwards as an int, or None when absent (RFC 2543 peers)."""
+        value = self.headers.get("Max-Forwards")
+        return None if value is None else _parse_max_forwards(value)
+
+
+@dataclass
+class Request(_MessageBase):
+    """A SIP request; ``uri`` is the Request-URI text exactly as received or given."""
+
+    method: str
+    uri: str
+    headers: Headers = field(default_factory=Headers)
+    body: bytes = b""
+    version: str = "SIP/2.0"
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.headers, Headers):
+            self.headers = Headers(self.headers)
+
+    def _start_line(self) -> str:
+        return f"{self.method} {self.uri} {self.version}"
+
+    @property
+    def request_uri(self) -> SipURI:
+        """The Request-URI parsed; ``.scheme`` tells the endpoint whether to answer 416."""
+        return SipURI.parse(self.uri)
+
+
+@dataclass
+class Response(_MessageBase):
+    """A SIP response."""
+
+    status: int
+    reason: str
+    headers: Headers = field(default_factory=Headers)
+    body: bytes = b""
+    version: str = "SIP/2.0"
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.headers, Headers):
+            self.headers = Headers(self.headers)
+
+    def _start_line(self) -> str:
+        return f"{self.version} {self.status} {self.reason}"
+
+    @classmethod
+    def for_request(
+        cls, request: Request, status: int, reason: str | None = None, to_tag: str | None = None
+    ) -> Response:
+        """A response to ``request`` per RFC 3261 §8.2.6.2: Via (all, in order), From, To, Call-ID, CSeq.
+
+        ``to_tag`` is added to To unless To already has a tag.  Record-Route, Contact and a body are
+        the caller's job (they depend on the dialog, not on the request alone).
+        """
+        headers = Headers()
+        for name, value in request.headers.items():
+            if name == "Via":
+                headers.add(name, value)
+        to_value = request.headers.get("To")
+        if to_value is not None and to_tag and NameAddr.parse(to_value).tag is None:
+            to_value = f"{to_value};tag={to_tag}"
+        for name, value in (
+            ("From", request.headers.get("From")),
+            ("To", to_value),
+            ("Call-ID", request.headers.get("Call-ID")),
+            ("CSeq", request.headers.get("CSeq")),
+        ):
+            if value is not None:
+                headers.add(name, value)
+        return cls(status, reason if reason is not None else default_reason(status), headers)
+
+    @property
+    def is_provisional(self) -> bool:
+        """True for 1xx."""
+        return 100 <= self.status < 200
+
+
+Message = Union[Request, Response]
+
+
+def default_reason(status: int) -> str:
+    """The RFC reason phrase for ``status``, or a generic one for its class."""
+    if status in REASONS:
+        return REASONS[status]
+    return REASONS.get(status // 100 * 100, "Unknown")
+
+
+def _parse_max_forwards(value: str) -> int:
+    value = value.strip()
+    if not _DIGITS_RE.fullmatch(value) or len(value.lstrip("0")) > 3:
+        raise SIPParseError("bad Max-Forwards")
+    number = int(value)
+    if number > _MAX_FORWARDS_LIMIT:
+        raise SIPParseError("Max-Forwards out of range")
+    return number
+
+
+def _find_head_end(data: bytes | bytearray) -> tuple[int, int] | None:
+    """(end of header section, start of body), accepting bare-LF line ends; None if incomplete."""
+    crlf, lf = data.find(b"\r\n\r\n"), data.find(b"\n\n")
+    if crlf >= 0 and (lf < 0 or crlf < lf):
+        return crlf, crlf + 4
+    if lf >= 0:
+        return lf, lf + 2
+    return None
+
+
+def _parse_head(head: bytes) -> tuple[str, Headers]:
+    """Decode the start line and headers; folded lines are joined with one SP (RFC 3261 §7.3.1)."""
+    # surrogateescape: any byte sequence decodes, and re-encodes to the same bytes
+    lines = [line.rstrip("\r") for line in head.decode("utf-8", "surrogateescape").split("\n")]
+    start_line, header_lines = lines[0], lines[1:]
+    logical: list[str] = []
+    for line in header_lines:
+        if line[:1] in (" ", "\t"):
+            if not logical:
+                raise SIPParseError("continuation line before any header")
+            logical[-1] += " " + line.strip(" \t")
+        else:
+            logical.append(line)
+    headers = Headers()
+    for line in logical:
+        name, colon, value = line.partition(":")
+        if not colon:
+            raise SIPParseError(f"header line without ':': {line[:40]!r}")
+        headers.add(name.rstrip(" \t"), value)
+    return start_line, headers
+
+
+def _content_length(headers: Headers) -> int | None:
+    values = [v for n, v in headers.items() if n == "Content-Length"]
+    if not values:
+        return None
+    if len(values) > 1:
+        raise SIPParseError("duplicate Content-Length header")
+    value = values[0].strip()
+    if not _DIGITS_RE.fullmatch(value) or len(value.lstrip("0")) > 9:
+        raise SIPParseError("bad Content-Length")
+    return int(value)
+
+
+def _check_version(version: str) -> None:
+    if version.upper() != "SIP/2.0":
+        if _VERSION_RE.fullmatch(version):
+            raise SIPParseError("SIP Version Not Supported", status=505)
+        raise SIPParseError("malformed SIP version")
+
+
+def _build(start_line: str, headers: Headers, body: bytes) -> Message:
+    message: Message
+    if start_line[:4].upper() == "SIP/":
+        m = _STATUS_LINE_RE.fullmatch(start_line)
+        if not m:
+            raise SIPParseError("malformed Status-Line")
+        version, status_text, reason = m.groups()
+        _check_version(version)
+        if len(status_text) != 3 or not 100 <= int(status_text) <= 699:
+            raise SIPParseError("status code out of range")
+        message = Response(int(status_text), (reason or "").strip(), headers, body, version)
+    else:
+        parts = start_line.split(" ")
+        if len(parts) != 3 or not all(parts):
+            raise SIPParseError("malformed Request-Line")
+        method, uri, version = parts
+        _check_version(version)
+        if not _METHOD_RE.fullmatch(method):
+            raise SIPParseError("bad method")
+        _check_request_uri(uri)
+        message = Request(method, uri, headers, body, version)
+    _validate_headers(message)
+    return message
+
+
+def _check_request_uri(uri: str) -> None:
+    """Syntax only: any scheme is accepted here and the endpoint answers 416 (RFC 4475 §3.3.2)."""
+    if not _SCHEME_RE.fullmatch(uri):
+        raise SIPParseError("malformed Request-URI")
+    parsed = SipURI.parse(uri)
+    if parsed.headers:  # RFC 3261 §19.1.5: headers are not allowed in a Request-URI
+        raise SIPParseError("Request-URI must not contain headers")
+
+
+def _validate_headers(message: Message) -> None:
+    """Check the headers every layer relies on, so a parsed message is safe to route and match."""
+    headers = message.headers
+    for name in _SINGLE_VALUE_HEADERS:
+        if sum(1 for n, _ in headers.items() if n == name) > 1:
+            raise SIPParseError(f"duplicate {name} header")
+    for name in ("Call-ID", "CSeq", "From", "To", "Via"):
+        if name not in headers:
+            raise SIPParseError(f"missing {name} header")
+    call_id = headers.get("Call-ID") or ""
+    if not call_id or _WHITESPACE_RE.search(call_id):
+        raise SIPParseError("bad Call-ID")
+    _, cseq_method = message.cseq
+    if isinstance(message, Request) and cseq_method != message.method:
+        raise SIPParseError("CSeq method does not match the request method")
+    if not message.vias:
+        raise SIPParseError("empty Via header")
+    message.from_, message.to, message.max_forwards  # noqa: B018 - parsed to validate
+    contacts = headers.get_all("Contact")
+    if "*" in contacts and len(contacts) > 1:
+        raise SIPParseError("Contact '*' mixed with addresses")
+    message.contacts  # noqa: B018 - parsed to validate
+    for name in ("Route", "Record-Route"):
+        for value in headers.get_all(name):
+            NameAddr.parse(value)
+
+
+def parse_message(data: bytes, max_size: int = MAX_MESSAGE_SIZE) -> Message:
+    """Parse one SIP message from a datagram (RFC 3261 §18.3 framing).
+
+    Without Content-Length the body is the rest of the datagram; octets past Content-Length are
+    discarded; a body shorter than Content-Length is an error.  Raises SIPParseError only.
+    """
+    if len(data) > max_size:
+        raise SIPParseError("Message Too Large", status=413)
+    data = bytes(data).lstrip(b"\r\n")  # RFC 3261 §7.5: CRLFs before the start line are ignored
+    if not data:
+        raise SIPParseError("empty message")
+    bounds = _find_head_end(data)
+    if bounds is None:
+        raise SIPParseError("no empty line after the headers")
+    head_end, body_start = bounds
+    start_line, headers = _parse_head(data[:head_end])
+    length = _content_length(headers)
+    rest = data[body_start:]
+    if length is None:
+        body = rest
+    elif length > len(rest):
+        raise SIPParseError("body shorter than Content-Length")
+    else:
+        if length < len(rest):
+            logger.debug("discarding %d octets after Content-Length", len(rest) - length)
+        body = rest[:length]
+    return _build(start_line, headers, body)
+
+
+class StreamFramer:
+    """Cuts a TCP/TLS byte stream into SIP messages by Content-Length (RFC 3261 §18.3).
+
+    CRLFs between messages are keep-alives (RFC 5626 §3.5.1) and are skipped.  Content-Length is
+    mandatory on streams.  A framing error (no Content-Length, a message over ``max_size``, an
+    unreadable header section) loses the stream: the buffer is dropped, SIPParseError is raised and
+    the connection should be closed.
+    """
+
+    def __init__(self, max_size: int = MAX_MESSAGE_SIZE) -> None:
+        self.max_size = max_size
+        self._buffer = bytearray()
+        self._frames: deque[bytes] = deque()
+
+    def feed_raw(self, data: bytes) -> list[bytes]:
+        """Add stream bytes; return the complete messages framed so far, each as its own bytes.
+
+        Only framing is checked, so each frame can go to ``UserAgentCore.receive`` which answers a
+        malformed request with 400 while the stream stays usable.
+        """
+        self._buffer += data
+        frames: list[bytes] = []
+        while True:
+            del self._buffer[: len(self._buffer) - len(self._buffer.lstrip(b"\r\n"))]
+            bounds = _find_head_end(self._buffer)
+            if bounds is None:
+                if len(self._buffer) > self.max_size:
+                    self._fail(SIPParseError("Message Too Large", status=413))
+                return frames
+            head_end, body_start = bounds
+            try:
+                _, headers = _parse_head(bytes(self._buffer[:head_end]))
+                length = _content_length(headers)
+            except SIPParseError as exc:
+                self._fail(exc)
+            if length is None:
+                self._fail(SIPParseError("Content-Length is required on stream transports"))
+            total = body_start + length
+            if total > self.max_size:
+                self._fail(SIPParseError("Message Too Large", status=413))
+            if len(self._buffer) < total:
+                return frames
+            frames.append(bytes(self._buffer[:total]))
+            del self._buffer[:total]
+
+    def feed(self, data: bytes) -> list[Message]:
+        """Add stream bytes; return every complete message, parsed.
+
+        If one framed message is malformed and messages before it were returned in this call, the
+        error is raised by the next call (``feed(b"")`` will do; see ``pending``).
+        """
+        self._frames.extend(self.feed_raw(data))
+        messages: list[Message] = []
+        while self._frames:
+            try:
+                message = parse_message(self._frames[0], self.max_size)
+            except SIPParseError:
+                if messages:
+                    return messages
+                self._frames.popleft()
+                raise
+            self._frames.popleft()
+            messages.append(message)
+        return messages
+
+    @property
+    def pending(self) -> bool:
+        """True when framed messages (or an error) wait for the next ``feed`` call."""
+        return bool(self._frames)
+
+    def _fail(self, error: SIPParseError) -> NoReturn:
+        self._buffer.clear()
+        raise error

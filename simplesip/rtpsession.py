@@ -1,0 +1,340 @@
+"""One call's RTP media, sans-IO: latching, jitter buffer, DTMF, pacing state and RTCP.
+
+Datagrams come in through :meth:`RtpSession.receive` with the time they arrived; the media clock
+calls :meth:`RtpSession.pull_frame` and :meth:`RtpSession.build_packet` once per 20 ms tick and
+sends what it is given to :attr:`RtpSession.remote_addr`. Nothing here reads a clock or a socket.
+
+Symmetric RTP and injection (RFC 4961 style latching, kept deliberately strict):
+
+* Before latching, RTP with one of the negotiated payload types is accepted from any address
+  (NAT rewrites the SDP address), and the first such packet latches its source address and SSRC.
+  Until then we send to the SDP address.
+* After latching, packets from another address or with another SSRC are dropped and counted as
+  ``rejected``, so a third party that guesses the port cannot inject audio or DTMF.
+* Re-latch: a different source is accepted only if the latched one has been silent for more than
+  ``relatch_after`` seconds (default 1 s): a peer that really moved (or a PBX that switched the
+  stream) stops sending on the old path; an injector racing a live stream never gets in.
+* :meth:`RtpSession.update` with a new remote address (re-INVITE) clears the latch.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import secrets
+from typing import Any, Final
+
+from . import g711
+from .dtmf import DtmfDigit, DtmfReceiver, DtmfSender
+from .jitter import FRAME_SAMPLES, JitterBuffer, conceal
+from .rtp import (
+    ReceiverReport,
+    ReportBlock,
+    RtpPacket,
+    RtpParseError,
+    SenderReport,
+    build_receiver_report,
+    build_sdes_cname,
+    is_rtcp,
+    parse_rtcp,
+)
+
+__all__ = ["RtpSession"]
+
+logger = logging.getLogger(__name__)
+
+#: Static payload types of RFC 3551 that we can play whatever codec was negotiated.
+STATIC_G711: Final = {0: "PCMU", 8: "PCMA"}
+RTCP_INTERVAL: Final = 5.0
+_UNCHANGED: Final = object()
+
+
+class RtpSession:
+    """Per-call RTP state. See the module docstring for the latching rules.
+
+    ``rng`` only exists so tests can fix the SSRC/sequence/timestamp origins; by default they
+    come from :mod:`secrets` (RFC 3550 §5.1 wants them unpredictable).
+    """
+
+    def __init__(
+        self,
+        payload_type: int,
+        codec: str,
+        remote_addr: tuple[str, int] | None,
+        dtmf_payload_type: int | None = 101,
+        ptime: int = 20,
+        *,
+        clock_rate: int = 8000,
+        jitter_target_ms: int = 60,
+        relatch_after: float = 1.0,
+        cname: str | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.payload_type = payload_type
+        self.codec = g711.normalize_codec(codec)
+        self.remote_addr = remote_addr
+        self.dtmf_payload_type = dtmf_payload_type
+        self.ptime = ptime
+        self.clock_rate = clock_rate
+        self.relatch_after = relatch_after
+        draw = rng.getrandbits if rng is not None else secrets.randbits
+        self.ssrc = draw(32)
+        self._sequence = draw(16)
+        self._timestamp = draw(32)
+        self.cname = cname or f"{self.ssrc:08x}@simplesip"
+        self._rng = rng or random.Random(secrets.randbits(64))
+
+        self._jitter = JitterBuffer(target_ms=jitter_target_ms, fill_byte=g711.silence_byte(self.codec),
+                                    clock_rate=clock_rate)
+        self._dtmf_in = DtmfReceiver(clock_rate=clock_rate)
+        self._dtmf_out = DtmfSender(clock_rate=clock_rate, ptime_ms=20)
+        self._digits: list[DtmfDigit] = []
+
+        self.latched_addr: tuple[str, int] | None = None
+        self.remote_ssrc: int | None = None
+        self._last_from_source = 0.0
+        self._last_frame: bytes | None = None
+        self._lost_in_a_row = 0
+        self._talking = False  # whether the last tick sent audio (a gap means the next one is marked)
+
+        self.packets_in = 0
+        self.packets_out = 0
+        self.octets_out = 0
+        self.rejected = 0
+        self.malformed = 0
+        self.concealed = 0
+        self._last_sr_ntp_middle = 0
+        self._last_sr_arrival: float | None = None
+        self._next_rtcp_at: float | None = None
+
+    # --- receiving ------------------------------------------------------------------------------
+
+    def receive(self, data: bytes, addr: tuple[str, int], now: float) -> None:
+        """Handle one datagram from ``addr`` that arrived at ``now`` (seconds, any monotonic clock)."""
+        if is_rtcp(data):
+            self._receive_rtcp(data, addr, now)
+            return
+        try:
+            packet = RtpPacket.parse(data)
+        except RtpParseError as exc:
+            self.malformed += 1
+            logger.debug("malformed RTP from %s: %s", addr, exc)
+            return
+        if not self._is_ours(packet.payload_type) or not self._accept_source(addr, packet.ssrc, now):
+            self.rejected += 1
+            return
+        self.packets_in += 1
+        self._last_from_source = now
+        if packet.payload_type == self.dtmf_payload_type:
+            if self._jitter.stats.record(packet.sequence, packet.timestamp, now, timing=False) is not None:
+                self._digits.extend(self._dtmf_in.feed(packet.timestamp, packet.marker, packet.payload, now))
+            return
+        # Audio resumed: a key press whose end packets were all lost is over by now.
+        self._digits.extend(self._dtmf_in.poll(now))
+        payload = packet.payload
+        peer_codec = STATIC_G711.get(packet.payload_type, self.codec)
+        if peer_codec != self.codec:
+            payload = g711.transcode(payload, peer_codec, self.codec)
+        self._jitter.push(packet.sequence, packet.timestamp, payload, now)
+
+    def _is_ours(self, payload_type: int) -> bool:
+        return payload_type == self.payload_type or payload_type == self.dtmf_payload_type or (
+            payload_type in STATIC_G711
+        )
+
+    def _accept_source(self, addr: tuple[str, int], ssrc: int, now: float) -> bool:
+        if self.latched_addr is None:
+            self._latch(addr, ssrc)
+            return True
+        if addr == self.latched_addr and ssrc == self.remote_ssrc:
+            return True
+        if now - self._last_from_source <= self.relatch_after:
+            return False
+        logger.info("re-latching RTP from %s/%08x to %s/%08x after %.1f s of silence",
+                    self.latched_addr, self.remote_ssrc or 0, addr, ssrc, now - self._last_from_source)
+        self._latch(addr, ssrc)
+        return True
+
+    def _latch(self, addr: tuple[str, int], ssrc: int) -> None:
+        if ssrc != self.remote_ssrc:
+            # A new stream: its sequence numbers and timestamps have nothing to do with the old one.
+            self._jitter.reset()
+            self._dtmf_in.reset()
+        self.latched_addr = addr
+        self.remote_ssrc = ssrc
+        self.remote_addr = addr
+        logger.debug("RTP latched to %s ssrc %08x", addr, ssrc)
+
+    def _receive_rtcp(self, data: bytes, addr: tuple[str, int], now: float) -> None:
+        try:
+            packets = parse_rtcp(data)
+        except RtpParseError as exc:
+            self.malformed += 1
+            logger.debug("malformed RTCP from %s: %s", addr, exc)
+            return
+        for packet in packets:
+            if isinstance(packet, SenderReport) and packet.ssrc == self.remote_ssrc:
+                # Kept for LSR/DLSR in our next report, which lets the peer compute round trip time.
+                self._last_sr_ntp_middle = (packet.ntp_timestamp >> 16) & 0xFFFFFFFF
+                self._last_sr_arrival = now
+            elif isinstance(packet, ReceiverReport | SenderReport):
+                for block in packet.reports:
+                    if block.ssrc == self.ssrc:
+                        logger.debug("peer reports loss %d/256, jitter %d", block.fraction_lost, block.jitter)
+
+    def pop_dtmf(self, now: float | None = None) -> list[DtmfDigit]:
+        """Key presses received since the last call, as ``(digit, duration_ms)`` tuples.
+
+        With ``now``, an event whose end packets were all lost is closed after its timeout.
+        """
+        if now is not None:
+            self._digits.extend(self._dtmf_in.poll(now))
+        digits, self._digits = self._digits, []
+        return digits
+
+    def pull_frame(self) -> bytes:
+        """The next 20 ms of received audio (160 codec bytes); concealment or silence if missing."""
+        frame = self._jitter.pop()
+        if frame is not None:
+            self._last_frame = frame
+            self._lost_in_a_row = 0
+            return frame
+        if self._jitter.started:
+            self.concealed += 1
+            self._lost_in_a_row += 1
+            return conceal(self._last_frame, self.codec, self._lost_in_a_row)
+        return bytes([g711.silence_byte(self.codec)]) * FRAME_SAMPLES
+
+    # --- sending --------------------------------------------------------------------------------
+
+    def build_packet(self, payload: bytes, marker: bool = False) -> bytes:
+        """The RTP packet for this tick's outbound audio ``payload`` (codec bytes).
+
+        If DTMF is scheduled (:meth:`build_dtmf_packets`), the telephone-event packet due at this
+        tick is returned instead and the audio is dropped: digits replace audio, tick for tick.
+        The marker bit is set on the first packet and after a silence gap (:meth:`skip_frame`).
+        """
+        due = self._dtmf_out.next_tick()
+        if due is not None and self.dtmf_payload_type is not None:
+            packet = self._packet(self.dtmf_payload_type, due.payload, due.marker,
+                                  self._timestamp - due.timestamp_offset)
+            self._timestamp += FRAME_SAMPLES
+            self._talking = False  # resume audio with a marker, as after any talk-spurt break
+            return packet
+        packet = self._packet(self.payload_type, payload, marker or not self._talking, self._timestamp)
+        self._timestamp += len(payload)  # G.711: one byte per sample
+        self._talking = True
+        return packet
+
+    def skip_frame(self, samples: int = FRAME_SAMPLES) -> None:
+        """Let the media clock move on without sending (silence suppression, hold)."""
+        self._timestamp += samples
+        self._talking = False
+
+    def build_dtmf_packets(self, digits: str, duration_ms: int = 100) -> None:
+        """Schedule RFC 4733 events for ``digits``; :meth:`build_packet` sends them tick by tick."""
+        if self.dtmf_payload_type is None:
+            raise ValueError("the peer did not negotiate telephone-event")
+        self._dtmf_out.send(digits, duration_ms)
+
+    @property
+    def dtmf_pending(self) -> bool:
+        """True while scheduled DTMF (or the gap after it) has not all been sent."""
+        return self._dtmf_out.busy
+
+    def _packet(self, payload_type: int, payload: bytes, marker: bool, timestamp: int) -> bytes:
+        data = RtpPacket(payload_type, self._sequence, timestamp & 0xFFFFFFFF, self.ssrc, payload,
+                         marker=marker).serialize()
+        self._sequence = (self._sequence + 1) & 0xFFFF
+        self.packets_out += 1
+        self.octets_out += len(payload)
+        return data
+
+    # --- RTCP, statistics, renegotiation --------------------------------------------------------
+
+    @property
+    def rtcp_addr(self) -> tuple[str, int] | None:
+        """Where RTCP goes without rtcp-mux: the RTP port plus one (RFC 3550 §11)."""
+        return (self.remote_addr[0], self.remote_addr[1] + 1) if self.remote_addr else None
+
+    def rtcp_report(self, now: float) -> bytes | None:
+        """A compound RR + SDES when one is due (every ~5 s, randomised ±50 %), else None."""
+        if self._next_rtcp_at is None:
+            self._next_rtcp_at = now + self._rtcp_interval()
+            return None
+        if now < self._next_rtcp_at:
+            return None
+        self._next_rtcp_at = now + self._rtcp_interval()
+        blocks = []
+        stats = self._jitter.stats
+        if self.remote_ssrc is not None and stats.highest_sequence is not None:
+            dlsr = 0
+            if self._last_sr_arrival is not None:
+                dlsr = int((now - self._last_sr_arrival) * 65536)
+            blocks.append(ReportBlock(
+                ssrc=self.remote_ssrc,
+                fraction_lost=stats.interval_fraction_lost(),
+                cumulative_lost=stats.lost,
+                highest_sequence=stats.highest_sequence,
+                jitter=int(stats.jitter),
+                last_sr=self._last_sr_ntp_middle,
+                delay_since_last_sr=dlsr,
+            ))
+        return build_receiver_report(self.ssrc, blocks) + build_sdes_cname(self.ssrc, self.cname)
+
+    def _rtcp_interval(self) -> float:
+        # RFC 3550 §6.3.1 randomises the interval so reports of many sessions do not synchronise.
+        return RTCP_INTERVAL * self._rng.uniform(0.5, 1.5)
+
+    def stats(self) -> dict[str, Any]:
+        """Counters for monitoring: receive statistics plus packets out, rejected, concealed."""
+        result = self._jitter.stats.as_dict()
+        result.update(
+            packets_in=self.packets_in,
+            packets_out=self.packets_out,
+            octets_out=self.octets_out,
+            rejected=self.rejected,
+            malformed=self.malformed,
+            concealed=self.concealed,
+            jitter_buffer_ms=self._jitter.depth_ms,
+        )
+        return result
+
+    def update(
+        self,
+        params: Any = None,
+        *,
+        remote_addr: tuple[str, int] | None = None,
+        payload_type: int | None = None,
+        codec: str | None = None,
+        dtmf_payload_type: int | None | object = _UNCHANGED,
+        ptime: int | None = None,
+    ) -> None:
+        """Apply a renegotiation (re-INVITE) without changing our SSRC, sequence or timestamp.
+
+        ``params`` may be an object with ``remote_address``, ``payload_type``, ``codec``,
+        ``dtmf_payload_type`` and ``ptime`` attributes (``simplesip.sdp.MediaParams``); keyword
+        arguments override it. A new remote address clears the latch. ``dtmf_payload_type=None``
+        means the peer no longer accepts telephone-event.
+        """
+        if params is not None:
+            remote_addr = remote_addr or getattr(params, "remote_address", None)
+            payload_type = payload_type if payload_type is not None else getattr(params, "payload_type", None)
+            codec = codec or getattr(params, "codec", None)
+            if dtmf_payload_type is _UNCHANGED:
+                dtmf_payload_type = getattr(params, "dtmf_payload_type", _UNCHANGED)
+            ptime = ptime or getattr(params, "ptime", None)
+        if remote_addr is not None and tuple(remote_addr) != self.remote_addr:
+            self.remote_addr = (remote_addr[0], remote_addr[1])
+            self.latched_addr = None  # the peer announced a move: latch afresh on its next packet
+        if payload_type is not None:
+            self.payload_type = payload_type
+        if codec is not None and g711.normalize_codec(codec) != self.codec:
+            self.codec = g711.normalize_codec(codec)
+            self._jitter.fill_byte = g711.silence_byte(self.codec)
+            self._jitter.reset()  # buffered frames are in the old codec
+            self._last_frame = None
+        if dtmf_payload_type is not _UNCHANGED:
+            self.dtmf_payload_type = dtmf_payload_type  # type: ignore[assignment]
+        if ptime is not None:
+            self.ptime = ptime

@@ -1,0 +1,296 @@
+"""asyncio SIP transports: one UDP socket and one TCP listener on the same port (RFC 3261 §18).
+
+The transport layer moves bytes and nothing else: every datagram (UDP) or framed message (TCP)
+goes to one callback as ``(data, source_addr, "udp" | "tcp")``, and :meth:`SipTransport.send`
+writes bytes to an address over the transport the user agent core chose. The core fills
+``received``/``rport`` (RFC 3581) from the source address handed to it here.
+
+TCP: a connection is kept per remote address, whichever side opened it, so that responses go back
+over the connection their request came on (§18.2.2) and our own requests reuse a connection to the
+same destination. Messages on a stream are framed by Content-Length. Connections idle for longer
+than ``tcp_idle_timeout`` are closed.
+
+ICMP errors: the UDP socket has ``IP_RECVERR`` set, so a "port unreachable" for a datagram we
+sent is reported with the address it was sent to (``on_unreachable``), letting a REGISTER to a
+dead server fail at once instead of after Timer F (32 s).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import socket
+import sys
+from typing import Callable
+
+log = logging.getLogger(__name__)
+
+__all__ = ["MAX_MESSAGE_SIZE", "SipTransport", "frame_stream"]
+
+#: Largest SIP message we accept (§18.1.1 allows up to 65535 octets over UDP; TCP is held to it too).
+MAX_MESSAGE_SIZE = 65535
+
+_IP_RECVERR = getattr(socket, "IP_RECVERR", 11)  # Linux value; Python 3.11 does not export it
+_HEADER_END = b"\r\n\r\n"
+# Content-Length or its compact form "l", at the start of a header line (no folding allowed here).
+_CONTENT_LENGTH = re.compile(rb"\r\n(?:content-length|l)[ \t]*:[ \t]*(\d+)", re.IGNORECASE)
+
+MessageHandler = Callable[[bytes, tuple[str, int], str], None]
+UnreachableHandler = Callable[[tuple[str, int]], None]
+
+
+def frame_stream(buffer: bytearray) -> list[bytes]:
+    """Cut every complete SIP message off the front of a TCP receive buffer (in place).
+
+    RFC 3261 §18.3: on a stream, Content-Length is mandatory and delimits the body; CRLF keep-alives
+    (RFC 5626 §3.5.1) before a message are skipped. Raises ValueError when the stream cannot be
+    framed (no Content-Length, or a message larger than MAX_MESSAGE_SIZE): the connection must close.
+    """
+    messages: list[bytes] = []
+    while True:
+        start = 0
+        while buffer[start:start + 2] == b"\r\n":
+            start += 2
+        if start:
+            del buffer[:start]
+        end = buffer.find(_HEADER_END)
+        if end < 0:
+            if len(buffer) > MAX_MESSAGE_SIZE:
+                raise ValueError("header section larger than the maximum message size")
+            return messages
+        head = bytes(buffer[:end + 2])
+        match = _CONTENT_LENGTH.search(head)
+        if match is None:
+            raise ValueError("message on a stream without Content-Length")
+        total = end + 4 + int(match.group(1))
+        if total > MAX_MESSAGE_SIZE:
+            raise ValueError(f"message of {total} octets is too large")
+        if len(buffer) < total:
+            return messages
+        messages.append(bytes(buffer[:total]))
+        del buffer[:total]
+
+
+class _UdpProtocol(asyncio.DatagramProtocol):
+    def __init__(self, owner: "SipTransport"):
+        self.owner = owner
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        if len(data) > MAX_MESSAGE_SIZE:
+            return
+        self.owner._deliver(data, addr, "udp")
+
+    def error_received(self, exc: Exception) -> None:
+        # With IP_RECVERR the kernel queues the ICMP error with the original destination address.
+        self.owner._drain_icmp_errors(exc)
+
+
+class _TcpConnection(asyncio.Protocol):
+    """One SIP-over-TCP connection, accepted or opened by us."""
+
+    def __init__(self, owner: "SipTransport", remote: tuple[str, int] | None = None):
+        self.owner = owner
+        self.remote = remote
+        self.transport: asyncio.Transport | None = None
+        self.buffer = bytearray()
+        self.pending: list[bytes] = []  # written before the connection was established
+        self.last_activity = owner._loop.time()
+        self.closed = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        peer = transport.get_extra_info("peername")
+        self.remote = (peer[0], peer[1])
+        self.owner._connections[self.remote] = self
+        for data in self.pending:
+            transport.write(data)
+        self.pending.clear()
+
+    def data_received(self, data: bytes) -> None:
+        self.last_activity = self.owner._loop.time()
+        self.buffer += data
+        try:
+            messages = frame_stream(self.buffer)
+        except ValueError as exc:
+            log.warning("closing TCP connection from %s: %s", self.remote, exc)
+            self.close()
+            return
+        assert self.remote is not None
+        for message in messages:
+            self.owner._deliver(message, self.remote, "tcp")
+
+    def write(self, data: bytes) -> None:
+        self.last_activity = self.owner._loop.time()
+        if self.transport is None:
+            self.pending.append(data)
+        else:
+            self.transport.write(data)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        if self.remote is not None and self.owner._connections.get(self.remote) is self:
+            del self.owner._connections[self.remote]
+
+    def close(self) -> None:
+        self.closed = True
+        if self.transport is not None:
+            self.transport.close()
+
+
+class SipTransport:
+    """UDP and TCP SIP transports sharing one local address.
+
+    ``on_message(data, addr, transport)`` receives every inbound message; ``on_unreachable(addr)``
+    is told when a datagram we sent to ``addr`` bounced (ICMP port/host unreachable).
+    """
+
+    def __init__(self, host: str, port: int, on_message: MessageHandler, *,
+                 transports: tuple[str, ...] = ("udp", "tcp"), tcp_idle_timeout: float = 64.0,
+                 on_unreachable: UnreachableHandler | None = None):
+        unknown = set(transports) - {"udp", "tcp"}
+        if unknown or not transports:
+            raise ValueError(f"unsupported transports: {sorted(unknown) or 'none given'}")
+        self.host = host
+        self.port = port
+        self.transports = tuple(transports)
+        self.tcp_idle_timeout = tcp_idle_timeout
+        self.on_message = on_message
+        self.on_unreachable = on_unreachable
+        self._loop: asyncio.AbstractEventLoop  # set by start()
+        self._udp_sock: socket.socket | None = None
+        self._udp: asyncio.DatagramTransport | None = None
+        self._server: asyncio.Server | None = None
+        self._connections: dict[tuple[str, int], _TcpConnection] = {}
+        self._connecting: set[asyncio.Task] = set()
+        self._sweeper: asyncio.Task | None = None
+
+    @property
+    def local_address(self) -> tuple[str, int]:
+        """The (host, port) both transports listen on."""
+        return (self.host, self.port)
+
+    async def start(self) -> None:
+        """Bind the sockets; with port 0, find one port free for both UDP and TCP."""
+        self._loop = asyncio.get_running_loop()
+        for _attempt in range(20):
+            udp_sock = self._bind_udp() if "udp" in self.transports else None
+            port = udp_sock.getsockname()[1] if udp_sock else self.port
+            try:
+                if "tcp" in self.transports:
+                    self._server = await self._loop.create_server(
+                        lambda: _TcpConnection(self), self.host, port, reuse_address=True)
+                    port = self._server.sockets[0].getsockname()[1]
+            except OSError:
+                if udp_sock:
+                    udp_sock.close()
+                if self.port != 0:
+                    raise
+                continue  # the ephemeral UDP port was taken for TCP: try another one
+            break
+        else:
+            raise OSError("no port free for both UDP and TCP")
+        self.port = port
+        if udp_sock is not None:
+            self._udp_sock = udp_sock
+            transport, _ = await self._loop.create_datagram_endpoint(
+                lambda: _UdpProtocol(self), sock=udp_sock)
+            self._udp = transport  # type: ignore[assignment]
+        if self._server is not None:
+            self._sweeper = self._loop.create_task(self._sweep_idle_connections())
+        log.info("SIP transports %s listening on %s:%d", "/".join(self.transports), self.host, port)
+
+    def _bind_udp(self) -> socket.socket:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            if sys.platform.startswith("linux"):
+                sock.setsockopt(socket.IPPROTO_IP, _IP_RECVERR, 1)
+            sock.bind((self.host, self.port))
+            sock.setblocking(False)
+        except OSError:
+            sock.close()
+            raise
+        return sock
+
+    def send(self, data: bytes, addr: tuple[str, int], transport: str = "udp") -> None:
+        """Send one message; over TCP, reuse the connection to ``addr`` or open one."""
+        if transport == "tcp":
+            self._send_tcp(data, (addr[0], int(addr[1])))
+        elif self._udp is not None:
+            self._udp.sendto(data, (addr[0], int(addr[1])))
+        else:
+            log.warning("no UDP transport: dropped %d octets to %s", len(data), addr)
+
+    def _send_tcp(self, data: bytes, addr: tuple[str, int]) -> None:
+        conn = self._connections.get(addr)
+        if conn is None or conn.closed:
+            conn = _TcpConnection(self, addr)
+            self._connections[addr] = conn
+            task = self._loop.create_task(self._connect(conn, addr))
+            self._connecting.add(task)
+            task.add_done_callback(self._connecting.discard)
+        conn.write(data)
+
+    async def _connect(self, conn: _TcpConnection, addr: tuple[str, int]) -> None:
+        try:
+            await self._loop.create_connection(lambda: conn, addr[0], addr[1])
+        except OSError as exc:
+            log.info("TCP connection to %s:%d failed: %s", addr[0], addr[1], exc)
+            conn.closed = True
+            if self._connections.get(addr) is conn:
+                del self._connections[addr]
+            if self.on_unreachable is not None:
+                self.on_unreachable(addr)
+
+    def _deliver(self, data: bytes, addr: tuple[str, int], transport: str) -> None:
+        try:
+            self.on_message(data, addr, transport)
+        except Exception:  # one bad message must never stop the receive loop
+            log.exception("error handling a %s message from %s", transport, addr)
+
+    def _drain_icmp_errors(self, exc: Exception) -> None:
+        sock = self._udp_sock
+        if sock is None or not isinstance(exc, OSError):
+            return
+        while True:
+            try:
+                _data, _anc, _flags, addr = sock.recvmsg(MAX_MESSAGE_SIZE, 512, socket.MSG_ERRQUEUE)
+            except (BlockingIOError, InterruptedError, OSError):
+                return
+            log.info("ICMP error for datagrams to %s: %s", addr, exc)
+            if self.on_unreachable is not None and addr:
+                self.on_unreachable((addr[0], addr[1]))
+
+    async def _sweep_idle_connections(self) -> None:
+        interval = max(0.05, min(self.tcp_idle_timeout / 4, 5.0))
+        while True:
+            await asyncio.sleep(interval)
+            limit = self._loop.time() - self.tcp_idle_timeout
+            for conn in list(self._connections.values()):
+                if conn.last_activity < limit:
+                    log.debug("closing idle TCP connection to %s", conn.remote)
+                    conn.close()
+
+    @property
+    def tcp_connection_count(self) -> int:
+        """How many TCP connections are open (for tests and metrics)."""
+        return sum(1 for c in self._connections.values() if not c.closed)
+
+    async def close(self) -> None:
+        """Close every socket and connection."""
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+        for task in list(self._connecting):
+            task.cancel()
+        for conn in list(self._connections.values()):
+            conn.close()
+        self._connections.clear()
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+            self._server = None
+        if self._udp is not None:
+            self._udp.close()
+            self._udp = None
+            self._udp_sock = None
+        await asyncio.sleep(0)  # let the transports run their connection_lost callbacks

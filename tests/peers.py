@@ -1,0 +1,367 @@
+"""Real-peer harness: run SIPp, baresip and Kamailio against the code under test.
+
+Every runner gets its own temporary folder and free ports (other test sessions run on the same
+machine at the same time), writes its logs there, and is stopped by pid when the test ends. The
+configuration templates live in ``tests/data/peers``; ``@DIR@`` in them becomes the peer's folder.
+
+Typical use::
+
+    def test_x(tmp_path):
+        with SippRunner(tmp_path, scenario="uac", remote=("127.0.0.1", port)) as sipp:
+            ...
+            assert sipp.wait(10) == 0, sipp.log()
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import time
+import wave
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from conftest import free_port
+
+log = logging.getLogger(__name__)
+
+PEER_DATA = Path(__file__).parent / "data" / "peers"
+SIPP_PCAPS = Path("/usr/share/sip-tester")
+
+
+def render_template(name: str, dest: Path, replacements: dict[str, str]) -> Path:
+    """Copy ``tests/data/peers/<name>`` to ``dest`` with every placeholder replaced."""
+    text = (PEER_DATA / name).read_text()
+    for key, value in replacements.items():
+        text = text.replace(key, value)
+    dest.write_text(text)
+    return dest
+
+
+def write_wav(path: Path, pcm: np.ndarray, rate: int = 8000) -> Path:
+    """Write mono 16-bit PCM as a WAV file."""
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes(np.asarray(pcm, dtype="<i2").tobytes())
+    return path
+
+
+def read_wav(path: Path) -> tuple[np.ndarray, int]:
+    """Read a mono 16-bit WAV file (what baresip's sndfile module writes)."""
+    with wave.open(str(path), "rb") as w:
+        rate = w.getframerate()
+        data = np.frombuffer(w.readframes(w.getnframes()), dtype="<i2")
+        if w.getnchannels() > 1:
+            data = data.reshape(-1, w.getnchannels())[:, 0]
+    return data, rate
+
+
+def tone(freq: float, seconds: float, rate: int = 8000, amplitude: float = 8000.0) -> np.ndarray:
+    """A sine tone as int16 samples."""
+    t = np.arange(int(seconds * rate)) / rate
+    return (amplitude * np.sin(2 * np.pi * freq * t)).astype(np.int16)
+
+
+def dominant_frequency(pcm: np.ndarray, rate: int = 8000) -> float:
+    """The frequency (Hz) with the most energy in ``pcm`` (DC removed, Hann window)."""
+    x = pcm.astype(np.float64)
+    x -= x.mean()
+    spectrum = np.abs(np.fft.rfft(x * np.hanning(len(x))))
+    return float(np.argmax(spectrum) * rate / len(x))
+
+
+class PeerProcess:
+    """A third-party program started in its own folder, its output captured to a log file."""
+
+    def __init__(self, name: str, argv: Sequence[str], cwd: Path, env: dict[str, str] | None = None):
+        self.name = name
+        self.argv = list(argv)
+        self.cwd = cwd
+        self.log_path = cwd / f"{name}.log"
+        self._log_file = open(self.log_path, "wb")
+        # A new session so that stop() can signal the peer's own children and nothing else.
+        self.proc = subprocess.Popen(
+            self.argv, cwd=cwd, stdin=subprocess.DEVNULL, stdout=self._log_file,
+            stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}, start_new_session=True,
+        )
+        log.info("started %s (pid %d): %s", name, self.proc.pid, " ".join(self.argv))
+
+    def log(self) -> str:
+        """Everything the peer printed so far."""
+        self._log_file.flush()
+        return self.log_path.read_text(errors="replace")
+
+    def wait(self, timeout: float) -> int:
+        """Block until the peer exits (raises subprocess.TimeoutExpired)."""
+        return self.proc.wait(timeout)
+
+    async def wait_async(self, timeout: float) -> int:
+        """Wait for the exit without blocking the running event loop."""
+        deadline = time.monotonic() + timeout
+        while self.proc.poll() is None:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{self.name} still running after {timeout}s:\n{self.log()[-3000:]}")
+            await asyncio.sleep(0.05)
+        return self.proc.returncode
+
+    def stop(self) -> None:
+        """Terminate the peer (and only its process group), then kill it if it lingers."""
+        if self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGTERM)
+                self.proc.wait(3)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(3)
+            except ProcessLookupError:
+                pass
+        self._log_file.close()
+
+    def __enter__(self) -> "PeerProcess":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+# ---------------------------------------------------------------------------------- SIPp
+
+
+class SippRunner(PeerProcess):
+    """SIPp with a built-in scenario (``scenario="uac"``) or a scenario file (a Path).
+
+    ``remote`` is where a UAC sends; ``port`` is SIPp's own SIP port (free by default);
+    ``media_port`` SIPp's RTP port. ``pcap/`` in the folder points at the Debian pcaps.
+    """
+
+    def __init__(self, workdir: Path, scenario: str | Path, *, remote: tuple[str, int] | None = None,
+                 port: int | None = None, media_port: int | None = None, service: str = "test",
+                 calls: int = 1, extra: Sequence[str] = (), name: str = "sipp"):
+        workdir.mkdir(parents=True, exist_ok=True)
+        pcap_link = workdir / "pcap"
+        if not pcap_link.exists():
+            pcap_link.symlink_to(SIPP_PCAPS)
+        self.port = port or free_port()
+        self.media_port = media_port or _free_even_port()
+        argv = ["sipp"]
+        if isinstance(scenario, Path):
+            argv += ["-sf", str(scenario)]
+        else:
+            argv += ["-sn", scenario]
+        if remote is not None:
+            argv.append(f"{remote[0]}:{remote[1]}")
+        argv += ["-i", "127.0.0.1", "-p", str(self.port), "-mi", "127.0.0.1",
+                 "-mp", str(self.media_port), "-s", service, "-m", str(calls), "-nostdin",
+                 "-trace_err", "-trace_msg", "-message_file", str(workdir / f"{name}_messages.log"),
+                 "-error_file", str(workdir / f"{name}_errors.log"), *extra]
+        super().__init__(name, argv, workdir)
+
+    @property
+    def address(self) -> tuple[str, int]:
+        return ("127.0.0.1", self.port)
+
+    def messages(self) -> str:
+        """SIPp's trace of every message sent and received (``-trace_msg``)."""
+        path = self.cwd / f"{self.name}_messages.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def log(self) -> str:
+        errors = self.cwd / f"{self.name}_errors.log"
+        extra = errors.read_text(errors="replace") if errors.exists() else ""
+        return super().log() + extra + self.messages()[-4000:]
+
+
+def dump_sipp_scenario(name: str) -> str:
+    """The XML of a SIPp built-in scenario, for tests that edit one."""
+    return subprocess.run(["sipp", "-sd", name], check=True, capture_output=True, text=True).stdout
+
+
+def _free_even_port() -> int:
+    """A free even port whose odd neighbour is free too (RTP + RTCP)."""
+    while True:
+        port = free_port()
+        if port % 2 == 0 and port < 65534:
+            try:
+                with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+                    s.bind(("127.0.0.1", port + 1))
+                # SIPp also opens port+2 for video; leave it be, it is only a best effort.
+                return port
+            except OSError:
+                continue
+
+
+# ------------------------------------------------------------------------------- baresip
+
+
+class BaresipRunner(PeerProcess):
+    """baresip headless: plays ``microphone`` (int16 PCM, 8 kHz) as its microphone, records what it
+    hears to ``rec/dump-*-dec.wav``, auto-answers, and takes commands on a free ctrl_tcp port."""
+
+    def __init__(self, workdir: Path, *, microphone: np.ndarray | None = None,
+                 account: str | None = None, commands: Sequence[str] = (), run_seconds: int = 20):
+        workdir.mkdir(parents=True, exist_ok=True)
+        (workdir / "rec").mkdir(exist_ok=True)
+        (workdir / "contacts").touch()
+        self.sip_port = free_port()
+        self.ctrl_port = free_port(socket.SOCK_STREAM)
+        mic = microphone if microphone is not None else np.zeros(8000 * 15, dtype=np.int16)
+        write_wav(workdir / "caller.wav", mic)
+        rtp_base = random.randrange(20000, 29800, 2)
+        render_template("baresip/config", workdir / "config", {
+            "@DIR@": str(workdir),
+            "127.0.0.1:5070": f"127.0.0.1:{self.sip_port}",
+            "127.0.0.1:4444": f"127.0.0.1:{self.ctrl_port}",
+            "30000-30100": f"{rtp_base}-{rtp_base + 200}",
+        })
+        (workdir / "accounts").write_text(
+            (account or "<sip:caller@127.0.0.1>;regint=0;audio_codecs=pcmu,pcma;answermode=auto") + "\n")
+        argv = ["timeout", "-k", "3", str(run_seconds + 5), "baresip", "-f", str(workdir),
+                "-t", str(run_seconds)]
+        for command in commands:
+            argv += ["-e", command]
+        super().__init__("baresip", argv, workdir)
+
+    @property
+    def address(self) -> tuple[str, int]:
+        return ("127.0.0.1", self.sip_port)
+
+    def wait_ready(self, timeout: float = 5.0) -> None:
+        """Block until the ctrl_tcp port accepts connections (baresip finished starting)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", self.ctrl_port), timeout=0.2).close()
+                return
+            except OSError:
+                time.sleep(0.05)
+        raise TimeoutError(f"baresip did not start:\n{self.log()}")
+
+    def command(self, command: str, params: str = "") -> dict | None:
+        """Send one ctrl_tcp command (netstring-framed JSON); return baresip's response, if any."""
+        msg = json.dumps({"command": command, "params": params, "token": "t"}).encode()
+        with socket.create_connection(("127.0.0.1", self.ctrl_port), timeout=3) as s:
+            s.sendall(b"%d:%s," % (len(msg), msg))
+            buf = b""
+            s.settimeout(2)
+            try:
+                while b'"response"' not in buf or not buf.endswith(b","):
+                    chunk = s.recv(65536)
+                    if not chunk:
+                        break
+                    buf += chunk
+            except socket.timeout:
+                pass
+        for item in _netstrings(buf):
+            if item.get("response"):
+                return item
+        return None
+
+    def recordings(self, kind: str = "dec") -> list[Path]:
+        """The WAV files baresip recorded: ``dec`` is what it heard, ``enc`` what it sent."""
+        return sorted((self.cwd / "rec").glob(f"dump-*-{kind}.wav"))
+
+
+def _netstrings(buf: bytes) -> list[dict]:
+    items = []
+    while buf and b":" in buf:
+        length, rest = buf.split(b":", 1)
+        try:
+            n = int(length)
+        except ValueError:
+            break
+        items.append(json.loads(rest[:n]))
+        buf = rest[n + 1:]
+    return items
+
+
+# ------------------------------------------------------------------------------ Kamailio
+
+
+class KamailioRunner(PeerProcess):
+    """Kamailio as registrar (digest auth, users alice/secret and ivr/ivrpass) and dispatcher
+    (INVITEs to user ``ivr`` go to ``dispatch_to``), on a free UDP port."""
+
+    def __init__(self, workdir: Path, *, dispatch_to: Sequence[tuple[str, int]] = ()):
+        workdir.mkdir(parents=True, exist_ok=True)
+        (workdir / "run").mkdir(exist_ok=True)
+        self.port = free_port()
+        shutil.copytree(PEER_DATA / "kamailio-db", workdir / "db", dirs_exist_ok=True)
+        (workdir / "dispatcher.list").write_text(
+            "".join(f"1 sip:{host}:{port}\n" for host, port in dispatch_to) or "1 sip:127.0.0.1:9\n")
+        cfg = render_template("kamailio.cfg", workdir / "kamailio.cfg", {
+            "@DIR@": str(workdir), "127.0.0.1:5060": f"127.0.0.1:{self.port}"})
+        argv = ["kamailio", "-f", str(cfg), "-P", str(workdir / "kamailio.pid"), "-Y",
+                str(workdir / "run"), "-m", "64", "-M", "8", "-DD", "-E"]
+        super().__init__("kamailio", argv, workdir)
+        self._wait_ready()
+
+    @property
+    def address(self) -> tuple[str, int]:
+        return ("127.0.0.1", self.port)
+
+    def _wait_ready(self, timeout: float = 8.0) -> None:
+        """Probe with OPTIONS until Kamailio answers anything."""
+        deadline = time.monotonic() + timeout
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.bind(("127.0.0.1", 0))
+            s.settimeout(0.2)
+            me = s.getsockname()[1]
+            while time.monotonic() < deadline:
+                if self.proc.poll() is not None:
+                    raise RuntimeError(f"kamailio exited:\n{self.log()}")
+                probe = (f"OPTIONS sip:127.0.0.1:{self.port} SIP/2.0\r\n"
+                         f"Via: SIP/2.0/UDP 127.0.0.1:{me};branch=z9hG4bK{random.getrandbits(40):x}\r\n"
+                         f"From: <sip:probe@127.0.0.1>;tag=p\r\nTo: <sip:127.0.0.1>\r\n"
+                         f"Call-ID: probe{random.getrandbits(40):x}\r\nCSeq: 1 OPTIONS\r\n"
+                         "Max-Forwards: 70\r\nContent-Length: 0\r\n\r\n").encode()
+                s.sendto(probe, ("127.0.0.1", self.port))
+                try:
+                    if s.recv(4096).startswith(b"SIP/2.0"):
+                        return
+                except (socket.timeout, ConnectionRefusedError):
+                    continue
+        raise TimeoutError(f"kamailio not ready:\n{self.log()}")
+
+    def registrations(self) -> str:
+        """``ul.dump brief`` through kamcmd (the registered contacts)."""
+        return subprocess.run(["kamcmd", "-s", f"unix:{self.cwd}/run/kamailio_ctl", "ul.dump", "brief"],
+                              capture_output=True, text=True, timeout=5).stdout
+
+
+def pcap_rtp_packets(path: Path) -> list[tuple[int, int, int, bytes]]:
+    """(payload type, sequence, timestamp, payload) of every RTP packet in a pcap file
+    (Ethernet or Linux-cooked link layer, IPv4/UDP), e.g. SIPp's ``g711a.pcap``."""
+    import struct
+
+    data = Path(path).read_bytes()
+    magic, _vmaj, _vmin, _zone, _sig, _snap, linktype = struct.unpack("<IHHiIII", data[:24])
+    if magic != 0xA1B2C3D4:
+        raise ValueError("only little-endian microsecond pcap files are supported")
+    link_header = {1: 14, 113: 16, 0: 4}[linktype]
+    packets = []
+    offset = 24
+    while offset + 16 <= len(data):
+        _sec, _usec, caplen, _origlen = struct.unpack("<IIII", data[offset:offset + 16])
+        frame = data[offset + 16:offset + 16 + caplen]
+        offset += 16 + caplen
+        ip = frame[link_header:]
+        if not ip or ip[0] >> 4 != 4 or ip[9] != 17:  # IPv4 / UDP only
+            continue
+        rtp = ip[(ip[0] & 0x0F) * 4 + 8:]
+        if len(rtp) < 12 or rtp[0] >> 6 != 2:
+            continue
+        header_len = 12 + 4 * (rtp[0] & 0x0F)
+        pt_seq_ts = struct.unpack("!BHI", rtp[1:8])
+        packets.append((pt_seq_ts[0] & 0x7F, pt_seq_ts[1], pt_seq_ts[2], rtp[header_len:]))
+    return packets

@@ -1,0 +1,163 @@
+"""RFC 4733 telephone-events: payload format, receiver, sender, real SIPp captures, SIP INFO."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from media_pcap import SIPP_PCAPS, read_udp
+from simplesip.dtmf import DtmfDigit, DtmfReceiver, DtmfSender, TelephoneEvent, parse_info_dtmf
+from simplesip.rtp import RtpPacket
+
+
+def test_payload_round_trip_and_flags() -> None:
+    event = TelephoneEvent(event=11, end=True, volume=10, duration=800)
+    assert event.serialize() == bytes([11, 0x8A, 0x03, 0x20])
+    assert TelephoneEvent.parse(event.serialize()) == event
+    assert event.digit == "#"
+    # The R bit is reserved: ignored on receipt.
+    assert TelephoneEvent.parse(bytes([5, 0x40 | 7, 0, 160])) == TelephoneEvent(5, False, 7, 160)
+    with pytest.raises(ValueError):
+        TelephoneEvent.parse(b"\x01\x0a")
+    with pytest.raises(ValueError):
+        TelephoneEvent(1, volume=64)
+
+
+def _ev(code: int, duration: int, end: bool = False, volume: int = 10) -> bytes:
+    return TelephoneEvent(code, end, volume, duration).serialize()
+
+
+def test_receiver_reports_once_on_end_and_ignores_retransmissions() -> None:
+    receiver = DtmfReceiver()
+    assert receiver.feed(1000, True, _ev(5, 160)) == []
+    assert receiver.feed(1000, False, _ev(5, 320, volume=20)) == []  # volume changes are irrelevant
+    assert receiver.feed(1000, False, _ev(5, 800, end=True)) == [DtmfDigit("5", 100)]
+    assert receiver.feed(1000, False, _ev(5, 800, end=True)) == []
+    assert receiver.feed(1000, False, _ev(5, 800, end=True)) == []
+    assert receiver.feed(1000, False, _ev(5, 480)) == []  # a late update of the finished event
+
+
+def test_receiver_closes_event_when_new_timestamp_starts() -> None:
+    receiver = DtmfReceiver()
+    receiver.feed(1000, True, _ev(1, 160))
+    receiver.feed(1000, False, _ev(1, 480))
+    # All end packets of "1" lost; "2" starts, and its first packet is lost too (no marker seen).
+    assert receiver.feed(3000, False, _ev(2, 320)) == [DtmfDigit("1", 60)]
+    assert receiver.feed(3000, False, _ev(2, 640, end=True)) == [DtmfDigit("2", 80)]
+
+
+def test_same_key_twice_is_two_presses() -> None:
+    receiver = DtmfReceiver()
+    got = receiver.feed(1000, True, _ev(7, 800, end=True)) + receiver.feed(2600, True, _ev(7, 800, end=True))
+    assert [d.digit for d in got] == ["7", "7"]
+
+
+def test_receiver_times_out_when_all_end_packets_are_lost() -> None:
+    receiver = DtmfReceiver(timeout=0.5)
+    receiver.feed(1000, True, _ev(9, 160), now=10.0)
+    receiver.feed(1000, False, _ev(9, 320), now=10.02)
+    assert receiver.poll(10.3) == []
+    assert receiver.poll(10.6) == [DtmfDigit("9", 40)]
+    assert receiver.poll(20.0) == []
+    assert receiver.feed(1000, False, _ev(9, 800, end=True), now=20.1) == []  # a straggler, not a new press
+
+
+def test_non_dtmf_events_are_ignored() -> None:
+    receiver = DtmfReceiver()
+    assert receiver.feed(1000, True, _ev(16, 800, end=True)) == []  # flash hook
+    assert receiver.feed(1000, True, b"\x05") == []  # truncated
+
+
+def _sender_packets(sender: DtmfSender, ticks: int) -> list[tuple[int, RtpPacket | None]]:
+    """Run ``ticks`` media ticks (timestamps advancing 160 each), like RtpSession does."""
+    out = []
+    for tick in range(ticks):
+        now_ts = 50_000 + tick * 160
+        due = sender.next_tick()
+        packet = None
+        if due is not None:
+            packet = RtpPacket(101, tick, now_ts - due.timestamp_offset, 1, due.payload, due.marker)
+        out.append((tick, packet))
+    return out
+
+
+def test_sender_packet_schedule() -> None:
+    sender = DtmfSender(gap_ms=60)
+    sender.send("4", duration_ms=100)
+    packets = [p for _, p in _sender_packets(sender, 20) if p is not None]
+    events = [TelephoneEvent.parse(p.payload) for p in packets]
+    assert [p.marker for p in packets] == [True] + [False] * 6
+    assert {p.timestamp for p in packets} == {50_000}  # one timestamp per event
+    assert [e.duration for e in events] == [160, 320, 480, 640, 800, 800, 800]
+    assert [e.end for e in events] == [False] * 4 + [True] * 3
+    assert [p.sequence for p in packets] == list(range(7))  # one packet per 20 ms tick
+    assert not sender.busy
+
+
+def test_sender_leaves_a_gap_and_a_new_timestamp_between_digits() -> None:
+    sender = DtmfSender(gap_ms=60)
+    sender.send("12", duration_ms=40)
+    ticks = _sender_packets(sender, 20)
+    slots = ["D" if p is not None else "-" for _, p in ticks]
+    assert "".join(slots) == "DDDD---DDDD---" + "------"
+    first = [p for _, p in ticks[:4]]
+    second = [p for _, p in ticks[7:11]]
+    assert first[0].timestamp != second[0].timestamp and second[0].marker
+    assert not sender.busy
+
+
+def test_sender_to_receiver_round_trip_with_loss_and_reordering() -> None:
+    rng = random.Random(4)
+    sender = DtmfSender()
+    keys = "0123456789*#ABCD"
+    sender.send(keys, duration_ms=120)
+    packets = [p for _, p in _sender_packets(sender, 400) if p is not None]
+    survivors = [p for p in packets if rng.random() > 0.15]
+    for i in range(0, len(survivors) - 1, 5):  # swap some neighbours
+        survivors[i], survivors[i + 1] = survivors[i + 1], survivors[i]
+    receiver = DtmfReceiver()
+    got = []
+    for p in survivors:
+        got += receiver.feed(p.timestamp, p.marker, p.payload)
+    got += receiver.poll(1e9)
+    assert "".join(d.digit for d in got) == keys
+    assert all(0 < d.duration_ms <= 120 for d in got)
+
+
+def test_sender_refuses_bad_input() -> None:
+    with pytest.raises(ValueError):
+        DtmfSender().send("5x")
+    with pytest.raises(ValueError):
+        DtmfSender().send("5", duration_ms=0)
+
+
+SIPP_DIGITS = [(str(n), str(n)) for n in range(10)] + [("star", "*"), ("pound", "#")]
+
+
+@pytest.mark.parametrize(("name", "digit"), SIPP_DIGITS)
+def test_sipp_capture_yields_digit_exactly_once(name: str, digit: str) -> None:
+    receiver = DtmfReceiver()
+    got = []
+    for datagram in read_udp(SIPP_PCAPS / f"dtmf_2833_{name}.pcap"):
+        packet = RtpPacket.parse(datagram.payload)
+        got += receiver.feed(packet.timestamp, packet.marker, packet.payload, datagram.time)
+    got += receiver.poll(datagram.time + 5)
+    assert [d.digit for d in got] == [digit]
+    assert got[0].duration_ms == 280  # 2240 timestamp units in the end packet
+
+
+@pytest.mark.parametrize(("content_type", "body", "expected"), [
+    ("application/dtmf-relay", b"Signal=5\r\nDuration=160\r\n", ("5", 160)),
+    ("Application/DTMF-Relay; charset=x", "signal= #\nduration = 250", ("#", 250)),
+    ("application/dtmf-relay", b"Signal=*\r\n", ("*", None)),
+    ("application/dtmf-relay", b"Signal=11\r\nDuration=100", ("#", 100)),
+    ("application/dtmf", b"5", ("5", None)),
+    ("application/dtmf", b" d\r\n", ("D", None)),
+    ("application/dtmf-relay", b"Duration=160", None),
+    ("application/dtmf-relay", b"Signal=X", None),
+    ("application/dtmf", b"", None),
+    ("text/plain", b"5", None),
+])
+def test_parse_info_dtmf(content_type: str, body: bytes | str, expected) -> None:
+    assert parse_info_dtmf(content_type, body) == expected

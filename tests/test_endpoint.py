@@ -1,0 +1,184 @@
+"""Two Endpoints on loopback, in one event loop: calls, media both ways, DTMF, hangup paths."""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+import pytest
+
+from simplesip import Call, CallError, CallState, Endpoint, EndpointConfig
+from simplesip import g711
+
+
+def _config(**kw) -> EndpointConfig:
+    return EndpointConfig(sip_port=0, rtp_port_range=(40000, 49000), **kw)
+
+
+@pytest.fixture
+async def pair():
+    caller = Endpoint(_config(username="alice"))
+    callee = Endpoint(_config(username="bob"))
+    await caller.start()
+    await callee.start()
+    yield caller, callee
+    await caller.stop()
+    await callee.stop()
+
+
+def _uri(ep: Endpoint, user: str = "bob") -> str:
+    host, port = ep.local_address
+    return f"sip:{user}@{host}:{port}"
+
+
+async def _until(predicate, timeout: float = 3.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not predicate():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.01)
+
+
+def _answer_all(callee: Endpoint, sink: list[Call]):
+    async def on_call(call: Call) -> None:
+        sink.append(call)
+        await call.answer()
+    callee.on_incoming_call = on_call
+
+
+async def test_call_answer_audio_both_ways_and_bye(pair):
+    caller, callee = pair
+    incoming: list[Call] = []
+    _answer_all(callee, incoming)
+    heard_by_callee: list[bytes] = []
+
+    call = await caller.call(_uri(callee), headers={"X-Test": "yes"})
+    assert call.state is CallState.CONNECTED and call.direction == "outbound"
+    (remote,) = incoming
+    assert remote.from_user == "alice" and remote.to_user == "bob"
+    assert remote.headers.get("X-Test") == "yes"
+    remote.on_audio = heard_by_callee.append
+
+    noise = np.random.default_rng(1).integers(-8000, 8000, 8000).astype(np.int16)  # 1 s, no period
+    call.queue_pcm(noise.tobytes())
+    await _until(lambda: call.state is CallState.STREAMING and remote.state is CallState.STREAMING)
+    await _until(lambda: call.queued_audio_bytes == 0, 3)
+    await asyncio.sleep(0.3)  # the jitter buffer delay
+    pcm = np.frombuffer(b"".join(heard_by_callee), dtype="<i2")
+    # every sample arrives, in order, exactly as G.711 encodes/decodes it: no gap, no repeat
+    expected = g711.decode(g711.encode(noise, call.codec), call.codec)
+    starts = [i for i in range(0, len(pcm) - 160, 160) if np.array_equal(pcm[i:i + 160], expected[:160])]
+    assert len(starts) == 1
+    np.testing.assert_array_equal(pcm[starts[0]:starts[0] + len(expected)], expected)
+    assert call.stats()["packets_out"] > 40 and remote.stats()["packets_in"] > 40
+
+    await call.hangup()
+    await asyncio.wait_for(remote.ended.wait(), 2)
+    assert call.end_reason == "local_bye" and remote.end_reason == "remote_bye"
+    assert not caller.calls and not callee.calls
+
+
+async def test_rfc4733_dtmf_arrives_once_per_digit(pair):
+    caller, callee = pair
+    incoming: list[Call] = []
+    _answer_all(callee, incoming)
+    call = await caller.call(_uri(callee))
+    digits: list[tuple[str, str, int]] = []
+    incoming[0].on_dtmf = lambda d, src, ms: digits.append((d, src, ms))
+    call.send_dtmf("159#", duration_ms=80)
+    await _until(lambda: len(digits) == 4, 4)
+    await asyncio.sleep(0.3)
+    assert [d for d, _, _ in digits] == ["1", "5", "9", "#"]
+    assert all(src == "rfc4733" and 60 <= ms <= 120 for _, src, ms in digits)
+    await call.hangup()
+
+
+async def test_reject_gives_call_error_with_status(pair):
+    caller, callee = pair
+    callee.on_incoming_call = lambda call: asyncio.ensure_future(call.reject(486))
+    with pytest.raises(CallError) as err:
+        await caller.call(_uri(callee))
+    assert err.value.status == 486
+    assert not caller.calls
+
+
+async def test_no_handler_rejects_480(pair):
+    caller, callee = pair
+    with pytest.raises(CallError) as err:
+        await caller.call(_uri(callee))
+    assert err.value.status == 480
+
+
+async def test_cancel_before_answer(pair):
+    caller, callee = pair
+    ringing: list[Call] = []
+    callee.on_incoming_call = ringing.append  # never answers
+    task = asyncio.ensure_future(caller.call(_uri(callee)))
+    await _until(lambda: bool(ringing))
+    await _until(lambda: any(c.state is CallState.RINGING for c in caller.calls.values()))
+    (outgoing,) = caller.calls.values()
+    await outgoing.hangup()
+    with pytest.raises(CallError) as err:
+        await task
+    assert err.value.status == 487
+    await asyncio.wait_for(ringing[0].ended.wait(), 2)
+    assert ringing[0].end_reason == "cancelled"
+
+
+async def test_call_timeout_cancels(pair):
+    caller, callee = pair
+    callee.on_incoming_call = lambda call: None
+    with pytest.raises(CallError) as err:
+        await caller.call(_uri(callee), timeout=0.5)
+    assert err.value.status == 408
+    await _until(lambda: not callee.calls)
+
+
+async def test_on_tick_batches_every_call(pair):
+    caller, callee = pair
+    incoming: list[Call] = []
+    _answer_all(callee, incoming)
+    batches: list[int] = []
+
+    def on_tick(calls, inbound):
+        batches.append(len(calls))
+        assert inbound.shape == (len(calls), 160) and inbound.dtype == np.int16
+        return np.full((len(calls), 160), 500, dtype=np.int16)
+
+    callee.on_tick = on_tick
+    calls = [await caller.call(_uri(callee)) for _ in range(3)]
+    heard: list[bytes] = []
+    calls[2].on_audio = heard.append
+    await _until(lambda: len(heard) > 5)
+    assert max(batches) == 3
+    level = np.frombuffer(heard[-1], dtype="<i2")
+    assert abs(int(np.median(level)) - 500) < 40  # G.711 quantisation of the constant
+    await asyncio.gather(*(c.hangup() for c in calls))
+
+
+async def test_stop_hangs_up_every_call(pair):
+    caller, callee = pair
+    incoming: list[Call] = []
+    _answer_all(callee, incoming)
+    call = await caller.call(_uri(callee))
+    await caller.stop()
+    await asyncio.wait_for(incoming[0].ended.wait(), 2)
+    assert incoming[0].end_reason == "remote_bye" and call.ended.is_set()
+    assert not caller.running
+
+
+async def test_call_over_tcp():
+    callee = Endpoint(_config(transport="tcp"))
+    caller = Endpoint(_config(transport="tcp"))
+    async with callee, caller:
+        incoming: list[Call] = []
+        _answer_all(callee, incoming)
+        call = await caller.call(_uri(callee) + ";transport=tcp")
+        assert caller._transport.tcp_connection_count == 1
+        await call.hangup()
+        await asyncio.wait_for(incoming[0].ended.wait(), 2)
+
+
+async def test_register_without_server_is_a_value_error(pair):
+    with pytest.raises(ValueError):
+        await pair[0].register()

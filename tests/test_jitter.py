@@ -1,0 +1,226 @@
+"""Jitter buffer and receive statistics under loss, reordering, duplication, wrap and odd ptimes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from simplesip import g711
+from simplesip.jitter import JitterBuffer, ReceiveStats, SequenceUnwrapper, conceal
+
+
+def _samples(count: int, start: int = 0) -> bytes:
+    """A recognisable 'audio' stream: sample n is n mod 251 (a prime, so frames never repeat)."""
+    return bytes((start + n) % 251 for n in range(count))
+
+
+def _stream(ptime_ms: int, packets: int, seq0: int = 1000, ts0: int = 5000) -> list[tuple[int, int, bytes]]:
+    size = 8 * ptime_ms
+    return [
+        ((seq0 + i) & 0xFFFF, (ts0 + i * size) & 0xFFFFFFFF, _samples(size, i * size))
+        for i in range(packets)
+    ]
+
+
+Arrival = tuple[float, tuple[int, int, bytes]]  # (arrival time, (seq, timestamp, payload))
+
+
+def _play(buffer: JitterBuffer, arrivals: list[Arrival], ticks: int) -> list[bytes | None]:
+    """Push packets when their arrival time comes, pop once per 20 ms tick."""
+    arrivals = sorted(arrivals, key=lambda a: a[0])
+    out, i = [], 0
+    for tick in range(ticks):
+        now = tick * 0.020
+        while i < len(arrivals) and arrivals[i][0] <= now + 1e-9:
+            seq, ts, payload = arrivals[i][1]
+            buffer.push(seq, ts, payload, arrivals[i][0])
+            i += 1
+        out.append(buffer.pop())
+    return out
+
+
+def _paced(packets, ptime_ms: int) -> list[tuple[float, tuple[int, int, bytes]]]:
+    return [(i * ptime_ms / 1000, p) for i, p in enumerate(packets)]
+
+
+def _started(frames: list[bytes | None]) -> list[bytes | None]:
+    first = next(i for i, f in enumerate(frames) if f is not None)
+    return frames[first:]
+
+
+def test_in_order_stream_comes_out_whole_after_prefill() -> None:
+    buffer = JitterBuffer(target_ms=60)
+    frames = _play(buffer, _paced(_stream(20, 50), 20), 60)
+    assert frames[:2] == [None, None]  # 40 ms of prefill, played from the third tick
+    played = _started(frames)[:50]
+    assert all(f is not None for f in played)
+    assert b"".join(played) == _samples(50 * 160)  # type: ignore[arg-type]
+    assert buffer.stats.as_dict()["lost"] == 0
+
+
+def test_reordered_packets_are_put_back_in_order() -> None:
+    packets = _stream(20, 40)
+    arrivals = _paced(packets, 20)
+    for i in range(3, 38, 4):  # packet i arrives 25 ms late, after i+1
+        arrivals[i] = (arrivals[i][0] + 0.025, arrivals[i][1])
+    buffer = JitterBuffer(target_ms=60)
+    played = _started(_play(buffer, arrivals, 50))[:40]
+    assert b"".join(played) == _samples(40 * 160)  # type: ignore[arg-type]
+    assert buffer.stats.late == 0 and buffer.stats.lost == 0
+
+
+def test_duplicates_are_dropped_and_counted() -> None:
+    packets = _stream(20, 30)
+    arrivals = _paced(packets, 20) + [(i * 0.020 + 0.005, packets[i]) for i in range(0, 30, 3)]
+    buffer = JitterBuffer()
+    played = _started(_play(buffer, arrivals, 40))[:30]
+    assert b"".join(played) == _samples(30 * 160)  # type: ignore[arg-type]
+    assert buffer.stats.duplicates == 10 and buffer.stats.received == 30
+
+
+def test_lost_packet_is_a_none_in_its_place() -> None:
+    packets = _stream(20, 30)
+    del packets[10]
+    buffer = JitterBuffer(target_ms=60)
+    arrivals = [((ts - 5000) / 8000, (seq, ts, payload)) for seq, ts, payload in packets]  # sent on time
+    played = _started(_play(buffer, arrivals, 40))[:30]
+    assert [i for i, f in enumerate(played) if f is None] == [10]
+    assert played[11] == _samples(160, 11 * 160)
+    assert buffer.stats.lost == 1 and buffer.stats.expected == 30
+
+
+def test_too_late_packet_is_dropped_and_counted() -> None:
+    packets = _stream(20, 30)
+    arrivals = _paced(packets, 20)
+    arrivals[10] = (arrivals[10][0] + 0.300, arrivals[10][1])  # far beyond the 60 ms buffer
+    buffer = JitterBuffer(target_ms=60)
+    played = _started(_play(buffer, arrivals, 40))
+    assert played[10] is None and played[11] == _samples(160, 11 * 160)
+    assert buffer.stats.late == 1
+
+
+def test_sequence_and_timestamp_wrap_around() -> None:
+    packets = _stream(20, 40, seq0=65530, ts0=2**32 - 7 * 160)
+    buffer = JitterBuffer()
+    played = _started(_play(buffer, _paced(packets, 20), 50))[:40]
+    assert b"".join(played) == _samples(40 * 160)  # type: ignore[arg-type]
+    assert buffer.stats.highest_sequence == 65530 + 39 and buffer.stats.lost == 0
+
+
+@pytest.mark.parametrize("ptime_ms", [10, 30, 40])
+def test_peer_ptime_is_split_or_joined_into_20ms_frames(ptime_ms: int) -> None:
+    count = 1200 // ptime_ms  # 1.2 s of audio
+    buffer = JitterBuffer(target_ms=60)
+    frames = _play(buffer, _paced(_stream(ptime_ms, count), ptime_ms), 80)
+    played = _started(frames)[:60]
+    assert all(f is not None and len(f) == 160 for f in played)
+    assert b"".join(played) == _samples(60 * 160)  # type: ignore[arg-type]
+
+
+def test_timestamp_jump_starts_a_new_timeline() -> None:
+    packets = _stream(20, 20)
+    # Same sequence numbering, but the sender's timestamp leaps 100 s (a re-originated stream).
+    packets += [(1020 + i, 5000 + 800_000 + i * 160, _samples(160, 999 + i)) for i in range(20)]
+    buffer = JitterBuffer(target_ms=60)
+    played = _started(_play(buffer, _paced(packets, 20), 50))
+    # Spliced seamlessly: 40 frames in a row, not a pause and certainly not 100 s of "loss".
+    assert all(f is not None for f in played[:40])
+    assert played[20] == _samples(160, 999)
+
+
+def test_silence_gap_does_not_add_delay() -> None:
+    # Talk spurt, 500 ms of silence suppression (timestamps keep counting), next spurt.
+    first = _stream(20, 20)
+    second = [(1020 + i, 5000 + (45 + i) * 160, _samples(160, 7 + i)) for i in range(20)]
+    arrivals = _paced(first, 20) + [((45 + i) * 0.020, p) for i, p in enumerate(second)]
+    buffer = JitterBuffer(target_ms=60)
+    frames = _play(buffer, arrivals, 80)
+    resumed = next(i for i in range(30, 80) if frames[i] is not None)
+    assert resumed <= 45 + 3  # played out right after its prefill, not 25 frames late
+    assert frames[resumed] == _samples(160, 7)
+
+
+def test_fast_sender_clock_is_capped() -> None:
+    packets = _stream(20, 300)
+    arrivals = [(i * 0.019, p) for i, p in enumerate(packets)]  # 5 % fast
+    buffer = JitterBuffer(target_ms=60, max_extra_ms=100)
+    _play(buffer, arrivals, 300)
+    assert buffer.depth_ms <= 60 + 100
+
+
+def test_slow_sender_clock_rebuffers_instead_of_dropping() -> None:
+    packets = _stream(20, 200)
+    arrivals = [(i * 0.021, p) for i, p in enumerate(packets)]  # 5 % slow
+    buffer = JitterBuffer(target_ms=60)
+    played = [f for f in _play(buffer, arrivals, 260) if f is not None]
+    assert b"".join(played) == _samples(len(played) * 160)  # nothing skipped or dropped
+    assert len(played) >= 195 and buffer.stats.late == 0
+
+
+def test_reset_forgets_the_old_stream() -> None:
+    buffer = JitterBuffer()
+    _play(buffer, _paced(_stream(20, 10), 20), 10)
+    buffer.reset()
+    assert buffer.pop() is None and buffer.stats.received == 0 and not buffer.started
+
+
+def test_unwrapper_handles_reordering_across_the_wrap() -> None:
+    unwrap = SequenceUnwrapper(16)
+    assert [unwrap.extend(v) for v in (65534, 65535, 1, 0, 2)] == [65534, 65535, 65537, 65536, 65538]
+
+
+def test_receive_stats_jitter_follows_rfc3550_a8() -> None:
+    stats = ReceiveStats(clock_rate=8000)
+    # Transit alternates by 80 timestamp units (10 ms): |D| is 80 after the first packet.
+    for i in range(200):
+        stats.record(i, i * 160, i * 0.020 + (0.010 if i % 2 else 0.0))
+    assert stats.jitter == pytest.approx(80, rel=1e-3)
+    assert stats.jitter_ms == pytest.approx(10, rel=1e-3)
+    j = 0.0
+    stats2 = ReceiveStats()
+    for i, delay in enumerate([0, 0.005, 0.001, 0.030, 0.002]):
+        stats2.record(i, i * 160, i * 0.020 + delay)
+        if i:
+            prev = [0, 0.005, 0.001, 0.030, 0.002][i - 1]
+            j += (abs((delay - prev) * 8000) - j) / 16
+    assert stats2.jitter == pytest.approx(j)
+
+
+def test_receive_stats_loss_fraction_and_interval() -> None:
+    stats = ReceiveStats()
+    for seq in [0, 1, 2, 4, 5, 8, 9]:
+        stats.record(seq, seq * 160, seq * 0.02)
+    assert (stats.expected, stats.received, stats.lost) == (10, 7, 3)
+    assert stats.fraction_lost == pytest.approx(0.3)
+    assert stats.interval_fraction_lost() == (3 << 8) // 10
+    for seq in range(10, 20):
+        stats.record(seq, seq * 160, seq * 0.02)
+    assert stats.interval_fraction_lost() == 0  # nothing lost since the last report
+    assert set(stats.as_dict()) >= {"received", "expected", "lost", "fraction_lost", "jitter", "jitter_ms",
+                                     "late", "duplicates"}
+
+
+def test_receive_stats_restart_on_sequence_jump() -> None:
+    stats = ReceiveStats()
+    for seq in range(10):
+        stats.record(seq, seq * 160, 0)
+    assert stats.record(40000, 0, 0) is None  # a lone stray is not believed...
+    assert stats.lost == 0 and stats.received == 10 and stats.discarded == 1
+    stats.record(40001, 160, 0)  # ...but its successor next means the sender restarted
+    stats.record(40002, 320, 0)
+    assert (stats.lost, stats.received, stats.expected, stats.base_sequence) == (0, 2, 2, 40001)
+
+
+def test_conceal_repeats_attenuated_then_falls_silent() -> None:
+    pcm = (np.sin(np.arange(160) / 5) * 8000).astype(np.int16)
+    for codec in ("PCMU", "PCMA"):
+        frame = g711.encode(pcm, codec).tobytes()
+        energies = []
+        for lost in (1, 2, 3):
+            concealed = g711.decode(np.frombuffer(conceal(frame, codec, lost), np.uint8), codec)
+            energies.append(np.abs(concealed.astype(int)).mean())
+        assert energies[0] > energies[1] > energies[2] > 0
+        assert energies[0] == pytest.approx(np.abs(pcm).mean() / 2, rel=0.1)
+        silence = bytes([g711.silence_byte(codec)]) * 160
+        assert conceal(frame, codec, 4) == silence
+        assert conceal(None, codec, 1) == silence

@@ -1,0 +1,142 @@
+"""The Endpoint's media clock: 20 ms ticks without drift, bounded catch-up, and the batched tick."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import numpy as np
+
+from simplesip import g711
+from simplesip.media import FRAME_SAMPLES, MediaClock, run_tick
+
+
+async def test_clock_ticks_every_20ms_without_drift():
+    loop = asyncio.get_running_loop()
+    stamps: list[float] = []
+    clock = MediaClock(lambda now, k: stamps.append(loop.time()))
+    clock.start()
+    start = loop.time()
+    await asyncio.sleep(1.0)
+    clock.stop()
+    # 50 ticks in a second: a sleep(0.02) loop would lose ~1 tick per 10 to scheduling latency
+    assert 48 <= len(stamps) <= 51
+    # tick k fires at (not before) start + k*20 ms and never far after: error does not accumulate
+    errors = [s - (start + (k + 1) * 0.020) for k, s in enumerate(stamps)]
+    assert min(errors) >= -0.002
+    assert np.median(errors) < 0.005
+    assert abs(errors[-1]) < 0.010
+
+
+async def test_clock_catches_up_at_most_max_burst_after_a_stall():
+    numbers: list[int] = []
+    clock = MediaClock(lambda now, k: numbers.append(k), max_burst=2)
+    clock.start()
+    await asyncio.sleep(0.1)
+    before = len(numbers)
+    time.sleep(0.2)  # block the loop for 10 ticks
+    await asyncio.sleep(0.005)
+    await asyncio.sleep(0.03)
+    clock.stop()
+    assert clock.dropped_ticks >= 6  # ~10 overdue, only 2 (+ the current one) played
+    assert numbers == sorted(numbers) and len(set(numbers)) == len(numbers)
+    assert len(numbers) - before <= 5
+
+
+async def test_clock_survives_a_failing_tick():
+    numbers: list[int] = []
+
+    def tick(now: float, k: int) -> None:
+        numbers.append(k)
+        if k == 2:
+            raise RuntimeError("consumer bug")
+
+    clock = MediaClock(tick)
+    clock.start()
+    await asyncio.sleep(0.15)
+    clock.stop()
+    assert numbers[:4] == [1, 2, 3, 4]
+
+
+class FakeSession:
+    """Stands in for RtpSession: pull_frame() from a list, build_packet() records payloads."""
+
+    def __init__(self, codec, frames):
+        self.codec = codec
+        self.frames = list(frames)
+        self.sent: list[bytes] = []
+        self.skipped = 0
+        self.digits = []
+
+    def pull_frame(self):
+        silence = g711.ULAW_SILENCE if self.codec == "PCMU" else g711.ALAW_SILENCE
+        return self.frames.pop(0) if self.frames else bytes([silence]) * FRAME_SAMPLES
+
+    def pop_dtmf(self, now):
+        digits, self.digits = self.digits, []
+        return digits
+
+    def skip_frame(self):
+        self.skipped += 1
+
+    def build_packet(self, payload: bytes, marker: bool = False) -> bytes:
+        self.sent.append(payload)
+        return b"RTP" + payload
+
+
+class FakeLeg:
+    def __init__(self, codec, frames, outbound=None, on_hold=False):
+        self.rtp = FakeSession(codec, frames)
+        self.dtmf = []
+        self.on_hold = on_hold
+        self.delivered: list[np.ndarray] = []
+        self.packets: list[bytes] = []
+        self.outbound = list(outbound or [])
+
+    def _media_send(self, packet):
+        self.packets.append(packet)
+
+    def _media_take_outbound(self):
+        return self.outbound.pop(0) if self.outbound else None
+
+    def _media_dtmf(self, digits):
+        self.dtmf.extend(digits)
+
+    def _media_deliver(self, pcm):
+        self.delivered.append(pcm.copy())
+
+
+def test_run_tick_decodes_per_codec_and_sends_queued_audio():
+    pcm = (np.arange(FRAME_SAMPLES) * 100 - 8000).astype(np.int16)
+    ulaw = g711.pcm_to_ulaw(pcm.tobytes())
+    alaw = g711.pcm_to_alaw(pcm.tobytes())
+    a = FakeLeg("PCMU", [ulaw], outbound=[pcm.tobytes()])
+    b = FakeLeg("PCMA", [alaw])
+    c = FakeLeg("PCMU", [], on_hold=True)
+    a.rtp.digits = [("5", 100)]
+    run_tick([a, b, c], None, 0.0)
+    np.testing.assert_array_equal(a.delivered[0], np.frombuffer(g711.ulaw_to_pcm(ulaw), "<i2"))
+    np.testing.assert_array_equal(b.delivered[0], np.frombuffer(g711.alaw_to_pcm(alaw), "<i2"))
+    assert not c.delivered[0].any()  # nothing received: silence
+    assert a.rtp.sent == [ulaw]  # the queued frame, encoded in the call's codec
+    assert b.rtp.sent == [bytes([g711.ALAW_SILENCE]) * FRAME_SAMPLES]  # nothing queued: silence
+    assert c.packets == [] and c.rtp.skipped == 1  # on hold: nothing sent, timestamp moves on
+    assert a.dtmf == [("5", 100)] and b.dtmf == []
+
+
+def test_run_tick_with_on_tick_uses_its_batch():
+    a = FakeLeg("PCMU", [bytes([0x80]) * FRAME_SAMPLES])
+    b = FakeLeg("PCMA", [])
+    seen = {}
+
+    def on_tick(calls, inbound):
+        seen["calls"] = calls
+        seen["shape"] = inbound.shape
+        out = np.zeros_like(inbound)
+        out[1] = 1000
+        return out
+
+    run_tick([a, b], on_tick, 0.0)
+    assert seen["calls"] == [a, b] and seen["shape"] == (2, FRAME_SAMPLES)
+    assert a.delivered == []  # on_tick replaces per-call delivery
+    assert b.rtp.sent == [g711.pcm_to_alaw(np.full(FRAME_SAMPLES, 1000, np.int16).tobytes())]

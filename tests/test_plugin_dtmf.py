@@ -1,0 +1,152 @@
+"""The dtmf plugin: in-band detector limits on sox-made tones, talk-off on espeak-ng speech,
+and merging of reports from several sources."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import plugins.dtmf as dtmf_plugin
+from audio import PARAGRAPHS, VOICES, Rig, add_noise, dtmf, silence, speech
+
+ALL_KEYS = "123A456B789C*0#D"
+
+
+def detect(signal: np.ndarray, config: dict | None = None) -> str:
+    rig = Rig(dtmf_plugin, config=config)
+    call = rig.call()
+    rig.feed(call, signal)
+    return "".join(call.digits)
+
+
+def keyed(keys: str, on: float = 0.1, off: float = 0.1, **tone: float) -> np.ndarray:
+    parts = [silence(off)]
+    for key in keys:
+        parts += [dtmf(key, on, **tone), silence(off)]
+    return np.concatenate(parts)
+
+
+def test_each_of_the_16_keys_clean() -> None:
+    assert detect(keyed(ALL_KEYS)) == ALL_KEYS
+
+
+@pytest.mark.parametrize("lead_ms", [0, 2.5, 5, 7.5, 10, 12.5, 15, 17.5])
+def test_a_40ms_tone_is_detected_at_any_alignment(lead_ms: float) -> None:
+    signal = np.concatenate([silence(0.04 + lead_ms / 1000), dtmf("5", 0.04), silence(0.1)])
+    assert detect(signal) == "5"
+
+
+@pytest.mark.parametrize("lead_ms", [0, 5, 10, 15])
+def test_a_50ms_pause_separates_two_presses_of_one_key(lead_ms: float) -> None:
+    signal = np.concatenate([silence(0.04 + lead_ms / 1000), dtmf("7", 0.05), silence(0.05),
+                             dtmf("7", 0.05), silence(0.1)])  # fmt: skip
+    assert detect(signal) == "77"
+
+
+def test_a_long_press_is_one_digit() -> None:
+    assert detect(keyed("9", on=1.5)) == "9"
+
+
+@pytest.mark.parametrize(("twist_db", "accepted"), [(8, True), (-4, True), (10, False), (-6, False)])
+def test_twist_limits(twist_db: float, accepted: bool) -> None:
+    # twist = row (low group) level minus column (high group) level
+    row, col = (-8.0, -8.0 - twist_db) if twist_db > 0 else (-8.0 + twist_db, -8.0)
+    signal = keyed("1D5#", row_dbfs=row, col_dbfs=col)
+    assert detect(signal) == ("1D5#" if accepted else "")
+
+
+def test_detects_in_white_noise_at_15db_snr() -> None:
+    signal = keyed(ALL_KEYS, on=0.06, off=0.06)
+    assert detect(add_noise(signal, 15.0)) == ALL_KEYS
+
+
+@pytest.mark.parametrize(("deviation", "accepted"), [(0.015, True), (-0.015, True), (0.035, False), (-0.035, False)])
+def test_frequency_deviation_limits(deviation: float, accepted: bool) -> None:
+    assert detect(keyed(ALL_KEYS, deviation=deviation)) == (ALL_KEYS if accepted else "")
+
+
+@pytest.mark.parametrize("voice", VOICES)
+def test_no_talk_off_on_speech(voice: str) -> None:
+    signal = np.concatenate([speech(text, voice) for text in PARAGRAPHS])
+    assert len(signal) > 30 * 8000  # half a minute or more of speech per voice
+    assert detect(signal) == ""
+
+
+def test_calls_in_one_batch_are_detected_independently() -> None:
+    rig = Rig(dtmf_plugin)
+    calls = [rig.call(f"c{i}") for i in range(3)]
+    signals = [keyed("12"), keyed("3", on=0.2), silence(0.5)]
+    length = max(len(s) for s in signals)
+    padded = np.stack([np.concatenate([s, silence((length - len(s)) / 8000)]) for s in signals])
+    for start in range(0, length - 159, 160):
+        rig.step(calls, padded[:, start : start + 160].copy())
+    assert ["".join(c.digits) for c in calls] == ["12", "3", ""]
+
+
+def test_inband_detection_can_be_switched_off() -> None:
+    assert detect(keyed("5"), config={"plugins": {"dtmf": {"inband": False}}}) == ""
+
+
+def test_rfc4733_and_inband_of_one_press_report_one_digit() -> None:
+    rig = Rig(dtmf_plugin)
+    call = rig.call()
+    rig.feed(call, silence(0.1))
+    # RFC 4733 start event arrives as the tone starts; the detector hears it ~30 ms later
+    rig.pm.hook.ivr_dtmf_received(call=call, digit="4", source="rfc4733", duration_ms=None)
+    rig.feed(call, np.concatenate([dtmf("4", 0.12), silence(0.2)]))
+    assert call.digits == ["4"]
+
+
+def test_late_rfc4733_end_report_of_a_long_press_is_merged() -> None:
+    rig = Rig(dtmf_plugin)
+    call = rig.call()
+    rig.feed(call, np.concatenate([silence(0.1), dtmf("6", 1.0)]))
+    # some peers report only the end event: 1 s after the in-band onset, carrying the duration
+    rig.pm.hook.ivr_dtmf_received(call=call, digit="6", source="rfc4733", duration_ms=1000)
+    rig.feed(call, silence(0.2))
+    assert call.digits == ["6"]
+
+
+def test_two_presses_from_one_source_are_two_digits() -> None:
+    rig = Rig(dtmf_plugin)
+    call = rig.call()
+    for _ in range(2):
+        rig.pm.hook.ivr_dtmf_received(call=call, digit="8", source="rfc4733", duration_ms=80)
+        rig.now += 0.1
+    assert call.digits == ["8", "8"]
+
+
+def test_same_key_from_other_source_after_the_window_is_a_new_press() -> None:
+    rig = Rig(dtmf_plugin)
+    call = rig.call()
+    rig.pm.hook.ivr_dtmf_received(call=call, digit="8", source="rfc4733", duration_ms=None)
+    rig.now += 0.25
+    rig.pm.hook.ivr_dtmf_received(call=call, digit="8", source="info", duration_ms=None)
+    rig.now += 0.40
+    rig.pm.hook.ivr_dtmf_received(call=call, digit="8", source="inband", duration_ms=None)
+    assert call.digits == ["8", "8"]
+    assert [e.source for e in _dtmf_events(call)] == ["rfc4733", "inband"]
+
+
+def test_different_keys_from_different_sources_are_not_merged() -> None:
+    rig = Rig(dtmf_plugin)
+    call = rig.call()
+    rig.pm.hook.ivr_dtmf_received(call=call, digit="1", source="rfc4733", duration_ms=None)
+    rig.pm.hook.ivr_dtmf_received(call=call, digit="2", source="inband", duration_ms=None)
+    assert call.digits == ["1", "2"]
+
+
+def test_call_end_releases_state() -> None:
+    rig = Rig(dtmf_plugin)
+    call = rig.call()
+    rig.feed(call, keyed("1"))
+    assert "dtmf" in call.data
+    rig.pm.hook.ivr_call_ended(call=call, reason="remote_hangup")
+    assert "dtmf" not in call.data
+
+
+def _dtmf_events(call) -> list:
+    from audio import drain
+    from ivr.call import DtmfEvent
+
+    return [e for e in drain(call) if isinstance(e, DtmfEvent)]

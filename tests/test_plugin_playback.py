@@ -1,0 +1,177 @@
+"""The playback plugin: files of every format, tones, silence, text, barge-in, the prompt cache."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import threading
+import time
+
+import numpy as np
+import pytest
+
+import plugins.dtmf as dtmf_plugin
+import plugins.playback as playback_plugin
+from audio import Rig, dominant_frequency, drain, wav_file
+from ivr.call import PlaybackDone, PlayItem
+from ivr.hookspecs import hookimpl
+
+
+def play_all(rig: Rig, call, limit_ticks: int = 1000) -> tuple[np.ndarray, list[PlaybackDone]]:
+    """Tick until the call's queue is empty; return what was sent and the PlaybackDone events."""
+    out, done = [], []
+    for _ in range(limit_ticks):
+        if not call.data["playback"].playing:
+            break
+        out.append(rig.step([call])[0])
+        done += [e for e in drain(call) if isinstance(e, PlaybackDone)]
+    return np.concatenate(out), done
+
+
+@pytest.mark.parametrize(("rate", "channels", "bits"), [(44100, 2, 24), (8000, 1, 16), (16000, 1, 8),
+                                                        (48000, 2, 32), (22050, 3, 16)])  # fmt: skip
+def test_file_of_any_format_is_resampled_right(rate: int, channels: int, bits: int) -> None:
+    rig = Rig(playback_plugin)
+    call = rig.call()
+    item = call.play(PlayItem("file", str(wav_file(rate, channels, bits, 1.0, 1000.0))))
+    sent, done = play_all(rig, call)
+    assert done == [PlaybackDone(item.id, interrupted=False)]
+    assert len(sent) == 8000  # 1 s at 8 kHz: 50 frames exactly
+    assert abs(dominant_frequency(sent[400:-400]) - 1000.0) < 2.0
+    peak = np.abs(sent[400:-400].astype(np.float64)).max()
+    assert abs(20 * np.log10(peak / 32768) - (-6.0)) < 0.5  # level kept (sox made it at -6 dBFS)
+
+
+def test_items_play_back_to_back_without_gaps() -> None:
+    rig = Rig(playback_plugin)
+    call = rig.call()
+    first = call.play(PlayItem("tone", "440", {"duration": 0.105}))  # ends mid-frame
+    second = call.play(PlayItem("silence", options={"duration": "50ms"}))
+    third = call.play(PlayItem("tone", "350+440", {"duration": 0.2}))
+    sent, done = play_all(rig, call)
+    assert [e.item_id for e in done] == [first.id, second.id, third.id]
+    assert len(sent) == 160 * int(np.ceil((840 + 400 + 1600) / 160))
+    assert np.all(sent[840:1240] == 0)
+    assert abs(dominant_frequency(sent[100:740]) - 440) < 3
+    assert np.abs(sent[1240:2840]).max() > 3000
+
+
+def test_dtmf_tone_is_recognised_by_the_detector() -> None:
+    rig = Rig(playback_plugin, dtmf_plugin)
+    player, listener = rig.call("player"), rig.call("listener")
+    player.play(PlayItem("tone", "dtmf:#", {"duration": 0.1}))
+    player.play(PlayItem("silence", options={"duration": 0.1}))
+    player.play(PlayItem("tone", "dtmf:7", {"duration": 0.1}))
+    for _ in range(20):  # loop our output back as the listener's input
+        sent = rig.step([player])
+        rig.step([listener], sent)
+    assert listener.digits == ["#", "7"]
+
+
+def test_stop_playback_flushes_within_one_frame() -> None:
+    rig = Rig(playback_plugin)
+    call = rig.call()
+    first = call.play(PlayItem("tone", "1000", {"duration": 2.0}))
+    second = call.play(PlayItem("tone", "500", {"duration": 1.0}))
+    for _ in range(5):
+        assert np.abs(rig.step([call])[0]).max() > 1000
+    assert drain(call) == []
+    call.stop_playback()
+    assert drain(call) == [PlaybackDone(first.id, True), PlaybackDone(second.id, True)]
+    assert not np.any(rig.step([call])[0])  # the very next frame is silent
+    call.stop_playback()  # nothing left: no more events
+    assert drain(call) == []
+
+
+def test_only_the_playing_call_rows_are_written() -> None:
+    rig = Rig(playback_plugin)
+    quiet, loud = rig.call("q"), rig.call("l")
+    loud.play(PlayItem("tone", "800", {"duration": 0.1}))
+    out = rig.step([quiet, loud])
+    assert not np.any(out[0]) and np.abs(out[1]).max() > 1000
+
+
+def test_prompt_cache_decodes_once_and_sees_edits(tmp_path) -> None:
+    rig = Rig(playback_plugin)
+    playback_plugin.prompt_cache.clear()
+    prompt = tmp_path / "prompt.wav"
+    shutil.copy(wav_file(16000, 1, 16, 0.2, 500.0), prompt)
+    call = rig.call()
+    misses = playback_plugin.prompt_cache.misses
+    for _ in range(3):
+        call.play(PlayItem("file", str(prompt)))
+    assert playback_plugin.prompt_cache.misses == misses + 1
+    shutil.copy(wav_file(16000, 1, 16, 0.4, 500.0), prompt)
+    os.utime(prompt, ns=(time.time_ns(), time.time_ns() + 10**9))
+    call.play(PlayItem("file", str(prompt)))
+    assert playback_plugin.prompt_cache.misses == misses + 2
+    sent, done = play_all(rig, call)
+    assert len(done) == 4 and len(sent) == 3 * 1600 + 3200
+
+
+def test_missing_file_fails_where_it_is_asked(tmp_path) -> None:
+    rig = Rig(playback_plugin)
+    with pytest.raises(FileNotFoundError):
+        rig.call().play(PlayItem("file", str(tmp_path / "nope.wav")))
+
+
+def test_unknown_kind_is_left_to_other_plugins() -> None:
+    rig = Rig(playback_plugin)
+    with pytest.raises(RuntimeError, match="no plugin plays"):
+        rig.call().play(PlayItem("video", "x"))
+
+
+class SlowTts:
+    """A TTS plugin that takes its time, to show the media clock does not wait for it."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.release = threading.Event()
+        self.thread: str | None = None
+
+    @hookimpl
+    def ivr_tts(self, text: str, options: dict) -> str:
+        self.thread = threading.current_thread().name
+        self.release.wait(5)
+        return self.path
+
+
+def test_say_runs_tts_off_the_media_clock() -> None:
+    tts = SlowTts(str(wav_file(22050, 1, 16, 0.3, 700.0)))
+    rig = Rig(playback_plugin, tts)
+    call = rig.call()
+    item = call.play(PlayItem("say", "hello"))
+    started = time.monotonic()
+    for _ in range(10):
+        assert not np.any(rig.step([call])[0])  # silence while TTS runs
+    assert time.monotonic() - started < 0.5  # ticks were not held up
+    assert tts.thread is not None and tts.thread != threading.current_thread().name
+    tts.release.set()
+    for _ in range(100):
+        if np.any(rig.step([call])[0]):
+            break
+        time.sleep(0.005)
+    sent, done = play_all(rig, call)
+    assert done == [PlaybackDone(item.id)]
+    assert abs(len(sent) + 160 - 2400) < 160 and abs(dominant_frequency(sent) - 700) < 3
+
+
+def test_failed_tts_is_reported_interrupted() -> None:
+    rig = Rig(playback_plugin)  # no TTS plugin at all
+    call = rig.call()
+    item = call.play(PlayItem("say", "hello"))
+    for _ in range(100):
+        rig.step([call])
+        events = drain(call)
+        if events:
+            break
+        time.sleep(0.005)
+    assert events == [PlaybackDone(item.id, interrupted=True)]
+
+
+def test_call_end_flushes_and_releases() -> None:
+    rig = Rig(playback_plugin)
+    call = rig.call()
+    item = call.play(PlayItem("tone", "440", {"duration": 1}))
+    rig.pm.hook.ivr_call_ended(call=call, reason="remote_hangup")
+    assert drain(call) == [PlaybackDone(item.id, True)] and "playback" not in call.data

@@ -1,0 +1,239 @@
+"""RtpSession: latching and injection refusal, DTMF both ways, pacing, RTCP, a real SIPp stream."""
+
+from __future__ import annotations
+
+import random
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from media_pcap import SIPP_PCAPS, read_udp
+from simplesip import g711
+from simplesip.dtmf import DtmfSender, TelephoneEvent
+from simplesip.rtp import ReceiverReport, RtcpPacket, RtpPacket, build_sender_report, parse_rtcp
+from simplesip.rtpsession import RtpSession
+
+PEER = ("127.0.0.1", 40000)
+INTRUDER = ("127.0.0.1", 40002)
+
+
+def _session(**kwargs) -> RtpSession:
+    return RtpSession(0, "PCMU", ("127.0.0.1", 39000), 101, rng=random.Random(1), **kwargs)
+
+
+def _audio(seq: int, ssrc: int = 0x1111, fill: int = 0x10, pt: int = 0) -> bytes:
+    return RtpPacket(pt, seq, seq * 160, ssrc, bytes([fill]) * 160).serialize()
+
+
+def _feed(session: RtpSession, packets, addr=PEER, t0: float = 0.0) -> None:
+    for i, data in enumerate(packets):
+        session.receive(data, addr, t0 + i * 0.020)
+
+
+def test_origins_are_random_and_packets_advance() -> None:
+    a, b = RtpSession(0, "PCMU", PEER), RtpSession(0, "PCMU", PEER)
+    assert a.ssrc != b.ssrc
+    first = RtpPacket.parse(a.build_packet(b"\xff" * 160))
+    second = RtpPacket.parse(a.build_packet(b"\xff" * 160))
+    assert first.marker and not second.marker  # talk-spurt start
+    assert second.sequence == (first.sequence + 1) & 0xFFFF
+    assert second.timestamp == (first.timestamp + 160) & 0xFFFFFFFF
+    assert (first.ssrc, first.payload_type) == (a.ssrc, 0)
+
+
+def test_silence_gap_marks_next_packet() -> None:
+    session = _session()
+    p1 = RtpPacket.parse(session.build_packet(b"\xff" * 160))
+    session.skip_frame()
+    session.skip_frame()
+    p2 = RtpPacket.parse(session.build_packet(b"\xff" * 160))
+    assert p2.marker and p2.timestamp - p1.timestamp == 3 * 160 and p2.sequence == p1.sequence + 1
+
+
+def test_latches_to_first_source_and_refuses_injection() -> None:
+    session = _session()
+    assert session.remote_addr == ("127.0.0.1", 39000)  # the SDP address until a packet arrives
+    _feed(session, [_audio(i) for i in range(5)])
+    assert session.remote_addr == PEER and session.remote_ssrc == 0x1111
+    # Another address, and a spoofed SSRC from the peer's address, while the peer is live.
+    session.receive(_audio(5, fill=0x77), INTRUDER, 0.1)
+    session.receive(_audio(5, ssrc=0x2222, fill=0x77), PEER, 0.1)
+    session.receive(RtpPacket(101, 6, 800, 0x1111, TelephoneEvent(1, True, 10, 800).serialize(), True)
+                    .serialize(), INTRUDER, 0.1)
+    assert session.remote_addr == PEER and session.stats()["rejected"] == 3
+    assert session.pop_dtmf() == []
+    frames = [session.pull_frame() for _ in range(5)]
+    assert all(f == b"\x10" * 160 for f in frames)  # none of the intruder's 0x77 audio
+
+
+def test_relatches_only_after_the_source_fell_silent() -> None:
+    session = _session()
+    _feed(session, [_audio(i) for i in range(5)])  # last packet at t=0.08
+    session.receive(_audio(100, ssrc=0x3333), INTRUDER, 0.9)
+    assert session.remote_addr == PEER
+    session.receive(_audio(101, ssrc=0x3333), INTRUDER, 1.2)  # > 1 s since the peer's last packet
+    assert session.remote_addr == INTRUDER and session.remote_ssrc == 0x3333
+    assert session.stats()["received"] == 1  # statistics restarted for the new stream
+
+
+def test_unknown_payload_types_and_garbage_are_dropped() -> None:
+    session = _session()
+    session.receive(RtpPacket(18, 1, 160, 0x1111, b"\x00" * 20).serialize(), PEER, 0.0)  # G.729
+    session.receive(b"\x80\x00\x01", PEER, 0.0)
+    session.receive(b"\x81\xc9\x00\x07garbage", PEER, 0.0)
+    assert session.latched_addr is None  # nothing latched on junk
+    stats = session.stats()
+    assert stats["rejected"] == 1 and stats["malformed"] == 2 and stats["packets_in"] == 0
+
+
+def test_pull_frame_is_silence_before_start_then_conceals() -> None:
+    session = _session(jitter_target_ms=40)
+    assert session.pull_frame() == b"\xff" * 160
+    packets = [_audio(i, fill=0x20) for i in range(6)]
+    del packets[3]
+    for i, data in enumerate(packets):
+        session.receive(data, PEER, i * 0.02)
+    frames = [session.pull_frame() for _ in range(5)]
+    assert frames[:3] == [b"\x20" * 160] * 3
+    assert frames[3] != b"\x20" * 160 and len(frames[3]) == 160  # concealed, attenuated
+    pcm = g711.decode(np.frombuffer(frames[3], np.uint8), "PCMU")
+    assert abs(int(pcm[0])) < abs(int(g711.decode(np.array([0x20], np.uint8), "PCMU")[0]))
+    assert session.stats()["concealed"] == 1 and session.stats()["lost"] == 1
+
+
+def test_other_g711_law_is_transcoded() -> None:
+    session = _session()
+    alaw = g711.pcm_to_alaw(np.full(160, 1000, dtype="<i2").tobytes())
+    for i in range(4):
+        session.receive(RtpPacket(8, i, i * 160, 5, alaw).serialize(), PEER, i * 0.02)
+    assert session.pull_frame() == g711.transcode(alaw, "PCMA", "PCMU")
+
+
+def test_dtmf_in_is_reported_once() -> None:
+    session = _session()
+    sender = DtmfSender()
+    sender.send("59", 80)
+    seq = 0
+    for tick in range(40):
+        due = sender.next_tick()
+        if due is None:
+            data = _audio(seq)
+        else:
+            timestamp = seq * 160 - due.timestamp_offset
+            data = RtpPacket(101, seq, timestamp, 0x1111, due.payload, due.marker).serialize()
+        session.receive(data, PEER, tick * 0.02)
+        seq += 1
+    assert session.pop_dtmf() == [("5", 80), ("9", 80)]
+    assert session.pop_dtmf() == []
+    assert session.stats()["lost"] == 0 and session.stats()["jitter_ms"] == 0
+
+
+def test_dtmf_out_replaces_audio_ticks_and_round_trips() -> None:
+    alice, bob = _session(), RtpSession(0, "PCMU", None, 101)
+    alice.build_dtmf_packets("1#", duration_ms=60)
+    assert alice.dtmf_pending
+    kinds = []
+    for tick in range(30):
+        data = alice.build_packet(b"\xff" * 160)
+        packet = RtpPacket.parse(data)
+        kinds.append("D" if packet.payload_type == 101 else "a")
+        bob.receive(data, PEER, tick * 0.02)
+    assert "".join(kinds) == "DDDDD" + "aaa" + "DDDDD" + "a" * 17
+    assert bob.pop_dtmf() == [("1", 60), ("#", 60)]
+    assert not alice.dtmf_pending
+    with pytest.raises(ValueError):
+        RtpSession(0, "PCMU", PEER, None).build_dtmf_packets("1")
+
+
+def test_lost_dtmf_end_packets_close_on_audio_or_timeout() -> None:
+    session = _session()
+    for i in range(3):  # only the start of a "7"
+        session.receive(RtpPacket(101, i, 0, 0x1111, TelephoneEvent(7, False, 10, 160 * (i + 1)).serialize(),
+                                  i == 0).serialize(), PEER, i * 0.02)
+    assert session.pop_dtmf() == []
+    assert session.pop_dtmf(now=1.0) == [("7", 60)]
+
+
+def test_rtcp_report_every_few_seconds_with_reception_block() -> None:
+    session = _session()
+    packets = [_audio(i) for i in range(100)]
+    del packets[50]
+    _feed(session, packets)
+    session.receive(build_sender_report(0x1111, 0x0001_0002_0003_0004, 0, 1, 2), PEER, 2.0)
+    assert session.rtcp_report(2.0) is None  # arms the interval
+    assert session.rtcp_report(2.1) is None
+    report = session.rtcp_report(10.0)
+    assert report is not None
+    rr, sdes = parse_rtcp(report)
+    assert isinstance(rr, ReceiverReport) and isinstance(sdes, RtcpPacket)
+    (block,) = rr.reports
+    assert block.ssrc == 0x1111 and block.cumulative_lost == 1 and block.highest_sequence == 99
+    assert block.fraction_lost == 256 // 100 and block.last_sr == 0x0002_0003
+    assert block.delay_since_last_sr == 8 * 65536
+    assert session.rtcp_report(10.1) is None
+
+
+def test_update_keeps_ssrc_and_relatches_on_new_address() -> None:
+    session = _session()
+    _feed(session, [_audio(i) for i in range(3)])
+    before = RtpPacket.parse(session.build_packet(b"\xff" * 160))
+    session.update(remote_addr=("127.0.0.1", 41000), codec="PCMA", payload_type=8, dtmf_payload_type=None)
+    after = RtpPacket.parse(session.build_packet(b"\xd5" * 160))
+    assert (after.ssrc, after.sequence) == (before.ssrc, before.sequence + 1) and after.payload_type == 8
+    assert session.remote_addr == ("127.0.0.1", 41000) and session.latched_addr is None
+    assert session.dtmf_payload_type is None and session.pull_frame() == b"\xd5" * 160
+    session.receive(_audio(3, pt=8), ("127.0.0.1", 41000), 0.1)
+    assert session.latched_addr == ("127.0.0.1", 41000)
+
+
+def test_sipp_g711a_capture_plays_without_gaps() -> None:
+    """SIPp's g711a.pcap: 30 ms PCMA packets, about 7 s, replayed at their captured times."""
+    datagrams = read_udp(SIPP_PCAPS / "g711a.pcap")
+    session = RtpSession(8, "PCMA", datagrams[0].src, 101, rng=random.Random(2))
+    t0 = datagrams[0].time
+    arrivals = [(d.time - t0, d.payload) for d in datagrams]
+    duration = arrivals[-1][0] + 0.030
+    frames, concealed, i, tick = [], [], 0, 0
+    while tick * 0.020 < duration + 0.2:
+        now = tick * 0.020
+        while i < len(arrivals) and arrivals[i][0] <= now:
+            session.receive(arrivals[i][1], datagrams[0].src, arrivals[i][0])
+            i += 1
+        frames.append(session.pull_frame())
+        concealed.append(session.stats()["concealed"])
+        tick += 1
+    expected = b"".join(RtpPacket.parse(d.payload).payload for d in datagrams)
+    assert len(expected) == 236 * 240  # ~7.08 s
+    audio = b"".join(frames)
+    # The capture opens with silence, like the frames before playout: anchor on speech.
+    anchor = next(n for n in range(0, len(expected), 160) if len(set(expected[n : n + 160])) > 20)
+    start = audio.index(expected[anchor : anchor + 480]) - anchor
+    assert audio[start : start + len(expected)] == expected  # every sample, in order, no holes
+    stats = session.stats()
+    assert stats["lost"] == 0 and stats["late"] == 0
+    last_tick = (start + len(expected)) // 160 - 1
+    assert concealed[last_tick] == 0  # only the silence after the stream ended is concealment
+    assert stats["jitter_ms"] < 10
+
+
+def test_update_from_negotiated_media_params_object() -> None:
+    session = _session()
+    params = SimpleNamespace(remote_address=("127.0.0.1", 42000), payload_type=8, codec="PCMA",
+                             dtmf_payload_type=96, ptime=30)
+    session.update(params)
+    assert (session.remote_addr, session.payload_type, session.codec) == (("127.0.0.1", 42000), 8, "PCMA")
+    assert (session.dtmf_payload_type, session.ptime) == (96, 30)
+
+
+@settings(max_examples=300)
+@given(st.lists(st.binary(max_size=40), max_size=8))
+def test_receive_survives_any_datagram(datagrams: list[bytes]) -> None:
+    session = _session()
+    for i, data in enumerate(datagrams):
+        session.receive(data, PEER, i * 0.02)
+        assert len(session.pull_frame()) == 160
+    session.pop_dtmf(now=10.0)
+    assert session.stats()["packets_in"] <= len(datagrams)

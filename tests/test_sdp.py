@@ -1,0 +1,298 @@
+"""SDP parsing/serialisation (RFC 4566) and offer/answer (RFC 3264) against real-world bodies."""
+
+from __future__ import annotations
+
+import pytest
+
+from simplesip.errors import SIPParseError
+from simplesip.sdp import (
+    Connection, MediaParams, RtpMap, SDPNegotiationError, SdpSession, SessionDescription,
+    make_answer, make_offer, media_params_from_answer,
+)
+
+
+def sdp(*lines: str) -> bytes:
+    return ("\r\n".join(lines) + "\r\n").encode()
+
+
+# Captured from baresip 1.0.0 dialling out (tests/data/peers/baresip config).
+BARESIP_OFFER = sdp(
+    "v=0", "o=- 3106015904 1811486812 IN IP4 127.0.0.1", "s=-", "c=IN IP4 127.0.0.1", "t=0 0",
+    "a=tool:baresip 1.0.0", "m=audio 30062 RTP/AVP 0 8 101", "a=rtpmap:0 PCMU/8000",
+    "a=rtpmap:8 PCMA/8000", "a=rtpmap:101 telephone-event/8000", "a=fmtp:101 0-15", "a=sendrecv",
+    "a=label:1", "a=rtcp-rsize", "a=ssrc:514137217 cname:sip:caller@127.0.0.1", "a=minptime:20",
+    "a=ptime:20")
+# SIPp 3.6 built-in uac scenario (bare LF line ends, as SIPp's CDATA often ends up) ...
+SIPP_UAC_OFFER = (b"v=0\no=user1 53655765 2353687637 IN IP4 127.0.0.1\ns=-\n"
+                  b"c=IN IP4 127.0.0.1\nt=0 0\nm=audio 6000 RTP/AVP 0\na=rtpmap:0 PCMU/8000\n")
+# ... and its uac_pcap scenario.
+SIPP_PCAP_OFFER = sdp(
+    "v=0", "o=user1 53655765 2353687637 IN IP4 127.0.0.1", "s=-", "c=IN IP4 127.0.0.1", "t=0 0",
+    "m=audio 6004 RTP/AVP 8 101", "a=rtpmap:8 PCMA/8000", "a=rtpmap:101 telephone-event/8000",
+    "a=fmtp:101 0-11,16")
+# Asterisk-style: many codecs, static ones without rtpmap, maxptime, session-level c=.
+ASTERISK_OFFER = sdp(
+    "v=0", "o=- 1744823 1744823 IN IP4 127.0.0.1", "s=Asterisk", "c=IN IP4 127.0.0.1",
+    "b=AS:64", "t=0 0", "m=audio 12000 RTP/AVP 9 111 18 8 0 3 96", "a=rtpmap:9 G722/8000",
+    "a=rtpmap:111 opus/48000/2", "a=fmtp:111 useinbandfec=1", "a=rtpmap:18 G729/8000",
+    "a=fmtp:18 annexb=no", "a=rtpmap:96 telephone-event/8000", "a=fmtp:96 0-16", "a=ptime:30",
+    "a=maxptime:150", "a=sendrecv", "m=video 12002 RTP/AVP 99", "a=rtpmap:99 H264/90000")
+
+
+def test_parse_baresip_offer_fields_and_unknown_attributes() -> None:
+    offer = SessionDescription.parse(BARESIP_OFFER)
+    assert offer.origin.session_id == "3106015904" and offer.origin.session_version == 1811486812
+    assert offer.connection == Connection("127.0.0.1")
+    assert offer.attributes == [("tool", "baresip 1.0.0")]
+    (audio,) = offer.media
+    assert (audio.media, audio.port, audio.proto, audio.formats) == ("audio", 30062, "RTP/AVP",
+                                                                     ["0", "8", "101"])
+    assert audio.rtpmap[101] == RtpMap(101, "telephone-event", 8000)
+    assert audio.fmtp == {101: "0-15"} and audio.ptime == 20 and audio.direction == "sendrecv"
+    assert ("ssrc", "514137217 cname:sip:caller@127.0.0.1") in audio.attributes
+    assert ("rtcp-rsize", None) in audio.attributes
+    again = SessionDescription.parse(offer.serialize())
+    assert again == offer
+    assert b"a=ssrc:514137217 cname:sip:caller@127.0.0.1\r\n" in offer.serialize()
+
+
+def test_parse_sipp_offers_with_lf_line_ends() -> None:
+    uac = SessionDescription.parse(SIPP_UAC_OFFER)
+    assert uac.media[0].payload_types == [0] and uac.origin.username == "user1"
+    pcap = SessionDescription.parse(SIPP_PCAP_OFFER)
+    assert pcap.media[0].fmtp[101] == "0-11,16"
+    assert pcap.media[0].find_payload_type("telephone-event") == 101
+
+
+def test_static_payload_types_without_rtpmap() -> None:
+    body = sdp("v=0", "o=- 1 1 IN IP4 10.0.0.1", "s=-", "c=IN IP4 10.0.0.1", "t=0 0",
+               "m=audio 4000 RTP/AVP 8 0 18")
+    audio = SessionDescription.parse(body).media[0]
+    assert audio.rtpmap == {}
+    assert audio.codec(8) == RtpMap(8, "PCMA", 8000) and audio.codec(0).encoding == "PCMU"
+    assert audio.codec(97) is None
+    _, params = make_answer(body, "127.0.0.1", 5000)
+    assert (params.payload_type, params.codec) == (0, "PCMU")
+
+
+def test_media_connection_overrides_session_and_media_only_connection() -> None:
+    both = SessionDescription.parse(sdp(
+        "v=0", "o=- 1 1 IN IP4 10.0.0.1", "s=-", "c=IN IP4 10.0.0.1", "t=0 0",
+        "m=audio 4000 RTP/AVP 0", "c=IN IP4 10.0.0.2"))
+    assert both.connection_for(both.media[0]).host == "10.0.0.2"
+    media_only = sdp("v=0", "o=- 1 1 IN IP4 10.0.0.1", "s=-", "t=0 0",
+                     "m=audio 4000 RTP/AVP 0", "c=IN IP4 10.0.0.3/127")
+    parsed = SessionDescription.parse(media_only)
+    assert parsed.connection is None and parsed.media[0].connection.host == "10.0.0.3"
+    _, params = make_answer(media_only, "127.0.0.1", 5000)
+    assert params.remote_address == ("10.0.0.3", 4000)
+
+
+def test_serialisation_keeps_rfc_order_and_extra_lines() -> None:
+    body = sdp("v=0", "o=- 7 9 IN IP4 10.0.0.1", "s=call", "i=info", "u=http://x", "e=a@b",
+               "c=IN IP4 10.0.0.1", "b=CT:128", "t=0 0", "r=7d 1h 0 25h", "t=10 20", "k=prompt",
+               "a=group:BUNDLE 0", "m=audio 4000/2 RTP/AVP 0", "i=voice", "c=IN IP4 10.0.0.9",
+               "b=AS:80", "a=rtpmap:0 PCMU/8000", "a=ptime:20", "a=mid:0", "a=recvonly")
+    parsed = SessionDescription.parse(body)
+    assert parsed.timing == (0, 0) and parsed.media[0].port_count == 2
+    assert parsed.serialize() == body
+
+
+@pytest.mark.parametrize("body, reason", [
+    (b"", "v=0"),
+    (b"o=- 1 1 IN IP4 1.2.3.4\r\n", "v=0"),
+    (sdp("v=0", "s=-"), "no o="),
+    (sdp("v=0", "o=- 1 1 IN IP4"), "o= needs 6"),
+    (sdp("v=0", "o=- 1 x IN IP4 1.1.1.1"), "o= version"),
+    (sdp("v=0", "o=- 1 1 IN IP4 1.1.1.1", "garbage"), "not a <type>=<value>"),
+    (sdp("v=0", "o=- 1 1 IN IP4 1.1.1.1", "c=IN IP4 1.1.1.1", "m=audio port RTP/AVP 0"), "port"),
+    (sdp("v=0", "o=- 1 1 IN IP4 1.1.1.1", "c=IN IP4 1.1.1.1", "m=audio 70000 RTP/AVP 0"), "range"),
+    (sdp("v=0", "o=- 1 1 IN IP4 1.1.1.1", "c=IN IP4 1.1.1.1", "m=audio 4000"), "m= needs"),
+    (sdp("v=0", "o=- 1 1 IN IP4 1.1.1.1", "m=audio 4000 RTP/AVP 0"), "no c= line"),
+    (sdp("v=0", "o=- 1 1 IN IP4 1.1.1.1", "c=IN 1.1.1.1"), "c= needs 3"),
+    (sdp("v=0", "o=- 1 1 IN IP4 1.1.1.1", "c=IN IP4 1.1.1.1", "m=audio 1 RTP/AVP 0",
+         "a=rtpmap:0 PCMU"), "rtpmap"),
+    (sdp("v=0", "o=- 1 1 IN IP4 1.1.1.1", "c=IN IP4 1.1.1.1", "m=audio 1 RTP/AVP 0",
+         "a=ptime:fast"), "ptime"),
+    (sdp("v=0", "o=- 1 1 IN IP4 1.1.1.1", "o=- 2 2 IN IP4 1.1.1.1"), "repeated"),
+    (b"v=0\r\no=- 1 1 IN IP4 \xff\r\n", "UTF-8"),
+])
+def test_malformed_sdp_raises_400_with_reason(body: bytes, reason: str) -> None:
+    with pytest.raises(SIPParseError) as caught:
+        SessionDescription.parse(body)
+    assert caught.value.status == 400 and reason in caught.value.reason
+    assert not isinstance(caught.value, SDPNegotiationError)
+
+
+def test_make_offer() -> None:
+    offer = make_offer("192.0.2.5", 40000, codecs=("PCMA", "PCMU"), session_id="42", version=3)
+    text = offer.serialize().decode()
+    assert "o=- 42 3 IN IP4 192.0.2.5\r\n" in text and "c=IN IP4 192.0.2.5\r\n" in text
+    assert "m=audio 40000 RTP/AVP 8 0 101\r\n" in text
+    assert "a=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-16\r\n" in text
+    assert text.endswith("a=ptime:20\r\na=sendrecv\r\n")
+    bare = make_offer("::1", 4000, codecs=("PCMU",), dtmf_payload_type=None, direction="sendonly")
+    assert bare.connection == Connection("::1", "IN", "IP6") and bare.media[0].formats == ["0"]
+    assert bare.media[0].direction == "sendonly"
+    with pytest.raises(ValueError):
+        make_offer("127.0.0.1", 4000, codecs=("G729",))
+    with pytest.raises(ValueError):
+        make_offer("127.0.0.1", 4000, direction="both")
+    with pytest.raises(ValueError):
+        make_offer("127.0.0.1", 4000, dtmf_payload_type=8)
+
+
+@pytest.mark.parametrize("offer, preferences, expected", [
+    (BARESIP_OFFER, ("PCMU", "PCMA"), (0, "PCMU")),
+    (BARESIP_OFFER, ("PCMA", "PCMU"), (8, "PCMA")),
+    (SIPP_PCAP_OFFER, ("PCMU", "PCMA"), (8, "PCMA")),
+    (ASTERISK_OFFER, ("PCMU", "PCMA"), (0, "PCMU")),
+    (ASTERISK_OFFER, ("PCMA",), (8, "PCMA")),
+])
+def test_answer_uses_our_preference_among_offered(offer: bytes, preferences: tuple[str, ...],
+                                                  expected: tuple[int, str]) -> None:
+    answer, params = make_answer(offer, "127.0.0.1", 5000, preferences=preferences)
+    audio = answer.media[0]
+    assert audio.formats[0] == str(expected[0]) and audio.payload_types[:1] == [expected[0]]
+    assert (params.payload_type, params.codec, params.clock_rate) == (*expected, 8000)
+    assert len(audio.formats) == 2 if params.dtmf_payload_type is not None else 1
+
+
+def test_answer_echoes_telephone_event_and_rejects_video() -> None:
+    answer, params = make_answer(ASTERISK_OFFER, "127.0.0.1", 5000)
+    assert [m.media for m in answer.media] == ["audio", "video"]
+    audio, video = answer.media
+    assert audio.formats == ["0", "96"] and audio.fmtp[96] == "0-16" and audio.port == 5000
+    assert (video.port, video.formats) == (0, ["99"])
+    assert params == MediaParams(("127.0.0.1", 12000), 0, "PCMU", 8000, 96, 30, "sendrecv", False)
+    reparsed = SessionDescription.parse(answer.serialize())
+    assert reparsed.media[1].port == 0 and reparsed.media[0].rtpmap[96].encoding == "telephone-event"
+    _, no_dtmf = make_answer(SIPP_UAC_OFFER, "127.0.0.1", 5000)
+    assert no_dtmf.dtmf_payload_type is None and no_dtmf.ptime == 20
+
+
+def test_answer_keeps_dynamic_payload_type_and_rejects_second_audio_stream() -> None:
+    offer = sdp("v=0", "o=- 1 1 IN IP4 10.0.0.1", "s=-", "c=IN IP4 10.0.0.1", "t=0 0",
+                "m=audio 4000 RTP/SAVP 0", "m=audio 4002 RTP/AVP 97", "a=rtpmap:97 pcma/8000",
+                "m=audio 4004 RTP/AVP 0")
+    answer, params = make_answer(offer, "127.0.0.1", 5000)
+    assert [m.port for m in answer.media] == [0, 5000, 0]
+    assert (params.payload_type, params.codec, params.remote_address) == (97, "PCMA",
+                                                                          ("10.0.0.1", 4002))
+
+
+@pytest.mark.parametrize("body", [
+    sdp("v=0", "o=- 1 1 IN IP4 1.1.1.1", "s=-", "c=IN IP4 1.1.1.1", "t=0 0",
+        "m=audio 4000 RTP/AVP 18 9 101", "a=rtpmap:101 telephone-event/8000"),
+    sdp("v=0", "o=- 1 1 IN IP4 1.1.1.1", "s=-", "c=IN IP4 1.1.1.1", "t=0 0",
+        "m=video 4000 RTP/AVP 99", "a=rtpmap:99 H264/90000"),
+    sdp("v=0", "o=- 1 1 IN IP4 1.1.1.1", "s=-", "c=IN IP4 1.1.1.1", "t=0 0",
+        "m=audio 4000 RTP/SAVP 0 8"),
+    sdp("v=0", "o=- 1 1 IN IP4 1.1.1.1", "s=-", "c=IN IP4 1.1.1.1", "t=0 0",
+        "m=audio 0 RTP/AVP 0 8"),
+    sdp("v=0", "o=- 1 1 IN IP4 1.1.1.1", "s=-", "c=IN IP4 1.1.1.1", "t=0 0",
+        "m=audio 4000 RTP/AVP 96", "a=rtpmap:96 PCMU/16000"),
+    sdp("v=0", "o=- 1 1 IN IP4 1.1.1.1", "s=-", "t=0 0"),
+])
+def test_no_acceptable_audio_is_488(body: bytes) -> None:
+    with pytest.raises(SDPNegotiationError) as caught:
+        make_answer(body, "127.0.0.1", 5000)
+    assert caught.value.status == 488 and isinstance(caught.value, SIPParseError)
+    assert caught.value.reason
+
+
+def test_488_reason_names_offered_codecs() -> None:
+    with pytest.raises(SDPNegotiationError, match="G729"):
+        make_answer(ASTERISK_OFFER, "127.0.0.1", 5000, preferences=("PCMX",))
+
+
+def _offer_with(direction_line: str | None, address: str = "10.0.0.1", session: bool = False) -> bytes:
+    lines = ["v=0", "o=- 1 2 IN IP4 10.0.0.1", "s=-", f"c=IN IP4 {address}", "t=0 0"]
+    if direction_line and session:
+        lines.append(direction_line)
+    lines += ["m=audio 4000 RTP/AVP 0 101", "a=rtpmap:101 telephone-event/8000"]
+    if direction_line and not session:
+        lines.append(direction_line)
+    return sdp(*lines)
+
+
+@pytest.mark.parametrize("offered, wanted, answered, on_hold", [
+    (None, None, "sendrecv", False),
+    ("a=sendrecv", None, "sendrecv", False),
+    ("a=sendonly", None, "recvonly", True),
+    ("a=recvonly", None, "sendonly", True),
+    ("a=inactive", None, "inactive", True),
+    ("a=sendrecv", "sendonly", "sendonly", True),
+    ("a=sendrecv", "inactive", "inactive", True),
+    ("a=sendonly", "sendonly", "inactive", True),
+    ("a=recvonly", "recvonly", "inactive", True),
+    ("a=recvonly", "sendrecv", "sendonly", True),
+])
+@pytest.mark.parametrize("session_level", [False, True])
+def test_direction_matrix(offered: str | None, wanted: str | None, answered: str, on_hold: bool,
+                          session_level: bool) -> None:
+    answer, params = make_answer(_offer_with(offered, session=session_level), "127.0.0.1", 5000,
+                                 direction=wanted)
+    assert answer.media[0].direction == answered
+    assert params.direction == answered and params.on_hold is on_hold
+
+
+def test_legacy_hold_with_null_connection() -> None:
+    answer, params = make_answer(_offer_with(None, address="0.0.0.0"), "127.0.0.1", 5000)
+    assert params.on_hold and params.direction == "recvonly"
+    assert answer.connection.host == "127.0.0.1"  # we still tell the peer where to send
+    _, inactive = make_answer(_offer_with("a=recvonly", address="0.0.0.0"), "127.0.0.1", 5000)
+    assert inactive.direction == "inactive"
+
+
+def test_offerer_side_against_sipp_uas_answer() -> None:
+    offer = make_offer("127.0.0.1", 40000)
+    # What tests/data/peers/uas_media.xml answers.
+    answer = sdp("v=0", "o=sipp 1 1 IN IP4 127.0.0.1", "s=-", "c=IN IP4 127.0.0.1", "t=0 0",
+                 "m=audio 6010 RTP/AVP 8 101", "a=rtpmap:8 PCMA/8000",
+                 "a=rtpmap:101 telephone-event/8000", "a=fmtp:101 0-15", "a=ptime:20")
+    params = media_params_from_answer(offer, answer)
+    assert params == MediaParams(("127.0.0.1", 6010), 8, "PCMA", 8000, 101, 20, "sendrecv", False)
+
+
+def test_offerer_side_hold_and_rejection() -> None:
+    hold_offer = make_offer("127.0.0.1", 40000, direction="sendonly")
+    answer, _ = make_answer(hold_offer.serialize(), "127.0.0.2", 6000)
+    assert answer.media[0].direction == "recvonly"
+    params = media_params_from_answer(hold_offer, answer.serialize())
+    assert params.direction == "sendonly" and params.on_hold
+    held_by_peer = sdp("v=0", "o=- 1 1 IN IP4 0.0.0.0", "s=-", "c=IN IP4 0.0.0.0", "t=0 0",
+                       "m=audio 6000 RTP/AVP 0")
+    held = media_params_from_answer(make_offer("127.0.0.1", 40000), held_by_peer)
+    assert held.on_hold and held.direction == "recvonly" and held.dtmf_payload_type is None
+    rejected = sdp("v=0", "o=- 1 1 IN IP4 1.1.1.1", "s=-", "c=IN IP4 1.1.1.1", "t=0 0",
+                   "m=audio 0 RTP/AVP 0")
+    with pytest.raises(SDPNegotiationError):
+        media_params_from_answer(make_offer("127.0.0.1", 40000), rejected)
+    not_offered = sdp("v=0", "o=- 1 1 IN IP4 1.1.1.1", "s=-", "c=IN IP4 1.1.1.1", "t=0 0",
+                      "m=audio 6000 RTP/AVP 8")
+    with pytest.raises(SDPNegotiationError):
+        media_params_from_answer(make_offer("127.0.0.1", 40000, codecs=("PCMU",)), not_offered)
+
+
+def test_both_sides_agree_through_round_trip() -> None:
+    offer = make_offer("127.0.0.1", 40000, codecs=("PCMA", "PCMU"), dtmf_payload_type=96)
+    answer, answerer = make_answer(offer.serialize(), "127.0.0.2", 50000)
+    offerer = media_params_from_answer(offer, answer.serialize())
+    assert answerer.codec == offerer.codec == "PCMU" and answerer.dtmf_payload_type == 96
+    assert offerer.remote_address == ("127.0.0.2", 50000)
+    assert answerer.remote_address == ("127.0.0.1", 40000)
+
+
+def test_sdp_session_versions_for_hold_and_unhold() -> None:
+    session = SdpSession("127.0.0.1", 40000, session_id="77")
+    versions = [session.offer(direction).origin.session_version
+                for direction in ("sendrecv", "sendonly", "sendrecv")]
+    assert versions == [1, 2, 3]
+    peer_offer = make_offer("127.0.0.2", 6000)
+    first, _ = session.answer(peer_offer)
+    same, _ = session.answer(peer_offer)
+    assert first.origin.session_version == same.origin.session_version == 4
+    held, params = session.answer(make_offer("127.0.0.2", 6000, direction="sendonly"))
+    assert held.origin.session_version == 5 and params.on_hold
+    assert {first.origin.session_id, held.origin.session_id} == {"77"}

@@ -1,0 +1,196 @@
+"""SipURI, NameAddr, Via and CSeq parsing, serialising and comparison."""
+
+from __future__ import annotations
+
+import pytest
+
+from simplesip.errors import SIPParseError
+from simplesip.uri import NameAddr, SipURI, Via, parse_cseq, parse_params, split_list, unescape
+
+
+def test_sip_uri_components() -> None:
+    uri = SipURI.parse("sips:alice:secret@Example.COM:5061;transport=TCP;lr?Subject=hi&Priority=urgent")
+    assert (uri.scheme, uri.user, uri.password) == ("sips", "alice", "secret")
+    assert (uri.host, uri.port) == ("Example.COM", 5061)
+    assert uri.params == {"transport": "TCP", "lr": None}
+    assert uri.transport == "tcp"
+    assert uri.headers == {"Subject": "hi", "Priority": "urgent"}
+    assert str(uri) == "sips:alice:secret@Example.COM:5061;transport=TCP;lr?Subject=hi&Priority=urgent"
+
+
+def test_sip_uri_without_user_and_scheme_case() -> None:
+    uri = SipURI.parse("SIP:registrar.example.com")
+    assert uri.scheme == "sip" and uri.user is None and uri.port is None
+    assert str(uri) == "sip:registrar.example.com"
+
+
+def test_ipv6_host_round_trips() -> None:
+    uri = SipURI.parse("sip:bob@[2001:db8::1]:5070;transport=udp")
+    assert uri.host == "2001:db8::1" and uri.port == 5070
+    assert str(uri) == "sip:bob@[2001:db8::1]:5070;transport=udp"
+    assert SipURI.parse("sip:[::1]").host == "::1"
+
+
+def test_built_uri_serialises() -> None:
+    uri = SipURI(user="ivr", host="127.0.0.1", port=5080, params={"transport": "tcp"})
+    assert str(uri) == "sip:ivr@127.0.0.1:5080;transport=tcp"
+    assert SipURI.parse(str(uri)) == uri
+
+
+def test_escapes_kept_raw_and_compared_unescaped() -> None:
+    escaped = SipURI.parse("sip:%61lice@atlanta.com;transport=TCP")
+    plain = SipURI.parse("sip:alice@AtLanTa.CoM;Transport=tcp")
+    assert escaped.user == "%61lice"
+    assert str(escaped) == "sip:%61lice@atlanta.com;transport=TCP"
+    assert escaped == plain  # RFC 3261 §19.1.4 first example
+    assert hash(escaped) == hash(plain)
+
+
+@pytest.mark.parametrize(
+    ("left", "right"),
+    [
+        ("SIP:ALICE@AtLanTa.CoM;Transport=udp", "sip:alice@AtLanTa.CoM;Transport=UDP"),  # user case
+        ("sip:bob@biloxi.com", "sip:bob@biloxi.com:5060"),  # omitted port != explicit 5060
+        ("sip:bob@biloxi.com", "sip:bob@biloxi.com;transport=udp"),  # transport on one side only
+        ("sip:carol@chicago.com?Subject=next%20meeting", "sip:carol@chicago.com"),  # headers differ
+    ],
+)
+def test_rfc3261_non_equivalent_uris(left: str, right: str) -> None:
+    assert SipURI.parse(left) != SipURI.parse(right)
+
+
+def test_unknown_params_only_compared_when_on_both_sides() -> None:
+    assert SipURI.parse("sip:carol@chicago.com;security=on") == SipURI.parse("sip:carol@chicago.com")
+    assert SipURI.parse("sip:carol@chicago.com;security=on") != SipURI.parse(
+        "sip:carol@chicago.com;security=off"
+    )
+
+
+def test_other_schemes_are_opaque() -> None:
+    tel = SipURI.parse("tel:+1-201-555-0123;phone-context=example.com")
+    assert tel.scheme == "tel" and tel.opaque == "+1-201-555-0123;phone-context=example.com"
+    assert tel.host == "" and tel.params == {}
+    assert str(tel) == "tel:+1-201-555-0123;phone-context=example.com"
+    assert tel != SipURI.parse("sip:+1-201-555-0123@example.com")
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        "sip:",
+        "nocolon",
+        "<sip:a@b>",
+        "sip:a b@example.com",
+        "sip:@example.com",
+        "sip:alice@",
+        "sip:alice@exa mple.com",
+        "sip:alice@example.com:99999",
+        "sip:alice@example.com:5x",
+        "sip:alice@[::1",
+        "sip:alice@example.com;;lr",
+        "sip:alice@example.com;maddr=",
+        "sip:alice@example.com?novalue",
+        "1sip:alice@example.com",
+    ],
+)
+def test_malformed_uris(text: str) -> None:
+    with pytest.raises(SIPParseError):
+        SipURI.parse(text)
+
+
+def test_unescape_leaves_stray_percent() -> None:
+    assert unescape("a%20b%zz%4") == "a b%zz%4"
+
+
+def test_name_addr_forms() -> None:
+    quoted = NameAddr.parse('"Alice \\"A\\" Smith" <sip:alice@atlanta.com>;tag=1928301774')
+    assert quoted.display == 'Alice "A" Smith' and quoted.tag == "1928301774"
+    assert str(quoted) == '"Alice \\"A\\" Smith" <sip:alice@atlanta.com>;tag=1928301774'
+    tokens = NameAddr.parse("Bob  Jones <sip:bob@biloxi.com>")
+    assert tokens.display == "Bob  Jones"
+    bare = NameAddr.parse("sip:bob@biloxi.com;tag=a6c85cf")
+    assert bare.display is None and bare.tag == "a6c85cf" and bare.uri.params == {}
+    assert str(bare) == "<sip:bob@biloxi.com>;tag=a6c85cf"
+    empty = NameAddr.parse('"" <sip:x@y>')
+    assert empty.display == ""
+
+
+def test_name_addr_lws_around_params_and_quoted_values() -> None:
+    addr = NameAddr.parse('<sip:a@b> ; expires = 60 ;  +sip.instance="<urn:uuid:1234>" ; lr')
+    assert addr.params == {"expires": "60", "+sip.instance": '"<urn:uuid:1234>"', "lr": None}
+    assert NameAddr.parse(str(addr)) == addr
+
+
+def test_name_addr_uri_params_stay_inside_brackets() -> None:
+    addr = NameAddr.parse("<sip:proxy.example.com;lr;transport=tcp>")
+    assert addr.uri.params == {"lr": None, "transport": "tcp"} and addr.params == {}
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        '"unterminated <sip:a@b>',
+        '"Alice" sip:a@b',
+        "Bell, Alexander <sip:a@b>",
+        "< sip:a@b >",
+        "<sip:a@b",
+        "sip:a@b?Route=x",
+        "<sip:a@b>;;tag=1",
+        "<sip:a@b>;tag=",
+        "<sip:a@b> junk",
+        '<sip:a@b>;x="open',
+    ],
+)
+def test_malformed_name_addrs(text: str) -> None:
+    with pytest.raises(SIPParseError):
+        NameAddr.parse(text)
+
+
+def test_via_parse_and_str() -> None:
+    via = Via.parse("SIP/2.0/udp pc33.atlanta.com:5066;branch=z9hG4bK776asdhds;rport;received=192.0.2.1")
+    assert (via.protocol, via.transport, via.host, via.port) == ("SIP/2.0", "UDP", "pc33.atlanta.com", 5066)
+    assert via.branch == "z9hG4bK776asdhds"
+    assert via.received == "192.0.2.1" and via.rport is None
+    assert str(via) == "SIP/2.0/UDP pc33.atlanta.com:5066;branch=z9hG4bK776asdhds;rport;received=192.0.2.1"
+    filled = Via.parse("SIP/2.0/TCP [2001:db8::9]:5060;rport=40000;BRANCH=z9hG4bKx")
+    assert filled.host == "2001:db8::9" and filled.rport == 40000 and filled.branch == "z9hG4bKx"
+    assert str(filled) == "SIP/2.0/TCP [2001:db8::9]:5060;rport=40000;BRANCH=z9hG4bKx"
+
+
+def test_via_built() -> None:
+    via = Via(transport="TCP", host="127.0.0.1", port=5070, params={"branch": "z9hG4bK1", "rport": None})
+    assert str(via) == "SIP/2.0/TCP 127.0.0.1:5070;branch=z9hG4bK1;rport"
+    assert Via.parse(str(via)) == via
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["", "SIP/2.0 host", "SIP/2.0/UDP", "SIP/2.0/UDP host;", "SIP/2.0/UDP host:0x10", "SIP/2.0/UDP a b"],
+)
+def test_malformed_vias(text: str) -> None:
+    with pytest.raises(SIPParseError):
+        Via.parse(text)
+
+
+def test_parse_cseq() -> None:
+    assert parse_cseq("0009 \t INVITE") == (9, "INVITE")
+    assert parse_cseq(str(2**31 - 1) + " ACK") == (2**31 - 1, "ACK")
+    for bad in ("", "INVITE", "1", "-1 INVITE", "1 INVITE extra", str(2**31) + " BYE", "9" * 5000 + " X"):
+        with pytest.raises(SIPParseError):
+            parse_cseq(bad)
+
+
+def test_split_list_respects_quotes_and_brackets() -> None:
+    value = '"Doe, John" <sip:j@x;a=1,2>;q=0.5 , <sip:k@y> ,, sip:z@w'
+    assert split_list(value) == ['"Doe, John" <sip:j@x;a=1,2>;q=0.5', "<sip:k@y>", "sip:z@w"]
+    with pytest.raises(SIPParseError):
+        split_list('"open, <sip:a@b>')
+
+
+def test_parse_params_requires_leading_semicolon() -> None:
+    assert parse_params("") == {}
+    assert parse_params(" ;a=1;b") == {"a": "1", "b": None}
+    with pytest.raises(SIPParseError):
+        parse_params("a=1")

@@ -237,13 +237,18 @@ class DigestSession:
 
         Of several challenges for one realm the strongest supported algorithm wins. When the
         failed request already carried our credentials and a realm is challenged again without
-        ``stale=true``, the password was refused: returns False (do not loop).
+        ``stale=true``, the password was refused: returns False (do not loop). Malformed or
+        unsupported challenges are skipped; False when none is left.
         """
         values = [header_values] if isinstance(header_values, str) else list(header_values)
         header = "Proxy-Authorization" if proxy else "Authorization"
         best: dict[str, Challenge] = {}
         for value in values:
-            challenge = Challenge.parse(value)
+            try:
+                challenge = Challenge.parse(value)
+            except SIPParseError as exc:  # one bad header must not hide a good one beside it
+                logger.warning("ignoring malformed challenge %r: %s", value[:80], exc.reason)
+                continue
             if not challenge.supported:
                 logger.debug("ignoring unsupported challenge %s", challenge.algorithm)
                 continue

@@ -160,9 +160,9 @@ class SimpleSIPClient:
             raise ConnectionError("not connected")
         if self.call_state is not CallState.IDLE:
             raise CallError("a call is already in progress")
-        call = self._run(self._endpoint.call(destination, timeout=self.config.call_timeout),
-                         self.config.call_timeout + 10)
-        self._adopt(call)
+        self._run(self._endpoint.call(destination, timeout=self.config.call_timeout,
+                                      on_created=self._adopt),
+                  self.config.call_timeout + 10)
         return True
 
     def answer_call(self) -> bool:

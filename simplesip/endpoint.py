@@ -228,9 +228,14 @@ class Endpoint:
     # --- calls -----------------------------------------------------------------------------------
 
     async def call(self, target: str, headers: dict[str, str] | list[tuple[str, str]] | None = None,
-                   timeout: float | None = None) -> Call:
+                   timeout: float | None = None,
+                   on_created: Callable[[Call], Any] | None = None) -> Call:
         """Call ``target`` (SIP URI, ``user@host`` or an extension at the server); return the
-        answered Call. Raises CallError (with ``.status``) on rejection, failure or timeout."""
+        answered Call. Raises CallError (with ``.status``) on rejection, failure or timeout.
+
+        ``on_created(call)`` is called as soon as the INVITE is out, so the caller can watch the
+        call ring or hang it up (CANCEL) before ``call()`` returns.
+        """
         if self._core is None or self._loop is None:
             raise ConnectionError("endpoint not started")
         rtp_socket, port = await self._open_rtp_socket()
@@ -246,6 +251,8 @@ class Endpoint:
         call._waiter = self._loop.create_future()
         self.calls[call_id] = call
         self._pump()
+        if on_created is not None:
+            on_created(call)
         try:
             await asyncio.wait_for(asyncio.shield(call._waiter), timeout or self.config.call_timeout)
         except asyncio.TimeoutError:

@@ -188,9 +188,12 @@ class MediaDescription:
                 self.attributes.append((name, value))
         elif name == "ptime" and value is not None:
             try:
-                self.ptime = max(1, round(float(value)))  # some peers write "20.0"
+                ptime = float(value)  # some peers write "20.0"
             except ValueError:
-                raise _error(f"ptime {value!r}") from None
+                ptime = -1.0
+            if not 0 < ptime <= 1000:  # also refuses nan and inf
+                raise _error(f"ptime {value!r}")
+            self.ptime = max(1, round(ptime))
         elif name in DIRECTIONS and value is None:
             self.direction = name
         else:

@@ -166,10 +166,26 @@ class SippRunner(PeerProcess):
                  "-trace_err", "-trace_msg", "-message_file", str(workdir / f"{name}_messages.log"),
                  "-error_file", str(workdir / f"{name}_errors.log"), *extra]
         super().__init__(name, argv, workdir)
+        if remote is None:  # a server scenario: callers must not race its start-up
+            self.wait_listening()
 
     @property
     def address(self) -> tuple[str, int]:
         return ("127.0.0.1", self.port)
+
+    def wait_listening(self, timeout: float = 5.0) -> None:
+        """Block until SIPp has bound its SIP port (a datagram sent earlier would bounce)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"sipp exited early:\n{self.log()}")
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+                try:
+                    probe.bind(("127.0.0.1", self.port))
+                except OSError:
+                    return  # taken: SIPp is listening
+            time.sleep(0.02)
+        raise TimeoutError(f"sipp did not bind {self.port}:\n{self.log()}")
 
     def messages(self) -> str:
         """SIPp's trace of every message sent and received (``-trace_msg``)."""

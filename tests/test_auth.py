@@ -148,6 +148,12 @@ def test_session_answers_proxy_and_registrar_and_prefers_sha256() -> None:
     assert 'realm="proxy"' in headers["Proxy-Authorization"]
     assert not session.handle_challenge('Digest realm="x", nonce="d", algorithm=SHA-1')
 
+    fresh = DigestSession("alice", "secret")
+    assert not fresh.handle_challenge('Digest realm="x"')
+    assert fresh.handle_challenge(['Digest realm="y', 'Digest realm="y", nonce="e"'])
+    ((name, value),) = fresh.authorize("INVITE", "sip:bob@y")
+    assert name == "Authorization" and 'realm="y"' in value
+
 
 USERS = {"alice": "secret", "bob": "hunter2"}
 

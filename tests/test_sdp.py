@@ -114,6 +114,8 @@ def test_serialisation_keeps_rfc_order_and_extra_lines() -> None:
          "a=rtpmap:0 PCMU"), "rtpmap"),
     (sdp("v=0", "o=- 1 1 IN IP4 1.1.1.1", "c=IN IP4 1.1.1.1", "m=audio 1 RTP/AVP 0",
          "a=ptime:fast"), "ptime"),
+    (sdp("v=0", "o=- 1 1 IN IP4 1.1.1.1", "c=IN IP4 1.1.1.1", "m=audio 1 RTP/AVP 0",
+         "a=ptime:inf"), "ptime"),
     (sdp("v=0", "o=- 1 1 IN IP4 1.1.1.1", "o=- 2 2 IN IP4 1.1.1.1"), "repeated"),
     (b"v=0\r\no=- 1 1 IN IP4 \xff\r\n", "UTF-8"),
 ])

@@ -257,6 +257,30 @@ class _Checker:
                 self.report(where, problem)
 
 
+def _hoist_inner_routes(document: MarkedMap, filename: str) -> list[Diagnostic]:
+    """Move an action's own ``on:`` (``menu: {..., on: {...}}``) to its node, marks kept."""
+    diagnostics = []
+    for name, node in document["nodes"].items():
+        for action in [key for key in node if key not in NODE_KEYS]:
+            params = node[action]
+            if not isinstance(params, MarkedMap) or "on" not in params:
+                continue
+            inner = params.pop("on")
+            if "on" not in node:
+                node["on"] = inner
+                node.key_marks["on"] = params.key_marks["on"]
+                node.value_marks["on"] = params.value_marks["on"]
+                continue
+            for outcome, target in inner.items():
+                if outcome in node["on"]:
+                    line, col = inner.key_marks[outcome]
+                    diagnostics.append(Diagnostic(filename, line, col, f"outcome {outcome!r} is routed twice"))
+                node["on"][outcome] = target
+                node["on"].key_marks[outcome] = inner.key_marks[outcome]
+                node["on"].value_marks[outcome] = inner.value_marks[outcome]
+    return diagnostics
+
+
 def _build_flow(document: MarkedMap, path: Path, actions: ActionRegistry) -> Flow:
     nodes = {}
     for name, raw in document["nodes"].items():
@@ -301,6 +325,7 @@ def check_file(path: str | Path, actions: ActionRegistry | None = None, _depth: 
     schema_problems = validate_document(document, str(path), actions)
     diagnostics += schema_problems
     if not schema_problems:
+        diagnostics += _hoist_inner_routes(document, str(path))
         checker = _Checker(document, path, actions)
         checker.run()
         diagnostics += checker.diagnostics

@@ -143,8 +143,9 @@ class FlowSession:
         return resolve_inside(self.flow.folder, self.render(name, for_path=True))
 
     def recordings_folder(self) -> Path:
-        """``config["recordings_dir"]``, else ``recordings/`` beside the flow."""
-        folder = self.config.get("recordings_dir")
+        """``config["recordings_dir"]`` (or ``config["recordings"]``), else ``recordings/``
+        beside the flow."""
+        folder = self.config.get("recordings_dir") or self.config.get("recordings")
         return Path(folder) if folder else self.flow.folder / "recordings"
 
     # -- call control -----------------------------------------------------------------------

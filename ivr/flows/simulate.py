@@ -26,7 +26,7 @@ import wave
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 from zoneinfo import ZoneInfo
 
 from ivr.call import CallContext, HangupEvent, PlaybackDone, PlayItem, RecordingDone
@@ -276,11 +276,13 @@ def run_simulation(
     actions: ActionRegistry | None = None,
     transfer_result: str = "ok",
     time_limit: float = 3600.0,
+    trace_out: Callable[[TraceEntry], None] | None = None,
 ) -> SimulationResult:
     """Run ``flow`` once on a virtual call (see the module doc for the scripts).
 
     ``at`` is the wall-clock date and time when the call arrives (naive values are read in
-    ``tz``). Must be called outside a running event loop.
+    ``tz``). ``trace_out`` receives each trace entry as it happens. Must be called outside a
+    running event loop.
     """
     actions = actions or ActionRegistry.with_builtins()
     if not isinstance(flow, Flow):
@@ -294,7 +296,8 @@ def run_simulation(
     loop = VirtualTimeLoop()
     try:
         return loop.run_until_complete(
-            _simulate(flow, loop, dtmf, speech, start, caller, callee, config, actions, transfer_result, time_limit)
+            _simulate(flow, loop, dtmf, speech, start, caller, callee, config, actions, transfer_result,
+                      time_limit, trace_out)
         )
     finally:
         loop.close()
@@ -323,6 +326,7 @@ def _user_of(uri: str) -> str:
 async def _simulate(
     flow: Flow, loop: VirtualTimeLoop, dtmf: str, speech: str, start: dt.datetime, caller: str,
     callee: str, config: dict[str, Any], actions: ActionRegistry, transfer_result: str, time_limit: float,
+    trace_out: Callable[[TraceEntry], None] | None,
 ) -> SimulationResult:
     media = SimulatedMedia(loop)
     call = CallContext("sim-1", media, from_uri=caller, to_uri=callee,
@@ -339,14 +343,19 @@ async def _simulate(
         loop.call_at(t0 + when, call.report_speech, kind)
     trace: list[TraceEntry] = []
 
+    def record(entry: TraceEntry) -> None:
+        trace.append(entry)
+        if trace_out is not None:
+            trace_out(entry)
+
     def wall_clock() -> dt.datetime:
         return start + dt.timedelta(seconds=loop.time() - t0)
 
     try:
         outcome = await asyncio.wait_for(
-            run_flow(flow, call, config, actions, wall_clock=wall_clock, trace=trace.append), time_limit
+            run_flow(flow, call, config, actions, wall_clock=wall_clock, trace=record), time_limit
         )
     except asyncio.TimeoutError:
-        trace.append(TraceEntry(round(loop.time() - t0, 3), "-", "stopped", f"time limit {time_limit:g}s"))
+        record(TraceEntry(round(loop.time() - t0, 3), "-", "stopped", f"time limit {time_limit:g}s"))
         outcome = "time_limit"
     return SimulationResult(trace, outcome, dict(call.vars), controller.actions, media.recordings)

@@ -96,13 +96,18 @@ async def hours_action(session: FlowSession, params: Any) -> str:
 
 
 async def transfer_action(session: FlowSession, params: Any) -> str:
-    """Blind transfer (the engine sends REFER); outcomes ``ok``, ``failed``, ``busy``,
-    ``no_answer``. After ``ok`` the call is gone: with no route the flow ends."""
+    """Blind transfer (the engine sends REFER); outcomes ``failed``, ``busy``, ``no_answer``.
+
+    On success the call has left the IVR, so the flow ends (result ``transferred``).
+    """
+    from ivr.flows.executor import FlowFinished
+
     target = str(session.render(params if isinstance(params, str) else params["to"]))
     session.trace("transfer", target)
     outcome = await session.call.controller.transfer(target)
     if outcome == "ok":
         session.final = "transferred"
+        raise FlowFinished("transferred")
     return outcome
 
 
@@ -136,11 +141,12 @@ SPECS = [
                needs_media=False, renders_params=False, builtin=True),
     ActionSpec("goto", goto_action, outcomes=("ok",), routes=_goto_routes, needs_media=False,
                renders_params=False, builtin=True),
-    ActionSpec("sub", sub_action, outcomes=(), enters=_sub_enters, needs_media=False, renders_params=False, builtin=True),
+    ActionSpec("sub", sub_action, outcomes=(), enters=_sub_enters, needs_media=False, renders_params=False,
+               builtin=True),
     ActionSpec("return", return_action, outcomes=(), needs_media=False, renders_params=False, builtin=True),
     ActionSpec("hours", hours_action, outcomes=("open", "closed", "holiday"), needs_media=False,
                renders_params=False, builtin=True),
-    ActionSpec("transfer", transfer_action, outcomes=("ok", "failed", "busy", "no_answer", "hangup"),
+    ActionSpec("transfer", transfer_action, outcomes=("failed", "busy", "no_answer", "hangup"),
                renders_params=False, builtin=True),
     ActionSpec("hangup", hangup_action, outcomes=(), needs_media=False, renders_params=False, builtin=True),
     ActionSpec("reject", reject_action, outcomes=(), needs_media=False, renders_params=False, builtin=True),

@@ -59,7 +59,7 @@ async def read_entry(
         timeout = inter_digit_timeout if digits else first_timeout
         event = await session.next_event(timeout)
         if event is None:
-            session.trace("timeout", f"{'inter-digit' if digits else 'first-digit'} {timeout:g}s")
+            session.trace("timer", f"{'inter-digit' if digits else 'first-digit'} timeout {timeout:g}s")
             return Entry(digits, "timeout")
         if isinstance(event, DtmfEvent):
             session.typeahead.append(event.digit)

@@ -1,0 +1,257 @@
+"""Signalling against SIPp: it calls us, we call it, registration with digest auth, CANCEL, 486,
+and the 49 RFC 4475 torture messages thrown at a running Endpoint."""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import socket
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import DATA, free_port
+from peers import PEER_DATA, SippRunner
+from simplesip import (AuthenticationError, Call, CallError, CallState, ConnectionError, Endpoint,
+                       EndpointConfig, SimpleSIPClient)
+
+pytestmark = [pytest.mark.peer, pytest.mark.timeout(30)]
+
+RFC4475 = DATA / "rfc4475"
+
+# SIPp UAS that rings and waits: CANCEL is answered 200 and the INVITE 487, then the ACK.
+UAS_RING_THEN_CANCEL = """<?xml version="1.0" encoding="ISO-8859-1" ?>
+<scenario name="uas ring then cancel">
+  <recv request="INVITE"/>
+  <send><![CDATA[
+SIP/2.0 180 Ringing
+[last_Via:]
+[last_From:]
+[last_To:];tag=[pid]SIPpTag01[call_number]
+[last_Call-ID:]
+[last_CSeq:]
+Content-Length: 0
+]]></send>
+  <recv request="CANCEL"/>
+  <send><![CDATA[
+SIP/2.0 200 OK
+[last_Via:]
+[last_From:]
+[last_To:];tag=[pid]SIPpTag01[call_number]
+[last_Call-ID:]
+[last_CSeq:]
+Content-Length: 0
+]]></send>
+  <send><![CDATA[
+SIP/2.0 487 Request Terminated
+[last_Via:]
+[last_From:]
+[last_To:];tag=[pid]SIPpTag01[call_number]
+[last_Call-ID:]
+CSeq: [cseq] INVITE
+Content-Length: 0
+]]></send>
+  <recv request="ACK"/>
+</scenario>
+"""
+
+# SIPp UAS that answers 486 Busy Here and insists on the ACK.
+UAS_BUSY = """<?xml version="1.0" encoding="ISO-8859-1" ?>
+<scenario name="uas busy">
+  <recv request="INVITE"/>
+  <send retrans="500"><![CDATA[
+SIP/2.0 486 Busy Here
+[last_Via:]
+[last_From:]
+[last_To:];tag=[pid]SIPpTag01[call_number]
+[last_Call-ID:]
+[last_CSeq:]
+Content-Length: 0
+]]></send>
+  <recv request="ACK"/>
+</scenario>
+"""
+
+
+def _client(sipp: SippRunner, **kw) -> SimpleSIPClient:
+    return SimpleSIPClient("alice", kw.pop("password", "secret"), "127.0.0.1", sipp.port,
+                           local_host="127.0.0.1", rtp_port_range=(40000, 49000), **kw)
+
+
+async def _answering_endpoint() -> tuple[Endpoint, list[Call]]:
+    endpoint = Endpoint(EndpointConfig(sip_port=0, rtp_port_range=(40000, 49000)))
+    answered: list[Call] = []
+
+    async def on_call(call: Call) -> None:
+        answered.append(call)
+        await call.answer()
+
+    endpoint.on_incoming_call = on_call
+    await endpoint.start()
+    return endpoint, answered
+
+
+async def test_sipp_uac_calls_endpoint(tmp_path: Path):
+    endpoint, answered = await _answering_endpoint()
+    try:
+        sipp = SippRunner(tmp_path, "uac", remote=endpoint.local_address)
+        with sipp:
+            assert await sipp.wait_async(12) == 0, sipp.log()
+        assert len(answered) == 1 and answered[0].end_reason == "remote_bye"
+        assert not endpoint.calls
+    finally:
+        await endpoint.stop()
+
+
+async def test_sipp_uac_calls_endpoint_over_tcp(tmp_path: Path):
+    endpoint, answered = await _answering_endpoint()
+    try:
+        sipp = SippRunner(tmp_path, "uac", remote=endpoint.local_address, extra=["-t", "t1"])
+        with sipp:
+            assert await sipp.wait_async(12) == 0, sipp.log()
+        assert len(answered) == 1 and answered[0].end_reason == "remote_bye"
+    finally:
+        await endpoint.stop()
+
+
+def test_client_calls_sipp_uas_then_hangs_up(tmp_path: Path):
+    with SippRunner(tmp_path, "uas") as sipp:
+        client = _client(sipp)
+        try:
+            assert client.connect(register=False)
+            assert client.make_call(f"sip:service@127.0.0.1:{sipp.port}")
+            assert client.call_state is CallState.CONNECTED
+            status = client.get_call_status()
+            assert status["state"] == "connected" and status["local_rtp_port"]
+            client.end_call()
+            assert client.call_state is CallState.IDLE
+            assert sipp.wait(5) == 0, sipp.log()
+        finally:
+            client.disconnect()
+        assert not client.running
+
+
+def test_register_against_sipp_digest_registrar(tmp_path: Path):
+    with SippRunner(tmp_path, PEER_DATA / "registrar_auth.xml") as sipp:
+        client = _client(sipp)
+        try:
+            assert client.connect() is True
+            assert client.running
+            assert sipp.wait(5) == 0, sipp.log()
+            assert "valid=[true]" in sipp.messages() or "Authorization:" in sipp.messages()
+        finally:
+            client.disconnect()
+
+
+def test_register_wrong_password_raises_authentication_error(tmp_path: Path):
+    with SippRunner(tmp_path, PEER_DATA / "registrar_auth.xml") as sipp:
+        client = _client(sipp, password="wrong")
+        with pytest.raises(AuthenticationError):
+            client.connect()
+        assert not client.running
+        assert sipp.wait(5) == 0, sipp.log()
+
+
+def test_connect_to_dead_server_raises_connection_error_quickly():
+    client = SimpleSIPClient("alice", "secret", "127.0.0.1", free_port(), local_host="127.0.0.1")
+    started = time.monotonic()
+    with pytest.raises(ConnectionError) as err:
+        client.connect()
+    assert isinstance(err.value, builtins.ConnectionError)
+    assert time.monotonic() - started < 3  # ICMP port unreachable, not Timer F
+    assert not client.running
+
+
+def test_cancel_before_answer_gets_487(tmp_path: Path):
+    scenario = tmp_path / "uas_cancel.xml"
+    scenario.write_text(UAS_RING_THEN_CANCEL)
+    with SippRunner(tmp_path, scenario) as sipp:
+        client = _client(sipp)
+        client.connect(register=False)
+        outcome: list[BaseException] = []
+
+        def dial() -> None:
+            try:
+                client.make_call(f"sip:service@127.0.0.1:{sipp.port}")
+            except BaseException as exc:  # collected for the assertion below
+                outcome.append(exc)
+
+        dialler = threading.Thread(target=dial)
+        dialler.start()
+        try:
+            deadline = time.monotonic() + 5
+            while client.call_state is not CallState.RINGING and time.monotonic() < deadline:
+                time.sleep(0.02)
+            assert client.call_state is CallState.RINGING
+            client.end_call()
+            dialler.join(5)
+            assert isinstance(outcome[0], CallError) and outcome[0].status == 487
+            assert client.call_state is CallState.IDLE
+            assert sipp.wait(5) == 0, sipp.log()
+        finally:
+            client.disconnect()
+
+
+def test_busy_486_is_acked_and_raises_call_error(tmp_path: Path):
+    scenario = tmp_path / "uas_busy.xml"
+    scenario.write_text(UAS_BUSY)
+    with SippRunner(tmp_path, scenario) as sipp:
+        client = _client(sipp)
+        client.connect(register=False)
+        try:
+            started = time.monotonic()
+            with pytest.raises(CallError) as err:
+                client.make_call(f"sip:service@127.0.0.1:{sipp.port}")
+            assert err.value.status == 486 and time.monotonic() - started < 3
+            assert client.call_state is CallState.IDLE
+            assert sipp.wait(5) == 0, sipp.log()  # SIPp got its ACK
+        finally:
+            client.disconnect()
+
+
+def _torture_messages() -> list[tuple[str, str, bytes]]:
+    """(file name, expected behaviour from manifest_extended.tsv, bytes) of all 49 messages."""
+    rows = []
+    for line in (RFC4475 / "manifest_extended.tsv").read_text().splitlines()[1:]:
+        fields = line.split("\t")
+        rows.append((fields[0], fields[5], (RFC4475 / fields[0]).read_bytes()))
+    return rows
+
+
+async def test_rfc4475_torture_messages_then_a_normal_call(tmp_path: Path):
+    endpoint, answered = await _answering_endpoint()
+    endpoint.on_incoming_call = lambda call: asyncio.ensure_future(call.reject(486))
+    sent: list[bytes] = []
+    real_send = endpoint._transport.send
+    # Responses to the torture messages go to the hosts in their Via (192.0.2.x, ...): record
+    # them instead of sending them anywhere.
+    endpoint._transport.send = lambda data, addr, transport="udp": sent.append(data)
+    answers: dict[str, list[bytes]] = {}
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            for name, verdict, data in _torture_messages():
+                before = len(sent)
+                sock.sendto(data, endpoint.local_address)
+                await asyncio.sleep(0.03)
+                answers[name] = sent[before:]
+        assert len(answers) == 49
+        for name, expected, data in _torture_messages():
+            first_lines = [a.split(b"\r\n", 1)[0] for a in answers[name]]
+            if expected.startswith(("reject (", "respond 400", "must not break; respond 400")):
+                # the RFC says refuse: one error response (400, 505 ...), nothing else
+                assert len(first_lines) == 1 and first_lines[0][8:9] in (b"4", b"5"), (name, first_lines)
+            if data.startswith(b"SIP/2.0"):
+                assert first_lines == [], (name, first_lines)  # responses are never answered
+        assert answers["badvers.dat"][0].startswith(b"SIP/2.0 505"), answers["badvers.dat"]
+        assert answers["ncl.dat"][0].startswith(b"SIP/2.0 400"), answers["ncl.dat"]
+        assert answers["insuf.dat"][0].startswith(b"SIP/2.0 400"), answers["insuf.dat"]
+
+        endpoint._transport.send = real_send
+        endpoint.on_incoming_call = lambda call: asyncio.ensure_future(call.answer())
+        with SippRunner(tmp_path, "uac", remote=endpoint.local_address) as sipp:
+            assert await sipp.wait_async(12) == 0, sipp.log()
+    finally:
+        endpoint._transport.send = real_send
+        await endpoint.stop()

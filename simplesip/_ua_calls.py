@@ -14,7 +14,7 @@ import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, Iterable
 
-from simplesip._ua_layer import OutgoingRequest, TransactionLayer, _Entry
+from simplesip._ua_layer import OutgoingRequest, TransactionLayer, TransactionEntry
 from simplesip._ua_messages import Address, MessageFactory, new_branch, new_tag, uri_address
 from simplesip.dialog import Dialog
 from simplesip.errors import CallError
@@ -55,7 +55,7 @@ class Call:
     local_sdp: bytes = b""
     dialog: Dialog | None = None
     outgoing: OutgoingRequest | None = None  # UAC INVITE
-    server_entry: _Entry | None = None  # UAS INVITE transaction
+    server_entry: TransactionEntry | None = None  # UAS INVITE transaction
     provisional_seen: bool = False
     cancel_requested: bool = False
     cancel_sent: bool = False
@@ -241,7 +241,8 @@ class CallManager:
             self._send_cancel(call, now)
 
     def _send_cancel(self, call: Call, now: float) -> None:
-        invite = call.invite
+        assert call.outgoing is not None
+        invite = call.outgoing.request  # the INVITE in flight (an auth retry replaces the first)
         headers = Headers([("Via", invite.headers.get("Via") or "")])
         for route in invite.headers.get_all("Route"):
             headers.add("Route", route)
@@ -250,7 +251,6 @@ class CallManager:
         headers.add("CSeq", f"{invite.cseq[0]} CANCEL")
         headers.add("User-Agent", self.config.user_agent)
         cancel = Request("CANCEL", invite.uri, headers)
-        assert call.outgoing is not None
         self.layer.start_client(cancel, call.outgoing.dest, call.transport, now)
         call.cancel_sent = True
         # 9.1: without a final response 64*T1 after the CANCEL, give the INVITE up.
@@ -258,7 +258,7 @@ class CallManager:
 
     # --- incoming calls --------------------------------------------------------------------------
 
-    def on_new_invite(self, request: Request, entry: _Entry, now: float) -> None:
+    def on_new_invite(self, request: Request, entry: TransactionEntry, now: float) -> None:
         """A new INVITE (no To tag) passed every check: 100, maybe 180, IncomingCall."""
         tag = new_tag()
         call = Call(self, request.call_id, "uas", entry.transport, INCOMING, tag, request,
@@ -359,7 +359,7 @@ class CallManager:
         self.layer.respond(call.server_entry, response, now)
         self.end(call, "rejected", status)
 
-    def on_cancel(self, cancel: Request, entry: _Entry, now: float) -> None:
+    def on_cancel(self, cancel: Request, entry: TransactionEntry, now: float) -> None:
         """CANCEL (9.2): 200 for it, 487 for the INVITE if still unanswered; 481 if unknown."""
         invite_entry = self.layer.find_server(cancel, "INVITE")
         if invite_entry is None:

@@ -11,7 +11,7 @@ import logging
 import re
 
 from simplesip._ua_calls import ANSWERING, CONFIRMED, INCOMING, Call, CallManager
-from simplesip._ua_layer import OutgoingRequest, _Entry
+from simplesip._ua_layer import OutgoingRequest, TransactionEntry
 from simplesip._ua_messages import MessageFactory
 from simplesip.dialog import Dialog
 from simplesip.errors import CallError
@@ -32,7 +32,7 @@ class InDialogHandler:
         self.factory = calls.factory
         self.config = calls.config
 
-    def on_request(self, request: Request, entry: _Entry, now: float) -> None:
+    def on_request(self, request: Request, entry: TransactionEntry, now: float) -> None:
         """A request with a To tag (not ACK, not CANCEL)."""
         call = self.calls.dialogs.get(Dialog.key_for_request(request))
         if call is None or call.dialog is None:
@@ -57,7 +57,7 @@ class InDialogHandler:
             return
         handler(call, request, entry, now)
 
-    def _on_bye(self, call: Call, request: Request, entry: _Entry, now: float) -> None:
+    def _on_bye(self, call: Call, request: Request, entry: TransactionEntry, now: float) -> None:
         self.layer.respond(entry, self.factory.response(request, 200), now)
         if call.role == "uas" and call.state == INCOMING and call.server_entry is not None:
             # BYE on an early dialog (15): the INVITE still needs its final response.
@@ -78,7 +78,7 @@ class InDialogHandler:
             logger.exception("answer_reinvite failed for call %s", call.call_id)
             return None
 
-    def _on_reinvite(self, call: Call, request: Request, entry: _Entry, now: float) -> None:
+    def _on_reinvite(self, call: Call, request: Request, entry: TransactionEntry, now: float) -> None:
         if call.state != CONFIRMED or call.pending_2xx is not None:
             # 14.2: an INVITE while another is unfinished gets 500 with a short Retry-After.
             self.layer.respond(
@@ -99,7 +99,7 @@ class InDialogHandler:
         if request.body:
             self.calls.emit(RemoteOfferReceived(call.call_id, request.body))
 
-    def _on_update(self, call: Call, request: Request, entry: _Entry, now: float) -> None:
+    def _on_update(self, call: Call, request: Request, entry: TransactionEntry, now: float) -> None:
         answer = self._answer_offer(call, request.body) if request.body else b""
         if answer is None:
             self.layer.respond(entry, self.factory.response(request, 488), now)
@@ -117,12 +117,12 @@ class InDialogHandler:
         if request.body:
             self.calls.emit(RemoteOfferReceived(call.call_id, request.body))
 
-    def _on_info(self, call: Call, request: Request, entry: _Entry, now: float) -> None:
+    def _on_info(self, call: Call, request: Request, entry: TransactionEntry, now: float) -> None:
         self.layer.respond(entry, self.factory.response(request, 200), now)
         content_type = (request.content_type or "").split(";")[0].strip().lower()
         self.calls.emit(InfoReceived(call.call_id, content_type, request.body))
 
-    def _on_notify(self, call: Call, request: Request, entry: _Entry, now: float) -> None:
+    def _on_notify(self, call: Call, request: Request, entry: TransactionEntry, now: float) -> None:
         event = (request.headers.get("Event") or "").split(";")[0].strip().lower()
         if event != "refer":
             self.layer.respond(entry, self.factory.response(request, 489), now)
@@ -145,11 +145,11 @@ class InDialogHandler:
             call.refer_active = False
         self.calls.emit(ReferProgress(call.call_id, status, final))
 
-    def _on_refer(self, call: Call, request: Request, entry: _Entry, now: float) -> None:
+    def _on_refer(self, call: Call, request: Request, entry: TransactionEntry, now: float) -> None:
         # Being transferred (acting on an incoming REFER) is not supported yet.
         self.layer.respond(entry, self.factory.response(request, 603), now)
 
-    def _on_options(self, call: Call, request: Request, entry: _Entry, now: float) -> None:
+    def _on_options(self, call: Call, request: Request, entry: TransactionEntry, now: float) -> None:
         self.layer.respond(entry, options_response(self.factory, request), now)
 
     # --- commands --------------------------------------------------------------------------------

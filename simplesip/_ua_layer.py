@@ -107,8 +107,8 @@ class TimerTable:
         return owner, name
 
 
-class _Entry:
-    """A transaction plus where its messages go and who hears about it."""
+class TransactionEntry:
+    """A transaction plus where its messages go and who hears about it (``on_deliver``, ``on_timeout``)."""
 
     def __init__(self, layer: "TransactionLayer", tx, dest: Address, transport: str) -> None:
         self.layer = layer
@@ -119,6 +119,7 @@ class _Entry:
         self.on_timeout: Callable[[str, float], None] | None = None
 
     def fire(self, name: str, now: float) -> None:
+        """One of the transaction's timers is due."""
         self.layer.apply(self, self.tx.on_timer(name), now)
 
 
@@ -129,8 +130,8 @@ class TransactionLayer:
         self.config = config
         self.timers = TimerTable()
         self.outbox: list[tuple[bytes, Address, str]] = []
-        self.clients: dict[tuple, _Entry] = {}
-        self.servers: dict[tuple, _Entry] = {}
+        self.clients: dict[tuple, TransactionEntry] = {}
+        self.servers: dict[tuple, TransactionEntry] = {}
         # (Call-ID, From tag, CSeq) of requests without a To tag -> server key, to spot merged
         # requests: the same request reaching us twice by different paths (8.2.2.2).
         self.merge_index: dict[tuple, tuple] = {}
@@ -146,7 +147,7 @@ class TransactionLayer:
         """Queue ``message`` for the shell."""
         self.outbox.append((message.serialize(), dest, transport))
 
-    def apply(self, entry: _Entry, effects: list[Effect], now: float) -> None:
+    def apply(self, entry: TransactionEntry, effects: list[Effect], now: float) -> None:
         """Carry out what a transaction asked for."""
         for effect in effects:
             if isinstance(effect, Send):
@@ -164,7 +165,7 @@ class TransactionLayer:
             elif isinstance(effect, Terminate):
                 self.forget(entry)
 
-    def forget(self, entry: _Entry) -> None:
+    def forget(self, entry: TransactionEntry) -> None:
         """Drop a transaction and its timers (it terminated, or its owner gave it up)."""
         self.timers.cancel_all(entry)
         key = entry.tx.key
@@ -179,14 +180,14 @@ class TransactionLayer:
 
     # --- client side -----------------------------------------------------------------------------
 
-    def start_client(self, request: Request, dest: Address, transport: str, now: float) -> _Entry:
+    def start_client(self, request: Request, dest: Address, transport: str, now: float) -> TransactionEntry:
         """Create and start the client transaction for ``request``."""
         timers = self.timer_config(transport)
         if request.method == "INVITE":
             tx = ClientInviteTransaction(request, timers)
         else:
             tx = ClientNonInviteTransaction(request, timers)
-        entry = _Entry(self, tx, dest, transport)
+        entry = TransactionEntry(self, tx, dest, transport)
         self.clients[tx.key] = entry
         self.apply(entry, tx.start(), now)
         return entry
@@ -201,7 +202,7 @@ class TransactionLayer:
 
     # --- server side -----------------------------------------------------------------------------
 
-    def find_server(self, request: Request, method: str | None = None) -> _Entry | None:
+    def find_server(self, request: Request, method: str | None = None) -> TransactionEntry | None:
         """The server transaction ``request`` belongs to (or, with ``method``, a sibling of it)."""
         return self.servers.get(server_key(request, method))
 
@@ -212,20 +213,20 @@ class TransactionLayer:
         known = self.merge_index.get((request.call_id, request.from_tag, request.cseq))
         return known is not None and known != server_key(request)
 
-    def start_server(self, request: Request, reply_to: Address, transport: str) -> _Entry:
+    def start_server(self, request: Request, reply_to: Address, transport: str) -> TransactionEntry:
         """Create the server transaction for a new request."""
         timers = self.timer_config(transport)
         if request.method == "INVITE":
             tx = ServerInviteTransaction(request, timers)
         else:
             tx = ServerNonInviteTransaction(request, timers)
-        entry = _Entry(self, tx, reply_to, transport)
+        entry = TransactionEntry(self, tx, reply_to, transport)
         self.servers[tx.key] = entry
         if request.to_tag is None:
             self.merge_index[(request.call_id, request.from_tag, request.cseq)] = tx.key
         return entry
 
-    def respond(self, entry: _Entry, response: Response, now: float) -> None:
+    def respond(self, entry: TransactionEntry, response: Response, now: float) -> None:
         """Answer through a server transaction."""
         self.apply(entry, entry.tx.send_response(response), now)
 
@@ -263,7 +264,7 @@ class OutgoingRequest:
         self.on_response = on_response
         self.on_timeout = on_timeout
         self.dialog = dialog
-        self.entry: _Entry | None = None
+        self.entry: TransactionEntry | None = None
         self._challenges = 0
         self._stale_retry_used = False
 

@@ -11,6 +11,7 @@ import re
 import secrets
 from typing import TYPE_CHECKING, Iterable
 
+from simplesip.errors import SIPParseError
 from simplesip.message import Headers, Request, Response, default_reason
 from simplesip.transaction import MAGIC_COOKIE
 from simplesip.uri import NameAddr, SipURI, Via, split_list
@@ -243,8 +244,11 @@ def answer_unparsable(data: bytes, status: int, reason: str) -> Response | None:
     if any(name not in found for name in ("Via", "From", "To", "Call-ID", "CSeq")):
         return None
     headers = Headers()
-    for name in ("Via", "From", "To", "Call-ID", "CSeq"):
-        for value in found[name] if name == "Via" else found[name][:1]:
-            headers.add(name, value)
+    try:
+        for name in ("Via", "From", "To", "Call-ID", "CSeq"):
+            for value in found[name] if name == "Via" else found[name][:1]:
+                headers.add(name, value)
+    except SIPParseError:
+        return None  # a value we could not even echo safely (stray CR, bad name): stay silent
     safe_reason = re.sub(r"[\x00-\x1f\x7f]", " ", reason)[:100] or default_reason(status)
     return Response(status, safe_reason, headers)

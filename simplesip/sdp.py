@@ -334,6 +334,8 @@ def _parse_media_line(value: str) -> MediaDescription:
 
 
 # --- RFC 3264 offer/answer -------------------------------------------------------------------
+# (Same module as the model because docs/architecture.md names sdp.py for both; this line is
+# the natural split point should the module be divided.)
 
 
 @dataclass(frozen=True)

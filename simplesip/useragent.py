@@ -17,7 +17,7 @@ from typing import Callable, Iterable
 
 from simplesip._ua_calls import CallManager
 from simplesip._ua_indialog import InDialogHandler, options_response
-from simplesip._ua_layer import TransactionLayer, _Entry
+from simplesip._ua_layer import TransactionLayer, TransactionEntry
 from simplesip._ua_messages import (
     Address,
     MessageFactory,
@@ -303,10 +303,10 @@ class UserAgentCore:
         hosts = {self.config.local_host.lower(), self._factory.domain.lower()}
         return uri.host.lower() in hosts or bool(self.config.username and uri.user == self.config.username)
 
-    def _respond(self, entry: _Entry, request: Request, status: int, now: float) -> None:
+    def _respond(self, entry: TransactionEntry, request: Request, status: int, now: float) -> None:
         self._layer.respond(entry, self._factory.response(request, status), now)
 
-    def _dispatch(self, request: Request, entry: _Entry, now: float) -> None:
+    def _dispatch(self, request: Request, entry: TransactionEntry, now: float) -> None:
         method = request.method
         if method == "CANCEL":
             self._calls.on_cancel(request, entry, now)

@@ -200,7 +200,11 @@ class SippRunner(PeerProcess):
 
 def dump_sipp_scenario(name: str) -> str:
     """The XML of a SIPp built-in scenario, for tests that edit one."""
-    return subprocess.run(["sipp", "-sd", name], check=True, capture_output=True, text=True).stdout
+    # sipp exits 99 ("no calls") after dumping: judge by the output instead
+    out = subprocess.run(["sipp", "-sd", name], capture_output=True, text=True).stdout
+    if "<scenario" not in out:
+        raise ValueError(f"sipp has no built-in scenario {name!r}")
+    return out
 
 
 def _free_even_port() -> int:
@@ -350,8 +354,8 @@ class KamailioRunner(PeerProcess):
         raise TimeoutError(f"kamailio not ready:\n{self.log()}")
 
     def registrations(self) -> str:
-        """``ul.dump brief`` through kamcmd (the registered contacts)."""
-        return subprocess.run(["kamcmd", "-s", f"unix:{self.cwd}/run/kamailio_ctl", "ul.dump", "brief"],
+        """``ul.dump`` through kamcmd: every registered AoR with its contacts."""
+        return subprocess.run(["kamcmd", "-s", f"unix:{self.cwd}/run/kamailio_ctl", "ul.dump"],
                               capture_output=True, text=True, timeout=5).stdout
 
 

@@ -80,9 +80,10 @@ def test_uas_dialog_keeps_record_route_order_and_adds_our_tag():
     assert bye.uri == "sip:alice@10.0.0.1:5060"
     assert bye.from_tag == "b2" and bye.to_tag == "a1"
     assert bye.cseq[0] == 1
-    assert Dialog.key_for_request(bye.__class__("BYE", bye.uri, Headers([
-        ("From", bye.headers.get("To")), ("To", bye.headers.get("From")),
-        ("Call-ID", "call-1")]))) == dialog.key
+    # A request from the peer names the dialog with the tags the other way round.
+    from_peer = Request("BYE", "sip:bob@10.0.0.2", Headers([
+        ("From", bye.headers.get("To")), ("To", bye.headers.get("From")), ("Call-ID", "call-1")]))
+    assert Dialog.key_for_request(from_peer) == dialog.key
 
 
 def test_remote_cseq_must_not_go_backwards():

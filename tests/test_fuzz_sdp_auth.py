@@ -65,8 +65,17 @@ def test_mutated_sdp_only_raises_parse_errors(body: bytes) -> None:
     _exercise_sdp(body)
 
 
+_WORDS = st.sampled_from(["0", "8", "101", "-1", "inf", "nan", "1e999", "20.5", "IN", "IP4",
+                          "0.0.0.0", "audio", "RTP/AVP", "rtpmap:", "fmtp:", "ptime:", "sendonly",
+                          "PCMU/8000", "telephone-event/8000", "/", ":", " ", ""])
+_LINE = st.tuples(st.sampled_from("vosctmabirz"), st.lists(_WORDS | st.text(max_size=6), max_size=6))
+_STRUCTURED = st.lists(_LINE, max_size=15).map(
+    lambda lines: "v=0\r\n" + "".join(f"{kind}={' '.join(words)}\r\n" for kind, words in lines))
+
+
 @FUZZ
-@given(st.binary(max_size=300) | st.text(max_size=300).map(lambda t: ("v=0\r\n" + t).encode()))
+@given(st.binary(max_size=300) | st.text(max_size=300).map(lambda t: ("v=0\r\n" + t).encode())
+       | _STRUCTURED.map(str.encode))
 def test_random_sdp_only_raises_parse_errors(body: bytes) -> None:
     _exercise_sdp(body)
 

@@ -6,6 +6,8 @@ Addresses here are labels in the in-memory network: no socket is ever opened.
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from sipmem import Datagram, Network, request, response
 from simplesip.auth import DigestVerifier
@@ -662,3 +664,98 @@ def test_response_for_another_host_is_dropped(net, alice):
     net.inject(stray, PEER, ALICE)
     assert types(net.events(alice)) == ["MessageRejected"]
     assert parse_message(stray).status == 200
+
+
+def test_update_offer_is_answered_in_dialog(net, bob):
+    call_id, tag = raw_caller_dialog(net, bob)
+    hold = OFFER + b"a=sendonly\r\n"
+    replies = raw(net, f"""
+        UPDATE sip:bob@127.0.0.1:15062 SIP/2.0
+        Via: SIP/2.0/UDP 127.0.0.1:15070;branch=z9hG4bKupd
+        Max-Forwards: 70
+        From: <sip:carol@127.0.0.1>;tag=c1
+        To: <sip:bob@127.0.0.1>;tag={tag}
+        Call-ID: raw-call
+        CSeq: 2 UPDATE
+        Contact: <sip:carol@127.0.0.1:15071>
+        Content-Type: application/sdp
+        """, hold)
+    [ok] = replies
+    assert ok.status == 200 and ok.body.endswith(b"a=recvonly\r\n")
+    assert net.events(bob) == [RemoteOfferReceived(call_id, hold)]
+    bob.bye(call_id, net.now)
+    net.pump()
+    [bye] = net.sent(request("BYE"))
+    assert bye.dst == ("127.0.0.1", 15071)  # UPDATE refreshed the remote target
+
+
+def test_uas_copies_record_route_and_routes_its_bye_through_it(net, bob):
+    net.attach(PEER, lambda d: [])
+    net.inject(sip("""
+        INVITE sip:bob@127.0.0.1:15062 SIP/2.0
+        Via: SIP/2.0/UDP 127.0.0.1:15070;branch=z9hG4bKviaproxy
+        Via: SIP/2.0/UDP 10.9.9.9:5060;branch=z9hG4bKcaller
+        Record-Route: <sip:127.0.0.1:15070;lr>
+        Max-Forwards: 69
+        From: <sip:carol@example.com>;tag=c7
+        To: <sip:bob@example.com>
+        Call-ID: rr-call
+        CSeq: 10 INVITE
+        Contact: <sip:carol@10.9.9.9:5060>
+        Content-Type: application/sdp
+        """, OFFER), PEER, BOB)
+    bob.answer("rr-call", ANSWER, net.now)
+    net.pump()
+    [ok] = [d.message for d in net.log if d.is_response(200, "INVITE")]
+    assert ok.headers.get_all("Record-Route") == ["<sip:127.0.0.1:15070;lr>"]
+    assert len(ok.headers.get_all("Via")) == 2
+    bob.hangup("rr-call", net.now)  # answered, no ACK yet: hangup means BYE
+    net.pump()
+    [bye] = net.sent(request("BYE"))
+    assert bye.dst == PEER  # the proxy, not the caller's Contact
+    assert bye.message.uri == "sip:carol@10.9.9.9:5060"
+    assert bye.message.headers.get_all("Route") == ["<sip:127.0.0.1:15070;lr>"]
+
+
+def test_extension_is_called_through_the_server(net, alice):
+    seen = []
+    net.attach(REGISTRAR, lambda d: seen.append(d.message) or [])
+    alice.invite("100", OFFER, net.now)
+    net.pump()
+    [invite] = seen
+    assert invite.uri == "sip:100@example.com" and invite.from_.uri.host == "example.com"
+
+
+def test_hangup_fits_the_state(net, alice, bob):
+    ringing_out = alice.invite("sip:bob@127.0.0.1:15062", OFFER, net.now)
+    net.pump()
+    bob.hangup(ringing_out, net.now)  # unanswered incoming: 603
+    net.pump()
+    assert net.events(alice)[-1] == CallEnded(ringing_out, "rejected", 603)
+    other = alice.invite("sip:bob@127.0.0.1:15062", OFFER, net.now)
+    net.pump()
+    alice.hangup(other, net.now)  # unanswered outgoing: CANCEL
+    net.pump()
+    assert net.events(alice)[-1] == CallEnded(other, "cancelled", 487)
+    with pytest.raises(Exception):
+        alice.bye(other, net.now)  # gone
+
+
+@settings(max_examples=150, deadline=None)
+@given(cut=st.integers(0, 400), flips=st.lists(st.tuples(st.integers(0, 400), st.integers(0, 255)),
+                                               max_size=6))
+def test_mangled_requests_never_break_the_core(cut, flips):
+    net = Network()
+    core = net.add(UAConfig(local_port=BOB[1]))
+    data = bytearray(sip(options("Content-Type: application/sdp", method="INVITE"), OFFER))
+    for position, value in flips:
+        if position < len(data):
+            data[position] = value
+    net.attach(PEER, lambda d: [])
+    net.inject(bytes(data[: len(data) - cut]), PEER, BOB)
+    net.advance(40)
+    for event in net.events(core):
+        assert not (isinstance(event, MessageRejected) and "internal error" in event.reason)
+    for datagram in net.log:
+        if datagram.src == BOB:
+            assert datagram.first_line.startswith("SIP/2.0 ")

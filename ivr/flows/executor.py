@@ -26,7 +26,6 @@ log = logging.getLogger(__name__)
 # Steps allowed without the clock moving: a goto/set cycle that never waits would otherwise
 # spin the event loop that serves every other call.
 _MAX_STEPS_WITHOUT_WAITING = 1000
-_MAX_SUB_DEPTH = 16
 
 
 class FlowFinished(Exception):
@@ -131,6 +130,9 @@ def _error_target(session: FlowSession, flow: Flow, node: Node, exc: Exception) 
     if flow.on_error and not session.in_error_handler:
         session.in_error_handler = True
         return flow.on_error
+    if session.sub_depth:
+        # Unhandled inside a sub-routine: the calling node fails, so the caller's handlers apply.
+        raise FlowRuntimeError(message)
     raise FlowFinished("error")
 
 

@@ -95,7 +95,13 @@ def _construct_seq(loader: _MarkedLoader, node: SequenceNode):  # type: ignore[n
         data.item_marks.append(_position(item_node.start_mark))
 
 
+def _construct_timestamp_as_text(loader: _MarkedLoader, node: ScalarNode) -> str:
+    # A flow is JSON-shaped data: dates stay text (``2026-12-25``), checked by the schema.
+    return node.value
+
+
 _MarkedLoader.add_constructor("tag:yaml.org,2002:map", _construct_map)
+_MarkedLoader.add_constructor("tag:yaml.org,2002:timestamp", _construct_timestamp_as_text)
 _MarkedLoader.add_constructor("tag:yaml.org,2002:seq", _construct_seq)
 
 

@@ -78,7 +78,10 @@ def _diagnostics_for(error: ValidationError, document: Any, filename: str) -> li
             found.append(Diagnostic(filename, line, col, f"{_dotted(path)}: {what} {key!r}"))
         if found:
             return found
-    if error.validator in ("anyOf", "oneOf") and error.context:
+    if error.validator in ("anyOf", "oneOf") and "title" in error.schema:
+        # A named notation (a duration, a prompt): say what is expected, not which branch failed.
+        message = f"bad {error.schema['title']} {error.instance!r}: {error.schema.get('description', '')}".rstrip(": ")
+    elif error.validator in ("anyOf", "oneOf") and error.context:
         deepest = best_match(error.context)
         message = deepest.message
         path = list(deepest.absolute_path)
@@ -96,9 +99,8 @@ def _diagnostics_for(error: ValidationError, document: Any, filename: str) -> li
 
 def validate_document(document: Any, filename: str, actions: ActionRegistry | None = None) -> list[Diagnostic]:
     """Validate a marked flow document against the schema; one diagnostic per problem."""
-    validator = jsonschema.Draft202012Validator(
-        flow_schema(actions), format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER
-    )
+    # Formats (dates) are annotations here: the semantic checks give better messages for them.
+    validator = jsonschema.Draft202012Validator(flow_schema(actions))
     diagnostics: list[Diagnostic] = []
     for error in validator.iter_errors(document):
         diagnostics.extend(_diagnostics_for(error, document, filename))

@@ -56,6 +56,8 @@ async def sub_action(session: FlowSession, params: Any) -> str:
     else:
         flow = session.flow.subflows[params["flow"]]
         start = params.get("start", flow.start)
+        for name, value in flow.initial_vars.items():
+            session.vars.setdefault(name, value)
     caller = session.node
     session.sub_depth += 1
     session.trace("sub", f"{flow.name}:{start}")

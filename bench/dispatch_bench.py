@@ -3,7 +3,7 @@ implementation per tick (what ``ivr.engine`` does), with the real built-in plugi
 
     .venv/bin/python -m bench.dispatch_bench [--calls 100 300 1000] [--ticks 100]
 
-Every call has a long tone queued on the playback plugin, and the caller's side carries quiet
+Every call has a 30 s tone queued on the playback plugin, and the caller's side carries quiet
 noise, so vad, dtmf (in-band detector), playback and recording all do their per-frame work.
 Prints, per call count, the mean and 99th percentile of one tick's pipeline time for each style;
 the budget of one tick is 20 ms on one core.
@@ -30,7 +30,7 @@ def make_calls(pm, count: int) -> list[CallContext]:
         call = CallContext(f"bench-{index}", pm.hook, from_user=f"u{index}", to_user="bench")
         pm.hook.ivr_call_started(call=call)
         if pm.hook.ivr_play.get_hookimpls():
-            call.play(PlayItem("tone", "440", {"duration": 3600}))
+            call.play(PlayItem("tone", "440", {"duration": 30}))
         calls.append(call)
     return calls
 

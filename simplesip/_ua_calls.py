@@ -65,6 +65,7 @@ class Call:
     pending_2xx_dest: Address | None = None
     retransmit_interval: float = 0.0
     refer_active: bool = False
+    bye_after_ack: bool = False  # UAS hung up before the ACK came: BYE goes once it does (15)
 
     def fire(self, name: str, now: float) -> None:
         """A call timer is due (2xx retransmission, missing ACK, CANCEL guard)."""
@@ -87,6 +88,8 @@ class CallManager:
         self.emit = emit
         self.calls: dict[str, Call] = {}
         self.dialogs: dict[tuple[str, str, str], Call] = {}
+        # Ended calls whose 200 still waits for its ACK, so that the BYE can follow it (15).
+        self.awaiting_ack: dict[tuple[str, str, str], Call] = {}
 
     # --- helpers ---------------------------------------------------------------------------------
 
@@ -97,12 +100,20 @@ class CallManager:
             raise CallError(f"no call with Call-ID {call_id!r}")
         return call
 
-    def end(self, call: Call, reason: str, status: int | None = None) -> None:
-        """Forget ``call`` (its transactions finish on their own) and tell the owner."""
+    def end(self, call: Call, reason: str, status: int | None = None,
+            keep_2xx_timers: bool = False) -> None:
+        """Forget ``call`` (its transactions finish on their own) and tell the owner.
+
+        ``keep_2xx_timers``: our 2xx still needs its ACK before the BYE may go (RFC 3261 15).
+        """
         if call.state == ENDED:
             return
         call.state = ENDED
-        self.layer.timers.cancel_all(call)
+        if keep_2xx_timers and call.dialog is not None:
+            self.layer.timers.cancel(call, "cancel_guard")
+            self.awaiting_ack[call.dialog.key] = call
+        else:
+            self.layer.timers.cancel_all(call)
         if self.calls.get(call.call_id) is call:
             del self.calls[call.call_id]
         if call.dialog is not None and self.dialogs.get(call.dialog.key) is call:
@@ -135,14 +146,27 @@ class CallManager:
         on_response: Callable[[OutgoingRequest, Response, float], None] | None = None,
         on_timeout: Callable[[OutgoingRequest, float], None] | None = None,
     ) -> OutgoingRequest:
-        """Send an in-dialog request towards the dialog's next hop."""
+        """Send an in-dialog request towards the dialog's next hop.
+
+        A 481 or a timeout means the peer no longer knows the dialog (12.2.1.2): the call ends
+        with reason ``error`` (a no-op for a BYE, whose call has already ended).
+        """
         assert call.dialog is not None
         dest = uri_address(call.dialog.next_hop())
+
+        def responded(out: OutgoingRequest, response: Response, at: float) -> None:
+            if on_response is not None:
+                on_response(out, response, at)
+            if response.status in (408, 481):
+                self.end(call, "error", response.status)
+
+        def timed_out(out: OutgoingRequest, at: float) -> None:
+            if on_timeout is not None:
+                on_timeout(out, at)
+            self.end(call, "error", 408)
+
         return OutgoingRequest(
-            self.layer, request, dest, call.transport,
-            on_response or (lambda _out, _resp, _now: None),
-            on_timeout or (lambda _out, _now: None),
-            dialog=call.dialog,
+            self.layer, request, dest, call.transport, responded, timed_out, dialog=call.dialog
         ).start(now)
 
     # --- outgoing calls --------------------------------------------------------------------------
@@ -316,6 +340,11 @@ class CallManager:
             self.layer.timers.set(call, "2xx", now + call.retransmit_interval)
         self.layer.timers.set(call, "no_ack", now + 64 * self.config.t1)
 
+    def call_for_ack(self, ack: Request) -> Call | None:
+        """The call an ACK outside any transaction (a 2xx ACK) belongs to."""
+        key = (ack.call_id, ack.to_tag or "", ack.from_tag or "")
+        return self.dialogs.get(key) or self.awaiting_ack.get(key)
+
     def on_ack(self, call: Call, ack: Request, now: float) -> None:
         """An ACK for one of our 2xx responses."""
         if call.pending_2xx is None or ack.cseq[0] != call.pending_2xx.cseq[0]:
@@ -324,12 +353,20 @@ class CallManager:
         call.pending_2xx = None
         self.layer.timers.cancel(call, "2xx")
         self.layer.timers.cancel(call, "no_ack")
-        if call.state == ANSWERING:
+        if call.bye_after_ack:
+            self._stop_waiting_for_ack(call)
+            self._bye(call, now)
+        elif call.state == ANSWERING:
             call.state = CONFIRMED
             self.emit(CallConfirmed(call.call_id))
             if offered_in_200 and ack.body:
                 # Late offer: the INVITE had no SDP, our 200 offered, the ACK answers.
                 self.emit(RemoteOfferReceived(call.call_id, ack.body))
+
+    def _stop_waiting_for_ack(self, call: Call) -> None:
+        call.bye_after_ack = False
+        if call.dialog is not None and self.awaiting_ack.get(call.dialog.key) is call:
+            del self.awaiting_ack[call.dialog.key]
 
     def on_call_timer(self, call: Call, name: str, now: float) -> None:
         """Timers armed on calls."""
@@ -340,6 +377,7 @@ class CallManager:
         elif name == "no_ack" and call.pending_2xx is not None:
             # 13.3.1.4: the dialog is confirmed anyway, but the session should end.
             call.pending_2xx = None
+            self._stop_waiting_for_ack(call)
             self.layer.timers.cancel(call, "2xx")
             self._bye(call, now)
             self.end(call, "no_ack", 408)
@@ -375,13 +413,21 @@ class CallManager:
     # --- hanging up ------------------------------------------------------------------------------
 
     def _bye(self, call: Call, now: float) -> None:
-        self.send_in_dialog(call, self.in_dialog_request(call, "BYE"), now)
+        try:
+            self.send_in_dialog(call, self.in_dialog_request(call, "BYE"), now)
+        except ValueError as exc:  # an unusable remote target: the call ends all the same
+            logger.warning("cannot send BYE for call %s: %s", call.call_id, exc)
 
     def bye(self, call_id: str, now: float) -> None:
         """End an answered call with BYE."""
         call = self.get(call_id)
         if call.state not in (CONFIRMED, ANSWERING) or call.dialog is None:
             raise CallError(f"call {call_id!r} is not answered (state {call.state}); use hangup")
+        if call.state == ANSWERING and call.pending_2xx is not None:
+            # 15: no BYE before the ACK for our 200 (or the 64*T1 give-up); the owner is done now.
+            call.bye_after_ack = True
+            self.end(call, "local_bye", keep_2xx_timers=True)
+            return
         self._bye(call, now)
         self.end(call, "local_bye")
 

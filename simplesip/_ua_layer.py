@@ -17,6 +17,8 @@ from simplesip.auth import Challenge, build_authorization
 from simplesip.errors import AuthenticationError
 from simplesip.message import Request, Response
 from simplesip.transaction import (
+    ClientTransaction,
+    ServerTransaction,
     ClientInviteTransaction,
     ClientNonInviteTransaction,
     Deliver,
@@ -110,7 +112,10 @@ class TimerTable:
 class TransactionEntry:
     """A transaction plus where its messages go and who hears about it (``on_deliver``, ``on_timeout``)."""
 
-    def __init__(self, layer: "TransactionLayer", tx, dest: Address, transport: str) -> None:
+    def __init__(
+        self, layer: "TransactionLayer", tx: ClientTransaction | ServerTransaction, dest: Address,
+        transport: str,
+    ) -> None:
         self.layer = layer
         self.tx = tx
         self.dest = dest

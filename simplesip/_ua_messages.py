@@ -43,6 +43,8 @@ class MessageFactory:
 
     def __init__(self, config: "UAConfig") -> None:
         self.config = config
+        # Our address as the registrar sees it (RFC 3581 received/rport), once it differs from ours.
+        self.public_address: Address | None = None
 
     # --- identities ------------------------------------------------------------------------------
 
@@ -62,7 +64,8 @@ class MessageFactory:
         transport = transport or cfg.transport
         user = f"{cfg.username}@" if cfg.username else ""
         suffix = ";transport=tcp" if transport == "tcp" else ""
-        return f"<sip:{user}{cfg.local_host}:{cfg.local_port}{suffix}>"
+        host, port = self.public_address or (cfg.local_host, cfg.local_port)
+        return f"<sip:{user}{host}:{port}{suffix}>"
 
     def from_value(self, tag: str) -> str:
         """Our From (or UAS To) value with ``tag``."""

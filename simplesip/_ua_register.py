@@ -90,6 +90,9 @@ class Registration:
             self.pending = None
         asked = int(outgoing.request.headers.get("Expires") or "0")
         if 200 <= response.status < 300:
+            if asked and self._learn_public_address(response):
+                self._send(now, asked)  # register again with a Contact the registrar can reach
+                return
             if asked == 0:
                 self.granted_expires = 0
                 self.emit(RegistrationSucceeded(0))
@@ -113,6 +116,21 @@ class Registration:
             self.pending = None
         self.granted_expires = 0
         self.emit(RegistrationFailed(408, "Request Timeout"))
+
+    def _learn_public_address(self, response: Response) -> bool:
+        """Use the received/rport the registrar saw (RFC 3581) when it is not our local address.
+
+        Behind a NAT (or when bound to a wildcard address) our own idea of our address is useless
+        to peers; the registrar's view of it is what they can reach. True if our Contact changed.
+        """
+        top = response.vias[0]
+        seen = (top.received or self.config.local_host, top.rport or self.config.local_port)
+        current = self.factory.public_address or (self.config.local_host, self.config.local_port)
+        if seen == current:
+            return False
+        logger.info("registrar sees us at %s:%d; using that in our Contact", *seen)
+        self.factory.public_address = seen
+        return True
 
     def _granted(self, response: Response, asked: int) -> int:
         ours = SipURI.parse(self.factory.contact()[1:-1])

@@ -26,9 +26,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Call", "CallState"]
+__all__ = ["Call", "CallState", "split_target"]
 
 _FRAME_BYTES = FRAME_SAMPLES * 2
+_background_tasks: set[asyncio.Task] = set()
 
 
 class CallState(str, enum.Enum):
@@ -214,6 +215,21 @@ class Call:
         try:
             result = callback(*args)
             if asyncio.iscoroutine(result):
-                asyncio.get_running_loop().create_task(result)
+                task = asyncio.get_running_loop().create_task(result)
+                _background_tasks.add(task)  # the loop keeps only weak references to tasks
+                task.add_done_callback(_background_tasks.discard)
         except Exception:  # a user callback must not stop the media clock or the SIP stack
             log.exception("call %s: callback %r failed", self.id, callback)
+
+
+def split_target(target: str) -> tuple[str | None, str | None, int | None]:
+    """(user, host, port) of what a caller dialled: ``100``, ``bob@host:5070``, ``sip:bob@host``."""
+    text = target.strip().strip("<>")
+    if text.lower().startswith(("sip:", "sips:")):
+        text = text.split(":", 1)[1]
+    text = text.split(";", 1)[0].split("?", 1)[0]
+    if "@" not in text and not target.strip().strip("<>").lower().startswith("sip"):
+        return text, None, None  # an extension or number: the server's domain
+    user, _, hostport = text.rpartition("@")
+    host, _, port = hostport.partition(":")
+    return user or None, host, int(port) if port.isdigit() else None

@@ -209,13 +209,13 @@ class SimpleSIPClient:
 
     def send_audio(self, ulaw: bytes) -> None:
         """Queue u-law audio to send; returns at once (the media clock paces it)."""
-        call = self._live_call()
-        self._in_loop(call.queue_audio, bytes(ulaw), "PCMU")
+        # Appending to the call's queue is one bytearray operation (atomic under the GIL), so it is
+        # done here rather than through the loop: the queue size is right when this returns.
+        self._live_call().queue_audio(bytes(ulaw), "PCMU")
 
     def send_pcm(self, pcm: bytes) -> None:
         """Queue 16-bit little-endian 8 kHz PCM to send; returns at once."""
-        call = self._live_call()
-        self._in_loop(call.queue_pcm, bytes(pcm))
+        self._live_call().queue_pcm(bytes(pcm))
 
     def send_dtmf(self, digits: str, duration_ms: int = 100) -> None:
         """Send DTMF digits (RFC 4733, SIP INFO if the peer has no telephone-event)."""

@@ -21,17 +21,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 from dataclasses import dataclass
 from typing import Any, Callable
 
 import numpy as np
 
 from simplesip import events as ev
-from simplesip.call import Call, CallState
+from simplesip.call import Call, CallState, split_target
 from simplesip.dtmf import parse_info_dtmf
 from simplesip.errors import AuthenticationError, CallError, ConnectionError
-from simplesip.media import MediaClock, RtpSocket, run_tick
+from simplesip.driver import CoreDriver
+from simplesip.media import MediaClock, RtpSocket, open_rtp_socket, run_tick, send_rtcp_reports
 from simplesip.rtpsession import RtpSession
 from simplesip.sdp import SDPNegotiationError, SdpSession, media_params_from_answer
 from simplesip.transport import SipTransport
@@ -82,14 +82,10 @@ class Endpoint:
         self.registered = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._transport: SipTransport | None = None
-        self._core: UserAgentCore | None = None
-        self._timer: asyncio.TimerHandle | None = None
-        self._timer_at: float | None = None
-        self._pumping = False
+        self._driver: CoreDriver | None = None
         self._clock = MediaClock(self._on_media_tick)
         self._media_calls: list[Call] = []
         self._register_waiter: asyncio.Future | None = None
-        self._tasks: set[asyncio.Task] = set()
 
     # --- lifecycle -------------------------------------------------------------------------------
 
@@ -115,14 +111,16 @@ class Endpoint:
                                  on_unreachable=self._on_unreachable)
         await transport.start()
         self._transport = transport
-        self._core = UserAgentCore(self._ua_config(transport.local_address[1]))
+        core = UserAgentCore(self._ua_config(transport.local_address[1]))
+        self._driver = CoreDriver(core, transport, self._dispatch)
         self._clock.start()
 
     def _ua_config(self, port: int) -> UAConfig:
         cfg = self.config
         return UAConfig(
             local_host=cfg.local_host, local_port=port, transport=cfg.transport,
-            username=cfg.username or "", password=cfg.password, domain=cfg.domain or "",
+            # Our AoR domain is the registrar's unless configured: "100" dials sip:100@server.
+            username=cfg.username or "", password=cfg.password, domain=cfg.domain or cfg.server or "",
             server=(cfg.server, cfg.server_port) if cfg.server else None,
             display_name=cfg.display_name, user_agent=cfg.user_agent,
             register_expires=cfg.register_expires, answer_reinvite=self._answer_reoffer,
@@ -154,15 +152,12 @@ class Endpoint:
             except Exception as exc:  # shutting down anyway
                 log.info("unregister on stop failed: %s", exc)
         self._clock.stop()
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        if self._driver is not None:
+            self._driver.close()
         for call in list(self.calls.values()):
             self._finish_call(call, "error", None)
         await self._transport.close()
         self._transport = None
-        for task in list(self._tasks):
-            task.cancel()
 
     async def __aenter__(self) -> "Endpoint":
         await self.start()
@@ -236,21 +231,25 @@ class Endpoint:
         ``on_created(call)`` is called as soon as the INVITE is out, so the caller can watch the
         call ring or hang it up (CANCEL) before ``call()`` returns.
         """
-        if self._core is None or self._loop is None:
+        if self._driver is None or self._loop is None:
             raise ConnectionError("endpoint not started")
         rtp_socket, port = await self._open_rtp_socket()
         sdp_session = self._sdp_session(port)
         offer = sdp_session.offer().serialize()
         extra = list(headers.items()) if isinstance(headers, dict) else headers
-        call_id = self._core.invite(target, offer, self._loop.time(), headers=extra)
+        try:
+            call_id = self._driver.core.invite(target, offer, self._loop.time(), headers=extra)
+        except ValueError as exc:  # the core cannot route or parse the target
+            rtp_socket.close()
+            raise CallError(f"cannot call {target!r}: {exc}") from exc
         call = Call(self, call_id, "outbound", from_uri=self._aor(), to_uri=target,
-                    from_user=self.config.username, to_user=_user_of(target))
+                    from_user=self.config.username, to_user=split_target(target)[0])
         call.rtp_socket, call.local_rtp_port, call.local_sdp = rtp_socket, port, offer
         call.sdp_session = sdp_session
         call._destination = _destination_of(target, self.config)  # type: ignore[attr-defined]
         call._waiter = self._loop.create_future()
         self.calls[call_id] = call
-        self._pump()
+        self._driver.pump()
         if on_created is not None:
             on_created(call)
         try:
@@ -261,7 +260,7 @@ class Endpoint:
         return call
 
     async def _answer(self, call: Call) -> None:
-        assert self._core is not None and self._loop is not None
+        assert self._loop is not None
         rtp_socket, port = await self._open_rtp_socket()
         call.sdp_session = self._sdp_session(port)
         try:
@@ -298,78 +297,26 @@ class Endpoint:
                           self.config.dtmf_payload_type)
 
     async def _open_rtp_socket(self) -> tuple[RtpSocket, int]:
-        """Bind an even port from ``rtp_port_range`` (random start, so parallel endpoints spread)."""
-        assert self._loop is not None
-        low, high = self.config.rtp_port_range
-        first = random.randrange(low // 2, high // 2) * 2
-        span = max(2, high - low)
-        for offset in range(0, span, 2):
-            port = low + (first - low + offset) % span
-            try:
-                transport, protocol = await self._loop.create_datagram_endpoint(
-                    lambda: RtpSocket(None, self._loop),  # type: ignore[arg-type]
-                    local_addr=(self.config.local_host, port))
-            except OSError:
-                continue
-            return protocol, port
-        raise ConnectionError(f"no free RTP port in {low}-{high}")
+        try:
+            return await open_rtp_socket(self.config.local_host, self.config.rtp_port_range)
+        except OSError as exc:
+            raise CallError(str(exc), 503) from exc
 
     def _aor(self) -> str:
         user = f"{self.config.username}@" if self.config.username else ""
         return f"sip:{user}{self.config.domain or self.config.server or self.config.local_host}"
 
-    # --- the sans-IO core ------------------------------------------------------------------------
+    # --- the sans-IO core (driven by simplesip.driver.CoreDriver) ------------------------------
 
     def _command(self, command: Callable[[UserAgentCore, float], Any]) -> Any:
         """Run one core command at the loop's current time, then flush."""
-        assert self._core is not None and self._loop is not None
-        result = command(self._core, self._loop.time())
-        self._pump()
-        return result
+        if self._driver is None:
+            raise ConnectionError("endpoint not started")
+        return self._driver.command(command)
 
     def _on_sip_message(self, data: bytes, addr: tuple[str, int], transport: str) -> None:
-        if self._core is None or self._loop is None:
-            return
-        self._core.receive(data, addr, self._loop.time(), transport)
-        self._pump()
-
-    def _on_timer(self) -> None:
-        self._timer = None
-        self._timer_at = None
-        if self._core is None or self._loop is None:
-            return
-        self._core.handle_timer(self._loop.time())
-        self._pump()
-
-    def _pump(self) -> None:
-        """Send what the core wants sent, hand out its events, re-arm its timer."""
-        if self._pumping or self._core is None or self._transport is None:
-            return  # an event handler issued a command: the outer loop flushes it
-        self._pumping = True
-        try:
-            while True:
-                for data, addr, transport in self._core.datagrams_to_send():
-                    self._transport.send(data, addr, transport)
-                event = self._core.next_event()
-                if event is None:
-                    break
-                try:
-                    self._dispatch(event)
-                except Exception:
-                    log.exception("error handling %r", event)
-        finally:
-            self._pumping = False
-        self._arm_timer()
-
-    def _arm_timer(self) -> None:
-        assert self._core is not None and self._loop is not None
-        deadline = self._core.get_timer()
-        if deadline == self._timer_at:
-            return
-        if self._timer is not None:
-            self._timer.cancel()
-        self._timer_at = deadline
-        self._timer = None if deadline is None else self._loop.call_at(deadline, self._on_timer)
+        if self._driver is not None:
+            self._driver.receive(data, addr, transport)
 
     def _dispatch(self, event: ev.Event) -> None:
         if isinstance(event, (ev.RegistrationSucceeded, ev.RegistrationFailed)):
@@ -465,18 +412,14 @@ class Endpoint:
             if call.state is CallState.CONNECTED and call.rtp is not None and call.rtp.packets_in:
                 call.state = CallState.STREAMING
         run_tick(calls, self.on_tick, now)
-
-
-def _user_of(target: str) -> str | None:
-    text = target.split(":", 1)[1] if target.lower().startswith(("sip:", "sips:")) else target
-    return text.split("@", 1)[0] if "@" in text else (text if ":" not in target else None)
+        if tick % 25 == 0:  # RTCP is due every ~5 s; checking twice a second is plenty
+            send_rtcp_reports(calls, now)
 
 
 def _destination_of(target: str, cfg: EndpointConfig) -> tuple[str, int] | None:
-    """Best guess of where the INVITE goes, so an ICMP unreachable can fail the right call."""
-    if cfg.server:
+    """Where the INVITE goes (as the core routes it), so an ICMP unreachable fails that call."""
+    _user, host, port = split_target(target)
+    domain = (cfg.domain or cfg.server or cfg.local_host).lower()
+    if cfg.server and (host is None or host.lower() == domain):
         return (cfg.server, cfg.server_port)
-    hostport = target.split("@", 1)[-1].split(";", 1)[0].split(">", 1)[0]
-    hostport = hostport.split(":", 1)[1] if hostport.lower().startswith("sip") else hostport
-    host, _, port = hostport.partition(":")
-    return (host, int(port)) if port.isdigit() else (host, 5060)
+    return (host, port or 5060) if host else None

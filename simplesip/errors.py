@@ -29,7 +29,7 @@ class SIPParseError(ValueError):
         return f"SIPParseError({self.reason!r}, status={self.status})"
 
 
-class ConnectionError(builtins.ConnectionError):  # noqa: A001 - the public name is part of the API
+class ConnectionError(builtins.ConnectionError):  # the shadowing name is the documented API
     """The transport could not reach the peer or lost its connection."""
 
 

@@ -20,25 +20,31 @@ import logging
 import re
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Iterable, Mapping, NoReturn, Union
+from collections.abc import Iterable, Mapping
+from typing import NoReturn, TypeAlias
 
 from .errors import SIPParseError
 from .uri import NameAddr, SipURI, Via, parse_cseq, split_list
 
 __all__ = [
+    "COMPACT_FORMS",
     "MAX_MESSAGE_SIZE",
     "REASONS",
+    "SUPPORTED_URI_SCHEMES",
     "Headers",
     "Message",
     "Request",
     "Response",
     "StreamFramer",
+    "canonical_header_name",
+    "default_reason",
     "parse_message",
 ]
 
 logger = logging.getLogger(__name__)
 
 MAX_MESSAGE_SIZE = 64 * 1024
+SUPPORTED_URI_SCHEMES = frozenset({"sip", "sips", "tel"})
 _TOKEN = r"[A-Za-z0-9\-.!%*_+`'~]+"
 _METHOD_RE = re.compile(_TOKEN)
 _VERSION_RE = re.compile(r"SIP/[0-9]+\.[0-9]+", re.IGNORECASE)
@@ -46,8 +52,11 @@ _STATUS_LINE_RE = re.compile(r"(\S+) ([0-9]+)(?: (.*))?", re.DOTALL)
 _SCHEME_RE = re.compile(r"[A-Za-z][A-Za-z0-9+\-.]*:[^\x00-\x20\x7f<>\"]+")
 _DIGITS_RE = re.compile(r"[0-9]+")
 _WHITESPACE_RE = re.compile(r"\s")
+_CONTROL_RE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")  # Reason-Phrase allows SP and HTAB only
 # RFC 3261 §7.3.1 / §20: headers that may appear only once (RFC 4475 §3.3.8, §3.3.9)
-_SINGLE_VALUE_HEADERS = ("Call-ID", "CSeq", "From", "To", "Max-Forwards", "Content-Length", "Content-Type")
+_SINGLE_VALUE_HEADERS = (
+    "Call-ID", "CSeq", "From", "To", "Max-Forwards", "Content-Length", "Content-Type",
+)  # fmt: skip
 _MAX_FORWARDS_LIMIT = 255  # RFC 3261 §20.22 allows 0-255
 
 # RFC 3261 §7.3.3 and the RFCs that registered the others (3515, 3265/6665, 3892, 3841, 4028, 8224)
@@ -207,7 +216,10 @@ class _MessageBase:
 
     def serialize(self) -> bytes:
         """Start line, headers in order, then the body; Content-Length is set from ``body``."""
-        lines = [self._start_line()]
+        start_line = self._start_line()
+        if "\r" in start_line or "\n" in start_line:  # would let a caller inject header lines
+            raise ValueError(f"CR or LF in start line {start_line!r}")
+        lines = [start_line]
         wrote_length = False
         for name, value in self.headers.items():
             if name == "Content-Length":
@@ -244,8 +256,8 @@ class _MessageBase:
     @property
     def branch(self) -> str | None:
         """The top Via's branch parameter (the transaction key of RFC 3261 §17.2.3)."""
-        vias = self.vias
-        return vias[0].branch if vias else None
+        values = self.headers.get_all("Via")
+        return Via.parse(values[0]).branch if values else None
 
     @property
     def from_(self) -> NameAddr:
@@ -303,8 +315,18 @@ class Request(_MessageBase):
 
     @property
     def request_uri(self) -> SipURI:
-        """The Request-URI parsed; ``.scheme`` tells the endpoint whether to answer 416."""
+        """The Request-URI parsed (other schemes than sip/sips come back opaque)."""
         return SipURI.parse(self.uri)
+
+    def require_supported_scheme(self, schemes: frozenset[str] = SUPPORTED_URI_SCHEMES) -> None:
+        """Raise SIPParseError(status=416) unless the Request-URI scheme is one of ``schemes``.
+
+        The parser accepts any scheme (RFC 4475 §3.3.2 says such a request is well-formed); the
+        UAS calls this before processing and answers 416 Unsupported URI Scheme.
+        """
+        scheme = self.request_uri.scheme
+        if scheme not in schemes:
+            raise SIPParseError(f"Unsupported URI Scheme {scheme}", status=416)
 
 
 @dataclass
@@ -340,14 +362,17 @@ class Response(_MessageBase):
         to_value = request.headers.get("To")
         if to_value is not None and to_tag and NameAddr.parse(to_value).tag is None:
             to_value = f"{to_value};tag={to_tag}"
-        for name, value in (
+        copied: list[tuple[str, str | None]] = [
             ("From", request.headers.get("From")),
             ("To", to_value),
             ("Call-ID", request.headers.get("Call-ID")),
             ("CSeq", request.headers.get("CSeq")),
-        ):
-            if value is not None:
-                headers.add(name, value)
+        ]
+        if status == 100:  # §8.2.6.1: a 100 echoes Timestamp so the UAC can measure the round trip
+            copied.append(("Timestamp", request.headers.get("Timestamp")))
+        for name, copied_value in copied:
+            if copied_value is not None:
+                headers.add(name, copied_value)
         return cls(status, reason if reason is not None else default_reason(status), headers)
 
     @property
@@ -356,7 +381,7 @@ class Response(_MessageBase):
         return 100 <= self.status < 200
 
 
-Message = Union[Request, Response]
+Message: TypeAlias = Request | Response
 
 
 def default_reason(status: int) -> str:
@@ -437,7 +462,10 @@ def _build(start_line: str, headers: Headers, body: bytes) -> Message:
         _check_version(version)
         if len(status_text) != 3 or not 100 <= int(status_text) <= 699:
             raise SIPParseError("status code out of range")
-        message = Response(int(status_text), (reason or "").strip(), headers, body, version)
+        reason = (reason or "").strip(" \t")
+        if _CONTROL_RE.search(reason):
+            raise SIPParseError("control character in Reason-Phrase")
+        message = Response(int(status_text), reason, headers, body, version)
     else:
         parts = start_line.split(" ")
         if len(parts) != 3 or not all(parts):
@@ -478,14 +506,15 @@ def _validate_headers(message: Message) -> None:
         raise SIPParseError("CSeq method does not match the request method")
     if not message.vias:
         raise SIPParseError("empty Via header")
-    message.from_, message.to, message.max_forwards  # noqa: B018 - parsed to validate
+    _parse_max_forwards(headers.get("Max-Forwards") or "0")
     contacts = headers.get_all("Contact")
     if "*" in contacts and len(contacts) > 1:
         raise SIPParseError("Contact '*' mixed with addresses")
-    message.contacts  # noqa: B018 - parsed to validate
-    for name in ("Route", "Record-Route"):
-        for value in headers.get_all(name):
-            NameAddr.parse(value)
+    addresses = [headers.get("From") or "", headers.get("To") or ""]
+    addresses += [value for value in contacts if value != "*"]
+    addresses += headers.get_all("Route") + headers.get_all("Record-Route")
+    for value in addresses:
+        NameAddr.parse(value)
 
 
 def parse_message(data: bytes, max_size: int = MAX_MESSAGE_SIZE) -> Message:

@@ -126,8 +126,10 @@ def server_key(request: Request, method: str | None = None) -> tuple:
     """Key matching a request to a server transaction (17.2.3).
 
     With an RFC 3261 branch: branch, sent-by and method (ACK matches its INVITE). Without the magic
-    cookie (RFC 2543 peers): request-URI, From tag, Call-ID, CSeq number, method and the whole top
-    Via. ``method`` overrides the request's own, e.g. to find the INVITE a CANCEL refers to.
+    cookie (RFC 2543 peers): request-URI, To tag, From tag, Call-ID, CSeq number, method and the
+    whole top Via; for INVITE (and so ACK) the To tag is left out, because the ACK carries the tag of
+    our response, which :class:`ServerInviteTransaction` checks itself. ``method`` overrides the
+    request's own, e.g. to find the INVITE a CANCEL refers to.
     """
     via = request.vias[0]
     wanted = method or request.method
@@ -139,6 +141,7 @@ def server_key(request: Request, method: str | None = None) -> tuple:
     return (
         "2543",
         request.uri,
+        "" if wanted == "INVITE" else request.to_tag or "",
         request.from_tag or "",
         request.call_id,
         request.cseq[0],

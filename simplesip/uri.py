@@ -50,8 +50,11 @@ def unescape(text: str) -> str:
     return urllib.parse.unquote(text, encoding="utf-8", errors="surrogateescape")
 
 
-def _scan_outside_quotes(text: str, separators: str, track_angle: bool) -> list[str]:
-    """Split ``text`` at ``separators`` that are outside quoted strings (and outside <> if asked)."""
+def _scan_outside_quotes(text: str, separators: str, track_angle: bool, strict: bool = True) -> list[str]:
+    """Split ``text`` at ``separators`` outside quoted strings (and outside <> if asked).
+
+    ``strict`` makes an unterminated quoted string an error; otherwise it runs to the end of text.
+    """
     parts: list[str] = []
     start = 0
     in_quotes = in_angle = False
@@ -73,15 +76,20 @@ def _scan_outside_quotes(text: str, separators: str, track_angle: bool) -> list[
             parts.append(text[start:i])
             start = i + 1
         i += 1
-    if in_quotes:
+    if in_quotes and strict:
         raise SIPParseError("unterminated quoted string")
     parts.append(text[start:])
     return parts
 
 
 def split_list(value: str) -> list[str]:
-    """Split a comma-separated header value (outside quotes and <>); empty elements are dropped."""
-    return [part.strip(_LWS) for part in _scan_outside_quotes(value, ",", True) if part.strip(_LWS)]
+    """Split a comma-separated header value (outside quotes and <>); empty elements are dropped.
+
+    Never raises: an unterminated quote or "<" keeps the rest as one element, and parsing that
+    element (Via.parse, NameAddr.parse) reports the error where it matters.
+    """
+    parts = _scan_outside_quotes(value, ",", track_angle=True, strict=False)
+    return [part.strip(_LWS) for part in parts if part.strip(_LWS)]
 
 
 def _read_quoted(text: str, start: int) -> tuple[str, int]:
@@ -121,7 +129,7 @@ def parse_params(text: str) -> Params:
     text = text.strip(_LWS)
     if not text:
         return {}
-    pieces = _scan_outside_quotes(text, ";", False)
+    pieces = _scan_outside_quotes(text, ";", track_angle=False)
     if pieces[0].strip(_LWS):
         raise SIPParseError(f"unexpected text before parameters: {pieces[0].strip()[:40]!r}")
     params: Params = {}
@@ -179,6 +187,25 @@ def _parse_host(text: str, what: str) -> tuple[str, int | None]:
     return host_text.strip("[]"), port
 
 
+def _userinfo_end(text: str) -> int:
+    """Index of the "@" that ends the userinfo of ``text`` (a SIP URI after its scheme), or -1.
+
+    The grammar allows no raw "@" anywhere else, but deployed peers put one in URI headers (a
+    Call-ID in ``?Replaces=``) or in the user part, while userinfo may hold ";", "?" and ":"
+    (RFC 4475 §3.1.1.2).  So take the first "@" that is followed by a valid host[:port].
+    """
+    at = text.find("@")
+    while at >= 0:
+        hostport = re.split(r"[;?]", text[at + 1 :], maxsplit=1)[0]
+        try:
+            _parse_host(hostport, "SIP URI")
+        except SIPParseError:
+            at = text.find("@", at + 1)
+            continue
+        return at
+    return text.rfind("@")  # no good candidate: the host check then reports the error
+
+
 def _format_host(host: str, port: int | None) -> str:
     shown = f"[{host}]" if ":" in host else host
     return shown if port is None else f"{shown}:{port}"
@@ -216,9 +243,7 @@ class SipURI:
         if scheme not in ("sip", "sips"):
             return cls(scheme=scheme, opaque=rest)
         user = password = None
-        # userinfo may hold ";", "?" and ":" (RFC 4475 §3.1.1.2) but never a raw "@", and "@" is
-        # legal nowhere after it, so the last "@" ends the userinfo.
-        at = rest.rfind("@")
+        at = _userinfo_end(rest)
         if at >= 0:
             userinfo, rest = rest[:at], rest[at + 1 :]
             user, colon, pw = userinfo.partition(":")
@@ -269,8 +294,7 @@ class SipURI:
 
     def _comparable_params(self) -> dict[str, str | None]:
         return {
-            unescape(k).lower(): None if v is None else unescape(v).lower()
-            for k, v in self.params.items()
+            unescape(k).lower(): None if v is None else unescape(v).lower() for k, v in self.params.items()
         }
 
     def __eq__(self, other: object) -> bool:

@@ -187,7 +187,7 @@ class UserAgentCore:
         """Sizes of the internal tables (for leak checks and metrics)."""
         return {
             "calls": len(self._calls.calls),
-            "dialogs": len(self._calls.dialogs),
+            "dialogs": len(self._calls.dialogs) + len(self._calls.awaiting_ack),
             "client_transactions": len(self._layer.clients),
             "server_transactions": len(self._layer.servers),
             "merge_index": len(self._layer.merge_index),
@@ -201,30 +201,23 @@ class UserAgentCore:
             return  # CRLF keep-alive (RFC 5626 4.4.1)
         try:
             message = parse_message(data)
-            if isinstance(message, Response):
-                self._check_response(message)
-            else:
-                message.vias, message.cseq, message.from_tag, message.to_tag  # noqa: B018
-                if not message.vias:
-                    raise SIPParseError("missing Via header")
+            # Parse now the headers every layer relies on, so that a bad one is refused here with
+            # a 400 instead of surfacing halfway through a transaction.
+            if not message.vias:
+                raise SIPParseError("missing Via header")
+            _ = (message.cseq, message.call_id, message.from_tag, message.to_tag)
         except SIPParseError as exc:
             self._reject_unparsable(data, addr, transport, exc)
             return
         if isinstance(message, Response):
-            if not self._layer.on_response(message, now):
+            # 18.1.2: a response whose top Via does not name our port was not meant for us.
+            if (message.vias[0].port or 5060) != self.config.local_port:
+                logger.info("dropped a response from %s for another sent-by", addr)
+                self._events.append(MessageRejected(addr, "response Via is not ours"))
+            elif not self._layer.on_response(message, now):
                 self._stray_response(message, now)
             return
         self._on_request(message, addr, now, transport)
-
-    def _check_response(self, response: Response) -> None:
-        vias = response.vias
-        if not vias:
-            raise SIPParseError("response without Via")
-        response.cseq, response.call_id, response.from_tag  # noqa: B018 - parse or raise now
-        top = vias[0]
-        # 18.1.2: a response whose top Via is not ours was misrouted.
-        if (top.port or 5060) != self.config.local_port:
-            raise SIPParseError("response Via sent-by is not ours")
 
     def _reject_unparsable(
         self, data: bytes, addr: Address, transport: str, exc: SIPParseError
@@ -248,9 +241,7 @@ class UserAgentCore:
         stamp_received(request, addr)
         if request.method == "ACK":
             if not self._layer.on_request(request, now):
-                call = self._calls.dialogs.get(
-                    (request.call_id, request.to_tag or "", request.from_tag or "")
-                )
+                call = self._calls.call_for_ack(request)
                 if call is not None:
                     self._calls.on_ack(call, request, now)
             return
@@ -263,34 +254,45 @@ class UserAgentCore:
             return
         refusal = self._screen(request)
         if refusal is not None:
-            status, extra = refusal
-            self._layer.respond(entry, self._factory.response(request, status, extra=extra), now)
+            status, reason, extra = refusal
+            self._layer.respond(entry, self._factory.response(request, status, reason, extra=extra),
+                                now)
             return
         self._dispatch(request, entry, now)
 
-    def _screen(self, request: Request) -> tuple[int, list[tuple[str, str]]] | None:
-        """The checks of RFC 3261 8.2.1-8.2.3, in order; a (status, headers) refusal or None."""
+    def _screen(self, request: Request) -> tuple[int, str | None, list[tuple[str, str]]] | None:
+        """The checks of RFC 3261 8.2.1-8.2.3 in order: a (status, reason, headers) refusal or None."""
         cfg = self.config
         allow = [("Allow", ", ".join(cfg.allow_methods))]
         if request.method not in KNOWN_METHODS:
-            return 501, allow
+            return 501, None, allow
         if request.method not in cfg.allow_methods:
-            return 405, allow
+            return 405, None, allow
         scheme = request.uri.split(":", 1)[0].lower()
         if scheme not in _URI_SCHEMES:
-            return 416, []
+            return 416, None, []
         if request.max_forwards == 0 and not self._addressed_to_us(request):
-            return 483, []
+            return 483, None, []
         if request.method != "CANCEL":
             required = [tag.strip() for tag in request.headers.get_all("Require") if tag.strip()]
             unsupported = [tag for tag in required if tag not in cfg.supported]
             if unsupported:
-                return 420, [("Unsupported", ", ".join(unsupported))]
+                return 420, None, [("Unsupported", ", ".join(unsupported))]
         if request.body and request.method in ("INVITE", "UPDATE"):
             media_type = (request.content_type or "").split(";")[0].strip().lower()
             if media_type not in cfg.accept_content_types:
-                return 415, [("Accept", ", ".join(cfg.accept_content_types))]
+                return 415, None, [("Accept", ", ".join(cfg.accept_content_types))]
+        if request.method == "INVITE" and request.to_tag is None and not self._has_contact(request):
+            return 400, "Missing Contact", []  # 8.1.1.8: without one we could never send BYE
         return None
+
+    @staticmethod
+    def _has_contact(request: Request) -> bool:
+        try:
+            contacts = request.contacts
+        except SIPParseError:
+            return False
+        return bool(contacts) and contacts[0].uri.scheme in ("sip", "sips")
 
     def _addressed_to_us(self, request: Request) -> bool:
         """Whether the Request-URI names us (then Max-Forwards 0 is no reason to refuse it)."""

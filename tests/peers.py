@@ -287,9 +287,56 @@ class BaresipRunner(PeerProcess):
                 return item
         return None
 
+    def listen_events(self) -> "BaresipEvents":
+        """Open a ctrl_tcp connection that collects baresip's events (CALL_DTMF_START, ...)."""
+        return BaresipEvents(self.ctrl_port)
+
     def recordings(self, kind: str = "dec") -> list[Path]:
         """The WAV files baresip recorded: ``dec`` is what it heard, ``enc`` what it sent."""
         return sorted((self.cwd / "rec").glob(f"dump-*-{kind}.wav"))
+
+
+class BaresipEvents:
+    """baresip's ctrl_tcp event stream, read in a background thread into ``events``."""
+
+    def __init__(self, ctrl_port: int):
+        import threading
+
+        self.events: list[dict] = []
+        self._sock = socket.create_connection(("127.0.0.1", ctrl_port), timeout=3)
+        self._sock.settimeout(0.2)
+        self._stop = False
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        buf = b""
+        while not self._stop:
+            try:
+                chunk = self._sock.recv(65536)
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            if not chunk:
+                return
+            buf += chunk
+            while b":" in buf:
+                length, rest = buf.split(b":", 1)
+                if not length.isdigit() or len(rest) < int(length) + 1:
+                    break
+                n = int(length)
+                self.events.append(json.loads(rest[:n]))
+                buf = rest[n + 1:]
+
+    def of_type(self, kind: str) -> list[dict]:
+        """Events whose ``type`` is ``kind`` (e.g. ``CALL_DTMF_START``)."""
+        return [e for e in list(self.events) if e.get("type") == kind]
+
+    def close(self) -> None:
+        self._stop = True
+        self._sock.close()
+        self._thread.join(2)
 
 
 def _netstrings(buf: bytes) -> list[dict]:

@@ -181,3 +181,112 @@ def test_dtmf_sent_comes_back_through_sipp_rtp_echo(tmp_path: Path):
     finally:
         client.disconnect()
         sipp.stop()
+
+
+# SIPp UAC that calls, puts us on hold with a re-INVITE (a=sendonly), waits, resumes, hangs up.
+UAC_HOLD_RESUME = """<?xml version="1.0" encoding="ISO-8859-1" ?>
+<scenario name="uac hold and resume">
+  <send retrans="500"><![CDATA[
+INVITE sip:[service]@[remote_ip]:[remote_port] SIP/2.0
+Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+From: sipp <sip:sipp@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
+To: <sip:[service]@[remote_ip]:[remote_port]>
+Call-ID: [call_id]
+CSeq: 1 INVITE
+Contact: <sip:sipp@[local_ip]:[local_port]>
+Max-Forwards: 70
+Content-Type: application/sdp
+Content-Length: [len]
+
+v=0
+o=sipp 1 1 IN IP4 [local_ip]
+s=-
+c=IN IP4 [media_ip]
+t=0 0
+m=audio [media_port] RTP/AVP 0
+a=rtpmap:0 PCMU/8000
+]]></send>
+  <recv response="100" optional="true"/>
+  <recv response="180" optional="true"/>
+  <recv response="200" rrs="true"/>
+  <send><![CDATA[
+ACK [next_url] SIP/2.0
+Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+From: sipp <sip:sipp@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
+To: <sip:[service]@[remote_ip]:[remote_port]>[peer_tag_param]
+Call-ID: [call_id]
+CSeq: 1 ACK
+Max-Forwards: 70
+Content-Length: 0
+]]></send>
+  <pause milliseconds="600"/>
+  <send retrans="500"><![CDATA[
+INVITE [next_url] SIP/2.0
+Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+From: sipp <sip:sipp@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
+To: <sip:[service]@[remote_ip]:[remote_port]>[peer_tag_param]
+Call-ID: [call_id]
+CSeq: 2 INVITE
+Contact: <sip:sipp@[local_ip]:[local_port]>
+Max-Forwards: 70
+Content-Type: application/sdp
+Content-Length: [len]
+
+v=0
+o=sipp 1 2 IN IP4 [local_ip]
+s=-
+c=IN IP4 [media_ip]
+t=0 0
+m=audio [media_port] RTP/AVP 0
+a=rtpmap:0 PCMU/8000
+a=sendonly
+]]></send>
+  <recv response="200">
+    <action><ereg regexp="a=recvonly" search_in="body" check_it="true" assign_to="held"/></action>
+  </recv>
+  <send><![CDATA[
+ACK [next_url] SIP/2.0
+Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+From: sipp <sip:sipp@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
+To: <sip:[service]@[remote_ip]:[remote_port]>[peer_tag_param]
+Call-ID: [call_id]
+CSeq: 2 ACK
+Max-Forwards: 70
+Content-Length: 0
+]]></send>
+  <pause milliseconds="1000"/>
+  <send retrans="500"><![CDATA[
+BYE [next_url] SIP/2.0
+Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+From: sipp <sip:sipp@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
+To: <sip:[service]@[remote_ip]:[remote_port]>[peer_tag_param]
+Call-ID: [call_id]
+CSeq: 3 BYE
+Max-Forwards: 70
+Content-Length: 0
+]]></send>
+  <recv response="200"/>
+  <Reference variables="held"/>
+</scenario>
+"""
+
+
+async def test_held_call_answers_recvonly_and_stops_sending(tmp_path: Path):
+    scenario = tmp_path / "uac_hold.xml"
+    scenario.write_text(UAC_HOLD_RESUME)
+    endpoint, calls, audio, digits = await _recording_endpoint()
+    sent_while_held: list[int] = []
+    try:
+        with SippRunner(tmp_path, scenario, remote=endpoint.local_address) as sipp:
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + 6
+            while loop.time() < deadline and sipp.proc.poll() is None:
+                if calls and calls[0].on_hold and calls[0].rtp is not None:
+                    sent_while_held.append(calls[0].rtp.packets_out)
+                await asyncio.sleep(0.05)
+            assert await sipp.wait_async(5) == 0, sipp.log()
+        assert len(sent_while_held) > 10  # we saw the hold (SIPp checked our a=recvonly)
+        assert sent_while_held[-1] == sent_while_held[0]  # and sent nothing while held
+        assert calls[0].end_reason == "remote_bye"
+    finally:
+        await endpoint.stop()

@@ -141,7 +141,13 @@ def test_leading_crlf_and_bare_lf_lines_accepted() -> None:
 
 
 def test_folded_header_is_unfolded() -> None:
-    m = parse_message(_replace(b"Subject", b"Subject", _replace(b"CSeq: 1 INVITE\r\n", b"CSeq: 1\r\n  INVITE\r\nSubject: a\r\n\tb\r\n")))
+    m = parse_message(
+        _replace(
+            b"Subject",
+            b"Subject",
+            _replace(b"CSeq: 1 INVITE\r\n", b"CSeq: 1\r\n  INVITE\r\nSubject: a\r\n\tb\r\n"),
+        )
+    )
     assert m.cseq == (1, "INVITE")
     assert m.headers.get("Subject") == "a b"
 
@@ -191,7 +197,10 @@ def test_malformed_requests(old: bytes, new: bytes, status: int) -> None:
     [b"SIP/2.0 99 Low", b"SIP/2.0 700 High", b"SIP/2.0 2000 OK", b"SIP/2.0 OK", b"SIP/2.0  200 OK"],
 )
 def test_malformed_status_lines(status_line: bytes) -> None:
-    data = status_line + b"\r\nVia: SIP/2.0/UDP h\r\nFrom: <sip:a@b>\r\nTo: <sip:c@d>\r\nCall-ID: x\r\nCSeq: 1 BYE\r\n\r\n"
+    data = (
+        status_line
+        + b"\r\nVia: SIP/2.0/UDP h\r\nFrom: <sip:a@b>\r\nTo: <sip:c@d>\r\nCall-ID: x\r\nCSeq: 1 BYE\r\n\r\n"
+    )
     with pytest.raises(SIPParseError):
         parse_message(data)
 
@@ -219,7 +228,11 @@ def test_serialize_writes_content_length_from_body() -> None:
     request = Request(
         "OPTIONS",
         "sip:ivr@127.0.0.1",
-        [("Via", "SIP/2.0/UDP 127.0.0.1:5062;branch=z9hG4bK9"), ("Content-Length", "99"), ("CSeq", "2 OPTIONS")],
+        [
+            ("Via", "SIP/2.0/UDP 127.0.0.1:5062;branch=z9hG4bK9"),
+            ("Content-Length", "99"),
+            ("CSeq", "2 OPTIONS"),
+        ],
         b"hello",
     )
     assert request.serialize() == (
@@ -234,7 +247,9 @@ def test_serialize_writes_content_length_from_body() -> None:
 
 
 def test_serialize_round_trip_keeps_binary_and_utf8() -> None:
-    data = _replace(b"Content-Length: 4\r\n\r\nv=0\n", b"Subject: caf\xc3\xa9 \xff\r\nContent-Length: 3\r\n\r\n\x00\xff\n")
+    data = _replace(
+        b"Content-Length: 4\r\n\r\nv=0\n", b"Subject: caf\xc3\xa9 \xff\r\nContent-Length: 3\r\n\r\n\x00\xff\n"
+    )
     m = parse_message(data)
     assert m.headers.get("Subject") == "caf\xe9 \udcff"
     assert m.serialize() == data
@@ -319,3 +334,35 @@ def test_feed_raw_returns_frames_for_the_user_agent() -> None:
     framer = StreamFramer()
     assert framer.feed_raw(INVITE + INVITE[:10]) == [INVITE]
     assert framer.feed_raw(INVITE[10:]) == [INVITE]
+
+
+def test_require_supported_scheme_is_416_for_others() -> None:
+    parse_message(INVITE).require_supported_scheme()
+    tel = parse_message(_replace(b"INVITE sip:ivr@127.0.0.1:5080", b"INVITE tel:+15551234"))
+    tel.require_supported_scheme()
+    other = parse_message(_replace(b"INVITE sip:ivr@127.0.0.1:5080", b"INVITE im:ivr@example.com"))
+    with pytest.raises(SIPParseError) as info:
+        other.require_supported_scheme()
+    assert info.value.status == 416
+
+
+def test_reason_phrase_with_control_character_is_rejected() -> None:
+    data = (
+        b"SIP/2.0 200 O\x07K\r\nVia: SIP/2.0/UDP h\r\nFrom: <sip:a@b>\r\nTo: <sip:c@d>\r\n"
+        b"Call-ID: x\r\nCSeq: 1 BYE\r\n\r\n"
+    )
+    with pytest.raises(SIPParseError):
+        parse_message(data)
+    assert parse_message(data.replace(b"\x07", b"\t")).reason == "O\tK"
+
+
+def test_trying_echoes_timestamp() -> None:
+    request = parse_message(_replace(b"CSeq: 1 INVITE\r\n", b"CSeq: 1 INVITE\r\nTimestamp: 54.1 0.3\r\n"))
+    assert isinstance(request, Request)
+    assert Response.for_request(request, 100).headers.get("Timestamp") == "54.1 0.3"
+    assert Response.for_request(request, 200).headers.get("Timestamp") is None
+
+
+def test_serialize_refuses_line_breaks_in_start_line() -> None:
+    with pytest.raises(ValueError, match="CR or LF"):
+        Response(200, "OK\r\nX-Injected: 1", Headers()).serialize()

@@ -103,9 +103,7 @@ def test_wsinv_folding_compact_forms_and_lws() -> None:
     (contact,) = m.contacts
     assert contact.display == 'Quoted string ""'
     assert contact.params == {"newparam": "newvalue", "secondparam": None, "q": "0.33"}
-    assert m.headers.get_all("Route") == [
-        "<sip:services.example.com;lr;unknownwith=value;unknown-no-value>"
-    ]
+    assert m.headers.get_all("Route") == ["<sip:services.example.com;lr;unknownwith=value;unknown-no-value>"]
     assert m.content_type == "application/sdp"
     assert len(m.body) == 150 and m.body.startswith(b"v=0\r\n")
 
@@ -185,9 +183,7 @@ def test_semiuri_user_contains_semicolon() -> None:
 
 
 def test_transports_keep_unknown_transport() -> None:
-    assert [v.transport for v in _load("transports.dat").vias] == [
-        "UDP", "SCTP", "TLS", "UNKNOWN", "TCP"
-    ]
+    assert [v.transport for v in _load("transports.dat").vias] == ["UDP", "SCTP", "TLS", "UNKNOWN", "TCP"]
 
 
 def test_mpart01_binary_body_is_exact() -> None:
@@ -238,9 +234,7 @@ def test_semantic_cases_that_parse() -> None:
     bext = _load("bext01.dat")
     assert bext.headers.get_all("Require") == ["nothingSupportsThis", "nothingSupportsThisEither"]
     assert _load("invut.dat").content_type == "application/unknownformat"  # 415
-    assert _load("regaut01.dat").headers.get("Authorization") == (
-        "NoOneKnowsThisScheme opaque-data=here"
-    )
+    assert _load("regaut01.dat").headers.get("Authorization") == ("NoOneKnowsThisScheme opaque-data=here")
     assert _load("sdp01.dat").headers.get("Accept") == "text/nobodyKnowsThis"  # 406
     assert _load("bcast.dat").vias[1].host == "255.255.255.255"
 

@@ -185,8 +185,8 @@ def test_parse_cseq() -> None:
 def test_split_list_respects_quotes_and_brackets() -> None:
     value = '"Doe, John" <sip:j@x;a=1,2>;q=0.5 , <sip:k@y> ,, sip:z@w'
     assert split_list(value) == ['"Doe, John" <sip:j@x;a=1,2>;q=0.5', "<sip:k@y>", "sip:z@w"]
-    with pytest.raises(SIPParseError):
-        split_list('"open, <sip:a@b>')
+    # never raises: the unterminated element is kept whole for its own parser to refuse
+    assert split_list('<sip:a@b>, "open, <sip:c@d>') == ["<sip:a@b>", '"open, <sip:c@d>']
 
 
 def test_parse_params_requires_leading_semicolon() -> None:
@@ -194,3 +194,17 @@ def test_parse_params_requires_leading_semicolon() -> None:
     assert parse_params(" ;a=1;b") == {"a": "1", "b": None}
     with pytest.raises(SIPParseError):
         parse_params("a=1")
+
+
+def test_raw_at_signs_outside_userinfo() -> None:
+    # A Call-ID in a Replaces URI header often arrives with its "@" unescaped.
+    refer_to = SipURI.parse("sip:bob@biloxi.example.com?Replaces=12345@192.0.2.1%3Bto-tag%3D1")
+    assert (refer_to.user, refer_to.host) == ("bob", "biloxi.example.com")
+    assert refer_to.headers == {"Replaces": "12345@192.0.2.1%3Bto-tag%3D1"}
+    # and some PBXes put an e-mail-like user name in front of the host
+    email_user = SipURI.parse("sip:jane@corp.example@pbx.example.net:5070")
+    assert (email_user.user, email_user.host, email_user.port) == (
+        "jane@corp.example",
+        "pbx.example.net",
+        5070,
+    )

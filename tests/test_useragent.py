@@ -344,6 +344,29 @@ def test_a_second_challenge_fails_unless_stale(net, alice):
     assert net.events(alice) == [RegistrationSucceeded(60)]
 
 
+def test_register_learns_public_address_from_received_and_rport(net):
+    behind_nat = net.add(UAConfig(local_host="192.168.1.20", local_port=15064, username="carol",
+                                  domain="example.com", server=REGISTRAR))
+    contacts = []
+
+    def registrar(datagram: Datagram) -> list[bytes]:
+        req = datagram.message
+        contacts.append(req.headers.get("Contact"))
+        ok = Response.for_request(req, 200)
+        # What a registrar sees of a phone behind a NAT (RFC 3581 filled in).
+        via = req.vias[0]
+        via.params.update({"received": "203.0.113.7", "rport": "40000"})
+        ok.headers.set("Via", str(via))
+        ok.headers.add("Contact", f"{req.headers.get('Contact')};expires=300")
+        return [ok.serialize()]
+
+    net.attach(REGISTRAR, registrar)
+    behind_nat.register(net.now)
+    net.pump()
+    assert contacts == ["<sip:carol@192.168.1.20:15064>", "<sip:carol@203.0.113.7:40000>"]
+    assert net.events(behind_nat) == [RegistrationSucceeded(300)]
+
+
 def test_register_403_fails(net, alice):
     Registrar(net, challenges="forbidden")
     alice.register(net.now)
@@ -352,17 +375,26 @@ def test_register_403_fails(net, alice):
 
 
 class ChallengingCallee:
-    """A UAS peer behind a proxy that wants Proxy-Authorization (407) before it answers."""
+    """A UAS peer behind a proxy that wants Proxy-Authorization (407) before it answers.
+
+    It also challenges the first BYE with a 401, as some PBXs do.
+    """
 
     def __init__(self, net: Network) -> None:
         self.net = net
         self.verifier = DigestVerifier("example.com", {"alice": "alicepw"}.get)
         self.seen = []
+        self.bye_challenged = False
         net.attach(PEER, self.handle)
 
     def handle(self, datagram: Datagram) -> list[bytes]:
         req = datagram.message
         self.seen.append(req)
+        if req.method == "BYE" and not self.bye_challenged:
+            self.bye_challenged = True
+            challenge = Response.for_request(req, 401)
+            challenge.headers.add("WWW-Authenticate", self.verifier.challenge(self.net.now))
+            return [challenge.serialize()]
         if req.method != "INVITE":
             return [] if req.method == "ACK" else [Response.for_request(req, 200).serialize()]
         credentials = req.headers.get("Proxy-Authorization")
@@ -390,7 +422,20 @@ def test_invite_answers_407_with_new_cseq_same_call_id(net, alice):
     assert net.events(alice) == [CallAnswered(call_id, ANSWER)]
     alice.bye(call_id, net.now)
     net.pump()
-    assert peer.seen[-1].method == "BYE" and peer.seen[-1].cseq == (3, "BYE")
+    first_bye, bye = peer.seen[-2:]
+    assert first_bye.cseq == (3, "BYE") and bye.cseq == (4, "BYE")
+    assert peer.verifier.verify(bye.headers.get("Authorization"), "BYE", net.now).ok
+
+
+def test_in_dialog_481_ends_the_call(net, alice, bob):
+    call_id = call(net, alice, bob)
+    net.drop(request("BYE"))  # bob forgets the call, alice does not hear of it
+    bob.bye(call_id, net.now)
+    net.pump()
+    alice.send_info(call_id, "application/dtmf-relay", b"Signal=1\r\n", net.now)
+    net.pump()
+    assert net.events(alice) == [CallEnded(call_id, "error", 481)]
+    assert alice.state_counts()["calls"] == 0
 
 
 # --- in-dialog requests -----------------------------------------------------------------------
@@ -415,7 +460,7 @@ def test_incoming_refer_is_declined(net, alice, bob):
 def raw_caller_dialog(net: Network, bob: UserAgentCore) -> tuple[str, str]:
     """PEER calls bob by hand; returns (Call-ID, bob's To tag) once bob answered and got the ACK."""
     net.attach(PEER, lambda d: [])
-    net.inject(sip(f"""
+    net.inject(sip("""
         INVITE sip:bob@127.0.0.1:15062 SIP/2.0
         Via: SIP/2.0/UDP 127.0.0.1:15070;branch=z9hG4bKraw1
         Max-Forwards: 70
@@ -555,6 +600,7 @@ def options(extra: str = "", method: str = "OPTIONS", uri: str = "sip:bob@127.0.
         To: <sip:bob@127.0.0.1>
         Call-ID: call-{branch}
         CSeq: 5 {method}
+        Contact: <sip:carol@127.0.0.1:15070>
         {extra}
         """
 
@@ -603,6 +649,14 @@ def test_max_forwards_zero(net, bob):
     assert [r.status for r in raw(net, other.replace("Max-Forwards: 70", "Max-Forwards: 0"))] == [483]
 
 
+def test_invite_without_contact_gets_400(net, bob):
+    no_contact = options("Content-Type: application/sdp", method="INVITE").replace(
+        "Contact: <sip:carol@127.0.0.1:15070>", "Subject: no contact")
+    [reply] = raw(net, no_contact, OFFER)
+    assert (reply.status, reply.reason) == (400, "Missing Contact")
+    assert net.events(bob) == []
+
+
 def test_malformed_request_gets_400_and_the_next_one_works(net, bob):
     bad = options().replace("CSeq: 5 OPTIONS", "CSeq: five OPTIONS")
     net.attach(PEER, lambda d: [])
@@ -627,7 +681,7 @@ def test_garbage_is_dropped_without_reply(net, bob):
 
 def test_rfc2543_invite_without_magic_cookie_matches_its_transaction(net, bob):
     old_style = options("Content-Type: application/sdp", method="INVITE", branch="1").replace(
-        "Call-ID: call-1", "Call-ID: old-1\nContact: <sip:carol@127.0.0.1:15070>")
+        "Call-ID: call-1", "Call-ID: old-1")
     first = raw(net, old_style, OFFER)
     again = raw(net, old_style, OFFER)  # retransmission: absorbed, last response repeated
     assert [r.status for r in first] == [100, 180] and [r.status for r in again] == [180]
@@ -709,8 +763,19 @@ def test_uas_copies_record_route_and_routes_its_bye_through_it(net, bob):
     [ok] = [d.message for d in net.log if d.is_response(200, "INVITE")]
     assert ok.headers.get_all("Record-Route") == ["<sip:127.0.0.1:15070;lr>"]
     assert len(ok.headers.get_all("Via")) == 2
-    bob.hangup("rr-call", net.now)  # answered, no ACK yet: hangup means BYE
+    bob.hangup("rr-call", net.now)  # answered: hangup means BYE, but only after the ACK (15)
     net.pump()
+    assert net.sent(request("BYE")) == []
+    assert types(net.events(bob)) == ["IncomingCall", "CallEnded"]
+    net.inject(sip(f"""
+        ACK sip:bob@127.0.0.1:15062 SIP/2.0
+        Via: SIP/2.0/UDP 127.0.0.1:15070;branch=z9hG4bKviaproxy2
+        Via: SIP/2.0/UDP 10.9.9.9:5060;branch=z9hG4bKcaller2
+        From: <sip:carol@example.com>;tag=c7
+        To: {ok.headers.get("To")}
+        Call-ID: rr-call
+        CSeq: 10 ACK
+        """), PEER, BOB)
     [bye] = net.sent(request("BYE"))
     assert bye.dst == PEER  # the proxy, not the caller's Contact
     assert bye.message.uri == "sip:carol@10.9.9.9:5060"
@@ -759,3 +824,20 @@ def test_mangled_requests_never_break_the_core(cut, flips):
     for datagram in net.log:
         if datagram.src == BOB:
             assert datagram.first_line.startswith("SIP/2.0 ")
+
+
+def test_callee_hanging_up_before_the_ack_sends_bye_after_64_t1_if_ack_never_comes(net, alice, bob):
+    net.drop(request("ACK"), count=100)
+    call_id = alice.invite("sip:bob@127.0.0.1:15062", OFFER, net.now)
+    net.pump()
+    bob.answer(call_id, ANSWER, net.now)
+    bob.hangup(call_id, net.now)
+    net.pump()
+    assert net.events(bob)[-1] == CallEnded(call_id, "local_bye", None)
+    net.advance(31)
+    assert net.sent(request("BYE")) == [] and len(net.sent(response(200, "INVITE"))) > 1
+    net.advance(2)
+    assert len(net.sent(request("BYE"))) == 1
+    assert net.events(bob) == []  # the call had already ended for its owner
+    net.settle()
+    assert bob.state_counts() == ZERO

@@ -73,10 +73,12 @@ class _Checker:
         where = ["nodes", name]
         actions = [key for key in node if key not in NODE_KEYS]
         if not actions:
-            self.report(where, f"node {name!r} has no action (one of: {', '.join(self.actions.names())})", key=True)
+            known = ", ".join(self.actions.names())
+            self.report(where, f"node {name!r} has no action (one of: {known})", key=True)
             return
         if len(actions) > 1:
-            self.report(where + [actions[1]], f"node {name!r} has more than one action: {', '.join(actions)}", key=True)
+            self.report(where + [actions[1]], f"node {name!r} has more than one action: {', '.join(actions)}",
+                        key=True)
             return
         action = actions[0]
         spec = self.actions.get(action)
@@ -87,9 +89,11 @@ class _Checker:
             self.check_target(where + ["next"], node["next"])
         for outcome, target in (node.get("on") or {}).items():
             self.check_target(where + ["on", outcome], target)
-            if spec.outcomes and outcome not in spec.outcomes and not self._is_own_outcome(action, params, outcome):
+            declared = not spec.outcomes or outcome in spec.outcomes
+            if not declared and not self._is_own_outcome(action, params, outcome):
+                known = ", ".join(spec.outcomes)
                 self.report(where + ["on", outcome],
-                            f"action {action!r} has no outcome {outcome!r} (outcomes: {', '.join(spec.outcomes)})",
+                            f"action {action!r} has no outcome {outcome!r} (outcomes: {known})",
                             key=True, severity="warning")
         if spec.routes is not None:
             for outcome, target in spec.routes(params).items():
@@ -143,7 +147,8 @@ class _Checker:
                 self.report(here, f"unknown schedule {schedule!r} (define it under schedules:)")
         if action == "record" and not is_template(params["to"]):
             if Path(params["to"]).is_absolute() or ".." in Path(params["to"]).parts:
-                self.report(here + ["to"], f"recording path {params['to']!r} must stay inside the recordings folder")
+                self.report(here + ["to"], f"recording path {params['to']!r} must stay inside the recordings "
+                                           "folder")
         if action == "sub" and isinstance(params, dict):
             if ("node" in params) == ("flow" in params):
                 self.report(here, "sub needs exactly one of node: or flow:")
@@ -241,8 +246,8 @@ class _Checker:
                 stack.extend(t for t in self.successors(name) if t in self.nodes)
         for name in answered:
             if self.node_action(name) == "reject":
-                self.report(["nodes", name, "reject"], "reject may run after the call is answered (it then fails)",
-                            key=True, severity="warning")
+                self.report(["nodes", name, "reject"], "reject may run after the call is answered (it then "
+                            "fails)", key=True, severity="warning")
 
     def check_templates(self, value: Any, where: list[Any]) -> None:
         if isinstance(value, dict):
@@ -274,7 +279,8 @@ def _hoist_inner_routes(document: MarkedMap, filename: str) -> list[Diagnostic]:
             for outcome, target in inner.items():
                 if outcome in node["on"]:
                     line, col = inner.key_marks[outcome]
-                    diagnostics.append(Diagnostic(filename, line, col, f"outcome {outcome!r} is routed twice"))
+                    message = f"outcome {outcome!r} is routed twice"
+                    diagnostics.append(Diagnostic(filename, line, col, message))
                 node["on"][outcome] = target
                 node["on"].key_marks[outcome] = inner.key_marks[outcome]
                 node["on"].value_marks[outcome] = inner.value_marks[outcome]
@@ -312,7 +318,9 @@ def _build_flow(document: MarkedMap, path: Path, actions: ActionRegistry) -> Flo
     )
 
 
-def check_file(path: str | Path, actions: ActionRegistry | None = None, _depth: int = 0) -> tuple[Flow | None, list[Diagnostic]]:
+def check_file(
+    path: str | Path, actions: ActionRegistry | None = None, _depth: int = 0
+) -> tuple[Flow | None, list[Diagnostic]]:
     """Check one flow file; return the built :class:`Flow` (``None`` on any error) and every
     diagnostic (errors and warnings), sorted by position."""
     path = Path(path)
@@ -321,7 +329,8 @@ def check_file(path: str | Path, actions: ActionRegistry | None = None, _depth: 
     if document is None:
         return None, diagnostics
     if not isinstance(document, MarkedMap):
-        return None, diagnostics + [Diagnostic(str(path), 1, 1, "a flow file must be a mapping (flow:, start:, nodes:)")]
+        message = "a flow file must be a mapping (flow:, start:, nodes:)"
+        return None, diagnostics + [Diagnostic(str(path), 1, 1, message)]
     schema_problems = validate_document(document, str(path), actions)
     diagnostics += schema_problems
     if not schema_problems:
@@ -349,7 +358,8 @@ def _load_subflows(flow: Flow, document: MarkedMap, actions: ActionRegistry, dep
         name = node.params["flow"]
         line, col = position_of(document, ["nodes", node.name, "sub", "flow"])
         if depth >= _MAX_SUBFLOW_DEPTH:
-            diagnostics.append(Diagnostic(str(flow.path), line, col, f"sub-flows nest deeper than {_MAX_SUBFLOW_DEPTH} (a cycle?)"))
+            message = f"sub-flows nest deeper than {_MAX_SUBFLOW_DEPTH} (a cycle?)"
+            diagnostics.append(Diagnostic(str(flow.path), line, col, message))
             continue
         if name in flow.subflows:
             continue

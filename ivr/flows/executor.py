@@ -65,11 +65,11 @@ async def run_node(session: FlowSession, node: Node) -> str:
     spec = session.actions.get(node.action)
     if spec is None:
         raise FlowRuntimeError(f"unknown action {node.action!r} (is its plugin loaded?)")
-    if node.flush_dtmf and session.typeahead:
-        session.trace("flush", "".join(session.typeahead))
-        session.typeahead.clear()
     try:
         session.poll()
+        if node.flush_dtmf and session.typeahead:
+            session.trace("flush", "".join(session.typeahead))
+            session.typeahead.clear()
         if spec.needs_media:
             await session.ensure_answered()
         params = render_deep(node.params, session.template_context()) if spec.renders_params else node.params
@@ -122,7 +122,8 @@ def _error_target(session: FlowSession, flow: Flow, node: Node, exc: Exception) 
     if isinstance(exc, FlowRuntimeError):
         log.warning("call %s: flow %s node %s: %s", session.call.id, flow.name, node.name, message)
     else:
-        log.exception("call %s: flow %s node %s: action %s raised", session.call.id, flow.name, node.name, node.action)
+        log.exception("call %s: flow %s node %s: action %s raised",
+                      session.call.id, flow.name, node.name, node.action)
     session.vars["error"] = message
     session.trace("error", message)
     if "error" in node.on:
@@ -178,7 +179,10 @@ async def run_flow(
         session.final = "hangup"
         session.node = None
         session.trace("hangup", "end of flow")
-        await call.controller.hangup()
+        try:
+            await call.controller.hangup()
+        except Exception:  # the call may already be gone; the flow's work is done either way
+            log.exception("call %s: hanging up at the end of flow %s failed", call.id, flow.name)
     result = result or "hangup"
     session.node = None
     session.trace("end", result)

@@ -8,6 +8,7 @@ exact ``file:line:col`` of the offending key or value.
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
 from typing import Any
 
@@ -100,9 +101,30 @@ def _construct_timestamp_as_text(loader: _MarkedLoader, node: ScalarNode) -> str
     return node.value
 
 
+def _construct_decimal_int(loader: _MarkedLoader, node: ScalarNode) -> int:
+    return int(node.value)
+
+
+# YAML 1.2 core schema scalars: only true/false are booleans (a node named `no`, a key
+# called `on` stay text), integers are decimal (`010` is ten) and `09:00` is text, not 540.
+_BOOL_TAG, _INT_TAG = "tag:yaml.org,2002:bool", "tag:yaml.org,2002:int"
+_MarkedLoader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag not in (_BOOL_TAG, _INT_TAG)]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_MarkedLoader.add_implicit_resolver(
+    _BOOL_TAG, re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+)
+_MarkedLoader.add_implicit_resolver(_INT_TAG, re.compile(r"^[-+]?[0-9]+$"), list("-+0123456789"))
+_MarkedLoader.add_constructor(_INT_TAG, _construct_decimal_int)
 _MarkedLoader.add_constructor("tag:yaml.org,2002:map", _construct_map)
 _MarkedLoader.add_constructor("tag:yaml.org,2002:timestamp", _construct_timestamp_as_text)
 _MarkedLoader.add_constructor("tag:yaml.org,2002:seq", _construct_seq)
+
+
+def _line_col_at(text: str, index: int) -> Position:
+    before = text[:index]
+    return (before.count("\n") + 1, index - (before.rfind("\n") + 1) + 1)
 
 
 def load_marked_yaml(text: str, filename: str) -> tuple[Any, list[Diagnostic]]:
@@ -110,8 +132,10 @@ def load_marked_yaml(text: str, filename: str) -> tuple[Any, list[Diagnostic]]:
 
     Syntax errors and duplicate keys are reported with the position YAML gives.
     """
-    loader = _MarkedLoader(text)
+    loader: _MarkedLoader | None = None
     try:
+        # The reader checks the characters as soon as it is built: that is inside the try too.
+        loader = _MarkedLoader(text)
         document = loader.get_single_data()
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
@@ -120,10 +144,16 @@ def load_marked_yaml(text: str, filename: str) -> tuple[Any, list[Diagnostic]]:
         if exc.context:
             problem = f"{exc.context}: {problem}"
         return None, [Diagnostic(filename, line, col, f"YAML: {problem}")]
+    except yaml.reader.ReaderError as exc:
+        line, col = _line_col_at(text, exc.position)
+        return None, [Diagnostic(filename, line, col, f"YAML: unacceptable character #x{exc.character:04x}")]
     except yaml.YAMLError as exc:
         return None, [Diagnostic(filename, 1, 1, f"YAML: {exc}")]
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
+    if document is None:
+        return None, [Diagnostic(filename, 1, 1, "the flow file is empty (it needs start: and nodes:)")]
     diagnostics = [
         Diagnostic(filename, line, col, f"duplicate key {key!r} (the later value would win)")
         for (line, col), key in loader.duplicate_keys

@@ -48,7 +48,8 @@ def flow_schema(actions: ActionRegistry | None = None) -> dict[str, Any]:
         for spec in actions.specs():
             if spec.name not in node_properties:
                 entry = copy.deepcopy(spec.schema) if spec.schema else {}
-                entry.setdefault("description", f"plugin action; outcomes: {', '.join(spec.outcomes) or 'any'}")
+                outcomes = ", ".join(spec.outcomes) or "any"
+                entry.setdefault("description", f"plugin action; outcomes: {outcomes}")
                 node_properties[spec.name] = entry
     return schema
 
@@ -80,7 +81,8 @@ def _diagnostics_for(error: ValidationError, document: Any, filename: str) -> li
             return found
     if error.validator in ("anyOf", "oneOf") and "title" in error.schema:
         # A named notation (a duration, a prompt): say what is expected, not which branch failed.
-        message = f"bad {error.schema['title']} {error.instance!r}: {error.schema.get('description', '')}".rstrip(": ")
+        hint = error.schema.get("description", "")
+        message = f"bad {error.schema['title']} {error.instance!r}: {hint}".rstrip(": ")
     elif error.validator in ("anyOf", "oneOf") and error.context:
         deepest = best_match(error.context)
         message = deepest.message
@@ -97,7 +99,9 @@ def _diagnostics_for(error: ValidationError, document: Any, filename: str) -> li
     return [Diagnostic(filename, line, col, f"{_dotted(path)}: {message}")]
 
 
-def validate_document(document: Any, filename: str, actions: ActionRegistry | None = None) -> list[Diagnostic]:
+def validate_document(
+    document: Any, filename: str, actions: ActionRegistry | None = None
+) -> list[Diagnostic]:
     """Validate a marked flow document against the schema; one diagnostic per problem."""
     # Formats (dates) are annotations here: the semantic checks give better messages for them.
     validator = jsonschema.Draft202012Validator(flow_schema(actions))

@@ -174,9 +174,10 @@ class FlowSession:
         return event
 
     def poll(self) -> None:
-        """Take every queued event without waiting: digits to type-ahead, hang-up noted."""
+        """Take every queued event without waiting: digits to type-ahead; a new hang-up raises
+        :class:`CallerHungUp` (once gone, the caller's later events do not matter)."""
         if self.caller_gone:
-            raise CallerHungUp()
+            return
         if self._pending_get is not None and self._pending_get.done():
             event = self._pending_get.result()
             self._pending_get = None
@@ -229,7 +230,8 @@ class FlowSession:
                 items.append(PlayItem("file", str(self.resolve_file(entry["file"])), options))
             elif "say" in entry:
                 voice = entry.get("voice", self.flow.defaults.get("voice"))
-                items.append(PlayItem("say", str(self.render(entry["say"])), {"voice": voice} if voice else {}))
+                text = str(self.render(entry["say"]))
+                items.append(PlayItem("say", text, {"voice": voice} if voice else {}))
             elif "tone" in entry:
                 options.setdefault("duration", 1.0)
                 items.append(PlayItem("tone", str(self.render(entry["tone"])), options))

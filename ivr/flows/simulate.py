@@ -79,7 +79,8 @@ class VirtualTimeLoop(asyncio.SelectorEventLoop):
     def __init__(self) -> None:
         self.virtual_now = 0.0
         self.real_io_depth = 0
-        super().__init__(selector=_VirtualSelector(self, selectors.DefaultSelector()))  # type: ignore[arg-type]
+        selector = _VirtualSelector(self, selectors.DefaultSelector())
+        super().__init__(selector=selector)  # type: ignore[arg-type]
 
     def time(self) -> float:
         return self.virtual_now
@@ -160,7 +161,8 @@ class SimulatedMedia:
     def ivr_start_recording(self, call: CallContext, path: str, options: dict[str, Any]) -> bool:
         recording = _Recording(path, dict(options), self.loop.time())
         self.recording = recording
-        recording.timers.append(self.loop.call_later(float(options["max_length"]), self._stop, call, "max_length"))
+        max_length = float(options["max_length"])
+        recording.timers.append(self.loop.call_later(max_length, self._stop, call, "max_length"))
         self._arm_silence(call)
         return True
 
@@ -334,13 +336,18 @@ async def _simulate(
     controller = SimulatedController(transfer_result)
     call.controller = controller
     t0 = loop.time()
+    # One timer per instant, running its events in script order: the loop's timer heap does
+    # not keep the order of timers due at the same time.
+    script: dict[float, list[Callable[[], None]]] = {}
     for when, key in parse_dtmf_script(dtmf):
         if key == "hangup":
-            loop.call_at(t0 + when, call.emit, HangupEvent("remote_hangup"))
+            script.setdefault(when, []).append(lambda: call.emit(HangupEvent("remote_hangup")))
         else:
-            loop.call_at(t0 + when, call.report_dtmf, key, "rfc4733")
+            script.setdefault(when, []).append(lambda key=key: call.report_dtmf(key, "rfc4733"))
     for when, kind in parse_speech_script(speech):
-        loop.call_at(t0 + when, call.report_speech, kind)
+        script.setdefault(when, []).append(lambda kind=kind: call.report_speech(kind))
+    for when, steps in script.items():
+        loop.call_at(t0 + when, lambda steps=steps: [step() for step in steps])
     trace: list[TraceEntry] = []
 
     def record(entry: TraceEntry) -> None:

@@ -69,7 +69,8 @@ class FlowStore:
                 if current is None:
                     log.error("flow %s refused: %s", path, errors)
                 else:
-                    log.error("flow %s changed but is invalid; still serving the previous version: %s", path, errors)
+                    log.error("flow %s changed but is invalid; still serving the previous version: %s",
+                              path, errors)
                 continue
             self._refused.pop(path, None)
             if current is not None:

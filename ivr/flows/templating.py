@@ -1,4 +1,4 @@
-"""Templates in flow strings: Jinja2's sandbox, strict about undefined names.
+"""Templates in flow strings: Jinja2's immutable sandbox, strict about undefined names.
 
 A flow sees three read-only names: ``call`` (``id``, ``from``, ``to``, ``from_user``,
 ``to_user``, ``headers``), ``vars`` (the flow variables) and ``config``. They are plain
@@ -13,7 +13,7 @@ from functools import lru_cache
 from typing import Any, Callable
 
 from jinja2 import StrictUndefined, TemplateError, TemplateSyntaxError
-from jinja2.sandbox import SandboxedEnvironment
+from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from ivr.flows.diagnostics import FlowRuntimeError
 
@@ -31,8 +31,8 @@ def _finalize_for_paths(value: Any) -> str:
     return sanitize_path_component(value)
 
 
-def _make_environment(finalize: Callable[[Any], Any] | None) -> SandboxedEnvironment:
-    env = SandboxedEnvironment(undefined=StrictUndefined, autoescape=False, finalize=finalize)
+def _make_environment(finalize: Callable[[Any], Any] | None) -> ImmutableSandboxedEnvironment:
+    env = ImmutableSandboxedEnvironment(undefined=StrictUndefined, autoescape=False, finalize=finalize)
     return env
 
 

@@ -14,14 +14,14 @@ import httpx
 
 from ivr.call import DtmfEvent, PlaybackDone
 from ivr.flows.registry import ActionSpec
-from ivr.flows.session import CallerHungUp, FlowSession
+from ivr.flows.session import FlowSession
 from ivr.flows.templating import render_deep
 
 log = logging.getLogger(__name__)
 
 # One client (one connection pool) per event loop: an IVR makes many small requests and
 # building a client per request costs an SSL context each time.
-_clients: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, httpx.AsyncClient]" = weakref.WeakKeyDictionary()
+_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, httpx.AsyncClient] = weakref.WeakKeyDictionary()
 
 
 def _client(loop: asyncio.AbstractEventLoop) -> httpx.AsyncClient:
@@ -103,8 +103,6 @@ async def _await_with_filler(
                 playing = None
             elif isinstance(event, DtmfEvent):
                 session.typeahead.append(event.digit)
-    except CallerHungUp:
-        raise
     finally:
         if playing is not None and not session.caller_gone:
             session.call.stop_playback()

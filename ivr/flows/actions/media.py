@@ -13,6 +13,10 @@ from ivr.flows.values import parse_duration
 
 log = logging.getLogger(__name__)
 
+# The beep before a recording: the flow plays it (the recorder starts on its PlaybackDone, so
+# the beep is not in the message).
+BEEP = {"tone": "1000", "duration": 0.3}
+
 # How long past max_length the flow waits for the recorder's RecordingDone before stopping it
 # itself: a recorder that never reports must not hold the call forever.
 _RECORDER_GRACE = 2.0
@@ -61,6 +65,8 @@ async def record_action(session: FlowSession, params: dict[str, Any]) -> str:
     save_as = params.get("save_as")
     if save_as:
         session.vars[save_as] = str(path)
+    if options["beep"]:
+        await session.play(BEEP, barge_in=set())
     session.typeahead.clear()  # a key typed before the beep must not end the recording
     session.trace("record", f"{relative} max {max_length:g}s silence {silence_timeout:g}s")
     session.call.start_recording(str(path), **options)
@@ -95,7 +101,10 @@ async def record_action(session: FlowSession, params: dict[str, Any]) -> str:
 
 
 SPECS = [
-    ActionSpec("play", play_action, outcomes=("done", "interrupted", "hangup"), renders_params=False, builtin=True),
-    ActionSpec("pause", pause_action, outcomes=("done", "hangup"), needs_media=False, renders_params=False, builtin=True),
-    ActionSpec("record", record_action, outcomes=("complete", "no_audio", "hangup"), renders_params=False, builtin=True),
+    ActionSpec("play", play_action, outcomes=("done", "interrupted", "hangup"), renders_params=False,
+               builtin=True),
+    ActionSpec("pause", pause_action, outcomes=("done", "hangup"), needs_media=False, renders_params=False,
+               builtin=True),
+    ActionSpec("record", record_action, outcomes=("complete", "no_audio", "hangup"), renders_params=False,
+               builtin=True),
 ]

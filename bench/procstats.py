@@ -1,0 +1,100 @@
+"""What the kernel knows about the processes and sockets under test, read from /proc.
+
+* CPU: ``utime + stime`` of a process and its threads (``/proc/PID/stat``), as a percentage of
+  one core over a sampling window (so 2 cores saturated read 200 %).
+* Memory: resident set size (``VmRSS`` of ``/proc/PID/status``).
+* UDP drops: the ``drops`` column of ``/proc/net/udp`` counts, per socket, datagrams the kernel
+  threw away because the socket's receive buffer was full. On loopback nothing else loses a
+  datagram, so the drops of the sockets in the server's RTP port range are its inbound network
+  loss. Sockets vanish when calls end, so :class:`UdpDropCounter` polls and keeps the last count
+  seen per socket.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU time of ``pid`` in seconds (None once it has exited)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    # After the ")" closing the command name: state is field 0, utime 11, stime 12.
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def rss_bytes(pid: int) -> int | None:
+    """Resident set size of ``pid`` in bytes (None once it has exited)."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
+
+
+@dataclass
+class CpuWindow:
+    """CPU use of one process between :meth:`start` and :meth:`stop`, in % of one core."""
+
+    pid: int
+    _cpu: float = 0.0
+    _wall: float = 0.0
+    percent: float | None = None
+
+    def start(self) -> None:
+        self._cpu = cpu_seconds(self.pid) or 0.0
+        self._wall = time.monotonic()
+
+    def stop(self) -> float | None:
+        cpu = cpu_seconds(self.pid)
+        wall = time.monotonic() - self._wall
+        if cpu is not None and wall > 0:
+            self.percent = 100.0 * (cpu - self._cpu) / wall
+        return self.percent
+
+
+class UdpDropCounter:
+    """Sum of receive-buffer drops over the UDP sockets bound to ports in ``[low, high]``."""
+
+    def __init__(self, low: int, high: int) -> None:
+        self.low, self.high = low, high
+        self._seen: dict[str, int] = {}  # socket inode -> drops last read
+        self._baseline: dict[str, int] = {}
+
+    def _read(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for table in ("/proc/net/udp", "/proc/net/udp6"):
+            try:
+                lines = Path(table).read_text().splitlines()[1:]
+            except OSError:
+                continue
+            for line in lines:
+                parts = line.split()
+                if len(parts) < 13:
+                    continue
+                port = int(parts[1].rsplit(":", 1)[1], 16)
+                if self.low <= port <= self.high:
+                    counts[parts[9]] = int(parts[12])
+        return counts
+
+    def reset(self) -> None:
+        """Start a new window: drops counted so far on live sockets are not this window's."""
+        self._baseline = self._read()
+        self._seen = dict(self._baseline)
+
+    def poll(self) -> None:
+        """Read the counters now (call often enough to see sockets before they close)."""
+        self._seen.update(self._read())
+
+    @property
+    def drops(self) -> int:
+        return sum(count - self._baseline.get(inode, 0) for inode, count in self._seen.items())

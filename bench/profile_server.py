@@ -1,0 +1,106 @@
+"""Profile ``ivr serve`` under load with py-spy and print where its time goes.
+
+    python -m bench.profile_server --calls 300 --seconds 20 [--out bench/results/profile]
+
+Starts the server with the benchmark flow, holds ``--calls`` SIPp calls (the capacity benchmark's
+caller stream: speech and RFC 4733 keys), and samples the server with ``py-spy record`` (100 Hz,
+idle frames excluded, so shares are of busy time) in the middle of the hold. Writes the collapsed
+stacks (``profile.txt``) and a flame graph (``profile.svg``) and prints the top functions by
+self time and by inclusive time, as percentages of the samples.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+
+from bench.capacity import caller_pcap
+from bench.sipp_driver import fill_scenario, start_sipp
+from bench.systems import IvrServerUnderTest
+
+log = logging.getLogger("bench.profile_server")
+
+
+def top_functions(collapsed: str, limit: int = 15) -> tuple[list[tuple[str, float]], list[tuple[str, float]], int]:
+    """Self and inclusive shares (%) per function from py-spy's collapsed (raw) stacks."""
+    own: Counter[str] = Counter()
+    inclusive: Counter[str] = Counter()
+    total = 0
+    for line in collapsed.splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if not stack or not count_text.isdigit():
+            continue
+        count = int(count_text)
+        frames = [_short(frame) for frame in stack.split(";") if frame]
+        if not frames:
+            continue
+        total += count
+        own[frames[-1]] += count
+        for frame in set(frames):
+            inclusive[frame] += count
+    share = (lambda items: [(name, 100.0 * n / total) for name, n in items.most_common(limit)]) if total else (
+        lambda items: [])
+    return share(own), share(inclusive), total
+
+
+def _short(frame: str) -> str:
+    """``tick (simplesip/media.py:143)`` -> ``simplesip/media.py:tick`` (line numbers merged)."""
+    name, _, where = frame.partition(" (")
+    path = where.rstrip(")").rsplit(":", 1)[0]
+    for marker in ("/site-packages/", "/work/main/", "/lib/python3"):
+        if marker in path:
+            path = path.split(marker, 1)[1]
+    return f"{path}:{name}" if path else name
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--calls", type=int, default=300)
+    parser.add_argument("--seconds", type=float, default=20.0, help="sampling time")
+    parser.add_argument("--flow", default="bench")
+    parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results" / "profile")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    if not shutil.which("py-spy"):
+        print("py-spy is not installed: pip install py-spy==0.4.1", file=sys.stderr)
+        return 2
+    work = Path(tempfile.mkdtemp(prefix="simplesip-profile-"))
+    args.out.mkdir(parents=True, exist_ok=True)
+    server = IvrServerUnderTest(work, flow=args.flow, max_calls=args.calls * 2)
+    server.start()
+    try:
+        hold = args.seconds + args.calls / 100.0 + 10.0
+        pcap, _ = caller_pcap(work, hold)
+        scenario = fill_scenario("uac_bench.xml", work, int(hold * 1000), pcap)
+        sipp = start_sipp(scenario, ("127.0.0.1", server.sip_port), args.calls, 100.0, work,
+                          timeout_s=int(hold + 120))
+        time.sleep(args.calls / 100.0 + 3.0)
+        for fmt, name in (("raw", "profile.txt"), ("flamegraph", "profile.svg")):
+            seconds = args.seconds / 2
+            subprocess.run(["py-spy", "record", "--pid", str(server.pid), "--duration", str(int(seconds)),
+                            "--rate", "100", "--format", fmt, "--output", str(args.out / name),
+                            "--nonblocking"], check=True, capture_output=True)
+        sipp.wait()
+    finally:
+        server.stop()
+        shutil.rmtree(work, ignore_errors=True)
+    own, inclusive, samples = top_functions((args.out / "profile.txt").read_text())
+    print(f"{samples} samples of busy time with {args.calls} calls")
+    print("\nself time:")
+    for name, percent in own:
+        print(f"  {percent:5.1f} %  {name}")
+    print("\ninclusive time:")
+    for name, percent in inclusive:
+        print(f"  {percent:5.1f} %  {name}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

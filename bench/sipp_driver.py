@@ -1,0 +1,94 @@
+"""Running SIPp as the load generator and reading its verdict.
+
+The scenarios in ``bench/sipp/`` have two placeholders filled here: ``@PCAP@`` (the caller stream
+written by :func:`bench.media.write_pcap`) and ``@HOLD_MS@``. SIPp opens pcaps relative to its
+working folder, so each run gets its own folder with the pcap and the filled scenario.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import random
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+SCENARIO_DIR = Path(__file__).resolve().parent / "sipp"
+
+
+@dataclass
+class SippOutcome:
+    """SIPp's count of the run's calls and its exit status (0 all good, 1 some failed)."""
+
+    successful: int = 0
+    failed: int = 0
+    attempted: int = 0
+    exit_status: int | None = None
+    elapsed: float = 0.0
+
+
+def fill_scenario(name: str, folder: Path, hold_ms: int, pcap: Path | None = None,
+                  sdp_media_port: int | None = None) -> Path:
+    """Write ``bench/sipp/<name>`` into ``folder`` with its placeholders filled.
+
+    ``sdp_media_port`` replaces SIPp's own media port in the SDP offer: a peer that sends to the
+    SDP address (no latching, like pyVoIP) then sends every call's RTP to that port.
+    """
+    text = (SCENARIO_DIR / name).read_text()
+    text = text.replace("@HOLD_MS@", str(hold_ms)).replace("@PCAP@", str(pcap) if pcap else "")
+    if sdp_media_port is not None:
+        text = text.replace("[auto_media_port]", str(sdp_media_port))
+    path = folder / name
+    path.write_text(text)
+    return path
+
+
+def start_sipp(scenario: Path, target: tuple[str, int], calls: int, rate: float, folder: Path,
+               local_port: int = 0, keys: dict[str, str] | None = None,
+               timeout_s: int = 600) -> subprocess.Popen:
+    """Start SIPp placing ``calls`` calls at ``rate`` per second (all may overlap)."""
+    media_base = random.randrange(20000, 30000, 4)  # per-call media ports count up from here
+    command = [
+        "sipp", "-sf", str(scenario), "-s", "bench", f"{target[0]}:{target[1]}",
+        "-i", "127.0.0.1", "-mi", "127.0.0.1", "-p", str(local_port), "-mp", str(media_base),
+        "-m", str(calls), "-l", str(calls), "-r", f"{max(rate, 0.1):g}", "-rp", "1000",
+        "-nostdin", "-trace_stat", "-stf", str(folder / "stats.csv"), "-fd", "1",
+        "-trace_err", "-error_file", str(folder / "errors.log"),
+        "-timeout", f"{timeout_s}s", "-timeout_error", "-max_socket", "20000",
+    ]
+    for key, value in (keys or {}).items():
+        command += ["-key", key, value]
+    log.debug("starting %s", " ".join(command))
+    return subprocess.Popen(command, cwd=folder, stdout=subprocess.DEVNULL,
+                            stderr=(folder / "sipp.stderr").open("wb"))
+
+
+def read_outcome(folder: Path, exit_status: int | None) -> SippOutcome:
+    """SIPp's cumulative counters from the last line of its statistics file."""
+    outcome = SippOutcome(exit_status=exit_status)
+    stats = folder / "stats.csv"
+    if not stats.exists():
+        return outcome
+    rows = list(csv.DictReader(stats.open(newline=""), delimiter=";"))
+    if not rows:
+        return outcome
+    last = rows[-1]
+    outcome.successful = int(last.get("SuccessfulCall(C)", 0) or 0)
+    outcome.failed = int(last.get("FailedCall(C)", 0) or 0)
+    outcome.attempted = int(last.get("TotalCallCreated", 0) or 0)
+    elapsed = last.get("ElapsedTime(C)", "") or ""
+    outcome.elapsed = _seconds(elapsed)
+    return outcome
+
+
+def _seconds(text: str) -> float:
+    """SIPp's ``HH:MM:SS:uuuuuu`` (sometimes with a leading date) as seconds."""
+    parts = text.strip().split(":")[-4:]
+    try:
+        hours, minutes, seconds, micros = (int(p) for p in parts)
+    except ValueError:
+        return 0.0
+    return hours * 3600 + minutes * 60 + seconds + micros / 1e6

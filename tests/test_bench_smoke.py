@@ -1,0 +1,98 @@
+"""The capacity benchmark's harness: its media, its measurements, and one tiny real step.
+
+The real step starts ``ivr serve`` with the benchmark flow, places 3 SIPp calls plus one probe
+call for a few seconds and checks that every figure of a results row was actually measured.
+"""
+
+from __future__ import annotations
+
+import shutil
+import struct
+from pathlib import Path
+
+import pytest
+
+from bench import media
+from bench.capacity import StepResult, StepSettings, run_steps
+from bench.probe import summarise_arrivals
+from bench.report import capacity, markdown, write_csv
+from bench.systems import IvrServerUnderTest
+
+
+def _rtp_fields(data: bytes) -> tuple[bool, int, int, int, int]:
+    first, second, sequence, timestamp, ssrc = struct.unpack("!BBHII", data[:12])
+    return bool(second & 0x80), second & 0x7F, sequence, timestamp, ssrc
+
+
+def test_caller_stream_is_one_source_with_rfc4733_keys() -> None:
+    stream = media.caller_stream(4.0, [(1.0, "5")], speech=media.tone(300, 4.0))
+    fields = [_rtp_fields(p.data) for p in stream]
+    assert {f[4] for f in fields} == {0x5157B3C4}  # one SSRC: the server latches exactly one
+    sequences = [f[2] for f in fields]
+    assert sequences == list(range(sequences[0], sequences[0] + len(sequences)))
+    events = [(p, f) for p, f in zip(stream, fields) if f[1] == media.TELEPHONE_EVENT]
+    assert len(events) == media.EVENT_PACKETS + 3
+    assert events[0][1][0] is True  # marker on the first packet of the event
+    assert len({f[3] for _, f in events}) == 1  # one timestamp for the whole key press
+    ends = [p for p, _ in events if p.data[13] & 0x80]
+    assert len(ends) == 3 and ends[0].digit_end == "5" and ends[1].digit_end is None
+    assert events[0][0].data[12] == 5 and events[0][0].at == pytest.approx(1.0)
+    audio_after = [f for f in fields if f[1] == media.PCMU and f[2] > events[-1][1][2]]
+    assert audio_after[0][3] == events[0][1][3] + media.FRAME * (media.EVENT_PACKETS + 1)
+
+
+def test_pcap_holds_every_packet_with_its_time(tmp_path: Path) -> None:
+    stream = media.caller_stream(1.0, [], speech=media.tone(300, 1.0))
+    media.write_pcap(tmp_path / "c.pcap", stream)
+    data = (tmp_path / "c.pcap").read_bytes()
+    assert struct.unpack("<I", data[:4])[0] == 0xA1B2C3D4
+    offset, times, payloads = 24, [], []
+    while offset < len(data):
+        seconds, micros, length, _ = struct.unpack("<IIII", data[offset:offset + 16])
+        frame = data[offset + 16:offset + 16 + length]
+        times.append(seconds + micros / 1e6)
+        payloads.append(frame[14 + 20 + 8:])
+        offset += 16 + length
+    assert payloads == [p.data for p in stream]
+    assert times[-1] - times[0] == pytest.approx(stream[-1].at, abs=1e-5)
+
+
+def test_summarise_arrivals_counts_gaps_across_the_wrap() -> None:
+    arrivals = [(0.00, 65534), (0.02, 65535), (0.04, 0), (0.08, 2), (0.10, 3)]  # seq 1 lost
+    received, expected, intervals = summarise_arrivals(arrivals)
+    assert (received, expected) == (5, 6)
+    assert intervals == pytest.approx([20, 20, 40, 20])
+
+
+def test_report_capacity_and_ratio(tmp_path: Path) -> None:
+    ours = [StepResult("simplesip-ivr", "bench", n, completed=n, healthy=True, passed=n <= 100)
+            for n in (50, 100, 200)]
+    theirs = [StepResult("pyvoip-1.6.8", "prompt+dtmf", 20, completed=20, healthy=True, passed=True),
+              StepResult("pyvoip-1.6.8", "prompt+dtmf", 50, failed=3)]
+    assert capacity(ours, "simplesip-ivr", "bench") == 100
+    assert capacity(ours, "simplesip-ivr", "bench", timing=False) == 200
+    text = markdown(ours + theirs, [], [("simplesip-ivr", "bench"), ("pyvoip-1.6.8", "prompt+dtmf")],
+                    StepSettings())
+    assert "pyvoip-1.6.8 / prompt+dtmf: 20 (20) concurrent calls" in text
+    assert "5.0x at the full criteria, 10.0x healthy" in text
+    write_csv(tmp_path / "r.csv", ours)
+    assert (tmp_path / "r.csv").read_text().count("\n") == 4
+
+
+@pytest.mark.timeout(45)
+@pytest.mark.skipif(shutil.which("sipp") is None, reason="sipp (sip-tester) is not installed")
+def test_one_small_step_against_the_real_server(tmp_path: Path) -> None:
+    server = IvrServerUnderTest(tmp_path, flow="bench", max_calls=20)
+    server.start()
+    try:
+        settings = StepSettings(hold=6.0, ramp_rate=20.0, probes=1)
+        [step] = run_steps(server, "bench", [3], settings, tmp_path / "steps")
+    finally:
+        server.stop()
+    assert (step.completed, step.failed) == (4, 0)  # 3 SIPp calls + 1 probe call
+    assert step.loss_in_pct is not None and step.loss_in_pct < 1.0  # from the server's own stats
+    assert step.loss_out_pct is not None and step.loss_out_pct < 1.0  # from the probe
+    assert step.send_p50_ms is not None and step.send_p50_ms < 5.0
+    assert step.reaction_p50_ms is not None and 0 < step.reaction_p50_ms < 1000
+    assert step.server_cpu_pct is not None and step.server_cpu_pct > 0
+    assert step.rss_mb is not None and step.rss_mb > 10

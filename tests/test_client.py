@@ -1,0 +1,170 @@
+"""SimpleSIPClient, the synchronous facade: two clients (each its own background loop) call each
+other over loopback."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from simplesip import (CallError, CallState, ConnectionError, SimpleSIPClient, g711,
+                       pcm_to_ulaw, ulaw_to_pcm)
+
+
+def _client(name: str) -> SimpleSIPClient:
+    # No registrar in these tests; "localhost" keeps the (unused) server apart from the
+    # 127.0.0.1 peers, which are called directly.
+    client = SimpleSIPClient(name, "pw", "localhost", 5060, local_host="127.0.0.1",
+                             rtp_port_range=(40000, 49000))
+    assert client.connect(register=False)
+    return client
+
+
+@pytest.fixture
+def pair():
+    alice, bob = _client("alice"), _client("bob")
+    yield alice, bob
+    alice.disconnect()
+    bob.disconnect()
+
+
+def _until(predicate, timeout: float = 3.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.01)
+
+
+def _bob_uri(bob: SimpleSIPClient) -> str:
+    host, port = bob.local_address
+    return f"sip:bob@{host}:{port}"
+
+
+def test_public_names_are_exported():
+    import simplesip
+
+    for name in ("SimpleSIPClient", "CallState", "ConnectionError", "AuthenticationError",
+                 "CallError", "ulaw_to_pcm", "pcm_to_ulaw", "alaw_to_pcm", "pcm_to_alaw",
+                 "Endpoint", "EndpointConfig", "Call", "SIPParseError"):
+        assert hasattr(simplesip, name), name
+    assert issubclass(ConnectionError, __import__("builtins").ConnectionError)
+    assert [s.value for s in CallState] == ["idle", "inviting", "ringing", "connected", "streaming"]
+    assert ulaw_to_pcm(pcm_to_ulaw(b"\x00\x10" * 4)) == g711.ulaw_to_pcm(g711.pcm_to_ulaw(b"\x00\x10" * 4))
+
+
+def test_call_with_incoming_callback_audio_and_hangup(pair):
+    alice, bob = pair
+    offered: list[tuple[str, dict]] = []
+
+    def decide(caller, headers):
+        offered.append((caller, headers))
+        return True
+
+    bob.set_incoming_call_callback(decide)
+    frames: list[tuple[bytes, str]] = []
+    bob.set_audio_callback(lambda audio, fmt: frames.append((audio, fmt)))  # default 'pcmu'
+    assert alice.make_call(_bob_uri(bob)) is True
+    assert alice.call_state in (CallState.CONNECTED, CallState.STREAMING)
+    assert offered[0][0].startswith("sip:alice@") and "Call-ID" in offered[0][1]
+
+    tone = (6000 * np.sin(2 * np.pi * 440 * np.arange(4000) / 8000)).astype(np.int16)
+    ulaw = g711.encode(tone, "PCMU").tobytes()
+    started = time.monotonic()
+    alice.send_audio(ulaw)
+    assert time.monotonic() - started < 0.05  # queued, not played inline
+    assert alice.get_call_status()["audio_buffer_size"] > 0
+    _until(lambda: bob.call_state is CallState.STREAMING and alice.get_call_status()["audio_buffer_size"] == 0)
+    time.sleep(0.3)
+    received = b"".join(audio for audio, fmt in list(frames))
+    assert all(fmt == "pcmu" and len(audio) == 160 for audio, fmt in frames[:5])
+    assert ulaw[:1600] in received  # u-law in, u-law out, byte for byte
+
+    status = alice.get_call_status()
+    assert status["state"] == "streaming" and status["remote_rtp"].startswith("127.0.0.1:")
+    assert status["call_duration"] > 0.3 and status["packets_out"] > 20
+    alice.end_call()
+    assert alice.call_state is CallState.IDLE
+    _until(lambda: bob.call_state is CallState.IDLE)
+
+
+def test_answer_call_by_hand_pcm_format_and_dtmf(pair):
+    alice, bob = pair
+    bob.set_incoming_call_callback(lambda caller, headers: None)  # leave it ringing
+    pcm_frames: list[bytes] = []
+    alice.set_audio_callback(lambda audio, fmt: pcm_frames.append(audio), format="pcm")
+    digits: list[str] = []
+    bob.set_dtmf_callback(digits.append)
+    dialler = threading.Thread(target=alice.make_call, args=(_bob_uri(bob),))
+    dialler.start()
+    _until(lambda: bob.call_state is CallState.RINGING)
+    assert alice.call_state is CallState.RINGING
+    assert bob.answer_call() is True
+    dialler.join(3)
+    assert alice.call_state in (CallState.CONNECTED, CallState.STREAMING)
+    bob.send_pcm(np.full(1600, 3000, dtype="<i2").tobytes())
+    alice.send_dtmf("42")
+    _until(lambda: len(digits) == 2)
+    assert digits == ["4", "2"]
+    _until(lambda: any(np.frombuffer(f, "<i2").mean() > 2500 for f in pcm_frames))
+    assert all(len(f) == 320 for f in pcm_frames)
+    bob.end_call()
+    _until(lambda: alice.call_state is CallState.IDLE)
+
+
+def test_rejection_by_callback_status(pair):
+    alice, bob = pair
+    bob.set_incoming_call_callback(lambda caller, headers: 603)
+    with pytest.raises(CallError) as err:
+        alice.make_call(_bob_uri(bob))
+    assert err.value.status == 603 and alice.call_state is CallState.IDLE
+
+
+def test_cancel_while_ringing(pair):
+    alice, bob = pair
+    errors: list[Exception] = []
+
+    def dial():
+        try:
+            alice.make_call(_bob_uri(bob))
+        except CallError as exc:
+            errors.append(exc)
+
+    dialler = threading.Thread(target=dial)
+    dialler.start()
+    _until(lambda: bob.call_state is CallState.RINGING)
+    alice.end_call()
+    dialler.join(3)
+    assert errors and errors[0].status == 487
+    _until(lambda: bob.call_state is CallState.IDLE)
+
+
+def test_errors_without_a_call_or_connection():
+    client = SimpleSIPClient("carol", "pw", "127.0.0.1", 5060, local_host="127.0.0.1")
+    assert client.call_state is CallState.IDLE and not client.running
+    with pytest.raises(ConnectionError):
+        client.make_call("100")
+    for bad in ("", "two words", "sip:", "a@", "12;3"):
+        with pytest.raises(ValueError):
+            client.make_call(bad)
+    with pytest.raises(RuntimeError):
+        client.answer_call()
+    with pytest.raises(RuntimeError):
+        client.send_audio(b"\xff" * 160)
+    with pytest.raises(ValueError):
+        client.set_audio_callback(lambda a, f: None, format="mp3")
+    client.end_call()  # nothing to end: no error
+    assert client.get_call_status()["state"] == "idle"
+
+
+def test_disconnect_releases_thread_and_sockets():
+    before = threading.active_count()
+    client = _client("dave")
+    port = client.local_address[1]
+    client.disconnect()
+    assert not client.running and threading.active_count() == before
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", port))  # the SIP port is free again

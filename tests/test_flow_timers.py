@@ -1,0 +1,147 @@
+"""The digit timer rules, each run through `simulate` on a virtual clock.
+
+Prompts are tones of an exact length so the expected times are plain arithmetic.
+"""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+from ivr.flows import run_simulation
+from ivr.flows.session import TraceEntry
+
+
+def write(tmp_path: Path, body: str) -> Path:
+    path = tmp_path / "flow.yaml"
+    path.write_text(textwrap.dedent(body))
+    return path
+
+
+def events(trace: list[TraceEntry], event: str) -> list[tuple[float, str, str]]:
+    return [(e.time, e.node, e.detail) for e in trace if e.event == event]
+
+
+COLLECT = """\
+    start: ask
+    defaults: {{timeout: 3s, inter_digit_timeout: 1s}}
+    nodes:
+      ask:
+        collect:
+          prompt: {{tone: "440", duration: 2s}}
+          min_digits: {min_digits}
+          max_digits: 6
+        {extra}
+        next: done
+      done: {{hangup: }}
+"""
+
+
+def collect(tmp_path: Path, dtmf: str, *, min_digits: int = 1, extra: str = "") -> tuple:
+    result = run_simulation(write(tmp_path, COLLECT.format(min_digits=min_digits, extra=extra)), dtmf=dtmf)
+    outcome = [e.detail for e in result.trace if e.event == "outcome" and e.node == "ask"][0]
+    return outcome, result
+
+
+def test_first_digit_timer_starts_when_the_prompt_ends(tmp_path: Path) -> None:
+    outcome, result = collect(tmp_path, "")
+    assert outcome == "timeout"
+    # prompt 2 s + first-digit timeout 3 s
+    assert events(result.trace, "timer") == [(5.0, "ask", "first-digit timeout 3s")]
+
+
+def test_a_barge_in_digit_starts_the_timers_before_the_prompt_ends(tmp_path: Path) -> None:
+    outcome, result = collect(tmp_path, "+0.5s 4")
+    assert events(result.trace, "barge-in") == [(0.5, "ask", "dtmf 4")]
+    # inter-digit timer (1 s) from the barge-in, not first-digit (3 s) from the prompt's end
+    assert events(result.trace, "timer") == [(1.5, "ask", "inter-digit timeout 1s")]
+    assert outcome == "ok" and result.vars["digits"] == "4"
+
+
+def test_inter_digit_timer_governs_once_a_digit_arrived(tmp_path: Path) -> None:
+    outcome, result = collect(tmp_path, "@2.5 1 +0.9s 2 +0.9s 3")
+    assert outcome == "ok" and result.vars["digits"] == "123"
+    assert events(result.trace, "timer") == [(5.3, "ask", "inter-digit timeout 1s")]
+
+
+def test_timeout_with_at_least_min_digits_is_ok_and_with_fewer_is_invalid(tmp_path: Path) -> None:
+    outcome, result = collect(tmp_path, "@2.5 12", min_digits=2)
+    assert (outcome, result.vars.get("digits")) == ("ok", "12")
+    outcome, result = collect(tmp_path, "@2.5 1", min_digits=2)
+    assert outcome == "invalid" and "digits" not in result.vars
+
+
+def test_type_ahead_digits_are_kept_for_the_next_collect(tmp_path: Path) -> None:
+    path = write(tmp_path, """\
+        start: intro
+        nodes:
+          intro: {play: {tone: "440", duration: 3s}, next: ask}
+          ask:
+            collect: {prompt: {say: "Enter the code"}, max_digits: 3}
+            next: done
+          done: {hangup: }
+    """)
+    result = run_simulation(path, dtmf="+1s 987")
+    assert result.vars["digits"] == "987"
+    assert events(result.trace, "type-ahead") == [(1.0, "ask", "987")]
+    assert not any(e.event == "play" and e.node == "ask" for e in result.trace)  # prompt skipped
+
+
+def test_flush_dtmf_discards_type_ahead(tmp_path: Path) -> None:
+    path = write(tmp_path, """\
+        start: intro
+        nodes:
+          intro: {play: {tone: "440", duration: 3s}, next: ask}
+          ask:
+            collect: {prompt: {tone: "350", duration: 1s}, max_digits: 3, timeout: 2s}
+            flush_dtmf: true
+            next: done
+          done: {hangup: }
+    """)
+    result = run_simulation(path, dtmf="+1s 987")
+    assert events(result.trace, "flush") == [(1.0, "ask", "987")]
+    assert [e.detail for e in result.trace if e.event == "outcome"][1] == "timeout"
+
+
+def test_without_barge_in_the_prompt_plays_out_and_digits_wait(tmp_path: Path) -> None:
+    path = write(tmp_path, """\
+        start: ask
+        nodes:
+          ask:
+            collect: {prompt: {tone: "440", duration: 4s}, max_digits: 2}
+            barge_in: none
+            next: done
+          done: {hangup: }
+    """)
+    result = run_simulation(path, dtmf="+1s 42")
+    assert result.vars["digits"] == "42"
+    assert not events(result.trace, "barge-in")
+    outcome_time = [e.time for e in result.trace if e.event == "outcome"][0]
+    assert outcome_time == 4.0  # the digits were used only once the prompt ended
+
+
+def test_speech_barge_in_is_opt_in(tmp_path: Path) -> None:
+    body = """\
+        start: greet
+        nodes:
+          greet: {{play: {{tone: "440", duration: 5s}}, {barge_in}next: done}}
+          done: {{hangup: }}
+    """
+    result = run_simulation(write(tmp_path, body.format(barge_in="")), speech="start@1.0,end@2.0")
+    assert not events(result.trace, "barge-in")
+    assert [e.time for e in result.trace if e.event == "outcome"] == [5.0]
+
+    result = run_simulation(write(tmp_path, body.format(barge_in="barge_in: speech, ")), speech="start@1.0")
+    assert events(result.trace, "barge-in") == [(1.0, "greet", "speech")]
+    assert [e.detail for e in result.trace if e.event == "outcome"] == ["interrupted"]
+
+
+def test_dtmf_barge_in_is_on_by_default(tmp_path: Path) -> None:
+    path = write(tmp_path, """\
+        start: greet
+        nodes:
+          greet: {play: {tone: "440", duration: 5s}, next: done}
+          done: {hangup: }
+    """)
+    result = run_simulation(path, dtmf="+2s 5")
+    assert events(result.trace, "barge-in") == [(2.0, "greet", "dtmf 5")]

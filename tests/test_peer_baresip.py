@@ -1,0 +1,113 @@
+"""Against baresip, a real softphone: it calls us and we call it; audio checked by FFT both ways
+(its microphone is a tone WAV, its recording of what it heard is a WAV), DTMF seen in its log."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from peers import BaresipRunner, dominant_frequency, read_wav, tone
+from simplesip import Call, CallState, Endpoint, EndpointConfig, SimpleSIPClient
+
+pytestmark = [pytest.mark.peer, pytest.mark.timeout(40)]
+
+BARESIP_TONE_HZ = 1000.0
+OUR_TONE_HZ = 1500.0
+
+
+def _microphone() -> np.ndarray:
+    """Half a second of silence, then the tone (aufile hangs up at the end of the file)."""
+    return np.concatenate([np.zeros(4000, np.int16), tone(BARESIP_TONE_HZ, 15)])
+
+
+def _after_onset(pcm: np.ndarray, rate: int) -> np.ndarray:
+    """The signal from 100 ms after it first gets loud (skips leading silence and the attack)."""
+    loud = np.flatnonzero(np.abs(pcm.astype(np.int32)) > 1000)
+    return pcm[loud[0] + rate // 10:] if len(loud) else pcm[:0]
+
+
+async def _wait(predicate, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.05)
+
+
+async def test_baresip_calls_us_tones_both_ways_and_its_dtmf(tmp_path: Path):
+    endpoint = Endpoint(EndpointConfig(sip_port=0, rtp_port_range=(40000, 49000)))
+    answered: list[Call] = []
+    heard: list[bytes] = []
+    digits: list[tuple[str, str, int]] = []
+
+    async def on_call(call: Call) -> None:
+        answered.append(call)
+        call.on_audio = heard.append
+        call.on_dtmf = lambda digit, source, ms: digits.append((digit, source, ms))
+        call.queue_pcm(tone(OUR_TONE_HZ, 3).tobytes())
+        await call.answer()
+
+    endpoint.on_incoming_call = on_call
+    async with endpoint:
+        host, port = endpoint.local_address
+        baresip = BaresipRunner(tmp_path, microphone=_microphone(),
+                                commands=[f"/dial sip:ivr@{host}:{port}"])
+        with baresip:
+            await _wait(lambda: answered and answered[0].state is CallState.STREAMING, 8)
+            await asyncio.sleep(1.5)
+            await asyncio.to_thread(baresip.command, "sndcode", "8")
+            await _wait(lambda: digits, 3)
+            assert [(d, src) for d, src, _ in digits] == [("8", "rfc4733")]
+            await asyncio.sleep(1.0)
+            await answered[0].hangup()
+            assert answered[0].end_reason == "local_bye"
+            await asyncio.sleep(0.5)  # let baresip close its recording
+            log = baresip.log()
+        assert "Call established" in log or "established" in log, log
+        assert "closed" in log.lower(), log
+
+        pcm = np.frombuffer(b"".join(heard), dtype="<i2")
+        tone_in = _after_onset(pcm, 8000)
+        assert len(tone_in) >= 8000  # more than a second of the tone reached us
+        assert abs(dominant_frequency(tone_in[:8000]) - BARESIP_TONE_HZ) < 10
+
+        (recording,) = baresip.recordings("dec")
+        samples, rate = read_wav(recording)
+        tone_out = _after_onset(samples, rate)
+        assert len(tone_out) >= rate  # baresip heard more than a second of our tone
+        assert abs(dominant_frequency(tone_out[:rate], rate) - OUR_TONE_HZ) < 10
+
+
+def test_client_calls_baresip_dtmf_and_remote_hangup(tmp_path: Path):
+    baresip = BaresipRunner(tmp_path, microphone=_microphone())
+    client = SimpleSIPClient("alice", "secret", "127.0.0.1", baresip.sip_port,
+                             local_host="127.0.0.1", rtp_port_range=(40000, 49000))
+    try:
+        baresip.wait_ready()
+        client.connect(register=False)
+        assert client.make_call(f"sip:caller@127.0.0.1:{baresip.sip_port}")
+        deadline = time.monotonic() + 5
+        while client.call_state is not CallState.STREAMING and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert client.call_state is CallState.STREAMING
+        events = baresip.listen_events()
+        client.send_dtmf("73")
+        deadline = time.monotonic() + 3
+        while len(events.of_type("CALL_DTMF_START")) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        events.close()
+        assert [e.get("param") for e in events.of_type("CALL_DTMF_START")] == ["7", "3"]
+        baresip.command("hangup")
+        deadline = time.monotonic() + 5
+        while client.call_state is not CallState.IDLE and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert client.call_state is CallState.IDLE
+        log = baresip.log()
+        assert "established" in log, log
+    finally:
+        client.disconnect()
+        baresip.stop()

@@ -10,7 +10,7 @@ One step at ``N`` calls: SIPp places ``N`` calls (ramped at ``ramp_rate`` calls/
 * loss from the server and its send-interval error: from the probes (or, for a system that sends
   to the SDP address, an :class:`~bench.probe.RtpSink` that receives every call's stream);
 * reaction time: a key's first end packet to the first frame without the menu tone (probes);
-* CPU of the server and of SIPp, and memory per call (RSS growth over the idle server / N).
+* CPU of the server, of SIPp and of the whole box (other work shares the 2 cores), and memory per call (RSS growth over the idle server / N).
 
 A step is *healthy* when no call failed and loss is under ``max_loss`` both ways, and *passes*
 when it is healthy and the p99 send-interval error is under ``max_p99_ms`` too. Steps go on past
@@ -32,7 +32,7 @@ import numpy as np
 
 from bench import media
 from bench.probe import ProbeCall, ProbeResult, RtpSink
-from bench.procstats import CpuWindow, UdpDropCounter, rss_bytes
+from bench.procstats import MACHINE, CpuWindow, UdpDropCounter, rss_bytes
 from bench.sipp_driver import fill_scenario, read_outcome, start_sipp
 
 log = logging.getLogger(__name__)
@@ -78,6 +78,7 @@ class StepResult:
     reaction_p99_ms: float | None = None
     server_cpu_pct: float | None = None  # of one core
     sipp_cpu_pct: float | None = None
+    machine_cpu_pct: float | None = None  # every process on the box (others' tests included)
     rss_mb: float | None = None
     kb_per_call: float | None = None
     healthy: bool = False  # no failed call and loss under the limit both ways (timing aside)
@@ -120,11 +121,12 @@ def run_step(system: SystemUnderTest, flow: str, calls: int, settings: StepSetti
     sipp = start_sipp(scenario, ("127.0.0.1", system.sip_port), calls, settings.ramp_rate, folder,
                       local_port=sipp_local_port, timeout_s=int(settings.hold + ramp + 120))
     sipp_cpu = CpuWindow(sipp.pid)
+    machine_cpu = CpuWindow(MACHINE)
     work = _StepWork()
     time.sleep(min(ramp + 1.0, settings.hold / 2))
     # Steady state: every call is up. CPU is measured over the middle of the hold.
-    server_cpu.start()
-    sipp_cpu.start()
+    for window in (server_cpu, sipp_cpu, machine_cpu):
+        window.start()
     probe_threads = _start_probes(system, settings, work, calls)
     measure_until = time.monotonic() + max(1.0, settings.hold - ramp - 3.0)
     while time.monotonic() < measure_until and sipp.poll() is None:
@@ -133,6 +135,7 @@ def run_step(system: SystemUnderTest, flow: str, calls: int, settings: StepSetti
         time.sleep(0.5)
     result.server_cpu_pct = server_cpu.stop()
     result.sipp_cpu_pct = sipp_cpu.stop()
+    result.machine_cpu_pct = machine_cpu.stop()
     while sipp.poll() is None:
         drops.poll()
         time.sleep(0.5)

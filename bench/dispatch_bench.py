@@ -18,6 +18,7 @@ from typing import Callable
 
 import numpy as np
 
+from ivr import hookimpl
 from ivr.call import AudioBatch, CallContext, PlayItem
 from ivr.plugins import MediaHookDispatcher, make_plugin_manager
 
@@ -69,12 +70,26 @@ def measure(style: Callable[..., None], pm, calls: list[CallContext], ticks: int
     return timings
 
 
-def run(call_counts: list[int], ticks: int) -> list[dict[str, float]]:
+class NoopPlugin:
+    """Does nothing: isolates the cost of dispatch itself (``--noop``)."""
+
+    @hookimpl
+    def ivr_audio_in(self, batch: AudioBatch) -> None:
+        pass
+
+    @hookimpl
+    def ivr_audio_out(self, batch: AudioBatch) -> None:
+        pass
+
+
+def run(call_counts: list[int], ticks: int, noop: bool = False) -> list[dict[str, float]]:
     """Measure both styles for each call count; one row per (count, style)."""
     rows = []
     for count in call_counts:
         for style_name in ("per-call", "batched"):
-            pm = make_plugin_manager(entry_points=False, environ={})
+            pm = make_plugin_manager(builtins=not noop, entry_points=False, environ={})
+            if noop:
+                pm.register(NoopPlugin(), name="noop")
             pm.hook.ivr_configure.call_historic(kwargs={"config": {"plugins": {}}})
             calls = make_calls(pm, count)
             style = per_call_tick if style_name == "per-call" else make_batched_tick(pm)
@@ -95,12 +110,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", type=int, nargs="+", default=[100, 300, 1000])
     parser.add_argument("--ticks", type=int, default=100)
+    parser.add_argument("--noop", action="store_true", help="one no-op plugin instead of the built-ins")
     args = parser.parse_args()
-    pm = make_plugin_manager(entry_points=False, environ={})
+    pm = make_plugin_manager(builtins=not args.noop, entry_points=False, environ={})
+    if args.noop:
+        pm.register(NoopPlugin(), name="noop")
     plugins = sorted(name for name, plugin in pm.list_name_plugin() if plugin is not None)
     print(f"plugins: {', '.join(plugins) or 'none'}; {args.ticks} ticks; budget {TICK_BUDGET_MS} ms/tick")
     print(f"{'calls':>6} {'style':>9} {'mean ms/tick':>13} {'p99 ms/tick':>12} {'us/call':>8}")
-    for row in run(args.calls, args.ticks):
+    for row in run(args.calls, args.ticks, args.noop):
         print(f"{row['calls']:>6} {row['style']:>9} {row['mean_ms']:>13.2f} {row['p99_ms']:>12.2f} "
               f"{row['per_call_us']:>8.1f}")
 

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from bench.media import TimedPacket
+from bench.media import FRAME_SECONDS, TimedPacket
 from simplesip import g711
 
 log = logging.getLogger(__name__)
@@ -205,7 +205,11 @@ class ProbeCall:
 
 
 def summarise_arrivals(arrivals: list[tuple[float, int]]) -> tuple[int, int, list[float]]:
-    """``(arrival time, RTP sequence)`` of one stream -> (received, expected, intervals in ms)."""
+    """``(arrival time, RTP sequence)`` of one stream -> (received, expected, intervals in ms).
+
+    Expected is the larger of the sequence span and the time span in 20 ms frames: a sender whose
+    clock skips a tick sends no packet and leaves no sequence gap, yet 20 ms of audio is missing.
+    """
     extended, last, cycles = [], None, 0
     for _, sequence in arrivals:
         if last is not None and sequence < last and last - sequence > 0x8000:
@@ -214,7 +218,8 @@ def summarise_arrivals(arrivals: list[tuple[float, int]]) -> tuple[int, int, lis
         last = sequence
     times = [stamp for stamp, _ in arrivals]
     intervals = [(b - a) * 1000 for a, b in zip(times, times[1:])]
-    return len(set(extended)), max(extended) - min(extended) + 1, intervals
+    by_time = int(round((times[-1] - times[0]) / FRAME_SECONDS)) + 1
+    return len(set(extended)), max(max(extended) - min(extended) + 1, by_time), intervals
 
 
 def kernel_timestamp(ancillary: list[tuple[int, int, bytes]]) -> float:

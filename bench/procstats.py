@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+MACHINE = 0  # CpuWindow(MACHINE): every CPU of the box
 
 
 def cpu_seconds(pid: int) -> float | None:
@@ -41,21 +42,32 @@ def rss_bytes(pid: int) -> int | None:
     return None
 
 
+def machine_busy_seconds() -> float:
+    """CPU seconds all CPUs spent not idle since boot (``/proc/stat``), for the box's total load."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    return (sum(fields[:8]) - idle) / CLOCK_TICKS
+
+
 @dataclass
 class CpuWindow:
-    """CPU use of one process between :meth:`start` and :meth:`stop`, in % of one core."""
+    """CPU use of one process (or of the whole machine: ``pid=MACHINE``) between :meth:`start`
+    and :meth:`stop`, in % of one core."""
 
     pid: int
     _cpu: float = 0.0
     _wall: float = 0.0
     percent: float | None = None
 
+    def _read(self) -> float | None:
+        return machine_busy_seconds() if self.pid == MACHINE else cpu_seconds(self.pid)
+
     def start(self) -> None:
-        self._cpu = cpu_seconds(self.pid) or 0.0
+        self._cpu = self._read() or 0.0
         self._wall = time.monotonic()
 
     def stop(self) -> float | None:
-        cpu = cpu_seconds(self.pid)
+        cpu = self._read()
         wall = time.monotonic() - self._wall
         if cpu is not None and wall > 0:
             self.percent = 100.0 * (cpu - self._cpu) / wall

@@ -19,7 +19,7 @@ COLUMNS = [
     ("loss_out_pct", "loss out %"), ("send_p50_ms", "send err p50 ms"),
     ("send_p99_ms", "send err p99 ms"), ("reaction_p50_ms", "DTMF reaction p50 ms"),
     ("reaction_p99_ms", "DTMF reaction p99 ms"), ("server_cpu_pct", "server CPU %"),
-    ("sipp_cpu_pct", "SIPp CPU %"), ("rss_mb", "RSS MB"), ("kb_per_call", "KiB/call"),
+    ("sipp_cpu_pct", "SIPp CPU %"), ("machine_cpu_pct", "box CPU %"), ("rss_mb", "RSS MB"), ("kb_per_call", "KiB/call"),
     ("healthy", "healthy"), ("passed", "pass"), ("notes", "notes"),
 ]
 

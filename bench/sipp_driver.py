@@ -49,11 +49,19 @@ def fill_scenario(name: str, folder: Path, hold_ms: int, pcap: Path | None = Non
 def start_sipp(scenario: Path, target: tuple[str, int], calls: int, rate: float, folder: Path,
                local_port: int = 0, keys: dict[str, str] | None = None,
                timeout_s: int = 600) -> subprocess.Popen:
-    """Start SIPp placing ``calls`` calls at ``rate`` per second (all may overlap)."""
-    media_base = random.randrange(20000, 30000, 4)  # per-call media ports count up from here
+    """Start SIPp placing ``calls`` calls at ``rate`` per second (all may overlap).
+
+    SIPp's ``-p 0`` means its default port 5060, not "any port", so a free port is chosen here
+    (and for its control socket, 8888 by default, on every interface).
+    """
+    from bench.systems import free_udp_port
+
+    local_port = local_port or free_udp_port()
+    media_base = random.randrange(61000, 64990, 4)  # above every RTP range the servers use
     command = [
         "sipp", "-sf", str(scenario), "-s", "bench", f"{target[0]}:{target[1]}",
         "-i", "127.0.0.1", "-mi", "127.0.0.1", "-p", str(local_port), "-mp", str(media_base),
+        "-cp", str(free_udp_port()),
         "-m", str(calls), "-l", str(calls), "-r", f"{max(rate, 0.1):g}", "-rp", "1000",
         "-nostdin", "-trace_stat", "-stf", str(folder / "stats.csv"), "-fd", "1",
         "-trace_err", "-error_file", str(folder / "errors.log"),

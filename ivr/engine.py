@@ -74,14 +74,15 @@ class CallController:
         call = self._call
         if call.end_time is not None:
             return
-        self._engine._pending_reason.setdefault(call.id, reason)
+        # simplesip reports the end (on_ended) while we wait; it must carry our reason, not its own
+        reason = self._engine._pending_reason.setdefault(call.id, reason)
         try:
             if call.answer_time is None:
                 await self._sip_call.reject(480)
             else:
                 await self._sip_call.hangup()
         finally:
-            await self._engine._end_call(call, self._engine._pending_reason[call.id])
+            await self._engine._end_call(call, reason)
 
     async def reject(self, status: int = 486, headers: dict[str, str] | None = None) -> None:
         """Reject the call (before answer only); ``headers`` such as Retry-After are added."""

@@ -240,47 +240,46 @@ def configure_logging(log_format: str = "text", level: str = "info") -> None:
 
 
 class FlowStoreRunner:
-    """The flows of the configuration, run by :mod:`ivr.flows`: files and folders of ``*.yaml``
-    loaded at start and on :meth:`reload`; a call keeps the flow object it started with."""
+    """The engine's flows: an :class:`ivr.flows.FlowStore` over the configured files and folders
+    (a changed file is picked up by new calls; calls in progress keep their version), with the
+    built-in actions plus those plugins register through ``ivr_register_actions``."""
 
     def __init__(self, config: IvrConfig, pm: pluggy.PluginManager) -> None:
-        from ivr.flows.registry import ActionRegistry
+        from ivr.flows import ActionRegistry
 
-        self.pm = pm
         self.actions = ActionRegistry.with_builtins()
         pm.hook.ivr_register_actions(register=self.actions.register)
-        self._flows: dict[str, Any] = {}
+        self._paths: list[Path] = []
+        self.store: Any = None
         self._variables: dict[str, Any] = {}
         self.reload(config)
 
     def reload(self, config: IvrConfig) -> None:
-        """Load every flow again; a flow that fails to load keeps its previous version."""
-        from ivr.flows.checker import load_flow
+        """Take the flows and template variables of ``config`` (SIGHUP): the same files are
+        re-checked (an invalid edit keeps the previous version); a new list is loaded afresh."""
+        from ivr.flows import FlowStore
 
-        flows: dict[str, Any] = {}
-        for path in _flow_files(config.flows):
-            try:
-                flow = load_flow(path, self.actions)
-            except Exception as exc:  # FlowError carries file:line:col diagnostics
-                log.error("flow %s not loaded: %s", path, exc)
-                old = next((f for f in self._flows.values() if Path(f.path) == path), None)
-                if old is not None:
-                    flows[old.name] = old
-                continue
-            flows[flow.name] = flow
-        self._flows = flows
-        self._variables = {**config.raw, **(config.raw.get("variables") or {})}
-        log.info("flows loaded: %s", ", ".join(flows) or "none")
+        paths = [Path(p) for p in config.flows]
+        if self.store is not None and paths == self._paths:
+            self.store.refresh()
+        else:
+            source: Any = paths[0] if len(paths) == 1 and paths[0].is_dir() else _flow_files(paths)
+            self.store = FlowStore(source, self.actions)
+            self._paths = paths
+        # {{ config.x }} in flows: the whole configuration, with the free `variables` on top
+        self._variables = {**config.raw, "recordings": str(config.recordings),
+                           **(config.raw.get("variables") or {})}
 
     def flow_names(self) -> list[str]:
-        return list(self._flows)
+        return list(self.store.names())
 
     async def run(self, name: str, call: CallContext) -> str:
-        from ivr.flows.executor import run_flow
+        from ivr.flows import run_flow
 
-        flow = self._flows.get(name)
-        if flow is None:
-            raise LookupError(f"no flow named {name!r} (loaded: {', '.join(self._flows)})")
+        try:
+            flow = self.store.get(name)
+        except KeyError:
+            raise LookupError(f"no flow named {name!r} (serving: {', '.join(self.flow_names())})") from None
         return await run_flow(flow, call, self._variables, self.actions)
 
 

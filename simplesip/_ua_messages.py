@@ -230,8 +230,9 @@ _ECHOED = {b"via": "Via", b"v": "Via", b"from": "From", b"f": "From", b"to": "To
 def answer_unparsable(data: bytes, status: int, reason: str) -> Response | None:
     """A best-effort error response for a request the parser refused, or None if we cannot answer.
 
-    We answer only when the start line is a request (not ACK) and Via, From, To, Call-ID and CSeq
-    can be found, so that the peer can match the response to what it sent.
+    We answer only when the start line is a request (not ACK) with a Via and a CSeq: the peer's
+    client transaction matches a response by those two (17.1.3). From, To and Call-ID are echoed
+    when present (RFC 4475 3.1.2.19 asks for a 400 even when they are missing).
     """
     head = data.split(b"\r\n\r\n", 1)[0].replace(b"\r\n", b"\n")
     lines = head.split(b"\n")
@@ -244,12 +245,12 @@ def answer_unparsable(data: bytes, status: int, reason: str) -> Response | None:
         if match and match.group(1).lower() in _ECHOED:
             name = _ECHOED[match.group(1).lower()]
             found.setdefault(name, []).append(match.group(2).decode("utf-8", "replace"))
-    if any(name not in found for name in ("Via", "From", "To", "Call-ID", "CSeq")):
+    if "Via" not in found or "CSeq" not in found:
         return None
     headers = Headers()
     try:
         for name in ("Via", "From", "To", "Call-ID", "CSeq"):
-            for value in found[name] if name == "Via" else found[name][:1]:
+            for value in found.get(name, []) if name == "Via" else found.get(name, [])[:1]:
                 headers.add(name, value)
     except SIPParseError:
         return None  # a value we could not even echo safely (stray CR, bad name): stay silent

@@ -85,6 +85,7 @@ class Call:
         self._outbound = bytearray()  # 16-bit PCM waiting for the media clock
         self._waiter: asyncio.Future | None = None  # call(): resolved on answer / failure
         self._refer_waiter: asyncio.Future | None = None
+        self._destination: tuple[str, int] | None = None  # first hop of our INVITE (ICMP errors)
 
     def __repr__(self) -> str:
         return f"<Call {self.id} {self.direction} {self.state.value}>"

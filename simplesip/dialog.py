@@ -84,7 +84,8 @@ class Dialog:
             remote_tag=request.from_tag or "",
             local_party=to_value,
             remote_party=request.headers.get("From") or "",
-            remote_target=_contact_uri(request) or "",
+            # RFC 2543 peers may send no Contact: their From is then where they can be reached.
+            remote_target=_contact_uri(request) or str(request.from_.uri),
             route_set=list(request.headers.get_all("Record-Route")),
             local_seq=0,
             remote_seq=request.cseq[0],

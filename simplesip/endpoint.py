@@ -216,7 +216,7 @@ class Endpoint:
         if waiter is not None and not waiter.done() and addr[1] == cfg.server_port:
             waiter.set_exception(ConnectionError(f"{addr[0]}:{addr[1]} is unreachable"))
         for call in list(self.calls.values()):
-            if call.state is CallState.INVITING and getattr(call, "_destination", None) == addr:
+            if call.state is CallState.INVITING and call._destination == addr:
                 self._command(lambda core, now, cid=call.id: core.hangup(cid, now))
                 self._finish_call(call, "error", 503)
 
@@ -246,7 +246,7 @@ class Endpoint:
                     from_user=self.config.username, to_user=split_target(target)[0])
         call.rtp_socket, call.local_rtp_port, call.local_sdp = rtp_socket, port, offer
         call.sdp_session = sdp_session
-        call._destination = _destination_of(target, self.config)  # type: ignore[attr-defined]
+        call._destination = _destination_of(target, self.config)
         call._waiter = self._loop.create_future()
         self.calls[call_id] = call
         self._driver.pump()
@@ -262,6 +262,9 @@ class Endpoint:
     async def _answer(self, call: Call) -> None:
         assert self._loop is not None
         rtp_socket, port = await self._open_rtp_socket()
+        if call.ended.is_set():  # cancelled by the caller while we were getting ready
+            rtp_socket.close()
+            raise CallError("the caller gave up before the answer", call.end_status or 487)
         call.sdp_session = self._sdp_session(port)
         try:
             if call.remote_sdp:

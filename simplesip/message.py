@@ -11,7 +11,11 @@ Accepted leniently (RFC 4475 §3.1.1): folded lines, LWS around ``:``/``;``/``=`
 names, any header-name case, CRLFs before the start line, bare-LF line ends.  Rejected: any other
 malformed start line (one SP between elements, RFC 3261 §7.1), duplicated single-value headers, CSeq
 and Max-Forwards out of range, a CSeq method that differs from the request method, a body shorter than
-Content-Length, a Request-URI that is not a URI or that carries SIP URI headers.
+Content-Length, a Request-URI that is not a URI or that carries SIP URI headers.  Any Request-URI
+scheme is accepted (RFC 4475 §3.3.2); ``Request.require_supported_scheme`` gives the UAS its 416.
+
+This module also holds :class:`Headers` and the ``REASONS`` table; they would sit better in a module
+of their own (``headers.py``), which is why this file runs past the usual ~400 lines.
 """
 
 from __future__ import annotations
@@ -106,9 +110,9 @@ class Headers:
     of list-grammar headers (Via, Route, Contact...), never of others (WWW-Authenticate, Date...).
     """
 
-    def __init__(self, items: Iterable[tuple[str, str]] | Mapping[str, str] = ()) -> None:
+    def __init__(self, items: Iterable[tuple[str, str]] | Mapping[str, str] | Headers = ()) -> None:
         self._items: list[tuple[str, str]] = []
-        pairs = items.items() if isinstance(items, Mapping) else items
+        pairs = items.items() if isinstance(items, (Mapping, Headers)) else items
         for name, value in pairs:
             self.add(name, value)
 
@@ -401,9 +405,9 @@ def _parse_max_forwards(value: str) -> int:
     return number
 
 
-def _find_head_end(data: bytes | bytearray) -> tuple[int, int] | None:
+def _find_head_end(data: bytes | bytearray, start: int = 0) -> tuple[int, int] | None:
     """(end of header section, start of body), accepting bare-LF line ends; None if incomplete."""
-    crlf, lf = data.find(b"\r\n\r\n"), data.find(b"\n\n")
+    crlf, lf = data.find(b"\r\n\r\n", start), data.find(b"\n\n", start)
     if crlf >= 0 and (lf < 0 or crlf < lf):
         return crlf, crlf + 4
     if lf >= 0:
@@ -506,7 +510,9 @@ def _validate_headers(message: Message) -> None:
         raise SIPParseError("CSeq method does not match the request method")
     if not message.vias:
         raise SIPParseError("empty Via header")
-    _parse_max_forwards(headers.get("Max-Forwards") or "0")
+    max_forwards = headers.get("Max-Forwards")
+    if max_forwards is not None:  # optional: RFC 2543 peers leave it out (RFC 4475 §3.4.1)
+        _parse_max_forwards(max_forwards)
     contacts = headers.get_all("Contact")
     if "*" in contacts and len(contacts) > 1:
         raise SIPParseError("Contact '*' mixed with addresses")
@@ -559,6 +565,8 @@ class StreamFramer:
         self.max_size = max_size
         self._buffer = bytearray()
         self._frames: deque[bytes] = deque()
+        self._scanned = 0  # bytes of the buffer already searched for the end of the headers
+        self._frame_length: int | None = None  # length of the message being received, once known
 
     def feed_raw(self, data: bytes) -> list[bytes]:
         """Add stream bytes; return the complete messages framed so far, each as its own bytes.
@@ -569,27 +577,39 @@ class StreamFramer:
         self._buffer += data
         frames: list[bytes] = []
         while True:
-            del self._buffer[: len(self._buffer) - len(self._buffer.lstrip(b"\r\n"))]
-            bounds = _find_head_end(self._buffer)
-            if bounds is None:
-                if len(self._buffer) > self.max_size:
-                    self._fail(SIPParseError("Message Too Large", status=413))
+            if self._frame_length is None:
+                self._frame_length = self._next_frame_length()
+                if self._frame_length is None:
+                    return frames
+            if len(self._buffer) < self._frame_length:
                 return frames
-            head_end, body_start = bounds
-            try:
-                _, headers = _parse_head(bytes(self._buffer[:head_end]))
-                length = _content_length(headers)
-            except SIPParseError as exc:
-                self._fail(exc)
-            if length is None:
-                self._fail(SIPParseError("Content-Length is required on stream transports"))
-            total = body_start + length
-            if total > self.max_size:
+            frames.append(bytes(self._buffer[: self._frame_length]))
+            del self._buffer[: self._frame_length]
+            self._frame_length = None
+            self._scanned = 0
+
+    def _next_frame_length(self) -> int | None:
+        """Length of the message at the head of the buffer once its headers are in, else None."""
+        self._skip_keepalives()
+        # resume the search where the last one stopped (less 3 bytes of a split CRLFCRLF), so a
+        # header arriving in many small reads is scanned once, not once per read
+        bounds = _find_head_end(self._buffer, max(0, self._scanned - 3))
+        if bounds is None:
+            self._scanned = len(self._buffer)
+            if len(self._buffer) > self.max_size:
                 self._fail(SIPParseError("Message Too Large", status=413))
-            if len(self._buffer) < total:
-                return frames
-            frames.append(bytes(self._buffer[:total]))
-            del self._buffer[:total]
+            return None
+        head_end, body_start = bounds
+        try:
+            _, headers = _parse_head(bytes(self._buffer[:head_end]))
+            length = _content_length(headers)
+        except SIPParseError as exc:
+            self._fail(exc)
+        if length is None:
+            self._fail(SIPParseError("Content-Length is required on stream transports"))
+        if body_start + length > self.max_size:
+            self._fail(SIPParseError("Message Too Large", status=413))
+        return body_start + length
 
     def feed(self, data: bytes) -> list[Message]:
         """Add stream bytes; return every complete message, parsed.
@@ -616,6 +636,16 @@ class StreamFramer:
         """True when framed messages (or an error) wait for the next ``feed`` call."""
         return bool(self._frames)
 
+    def _skip_keepalives(self) -> None:
+        skipped = 0
+        while skipped < len(self._buffer) and self._buffer[skipped] in b"\r\n":
+            skipped += 1
+        if skipped:
+            del self._buffer[:skipped]
+            self._scanned = max(0, self._scanned - skipped)
+
     def _fail(self, error: SIPParseError) -> NoReturn:
         self._buffer.clear()
+        self._scanned = 0
+        self._frame_length = None
         raise error

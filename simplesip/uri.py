@@ -27,6 +27,8 @@ _SCHEME_RE = re.compile(r"([A-Za-z][A-Za-z0-9+\-.]*):")
 _HOST_RE = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_\-.]*)|\[[0-9A-Fa-f:.]+\]")
 # Characters never legal inside a URI on the wire: whitespace, controls, and the delimiters that
 # name-addr and quoted strings use (RFC 3986 §2 / RFC 3261 §25.1).
+# host [":" port] followed by the end of the URI, its params or its headers
+_HOSTPORT_RE = re.compile(r"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_][A-Za-z0-9_\-.]*)(?::[0-9]{1,5})?(?=[;?]|$)")
 _URI_FORBIDDEN_RE = re.compile(r'[\x00-\x20\x7f<>"]')
 # gen-value = token / host / quoted-string; for the unquoted forms anything up to a delimiter.
 _PARAM_VALUE_RE = re.compile(r'[^\s;,"<>]+')
@@ -196,13 +198,10 @@ def _userinfo_end(text: str) -> int:
     """
     at = text.find("@")
     while at >= 0:
-        hostport = re.split(r"[;?]", text[at + 1 :], maxsplit=1)[0]
-        try:
-            _parse_host(hostport, "SIP URI")
-        except SIPParseError:
-            at = text.find("@", at + 1)
-            continue
-        return at
+        # match in place (no slicing) so a value full of "@" stays linear
+        if _HOSTPORT_RE.match(text, at + 1):
+            return at
+        at = text.find("@", at + 1)
     return text.rfind("@")  # no good candidate: the host check then reports the error
 
 

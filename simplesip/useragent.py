@@ -282,17 +282,19 @@ class UserAgentCore:
             media_type = (request.content_type or "").split(";")[0].strip().lower()
             if media_type not in cfg.accept_content_types:
                 return 415, None, [("Accept", ", ".join(cfg.accept_content_types))]
-        if request.method == "INVITE" and request.to_tag is None and not self._has_contact(request):
-            return 400, "Missing Contact", []  # 8.1.1.8: without one we could never send BYE
+        if request.method in ("INVITE", "UPDATE") and not self._accepts_sdp(request):
+            # 8.2.3: our answer will carry SDP, which the request says it cannot take.
+            return 406, None, [("Accept", ", ".join(cfg.accept_content_types))]
         return None
 
     @staticmethod
-    def _has_contact(request: Request) -> bool:
-        try:
-            contacts = request.contacts
-        except SIPParseError:
-            return False
-        return bool(contacts) and contacts[0].uri.scheme in ("sip", "sips")
+    def _accepts_sdp(request: Request) -> bool:
+        accepted = [value.split(";")[0].strip().lower() for value in request.headers.get_all("Accept")]
+        if not accepted or accepted == [""]:
+            # No Accept means application/sdp (20.1). An empty one strictly means "no body at all",
+            # which an INVITE answer cannot honour; we answer with SDP rather than refuse the call.
+            return True
+        return any(kind in ("application/sdp", "application/*", "*/*") for kind in accepted)
 
     def _addressed_to_us(self, request: Request) -> bool:
         """Whether the Request-URI names us (then Max-Forwards 0 is no reason to refuse it)."""

@@ -208,17 +208,24 @@ def dump_sipp_scenario(name: str) -> str:
 
 
 def _free_even_port() -> int:
-    """A free even port whose odd neighbour is free too (RTP + RTCP)."""
+    """A free even port with its next three neighbours free too: SIPp binds the audio RTP port,
+    its RTCP port, and the video pair above them."""
     while True:
         port = free_port()
-        if port % 2 == 0 and port < 65534:
-            try:
-                with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-                    s.bind(("127.0.0.1", port + 1))
-                # SIPp also opens port+2 for video; leave it be, it is only a best effort.
-                return port
-            except OSError:
-                continue
+        if port % 2 or port > 65530:
+            continue
+        socks = []
+        try:
+            for p in range(port + 1, port + 4):
+                s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                socks.append(s)
+                s.bind(("127.0.0.1", p))
+            return port
+        except OSError:
+            continue
+        finally:
+            for s in socks:
+                s.close()
 
 
 # ------------------------------------------------------------------------------- baresip

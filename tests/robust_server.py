@@ -44,7 +44,9 @@ WAIT_FLOW = """\
 flow: robust
 start: wait
 nodes:
-  wait: {pause: 60s, next: bye}
+  wait:
+    collect: {max_digits: 20, timeout: 60s, inter_digit_timeout: 60s, attempts: 1}
+    next: bye
   bye: {hangup: }
 """
 
@@ -192,7 +194,7 @@ SDP_OFFER = ("v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=
 
 
 def invite(target: tuple[str, int], local_port: int, *, call_id: str | None = None, rtp_port: int = 4000,
-           user: str = "caller", extra_headers: str = "", body: str | None = None,
+           user: str = "caller", to_user: str = "ivr", extra_headers: str = "", body: str | None = None,
            content_type: str = "application/sdp", uri: str | None = None, max_forwards: int = 70) -> bytes:
     """A complete INVITE from ``127.0.0.1:local_port`` (``extra_headers`` lines end in CRLF)."""
     sdp = SDP_OFFER.format(port=rtp_port) if body is None else body
@@ -201,17 +203,18 @@ def invite(target: tuple[str, int], local_port: int, *, call_id: str | None = No
     return (f"INVITE {request_uri} SIP/2.0\r\n"
             f"Via: SIP/2.0/UDP 127.0.0.1:{local_port};branch=z9hG4bK{uuid.uuid4().hex[:12]};rport\r\n"
             f"Max-Forwards: {max_forwards}\r\nFrom: <sip:{user}@127.0.0.1>;tag={uuid.uuid4().hex[:8]}\r\n"
-            f"To: <sip:ivr@{target[0]}>\r\nCall-ID: {call_id}\r\nCSeq: 1 INVITE\r\n"
+            f"To: <sip:{to_user}@{target[0]}>\r\nCall-ID: {call_id}\r\nCSeq: 1 INVITE\r\n"
             f"Contact: <sip:{user}@127.0.0.1:{local_port}>\r\n{extra_headers}"
             f"Content-Type: {content_type}\r\nContent-Length: {len(sdp.encode())}\r\n\r\n{sdp}").encode()
 
 
 def ack_for(invite_bytes: bytes, response: bytes) -> bytes:
     """The ACK for a non-2xx final response (same branch, To tag from the response)."""
-    head = invite_bytes.split(b"\r\n\r\n", 1)[0].decode()
-    lines = head.split("\r\n")
-    uri = lines[0].split(" ")[1]
-    keep = {k: v for k, _, v in (line.partition(": ") for line in lines[1:])}
-    to = header_of(response, "To") or keep["To"]
-    return (f"ACK {uri} SIP/2.0\r\nVia: {keep['Via']}\r\nMax-Forwards: 70\r\nFrom: {keep['From']}\r\n"
-            f"To: {to}\r\nCall-ID: {keep['Call-ID']}\r\nCSeq: 1 ACK\r\nContent-Length: 0\r\n\r\n").encode()
+    from simplesip.message import parse_message
+
+    request = parse_message(invite_bytes)
+    headers = request.headers
+    to = header_of(response, "To") or headers.get("To")
+    return (f"ACK {request.uri} SIP/2.0\r\nVia: {headers.get_all('Via')[0]}\r\nMax-Forwards: 70\r\n"
+            f"From: {headers.get('From')}\r\nTo: {to}\r\nCall-ID: {headers.get('Call-ID')}\r\n"
+            f"CSeq: {request.cseq[0]} ACK\r\nContent-Length: 0\r\n\r\n").encode()

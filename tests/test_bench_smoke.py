@@ -64,6 +64,13 @@ def test_summarise_arrivals_counts_gaps_across_the_wrap() -> None:
     assert intervals == pytest.approx([20, 20, 40, 20])
 
 
+def test_summarise_arrivals_counts_skipped_clock_ticks_as_missing() -> None:
+    # No sequence gap, but 60 ms between two packets: the sender's clock skipped two ticks.
+    arrivals = [(0.00, 10), (0.02, 11), (0.08, 12), (0.10, 13)]
+    received, expected, _ = summarise_arrivals(arrivals)
+    assert (received, expected) == (4, 6)
+
+
 def test_report_capacity_and_ratio(tmp_path: Path) -> None:
     ours = [StepResult("simplesip-ivr", "bench", n, completed=n, healthy=True, passed=n <= 100)
             for n in (50, 100, 200)]

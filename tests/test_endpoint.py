@@ -182,3 +182,19 @@ async def test_call_over_tcp():
 async def test_register_without_server_is_a_value_error(pair):
     with pytest.raises(ValueError):
         await pair[0].register()
+
+
+async def test_register_to_a_silent_server_times_out_with_connection_error():
+    import socket
+
+    from simplesip import ConnectionError
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as silent:  # bound, never answers
+        silent.bind(("127.0.0.1", 0))
+        endpoint = Endpoint(_config(username="alice", password="pw", server="127.0.0.1",
+                                    server_port=silent.getsockname()[1], register_timeout=0.5))
+        async with endpoint:
+            with pytest.raises(ConnectionError):
+                await endpoint.register()
+            assert silent.recv(4096).startswith(b"REGISTER ")
+            assert not endpoint.registered

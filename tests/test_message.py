@@ -174,6 +174,7 @@ def test_content_length_framing_on_datagrams() -> None:
         (b"CSeq: 1 INVITE", b"CSeq: 2147483648 INVITE", 400),
         (b"Max-Forwards: 69", b"Max-Forwards: 256", 400),
         (b"Max-Forwards: 69", b"Max-Forwards: many", 400),
+        (b"Max-Forwards: 69", b"Max-Forwards:", 400),
         (b"Call-ID: call-1@127.0.0.1\r\n", b"", 400),
         (b"Call-ID: call-1@127.0.0.1", b"Call-ID: two words", 400),
         (b"To: <sip:ivr@127.0.0.1>\r\n", b"To: <sip:ivr@127.0.0.1>\r\nTo: <sip:x@y>\r\n", 400),

@@ -4,7 +4,6 @@ lookup and dispatcher) with BYE from each side."""
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
 
 import pytest
 

@@ -649,12 +649,38 @@ def test_max_forwards_zero(net, bob):
     assert [r.status for r in raw(net, other.replace("Max-Forwards: 70", "Max-Forwards: 0"))] == [483]
 
 
-def test_invite_without_contact_gets_400(net, bob):
+def test_invite_refusing_sdp_answers_gets_406(net, bob):
+    [reply] = raw(net, options("Content-Type: application/sdp\nAccept: text/nobodyKnowsThis",
+                               method="INVITE"), OFFER)
+    assert reply.status == 406 and reply.headers.get("Accept") == "application/sdp"
+
+
+def test_request_missing_from_to_call_id_still_gets_400(net, bob):
+    insufficient = sip("""
+        INVITE sip:bob@127.0.0.1:15062 SIP/2.0
+        CSeq: 193942 INVITE
+        Via: SIP/2.0/UDP 127.0.0.1:15070;branch=z9hG4bKkdj.insuf
+        Content-Type: application/sdp
+        """, OFFER)
+    net.attach(PEER, lambda d: [])
+    net.inject(insufficient, PEER, BOB)
+    [reply] = [d for d in net.log if d.dst == PEER]
+    assert reply.first_line == "SIP/2.0 400 missing Call-ID header"
+    assert b"CSeq: 193942 INVITE\r\n" in reply.data and b"branch=z9hG4bKkdj.insuf" in reply.data
+
+
+def test_rfc2543_invite_without_contact_is_reached_at_its_from(net, bob):
     no_contact = options("Content-Type: application/sdp", method="INVITE").replace(
-        "Contact: <sip:carol@127.0.0.1:15070>", "Subject: no contact")
-    [reply] = raw(net, no_contact, OFFER)
-    assert (reply.status, reply.reason) == (400, "Missing Contact")
-    assert net.events(bob) == []
+        "Contact: <sip:carol@127.0.0.1:15070>", "Subject: no contact").replace(
+        "From: <sip:carol@127.0.0.1>", "From: <sip:carol@127.0.0.1:15070>")
+    replies = raw(net, no_contact, OFFER)
+    assert [r.status for r in replies] == [100, 180]
+    [incoming] = net.events(bob)
+    bob.answer(incoming.call_id, ANSWER, net.now)
+    bob.hangup(incoming.call_id, net.now)
+    net.advance(33)  # no ACK will come: BYE after 64*T1, to the From address
+    bye = net.sent(request("BYE"))[0]  # then retransmitted: PEER does not answer
+    assert bye.dst == PEER and bye.message.uri == "sip:carol@127.0.0.1:15070"
 
 
 def test_malformed_request_gets_400_and_the_next_one_works(net, bob):

@@ -1,0 +1,206 @@
+"""``ivr serve`` as a real process on free ports, called by ``ivr call`` and by SIPp: digits reach
+the flow, the prompt reaches the caller, CDR and metrics, SIGTERM with a live call, SIGHUP."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+import wave
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.conftest import free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+IVR = [sys.executable, "-m", "ivr"]
+
+FLOW = """\
+flow: e2e
+start: ask
+nodes:
+  ask:
+    collect:
+      prompt: {tone: "440", duration: 2s}
+      max_digits: 3
+      terminator: "#"
+      timeout: 6s
+    on: {ok: thanks, timeout: bye, invalid: bye}
+  thanks:
+    play: {tone: "880", duration: 500ms}
+    next: bye
+  bye: {hangup: {}}
+"""
+
+VOICEMAIL = """\
+flow: voicemail
+start: record
+nodes:
+  record:
+    record: {to: "msg.wav", beep: false, max_length: 30s, silence_timeout: 30s}
+    next: bye
+  bye: {hangup: {}}
+"""
+
+
+class ServeProcess:
+    """``ivr serve --config`` in its own folder; stopped (and reaped) by the test fixture."""
+
+    def __init__(self, folder: Path, extra_config: str = "") -> None:
+        self.folder = folder
+        self.port = free_port()
+        self.metrics_port = free_port(__import__("socket").SOCK_STREAM)
+        self.flows = folder / "flows"
+        self.flows.mkdir()
+        (self.flows / "e2e.yaml").write_text(FLOW)
+        (self.flows / "voicemail.yaml").write_text(VOICEMAIL)
+        # for SIPp's uac_pcap (8 s of audio, then the digit): a first-digit timeout past that
+        (self.flows / "sipp.yaml").write_text(FLOW.replace("flow: e2e", "flow: sipp").replace("6s", "20s"))
+        self.config = folder / "ivr.yaml"
+        self.write_config(extra_config)
+        self.log = (folder / "serve.log").open("w")
+        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        self.proc = subprocess.Popen([sys.executable, "-X", "faulthandler", "-m", "ivr", "serve", "--config", str(self.config)], cwd=folder,
+                                     stdout=self.log, stderr=subprocess.STDOUT, env=env)
+        self.wait_for_log("ivr serving on")
+
+    def write_config(self, extra: str) -> None:
+        self.config.write_text(
+            f"listen: {{port: {self.port}, transports: [udp]}}\nflows: [flows]\nrecordings: rec\n"
+            f"cdr: cdr.jsonl\nmetrics_port: {self.metrics_port}\n{extra}")
+
+    def wait_for_log(self, text: str, timeout: float = 8.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if text in self.log_text():
+                return
+            if self.proc.poll() is not None:
+                break
+            time.sleep(0.05)
+        raise AssertionError(f"{text!r} not in the server log:\n{self.log_text()}")
+
+    def log_text(self) -> str:
+        return (self.folder / "serve.log").read_text()
+
+    def cdr(self) -> list[dict]:
+        path = self.folder / "cdr.jsonl"
+        return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+    def metrics(self) -> str:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as reply:
+            return reply.read().decode()
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.send_signal(signal.SIGABRT)  # faulthandler writes every thread's stack to the log
+            self.proc.wait(5)
+            raise AssertionError(f"ivr serve did not exit after SIGTERM:\n{self.log_text()[-6000:]}") from None
+        finally:
+            self.log.close()
+
+
+@pytest.fixture
+def serve(tmp_path):
+    servers: list[ServeProcess] = []
+
+    def start(extra_config: str = "") -> ServeProcess:
+        server = ServeProcess(tmp_path, extra_config)
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        if server.proc.poll() is None:
+            server.proc.kill()
+            server.proc.wait(5)
+
+
+def ivr_call(*args: str, timeout: float = 14) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run([*IVR, "call", *args], capture_output=True, text=True, timeout=timeout, env=env)
+
+
+def tone_share(path: Path, hz: float) -> float:
+    with wave.open(str(path)) as wav:
+        samples = np.frombuffer(wav.readframes(wav.getnframes()), dtype="<i2").astype(float)
+    spectrum = np.abs(np.fft.rfft(samples)) ** 2
+    freqs = np.fft.rfftfreq(len(samples), 1 / 8000)
+    return float(spectrum[(freqs > hz - 40) & (freqs < hz + 40)].sum() / max(spectrum.sum(), 1e-9))
+
+
+def test_ivr_call_digits_reach_flow_prompt_reaches_caller_cdr_and_metrics(serve, tmp_path):
+    server = serve()
+    heard = tmp_path / "heard.wav"
+    result = ivr_call(f"sip:e2e@127.0.0.1:{server.port}", "--dtmf", "4 2#", "--record", str(heard),
+                      "--duration", "10")
+    assert result.returncode == 0, result.stderr + server.log_text()
+    assert "remote_hangup" in result.stdout  # the flow hung up after '#'
+    assert tone_share(heard, 440) > 0.3  # the prompt, heard by the caller
+    server.wait_for_log(" ended ")
+    metrics = server.metrics()
+    assert server.stop() == 0
+    [record] = server.cdr()
+    assert record["flow"] == "e2e" and record["digits"] == "42#" and record["outcome"] == "local_hangup"
+    assert record["answer"] is not None and record["to"].startswith("sip:e2e@")
+    assert 'ivr_calls_total{outcome="local_hangup"} 1.0' in metrics
+    assert 'ivr_dtmf_events_total{source="rfc4733"} 3.0' in metrics
+    assert "ivr_rtp_jitter_ms_count 1.0" in metrics
+
+
+def test_sigterm_with_live_call_sends_bye_and_finalises_recording(serve, tmp_path):
+    server = serve("drain_timeout: 0.5\n")
+    caller = subprocess.Popen([*IVR, "call", f"sip:voicemail@127.0.0.1:{server.port}", "--duration", "12"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              env={**os.environ, "PYTHONPATH": str(ROOT)})
+    server.wait_for_log(" answered")
+    time.sleep(1.5)  # some audio recorded
+    server.proc.send_signal(signal.SIGTERM)
+    assert server.proc.wait(10) == 0
+    out, err = caller.communicate(timeout=10)
+    assert caller.returncode == 0 and "remote_hangup" in out, out + err  # BYE from the server
+    [record] = server.cdr()
+    assert record["outcome"] == "shutdown"
+    recording = tmp_path / "rec" / "msg.wav"
+    assert record["recordings"] == [str(recording)]
+    with wave.open(str(recording)) as wav:  # a valid header: sizes match the data written
+        assert wav.getframerate() == 8000 and wav.getnframes() >= 8000
+        assert wav.getnframes() * 2 + 44 == recording.stat().st_size
+
+
+def test_sighup_reloads_configuration(serve):
+    server = serve('limits: {allow: ["10.0.0.0/8"]}\n')
+    refused = ivr_call(f"sip:e2e@127.0.0.1:{server.port}", "--duration", "1", timeout=10)
+    assert refused.returncode == 1 and "403" in refused.stderr
+    server.write_config("")
+    server.proc.send_signal(signal.SIGHUP)
+    server.wait_for_log("configuration and flows reloaded")
+    accepted = ivr_call(f"sip:e2e@127.0.0.1:{server.port}", "--dtmf", "1#", "--duration", "6")
+    assert accepted.returncode == 0, accepted.stderr
+    assert server.stop() == 0
+    assert [r["outcome"] for r in server.cdr()] == ["rejected_403", "local_hangup"]
+
+
+@pytest.mark.peer
+def test_sipp_call_with_audio_and_rfc4733_digit(serve, tmp_path):
+    server = serve()
+    # SIPp's uac_pcap: 8 s of PCMA audio, RFC 4733 '1', 1 s pause, BYE.
+    (tmp_path / "pcap").symlink_to("/usr/share/sip-tester")
+    sipp = subprocess.run(
+        ["sipp", "-sn", "uac_pcap", f"127.0.0.1:{server.port}", "-i", "127.0.0.1", "-p", str(free_port()),
+         "-mp", str(free_port()), "-s", "sipp", "-m", "1", "-nostdin", "-timeout", "14s", "-timeout_error"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=16)
+    assert sipp.returncode == 0, sipp.stdout[-2000:] + server.log_text()
+    server.wait_for_log(" ended ")
+    assert server.stop() == 0
+    [record] = server.cdr()
+    assert record["flow"] == "sipp" and record["digits"] == "1" and record["outcome"] == "remote_hangup"

@@ -22,12 +22,15 @@ def test_one_input(data: bytes) -> None:
         sdp = SessionDescription.parse(data)
     except SIPParseError:
         return
-    assert SessionDescription.parse(sdp.serialize()) == sdp
+    assert SessionDescription.parse(sdp.serialize()) == sdp, "SDP round trip changed the description"
     try:
         make_answer(sdp, "127.0.0.1", 4000)
     except SIPParseError:
         pass
 
 
+#: Reported to the owner of simplesip/sdp.py; regression: tests/test_robust_regressions.py.
+KNOWN_ISSUES = [(AssertionError, "SDP round trip changed")]
+
 if __name__ == "__main__":
-    _common.main(test_one_input)
+    _common.main(test_one_input, KNOWN_ISSUES)

@@ -28,7 +28,7 @@ time. ``ivr_stt`` blocks (CPU work): the engine calls it from an executor thread
 Configuration (``plugins.stt``): ``front_end`` (``resample`` | ``narrowband``), ``pool_size``
 (decoders per grammar, default: CPU count), ``max_grammars`` (pools kept, least recently used
 dropped, default 32), ``padding`` (seconds, default 0.3), ``min_confidence`` (below it
-``ivr_stt`` answers ``None``; default 0), ``words`` (extra pronunciations,
+``ivr_stt`` answers ``None``; default 0.2), ``words`` (extra pronunciations,
 ``{"simplesip": "S IH M P AH L S IH P"}``).
 """
 

@@ -24,6 +24,9 @@ log = logging.getLogger(__name__)
 
 Address = tuple[str, int]
 _MEDIA_PORT = re.compile(rb"^(m=audio )(\d+)", re.MULTILINE)
+# The sent-by of the first Via, unless it already asks for rport (RFC 3581).
+_TOP_VIA = re.compile(rb"^((?:Via|v)[ \t]*:[ \t]*SIP/2\.0/UDP[ \t]+[^;,\r\n]+)(?![^\r\n]*rport)",
+                      re.MULTILINE | re.IGNORECASE)
 _CONTENT_LENGTH = re.compile(rb"^(Content-Length|l)[ \t]*:[ \t]*\d+", re.MULTILINE | re.IGNORECASE)
 
 
@@ -73,6 +76,10 @@ class _RelaySocket(asyncio.DatagramProtocol):
                 stats.dropped_down += 1
             stats.by_kind[self.kind] = stats.by_kind.get(self.kind, 0) + 1
             return
+        if self.kind == "sip" and upward and not data.startswith(b"SIP/2.0"):
+            # Without rport the UAS would answer the Via's sent-by port directly (RFC 3261
+            # §18.2.2), bypassing the relay and its loss on the way back.
+            data = _TOP_VIA.sub(rb"\1;rport", data, count=1)
         if self.kind == "sip" and b"\nm=audio " in data:
             # Opening a media relay is asynchronous: send once the SDP points at it.
             asyncio.get_running_loop().create_task(self._send_rewritten(data, destination))

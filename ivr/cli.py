@@ -198,7 +198,12 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         print(f"ivr serve: {exc}", file=sys.stderr)
         return 2
     configure_logging(server.config.log_format, "debug" if args.verbose else server.config.log_level)
-    return asyncio.run(server.run())
+    try:
+        return asyncio.run(server.run())
+    except OSError as exc:  # the SIP or metrics port is taken, or the address is not ours
+        print(f"ivr serve: cannot listen on {server.config.listen_host}:{server.config.listen_port}: "
+              f"{exc.strerror or exc}", file=sys.stderr)
+        return 2
 
 
 # -- entry point --------------------------------------------------------------------------

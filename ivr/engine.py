@@ -252,7 +252,7 @@ class Engine:
         reason = "local_hangup"
         try:
             outcome = await self.flows.run(call.flow, call)
-            call.vars.setdefault("_outcome", outcome)
+            call.data.setdefault("engine", {})["flow_outcome"] = outcome
             log.debug("call %s: flow %s ended with %r", call.id, call.flow, outcome)
         except asyncio.CancelledError:
             reason = "shutdown"

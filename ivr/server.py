@@ -197,6 +197,7 @@ class CallRecorder:
                 "call_id": call.id, "from": call.from_uri, "to": call.to_uri, "flow": call.flow,
                 "start": _iso(call.start_time), "answer": _iso(call.answer_time),
                 "end": _iso(call.end_time), "outcome": outcome, "status": status,
+                "flow_outcome": call.data.get("engine", {}).get("flow_outcome"),
                 "digits": "".join(call.digits), "recordings": list(call.recordings),
                 "error": call.failed,
             }

@@ -134,6 +134,19 @@ def test_client_calls_sipp_uas_then_hangs_up(tmp_path: Path):
         assert not client.running
 
 
+def test_client_calls_sipp_uas_over_tcp(tmp_path: Path):
+    with SippRunner(tmp_path, "uas", extra=["-t", "t1"]) as sipp:
+        client = _client(sipp, transport="tcp")
+        try:
+            client.connect(register=False)
+            assert client.make_call(f"sip:service@127.0.0.1:{sipp.port};transport=tcp")
+            client.end_call()
+            assert sipp.wait(5) == 0, sipp.log()
+            assert "Via: SIP/2.0/TCP" in sipp.messages()
+        finally:
+            client.disconnect()
+
+
 def test_register_against_sipp_digest_registrar(tmp_path: Path):
     with SippRunner(tmp_path, PEER_DATA / "registrar_auth.xml") as sipp:
         client = _client(sipp)

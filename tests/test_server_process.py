@@ -151,6 +151,7 @@ def test_ivr_call_digits_reach_flow_prompt_reaches_caller_cdr_and_metrics(serve,
     assert server.stop() == 0
     [record] = server.cdr()
     assert record["flow"] == "e2e" and record["digits"] == "42#" and record["outcome"] == "local_hangup"
+    assert record["flow_outcome"] == "hangup"
     assert record["answer"] is not None and record["to"].startswith("sip:e2e@")
     assert 'ivr_calls_total{outcome="local_hangup"} 1.0' in metrics
     assert 'ivr_dtmf_events_total{source="rfc4733"} 3.0' in metrics

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import logging
 import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -31,7 +32,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", help=f"concurrent calls per step (default {DEFAULT_STEPS})")
-    parser.add_argument("--duration", type=float, help="seconds each call of a step holds (default 30)")
+    parser.add_argument("--duration", type=float,
+                        help="seconds each step holds its calls (default 30; the ramp comes on top)")
     parser.add_argument("--quick", action="store_true", help=f"steps {QUICK_STEPS}, 12 s calls, no record flow")
     parser.add_argument("--flows", default="bench,bench_record", help="benchmark flows to step (default both)")
     parser.add_argument("--rates", default=DEFAULT_RATES, help="call set-up rates to try (calls/s); '' to skip")
@@ -47,8 +49,13 @@ def _ints(text: str) -> list[int]:
     return [int(v) for v in text.split(",") if v.strip()]
 
 
+def _exit_on_sigterm(_signum: int, _frame: object) -> None:
+    raise SystemExit(143)  # unwinds through the finally blocks that stop the server and SIPp
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     if not shutil.which("sipp"):
         print("python -m bench: sipp is not installed (apt-get install sip-tester)", file=sys.stderr)

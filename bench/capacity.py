@@ -120,6 +120,18 @@ def run_step(system: SystemUnderTest, flow: str, calls: int, settings: StepSetti
     ramp = calls / settings.ramp_rate
     sipp = start_sipp(scenario, ("127.0.0.1", system.sip_port), calls, settings.ramp_rate, folder,
                       local_port=sipp_local_port, timeout_s=int(settings.hold + ramp + 120))
+    try:
+        return _measure_step(system, calls, settings, sipp, result, ramp, drops, server_cpu, sink,
+                             packets_per_call, idle_rss, folder)
+    finally:
+        if sipp.poll() is None:
+            sipp.kill()
+            sipp.wait()
+
+
+def _measure_step(system: SystemUnderTest, calls: int, settings: StepSettings, sipp: Any,
+                  result: StepResult, ramp: float, drops: UdpDropCounter, server_cpu: CpuWindow,
+                  sink: RtpSink | None, packets_per_call: int, idle_rss: int, folder: Path) -> StepResult:
     sipp_cpu = CpuWindow(sipp.pid)
     machine_cpu = CpuWindow(MACHINE)
     work = _StepWork()
@@ -146,7 +158,7 @@ def run_step(system: SystemUnderTest, flow: str, calls: int, settings: StepSetti
     outcome = read_outcome(folder, sipp.returncode)
     _fill(result, outcome, work, system.ended_call_stats(), sink.take() if sink else None,
           drops.drops, packets_per_call, idle_rss, settings)
-    log.info("%s %s %d calls: %s", system.name, flow, calls, _summary(result))
+    log.info("%s %s %d calls: %s", system.name, result.flow, calls, _summary(result))
     return result
 
 
@@ -269,7 +281,11 @@ def run_setup_rates(system: SystemUnderTest, rates: list[float], seconds: float,
         started = time.monotonic()
         sipp = start_sipp(scenario, ("127.0.0.1", system.sip_port), calls, rate, step_dir,
                           local_port=sipp_local_port, timeout_s=int(seconds * 3 + 60))
-        sipp.wait()
+        try:
+            sipp.wait()
+        finally:
+            if sipp.poll() is None:
+                sipp.kill()
         elapsed = time.monotonic() - started
         outcome = read_outcome(step_dir, sipp.returncode)
         busy = cpu.stop()

@@ -57,7 +57,9 @@ def start_sipp(scenario: Path, target: tuple[str, int], calls: int, rate: float,
     from bench.systems import free_udp_port
 
     local_port = local_port or free_udp_port()
-    media_base = random.randrange(61000, 64990, 4)  # above every RTP range the servers use
+    # SIPp's [auto_media_port] advertises base + 2 * call number (it binds only the base), so the
+    # base leaves room for every call below 65536.
+    media_base = random.randrange(40000, 65535 - 2 * calls - 10, 4)
     command = [
         "sipp", "-sf", str(scenario), "-s", "bench", f"{target[0]}:{target[1]}",
         "-i", "127.0.0.1", "-mi", "127.0.0.1", "-p", str(local_port), "-mp", str(media_base),

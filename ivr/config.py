@@ -7,7 +7,7 @@ A complete file with the defaults (every section is optional; an empty file is v
       port: 5060               # 0 = any free port
       transports: [udp, tcp]
     rtp_ports: [20000, 30000]  # RTP/RTCP port range handed out to calls
-    accounts: []               # registrations to a PBX/registrar, each:
+    accounts: []               # the registration to a PBX/registrar (at most one per process):
       # - {username: ivr, password: ivrpass, server: 127.0.0.1, port: 5060, transport: udp}
     routes: {}                 # called user/number -> flow name, e.g. {"100": attendant}
     default_flow: null         # flow for calls no route matches (null: the first flow loaded)
@@ -224,6 +224,8 @@ def parse_config(text: str, source: str = "<config>", base_dir: Path | None = No
     cfg.rtp_ports = (ports[0], ports[1])
 
     accounts = check.get(data, "accounts", list, [])
+    if len(accounts) > 1:  # one Endpoint registers one identity; run one process per account
+        raise check.fail(data, "accounts", "accounts: one account per process is supported")
     for entry in accounts:
         if not isinstance(entry, dict):
             raise check.fail(data, "accounts", "accounts: each entry must be a mapping")

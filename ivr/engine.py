@@ -10,7 +10,8 @@ Life of a call::
            -> BYE/CANCEL/flow end/error/shutdown -> HangupEvent + ivr_call_ended (once)
 
 Observers (the server's CDR, metrics and call log) get ``(event, call, details)`` for ``incoming``,
-``rejected``, ``answered``, ``dtmf``, ``hook_error`` and ``ended``.
+``rejected``, ``answered``, ``dtmf``, ``hook_error``, ``ended`` (the call is over) and
+``finished`` (its flow has returned too).
 """
 
 from __future__ import annotations
@@ -162,7 +163,12 @@ class Engine:
         self.endpoint.on_tick = self.on_tick
         await self.endpoint.start()
         if self.config.accounts:
-            await self.endpoint.register()
+            account = self.config.accounts[0]
+            try:
+                await self.endpoint.register()
+            except Exception as exc:  # direct calls still work; the PBX may come up later
+                log.error("registration of %s at %s:%s failed: %s", account.username, account.server,
+                          account.port, exc)
 
     def reconfigure(self, config: IvrConfig) -> None:
         """Apply a reloaded configuration (routes, limits, plugin sections) to new calls."""
@@ -190,9 +196,17 @@ class Engine:
         # Flows see their HangupEvent and return; those that do not are cancelled.
         if self._tasks:
             await asyncio.wait(list(self._tasks.values()), timeout=FLOW_EXIT_GRACE)
-        for task in list(self._tasks.values()):
+        stuck = list(self._tasks.values())
+        for task in stuck:
             task.cancel()
+        if stuck:  # let the cancelled tasks unwind (their CDR lines are written on the way out)
+            await asyncio.wait(stuck, timeout=1.0)
         if self.endpoint is not None:
+            if getattr(self.endpoint, "registered", False):
+                try:  # so the PBX stops sending calls here at once
+                    await asyncio.wait_for(self.endpoint.unregister(), 2.0)
+                except Exception as exc:
+                    log.warning("unregistering failed: %r", exc)
             await self.endpoint.stop()
 
     # -- incoming calls -----------------------------------------------------------------------
@@ -204,7 +218,17 @@ class Engine:
         task.add_done_callback(lambda _t, cid=sip_call.id: self._tasks.pop(cid, None))
 
     async def handle_incoming(self, sip_call: Any) -> None:
-        """Admit, route and run one incoming call to its end."""
+        """Admit, route and run one incoming call to its end; observers get ``finished`` last
+        (once the flow has returned too: the CDR waits for the flow's outcome)."""
+        call: CallContext | None = None
+        try:
+            call = self._new_call(sip_call)
+            await self._admit_and_run(sip_call, call)
+        finally:
+            if call is not None:
+                self._notify("finished", call, {"reason": call.end_reason})
+
+    def _new_call(self, sip_call: Any) -> CallContext:
         headers = _headers_dict(getattr(sip_call, "headers", None))
         call = CallContext(
             sip_call.id, self.pm.hook,
@@ -217,7 +241,9 @@ class Engine:
         sip_call.on_dtmf = lambda digit, source, duration_ms=None: self._on_dtmf(call, digit, source, duration_ms)
         sip_call.on_ended = lambda reason=None: self._on_sip_ended(call, reason)
         self._notify("incoming", call, {})
+        return call
 
+    async def _admit_and_run(self, sip_call: Any, call: CallContext) -> None:
         status = 503 if not self.accepting else (self.admission(sip_call, call) if self.admission else None)
         headers = _policy_headers(self.admission, status) if status is not None else None
         if status is None:

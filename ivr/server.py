@@ -182,16 +182,24 @@ class CallRecorder:
         elif event == "ended":
             self.active.dec()
             self._ended(call, details.get("reason", "?"), details.get("stats"))
+        elif event == "finished":
+            self._write_cdr(call)
+
+    def _outcome(self, call: CallContext, reason: str | None) -> str:
+        status = self._status.get(call.id)
+        return f"rejected_{status}" if status else str(reason)
 
     def _ended(self, call: CallContext, reason: str, stats: Any) -> None:
-        status = self._status.pop(call.id, None)
-        outcome = f"rejected_{status}" if status else reason
-        self.calls.labels(outcome).inc()
+        self.calls.labels(self._outcome(call, reason)).inc()
         if isinstance(stats, dict):
             if stats.get("expected"):
                 self.loss.observe(max(0, stats.get("lost", 0)) / stats["expected"])
             if stats.get("jitter_ms") is not None:
                 self.jitter.observe(stats["jitter_ms"])
+
+    def _write_cdr(self, call: CallContext) -> None:
+        outcome = self._outcome(call, call.end_reason)
+        status = self._status.pop(call.id, None)
         if self._cdr is not None:
             record = {
                 "call_id": call.id, "from": call.from_uri, "to": call.to_uri, "flow": call.flow,

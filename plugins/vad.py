@@ -14,12 +14,22 @@ The per-call state is public, for barge-in and silence detection by other plugin
 * ``speech_start`` (float | None): media-clock time the current (or last) utterance began;
 * ``last_speech_end`` (float | None): when the last utterance ended (its last voiced frame);
 * ``last_voice`` (float | None): end time of the latest voiced frame.
+* ``voiced_ms`` (int): voiced audio in the current (or last) utterance, in ms. Speech barge-in
+  waits for enough of it, so that a cough or a short "mm" does not stop a prompt.
+* ``utterance`` (numpy int16 array | None): the last finished utterance's audio, from
+  ``preroll_ms`` before its start to its last voiced frame (plus ``tail_ms``); set just before
+  the ``end`` event is reported, for the flow to hand to ``ivr_stt``. ``utterance_seq`` counts
+  them.
 
 Times are the engine's media clock (``AudioBatch.now``: the end of the tick's frame).
 
 Configuration (``plugins.vad``): ``aggressiveness`` (0-3, default 2), ``start_frames`` (3),
 ``start_window`` (5), ``hangover_ms`` (600), ``min_level_dbfs`` (-55: quieter frames are
-unvoiced without asking webrtcvad, which saves its cost on the silent majority of frames).
+unvoiced without asking webrtcvad, which saves its cost on the silent majority of frames),
+``preroll_ms`` (300: audio kept from before the start: the start is declared after a few voiced
+frames, and a recogniser needs the word's onset and some silence before it), ``tail_ms`` (200),
+``max_utterance_ms`` (20000: a longer utterance keeps only its first part, so that a caller who
+never stops talking cannot grow the buffer without bound).
 """
 
 from __future__ import annotations
@@ -46,6 +56,9 @@ _DEFAULTS: dict[str, Any] = {
     "start_window": 5,
     "hangover_ms": 600,
     "min_level_dbfs": -55.0,
+    "preroll_ms": 300,
+    "tail_ms": 200,
+    "max_utterance_ms": 20000,
 }
 _settings: dict[str, Any] = dict(_DEFAULTS)
 
@@ -57,6 +70,14 @@ class _Detector:
         self.vad = webrtcvad.Vad(int(_settings["aggressiveness"]))
         self.recent: deque[bool] = deque(maxlen=int(_settings["start_window"]))
         self.unvoiced_run = 0
+        # the last preroll frames while silent; every frame of the utterance while speaking
+        keep = max(_frames(_settings["preroll_ms"]), int(_settings["start_window"]))
+        self.preroll: deque[np.ndarray] = deque(maxlen=keep)
+        self.utterance: list[np.ndarray] = []
+
+
+def _frames(milliseconds: Any) -> int:
+    return max(0, int(round(float(milliseconds) / 1000 / FRAME_SECONDS)))
 
 
 @hookimpl
@@ -80,6 +101,9 @@ def _state(call: CallContext) -> dict[str, Any]:
             "speech_start": None,
             "last_speech_end": None,
             "last_voice": None,
+            "voiced_ms": 0,
+            "utterance": None,
+            "utterance_seq": 0,
             "_detector": _Detector(),
         }
     return state
@@ -99,7 +123,15 @@ def ivr_audio_in(batch: AudioBatch) -> None:
         state = _state(call)
         detector: _Detector = state["_detector"]
         voiced = bool(loud[i]) and detector.vad.is_speech(batch.pcm[i].tobytes(), SAMPLE_RATE)
+        _keep_audio(state, detector, batch.pcm[i])
         _update(call, state, detector, voiced, batch.now, hangover_frames)
+
+
+def _keep_audio(state: dict[str, Any], detector: _Detector, frame: np.ndarray) -> None:
+    if not state["speaking"]:
+        detector.preroll.append(frame.copy())
+    elif len(detector.utterance) < _frames(_settings["max_utterance_ms"]):
+        detector.utterance.append(frame.copy())
 
 
 def _update(call: CallContext, state: dict[str, Any], detector: _Detector, voiced: bool,
@@ -108,6 +140,8 @@ def _update(call: CallContext, state: dict[str, Any], detector: _Detector, voice
     if voiced:
         state["last_voice"] = now
         detector.unvoiced_run = 0
+        if state["speaking"]:
+            state["voiced_ms"] += int(FRAME_SECONDS * 1000)
     else:
         detector.unvoiced_run += 1
     if not state["speaking"]:
@@ -116,12 +150,23 @@ def _update(call: CallContext, state: dict[str, Any], detector: _Detector, voice
             first = list(detector.recent).index(True)
             state["speaking"] = True
             state["speech_start"] = now - (len(detector.recent) - first) * FRAME_SECONDS
+            state["voiced_ms"] = sum(detector.recent) * int(FRAME_SECONDS * 1000)
+            # the frames of the start window are in the pre-roll: the utterance starts with them
+            detector.utterance = list(detector.preroll)
+            detector.preroll.clear()
             log.debug("call %s: speech start at %.2f", call.id, state["speech_start"])
             call.report_speech("start")
     elif detector.unvoiced_run >= hangover_frames:
         state["speaking"] = False
         state["last_speech_end"] = state["last_voice"]
         detector.recent.clear()
+        # drop the hang-over silence but a short tail (the decoder wants to hear the word end)
+        capped = len(detector.utterance) >= _frames(_settings["max_utterance_ms"])
+        trailing = 0 if capped else max(0, detector.unvoiced_run - _frames(_settings["tail_ms"]))
+        frames = detector.utterance[: len(detector.utterance) - trailing] if trailing else detector.utterance
+        state["utterance"] = np.concatenate(frames) if frames else np.zeros(0, np.int16)
+        state["utterance_seq"] += 1
+        detector.utterance = []
         log.debug("call %s: speech end at %.2f", call.id, state["last_speech_end"])
         call.report_speech("end")
 

@@ -179,11 +179,12 @@ class SippRunner(PeerProcess):
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"sipp exited early:\n{self.log()}")
-            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-                try:
-                    probe.bind(("127.0.0.1", self.port))
-                except OSError:
-                    return  # taken: SIPp is listening
+            for kind in (socket.SOCK_DGRAM, socket.SOCK_STREAM):  # -t u1 or -t t1
+                with socket.socket(socket.AF_INET, kind) as probe:
+                    try:
+                        probe.bind(("127.0.0.1", self.port))
+                    except OSError:
+                        return  # taken: SIPp is listening
             time.sleep(0.02)
         raise TimeoutError(f"sipp did not bind {self.port}:\n{self.log()}")
 
@@ -304,7 +305,11 @@ class BaresipRunner(PeerProcess):
 
 
 class BaresipEvents:
-    """baresip's ctrl_tcp event stream, read in a background thread into ``events``."""
+    """baresip's ctrl_tcp event stream, read in a background thread into ``events``.
+
+    ctrl_tcp sends events to its latest connection only: while this is open, send commands with
+    :meth:`command` here, not with ``BaresipRunner.command`` (a new connection).
+    """
 
     def __init__(self, ctrl_port: int):
         import threading
@@ -335,6 +340,11 @@ class BaresipEvents:
                 n = int(length)
                 self.events.append(json.loads(rest[:n]))
                 buf = rest[n + 1:]
+
+    def command(self, command: str, params: str = "") -> None:
+        """Send a command on this connection (its response lands in ``events``)."""
+        msg = json.dumps({"command": command, "params": params, "token": "t"}).encode()
+        self._sock.sendall(b"%d:%s," % (len(msg), msg))
 
     def of_type(self, kind: str) -> list[dict]:
         """Events whose ``type`` is ``kind`` (e.g. ``CALL_DTMF_START``)."""

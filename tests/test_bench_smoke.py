@@ -6,6 +6,7 @@ call for a few seconds and checks that every figure of a results row was actuall
 
 from __future__ import annotations
 
+import csv
 import shutil
 import struct
 from pathlib import Path
@@ -103,3 +104,18 @@ def test_one_small_step_against_the_real_server(tmp_path: Path) -> None:
     assert step.reaction_p50_ms is not None and 0 < step.reaction_p50_ms < 1000
     assert step.server_cpu_pct is not None and step.server_cpu_pct > 0
     assert step.rss_mb is not None and step.rss_mb > 10
+
+
+@pytest.mark.timeout(45)
+@pytest.mark.skipif(shutil.which("sipp") is None, reason="sipp (sip-tester) is not installed")
+def test_python_m_bench_writes_table_csv_and_plot(tmp_path: Path) -> None:
+    from bench.__main__ import main
+
+    status = main(["--steps", "2", "--duration", "5", "--flows", "bench", "--rates", "",
+                   "--probes", "1", "--no-baseline", "--results", str(tmp_path)])
+    assert status == 0
+    rows = list(csv.DictReader((tmp_path / "capacity.csv").open()))
+    assert [(r["system"], r["calls"], r["completed"], r["failed"]) for r in rows] == [
+        ("simplesip-ivr", "2", "3", "0")]
+    assert "| simplesip-ivr | bench | 2 | 3 | 0 |" in (tmp_path / "capacity.md").read_text()
+    assert (tmp_path / "capacity.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

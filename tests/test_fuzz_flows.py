@@ -212,3 +212,16 @@ def test_empty_flow_file_says_why_it_is_refused(tmp_path: Path, content: bytes) 
     with pytest.raises(FlowError) as info:
         load_flow(path)
     assert info.value.diagnostics, "an empty flow file must get a diagnostic, not a bare FlowError"
+
+
+@pytest.mark.parametrize("inner_on", ["true", "null", "[a]", "'x'"])
+def test_non_mapping_on_inside_an_action_is_a_flow_error(tmp_path: Path, inner_on: str) -> None:
+    """Found by test_loader_flow_shaped_documents_raise_only_flow_error: an ``on:`` inside an
+    action's parameters that is not a mapping crashed the checker with AttributeError."""
+    path = tmp_path / "inner_on.yaml"
+    path.write_text(f"flow: f\nstart: a\nnodes:\n  a:\n    set:\n      'on': {inner_on}\n    next: b\n"
+                    "  b: {hangup: }\n")
+    try:
+        load_flow(path)
+    except FlowError as exc:
+        assert exc.lines

@@ -113,8 +113,10 @@ class ServeProcess:
 def serve(tmp_path):
     servers: list[ServeProcess] = []
 
-    def start(extra_config: str = "") -> ServeProcess:
-        server = ServeProcess(tmp_path, extra_config)
+    def start(extra_config: str = "", name: str = "") -> ServeProcess:
+        folder = tmp_path / name if name else tmp_path
+        folder.mkdir(exist_ok=True)
+        server = ServeProcess(folder, extra_config)
         servers.append(server)
         return server
 
@@ -194,14 +196,63 @@ def test_sighup_reloads_configuration(serve):
 @pytest.mark.peer
 def test_sipp_call_with_audio_and_rfc4733_digit(serve, tmp_path):
     server = serve()
-    # SIPp's uac_pcap: 8 s of PCMA audio, RFC 4733 '1', 1 s pause, BYE.
+    # SIPp's own uac_pcap scenario (PCMA audio, then an RFC 4733 '1', then BYE), with its 8 s
+    # wait before the digit cut to 2.5 s to keep the test short
+    # (sipp -sd prints the scenario and exits 99, "no calls")
+    scenario = subprocess.run(["sipp", "-sd", "uac_pcap"], capture_output=True, text=True).stdout
+    assert '<pause milliseconds="8000"/>' in scenario
+    (tmp_path / "uac.xml").write_text(scenario.replace('<pause milliseconds="8000"/>',
+                                                       '<pause milliseconds="2500"/>'))
     (tmp_path / "pcap").symlink_to("/usr/share/sip-tester")
     sipp = subprocess.run(
-        ["sipp", "-sn", "uac_pcap", f"127.0.0.1:{server.port}", "-i", "127.0.0.1", "-p", str(free_port()),
-         "-mp", str(free_port()), "-s", "sipp", "-m", "1", "-nostdin", "-timeout", "14s", "-timeout_error"],
-        cwd=tmp_path, capture_output=True, text=True, timeout=16)
+        ["sipp", "-sf", "uac.xml", f"127.0.0.1:{server.port}", "-i", "127.0.0.1", "-p", str(free_port()),
+         "-mp", str(free_port()), "-s", "sipp", "-m", "1", "-nostdin", "-timeout", "12s", "-timeout_error"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=14)
     assert sipp.returncode == 0, sipp.stdout[-2000:] + server.log_text()
     server.wait_for_log(" ended ")
     assert server.stop() == 0
     [record] = server.cdr()
     assert record["flow"] == "sipp" and record["digits"] == "1" and record["outcome"] == "remote_hangup"
+
+
+@pytest.mark.peer
+def test_registers_to_kamailio_and_answers_calls_routed_by_it(serve, tmp_path):
+    from tests.peers import KamailioRunner
+
+    with KamailioRunner(tmp_path / "kamailio") as kamailio:
+        server = serve(f"accounts: [{{username: alice, password: secret, server: 127.0.0.1, "
+                       f"port: {kamailio.port}}}]\nroutes: {{alice: e2e}}\n")
+        deadline = time.monotonic() + 5
+        while "alice" not in kamailio.registrations() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert f"127.0.0.1:{server.port}" in kamailio.registrations()
+        result = ivr_call(f"sip:alice@127.0.0.1:{kamailio.port}", "--dtmf", "7#", "--duration", "8")
+        assert result.returncode == 0 and "remote_hangup" in result.stdout, result.stderr + server.log_text()
+        assert server.stop() == 0
+    [record] = server.cdr()
+    assert record["flow"] == "e2e" and record["digits"] == "7#"
+
+
+@pytest.mark.peer
+def test_dispatcher_fails_over_from_a_draining_instance(serve, tmp_path):
+    from tests.peers import KamailioRunner
+
+    first = serve("drain_timeout: 10\n", name="a")
+    second = serve(name="b")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    with KamailioRunner(tmp_path / "kamailio", dispatch_to=[("127.0.0.1", first.port),
+                                                           ("127.0.0.1", second.port)]) as kamailio:
+        # a live call keeps the first instance draining (503 to new INVITEs) after SIGTERM
+        live = subprocess.Popen([*IVR, "call", f"sip:voicemail@127.0.0.1:{first.port}", "--duration", "4"],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        first.wait_for_log(" answered")
+        first.proc.send_signal(signal.SIGTERM)
+        first.wait_for_log("stopping: no new calls")
+        for _ in range(2):  # round robin: at least one of these is offered to the draining one
+            result = ivr_call(f"sip:ivr@127.0.0.1:{kamailio.port}", "--dtmf", "#", "--duration", "6")
+            assert result.returncode == 0, result.stderr + kamailio.log()
+        live.communicate(timeout=10)
+        assert first.proc.wait(10) == 0
+    assert second.stop() == 0
+    assert [r["outcome"] for r in second.cdr()] == ["local_hangup", "local_hangup"]
+    assert [r["outcome"] for r in first.cdr()].count("rejected_503") == 1

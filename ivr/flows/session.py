@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 from ivr.call import CallContext, DtmfEvent, HangupEvent, PlaybackDone, PlayItem, SpeechEvent
+from ivr.flows import speech
 from ivr.flows.diagnostics import FlowRuntimeError
 from ivr.flows.model import Flow, Node
 from ivr.flows.paths import resolve_inside
@@ -27,6 +28,9 @@ if TYPE_CHECKING:  # pragma: no cover
 log = logging.getLogger(__name__)
 
 TraceSink = Callable[["TraceEntry"], None]
+
+# How often an utterance's voiced length is re-read while waiting for it to reach min_speech.
+_SPEECH_POLL = 0.02
 
 
 class CallerHungUp(Exception):
@@ -241,35 +245,48 @@ class FlowSession:
                 raise FlowRuntimeError(f"nothing to play in {entry!r}")
         return items
 
-    async def play(self, spec: Any, barge_in: set[str] | None = None) -> str | None:
+    async def play(self, spec: Any, barge_in: set[str] | None = None, min_speech: float | None = None) -> str | None:
         """Play ``spec`` to the end; return what barged in (``"dtmf"``, ``"speech"``) or ``None``.
 
         Digits heard while playing go to the type-ahead buffer (with DTMF barge-in the first one
-        also stops the prompt).
+        also stops the prompt). Speech barges in once the utterance has ``min_speech`` seconds
+        of voice (default: the flow's ``min_speech``, else 150 ms), so that a cough does not
+        stop the prompt; an utterance that ends shorter is ignored.
         """
         if spec is None:
             return None
         barge_in = self.barge_in() if barge_in is None else barge_in
+        if min_speech is None:
+            min_speech = speech.min_speech(self, None)
         items = self.play_items(spec)
         await self.ensure_answered()
         for item in items:
             self.trace("play", _describe(item))
             self.call.play(item)
         last = items[-1].id
+        speech_since: float | None = None  # loop time an utterance began, not yet long enough
         while True:
-            event = await self.next_event(None)
-            if isinstance(event, PlaybackDone) and event.item_id == last:
+            wait = None
+            if speech_since is not None:
+                voiced = speech.utterance_voice_ms(self)
+                left = min_speech - (voiced / 1000 if voiced is not None else self.loop.time() - speech_since)
+                wait = max(left, _SPEECH_POLL)
+            event = await self.next_event(wait)
+            if event is None or isinstance(event, SpeechEvent):
+                if isinstance(event, SpeechEvent) and "speech" in barge_in:
+                    speech_since = self.loop.time() if event.kind == "start" else None
+                if speech_since is not None and speech.speech_long_enough(self, min_speech, speech_since):
+                    self.call.stop_playback()
+                    self.trace("barge-in", "speech")
+                    return "speech"
+            elif isinstance(event, PlaybackDone) and event.item_id == last:
                 return None
-            if isinstance(event, DtmfEvent):
+            elif isinstance(event, DtmfEvent):
                 self.typeahead.append(event.digit)
                 if "dtmf" in barge_in:
                     self.call.stop_playback()
                     self.trace("barge-in", f"dtmf {event.digit}")
                     return "dtmf"
-            elif isinstance(event, SpeechEvent) and event.kind == "start" and "speech" in barge_in:
-                self.call.stop_playback()
-                self.trace("barge-in", "speech")
-                return "speech"
 
 
 def _describe(item: PlayItem) -> str:

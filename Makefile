@@ -24,3 +24,13 @@ bench: venv
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info
+
+# Long fuzzing runs (atheris), outside the test suite; figures in docs/security.md.
+fuzz: venv
+	$(BIN)/pip install -q atheris==3.0.0
+	$(BIN)/python fuzz/make_corpus.py build/fuzz-corpus
+	for h in sip:350000 sdp:200000 rtp:250000 auth:150000 flow:60000; do \
+	  name=$${h%%:*}; runs=$${h##*:}; \
+	  FUZZ_SUPPRESS_KNOWN=1 $(BIN)/python fuzz/fuzz_$$name.py -runs=$$runs -max_len=4096 \
+	    -artifact_prefix=build/fuzz-corpus/$$name- build/fuzz-corpus/$$name || exit 1; \
+	done

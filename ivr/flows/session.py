@@ -264,18 +264,19 @@ class FlowSession:
             self.trace("play", _describe(item))
             self.call.play(item)
         last = items[-1].id
-        speech_since: float | None = None  # loop time an utterance began, not yet long enough
+        speech_pending = False  # an utterance began but has not yet had min_speech of voice
         while True:
             wait = None
-            if speech_since is not None:
-                voiced = speech.utterance_voice_ms(self)
-                left = min_speech - (voiced / 1000 if voiced is not None else self.loop.time() - speech_since)
-                wait = max(left, _SPEECH_POLL)
+            if speech_pending:
+                voiced = speech.utterance_voice_ms(self) or 0
+                wait = max(min_speech - voiced / 1000, _SPEECH_POLL)
             event = await self.next_event(wait)
             if event is None or isinstance(event, SpeechEvent):
                 if isinstance(event, SpeechEvent) and "speech" in barge_in:
-                    speech_since = self.loop.time() if event.kind == "start" else None
-                if speech_since is not None and speech.speech_long_enough(self, min_speech, speech_since):
+                    if event.kind == "end" and speech_pending:
+                        self.trace("speech", "too short to barge in")
+                    speech_pending = event.kind == "start"
+                if speech_pending and speech.speech_long_enough(self, min_speech):
                     self.call.stop_playback()
                     self.trace("barge-in", "speech")
                     return "speech"

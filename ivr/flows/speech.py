@@ -115,13 +115,12 @@ def utterance_voice_ms(session: FlowSession) -> int | None:
     return None
 
 
-def speech_long_enough(session: FlowSession, needed: float, started_at: float) -> bool:
-    """Whether the utterance that started at loop time ``started_at`` has ``needed`` seconds of
-    voice: the VAD's count when there is one, else (simulation) the time since its start."""
+def speech_long_enough(session: FlowSession, needed: float) -> bool:
+    """Whether the caller's utterance has ``needed`` seconds of voice. Without a VAD that
+    counts voiced time (a third-party one, or ``ivr simulate --speech`` events) the ``start``
+    event alone is taken as speech."""
     voiced = utterance_voice_ms(session)
-    if voiced is not None:
-        return voiced >= needed * 1000
-    return session.loop.time() - started_at >= needed - 1e-9
+    return voiced is None or voiced >= needed * 1000 - 1e-6
 
 
 def stt_options(session: FlowSession, params: Any, grammar: list[str] | str | None) -> dict[str, Any]:

@@ -7,7 +7,9 @@ One step at ``N`` calls: SIPp places ``N`` calls (ramped at ``ramp_rate`` calls/
 * calls completed / failed: SIPp's counters plus the probes';
 * loss towards the server: the server's own receive statistics of each ended call (lost /
   expected), and the kernel's receive-buffer drops on its RTP sockets (:mod:`bench.procstats`);
-* loss from the server and its send-interval error: from the probes (or, for a system that sends
+* loss from the server (sequence gaps), frames it did not send in real time (the time span of
+  the stream in 20 ms frames minus the packets received: skipped clock ticks or a slow clock), and
+  its send-interval error: from the probes (or, for a system that sends
   to the SDP address, an :class:`~bench.probe.RtpSink` that receives every call's stream);
 * reaction time: a key's first end packet to the first frame without the menu tone (probes);
 * CPU of the server, of SIPp and of the whole box (other work shares the 2 cores), and memory per call (RSS growth over the idle server / N).
@@ -36,6 +38,9 @@ from bench.procstats import MACHINE, CpuWindow, UdpDropCounter, rss_bytes
 from bench.sipp_driver import fill_scenario, read_outcome, start_sipp
 
 log = logging.getLogger(__name__)
+
+
+SETUP_HOLD = 0.5  # seconds the short calls of the set-up rate test last
 
 
 class SystemUnderTest(Protocol):
@@ -71,7 +76,8 @@ class StepResult:
     failed: int = 0
     loss_in_pct: float | None = None  # towards the server, its own statistics
     kernel_drops_in: int = 0  # receive-buffer drops on the server's RTP sockets
-    loss_out_pct: float | None = None  # from the server, measured at the receiver
+    loss_out_pct: float | None = None  # from the server, measured at the receiver (sequence gaps)
+    late_out_pct: float | None = None  # 20 ms frames not sent in real time (skipped ticks, slow clock)
     send_p50_ms: float | None = None  # |interval - 20 ms|
     send_p99_ms: float | None = None
     reaction_p50_ms: float | None = None
@@ -111,7 +117,7 @@ def run_step(system: SystemUnderTest, flow: str, calls: int, settings: StepSetti
     pcap, packets_per_call = caller_pcap(folder, settings.hold)
     scenario = fill_scenario("uac_bench.xml", folder, int(settings.hold * 1000), pcap,
                              sdp_media_port=sink.port if sink else None)
-    drops = UdpDropCounter(*system.rtp_range)
+    drops = UdpDropCounter(system.pid, *system.rtp_range)
     drops.reset()
     system.ended_call_stats()  # forget calls of earlier steps
     if sink is not None:
@@ -204,6 +210,9 @@ def _fill(result: StepResult, outcome: Any, work: _StepWork, server_stats: list[
     expected_out = sum(p.expected for p in measured)
     if expected_out:
         result.loss_out_pct = 100.0 * max(0, expected_out - received) / expected_out
+    by_time = sum(p.expected_by_time for p in measured)
+    if by_time:
+        result.late_out_pct = 100.0 * max(0, by_time - received) / by_time
     intervals = np.concatenate([np.asarray(p.intervals_ms) for p in measured]) if measured else np.array([])
     if intervals.size:
         error = np.abs(intervals - 20.0)
@@ -274,7 +283,7 @@ def run_setup_rates(system: SystemUnderTest, rates: list[float], seconds: float,
     for rate in rates:
         step_dir = folder / f"{system.name}-setup-{rate:g}"
         step_dir.mkdir(parents=True, exist_ok=True)
-        scenario = fill_scenario("uac_short.xml", step_dir, 500)
+        scenario = fill_scenario("uac_short.xml", step_dir, int(SETUP_HOLD * 1000))
         calls = max(1, math.ceil(rate * seconds))
         cpu = CpuWindow(system.pid)
         cpu.start()
@@ -290,9 +299,10 @@ def run_setup_rates(system: SystemUnderTest, rates: list[float], seconds: float,
         outcome = read_outcome(step_dir, sipp.returncode)
         busy = cpu.stop()
         failed = outcome.failed + max(0, calls - outcome.successful - outcome.failed)
-        # Achieved rate: completed calls over the time SIPp needed to place them all.
-        achieved = outcome.successful / max(elapsed - 0.5, 1e-3)
-        passed = failed == 0 and achieved >= 0.9 * rate
+        # SIPp needs calls/rate to place them and one hold to end the last: a server that keeps up
+        # lets it finish within a second of that (retransmissions after a slow answer take 0.5 s+).
+        achieved = outcome.successful / max(elapsed - SETUP_HOLD, 1e-3)
+        passed = failed == 0 and elapsed <= calls / rate + SETUP_HOLD + 1.0
         results.append(SetupRateResult(system.name, rate, outcome.successful, failed, achieved, busy, passed))
         log.info("%s set-up %g cps: ok %d failed %d achieved %.1f cps cpu %s", system.name, rate,
                  outcome.successful, failed, achieved, busy)

@@ -20,7 +20,7 @@ import numpy as np
 
 from ivr import hookimpl
 from ivr.call import AudioBatch, CallContext, PlayItem
-from ivr.plugins import MediaHookDispatcher, make_plugin_manager
+from ivr.plugins import MediaPipeline, make_plugin_manager
 
 TICK_BUDGET_MS = 20.0
 
@@ -48,13 +48,11 @@ def per_call_tick(pm, calls: list[CallContext], inbound: np.ndarray, tick: int) 
 
 
 def make_batched_tick(pm) -> Callable[..., None]:
-    audio_in = MediaHookDispatcher(pm, "ivr_audio_in")
-    audio_out = MediaHookDispatcher(pm, "ivr_audio_out")
+    """What the engine runs every tick: :class:`ivr.plugins.MediaPipeline`."""
+    pipeline = MediaPipeline(pm)
 
     def batched_tick(_pm, calls: list[CallContext], inbound: np.ndarray, tick: int) -> None:
-        outbound = np.zeros_like(inbound)
-        audio_in.dispatch(AudioBatch(calls, inbound, 0.0, tick))
-        audio_out.dispatch(AudioBatch(calls, outbound, 0.0, tick))
+        pipeline.run(calls, inbound, 0.0, tick)
 
     return batched_tick
 

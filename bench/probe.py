@@ -44,7 +44,8 @@ class ProbeResult:
     answered: bool = False
     setup_seconds: float | None = None
     received: int = 0
-    expected: int = 0
+    expected: int = 0  # by sequence numbers
+    expected_by_time: int = 0  # 20 ms frames between the first and the last arrival
     intervals_ms: list[float] = field(default_factory=list)
     reactions_ms: list[float] = field(default_factory=list)
     error: str | None = None
@@ -196,19 +197,21 @@ class ProbeCall:
     def _summarise(self, arrivals: list[tuple[float, int, float]], digit_ends: list[float]) -> None:
         if not arrivals:
             return
-        self.result.received, self.result.expected, self.result.intervals_ms = summarise_arrivals(
-            [(stamp, sequence) for stamp, sequence, _ in arrivals])
+        (self.result.received, self.result.expected, self.result.expected_by_time,
+         self.result.intervals_ms) = summarise_arrivals([(stamp, sequence) for stamp, sequence, _ in arrivals])
         for sent in digit_ends:
             stopped = next((t for t, _, rms in arrivals if t > sent and rms < TONE_STOPPED_RMS), None)
             if stopped is not None:
                 self.result.reactions_ms.append((stopped - sent) * 1000)
 
 
-def summarise_arrivals(arrivals: list[tuple[float, int]]) -> tuple[int, int, list[float]]:
-    """``(arrival time, RTP sequence)`` of one stream -> (received, expected, intervals in ms).
+def summarise_arrivals(arrivals: list[tuple[float, int]]) -> tuple[int, int, int, list[float]]:
+    """``(arrival time, RTP sequence)`` of one stream -> (received, expected, expected by time,
+    intervals in ms).
 
-    Expected is the larger of the sequence span and the time span in 20 ms frames: a sender whose
-    clock skips a tick sends no packet and leaves no sequence gap, yet 20 ms of audio is missing.
+    Expected counts the sequence span (what the sender sent: its loss is sequence gaps). Expected
+    by time counts the 20 ms frames of the time span: a sender whose clock skips ticks (or runs
+    slow) sends fewer packets than real time needs without leaving a sequence gap.
     """
     extended, last, cycles = [], None, 0
     for _, sequence in arrivals:
@@ -219,7 +222,7 @@ def summarise_arrivals(arrivals: list[tuple[float, int]]) -> tuple[int, int, lis
     times = [stamp for stamp, _ in arrivals]
     intervals = [(b - a) * 1000 for a, b in zip(times, times[1:])]
     by_time = int(round((times[-1] - times[0]) / FRAME_SECONDS)) + 1
-    return len(set(extended)), max(max(extended) - min(extended) + 1, by_time), intervals
+    return len(set(extended)), max(extended) - min(extended) + 1, by_time, intervals
 
 
 def kernel_timestamp(ancillary: list[tuple[int, int, bytes]]) -> float:
@@ -267,9 +270,10 @@ class RtpSink:
         for arrivals in streams.values():
             if len(arrivals) < 2:
                 continue
-            received, expected, intervals = summarise_arrivals(arrivals)
+            received, expected, by_time, intervals = summarise_arrivals(arrivals)
             total.received += received
             total.expected += expected
+            total.expected_by_time += by_time
             total.intervals_ms.extend(intervals)
         return total
 

@@ -74,15 +74,37 @@ class CpuWindow:
         return self.percent
 
 
-class UdpDropCounter:
-    """Sum of receive-buffer drops over the UDP sockets bound to ports in ``[low, high]``."""
+def socket_inodes(pid: int) -> set[str]:
+    """Inodes of the sockets ``pid`` has open (from its ``/proc/PID/fd`` links)."""
+    inodes: set[str] = set()
+    folder = Path(f"/proc/{pid}/fd")
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return inodes
+    for name in names:
+        try:
+            target = os.readlink(folder / name)
+        except OSError:
+            continue  # closed meanwhile
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    return inodes
 
-    def __init__(self, low: int, high: int) -> None:
+
+class UdpDropCounter:
+    """Sum of receive-buffer drops over the UDP sockets of process ``pid`` bound to ports in
+    ``[low, high]`` (the owner check keeps other programs' sockets in that range out, such as a
+    SIPp media socket nobody reads)."""
+
+    def __init__(self, pid: int, low: int, high: int) -> None:
+        self.pid = pid
         self.low, self.high = low, high
         self._seen: dict[str, int] = {}  # socket inode -> drops last read
         self._baseline: dict[str, int] = {}
 
     def _read(self) -> dict[str, int]:
+        owned = socket_inodes(self.pid)
         counts: dict[str, int] = {}
         for table in ("/proc/net/udp", "/proc/net/udp6"):
             try:
@@ -94,7 +116,7 @@ class UdpDropCounter:
                 if len(parts) < 13:
                     continue
                 port = int(parts[1].rsplit(":", 1)[1], 16)
-                if self.low <= port <= self.high:
+                if self.low <= port <= self.high and parts[9] in owned:
                     counts[parts[9]] = int(parts[12])
         return counts
 

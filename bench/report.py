@@ -16,7 +16,7 @@ log = logging.getLogger(__name__)
 COLUMNS = [
     ("system", "system"), ("flow", "flow"), ("calls", "calls"), ("completed", "ok"),
     ("failed", "failed"), ("loss_in_pct", "loss in %"), ("kernel_drops_in", "kernel drops in"),
-    ("loss_out_pct", "loss out %"), ("send_p50_ms", "send err p50 ms"),
+    ("loss_out_pct", "loss out %"), ("late_out_pct", "frames late out %"), ("send_p50_ms", "send err p50 ms"),
     ("send_p99_ms", "send err p99 ms"), ("reaction_p50_ms", "DTMF reaction p50 ms"),
     ("reaction_p99_ms", "DTMF reaction p99 ms"), ("server_cpu_pct", "server CPU %"),
     ("sipp_cpu_pct", "SIPp CPU %"), ("machine_cpu_pct", "box CPU %"), ("rss_mb", "RSS MB"), ("kb_per_call", "KiB/call"),
@@ -73,6 +73,8 @@ def markdown(results: Sequence[StepResult], rates: Sequence[SetupRateResult],
         "",
         f"Pass: no failed call, RTP loss < {settings.max_loss * 100:g} % both ways, p99 send-interval "
         f"error < {settings.max_p99_ms:g} ms. Calls hold {settings.hold:g} s; "
+        "'frames late out' = 20 ms frames not sent in real time (skipped media-clock ticks), not "
+        "part of the criteria; "
         f"{settings.probes} probe calls per step measure our outbound stream.",
         "",
         "| " + " | ".join(title for _, title in COLUMNS) + " |",

@@ -25,9 +25,9 @@ from typing import Any, Callable, Protocol
 import numpy as np
 import pluggy
 
-from ivr.call import FRAME_SAMPLES, AudioBatch, CallContext, HangupEvent
+from ivr.call import FRAME_SAMPLES, CallContext, HangupEvent
 from ivr.config import IvrConfig
-from ivr.plugins import HookCallError, MediaFailure, MediaHookDispatcher, call_hook
+from ivr.plugins import HookCallError, MediaPipeline, call_hook
 
 log = logging.getLogger(__name__)
 
@@ -145,8 +145,7 @@ class Engine:
         self._media: dict[str, CallContext] = {}  # answered calls in the media clock
         self._tasks: dict[str, asyncio.Task] = {}
         self._pending_reason: dict[str, str] = {}
-        self._audio_in = MediaHookDispatcher(pm, "ivr_audio_in")
-        self._audio_out = MediaHookDispatcher(pm, "ivr_audio_out")
+        self._pipeline = MediaPipeline(pm)
         self._tick = 0
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -381,16 +380,10 @@ class Engine:
             return None
         contexts = [media[calls[i].id] for i in rows]
         all_rows = len(rows) == len(calls)
-        inbound = pcm_in.view() if all_rows else pcm_in[rows]
-        inbound.flags.writeable = False  # ivr_audio_in is read-only
         self._tick += 1
-        now = time.monotonic()
-        failures: list[MediaFailure] = self._audio_in.dispatch(AudioBatch(contexts, inbound, now, self._tick))
-        outbound = np.zeros((len(rows), FRAME_SAMPLES), dtype=np.int16)
-        out_failures = self._audio_out.dispatch(AudioBatch(contexts, outbound, now, self._tick))
-        for failure in out_failures:
-            outbound[failure.index] = 0  # never send half-written audio of a failed call
-        for failure in failures + out_failures:
+        outbound, failures = self._pipeline.run(contexts, pcm_in if all_rows else pcm_in[rows],
+                                                time.monotonic(), self._tick)
+        for failure in failures:
             self.fail_call(contexts[failure.index], failure.plugin, failure.hook_name, failure.error)
         if all_rows:
             return outbound
@@ -425,22 +418,21 @@ def _headers_dict(headers: Any) -> dict[str, str]:
 
 
 def _via_source(headers: dict[str, str]) -> tuple[str, int] | None:
-    """Where the INVITE came from, per its top Via (received/rport when a proxy added them).
+    """Where the INVITE came from per its top Via (``received``/``rport`` when present); used
+    only while simplesip does not give the INVITE's transport source address."""
+    from simplesip.errors import SIPParseError
+    from simplesip.uri import Via
 
-    Used only when simplesip does not tell the transport source address of the INVITE.
-    """
-    via = next((v for k, v in headers.items() if k.lower() == "via"), None)
-    if not via:
-        return None
-    sent_by = via.split(None, 1)[-1].split(";")[0].split(",")[0].strip()
-    host, _, port = sent_by.rpartition(":") if sent_by.count(":") == 1 else (sent_by, "", "")
-    params = dict(p.split("=", 1) if "=" in p else (p, "") for p in via.split(";")[1:])
-    host = params.get("received", host).strip()
-    rport = params.get("rport", "").strip()
+    value = next((v for k, v in headers.items() if k.lower() == "via"), None)
     try:
-        return host, int(rport or port or 5060)
-    except ValueError:
-        return host, 5060
+        via = Via.parse(value.split(",")[0]) if value else None
+    except SIPParseError:
+        return None
+    if via is None:
+        return None
+    rport = via.params.get("rport")
+    port = int(rport) if rport and str(rport).isdigit() else via.port or 5060
+    return str(via.params.get("received") or via.host), port
 
 
 def _policy_headers(admission: Any, status: int) -> dict[str, str]:

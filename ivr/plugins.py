@@ -15,7 +15,8 @@ then third-party plugins from the ``ivr`` entry-point group. Three environment v
 An exception raised by a plugin must fail only what it was working on: :func:`call_hook` fails
 the one hook call and names the plugin in the log; :class:`MediaHookDispatcher` calls the batched
 media hooks implementation by implementation and, when one raises, re-runs it call by call to
-find the call(s) that made it raise, so only those calls are failed.
+find the call(s) that made it raise, so only those calls are failed. :class:`MediaPipeline` is
+one engine tick: both media hooks over one batch.
 """
 
 from __future__ import annotations
@@ -27,14 +28,16 @@ import os
 import traceback
 from dataclasses import dataclass
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
 
+import numpy as np
 import pluggy
 
 from ivr import hookspecs
+from ivr.call import FRAME_SAMPLES, AudioBatch
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ivr.call import AudioBatch
+    from ivr.call import CallContext
 
 log = logging.getLogger(__name__)
 
@@ -273,3 +276,25 @@ class MediaHookDispatcher:
                     log.error("plugin %s raised in %s on a batch of %d calls but on none alone: %r",
                               plugin, self.hook_name, len(batch.calls), batch_exc)
         return failures
+
+
+class MediaPipeline:
+    """One media tick over a batch of calls: ``ivr_audio_in`` on the caller frames (handed over
+    read-only), then ``ivr_audio_out`` on a silent ``(N, 160)`` array that becomes the outbound
+    frames. Failed calls' outbound rows are silenced; the caller decides what failing means."""
+
+    def __init__(self, pm: pluggy.PluginManager) -> None:
+        self.audio_in = MediaHookDispatcher(pm, "ivr_audio_in")
+        self.audio_out = MediaHookDispatcher(pm, "ivr_audio_out")
+
+    def run(self, calls: Sequence[CallContext], inbound: np.ndarray, now: float,
+            tick: int) -> tuple[np.ndarray, list[MediaFailure]]:
+        """The outbound frames of ``calls`` and the calls that failed this tick."""
+        inbound = inbound.view()
+        inbound.flags.writeable = False
+        failures = self.audio_in.dispatch(AudioBatch(list(calls), inbound, now, tick))
+        outbound = np.zeros((len(calls), FRAME_SAMPLES), dtype=np.int16)
+        out_failures = self.audio_out.dispatch(AudioBatch(list(calls), outbound, now, tick))
+        for failure in out_failures:
+            outbound[failure.index] = 0  # never send half-written audio of a failed call
+        return outbound, failures + out_failures

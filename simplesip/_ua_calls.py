@@ -5,15 +5,15 @@ CallProgress, 2xx -> dialog + end-to-end ACK + CallAnswered, 3xx-6xx -> CallEnde
 provisional response (RFC 3261 9.1) and a 200 that races it is ACKed and hung up. Incoming: 100 at
 once, 180 when ringing, a 200 retransmitted by us until the ACK (13.3.1.4) or BYE after 64*T1.
 In-dialog requests (BYE, re-INVITE, UPDATE, INFO, NOTIFY, REFER, OPTIONS) are handled by
-:mod:`simplesip._ua_indialog`, which works on the same :class:`Call` records.
+:mod:`simplesip._ua_indialog`, which works on the same :class:`~simplesip._ua_call.Call` records.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, Iterable
 
+from simplesip._ua_call import ANSWERING, CALLING, CONFIRMED, EARLY, ENDED, INCOMING, Call
 from simplesip._ua_layer import OutgoingRequest, TransactionLayer, TransactionEntry
 from simplesip._ua_messages import Address, MessageFactory, new_branch, new_tag, uri_address
 from simplesip.dialog import Dialog
@@ -33,44 +33,6 @@ if TYPE_CHECKING:
     from simplesip.useragent import UAConfig
 
 logger = logging.getLogger(__name__)
-
-# Call states. UAC: calling -> early -> confirmed. UAS: incoming -> answering (200 sent, no ACK yet)
-# -> confirmed. Every path ends in "ended", at which point the call is no longer in any table.
-CALLING, EARLY, INCOMING, ANSWERING, CONFIRMED, ENDED = (
-    "calling", "early", "incoming", "answering", "confirmed", "ended"
-)
-
-
-@dataclass(eq=False)
-class Call:
-    """Everything the core keeps about one call."""
-
-    manager: "CallManager"
-    call_id: str
-    role: str  # "uac" | "uas"
-    transport: str
-    state: str
-    local_tag: str
-    invite: Request  # UAC: the INVITE last sent (auth retries replace it); UAS: the INVITE received
-    local_sdp: bytes = b""
-    dialog: Dialog | None = None
-    outgoing: OutgoingRequest | None = None  # UAC INVITE
-    server_entry: TransactionEntry | None = None  # UAS INVITE transaction
-    provisional_seen: bool = False
-    cancel_requested: bool = False
-    cancel_sent: bool = False
-    ack: Request | None = None  # UAC: our ACK for the 2xx, re-sent when the 2xx is retransmitted
-    ack_dest: Address | None = None
-    pending_2xx: Response | None = None  # UAS: 2xx being retransmitted until its ACK
-    pending_2xx_dest: Address | None = None
-    retransmit_interval: float = 0.0
-    refer_active: bool = False
-    bye_after_ack: bool = False  # UAS hung up before the ACK came: BYE goes once it does (15)
-
-    def fire(self, name: str, now: float) -> None:
-        """A call timer is due (2xx retransmission, missing ACK, CANCEL guard)."""
-        self.manager.on_call_timer(self, name, now)
-
 
 class CallManager:
     """The calls of one user agent and the commands that act on them."""
@@ -386,14 +348,18 @@ class CallManager:
                 self.layer.forget(call.outgoing.entry)
             self.end(call, "cancelled", 408)
 
-    def reject(self, call_id: str, status: int, now: float) -> None:
-        """Refuse an incoming call with a 3xx-6xx ``status``."""
+    def reject(
+        self, call_id: str, status: int, now: float,
+        headers: dict[str, str] | Iterable[tuple[str, str]] | None = None,
+    ) -> None:
+        """Refuse an incoming call with a 3xx-6xx ``status`` (plus e.g. Retry-After, Contact)."""
         call = self.get(call_id)
         if call.role != "uas" or call.state != INCOMING or call.server_entry is None:
             raise CallError(f"call {call_id!r} is not an unanswered incoming call")
         if not 300 <= status <= 699:
             raise ValueError(f"reject needs a 3xx-6xx status, got {status}")
-        response = self.factory.response(call.invite, status, to_tag=call.local_tag)
+        extra = list(headers.items() if isinstance(headers, dict) else headers or ())
+        response = self.factory.response(call.invite, status, to_tag=call.local_tag, extra=extra)
         self.layer.respond(call.server_entry, response, now)
         self.end(call, "rejected", status)
 

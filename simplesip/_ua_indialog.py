@@ -10,7 +10,8 @@ from __future__ import annotations
 import logging
 import re
 
-from simplesip._ua_calls import ANSWERING, CONFIRMED, INCOMING, Call, CallManager
+from simplesip._ua_call import ANSWERING, CONFIRMED, INCOMING, Call
+from simplesip._ua_calls import CallManager
 from simplesip._ua_layer import OutgoingRequest, TransactionEntry
 from simplesip._ua_messages import MessageFactory
 from simplesip.dialog import Dialog

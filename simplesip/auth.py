@@ -36,12 +36,17 @@ _STRENGTH = ["SHA-512-256", "SHA-256", "MD5"]
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _UNQUOTED_VALUE = re.compile(r"[^\s,\"]*")
 _NC = re.compile(r"[0-9a-fA-F]{8}")
+_HEX_DIGEST = re.compile(r"[0-9a-fA-F]{32,128}")
+# Our nonces: <issue time, hex>.<16 hex salt>.<32 hex HMAC>; anything else is not ours.
+_OUR_NONCE = re.compile(r"([0-9a-f]{1,12})\.([0-9a-f]{16})\.([0-9a-f]{32})")
 # Clocks of the UA and the verifier are the same process, but allow a little skew for shared secrets.
 _CLOCK_SKEW = 5.0
 
 
 def _canonical_algorithm(name: str) -> str:
     """``md5-SESS`` -> ``MD5-sess``; unknown names are returned unchanged."""
+    if not name.isascii():  # str.upper() maps some non-ASCII letters to ASCII ones ("ſ" -> "S")
+        return name
     base, sess = (name[:-5], "-sess") if name.lower().endswith("-sess") else (name, "")
     return base.upper() + sess if base.upper() in _HASHES else name
 
@@ -138,8 +143,19 @@ class Challenge:
         return self.scheme.lower() == "digest" and base in _HASHES and qop_ok
 
 
+def _wire_bytes(text: str) -> bytes:
+    """``text`` as the bytes a peer sent. The message parser decodes with ``surrogateescape``,
+    so non-UTF-8 bytes in a nonce, username or URI come back as they were on the wire and the
+    digest covers what the peer hashed; other lone surrogates (never from our parser) are
+    encoded deterministically instead of raising."""
+    try:
+        return text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "surrogatepass")
+
+
 def _hash(algorithm: str, text: str | bytes) -> str:
-    data = text.encode("utf-8") if isinstance(text, str) else text
+    data = _wire_bytes(text) if isinstance(text, str) else text
     return hashlib.new(_HASHES[algorithm.removesuffix("-sess")], data).hexdigest()
 
 
@@ -328,7 +344,7 @@ class DigestVerifier:
         self._last_nc: dict[str, tuple[int, int]] = {}  # nonce -> (issue time, highest nc)
 
     def _sign(self, stamp: str, salt: str) -> str:
-        message = f"{stamp}.{salt}.{self.realm}".encode()
+        message = _wire_bytes(f"{stamp}.{salt}.{self.realm}")
         return hmac.new(self._secret, message, hashlib.sha256).hexdigest()[:32]
 
     def make_nonce(self, now: float) -> str:
@@ -337,12 +353,14 @@ class DigestVerifier:
 
     def _nonce_time(self, nonce: str) -> int | None:
         """The issue time of one of our nonces, or None when it is not ours."""
-        parts = nonce.split(".")
-        if len(parts) != 3 or not re.fullmatch(r"[0-9a-f]{1,12}", parts[0]):
+        # The shape check first: hmac.compare_digest refuses non-ASCII str with TypeError.
+        match = _OUR_NONCE.fullmatch(nonce)
+        if match is None:
             return None
-        if not hmac.compare_digest(parts[2], self._sign(parts[0], parts[1])):
+        stamp, salt, signature = match.groups()
+        if not hmac.compare_digest(signature, self._sign(stamp, salt)):
             return None
-        return int(parts[0], 16)
+        return int(stamp, 16)
 
     def challenge(self, now: float, stale: bool = False) -> str:
         """A WWW-Authenticate / Proxy-Authenticate value with a fresh nonce."""
@@ -355,7 +373,10 @@ class DigestVerifier:
         """Check an Authorization value for a request with ``method`` (and ``body`` for auth-int).
 
         Pass the Request-URI as ``uri`` to also refuse credentials computed for another URI.
+        Whatever ``authorization`` holds, the verdict is a :class:`VerifyResult`; never raises.
         """
+        if not isinstance(authorization, str):
+            return VerifyResult(VerifyOutcome.BAD, None, "authorization is not text")
         try:
             creds = DigestCredentials.parse(authorization)
         except SIPParseError as exc:
@@ -378,6 +399,8 @@ class DigestVerifier:
         # We always challenge with qop, so RFC 2069 style answers (no qop) are downgrades.
         if creds.qop not in ("auth", "auth-int") or not _NC.fullmatch(creds.nc) or not creds.cnonce:
             return bad("qop, nc or cnonce missing or malformed")
+        if not _HEX_DIGEST.fullmatch(creds.response):  # also keeps compare_digest on ASCII
+            return bad("response is not a hex digest")
         password = self._lookup_password(user)
         if password is None:
             return bad("unknown user")

@@ -3,7 +3,10 @@
 ``SessionDescription.parse`` understands origin, session name, timing, connection data at session or
 media level (media overrides), and per-stream ``rtpmap`` / ``fmtp`` / ``ptime`` / direction
 attributes. Every other line is kept, so a parsed description serialises back without losing
-anything a peer sent (lines are written in RFC 4566 order).
+anything a peer sent. The kept lines are put in RFC 4566 order as they are parsed (the order they
+are written in), so ``parse(serialize(x)) == x`` for every ``x`` that parses. Broken structure is
+refused: a second ``v=``, ``o=`` or ``s=``, any of them inside a media section, a second session
+``c=``, NUL or a bare CR inside a line, a ``c=``/``o=`` network or address type that is no token.
 
 The RFC 3264 offer/answer functions live in :mod:`simplesip.offeranswer` and are re-exported here.
 """
@@ -36,6 +39,18 @@ _ANSWERABLE_PROTOS = ("RTP/AVP", "RTP/AVPF")
 # Position of each line type in RFC 4566 section 5 order; unknown types go last (before a=).
 _SESSION_ORDER = {"i": 0, "u": 1, "e": 2, "p": 3, "c": 4, "b": 5, "t": 6, "r": 6, "z": 7, "k": 8}
 _MEDIA_ORDER = {"i": 0, "c": 1, "b": 2, "k": 3}
+# RFC 4566 section 9: token-char = %x21 / %x23-27 / %x2A-2B / %x2D-2E / %x30-39 / %x41-5A / %x5E-7E
+_TOKEN_CHARS = frozenset(chr(c) for c in range(0x21, 0x7F)) - frozenset('"(),/:;<=>?@[\\]')
+# Types that identify the session and may appear once, before the first m= line.
+_SESSION_ONLY_ONCE = ("v", "o", "s")
+
+
+def _session_rank(line: tuple[str, str]) -> int:
+    return _SESSION_ORDER.get(line[0], 9)
+
+
+def _media_rank(line: tuple[str, str]) -> int:
+    return _MEDIA_ORDER.get(line[0], 4)
 _HOLD_ADDRESSES = ("0.0.0.0", "::")
 
 
@@ -48,6 +63,12 @@ class SDPNegotiationError(SIPParseError):
 
 def _error(reason: str) -> SIPParseError:
     return SIPParseError(f"bad SDP: {reason}")
+
+
+def _token(text: str, what: str) -> str:
+    if not text or not _TOKEN_CHARS.issuperset(text):
+        raise _error(f"{what} is not a token: {text!r}")
+    return text
 
 
 def _int(text: str, what: str) -> int:
@@ -96,7 +117,8 @@ class Origin:
         parts = value.split()
         if len(parts) != 6:
             raise _error(f"o= needs 6 fields, got {value!r}")
-        return cls(parts[0], parts[1], _int(parts[2], "o= version"), parts[3], parts[4], parts[5])
+        return cls(parts[0], parts[1], _int(parts[2], "o= version"), _token(parts[3], "o= network type"),
+                   _token(parts[4], "o= address type"), parts[5])
 
     def __str__(self) -> str:
         return (f"{self.username} {self.session_id} {self.session_version} "
@@ -116,7 +138,7 @@ class Connection:
         parts = value.split()
         if len(parts) != 3:
             raise _error(f"c= needs 3 fields, got {value!r}")
-        return cls(parts[2], parts[0], parts[1])
+        return cls(parts[2], _token(parts[0], "c= network type"), _token(parts[1], "c= address type"))
 
     @classmethod
     def for_address(cls, address: str) -> Connection:
@@ -203,7 +225,7 @@ class MediaDescription:
         others = list(self.other_lines)
         if self.connection is not None:
             others.append(("c", str(self.connection)))
-        others.sort(key=lambda item: _MEDIA_ORDER.get(item[0], 4))
+        others.sort(key=_media_rank)
         lines += [f"{kind}={value}" for kind, value in others]
         # Listed formats first, in order; then mappings for unlisted ones, which peers do send.
         listed = self.payload_types
@@ -250,12 +272,16 @@ class SessionDescription:
         if not lines or lines[0] != "v=0":
             raise _error("must start with v=0")
         sdp = cls()
-        seen: set[str] = set()
+        seen: set[str] = {"v"}
         current: MediaDescription | None = None
         for line in lines[1:]:
             if len(line) < 2 or line[1] != "=" or not ("a" <= line[0] <= "z"):
                 raise _error(f"not a <type>=<value> line: {line[:40]!r}")
+            if "\x00" in line or "\r" in line:  # outside RFC 4566's byte-string; a CR would split the line
+                raise _error(f"NUL or CR inside a line: {line[:40]!r}")
             kind, value = line[0], line[2:]
+            if kind in _SESSION_ONLY_ONCE and (kind in seen or current is not None):
+                raise _error(f"repeated {kind}= line" if kind in seen else f"{kind}= inside a media section")
             if kind == "m":
                 current = _parse_media_line(value)
                 sdp.media.append(current)
@@ -272,13 +298,13 @@ class SessionDescription:
                     current.connection = Connection.parse(value)
                 else:
                     current.other_lines.append((kind, value))
-            elif kind in ("o", "s", "v") and kind in seen:
-                raise _error(f"repeated {kind}= line")
             elif kind == "o":
                 sdp.origin = Origin.parse(value)
             elif kind == "s":
                 sdp.session_name = value or "-"  # RFC 4566 asks for "s= " or "s=-", never empty
             elif kind == "c":
+                if sdp.connection is not None:
+                    raise _error("repeated session c= line")
                 sdp.connection = Connection.parse(value)
             elif kind == "t" and "t" not in seen:
                 start, _, stop = value.partition(" ")
@@ -288,6 +314,10 @@ class SessionDescription:
             seen.add(kind)
         if "o" not in seen:
             raise _error("no o= line")
+        # Stable sorts, the same as serialize() does: the model is what will be written.
+        sdp.other_lines.sort(key=_session_rank)
+        for media in sdp.media:
+            media.other_lines.sort(key=_media_rank)
         for media in sdp.media:
             if media.port != 0 and sdp.connection_for(media) is None:
                 raise _error(f"no c= line for the {media.media} stream")
@@ -309,7 +339,7 @@ class SessionDescription:
             others.append(("c", str(self.connection)))
         # The structured t= line goes before any extra t=/r= lines, which keep their own order.
         others.insert(0, ("t", f"{self.timing[0]} {self.timing[1]}"))
-        others.sort(key=lambda item: _SESSION_ORDER.get(item[0], 9))
+        others.sort(key=_session_rank)
         lines += [f"{kind}={value}" for kind, value in others]
         lines += [_attribute_line(name, value) for name, value in self.attributes]
         if self.direction is not None:

@@ -154,9 +154,13 @@ class UserAgentCore:
         """Answer an incoming call with ``sdp``."""
         self._calls.answer(call_id, sdp, now)
 
-    def reject(self, call_id: str, status: int, now: float) -> None:
-        """Refuse an incoming call with ``status`` (3xx-6xx)."""
-        self._calls.reject(call_id, status, now)
+    def reject(
+        self, call_id: str, status: int, now: float,
+        headers: dict[str, str] | Iterable[tuple[str, str]] | None = None,
+    ) -> None:
+        """Refuse an incoming call with ``status`` (3xx-6xx); ``headers`` such as Retry-After
+        (503), WWW-Authenticate (401) or Contact (3xx) are added to the response."""
+        self._calls.reject(call_id, status, now, headers)
 
     def cancel(self, call_id: str, now: float) -> None:
         """Cancel an outgoing call that is not answered yet."""

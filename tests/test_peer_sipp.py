@@ -284,3 +284,84 @@ async def test_rfc4475_torture_messages_then_a_normal_call(tmp_path: Path):
     finally:
         endpoint._transport.send = real_send
         await endpoint.stop()
+
+
+# SIPp UAS that answers, accepts our REFER (202) and reports the transfer's outcome in a NOTIFY.
+UAS_ACCEPT_REFER = """<?xml version="1.0" encoding="ISO-8859-1" ?>
+<scenario name="uas refer">
+  <recv request="INVITE" rrs="true">
+    <action><ereg regexp=".*" search_in="hdr" header="From:" assign_to="remote_from"/></action>
+  </recv>
+  <send retrans="500"><![CDATA[
+SIP/2.0 200 OK
+[last_Via:]
+[last_From:]
+[last_To:];tag=[pid]SIPpTag01[call_number]
+[last_Call-ID:]
+[last_CSeq:]
+Contact: <sip:[local_ip]:[local_port];transport=[transport]>
+Content-Type: application/sdp
+Content-Length: [len]
+
+v=0
+o=sipp 1 1 IN IP4 [local_ip]
+s=-
+c=IN IP4 [media_ip]
+t=0 0
+m=audio [media_port] RTP/AVP 0
+a=rtpmap:0 PCMU/8000
+]]></send>
+  <recv request="ACK"/>
+  <recv request="REFER"/>
+  <send><![CDATA[
+SIP/2.0 202 Accepted
+[last_Via:]
+[last_From:]
+[last_To:]
+[last_Call-ID:]
+[last_CSeq:]
+Content-Length: 0
+]]></send>
+  <send retrans="500"><![CDATA[
+NOTIFY [next_url] SIP/2.0
+Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+From: <sip:service@[local_ip]:[local_port]>;tag=[pid]SIPpTag01[call_number]
+To: [$remote_from]
+Call-ID: [call_id]
+CSeq: 1 NOTIFY
+Contact: <sip:[local_ip]:[local_port]>
+Max-Forwards: 70
+Event: refer
+Subscription-State: terminated;reason=noresource
+Content-Type: message/sipfrag
+Content-Length: [len]
+
+SIP/2.0 200 OK
+]]></send>
+  <recv response="200"/>
+  <recv request="BYE"/>
+  <send><![CDATA[
+SIP/2.0 200 OK
+[last_Via:]
+[last_From:]
+[last_To:]
+[last_Call-ID:]
+[last_CSeq:]
+Content-Length: 0
+]]></send>
+</scenario>
+"""
+
+
+async def test_refer_returns_the_final_notify_status(tmp_path: Path):
+    scenario = tmp_path / "uas_refer.xml"
+    scenario.write_text(UAS_ACCEPT_REFER)
+    endpoint = Endpoint(EndpointConfig(sip_port=0, rtp_port_range=(40000, 49000)))
+    async with endpoint:
+        with SippRunner(tmp_path, scenario) as sipp:
+            call = await endpoint.call(f"sip:service@127.0.0.1:{sipp.port}")
+            assert await asyncio.wait_for(call.refer("sip:carol@127.0.0.1"), 5) == 200
+            await call.hangup()
+            assert await sipp.wait_async(5) == 0, sipp.log()
+            assert "Refer-To: <sip:carol@127.0.0.1>" in sipp.messages() or \
+                "Refer-To: sip:carol@127.0.0.1" in sipp.messages()

@@ -128,6 +128,16 @@ def test_reject_486_is_acked_and_ends_the_call(net, alice, bob):
     assert alice.state_counts() == ZERO and bob.state_counts() == ZERO
 
 
+def test_reject_can_carry_headers(net, alice, bob):
+    call_id = alice.invite("sip:bob@127.0.0.1:15062", OFFER, net.now)
+    net.pump()
+    bob.reject(call_id, 503, net.now, headers={"Retry-After": "7"})
+    net.pump()
+    [busy] = net.sent(response(503))
+    assert busy.message.headers.get("Retry-After") == "7"
+    assert net.events(alice)[-1] == CallEnded(call_id, "rejected", 503)
+
+
 def test_many_concurrent_calls_leave_nothing_behind(net, alice, bob):
     ids = [alice.invite(f"sip:bob@127.0.0.1:15062;n={n}", OFFER, net.now) for n in range(25)]
     net.pump()
@@ -867,3 +877,14 @@ def test_callee_hanging_up_before_the_ack_sends_bye_after_64_t1_if_ack_never_com
     assert net.events(bob) == []  # the call had already ended for its owner
     net.settle()
     assert bob.state_counts() == ZERO
+
+
+def test_outbound_proxy_gets_a_loose_route_and_the_request(net):
+    core = net.add(UAConfig(local_port=15065, username="dave", outbound_proxy="sip:127.0.0.1:15070"))
+    seen = []
+    net.attach(PEER, lambda d: seen.append(d.message) or [])
+    core.invite("sip:bob@192.0.2.1", OFFER, net.now)
+    net.pump()
+    [invite] = seen
+    assert invite.uri == "sip:bob@192.0.2.1"
+    assert invite.headers.get_all("Route") == ["<sip:127.0.0.1:15070;lr>"]

@@ -16,12 +16,13 @@ from pathlib import Path
 from typing import Any, Iterator
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from ivr.flows import speech
 from ivr.flows.diagnostics import Diagnostic, FlowError
 from ivr.flows.loader import MarkedMap, position_of, read_flow_document
 from ivr.flows.model import Flow, Node, Schedule
 from ivr.flows.paths import PathEscapeError, resolve_inside
 from ivr.flows.registry import ActionRegistry
-from ivr.flows.schema import NODE_KEYS, validate_document
+from ivr.flows.schema import NODE_KEYS, flow_schema, validate_document
 from ivr.flows.templating import is_template, template_syntax_error
 from ivr.flows.values import parse_days, parse_time_ranges
 
@@ -29,8 +30,9 @@ log = logging.getLogger(__name__)
 
 # Where each built-in action keeps prompts (play specs), for the prompt-file check.
 _PROMPT_FIELDS = {
-    "menu": ("prompt", "short_prompt", "invalid_prompt", "timeout_prompt"),
-    "collect": ("prompt", "invalid_prompt", "timeout_prompt"),
+    "menu": ("prompt", "short_prompt", "invalid_prompt", "timeout_prompt", "no_match_prompt", "no_input_prompt"),
+    "collect": ("prompt", "invalid_prompt", "timeout_prompt", "no_match_prompt", "no_input_prompt"),
+    "listen": ("prompt",),
     "http": ("filler",),
 }
 _MAX_SUBFLOW_DEPTH = 8
@@ -141,6 +143,7 @@ class _Checker:
                 self.report(here, "a menu needs options or patterns")
             for pattern in params.get("patterns") or {}:
                 self.check_regex(here + ["patterns", pattern], pattern, key=True)
+            self.check_menu_phrases(here, params)
         if action == "hours":
             schedule = params if isinstance(params, str) else params["schedule"]
             if schedule not in (self.doc.get("schedules") or {}):
@@ -154,6 +157,25 @@ class _Checker:
                 self.report(here, "sub needs exactly one of node: or flow:")
             elif "flow" in params:
                 self.check_file(here + ["flow"], params["flow"])
+
+    def check_menu_phrases(self, where: list[Any], params: Any) -> None:
+        """A menu that listens for speech needs phrases; one phrase may not lead to two options."""
+        listens = params.get("input", self.doc.get("defaults", {}).get("input", "dtmf"))
+        if "speech" not in (listens if isinstance(listens, list) else [listens]):
+            return
+        options = params.get("options") or {}
+        if not speech.option_phrases(options):
+            self.report(where + ["input"], "a menu that listens for speech needs options with say: phrases "
+                                           "(or digit keys)")
+        seen: dict[tuple[str, ...], str] = {}
+        for key, option in options.items():
+            said = speech.option_phrases({key: option})
+            for phrase in said:
+                words = speech.phrase_words(phrase)
+                if words in seen and seen[words] != key:
+                    self.report(where + ["options", key], f"phrase {phrase!r} is said for options "
+                                                          f"{seen[words]!r} and {key!r}")
+                seen.setdefault(words, key)
 
     def check_regex(self, where: list[Any], pattern: str, *, key: bool = False) -> None:
         try:
@@ -262,13 +284,34 @@ class _Checker:
                 self.report(where, problem)
 
 
-def _hoist_inner_routes(document: MarkedMap, filename: str) -> list[Diagnostic]:
+def _takes_inner_routes(entry: Any) -> bool:
+    """Whether an action whose parameter schema is ``entry`` reads ``on:`` inside its mapping as
+    routes. A schema that names ``on`` (in any branch) does; so does an action with no parameter
+    schema (a plugin's, the documented shorthand applies). Any other schema makes ``on`` a
+    parameter like the rest: ``set: {on: true}`` sets a variable called ``on``."""
+    branches = [entry, *entry.get("anyOf", []), *entry.get("oneOf", [])]
+    if any("on" in (branch.get("properties") or {}) for branch in branches if isinstance(branch, dict)):
+        return True
+    constraining = {"type", "properties", "propertyNames", "additionalProperties", "anyOf", "oneOf", "$ref"}
+    return not constraining & set(entry)
+
+
+def _hoist_inner_routes(document: MarkedMap, filename: str, actions: ActionRegistry) -> list[Diagnostic]:
     """Move an action's own ``on:`` (``menu: {..., on: {...}}``) to its node, marks kept."""
     diagnostics = []
+    action_schemas = flow_schema(actions)["$defs"]["node"]["properties"]
     for name, node in document["nodes"].items():
         for action in [key for key in node if key not in NODE_KEYS]:
             params = node[action]
             if not isinstance(params, MarkedMap) or "on" not in params:
+                continue
+            if not _takes_inner_routes(action_schemas.get(action, {})):
+                continue
+            if not isinstance(params["on"], MarkedMap):
+                # Only an action without a schema gets here: the schema checked the others.
+                line, col = params.value_marks["on"]
+                diagnostics.append(Diagnostic(filename, line, col, f"nodes.{name}.{action}.on: must map "
+                                              "outcomes to nodes"))
                 continue
             inner = params.pop("on")
             if "on" not in node:
@@ -334,7 +377,7 @@ def check_file(
     schema_problems = validate_document(document, str(path), actions)
     diagnostics += schema_problems
     if not schema_problems:
-        diagnostics += _hoist_inner_routes(document, str(path))
+        diagnostics += _hoist_inner_routes(document, str(path), actions)
         checker = _Checker(document, path, actions)
         checker.run()
         diagnostics += checker.diagnostics

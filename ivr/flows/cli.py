@@ -49,6 +49,9 @@ def add_commands(
     simulate.add_argument("flow", metavar="FLOW")
     simulate.add_argument("--dtmf", default="", help='keys and times, e.g. "1 +2s 2# @10 hangup"')
     simulate.add_argument("--speech", default="", help='VAD events, e.g. "start@1.0,end@2.5"')
+    simulate.add_argument("--say", default="", help='spoken text, matched against the grammar, e.g. "support@2.0"')
+    simulate.add_argument("--speech-wav", default="", help='a WAV file said at a time, through the real recogniser, '
+                                                           'e.g. "support.wav@2.0"')
     simulate.add_argument("--at", help="date and time the call arrives, e.g. 2026-11-26T10:00")
     simulate.add_argument("--tz", default="UTC", help="time zone of --at (default UTC)")
     simulate.add_argument("--from", dest="caller", default="sip:1001@127.0.0.1", help="caller URI")
@@ -93,7 +96,8 @@ def cmd_simulate(args: argparse.Namespace, actions: ActionRegistry, out: TextIO 
         config[key] = value
     try:
         result = run_simulation(
-            args.flow, dtmf=args.dtmf, speech=args.speech, at=args.at, tz=args.tz, caller=args.caller,
+            args.flow, dtmf=args.dtmf, speech=args.speech, say=getattr(args, "say", ""),
+            speech_wav=getattr(args, "speech_wav", ""), at=args.at, tz=args.tz, caller=args.caller,
             callee=args.callee, config=config, actions=actions, transfer_result=args.transfer_result,
             trace_out=lambda entry: out.write(f"{entry}\n"),
         )

@@ -11,6 +11,8 @@ Scripts (virtual time starts at 0 when the call arrives):
   time; ``+2s`` / ``+500ms`` moves time forward; ``@5.5`` moves it to 5.5 s; ``hangup`` hangs
   up. ``"+3s 1 +1s 2#"`` presses 1 at 3 s, then 2 and # at 4 s.
 * Speech: ``start@1.0,end@2.0``: the VAD reports speech starting at 1 s and ending at 2 s.
+* Spoken words: ``say="support@2.0"`` (matched against the grammar, no recogniser) and
+  ``speech_wav="menu.wav@2.0"`` (through the real recogniser); see :mod:`ivr.flows.simulate_speech`.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from ivr.flows.executor import run_flow
 from ivr.flows.model import Flow
 from ivr.flows.registry import ActionRegistry
 from ivr.flows.session import TraceEntry
+from ivr.flows.simulate_speech import SimulatedSpeech, parse_say_script, parse_wav_script
 from ivr.flows.values import parse_duration
 
 SAY_SECONDS_PER_CHAR = 0.07
@@ -128,6 +131,13 @@ class SimulatedMedia:
         self.current: tuple[PlayItem, asyncio.TimerHandle] | None = None
         self.recording: _Recording | None = None
         self.recordings: list[RecordingDone] = []
+        self.speech: SimulatedSpeech | None = None
+
+    def ivr_stt(self, call: CallContext, pcm: Any, options: dict[str, Any]) -> tuple[str, float] | None:
+        """Recognition of a scripted utterance (see :class:`SimulatedSpeech`)."""
+        if self.speech is None:
+            return None
+        return self.speech.ivr_stt(call, pcm, options)
 
     def ivr_play(self, call: CallContext, item: PlayItem) -> bool:
         self.queue.append(item)
@@ -270,6 +280,8 @@ def run_simulation(
     *,
     dtmf: str = "",
     speech: str = "",
+    say: str = "",
+    speech_wav: str = "",
     at: dt.datetime | str | None = None,
     tz: str = "UTC",
     caller: str = "sip:1001@127.0.0.1",
@@ -282,7 +294,8 @@ def run_simulation(
 ) -> SimulationResult:
     """Run ``flow`` once on a virtual call (see the module doc for the scripts).
 
-    ``at`` is the wall-clock date and time when the call arrives (naive values are read in
+    ``say`` and ``speech_wav`` script what the caller says (text matched against the grammar,
+    or WAV files for the real recogniser). ``at`` is the wall-clock date and time when the call arrives (naive values are read in
     ``tz``). ``trace_out`` receives each trace entry as it happens. Must be called outside a
     running event loop.
     """
@@ -295,10 +308,11 @@ def run_simulation(
         temp_dir = tempfile.TemporaryDirectory(prefix="ivr-simulate-")
         config["recordings_dir"] = temp_dir.name
     start = _start_time(at, tz)
+    utterances = sorted(parse_say_script(say) + parse_wav_script(speech_wav), key=lambda u: u.at)
     loop = VirtualTimeLoop()
     try:
         return loop.run_until_complete(
-            _simulate(flow, loop, dtmf, speech, start, caller, callee, config, actions, transfer_result,
+            _simulate(flow, loop, dtmf, speech, utterances, start, caller, callee, config, actions, transfer_result,
                       time_limit, trace_out)
         )
     finally:
@@ -326,7 +340,7 @@ def _user_of(uri: str) -> str:
 
 
 async def _simulate(
-    flow: Flow, loop: VirtualTimeLoop, dtmf: str, speech: str, start: dt.datetime, caller: str,
+    flow: Flow, loop: VirtualTimeLoop, dtmf: str, speech: str, utterances: list, start: dt.datetime, caller: str,
     callee: str, config: dict[str, Any], actions: ActionRegistry, transfer_result: str, time_limit: float,
     trace_out: Callable[[TraceEntry], None] | None,
 ) -> SimulationResult:
@@ -336,6 +350,9 @@ async def _simulate(
     controller = SimulatedController(transfer_result)
     call.controller = controller
     t0 = loop.time()
+    if utterances:
+        media.speech = SimulatedSpeech(loop, call)
+        media.speech.schedule(t0, utterances)
     # One timer per instant, running its events in script order: the loop's timer heap does
     # not keep the order of timers due at the same time.
     script: dict[float, list[Callable[[], None]]] = {}

@@ -20,6 +20,7 @@ Rules (docs/flows.md states them with examples):
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import re
 from dataclasses import dataclass
@@ -146,13 +147,16 @@ async def recognise(session: FlowSession, params: Any, grammar: list[str] | str 
         return None
     options = stt_options(session, params, grammar)
     job = session.loop.run_in_executor(None, lambda: call.hook.ivr_stt(call=call, pcm=pcm, options=options))
-    while not job.done():
-        event = await session.next_event(None, until=job)
-        if isinstance(event, DtmfEvent):
-            session.typeahead.append(event.digit)
-            session.trace("speech", f"cancelled by dtmf {event.digit}")
-            job.add_done_callback(_discard)
-            raise SpeechCancelled(event.digit)
+    # under ivr simulate the clock is virtual: let it follow real time while the thread works
+    real_io = getattr(session.loop, "real_io", None)
+    with real_io() if real_io is not None else contextlib.nullcontext():
+        while not job.done():
+            event = await session.next_event(None, until=job)
+            if isinstance(event, DtmfEvent):
+                session.typeahead.append(event.digit)
+                session.trace("speech", f"cancelled by dtmf {event.digit}")
+                job.add_done_callback(_discard)
+                raise SpeechCancelled(event.digit)
     answer = job.result()
     if not answer:
         session.trace("recognised", "nothing")

@@ -7,6 +7,6 @@ from ivr.flows.registry import ActionSpec
 
 def builtin_specs() -> list[ActionSpec]:
     """Every built-in action, as registered by :meth:`ActionRegistry.with_builtins`."""
-    from ivr.flows.actions import control, digits, http, media
+    from ivr.flows.actions import control, digits, http, listen, media
 
-    return [*media.SPECS, *digits.SPECS, *control.SPECS, *http.SPECS]
+    return [*media.SPECS, *digits.SPECS, *listen.SPECS, *control.SPECS, *http.SPECS]

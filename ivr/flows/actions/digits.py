@@ -17,19 +17,33 @@ import re
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from ivr.call import DtmfEvent
+from ivr.call import DtmfEvent, SpeechEvent
+from ivr.flows import speech
 from ivr.flows.registry import ActionSpec
 from ivr.flows.session import FlowSession
+from ivr.flows.speech import SpeechResult
 
 _MAX_ENTRY = 64  # digits; a stuck key must not grow an entry without bound
 
 
 @dataclass(frozen=True)
 class Entry:
-    """What the caller typed (terminator excluded) and why the entry ended."""
+    """What the caller typed (terminator excluded) or said, and why the entry ended."""
 
     digits: str
-    ended_by: str  # "complete" | "terminator" | "timeout"
+    ended_by: str  # "complete" | "terminator" | "timeout" | "speech" (speech None: no match)
+    speech: SpeechResult | None = None
+
+
+@dataclass(frozen=True)
+class SpeechInput:
+    """How a node listens for speech beside its digits (``input: [dtmf, speech]``)."""
+
+    grammar: list[str] | str | None
+    params: Any  # the node's parameters (min_confidence, max_speech)
+    min_speech: float
+    max_speech: float
+    dtmf: bool  # digits count too (else they are dropped)
 
 
 async def read_entry(
@@ -40,49 +54,124 @@ async def read_entry(
     terminator: str | None,
     first_timeout: float,
     inter_digit_timeout: float,
+    speech_input: SpeechInput | None = None,
 ) -> Entry:
-    """Play ``prompt`` and read one entry, applying the timer rules of this module."""
+    """Play ``prompt`` and read one entry, applying the timer rules of this module.
+
+    With ``speech_input``, an utterance (of at least ``min_speech`` of voice) is an entry too:
+    it is recognised and returned as ``Entry("", "speech", result)``. A key press cancels
+    speech for the rest of the entry (module :mod:`ivr.flows.speech`).
+    """
     digits = ""
+    listening = speech_input is not None
+    speaking = False
     if session.typeahead and "dtmf" in session.barge_in():
         session.trace("type-ahead", "".join(session.typeahead))
+        listening = False  # keys already pressed: this entry is a keyed one
     else:
-        await session.play(prompt)
+        barged = await session.play(prompt, min_speech=speech_input.min_speech if speech_input else None)
+        speaking = listening and barged == "speech"
     while True:
+        if speech_input is not None and not speech_input.dtmf and session.typeahead:
+            session.trace("ignored", "dtmf " + "".join(session.typeahead))
+            session.typeahead.clear()
         # Type-ahead first, one digit at a time: what the entry does not use stays buffered.
         while session.typeahead:
+            if listening or speaking:
+                session.trace("speech", "cancelled by dtmf")
+                listening = speaking = False
             digit = session.typeahead.pop(0)
             if terminator and digit == terminator:
                 return Entry(digits, "terminator")
             digits += digit
             if is_complete(digits) or len(digits) >= _MAX_ENTRY:
                 return Entry(digits, "complete")
-        timeout = inter_digit_timeout if digits else first_timeout
+        if speaking:
+            timeout = speech_input.max_speech
+        else:
+            timeout = inter_digit_timeout if digits else first_timeout
         event = await session.next_event(timeout)
         if event is None:
+            if speaking:  # the VAD never ended the utterance: a stuck line or endless talk
+                session.trace("speech", f"longer than max_speech {timeout:g}s")
+                return Entry("", "speech")
             session.trace("timer", f"{'inter-digit' if digits else 'first-digit'} timeout {timeout:g}s")
             return Entry(digits, "timeout")
         if isinstance(event, DtmfEvent):
             session.typeahead.append(event.digit)
+        elif isinstance(event, SpeechEvent) and listening:
+            if event.kind == "start":
+                speaking = True
+            elif speaking:  # an end we saw start (one begun during an unbargeable prompt is not heard)
+                speaking = False
+                if not speech.speech_long_enough(session, speech_input.min_speech):
+                    session.trace("speech", "too short, ignored")
+                    continue
+                try:
+                    result = await speech.recognise(session, speech_input.params, speech_input.grammar)
+                except speech.SpeechCancelled:
+                    continue  # the digit is in the type-ahead buffer
+                return Entry("", "speech", result)
+
+
+def speech_input_for(session: FlowSession, params: dict[str, Any], grammar: list[str] | str | None) -> SpeechInput | None:
+    """The node's :class:`SpeechInput`, or ``None`` when it listens for digits only."""
+    modes = speech.input_modes(session, params)
+    if "speech" not in modes:
+        return None
+    return SpeechInput(
+        grammar=grammar,
+        params=params,
+        min_speech=speech.min_speech(session, params),
+        max_speech=session.duration(params, "max_speech", speech.DEFAULT_MAX_SPEECH),
+        dtmf="dtmf" in modes,
+    )
+
+
+def failure_outcome(session: FlowSession, failure: str) -> str:
+    """``no_input`` / ``no_match`` as routed by the node, else their digit-era names
+    ``timeout`` / ``invalid`` when only those are routed (flows written before speech)."""
+    node = session.node
+    alias = _FAILURE_ALIASES.get(failure)
+    if node is not None and failure not in node.on and alias is not None and alias in node.on:
+        return alias
+    return failure
+
+
+_FAILURE_ALIASES = {"no_input": "timeout", "no_match": "invalid"}
 
 
 def _menu_routes(params: dict[str, Any]) -> dict[str, str]:
-    return {**(params.get("options") or {}), **(params.get("patterns") or {})}
+    options = {key: speech.option_target(option) for key, option in (params.get("options") or {}).items()}
+    return {**options, **(params.get("patterns") or {})}
+
+
+def _failure_prompt(params: dict[str, Any], failure: str) -> Any:
+    """``no_match_prompt`` (else ``invalid_prompt``), ``no_input_prompt`` (else ``timeout_prompt``)..."""
+    alias = _FAILURE_ALIASES.get(failure)
+    return params.get(f"{failure}_prompt", params.get(f"{alias}_prompt") if alias else None)
 
 
 async def menu_action(session: FlowSession, params: dict[str, Any]) -> str:
-    """A menu; outcomes: the chosen option key, ``invalid``, ``timeout``, ``exhausted``, ``hangup``.
+    """A menu; outcomes: the chosen option key, ``invalid``, ``timeout``, ``exhausted``, ``hangup``,
+    and with speech input ``no_match`` and ``no_input``.
 
     A wrong entry or a timeout replays the menu (``short_prompt`` after the first time) unless
     the node routes ``invalid`` / ``timeout`` itself; the counts, kept separately, survive such
     a detour, and ``exhausted`` follows ``max_invalid`` wrong entries or ``max_timeouts`` timeouts.
+    With ``input: [dtmf, speech]`` an option may also be said (its ``say`` phrases, or its
+    digits): unrecognised speech counts as a wrong entry (``no_match``), silence as a timeout
+    (``no_input``).
     """
     node = session.node
-    options: dict[str, str] = dict(params.get("options") or {})
+    options: dict[str, Any] = dict(params.get("options") or {})
     patterns = [(re.compile(p), p) for p in params.get("patterns") or {}]
     max_invalid = int(session.setting(params, "max_invalid", 3))
     max_timeouts = int(session.setting(params, "max_timeouts", 3))
     terminator = params.get("terminator")
     state = session.menu_state.setdefault(node.name, {"played": 0, "invalid": 0, "timeouts": 0})
+    phrases = speech.option_phrases(options)
+    speech_input = speech_input_for(session, params, list(phrases))
 
     def is_complete(digits: str) -> bool:
         longer = any(key != digits and key.startswith(digits) for key in options)
@@ -99,30 +188,43 @@ async def menu_action(session: FlowSession, params: dict[str, Any]) -> str:
             terminator=terminator,
             first_timeout=session.duration(params, "timeout", 5.0),
             inter_digit_timeout=session.duration(params, "inter_digit_timeout", 3.0),
+            speech_input=speech_input,
         )
-        choice = entry.digits if entry.digits in options else None
-        if choice is None:
+        choice = None
+        if entry.speech is not None:
+            choice = phrases.get(entry.speech.text)
+            speech.remember(session, entry.speech)
+        elif entry.digits in options:
+            choice = entry.digits
+        elif entry.ended_by != "speech":
             choice = next((source for regex, source in patterns if regex.fullmatch(entry.digits)), None)
         if choice is not None:
             del session.menu_state[node.name]
             if params.get("save_as"):
-                session.vars[params["save_as"]] = entry.digits
+                session.vars[params["save_as"]] = choice if entry.speech is not None else entry.digits
             return choice
-        failure = "timeout" if entry.ended_by == "timeout" and not entry.digits else "invalid"
-        count_key, limit = ("timeouts", max_timeouts) if failure == "timeout" else ("invalid", max_invalid)
+        if entry.ended_by == "speech":
+            failure = "no_match"
+        elif entry.ended_by == "timeout" and not entry.digits:
+            failure = "no_input" if speech_input is not None else "timeout"
+        else:
+            failure = "invalid"
+        count_key, limit = ("timeouts", max_timeouts) if failure in ("timeout", "no_input") else ("invalid", max_invalid)
         state[count_key] += 1
         session.trace(failure, f"{entry.digits!r} ({state[count_key]}/{limit})")
         if state[count_key] >= limit:
             del session.menu_state[node.name]
-            await session.play(params.get(f"{failure}_prompt"))
+            await session.play(_failure_prompt(params, failure))
             return "exhausted"
-        if failure in node.on:
-            return failure
-        await session.play(params.get(f"{failure}_prompt"))
+        routed = failure_outcome(session, failure)
+        if routed in node.on:
+            return routed
+        await session.play(_failure_prompt(params, failure))
 
 
 async def collect_action(session: FlowSession, params: dict[str, Any]) -> str:
-    """Collect digits; outcomes ``ok``, ``timeout`` (nothing typed), ``invalid``, ``hangup``.
+    """Collect digits; outcomes ``ok``, ``timeout`` (nothing typed), ``invalid``, ``hangup``, and
+    with speech input (digits said: "four two") ``no_match`` and ``no_input``.
 
     ``vars[save_as]`` (default ``digits``) gets the digits on ``ok``.
     """
@@ -131,32 +233,38 @@ async def collect_action(session: FlowSession, params: dict[str, Any]) -> str:
     terminator = session.setting(params, "terminator", "#")
     pattern = re.compile(params["pattern"]) if params.get("pattern") else None
     attempts = int(params.get("attempts", 1))
+    speech_input = speech_input_for(session, params, speech.DIGITS_GRAMMAR)
     failure = "timeout"
     for attempt in range(attempts):
         if attempt:
-            await session.play(params.get(f"{failure}_prompt"))
+            await session.play(_failure_prompt(params, failure))
         entry = await read_entry(
             session, params.get("prompt"),
             is_complete=lambda digits: max_digits is not None and len(digits) >= max_digits,
             terminator=terminator,
             first_timeout=session.duration(params, "timeout", 5.0),
             inter_digit_timeout=session.duration(params, "inter_digit_timeout", 3.0),
+            speech_input=speech_input,
         )
-        digits = entry.digits
-        if entry.ended_by == "timeout" and not digits and min_digits > 0:
-            failure = "timeout"
+        digits = entry.speech.text if entry.speech is not None else entry.digits
+        if entry.speech is not None:
+            speech.remember(session, entry.speech)
+        if entry.ended_by == "speech" and entry.speech is None:
+            failure = "no_match"
+        elif entry.ended_by == "timeout" and not digits and min_digits > 0:
+            failure = "no_input" if speech_input is not None else "timeout"
         elif len(digits) < min_digits or (pattern is not None and not pattern.fullmatch(digits)):
             failure = "invalid"
             session.trace("invalid", repr(digits))
         else:
             session.vars[params.get("save_as", "digits")] = digits
             return "ok"
-    return failure
+    return failure_outcome(session, failure)
 
 
 SPECS = [
-    ActionSpec("menu", menu_action, outcomes=("invalid", "timeout", "exhausted", "hangup"),
+    ActionSpec("menu", menu_action, outcomes=("invalid", "timeout", "exhausted", "no_match", "no_input", "hangup"),
                routes=_menu_routes, renders_params=False, builtin=True),
-    ActionSpec("collect", collect_action, outcomes=("ok", "timeout", "invalid", "hangup"),
+    ActionSpec("collect", collect_action, outcomes=("ok", "timeout", "invalid", "no_match", "no_input", "hangup"),
                renders_params=False, builtin=True),
 ]

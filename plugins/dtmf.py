@@ -119,7 +119,7 @@ def classify_windows(buffer: np.ndarray) -> np.ndarray:
     for tone, index in enumerate((row, col)):
         harmonic_hz = 2 * _FUNDAMENTALS[index]
         residual = 0.0
-        for sub, (spec, amps) in enumerate(((early, amplitude_early), (late, amplitude_late))):
+        for spec, amps in ((early, amplitude_early), (late, amplitude_late)):
             harmonic = np.take_along_axis(spec, (index + 8)[..., None], axis=-1)[..., 0]
             for source in range(2):  # cancel both tones' leakage into the harmonic bin
                 harmonic = harmonic - amps[source] * _window_response(harmonic_hz - freq_est[source])

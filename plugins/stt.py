@@ -50,6 +50,7 @@ import numpy as np
 import soxr
 
 from ivr.hookspecs import hookimpl
+from plugins.stt_grammar import DIGITS, DigitsGrammar, Grammar, compile_grammar, normalise_phrase
 
 log = logging.getLogger(__name__)
 
@@ -201,48 +202,6 @@ def make_decoder(front_end: str, dictation: bool) -> Any:
     return Decoder(config)
 
 
-_DIGIT_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
-_NOT_A_WORD = re.compile(r"[^a-z0-9' ]+")
-
-
-def normalise_phrase(phrase: str) -> tuple[str, ...]:
-    """The words the decoder sees for ``phrase``: lower case, digits spelled out one by one
-    (a caller says "one two", not "twelve", when reading a menu's digits), punctuation dropped."""
-    text = _NOT_A_WORD.sub(" ", phrase.lower())
-    text = re.sub(r"\d", lambda m: f" {_DIGIT_WORDS[int(m.group())]} ", text)
-    return tuple(text.split())
-
-
-class Grammar:
-    """A list of phrases compiled to JSGF, with the way back from decoded words to the phrase."""
-
-    def __init__(self, phrases: Sequence[str]) -> None:
-        self.phrase_by_words: dict[tuple[str, ...], str] = {}
-        for phrase in phrases:
-            words = normalise_phrase(str(phrase))
-            if not words:
-                raise ValueError(f"grammar phrase {phrase!r} has no words")
-            # the first spelling wins when two phrases normalise alike ("1" and "one")
-            self.phrase_by_words.setdefault(words, str(phrase))
-        if not self.phrase_by_words:
-            raise ValueError("empty grammar")
-        self.key: tuple[tuple[str, ...], ...] = tuple(sorted(self.phrase_by_words))
-
-    @property
-    def words(self) -> set[str]:
-        """Every word the grammar uses (each must have a pronunciation)."""
-        return {word for words in self.key for word in words}
-
-    def jsgf(self) -> str:
-        """The grammar as JSGF text: one public rule, one alternative per phrase."""
-        alternatives = " | ".join(" ".join(words) for words in self.key)
-        return f"#JSGF V1.0;\ngrammar choices;\npublic <choice> = {alternatives};\n"
-
-    def phrase_for(self, hypothesis: str) -> str | None:
-        """The phrase that ``hypothesis`` (decoded words, fillers removed) spells, if any."""
-        return self.phrase_by_words.get(tuple(hypothesis.split()))
-
-
 class SpeechRecognizer:
     """Thread-safe recogniser: decoder pools per grammar, audio conditioning, confidence."""
 
@@ -267,15 +226,17 @@ class SpeechRecognizer:
 
     # -- public API -----------------------------------------------------------------------
 
-    def recognise(self, pcm: np.ndarray | bytes, grammar: Sequence[str] | None = None) -> Recognition | None:
+    def recognise(self, pcm: np.ndarray | bytes, grammar: Sequence[str] | str | None = None) -> Recognition | None:
         """Decode one 8 kHz int16 utterance; ``None`` when nothing (in the grammar) was heard.
+
+        ``grammar``: phrases, ``"digits"`` (the text is then a digit string) or ``None``.
 
         Blocking and CPU-bound; safe to call from several threads at once.
         """
         samples = np.frombuffer(pcm, np.int16) if isinstance(pcm, (bytes, bytearray)) else np.asarray(pcm)
         if samples.size == 0:
             return None
-        compiled = Grammar(grammar) if grammar is not None else None
+        compiled = compile_grammar(grammar)
         audio = self.condition(samples)
         pool = self._pool(compiled)
         with pool.borrow() as decoder:
@@ -313,14 +274,14 @@ class SpeechRecognizer:
         signal = signal + np.random.default_rng(0).normal(0.0, NOISE_FLOOR_RMS, signal.size).astype(np.float32)
         return np.clip(np.round(signal), -32768, 32767).astype(np.int16)
 
-    def warm_up(self, grammar: Sequence[str] | None = None) -> None:
+    def warm_up(self, grammar: Sequence[str] | str | None = None) -> None:
         """Create one decoder for ``grammar`` now (flows may call this at start-up)."""
-        with self._pool(Grammar(grammar) if grammar is not None else None).borrow():
+        with self._pool(compile_grammar(grammar)).borrow():
             pass
 
     # -- pools ----------------------------------------------------------------------------
 
-    def _pool(self, grammar: Grammar | None) -> DecoderPool:
+    def _pool(self, grammar: Grammar | DigitsGrammar | None) -> DecoderPool:
         key = grammar.key if grammar is not None else None
         with self._lock:
             pool = self._pools.get(key)
@@ -333,12 +294,14 @@ class SpeechRecognizer:
             self._pools.move_to_end(key)
             return pool
 
-    def _new_decoder(self, grammar: Grammar | None) -> Any:
+    def _new_decoder(self, grammar: Grammar | DigitsGrammar | None) -> Any:
         decoder = make_decoder(self.front_end, dictation=grammar is None)
         for word, phones in self.extra_words.items():
             decoder.add_word(word, phones, update=True)
         if grammar is None:
             return decoder
+        for word, phones in grammar.extra_pronunciations.items():
+            decoder.add_word(word, phones, update=True)
         missing = sorted(w for w in grammar.words if decoder.lookup_word(w) is None)
         if missing:
             raise ValueError(f"no pronunciation for {missing} (add them under plugins.stt.words)")

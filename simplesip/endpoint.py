@@ -273,7 +273,8 @@ class Endpoint:
                 answer, params = call.sdp_session.offer(), None
         except SDPNegotiationError as exc:
             rtp_socket.close()
-            self._command(lambda core, now: core.reject(call.id, exc.status, now))
+            status = exc.status
+            self._command(lambda core, now: core.reject(call.id, status, now))
             raise CallError(f"cannot answer: {exc.reason}", exc.status) from exc
         call.rtp_socket, call.local_rtp_port = rtp_socket, port
         call.local_sdp = answer.serialize()

@@ -145,11 +145,11 @@ async def open_rtp_socket(host: str, port_range: tuple[int, int]) -> tuple[RtpSo
         port = low + 2 * ((first + i) % count)
         protocol = RtpSocket(loop)
         try:
-            await loop.create_datagram_endpoint(lambda: protocol, local_addr=(host, port))
+            await loop.create_datagram_endpoint(lambda p=protocol: p, local_addr=(host, port))
         except OSError:
             continue
         try:
-            rtcp, _ = await loop.create_datagram_endpoint(lambda: protocol, local_addr=(host, port + 1))
+            rtcp, _ = await loop.create_datagram_endpoint(lambda p=protocol: p, local_addr=(host, port + 1))
         except OSError:
             protocol.close()
             continue

@@ -247,6 +247,47 @@ def test_verifier_forgets_expired_nonce_counts() -> None:
     assert len(verifier._last_nc) <= 3  # only nonces still inside their ttl are remembered
 
 
+@pytest.mark.parametrize("field, value", [
+    ("nonce", "0.\u00e9\u00e9\u00e9\u00e9\u00e9\u00e9\u00e9\u00e9\u00e9\u00e9\u00e9\u00e9\u00e9\u00e9\u00e9\u00e9.x"),
+    ("nonce", "3e8.0123456789abcdef.\u00e9bcdef0123456789abcdef012345678"),
+    ("nonce", "3e8.\udcff.00"),
+    ("response", "\u00e9" * 32),
+    ("response", "\udcff"),
+    ("cnonce", "\udcff\ud800"),
+    ("uri", "sip:\udcff@x"),
+    ("algorithm", "\u017fha-256"),  # str.upper() makes "SHA-256" of the long s
+])
+def test_verifier_non_ascii_and_undecodable_fields_are_bad_not_exceptions(field: str, value: str) -> None:
+    """Regression: hmac.compare_digest raised TypeError on a non-ASCII nonce or response, and the
+    digest's UTF-8 encoding raised on undecodable bytes (the parser keeps them as surrogates)."""
+    verifier = DigestVerifier("127.0.0.1", USERS.get)
+    params = params_of(answer(verifier, 1000.0))
+    params[field] = '"' + value + '"'
+    header = "Digest " + ", ".join(f"{name}={text}" for name, text in params.items())
+    result = verifier.verify(header, "REGISTER", 1000.0)
+    assert result.outcome is VerifyOutcome.BAD and result.reason
+
+
+def test_verifier_never_raises_on_non_text() -> None:
+    verifier = DigestVerifier("127.0.0.1", USERS.get)
+    assert verifier.verify(None, "REGISTER", 0.0).outcome is VerifyOutcome.BAD  # type: ignore[arg-type]
+
+
+def test_undecodable_bytes_are_hashed_as_sent() -> None:
+    """A username that is not UTF-8 on the wire reaches us as surrogate escapes; the digest must
+    cover the original bytes, so the verifier and a client agree and nothing raises."""
+    raw_user = b"\xffalice".decode("utf-8", "surrogateescape")
+    verifier = DigestVerifier("127.0.0.1", {raw_user: "secret"}.get)
+    header = answer(verifier, 1000.0, user=raw_user)
+    assert verifier.verify(header, "REGISTER", 1000.0).ok
+    ha1 = hashlib.md5(b"\xffalice:127.0.0.1:secret").hexdigest()
+    ha2 = hashlib.md5(b"REGISTER:sip:127.0.0.1").hexdigest()
+    fields = params_of(header)
+    expected = hashlib.md5(":".join([ha1, fields["nonce"].strip('"'), fields["nc"], fields["cnonce"].strip('"'),
+                                     "auth", ha2]).encode()).hexdigest()
+    assert fields["response"].strip('"') == expected
+
+
 # --- against SIPp (a digest implementation we did not write) ----------------------------------
 
 SIPP_TIMEOUT = 10

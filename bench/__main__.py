@@ -24,7 +24,7 @@ log = logging.getLogger("bench")
 
 DEFAULT_STEPS = "50,100,200,300,500,750,1000"
 QUICK_STEPS = "5,20,50"
-DEFAULT_RATES = "5,10,20,50,100,200"
+DEFAULT_RATES = "5,10,20,50,100,200,300,500"
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
 

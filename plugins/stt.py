@@ -3,8 +3,10 @@
 ``ivr_stt(call, pcm, options)`` recognises one 8 kHz int16 utterance (as the vad plugin cut it)
 and returns ``(text, confidence)`` or ``None``. ``options["grammar"]`` is a list of expected
 phrases (a menu: ``["sales", "support", "operator"]``) or ``None`` for free dictation with
-pocketsphinx's general English language model. With a grammar, ``text`` is always one of the
-given phrases, spelled exactly as given, so a flow can compare it with its options.
+pocketsphinx's general English language model, or ``"digits"`` for a spoken digit string
+(``text`` is then ``"42"``). With a phrase grammar, ``text`` is always one of the given
+phrases, spelled exactly as given, so a flow can compare it with its options. Grammars, and
+the telephone-band pronunciations they add, are in :mod:`plugins.stt_grammar`.
 
 How an utterance is decoded (the reasons are in docs/speech.md, with the measurements):
 
@@ -50,7 +52,8 @@ import numpy as np
 import soxr
 
 from ivr.hookspecs import hookimpl
-from plugins.stt_grammar import DIGITS, DigitsGrammar, Grammar, compile_grammar, normalise_phrase
+# Grammar and normalise_phrase are part of this plugin's public API (defined beside it).
+from plugins.stt_grammar import DigitsGrammar, Grammar, compile_grammar, normalise_phrase  # noqa: F401
 
 log = logging.getLogger(__name__)
 

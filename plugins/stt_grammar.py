@@ -7,11 +7,12 @@ alternative per phrase; the decoded words map back to the phrase exactly as the 
 Telephone-band pronunciations: over G.711 the shipped 16 kHz model hears some words without
 their high-frequency consonants. A phone-loop decode of espeak-ng speech through mu-law
 (``bench/stt_accuracy.py``) shows "six" as the bare vowel ``IY`` (both /s/ lie above the 4 kHz
-band, the /k/ burst is lost with them), "support" without its final /t/ burst and "no" with an
-/m/ (the nasals differ above 3 kHz). Those words get extra alternatives in the grammar, as
-separate dictionary words (``six_nb0``) that map back to the word: pocketsphinx's own
-alternate pronunciations (``six(2)``) did not change the FSG search's answers at all.
-Measured on the full bench set: 89.1 % without, 92.5 % with them (docs/speech.md).
+band, the /k/ burst is lost with them) and "support" without its final /t/ burst. Those words
+get extra alternatives in the grammar, as separate dictionary words (``six_nb0``) that map
+back to the word: pocketsphinx's own alternate pronunciations (``six(2)``) did not change the
+FSG search's answers at all. Measured on the full bench set: 89.1 % without, 93.6 % with them;
+more alternatives ("no" as ``M OW``, "five" as ``AY V``) cost more than they gained
+(docs/speech.md).
 """
 
 from __future__ import annotations
@@ -25,9 +26,8 @@ DIGITS = "digits"
 
 #: word -> extra pronunciations (CMU phones) heard on narrowband lines; see the module doc.
 NARROWBAND_ALTERNATIVES: dict[str, tuple[str, ...]] = {
-    "six": ("IY", "IH K"),
-    "support": ("S AH P AO R", "AH P AO R"),
-    "no": ("M OW",),
+    "six": ("IY",),
+    "support": ("S AH P AO R",),
 }
 _ALTERNATIVE_SUFFIX = re.compile(r"_nb\d+$")
 _NOT_A_WORD = re.compile(r"[^a-z0-9' ]+")

@@ -281,7 +281,7 @@ class SessionDescription:
                 raise _error(f"NUL or CR inside a line: {line[:40]!r}")
             kind, value = line[0], line[2:]
             if kind in _SESSION_ONLY_ONCE and (kind in seen or current is not None):
-                raise _error(f"repeated {kind}= line" if kind in seen else f"{kind}= inside a media section")
+                raise _error(f"{kind}= inside a media section" if current else f"repeated {kind}= line")
             if kind == "m":
                 current = _parse_media_line(value)
                 sdp.media.append(current)

@@ -78,6 +78,9 @@ class UAConfig:
     def __post_init__(self) -> None:
         if self.transport not in ("udp", "tcp"):
             raise ValueError(f"transport must be 'udp' or 'tcp', not {self.transport!r}")
+        # A zero T1 would re-arm retransmission timers at the same instant, forever.
+        if not 0 < self.t1 <= self.t2 or self.t4 <= 0:
+            raise ValueError("timers need 0 < t1 <= t2 and t4 > 0")
 
 
 class UserAgentCore:

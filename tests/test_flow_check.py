@@ -103,6 +103,33 @@ def test_plugin_action_is_known_once_registered(tmp_path: Path) -> None:
     assert "'key' is a required property" in diagnostics[0].message
 
 
+@pytest.mark.parametrize(("inner", "position", "text"), [
+    ("true", "6:13", "nodes.a.set.on: must map outcomes to nodes, got True"),
+    ("null", "6:13", "must map outcomes to nodes, got None"),
+    ("[b]", "6:13", "must map outcomes to nodes, got ['b']"),
+    ("{x: 5}", "6:17", "outcome 'x' must name a node, got 5"),
+    ("{x: {y: b}}", "6:17", "outcome 'x' must name a node"),
+    ("{'': b}", "6:14", "bad outcome ''"),
+])
+def test_non_mapping_on_inside_an_action_is_a_diagnostic(tmp_path: Path, inner: str, position: str,
+                                                          text: str) -> None:
+    """Regression: an ``on:`` inside ``set`` (which the schema leaves free) was hoisted into the
+    node's routes as it was, and the checker then crashed with AttributeError/TypeError."""
+    path = tmp_path / "inner_on.yaml"
+    path.write_text(f"flow: f\nstart: a\nnodes:\n  a:\n    set:\n      'on': {inner}\n    next: b\n"
+                    "  b: {hangup: }\n")
+    with pytest.raises(FlowError) as info:
+        load_flow(path)
+    assert any(f"{path}:{position}: " in line and text in line for line in info.value.lines), info.value.lines
+
+
+def test_mapping_on_inside_set_routes_like_the_nodes_own(tmp_path: Path) -> None:
+    path = tmp_path / "inner_on.yaml"
+    path.write_text("flow: f\nstart: a\nnodes:\n  a:\n    set: {x: 1, 'on': {ok: b}}\n  b: {hangup: }\n")
+    flow = load_flow(path)
+    assert flow.nodes["a"].on == {"ok": "b"} and flow.nodes["a"].params == {"x": 1}
+
+
 def test_plugin_cannot_replace_a_builtin_action() -> None:
     async def handler(session, params):  # pragma: no cover
         return "ok"

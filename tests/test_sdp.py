@@ -126,6 +126,42 @@ def test_malformed_sdp_raises_400_with_reason(body: bytes, reason: str) -> None:
     assert not isinstance(caught.value, SDPNegotiationError)
 
 
+_HEAD = ("v=0", "o=- 1 1 IN IP4 1.1.1.1", "s=-")
+
+
+@pytest.mark.parametrize("body, reason", [
+    (sdp(*_HEAD, "c=IN IP4 1.1.1.1", "t=0 0", "m=audio 1 RTP/AVP 0", "v=0"), "v= inside a media"),
+    (sdp(*_HEAD, "c=IN IP4 1.1.1.1", "t=0 0", "m=audio 1 RTP/AVP 0", "o=- 2 2 IN IP4 1.1.1.1"),
+     "o= inside a media"),
+    (sdp(*_HEAD, "c=IN IP4 1.1.1.1", "t=0 0", "m=audio 1 RTP/AVP 0", "s=x"), "s= inside a media"),
+    (sdp(*_HEAD, "s=again"), "repeated s="),
+    (sdp(*_HEAD, "c=IN IP4 1.1.1.1", "c=IN IP4 2.2.2.2"), "repeated session c="),
+    (sdp(*_HEAD, "i=a\x00b"), "NUL or CR"),
+    (sdp(*_HEAD, "i=a\rb"), "NUL or CR"),
+    (sdp(*_HEAD, "c=I\x01N IP4 1.1.1.1"), "network type"),
+    (sdp(*_HEAD, "c=IN IP/4 1.1.1.1"), "address type"),
+    (sdp("v=0", "o=- 1 1 I:N IP4 1.1.1.1"), "network type"),
+])
+def test_broken_structure_is_refused(body: bytes, reason: str) -> None:
+    """Regression (fuzz/fuzz_sdp.py): these were accepted and then did not round-trip."""
+    with pytest.raises(SIPParseError) as caught:
+        SessionDescription.parse(body)
+    assert reason in caught.value.reason
+
+
+def test_out_of_order_and_unknown_lines_round_trip_to_an_equal_model() -> None:
+    """Regression: kept lines were reordered only when written, so parse(serialize(x)) != x.
+    The parser now keeps them in the order serialize() writes them (RFC 4566 section 5)."""
+    body = sdp(*_HEAD, "x=unknown first", "t=0 0", "z=2882844526 -1h", "b=AS:64", "k=clear:x",
+               "r=7d 1h 0 25h", "i=late info", "c=IN IP4 1.1.1.1", "m=audio 1 RTP/AVP 0", "y=media extra",
+               "b=AS:32", "i=voice", "t=1 2")
+    parsed = SessionDescription.parse(body)
+    assert [kind for kind, _ in parsed.other_lines] == ["i", "b", "r", "z", "k", "x"]
+    assert [kind for kind, _ in parsed.media[0].other_lines] == ["i", "b", "y", "t"]
+    again = SessionDescription.parse(parsed.serialize())
+    assert again == parsed and again.serialize() == parsed.serialize()
+
+
 def test_make_offer() -> None:
     offer = make_offer("192.0.2.5", 40000, codecs=("PCMA", "PCMU"), session_id="42", version=3)
     text = offer.serialize().decode()

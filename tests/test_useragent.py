@@ -888,3 +888,16 @@ def test_outbound_proxy_gets_a_loose_route_and_the_request(net):
     [invite] = seen
     assert invite.uri == "sip:bob@192.0.2.1"
     assert invite.headers.get_all("Route") == ["<sip:127.0.0.1:15070;lr>"]
+
+
+def test_incoming_call_over_tcp_answers_on_the_connection_without_retransmitting(net, bob):
+    net.attach(PEER, lambda d: [])
+    net.inject(sip(options("Content-Type: application/sdp", method="INVITE").replace(
+        "SIP/2.0/UDP 127.0.0.1:15070", "SIP/2.0/TCP 127.0.0.1:5060")), PEER, BOB, transport="tcp")
+    [incoming] = net.events(bob)
+    bob.answer(incoming.call_id, ANSWER, net.now)
+    net.advance(10)
+    replies = [d for d in net.log if d.src == BOB]
+    assert [d.first_line.split(" ", 2)[1] for d in replies] == ["100", "180", "200"]
+    assert all(d.transport == "tcp" and d.dst == PEER for d in replies)  # the connection, not Via
+    assert b"Contact: <sip:bob@127.0.0.1:15062;transport=tcp>" in replies[-1].data

@@ -18,11 +18,12 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from ivr.flows import speech
 from ivr.flows.diagnostics import Diagnostic, FlowError
+from ivr.flows.inner_routes import hoist_inner_routes
 from ivr.flows.loader import MarkedMap, position_of, read_flow_document
 from ivr.flows.model import Flow, Node, Schedule
 from ivr.flows.paths import PathEscapeError, resolve_inside
 from ivr.flows.registry import ActionRegistry
-from ivr.flows.schema import NODE_KEYS, flow_schema, validate_document
+from ivr.flows.schema import NODE_KEYS, validate_document
 from ivr.flows.templating import is_template, template_syntax_error
 from ivr.flows.values import parse_days, parse_time_ranges
 
@@ -284,52 +285,6 @@ class _Checker:
                 self.report(where, problem)
 
 
-def _takes_inner_routes(entry: Any) -> bool:
-    """Whether an action whose parameter schema is ``entry`` reads ``on:`` inside its mapping as
-    routes. A schema that names ``on`` (in any branch) does; so does an action with no parameter
-    schema (a plugin's, the documented shorthand applies). Any other schema makes ``on`` a
-    parameter like the rest: ``set: {on: true}`` sets a variable called ``on``."""
-    branches = [entry, *entry.get("anyOf", []), *entry.get("oneOf", [])]
-    if any("on" in (branch.get("properties") or {}) for branch in branches if isinstance(branch, dict)):
-        return True
-    constraining = {"type", "properties", "propertyNames", "additionalProperties", "anyOf", "oneOf", "$ref"}
-    return not constraining & set(entry)
-
-
-def _hoist_inner_routes(document: MarkedMap, filename: str, actions: ActionRegistry) -> list[Diagnostic]:
-    """Move an action's own ``on:`` (``menu: {..., on: {...}}``) to its node, marks kept."""
-    diagnostics = []
-    action_schemas = flow_schema(actions)["$defs"]["node"]["properties"]
-    for name, node in document["nodes"].items():
-        for action in [key for key in node if key not in NODE_KEYS]:
-            params = node[action]
-            if not isinstance(params, MarkedMap) or "on" not in params:
-                continue
-            if not _takes_inner_routes(action_schemas.get(action, {})):
-                continue
-            if not isinstance(params["on"], MarkedMap):
-                # Only an action without a schema gets here: the schema checked the others.
-                line, col = params.value_marks["on"]
-                diagnostics.append(Diagnostic(filename, line, col, f"nodes.{name}.{action}.on: must map "
-                                              "outcomes to nodes"))
-                continue
-            inner = params.pop("on")
-            if "on" not in node:
-                node["on"] = inner
-                node.key_marks["on"] = params.key_marks["on"]
-                node.value_marks["on"] = params.value_marks["on"]
-                continue
-            for outcome, target in inner.items():
-                if outcome in node["on"]:
-                    line, col = inner.key_marks[outcome]
-                    message = f"outcome {outcome!r} is routed twice"
-                    diagnostics.append(Diagnostic(filename, line, col, message))
-                node["on"][outcome] = target
-                node["on"].key_marks[outcome] = inner.key_marks[outcome]
-                node["on"].value_marks[outcome] = inner.value_marks[outcome]
-    return diagnostics
-
-
 def _build_flow(document: MarkedMap, path: Path, actions: ActionRegistry) -> Flow:
     nodes = {}
     for name, raw in document["nodes"].items():
@@ -377,7 +332,7 @@ def check_file(
     schema_problems = validate_document(document, str(path), actions)
     diagnostics += schema_problems
     if not schema_problems:
-        diagnostics += _hoist_inner_routes(document, str(path), actions)
+        diagnostics += hoist_inner_routes(document, str(path))
         checker = _Checker(document, path, actions)
         checker.run()
         diagnostics += checker.diagnostics

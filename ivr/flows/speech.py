@@ -109,17 +109,25 @@ def option_target(option: Any) -> str:
 
 
 def utterance_voice_ms(session: FlowSession) -> int | None:
-    """Voiced milliseconds of the caller's current (or last) utterance, when a VAD tracks them."""
+    """How long the caller's current (or last) utterance has been speech, in ms, when a VAD
+    tracks it (``None`` otherwise): from its onset to its latest voiced frame, gaps included
+    (webrtcvad often calls an /s/ or a stop burst unvoiced) as long as at least half of that
+    span is voiced; else only the voiced frames count (clicks and noise are sparse)."""
     state = session.call.data.get("vad")
-    if isinstance(state, dict) and "voiced_ms" in state:
-        return int(state["voiced_ms"])
-    return None
+    if not isinstance(state, dict) or "voiced_ms" not in state:
+        return None
+    voiced = int(state["voiced_ms"])
+    onset, latest = state.get("speech_start"), state.get("last_voice")
+    if onset is None or latest is None or latest < onset:
+        return voiced
+    span = int(round((latest - onset) * 1000))
+    return span if voiced * 2 >= span else voiced
 
 
 def speech_long_enough(session: FlowSession, needed: float) -> bool:
-    """Whether the caller's utterance has ``needed`` seconds of voice. Without a VAD that
-    counts voiced time (a third-party one, or ``ivr simulate --speech`` events) the ``start``
-    event alone is taken as speech."""
+    """Whether the caller's utterance has lasted ``needed`` seconds (see
+    :func:`utterance_voice_ms`). Without a VAD that tracks voiced time (a third-party one, or
+    ``ivr simulate --speech`` events) the ``start`` event alone is taken as speech."""
     voiced = utterance_voice_ms(session)
     return voiced is None or voiced >= needed * 1000 - 1e-6
 

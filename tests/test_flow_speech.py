@@ -1,0 +1,253 @@
+"""Speech in flows: menus and collects that listen, ``listen``, no_match / no_input, a key
+cancelling speech, barge-in with a minimum speech length, ``ivr simulate --say`` and
+``--speech-wav``, the checker's speech rules, and the vad plugin's utterance buffer."""
+
+from __future__ import annotations
+
+import argparse
+import io
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import plugins.vad as vad_plugin
+from audio import Rig, drain, frames, silence, speech
+from ivr.call import SpeechEvent
+from ivr.flows import check_file, run_simulation
+from ivr.flows.cli import cmd_simulate
+from ivr.flows.registry import ActionRegistry
+from ivr.flows.session import TraceEntry
+from ivr.flows.speech import match_text, option_phrases, spoken_digits
+from tests.peers import write_wav
+from tests.speech_corpus import synthesise
+
+MENU = """\
+    start: menu
+    defaults: {{barge_in: [dtmf, speech]}}
+    nodes:
+      menu:
+        menu:
+          prompt: {{tone: "440", duration: 2s}}
+          input: [dtmf, speech]
+          options:
+            "1": {{goto: sales, say: [sales, buy something]}}
+            "2": {{goto: support, say: support}}
+            "3": billing
+          timeout: 3s
+          {extra}
+      sales: {{play: {{tone: "500", duration: 1s}}, next: bye}}
+      support: {{play: {{tone: "600", duration: 1s}}, next: bye}}
+      billing: {{play: {{tone: "700", duration: 1s}}, next: bye}}
+      sorry: {{play: {{tone: "300", duration: 1s}}, next: bye}}
+      bye: {{hangup: }}
+"""
+
+
+def write(tmp_path: Path, body: str, name: str = "flow.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(textwrap.dedent(body))
+    return path
+
+
+def menu(tmp_path: Path, extra: str = "", **script: str):
+    return run_simulation(write(tmp_path, MENU.format(extra=extra)), **script)
+
+
+def events(trace: list[TraceEntry], event: str) -> list[tuple[float, str, str]]:
+    return [(e.time, e.node, e.detail) for e in trace if e.event == event]
+
+
+def visited(trace: list[TraceEntry]) -> list[str]:
+    return [e.node for e in trace if e.event == "enter"]
+
+
+# -- menus ------------------------------------------------------------------------------------
+
+
+def test_a_said_phrase_chooses_its_option(tmp_path: Path) -> None:
+    result = menu(tmp_path, say="buy something@2.5")
+    assert visited(result.trace) == ["menu", "sales", "bye"]
+    assert result.vars["speech"] == "buy something" and result.vars["speech_confidence"] == 1.0
+    # recognised when the utterance ended: 2.5 s + 2 words x 0.45 s
+    assert events(result.trace, "outcome")[0] == (3.4, "menu", "1")
+
+
+def test_a_digit_key_can_be_said_and_keys_still_work(tmp_path: Path) -> None:
+    assert visited(menu(tmp_path, say="three@2.5").trace)[1] == "billing"
+    assert visited(menu(tmp_path, dtmf="@2.5 2").trace)[1] == "support"
+
+
+def test_unrecognised_speech_is_no_match_and_silence_no_input(tmp_path: Path) -> None:
+    routed = "on: {no_match: sorry, no_input: sorry}"
+    result = menu(tmp_path, routed, say="pizza@2.5")
+    assert events(result.trace, "outcome")[0][2] == "no_match"
+    assert visited(result.trace)[1] == "sorry"
+    result = menu(tmp_path, routed)
+    assert events(result.trace, "outcome")[0] == (5.0, "menu", "no_input")  # prompt 2 s + timeout 3 s
+
+
+def test_flows_routing_only_the_digit_outcomes_still_get_them(tmp_path: Path) -> None:
+    result = menu(tmp_path, "on: {invalid: sorry, timeout: sorry}", say="pizza@2.5")
+    assert events(result.trace, "outcome")[0][2] == "invalid"
+
+
+def test_unrouted_no_match_replays_and_counts_toward_exhausted(tmp_path: Path) -> None:
+    result = menu(tmp_path, "max_invalid: 2\n          on: {exhausted: sorry}", say="pizza@2.5, pasta@6")
+    assert [d for _, _, d in events(result.trace, "no_match")] == ["'' (1/2)", "'' (2/2)"]
+    assert events(result.trace, "outcome")[0][2] == "exhausted"
+
+
+def test_a_key_press_cancels_speech_in_progress(tmp_path: Path) -> None:
+    result = menu(tmp_path, say="support@2.5", dtmf="@2.7 1")
+    assert events(result.trace, "speech")[1] == (2.7, "menu", "cancelled by dtmf")
+    assert visited(result.trace)[1] == "sales"  # the key, not the (later) speech
+    assert "speech" not in result.vars
+
+
+def test_speech_only_menu_ignores_keys(tmp_path: Path) -> None:
+    result = menu(tmp_path.joinpath(), "", dtmf="@2.2 1", say="support@2.5")
+    assert visited(result.trace)[1] == "sales"  # input [dtmf, speech]: the key wins
+    body = MENU.replace("input: [dtmf, speech]", "input: speech")
+    result = run_simulation(write(tmp_path, body.format(extra="")), dtmf="@2.2 1", say="support@2.5")
+    assert events(result.trace, "ignored") == [(2.2, "menu", "dtmf 1")]
+    assert visited(result.trace)[1] == "support"
+
+
+# -- barge-in -----------------------------------------------------------------------------
+
+
+def test_speech_barges_in_after_min_speech_of_voice(tmp_path: Path) -> None:
+    result = menu(tmp_path, say="support@0.5")
+    # start at 0.5 s; 150 ms of voice (8 frames of 20 ms reach it) stops the prompt
+    (barge_in,) = events(result.trace, "barge-in")
+    assert barge_in[2] == "speech" and 0.65 <= barge_in[0] <= 0.67
+    assert visited(result.trace)[1] == "support"
+
+
+def test_a_short_sound_does_not_barge_in(tmp_path: Path) -> None:
+    result = menu(tmp_path, "min_speech: 500ms", say="mm@0.5")  # one word: 0.45 s of voice
+    assert not events(result.trace, "barge-in")
+    # the simulated utterance lasts whole 20 ms frames: 0.46 s
+    assert (0.96, "menu", "too short to barge in") in events(result.trace, "speech")
+    # nothing was said after the prompt: no_input once its timeout ran out (2 s + 3 s)
+    assert events(result.trace, "no_input")[0] == (5.0, "menu", "'' (1/3)")
+
+
+# -- collect and listen -------------------------------------------------------------------
+
+
+def test_collect_takes_spoken_digits(tmp_path: Path) -> None:
+    body = """\
+        start: ask
+        nodes:
+          ask:
+            collect: {prompt: {tone: "440", duration: 1s}, input: [dtmf, speech], min_digits: 4, max_digits: 4}
+            on: {ok: bye, invalid: bye, no_match: bye}
+          bye: {hangup: }
+    """
+    result = run_simulation(write(tmp_path, body), say="four two oh nine@1.5")
+    assert result.vars["digits"] == "4209"
+    result = run_simulation(write(tmp_path, body), say="forty two@1.5")
+    assert events(result.trace, "outcome")[0][2] == "no_match"
+    result = run_simulation(write(tmp_path, body), say="four two@1.5")
+    assert events(result.trace, "outcome")[0][2] == "invalid"  # two digits, four needed
+
+
+LISTEN = """\
+    start: ask
+    nodes:
+      ask:
+        listen: {{prompt: {{tone: "440", duration: 1s}}, save_as: answer, timeout: 2s {grammar}}}
+        on: {{ok: bye, no_match: bye, no_input: bye, dtmf: bye}}
+      bye: {{hangup: }}
+"""
+
+
+def test_listen_dictation_stores_what_was_said(tmp_path: Path) -> None:
+    result = run_simulation(write(tmp_path, LISTEN.format(grammar="")), say="John Smith@1.5")
+    assert result.vars["answer"] == "John Smith" and result.vars["speech"] == "John Smith"
+    assert events(result.trace, "outcome")[0][2] == "ok"
+
+
+def test_listen_with_grammar_no_match_no_input_and_dtmf(tmp_path: Path) -> None:
+    path = write(tmp_path, LISTEN.format(grammar=", grammar: [yes, no]"))
+    assert run_simulation(path, say="Yes!@1.5").vars["answer"] == "yes"
+    assert events(run_simulation(path, say="maybe@1.5").trace, "outcome")[0][2] == "no_match"
+    assert events(run_simulation(path).trace, "outcome")[0] == (3.0, "ask", "no_input")
+    assert events(run_simulation(path, dtmf="@1.5 5").trace, "outcome")[0][2] == "dtmf"
+
+
+# -- simulate, checker, helpers ---------------------------------------------------------------
+
+
+def test_simulate_runs_a_wav_through_the_real_recogniser(tmp_path: Path) -> None:
+    wav = write_wav(tmp_path / "support.wav", synthesise("support", "en-us", 150))
+    path = write(tmp_path, MENU.format(extra=""))
+    out = io.StringIO()
+    args = argparse.Namespace(flow=str(path), dtmf="", speech="", say="", speech_wav=f"{wav}@2.5", at=None,
+                              tz="UTC", caller="sip:1@x", callee="sip:2@x", transfer_result="ok", set=[])
+    assert cmd_simulate(args, ActionRegistry.with_builtins(), out) == 0
+    assert "recognised 'support'" in out.getvalue()
+    assert "support          enter     play" in out.getvalue()
+
+
+def test_checker_speech_rules(tmp_path: Path) -> None:
+    path = write(tmp_path, MENU.format(extra="").replace('"3": billing', '"3": {goto: billing, say: support}'))
+    flow, diagnostics = check_file(path)
+    assert flow is None
+    assert any("phrase 'support' is said for options '2' and '3'" in d.message for d in diagnostics)
+    path = write(tmp_path, """\
+        start: m
+        nodes:
+          m: {menu: {prompt: {tone: "1"}, input: speech, options: {"#": bye}}}
+          bye: {hangup: }
+    """)
+    flow, diagnostics = check_file(path)
+    assert flow is None and "needs options with say: phrases" in diagnostics[0].message
+    path = write(tmp_path, MENU.format(extra="").replace('"3": billing', '"3": {say: [billing, seven], goto: billing}'))
+    assert check_file(path)[0] is not None  # goto and say in any order
+    path = write(tmp_path, MENU.format(extra="").replace("goto: sales,", ""))
+    assert check_file(path)[0] is None  # an option without goto
+
+
+def test_phrase_helpers() -> None:
+    assert option_phrases({"1": "x", "2": {"goto": "y", "say": ["a", "b"]}, "*": "z"}) == {"1": "1", "a": "2", "b": "2"}
+    assert match_text("Buy something.", ["Sales", "buy something"]) == "buy something"
+    assert match_text("one", ["1"]) == "1"
+    assert match_text("hello", None) == "hello" and match_text("hello", ["hi"]) is None
+    assert spoken_digits("four two oh 7") == "4207" and spoken_digits("forty") is None
+
+
+# -- the vad plugin keeps the utterance -------------------------------------------------------
+
+
+def test_vad_keeps_the_utterance_with_preroll_and_voiced_length() -> None:
+    rig = Rig(vad_plugin)
+    call = rig.call()
+    spoken = speech("support please", "en-us")
+    signal = np.concatenate([silence(1.0), spoken, silence(1.5)])
+    kinds = []
+    for frame in frames(signal):
+        rig.step([call], frame[None, :].copy())
+        kinds += [e.kind for e in drain(call) if isinstance(e, SpeechEvent)]
+    state = call.data["vad"]
+    assert kinds == ["start", "end"] and state["utterance_seq"] == 1
+    utterance = state["utterance"]
+    loud = np.flatnonzero(np.abs(spoken.astype(np.int32)) > 300)
+    voiced_seconds = (loud[-1] - loud[0]) / 8000
+    # 300 ms pre-roll + the speech + at most 200 ms tail (and a frame of rounding each side)
+    assert voiced_seconds + 0.2 <= len(utterance) / 8000 <= voiced_seconds + 0.3 + 0.2 + 0.1
+    assert np.array_equal(utterance[:800], np.zeros(800, np.int16))  # pre-roll silence first
+    assert 0.5 * voiced_seconds * 1000 <= state["voiced_ms"] <= voiced_seconds * 1000 + 40
+
+
+@pytest.mark.parametrize("config", [{"plugins": {"vad": {"max_utterance_ms": 400}}}])
+def test_vad_utterance_is_capped(config: dict) -> None:
+    rig = Rig(vad_plugin, config=config)
+    call = rig.call()
+    for frame in frames(np.concatenate([silence(0.5), speech("one two three four five six"), silence(1.0)])):
+        rig.step([call], frame[None, :].copy())
+    assert len(call.data["vad"]["utterance"]) == 400 * 8
+    vad_plugin.ivr_configure({})

@@ -11,6 +11,7 @@ In-dialog requests (BYE, re-INVITE, UPDATE, INFO, NOTIFY, REFER, OPTIONS) are ha
 from __future__ import annotations
 
 import logging
+from collections import OrderedDict
 from typing import TYPE_CHECKING, Callable, Iterable
 
 from simplesip._ua_call import ANSWERING, CALLING, CONFIRMED, EARLY, ENDED, INCOMING, Call
@@ -25,7 +26,6 @@ from simplesip.events import (
     CallProgress,
     Event,
     IncomingCall,
-    RemoteOfferReceived,
 )
 from simplesip.message import Headers, Request, Response
 
@@ -33,6 +33,10 @@ if TYPE_CHECKING:
     from simplesip.useragent import UAConfig
 
 logger = logging.getLogger(__name__)
+
+#: How many ended outgoing calls we remember, to ACK (and BYE) a 2xx that arrives after them.
+ENDED_CALLS_KEPT = 256
+
 
 class CallManager:
     """The calls of one user agent and the commands that act on them."""
@@ -52,6 +56,8 @@ class CallManager:
         self.dialogs: dict[tuple[str, str, str], Call] = {}
         # Ended calls whose 200 still waits for its ACK, so that the BYE can follow it (15).
         self.awaiting_ack: dict[tuple[str, str, str], Call] = {}
+        # Outgoing calls that ended, newest last: a 2xx can still arrive for them (13.2.2.4).
+        self.ended_uac: OrderedDict[str, Call] = OrderedDict()
 
     # --- helpers ---------------------------------------------------------------------------------
 
@@ -80,6 +86,10 @@ class CallManager:
             del self.calls[call.call_id]
         if call.dialog is not None and self.dialogs.get(call.dialog.key) is call:
             del self.dialogs[call.dialog.key]
+        if call.role == "uac":
+            self.ended_uac[call.call_id] = call
+            while len(self.ended_uac) > ENDED_CALLS_KEPT:
+                self.ended_uac.popitem(last=False)
         self.emit(CallEnded(call.call_id, reason, status))
 
     def in_dialog_request(
@@ -208,10 +218,30 @@ class CallManager:
 
     def ack_and_bye(self, call: Call, invite: Request, response: Response, now: float) -> None:
         """Confirm and immediately end a dialog we do not want (a second fork, a late 200)."""
-        stray = Call(self, call.call_id, "uac", call.transport, CONFIRMED, call.local_tag, invite)
+        # Born ended: the BYE's outcome must not report a CallEnded for a call the owner already
+        # saw end (or that is still live under another dialog).
+        stray = Call(self, call.call_id, "uac", call.transport, ENDED, call.local_tag, invite)
         stray.dialog = Dialog.for_uac(invite, response)
         self._send_ack(stray, stray.dialog, invite)
         self._bye(stray, now)
+
+    def on_stray_2xx(self, response: Response, now: float) -> bool:
+        """A 2xx to our INVITE that no client transaction matched any more (Timer M ran out, or
+        the call timed out or was given up before it came). RFC 3261 13.2.2.4: every 2xx gets
+        an ACK. The same dialog as our call's gets the same ACK again (ours was lost); any other
+        dialog is one we do not want: ACK it, then BYE. False when it is no call of ours."""
+        call = self.calls.get(response.call_id) or self.ended_uac.get(response.call_id)
+        if call is None or call.role != "uac" or response.from_tag != call.local_tag:
+            return False
+        same_dialog = call.dialog is not None and call.dialog.remote_tag == (response.to_tag or "")
+        if same_dialog and call.ack is not None and call.ack_dest is not None:
+            self.layer.send(call.ack, call.ack_dest, call.transport)
+        elif response.to_tag and not same_dialog:
+            logger.info("call %s: late 2xx from %s: ACK and BYE", call.call_id, response.to_tag)
+            self.ack_and_bye(call, call.invite, response, now)
+        else:
+            return False
+        return True
 
     def _uac_timeout(self, call: Call, now: float) -> None:
         if call.state in (CALLING, EARLY):
@@ -320,10 +350,9 @@ class CallManager:
             self._bye(call, now)
         elif call.state == ANSWERING:
             call.state = CONFIRMED
-            self.emit(CallConfirmed(call.call_id))
-            if offered_in_200 and ack.body:
-                # Late offer: the INVITE had no SDP, our 200 offered, the ACK answers.
-                self.emit(RemoteOfferReceived(call.call_id, ack.body))
+            # Late offer: the INVITE had no SDP, our 200 offered, the ACK answers (RFC 3261 13.2.1).
+            answer = (ack.body or None) if offered_in_200 else None
+            self.emit(CallConfirmed(call.call_id, answer))
 
     def _stop_waiting_for_ack(self, call: Call) -> None:
         call.bye_after_ack = False

@@ -10,6 +10,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import logging
+import secrets
 from typing import TYPE_CHECKING, Callable, Protocol
 
 from simplesip._ua_messages import new_branch, replace_top_via
@@ -244,6 +245,44 @@ class TransactionLayer:
         return True
 
 
+class DigestCache:
+    """The last digest challenge a stream of requests answered (REGISTER and its refreshes).
+
+    Reusing it, with the nonce count going up (RFC 7616 3.4), lets a refresh go out with
+    credentials and skip the 401 round trip; when the server has moved on to a new nonce it
+    challenges again (``stale=true``) and the answer to that becomes the cached one.
+    """
+
+    def __init__(self) -> None:
+        self.challenge: Challenge | None = None
+        self.header = "Authorization"
+        self.nc = 0
+        self.cnonce = ""
+
+    def remember(self, challenge: Challenge, header: str, cnonce: str) -> None:
+        """``challenge`` was just answered with nonce count 1 and ``cnonce``."""
+        self.challenge, self.header, self.nc, self.cnonce = challenge, header, 1, cnonce
+
+    def clear(self) -> None:
+        """Forget the challenge (the server refused what it gave us)."""
+        self.challenge = None
+
+    def authorize(self, request: Request, username: str, password: str) -> bool:
+        """Add credentials for the cached challenge to ``request``; False when there is none."""
+        if self.challenge is None:
+            return False
+        self.nc += 1
+        try:
+            value = build_authorization(self.challenge, request.method, request.uri, username,
+                                        password, body=request.body, nc=self.nc, cnonce=self.cnonce)
+        except AuthenticationError:
+            self.challenge = None
+            return False
+        request.headers.remove(self.header)
+        request.headers.add(self.header, value)
+        return True
+
+
 class OutgoingRequest:
     """A request we send, answered by ``on_response`` (every response but the 401/407 we handle).
 
@@ -261,6 +300,7 @@ class OutgoingRequest:
         on_response: ResponseHandler,
         on_timeout: TimeoutHandler,
         dialog: "Dialog | None" = None,
+        digest_cache: DigestCache | None = None,
     ) -> None:
         self.layer = layer
         self.request = request
@@ -269,6 +309,7 @@ class OutgoingRequest:
         self.on_response = on_response
         self.on_timeout = on_timeout
         self.dialog = dialog
+        self.digest_cache = digest_cache
         self.entry: TransactionEntry | None = None
         self._challenges = 0
         self._stale_retry_used = False
@@ -294,11 +335,14 @@ class OutgoingRequest:
             if self._stale_retry_used or not self._any_stale(response):
                 return False
             self._stale_retry_used = True
-        authorization = self._authorization(response)
-        if authorization is None:
+        answered = self._authorization(response)
+        if answered is None:
             return False
+        authorization, challenge, cnonce = answered
         self._challenges += 1
         header = "Authorization" if response.status == 401 else "Proxy-Authorization"
+        if self.digest_cache is not None:
+            self.digest_cache.remember(challenge, header, cnonce)
         retry = Request(self.request.method, self.request.uri, self.request.headers.copy(),
                         self.request.body)
         retry.headers.remove(header)
@@ -322,15 +366,19 @@ class OutgoingRequest:
                 continue
         return False
 
-    def _authorization(self, response: Response) -> str | None:
+    def _authorization(self, response: Response) -> tuple[str, Challenge, str] | None:
+        """(header value, the challenge it answers, its cnonce) for the first usable challenge."""
         cfg = self.layer.config
         for value in self._challenge_values(response):
             try:
                 challenge = Challenge.parse(value)
-                return build_authorization(
+                cnonce = secrets.token_hex(8)
+                authorization = build_authorization(
                     challenge, self.request.method, self.request.uri,
                     cfg.auth_username or cfg.username, cfg.password or "", body=self.request.body,
+                    cnonce=cnonce,
                 )
+                return authorization, challenge, cnonce
             except (ValueError, AuthenticationError) as exc:  # e.g. an unknown algorithm: next one
                 logger.debug("challenge %r not usable: %s", value, exc)
         logger.info("no usable challenge in %d response", response.status)

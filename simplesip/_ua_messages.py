@@ -144,17 +144,30 @@ class MessageFactory:
         return f"<{proxy}>"
 
     def first_hop(self, request: Request) -> Address:
-        """Where an out-of-dialog request goes: the first Route, the server, or the URI itself."""
+        """Where an out-of-dialog request goes: the first Route, the server, or the URI itself.
+
+        With an outbound proxy every request carries a Route to it, so the proxy always wins.
+        Otherwise the server (registrar/proxy) gets only what belongs to it: a target in our
+        domain with no port or the server's own port, and URIs we cannot route ourselves (tel:).
+        Comparing the host alone would send ``sip:bob@127.0.0.1:5090`` to a server on
+        ``127.0.0.1:5060`` just because both live on the same machine.
+        """
         route = request.headers.get("Route")
         if route:
             return uri_address(NameAddr.parse(route).uri)
         uri = SipURI.parse(request.uri)
         server = self.config.server
-        if server is not None and (uri.opaque is not None or uri.host.lower() == self.domain.lower()):
+        if server is not None and (uri.opaque is not None or self._served_by(uri, server)):
             return server
         if uri.opaque is not None:
             raise ValueError(f"cannot route {request.uri!r} without a server")
         return uri_address(uri)
+
+    def _served_by(self, uri: SipURI, server: Address) -> bool:
+        """Whether ``uri`` is in our domain and names no other port than the server's."""
+        if uri.host.lower() != self.domain.lower():
+            return False
+        return uri.port is None or uri.port == server[1]
 
     # --- responses -------------------------------------------------------------------------------
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Callable
 
-from simplesip._ua_layer import OutgoingRequest, TransactionLayer
+from simplesip._ua_layer import DigestCache, OutgoingRequest, TransactionLayer
 from simplesip._ua_messages import MessageFactory, new_tag
 from simplesip.events import Event, RegistrationFailed, RegistrationSucceeded
 from simplesip.message import Response
@@ -44,6 +44,8 @@ class Registration:
         self.requested_expires = config.register_expires
         self.granted_expires = 0
         self.pending: OutgoingRequest | None = None
+        # The registrar's last challenge: refreshes answer it in advance (nonce count + 1).
+        self.digest = DigestCache()
 
     @property
     def registered(self) -> bool:
@@ -76,9 +78,12 @@ class Registration:
         )
         if expires == 0:
             request.headers.set("Contact", "*")
+        if cfg.password is not None:
+            self.digest.authorize(request, cfg.auth_username or cfg.username, cfg.password)
         dest = cfg.server or self.factory.first_hop(request)
         self.pending = OutgoingRequest(
-            self.layer, request, dest, cfg.transport, self._on_response, self._on_timeout
+            self.layer, request, dest, cfg.transport, self._on_response, self._on_timeout,
+            digest_cache=self.digest,
         ).start(now)
 
     def _on_response(self, outgoing: OutgoingRequest, response: Response, now: float) -> None:
@@ -109,6 +114,8 @@ class Registration:
                 self._send(now, self.requested_expires)
                 return
         self.granted_expires = 0
+        if response.status in (401, 403, 407):
+            self.digest.clear()  # the next attempt starts from a fresh challenge
         self.emit(RegistrationFailed(response.status, response.reason))
 
     def _on_timeout(self, outgoing: OutgoingRequest, now: float) -> None:

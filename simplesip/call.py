@@ -112,11 +112,16 @@ class Call:
             raise RuntimeError(f"cannot answer a call in state {self.state.value}")
         await self.endpoint._answer(self)
 
-    async def reject(self, status: int = 486) -> None:
-        """Refuse an incoming call with a final status (486 Busy Here by default)."""
+    async def reject(self, status: int = 486,
+                     headers: "dict[str, str] | list[tuple[str, str]] | None" = None) -> None:
+        """Refuse an incoming call with a final status (486 Busy Here by default).
+
+        ``headers`` go into the response: ``Retry-After`` with a 503, ``WWW-Authenticate`` with a
+        401, ``Contact`` with a 3xx.
+        """
         if self.direction != "inbound" or self.state != CallState.RINGING:
             raise RuntimeError(f"cannot reject a call in state {self.state.value}")
-        self.endpoint._command(lambda core, now: core.reject(self.id, status, now))
+        self.endpoint._command(lambda core, now: core.reject(self.id, status, now, headers=headers))
         await self.ended.wait()
 
     async def hangup(self, timeout: float = 5.0) -> None:

@@ -126,8 +126,14 @@ class DtmfReceiver:
             return self._finish()
         return []
 
+    def flush(self) -> list[DtmfDigit]:
+        """Close the current event now (its stream ended); returns it, if one was open."""
+        return self._finish()
+
     def reset(self) -> None:
-        """Forget everything (new SSRC: its timestamps mean nothing to the old stream)."""
+        """Forget everything (new SSRC: its timestamps mean nothing to the old stream).
+
+        An open event is dropped: call :meth:`flush` first to report it."""
         self._current_ts = None
         self._current_digit = None
         self._finished.clear()

@@ -56,6 +56,9 @@ class EndpointConfig:
     server_port: int = 5060
     transport: str = "udp"  # towards the server, and the default for outgoing calls
     domain: str | None = None
+    #: A SIP URI or host[:port]: every out-of-dialog request goes there (a Route header), whatever
+    #: its target. Without one, only targets in our domain on the server's port go to ``server``.
+    outbound_proxy: str | None = None
     display_name: str | None = None
     rtp_port_range: tuple[int, int] = (20000, 30000)
     codecs: tuple[str, ...] = ("PCMU", "PCMA")
@@ -64,7 +67,8 @@ class EndpointConfig:
     register_expires: int = 3600
     register_timeout: float = 8.0  # seconds before register() gives up with ConnectionError
     call_timeout: float = 60.0  # seconds call() waits for an answer (then CANCEL, CallError 408)
-    tcp_idle_timeout: float = 64.0
+    tcp_idle_timeout: float = 64.0  # close a TCP connection that carried nothing for this long
+    tcp_message_timeout: float = 10.0  # close one whose message started and is still incomplete
     jitter_target_ms: int = 60
 
 
@@ -108,6 +112,7 @@ class Endpoint:
         self._loop = asyncio.get_running_loop()
         transport = SipTransport(cfg.local_host, cfg.sip_port, self._on_sip_message,
                                  transports=cfg.transports, tcp_idle_timeout=cfg.tcp_idle_timeout,
+                                 tcp_message_timeout=cfg.tcp_message_timeout,
                                  on_unreachable=self._on_unreachable)
         await transport.start()
         self._transport = transport
@@ -122,6 +127,7 @@ class Endpoint:
             # Our AoR domain is the registrar's unless configured: "100" dials sip:100@server.
             username=cfg.username or "", password=cfg.password, domain=cfg.domain or cfg.server or "",
             server=(cfg.server, cfg.server_port) if cfg.server else None,
+            outbound_proxy=cfg.outbound_proxy,
             display_name=cfg.display_name, user_agent=cfg.user_agent,
             register_expires=cfg.register_expires, answer_reinvite=self._answer_reoffer,
         )
@@ -246,7 +252,7 @@ class Endpoint:
                     from_user=self.config.username, to_user=split_target(target)[0])
         call.rtp_socket, call.local_rtp_port, call.local_sdp = rtp_socket, port, offer
         call.sdp_session = sdp_session
-        call._destination = _destination_of(target, self.config)
+        call._destination = self._driver.core.first_hop(call_id)
         call._waiter = self._loop.create_future()
         self.calls[call_id] = call
         self._driver.pump()
@@ -341,7 +347,7 @@ class Endpoint:
         elif isinstance(event, ev.CallAnswered):
             self._on_answered(call, event)
         elif isinstance(event, ev.CallConfirmed):
-            pass
+            self._on_confirmed(call, event)
         elif isinstance(event, ev.RemoteOfferReceived):
             self._on_reoffer(call, event)
         elif isinstance(event, ev.InfoReceived):
@@ -382,6 +388,23 @@ class Endpoint:
         if call._waiter is not None and not call._waiter.done():
             call._waiter.set_result(call)
 
+    def _on_confirmed(self, call: Call, event: ev.CallConfirmed) -> None:
+        """The ACK arrived. With a late offer (no SDP in the INVITE) it carries the answer to the
+        offer in our 200, and only now can media start."""
+        if call.rtp is not None or call.direction != "inbound":
+            return
+        try:
+            if not event.remote_sdp:
+                raise SDPNegotiationError("the ACK carries no SDP answer to our offer")
+            params = media_params_from_answer(call.local_sdp or b"", event.remote_sdp)
+        except (SDPNegotiationError, ValueError) as exc:
+            # RFC 3261 13.2.1 leaves no way to fix a bad answer in the ACK but ending the session.
+            log.warning("call %s: unusable SDP answer in the ACK (%s): hanging up", call.id, exc)
+            self._command(lambda core, now: core.bye(call.id, now))
+            return
+        call.remote_sdp = event.remote_sdp
+        self._start_media(call, params)
+
     def _on_reoffer(self, call: Call, event: ev.RemoteOfferReceived) -> None:
         params, call._pending_reoffer = call._pending_reoffer, None
         if params is not None:
@@ -419,11 +442,3 @@ class Endpoint:
         if tick % 25 == 0:  # RTCP is due every ~5 s; checking twice a second is plenty
             send_rtcp_reports(calls, now)
 
-
-def _destination_of(target: str, cfg: EndpointConfig) -> tuple[str, int] | None:
-    """Where the INVITE goes (as the core routes it), so an ICMP unreachable fails that call."""
-    _user, host, port = split_target(target)
-    domain = (cfg.domain or cfg.server or cfg.local_host).lower()
-    if cfg.server and (host is None or host.lower() == domain):
-        return (cfg.server, cfg.server_port)
-    return (host, port or 5060) if host else None

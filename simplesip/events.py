@@ -73,9 +73,15 @@ class CallAnswered:
 
 @dataclass(frozen=True)
 class CallConfirmed:
-    """The ACK for our 2xx arrived: the incoming call is fully established."""
+    """The ACK for our 2xx arrived: the incoming call is fully established.
+
+    ``remote_sdp`` is the SDP answer the ACK carried: with a late offer (an INVITE without SDP)
+    our 200 made the offer and this is the only place the peer's media description arrives.
+    It is None when the INVITE held the offer (the ACK then has no body).
+    """
 
     call_id: str
+    remote_sdp: bytes | None = None
 
 
 @dataclass(frozen=True)

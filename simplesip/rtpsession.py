@@ -11,9 +11,14 @@ Symmetric RTP and injection (RFC 4961 style latching, kept deliberately strict):
   Until then we send to the SDP address.
 * After latching, packets from another address or with another SSRC are dropped and counted as
   ``rejected``, so a third party that guesses the port cannot inject audio or DTMF.
-* Re-latch: a different source is accepted only if the latched one has been silent for more than
-  ``relatch_after`` seconds (default 1 s): a peer that really moved (or a PBX that switched the
-  stream) stops sending on the old path; an injector racing a live stream never gets in.
+* Re-latch: a different address is accepted only if the latched stream has been silent for more
+  than ``relatch_after`` seconds (default 1 s): a peer that really moved (or a PBX that switched
+  the stream) stops sending on the old path; an injector racing a live stream never gets in.
+* A new SSRC from the latched address is the same peer starting a new stream (a PBX switching
+  sources, SIPp playing its DTMF capture after its audio capture): it is taken once the current
+  stream has been silent for ``ssrc_change_after`` seconds (default 0.2 s, ten packets, far
+  beyond a loss burst), and refused while the current stream is live. The jitter buffer and the
+  DTMF receiver start afresh for it; a key press of the old stream still open is reported.
 * :meth:`RtpSession.update` with a new remote address (re-INVITE) clears the latch.
 """
 
@@ -67,6 +72,7 @@ class RtpSession:
         clock_rate: int = 8000,
         jitter_target_ms: int = 60,
         relatch_after: float = 1.0,
+        ssrc_change_after: float = 0.2,
         cname: str | None = None,
         rng: random.Random | None = None,
     ) -> None:
@@ -77,6 +83,7 @@ class RtpSession:
         self.ptime = ptime
         self.clock_rate = clock_rate
         self.relatch_after = relatch_after
+        self.ssrc_change_after = ssrc_change_after
         draw = rng.getrandbits if rng is not None else secrets.randbits
         self.ssrc = draw(32)
         self._sequence = draw(16)
@@ -148,9 +155,10 @@ class RtpSession:
             return True
         if addr == self.latched_addr and ssrc == self.remote_ssrc:
             return True
-        if now - self._last_from_source <= self.relatch_after:
+        silence = self.ssrc_change_after if addr == self.latched_addr else self.relatch_after
+        if now - self._last_from_source <= silence:
             return False
-        logger.info("re-latching RTP from %s/%08x to %s/%08x after %.1f s of silence",
+        logger.info("re-latching RTP from %s/%08x to %s/%08x after %.2f s of silence",
                     self.latched_addr, self.remote_ssrc or 0, addr, ssrc, now - self._last_from_source)
         self._latch(addr, ssrc)
         return True
@@ -159,6 +167,7 @@ class RtpSession:
         if ssrc != self.remote_ssrc:
             # A new stream: its sequence numbers and timestamps have nothing to do with the old one.
             self._jitter.reset()
+            self._digits.extend(self._dtmf_in.flush())  # the old stream's end packets are not coming
             self._dtmf_in.reset()
         self.latched_addr = addr
         self.remote_ssrc = ssrc

@@ -8,7 +8,9 @@ writes bytes to an address over the transport the user agent core chose. The cor
 TCP: a connection is kept per remote address, whichever side opened it, so that responses go back
 over the connection their request came on (§18.2.2) and our own requests reuse a connection to the
 same destination. Messages on a stream are framed by Content-Length. Connections idle for longer
-than ``tcp_idle_timeout`` are closed.
+than ``tcp_idle_timeout`` are closed, and so are connections where a message started arriving more
+than ``tcp_message_timeout`` ago and is still incomplete: a peer trickling one byte at a time
+(slowloris) is never idle, so the idle timer alone would keep it forever.
 
 ICMP errors: the UDP socket has ``IP_RECVERR`` set, so a "port unreachable" for a datagram we
 sent is reported with the address it was sent to (``on_unreachable``), letting a REGISTER to a
@@ -96,6 +98,7 @@ class _TcpConnection(asyncio.Protocol):
         self.buffer = bytearray()
         self.pending: list[bytes] = []  # written before the connection was established
         self.last_activity = owner._loop.time()
+        self.message_started: float | None = None  # first byte of the incomplete message, if any
         self.closed = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -108,7 +111,8 @@ class _TcpConnection(asyncio.Protocol):
         self.pending.clear()
 
     def data_received(self, data: bytes) -> None:
-        self.last_activity = self.owner._loop.time()
+        now = self.owner._loop.time()
+        self.last_activity = now
         self.buffer += data
         try:
             messages = frame_stream(self.buffer)
@@ -116,6 +120,11 @@ class _TcpConnection(asyncio.Protocol):
             log.warning("closing TCP connection from %s: %s", self.remote, exc)
             self.close()
             return
+        if not self.buffer:
+            self.message_started = None
+        elif messages or self.message_started is None:
+            # What is left started in this chunk: the next message's clock starts now.
+            self.message_started = now
         assert self.remote is not None
         for message in messages:
             self.owner._deliver(message, self.remote, "tcp")
@@ -147,6 +156,7 @@ class SipTransport:
 
     def __init__(self, host: str, port: int, on_message: MessageHandler, *,
                  transports: tuple[str, ...] = ("udp", "tcp"), tcp_idle_timeout: float = 64.0,
+                 tcp_message_timeout: float = 10.0,
                  on_unreachable: UnreachableHandler | None = None):
         unknown = set(transports) - {"udp", "tcp"}
         if unknown or not transports:
@@ -155,6 +165,8 @@ class SipTransport:
         self.port = port
         self.transports = tuple(transports)
         self.tcp_idle_timeout = tcp_idle_timeout
+        # A message may take no longer than an idle connection may stay open.
+        self.tcp_message_timeout = min(tcp_message_timeout, tcp_idle_timeout)
         self.on_message = on_message
         self.on_unreachable = on_unreachable
         self._loop: asyncio.AbstractEventLoop  # set by start()
@@ -262,14 +274,30 @@ class SipTransport:
                 self.on_unreachable((addr[0], addr[1]))
 
     async def _sweep_idle_connections(self) -> None:
-        interval = max(0.05, min(self.tcp_idle_timeout / 4, 5.0))
+        interval = max(0.05, min(self.tcp_message_timeout / 4, 5.0))
         while True:
             await asyncio.sleep(interval)
-            limit = self._loop.time() - self.tcp_idle_timeout
-            for conn in list(self._connections.values()):
-                if conn.last_activity < limit:
-                    log.debug("closing idle TCP connection to %s", conn.remote)
-                    conn.close()
+            self.close_stale_connections(self._loop.time())
+
+    def close_stale_connections(self, now: float) -> int:
+        """Close connections idle for ``tcp_idle_timeout`` or stuck in one message for
+        ``tcp_message_timeout``; return how many were closed (run periodically by start())."""
+        idle_limit = now - self.tcp_idle_timeout
+        message_limit = now - self.tcp_message_timeout
+        closed = 0
+        for conn in list(self._connections.values()):
+            if conn.closed:
+                continue
+            if conn.last_activity < idle_limit:
+                log.debug("closing idle TCP connection to %s", conn.remote)
+            elif conn.message_started is not None and conn.message_started < message_limit:
+                log.info("closing TCP connection from %s: a message took longer than %.1f s",
+                         conn.remote, self.tcp_message_timeout)
+            else:
+                continue
+            conn.close()
+            closed += 1
+        return closed
 
     @property
     def tcp_connection_count(self) -> int:

@@ -185,6 +185,13 @@ class UserAgentCore:
         """Send INFO in the call's dialog."""
         self._in_dialog.send_info(call_id, content_type, body, now)
 
+    def first_hop(self, call_id: str) -> Address | None:
+        """Where the INVITE of our outgoing call ``call_id`` was sent (None if unknown)."""
+        call = self._calls.calls.get(call_id)
+        if call is None or call.outgoing is None:
+            return None
+        return call.outgoing.dest
+
     @property
     def call_ids(self) -> list[str]:
         """Call-IDs of the calls in progress."""
@@ -236,11 +243,9 @@ class UserAgentCore:
             self._layer.send(response, addr, transport)
 
     def _stray_response(self, response: Response, now: float) -> None:
-        # A 2xx retransmitted after its INVITE transaction ended still needs our ACK (13.2.2.4).
+        # A 2xx that outlived its INVITE transaction still needs our ACK (13.2.2.4).
         if response.cseq[1] == "INVITE" and 200 <= response.status < 300:
-            call = self._calls.calls.get(response.call_id)
-            if call is not None and call.ack is not None and call.ack_dest is not None:
-                self._layer.send(call.ack, call.ack_dest, call.transport)
+            if self._calls.on_stray_2xx(response, now):
                 return
         logger.debug("response %d matches no transaction", response.status)
 

@@ -20,7 +20,7 @@ from ivr.flows.cli import cmd_simulate
 from ivr.flows.registry import ActionRegistry
 from ivr.flows.session import TraceEntry
 from ivr.flows.speech import match_text, option_phrases, spoken_digits
-from tests.peers import write_wav
+from peers import write_wav
 from tests.speech_corpus import synthesise
 
 MENU = """\
@@ -251,3 +251,13 @@ def test_vad_utterance_is_capped(config: dict) -> None:
         rig.step([call], frame[None, :].copy())
     assert len(call.data["vad"]["utterance"]) == 400 * 8
     vad_plugin.ivr_configure({})
+
+
+def test_the_example_voicebot_flow(tmp_path: Path) -> None:
+    flow = Path(__file__).resolve().parent.parent / "flows" / "voicebot.yaml"
+    result = run_simulation(flow, say="billing question@7, four two oh nine@10")
+    assert result.vars["account"] == "4209"
+    result = run_simulation(flow, say="help@2, the printer is on fire@9")
+    assert result.vars["problem"] == "the printer is on fire"
+    result = run_simulation(flow, say="help@2", dtmf="@9 1")  # a key instead of words: back to the menu
+    assert [e.node for e in result.trace if e.event == "enter"][:3] == ["main_menu", "support", "main_menu"]

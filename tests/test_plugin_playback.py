@@ -145,6 +145,9 @@ def test_say_runs_tts_off_the_media_clock() -> None:
     for _ in range(10):
         assert not np.any(rig.step([call])[0])  # silence while TTS runs
     assert time.monotonic() - started < 0.5  # ticks were not held up
+    deadline = time.monotonic() + 5  # the worker may start late on a loaded machine
+    while tts.thread is None and time.monotonic() < deadline:
+        time.sleep(0.01)
     assert tts.thread is not None and tts.thread != threading.current_thread().name
     tts.release.set()
     for _ in range(100):

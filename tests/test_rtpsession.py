@@ -237,3 +237,80 @@ def test_receive_survives_any_datagram(datagrams: list[bytes]) -> None:
         assert len(session.pull_frame()) == 160
     session.pop_dtmf(now=10.0)
     assert session.stats()["packets_in"] <= len(datagrams)
+
+
+# --- SIPp's uac_pcap: DTMF from the peer's address with another SSRC (tests/test_robust_loss.py) ----
+
+SIPP_DTMF_AT = 8.0  # uac_pcap plays g711a.pcap, pauses 8 s from its start, then dtmf_2833_1.pcap
+
+
+def _sipp_uac_pcap_arrivals(dtmf_at: float, lost: frozenset[int] = frozenset(),
+                            audio_tail: int = 0) -> list[tuple[float, bytes]]:
+    """SIPp's audio then DTMF capture, as they arrive (time since the first audio packet,
+    datagram); ``lost`` holds indexes into the DTMF capture that never arrive; ``audio_tail``
+    keeps only the last packets of the audio (0: all of it)."""
+    audio = read_udp(SIPP_PCAPS / "g711a.pcap")
+    dtmf = read_udp(SIPP_PCAPS / "dtmf_2833_1.pcap")
+    arrivals = [(d.time - audio[0].time, d.payload) for d in audio[-audio_tail:]]
+    arrivals += [(dtmf_at + d.time - dtmf[0].time, d.payload) for i, d in enumerate(dtmf) if i not in lost]
+    return arrivals
+
+
+def _play_at_media_ticks(session: RtpSession, arrivals: list[tuple[float, bytes]], until: float) -> list[str]:
+    """Deliver the arrivals from PEER and poll DTMF every 20 ms tick, as the media clock does."""
+    digits, i = [], 0
+    for tick in range(int(arrivals[0][0] / 0.020), int(until / 0.020) + 1):
+        now = tick * 0.020
+        while i < len(arrivals) and arrivals[i][0] <= now:
+            session.receive(arrivals[i][1], PEER, arrivals[i][0])
+            i += 1
+        session.pull_frame()
+        digits += [d.digit for d in session.pop_dtmf(now)]
+    return digits
+
+
+@pytest.mark.parametrize("dtmf_at", [SIPP_DTMF_AT, 7.3])
+def test_sipp_dtmf_capture_with_its_own_ssrc_after_the_audio_is_heard(dtmf_at: float) -> None:
+    """Regression: the DTMF capture's SSRC differs from the audio's and it starts 0.95 s after
+    the audio ends, inside the 1 s re-latch window, so every packet of the '1' was refused.
+    A new SSRC from the latched address is a new stream of the same peer once the old one
+    has fallen silent."""
+    arrivals = _sipp_uac_pcap_arrivals(dtmf_at)
+    assert RtpPacket.parse(arrivals[0][1]).ssrc != RtpPacket.parse(arrivals[-1][1]).ssrc
+    session = RtpSession(8, "PCMA", PEER, 101, rng=random.Random(3))
+    assert _play_at_media_ticks(session, arrivals, until=dtmf_at + 1.0) == ["1"]
+    assert session.remote_ssrc == RtpPacket.parse(arrivals[-1][1]).ssrc and session.latched_addr == PEER
+    assert session.stats()["rejected"] == 0
+
+
+def test_new_ssrc_from_the_peer_address_is_refused_while_the_old_stream_is_live() -> None:
+    session = _session()
+    _feed(session, [_audio(i) for i in range(5)])  # last packet at t=0.08
+    event = TelephoneEvent(3, True, 10, 800).serialize()
+    session.receive(RtpPacket(101, 500, 9000, 0x2222, event, True).serialize(), PEER, 0.1)
+    assert session.stats()["rejected"] == 1 and session.remote_ssrc == 0x1111
+    session.receive(RtpPacket(101, 501, 9000, 0x2222, event).serialize(), PEER, 0.08 + 0.25)
+    assert session.remote_ssrc == 0x2222 and session.pop_dtmf() == [("3", 100)]
+    # Another address still has to wait for the full re-latch time.
+    session.receive(_audio(9, ssrc=0x3333), INTRUDER, 0.08 + 0.25 + 0.5)
+    assert session.latched_addr == PEER and session.stats()["rejected"] == 2
+
+
+def test_digit_of_the_old_stream_is_reported_when_a_new_stream_starts() -> None:
+    """A key press whose end packets were lost must not vanish when the peer's stream changes."""
+    session = _session()
+    for i in range(3):
+        session.receive(RtpPacket(101, i, 0, 0x1111, TelephoneEvent(4, False, 10, 160 * (i + 1)).serialize(),
+                                  i == 0).serialize(), PEER, i * 0.02)
+    session.receive(_audio(7, ssrc=0x4444), PEER, 0.3)
+    assert session.pop_dtmf() == [("4", 60)] and session.remote_ssrc == 0x4444
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.sets(st.integers(0, 9), max_size=9), st.floats(7.3, 8.2))
+def test_sipp_dtmf_survives_any_loss_of_its_packets(lost: set[int], dtmf_at: float) -> None:
+    """Whatever part of the '1' is lost (start, updates, all three ends), one packet is enough
+    to report it, exactly once: the end, the next update or the timeout closes it."""
+    arrivals = _sipp_uac_pcap_arrivals(dtmf_at, frozenset(lost), audio_tail=10)
+    session = RtpSession(8, "PCMA", PEER, 101, rng=random.Random(4))
+    assert _play_at_media_ticks(session, arrivals, until=dtmf_at + 1.0) == ["1"]

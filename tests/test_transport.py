@@ -89,6 +89,42 @@ async def test_idle_tcp_connection_is_closed():
         await t.close()
 
 
+async def test_trickled_message_is_cut_off_by_the_message_deadline():
+    """Slowloris: a byte every 0.1 s keeps the connection active, so only a deadline for the
+    whole message can close it; a connection that completes its messages in time stays open."""
+    t, got = await _pair(tcp_idle_timeout=5.0, tcp_message_timeout=0.6)
+    try:
+        loop = asyncio.get_running_loop()
+        reader, writer = await asyncio.open_connection(*t.local_address)
+        good_reader, good_writer = await asyncio.open_connection(*t.local_address)
+        started = loop.time()
+        closed_after = None
+        for index, byte in enumerate(OPTIONS[:40]):
+            writer.write(bytes([byte]))
+            if index % 4 == 0:  # the well-behaved peer sends a whole message now and then
+                good_writer.write(OPTIONS)
+            try:
+                if await asyncio.wait_for(reader.read(10), 0.1) == b"":
+                    closed_after = loop.time() - started
+                    break
+            except asyncio.TimeoutError:
+                continue
+        assert closed_after is not None and 0.5 < closed_after < 1.5, closed_after
+        assert t.tcp_connection_count == 1  # the good connection survives
+        good_writer.write(OPTIONS)
+        while (await asyncio.wait_for(got.get(), 2))[1][1] != good_writer.get_extra_info("sockname")[1]:
+            pass
+        writer.close()
+        good_writer.close()
+    finally:
+        await t.close()
+
+
+def test_message_deadline_is_never_longer_than_the_idle_timeout():
+    t = SipTransport("127.0.0.1", 0, lambda *a: None, tcp_idle_timeout=2.0, tcp_message_timeout=10.0)
+    assert t.tcp_message_timeout == 2.0
+
+
 async def test_unframeable_stream_closes_connection_but_listener_survives():
     t, got = await _pair()
     try:

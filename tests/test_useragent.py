@@ -320,8 +320,9 @@ def test_register_answers_401_with_qop_digest_and_refreshes_at_half_time(net, al
     assert second.vias[0].branch != first.vias[0].branch
     net.advance(29)
     assert len(registrar.requests) == 2
-    net.advance(2)  # refresh at 30 s
-    assert len(registrar.requests) == 4 and registrar.requests[3].cseq[0] == 4
+    net.advance(2)  # refresh at 30 s, answering the cached challenge: no new 401 round trip
+    assert len(registrar.requests) == 3 and registrar.requests[2].cseq[0] == 3
+    assert "nc=00000002" in registrar.requests[2].headers.get("Authorization")
     assert net.events(alice) == [RegistrationSucceeded(60)]
     assert alice.registered
 

@@ -127,7 +127,7 @@ async def test_caller_says_support_after_the_prompt(tmp_path: Path) -> None:
     assert observer.stop_at is None  # the prompt had ended: nothing to barge into
 
 
-async def test_caller_talks_over_the_prompt_and_it_stops(tmp_path: Path) -> None:
+async def test_caller_talks_over_the_prompt_and_it_stops(tmp_path: Path, record_property) -> None:
     observer, baresip, onset = await run_call(tmp_path, prompt_seconds=8.0, lead_seconds=2.0)
     assert observer.vars.get("branch") == "support", (observer.vars, observer.stt_last, baresip.log()[-2000:])
     assert observer.speech_start is not None and observer.stop_at is not None
@@ -139,6 +139,8 @@ async def test_caller_talks_over_the_prompt_and_it_stops(tmp_path: Path) -> None
     heard, rate = read_wav(recording)
     stopped = tone_stop(heard, rate)
     assert stopped is not None and stopped < 6.0  # far short of the 8 s prompt
-    log.warning("barge-in: VAD start -> prompt stop %.0f ms (engine clock); caller's speech onset %.2f s -> "
+    record_property("barge_in_start_to_stop_ms", round(latency * 1000))
+    record_property("barge_in_onset_to_silence_at_caller_ms", round((stopped - onset) * 1000))
+    log.info("barge-in: VAD start -> prompt stop %.0f ms (engine clock); caller's speech onset %.2f s -> "
                 "tone gone from what baresip heard at %.2f s (%.0f ms, both from the start of the call's audio)",
                 latency * 1000, onset, stopped, (stopped - onset) * 1000)

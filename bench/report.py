@@ -97,11 +97,12 @@ def markdown(results: Sequence[StepResult], rates: Sequence[SetupRateResult],
     lines += [f"- {note}" for note in baseline_notes]
     if rates:
         lines += ["", "Call set-up rate (short calls: INVITE, 0.5 s, BYE):", "",
-                  "| system | offered cps | ok | failed | achieved cps | server CPU % | pass |",
-                  "|---|---|---|---|---|---|---|"]
+                  "| system | offered cps | ok | failed | achieved cps | answer ms | server CPU % | pass |",
+                  "|---|---|---|---|---|---|---|---|"]
         for rate in rates:
             lines.append(f"| {rate.system} | {rate.offered_cps:g} | {rate.completed} | {rate.failed} | "
-                         f"{rate.achieved_cps:.1f} | {_cell(rate.server_cpu_pct)} | {_cell(rate.passed)} |")
+                         f"{rate.achieved_cps:.1f} | {rate.answer_ms:.0f} | {_cell(rate.server_cpu_pct)} | "
+                         f"{_cell(rate.passed)} |")
         best: dict[str, float] = {}
         for rate in rates:
             if rate.passed:

@@ -28,6 +28,8 @@ class SippOutcome:
     attempted: int = 0
     exit_status: int | None = None
     elapsed: float = 0.0
+    answer_time: float = 0.0  # mean INVITE -> 200 (SIPp's ResponseTime1), seconds
+    call_length: float = 0.0  # mean call duration, seconds
 
 
 def fill_scenario(name: str, folder: Path, hold_ms: int, pcap: Path | None = None,
@@ -89,8 +91,9 @@ def read_outcome(folder: Path, exit_status: int | None) -> SippOutcome:
     outcome.successful = int(last.get("SuccessfulCall(C)", 0) or 0)
     outcome.failed = int(last.get("FailedCall(C)", 0) or 0)
     outcome.attempted = int(last.get("TotalCallCreated", 0) or 0)
-    elapsed = last.get("ElapsedTime(C)", "") or ""
-    outcome.elapsed = _seconds(elapsed)
+    outcome.elapsed = _seconds(last.get("ElapsedTime(C)", "") or "")
+    outcome.answer_time = _seconds(last.get("ResponseTime1(C)", "") or "")
+    outcome.call_length = _seconds(last.get("CallLength(C)", "") or "")
     return outcome
 
 

@@ -88,6 +88,7 @@ def test_baresip_speaks_and_presses_keys_engine_records_reports_and_prompts(tmp_
             # the 440 Hz prompt starts once the message has been recorded: then press 4, 2
             _wait_for(lambda: any(e["event"] == "play" and e["value"] == "440" for e in _events(events_path)),
                       14, "the digit prompt", logs)
+            time.sleep(1.8)  # let the 1.5 s prompt play out (a key would barge in and cut it)
             baresip.command("sndcode", "4")
             time.sleep(0.4)
             baresip.command("sndcode", "2")
@@ -126,7 +127,9 @@ def test_baresip_speaks_and_presses_keys_engine_records_reports_and_prompts(tmp_
         recorded = np.frombuffer(wav.readframes(wav.getnframes()), "<i2")
     seconds = len(recorded) / RATE
     sent_until = LEAD_SECONDS + voice_end
-    assert sent_until - 0.3 <= seconds <= sent_until + 1.0, (seconds, sent_until)  # trimmed silence
+    # 2 s of silence ended it; `trim` leaves them in the file but not in the reported duration
+    assert abs(seconds - (sent_until + 2.0)) < 0.6, (seconds, sent_until)
+    assert abs(ended["vars"]["message_duration"] - sent_until) < 0.6, (ended["vars"], sent_until)
     match = locate(voice, recorded)
     assert match.correlation > 0.9, match
     assert abs(match.seconds - LEAD_SECONDS) < 0.4, match
@@ -140,7 +143,9 @@ def test_baresip_speaks_and_presses_keys_engine_records_reports_and_prompts(tmp_
     spans = [(a, b) for a, b in loud_spans(heard) if b - a >= 0.3]
     assert len(spans) == 2, spans
     (a1, b1), (a2, b2) = spans
-    assert abs((b1 - a1) - 1.5) < 0.25 and abs((b2 - a2) - 0.6) < 0.15, spans
+    # The confirmation may lose its last 100-200 ms: baresip drops its jitter buffer (5-10 frames)
+    # when the BYE that follows the last frame arrives.
+    assert abs((b1 - a1) - 1.5) < 0.25 and 0.35 <= b2 - a2 <= 0.7, spans
     first = heard[int(a1 * RATE) + 400: int(b1 * RATE) - 400]
     second = heard[int(a2 * RATE) + 400: int(b2 * RATE) - 400]
     assert abs(dominant_frequency(first) - 440) < 10 and tone_share(first, 440) > 0.9

@@ -314,3 +314,17 @@ def test_sipp_dtmf_survives_any_loss_of_its_packets(lost: set[int], dtmf_at: flo
     arrivals = _sipp_uac_pcap_arrivals(dtmf_at, frozenset(lost), audio_tail=10)
     session = RtpSession(8, "PCMA", PEER, 101, rng=random.Random(4))
     assert _play_at_media_ticks(session, arrivals, until=dtmf_at + 1.0) == ["1"]
+
+
+def test_our_own_stream_looped_back_is_never_taken_as_the_peers() -> None:
+    """Regression (tests/test_robust_loss.py): a relay sent our own RTP back to us from the
+    peer's address; after the peer's audio paused it was latched as the peer's new stream and
+    the peer's DTMF, arriving next, was refused."""
+    session = _session()
+    _feed(session, [_audio(i) for i in range(5)])
+    for tick in range(30):
+        session.receive(session.build_packet(b"\xff" * 160), PEER, 0.1 + tick * 0.02)
+    assert session.remote_ssrc == 0x1111 and session.stats()["rejected"] == 30
+    event = TelephoneEvent(9, True, 10, 800).serialize()
+    session.receive(RtpPacket(101, 77, 4000, 0x5555, event, True).serialize(), PEER, 0.7)
+    assert session.pop_dtmf() == [("9", 100)]

@@ -250,7 +250,7 @@ class FlowSession:
 
         Digits heard while playing go to the type-ahead buffer (with DTMF barge-in the first one
         also stops the prompt). Speech barges in once the utterance has ``min_speech`` seconds
-        of voice (default: the flow's ``min_speech``, else 150 ms), so that a cough does not
+        of voice (default: the flow's ``min_speech``, else 120 ms), so that a cough does not
         stop the prompt; an utterance that ends shorter is ignored.
         """
         if spec is None:

@@ -9,7 +9,7 @@ that must not stall the event loop every call's media runs in.
 
 Rules (docs/flows.md states them with examples):
 
-* An utterance with less than ``min_speech`` of voice (default 150 ms) is noise (a cough, an
+* An utterance with less than ``min_speech`` of voice (default 120 ms) is noise (a cough, an
   "mm"): it neither barges in nor counts as an answer.
 * A key press cancels speech for the rest of the node: an utterance in progress or being
   recognised is dropped, and the node reads digits.
@@ -35,7 +35,7 @@ log = logging.getLogger(__name__)
 
 #: ``grammar`` value asking the recogniser for a string of spoken digits ("four two" -> "42").
 DIGITS_GRAMMAR = "digits"
-DEFAULT_MIN_SPEECH = 0.15
+DEFAULT_MIN_SPEECH = 0.12
 DEFAULT_MAX_SPEECH = 15.0
 _DIGIT_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 _WORD_DIGITS = {word: str(i) for i, word in enumerate(_DIGIT_WORDS)} | {"oh": "0"}

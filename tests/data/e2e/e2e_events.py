@@ -21,10 +21,10 @@ log = logging.getLogger(__name__)
 _path: Path | None = None
 
 
-def _write(kind: str, call: Any, **fields: Any) -> None:
+def _write(event: str, call: Any, **fields: Any) -> None:
     if _path is None:
         return
-    entry = {"event": kind, "call_id": call.id, "time": time.monotonic(), **fields}
+    entry = {"event": event, "call_id": call.id, "time": time.monotonic(), **fields}
     with _path.open("a", encoding="utf-8") as out:  # one short line per event: no interleaving
         out.write(json.dumps(entry, default=str) + "\n")
 

@@ -154,10 +154,14 @@ def ivr_tts(text: str, options: dict[str, Any]) -> Any:
 
 @hookspec(firstresult=True)
 def ivr_stt(call: CallContext, pcm: Any, options: dict[str, Any]) -> Any:
-    """Recognise the 8 kHz int16 utterance ``pcm`` (numpy array).
+    """Recognise the 8 kHz int16 utterance ``pcm`` (numpy array) the vad plugin delimited.
 
-    Return ``(text, confidence)`` or ``None``. ``options``: ``grammar`` (list of phrases or
-    ``None`` for dictation). firstresult.
+    Called from a worker thread (recognition is CPU work; the media clock never waits for it), so
+    an implementation must be thread-safe. ``options``: ``grammar`` (a list of phrases; the string
+    ``"digits"`` for a spoken digit string; ``None`` for free dictation) and ``min_confidence``
+    (0-1; below it, answer ``None``). Return ``(text, confidence)``, where with a phrase grammar
+    ``text`` is one of the phrases exactly as given, or ``None`` for silence, out-of-grammar speech
+    or low confidence. firstresult.
     """
 
 

@@ -103,7 +103,10 @@ class RtpSocket(asyncio.DatagramProtocol):
         self.rtcp_transport: asyncio.DatagramTransport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
+        # The RTCP socket shares this protocol and connects second: RTP must keep going out of the
+        # RTP port, or a peer that latches (symmetric RTP, RFC 4961) answers to the RTCP port.
+        if self.transport is None:
+            self.transport = transport  # type: ignore[assignment]
 
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
         if self.session is None:

@@ -19,7 +19,8 @@ Symmetric RTP and injection (RFC 4961 style latching, kept deliberately strict):
   stream has been silent for ``ssrc_change_after`` seconds (default 0.2 s, ten packets, far
   beyond a loss burst), and refused while the current stream is live. The jitter buffer and the
   DTMF receiver start afresh for it; a key press of the old stream still open is reported.
-* Packets carrying our own SSRC are a loop (RFC 3550 §8.2) and always dropped.
+* Packets carrying our own SSRC are a loop (RFC 3550 §8.2) and dropped once a peer stream is
+  latched; before that they are an echo service's reply and played like any peer stream.
 * :meth:`RtpSession.update` with a new remote address (re-INVITE) clears the latch.
 """
 
@@ -128,9 +129,10 @@ class RtpSession:
             self.malformed += 1
             logger.debug("malformed RTP from %s: %s", addr, exc)
             return
-        if packet.ssrc == self.ssrc:
-            # Our own stream reflected back (RFC 3550 §8.2 loop): a relay or a looped port. Taking
-            # it as the peer's new stream would latch onto ourselves and shut the peer out.
+        if packet.ssrc == self.ssrc and self.latched_addr is not None and self.remote_ssrc != self.ssrc:
+            # Our own stream reflected back (RFC 3550 §8.2 loop) while a real peer stream is
+            # latched: taking it as the peer's new stream would shut the peer out. An echo service
+            # (SIPp -rtp_echo, a PBX echo test) sends nothing but our stream: that one is played.
             self.rejected += 1
             return
         if not self._is_ours(packet.payload_type) or not self._accept_source(addr, packet.ssrc, now):

@@ -144,3 +144,25 @@ def test_run_tick_with_on_tick_uses_its_batch():
     assert seen["calls"] == [a, b] and seen["shape"] == (2, FRAME_SAMPLES)
     assert a.delivered == []  # on_tick replaces per-call delivery
     assert b.rtp.sent == [g711.pcm_to_alaw(np.full(FRAME_SAMPLES, 1000, np.int16).tobytes())]
+
+
+async def test_rtp_leaves_from_the_rtp_port_and_rtcp_from_the_port_above() -> None:
+    """Symmetric RTP (RFC 4961): a peer that latches must see our RTP come from the port in our SDP."""
+    import socket
+
+    from simplesip.media import open_rtp_socket
+
+    rtp, port = await open_rtp_socket("127.0.0.1", (40000, 40998))
+    sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sink.bind(("127.0.0.1", 0))
+    sink.settimeout(2)
+    try:
+        rtp.sendto(b"rtp", sink.getsockname())
+        data, source = sink.recvfrom(100)
+        assert (data, source[1]) == (b"rtp", port)
+        rtp.send_rtcp(b"rtcp", sink.getsockname())
+        data, source = sink.recvfrom(100)
+        assert (data, source[1]) == (b"rtcp", port + 1)
+    finally:
+        sink.close()
+        rtp.close()

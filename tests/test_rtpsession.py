@@ -328,3 +328,12 @@ def test_our_own_stream_looped_back_is_never_taken_as_the_peers() -> None:
     event = TelephoneEvent(9, True, 10, 800).serialize()
     session.receive(RtpPacket(101, 77, 4000, 0x5555, event, True).serialize(), PEER, 0.7)
     assert session.pop_dtmf() == [("9", 100)]
+
+
+def test_an_echo_service_returning_our_own_stream_is_played() -> None:
+    """SIPp -rtp_echo (or a PBX echo test) sends back our packets unchanged, SSRC included:
+    with no other stream latched, that is the peer's audio."""
+    session = _session()
+    for tick in range(10):
+        session.receive(session.build_packet(bytes([tick]) * 160), PEER, tick * 0.02)
+    assert session.remote_ssrc == session.ssrc and session.stats()["rejected"] == 0

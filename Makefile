@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 $(BIN)/ivr: pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[test]'
+	$(BIN)/pip install -q -e ".[test,bench]"
 	touch $@
 
 venv: $(BIN)/ivr
@@ -27,7 +27,7 @@ clean:
 
 # Long fuzzing runs (atheris), outside the test suite; figures in docs/security.md.
 fuzz: venv
-	$(BIN)/pip install -q atheris==3.0.0
+	$(BIN)/pip install -q -e ".[fuzz]"
 	$(BIN)/python fuzz/make_corpus.py build/fuzz-corpus
 	for h in sip:350000 sdp:200000 rtp:250000 auth:150000 flow:60000; do \
 	  name=$${h%%:*}; runs=$${h##*:}; \

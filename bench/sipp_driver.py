@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import logging
 import random
+import socket
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,9 +60,7 @@ def start_sipp(scenario: Path, target: tuple[str, int], calls: int, rate: float,
     from bench.systems import free_udp_port
 
     local_port = local_port or free_udp_port()
-    # SIPp's [auto_media_port] advertises base + 2 * call number (it binds only the base), so the
-    # base leaves room for every call below 65536.
-    media_base = random.randrange(40000, 65535 - 2 * calls - 10, 4)
+    media_base = _free_media_base(calls)
     command = [
         "sipp", "-sf", str(scenario), "-s", "bench", f"{target[0]}:{target[1]}",
         "-i", "127.0.0.1", "-mi", "127.0.0.1", "-p", str(local_port), "-mp", str(media_base),
@@ -76,6 +75,23 @@ def start_sipp(scenario: Path, target: tuple[str, int], calls: int, rate: float,
     log.debug("starting %s", " ".join(command))
     return subprocess.Popen(command, cwd=folder, stdout=subprocess.DEVNULL,
                             stderr=(folder / "sipp.stderr").open("wb"))
+
+
+def _free_media_base(calls: int) -> int:
+    """A base for SIPp's ``-mp``: SIPp binds base and base + 2 (audio, video), and its
+    ``[auto_media_port]`` advertises base + 4 * call number (a port pair per medium), which must
+    stay below 65536."""
+    for _ in range(50):
+        base = random.randrange(40000, 65535 - 4 * calls - 10, 4)
+        try:
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as audio, \
+                    socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as video:
+                audio.bind(("127.0.0.1", base))
+                video.bind(("127.0.0.1", base + 2))
+        except OSError:
+            continue  # taken (a server's RTP socket, another test): try another
+        return base
+    raise RuntimeError("no free media port pair for SIPp")
 
 
 def read_outcome(folder: Path, exit_status: int | None) -> SippOutcome:

@@ -45,6 +45,7 @@ class Call:
     retransmit_interval: float = 0.0
     refer_active: bool = False
     bye_after_ack: bool = False  # UAS hung up before the ACK came: BYE goes once it does (15)
+    offer_in_2xx: bool = False  # the (re-)INVITE we answered had no SDP: the ACK brings the answer
 
     def fire(self, name: str, now: float) -> None:
         """A call timer is due (2xx retransmission, missing ACK, CANCEL guard)."""

@@ -290,7 +290,7 @@ class CallManager:
         self.dialogs[call.dialog.key] = call
         if self.config.auto_ringing:
             self.ringing(call.call_id, now)
-        self.emit(IncomingCall(call.call_id, request, request.body or None))
+        self.emit(IncomingCall(call.call_id, request, request.body or None, entry.source))
 
     def ringing(self, call_id: str, now: float) -> None:
         """Send 180 Ringing for an incoming call."""
@@ -309,6 +309,7 @@ class CallManager:
         if call.role != "uas" or call.state != INCOMING or call.server_entry is None:
             raise CallError(f"call {call_id!r} is not an unanswered incoming call")
         call.local_sdp = sdp
+        call.offer_in_2xx = not call.invite.body
         response = self.ok_with_sdp(call, call.invite, sdp)
         self.layer.respond(call.server_entry, response, now)
         call.state = ANSWERING
@@ -341,7 +342,9 @@ class CallManager:
         """An ACK for one of our 2xx responses."""
         if call.pending_2xx is None or ack.cseq[0] != call.pending_2xx.cseq[0]:
             return
-        offered_in_200 = call.state == ANSWERING and not call.invite.body
+        # Late offer: the (re-)INVITE had no SDP, our 2xx offered, the ACK answers (13.2.1).
+        answer = (ack.body or None) if call.offer_in_2xx else None
+        call.offer_in_2xx = False
         call.pending_2xx = None
         self.layer.timers.cancel(call, "2xx")
         self.layer.timers.cancel(call, "no_ack")
@@ -350,8 +353,8 @@ class CallManager:
             self._bye(call, now)
         elif call.state == ANSWERING:
             call.state = CONFIRMED
-            # Late offer: the INVITE had no SDP, our 200 offered, the ACK answers (RFC 3261 13.2.1).
-            answer = (ack.body or None) if offered_in_200 else None
+            self.emit(CallConfirmed(call.call_id, answer))
+        elif answer is not None:  # an offerless re-INVITE (after a transfer, say) was answered
             self.emit(CallConfirmed(call.call_id, answer))
 
     def _stop_waiting_for_ack(self, call: Call) -> None:

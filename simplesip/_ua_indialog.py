@@ -96,6 +96,7 @@ class InDialogHandler:
         response = self.calls.ok_with_sdp(call, request, answer)
         self.layer.respond(entry, response, now)
         call.local_sdp = answer
+        call.offer_in_2xx = not request.body
         self.calls.start_2xx_retransmit(call, response, entry.dest, now)
         if request.body:
             self.calls.emit(RemoteOfferReceived(call.call_id, request.body))

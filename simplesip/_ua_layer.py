@@ -121,6 +121,7 @@ class TransactionEntry:
         self.tx = tx
         self.dest = dest
         self.transport = transport
+        self.source: Address | None = None  # server side: where the request came from
         self.on_deliver: Callable[[Request | Response, float], None] | None = None
         self.on_timeout: Callable[[str, float], None] | None = None
 
@@ -257,9 +258,9 @@ class DigestCache:
         self.challenge: Challenge | None = None
         self.header = "Authorization"
         self.nc = 0
-        self.cnonce = ""
+        self.cnonce: str | None = None
 
-    def remember(self, challenge: Challenge, header: str, cnonce: str) -> None:
+    def remember(self, challenge: Challenge, header: str, cnonce: str | None) -> None:
         """``challenge`` was just answered with nonce count 1 and ``cnonce``."""
         self.challenge, self.header, self.nc, self.cnonce = challenge, header, 1, cnonce
 
@@ -366,13 +367,15 @@ class OutgoingRequest:
                 continue
         return False
 
-    def _authorization(self, response: Response) -> tuple[str, Challenge, str] | None:
+    def _authorization(self, response: Response) -> tuple[str, Challenge, str | None] | None:
         """(header value, the challenge it answers, its cnonce) for the first usable challenge."""
         cfg = self.layer.config
         for value in self._challenge_values(response):
             try:
                 challenge = Challenge.parse(value)
-                cnonce = secrets.token_hex(8)
+                # Only qop and the -sess algorithms use a cnonce; some servers refuse a stray one.
+                uses_cnonce = bool(challenge.qop) or challenge.algorithm.endswith("-sess")
+                cnonce = secrets.token_hex(8) if uses_cnonce else None
                 authorization = build_authorization(
                     challenge, self.request.method, self.request.uri,
                     cfg.auth_username or cfg.username, cfg.password or "", body=self.request.body,

@@ -16,12 +16,13 @@ import numpy as np
 
 from simplesip import g711
 from simplesip.media import FRAME_SAMPLES
+from simplesip.rtpsession import RtpSession
+from simplesip.sdp import SDPNegotiationError
 
 if TYPE_CHECKING:
     from simplesip.endpoint import Endpoint
     from simplesip.media import RtpSocket
     from simplesip.message import Headers
-    from simplesip.rtpsession import RtpSession
     from simplesip.sdp import SdpSession
 
 log = logging.getLogger(__name__)
@@ -58,7 +59,8 @@ class Call:
 
     def __init__(self, endpoint: "Endpoint", call_id: str, direction: str, *, from_uri: str,
                  to_uri: str, from_user: str | None, to_user: str | None,
-                 headers: "Headers | None" = None, remote_sdp: bytes | None = None):
+                 headers: "Headers | None" = None, remote_sdp: bytes | None = None,
+                 source: tuple[str, int] | None = None):
         self.endpoint = endpoint
         self.id = call_id
         self.direction = direction
@@ -67,6 +69,7 @@ class Call:
         self.from_user, self.to_user = from_user, to_user
         self.headers = headers
         self.remote_sdp = remote_sdp
+        self.source = source  # inbound: the address the INVITE came from
         self.on_audio: AudioCallback | None = None
         self.on_dtmf: DtmfCallback | None = None
         self.on_ended: EndedCallback | None = None
@@ -187,6 +190,35 @@ class Call:
     def stats(self) -> dict[str, Any]:
         """RTP receive/send statistics (empty before media)."""
         return self.rtp.stats() if self.rtp is not None else {}
+
+    # --- media negotiation (driven by the Endpoint) ----------------------------------------------
+
+    def _start_media(self, params: Any, jitter_target_ms: int) -> bool:
+        """Run media as ``params`` (negotiated MediaParams) say: create the RTP session, or update
+        it after a re-offer. True when the session is new (the clock must start serving it)."""
+        created = self.rtp is None
+        if self.rtp is None:
+            self.rtp = RtpSession(params.payload_type, params.codec, params.remote_address,
+                                  params.dtmf_payload_type, params.ptime,
+                                  jitter_target_ms=jitter_target_ms)
+            assert self.rtp_socket is not None
+            self.rtp_socket.session = self.rtp
+        else:
+            self.rtp.update(params)
+        self.on_hold = params.on_hold or params.direction in ("recvonly", "inactive")
+        return created
+
+    def _answer_reoffer(self, offer: bytes) -> bytes | None:
+        """Our SDP answer to a re-INVITE/UPDATE offer, or None to refuse it (488)."""
+        if self.sdp_session is None:
+            return None
+        try:
+            answer, params = self.sdp_session.answer(offer)
+        except (SDPNegotiationError, ValueError) as exc:
+            log.info("call %s: refusing re-offer: %s", self.id, exc)
+            return None
+        self._pending_reoffer = params  # applied when the core reports RemoteOfferReceived
+        return answer.serialize()
 
     # --- media clock hooks (see simplesip.media.run_tick) ---------------------------------------
 

@@ -32,7 +32,6 @@ from simplesip.dtmf import parse_info_dtmf
 from simplesip.errors import AuthenticationError, CallError, ConnectionError
 from simplesip.driver import CoreDriver
 from simplesip.media import MediaClock, RtpSocket, open_rtp_socket, run_tick, send_rtcp_reports
-from simplesip.rtpsession import RtpSession
 from simplesip.sdp import SDPNegotiationError, SdpSession, media_params_from_answer
 from simplesip.transport import SipTransport
 from simplesip.useragent import UAConfig, UserAgentCore
@@ -124,7 +123,9 @@ class Endpoint:
         cfg = self.config
         return UAConfig(
             local_host=cfg.local_host, local_port=port, transport=cfg.transport,
-            # Our AoR domain is the registrar's unless configured: "100" dials sip:100@server.
+            # Our AoR domain is the registrar's unless configured: "100" dials sip:100@server and
+            # we register as user@server. Routing also compares the port, so a peer on the
+            # server's host but another port is still called directly.
             username=cfg.username or "", password=cfg.password, domain=cfg.domain or cfg.server or "",
             server=(cfg.server, cfg.server_port) if cfg.server else None,
             outbound_proxy=cfg.outbound_proxy,
@@ -135,15 +136,7 @@ class Endpoint:
     def _answer_reoffer(self, call_id: str, offer: bytes) -> bytes | None:
         """The core asks for our answer to a re-INVITE/UPDATE (hold, resume, new address)."""
         call = self.calls.get(call_id)
-        if call is None or call.sdp_session is None:
-            return None
-        try:
-            answer, params = call.sdp_session.answer(offer)
-        except (SDPNegotiationError, ValueError) as exc:
-            log.info("call %s: refusing re-offer: %s", call_id, exc)
-            return None
-        call._pending_reoffer = params  # applied when the core reports RemoteOfferReceived
-        return answer.serialize()
+        return call._answer_reoffer(offer) if call is not None else None
 
     async def stop(self) -> None:
         """End every call (CANCEL/BYE), unregister, close every socket."""
@@ -254,6 +247,8 @@ class Endpoint:
         call.sdp_session = sdp_session
         call._destination = self._driver.core.first_hop(call_id)
         call._waiter = self._loop.create_future()
+        # call() may have given up waiting (timeout) before the failure lands: mark it seen.
+        call._waiter.add_done_callback(lambda f: f.cancelled() or f.exception())
         self.calls[call_id] = call
         self._driver.pump()
         if on_created is not None:
@@ -291,16 +286,8 @@ class Endpoint:
         call.answered_at = self._loop.time()
 
     def _start_media(self, call: Call, params: Any) -> None:
-        if call.rtp is None:
-            call.rtp = RtpSession(params.payload_type, params.codec, params.remote_address,
-                                  params.dtmf_payload_type, params.ptime,
-                                  jitter_target_ms=self.config.jitter_target_ms)
-            assert call.rtp_socket is not None
-            call.rtp_socket.session = call.rtp
+        if call._start_media(params, self.config.jitter_target_ms):
             self._media_calls.append(call)
-        else:
-            call.rtp.update(params)
-        call.on_hold = params.on_hold or params.direction in ("recvonly", "inactive")
 
     def _sdp_session(self, port: int) -> SdpSession:
         return SdpSession(self.config.local_host, port, self.config.codecs,
@@ -365,7 +352,7 @@ class Endpoint:
         from_, to = request.from_, request.to
         call = Call(self, event.call_id, "inbound", from_uri=str(from_.uri), to_uri=str(to.uri),
                     from_user=from_.uri.user, to_user=to.uri.user, headers=request.headers,
-                    remote_sdp=event.remote_sdp)
+                    remote_sdp=event.remote_sdp, source=event.source)
         self.calls[call.id] = call
         if self.on_incoming_call is None:
             self._command(lambda core, now: core.reject(call.id, 480, now))
@@ -374,36 +361,36 @@ class Endpoint:
 
     def _on_answered(self, call: Call, event: ev.CallAnswered) -> None:
         assert self._loop is not None
-        try:
-            params = media_params_from_answer(call.local_sdp or b"", event.remote_sdp or b"")
-        except (SDPNegotiationError, ValueError) as exc:
-            log.warning("call %s: unusable SDP answer (%s): hanging up", call.id, exc)
-            self._command(lambda core, now: core.bye(call.id, now))
+        if not self._start_media_from_answer(call, event.remote_sdp):
             if call._waiter is not None and not call._waiter.done():
-                call._waiter.set_exception(CallError(f"SDP answer not usable: {exc}", 488))
+                call._waiter.set_exception(CallError("SDP answer not usable", 488))
             return
-        self._start_media(call, params)
         call.state = CallState.CONNECTED
         call.answered_at = self._loop.time()
         if call._waiter is not None and not call._waiter.done():
             call._waiter.set_result(call)
 
     def _on_confirmed(self, call: Call, event: ev.CallConfirmed) -> None:
-        """The ACK arrived. With a late offer (no SDP in the INVITE) it carries the answer to the
-        offer in our 200, and only now can media start."""
-        if call.rtp is not None or call.direction != "inbound":
-            return
+        """The ACK arrived. With a late offer (no SDP in the (re-)INVITE) it carries the answer
+        to the offer in our 200: media starts, or follows the new answer, only now."""
+        if event.remote_sdp is None and call.rtp is not None:
+            return  # the INVITE held the offer: media runs already
+        call.remote_sdp = event.remote_sdp or call.remote_sdp
+        self._start_media_from_answer(call, event.remote_sdp)
+
+    def _start_media_from_answer(self, call: Call, answer: bytes | None) -> bool:
+        """Start media from the peer's answer to our offer; a missing or unusable one leaves no way
+        to fix the session but ending it (RFC 3261 13.2.1): BYE, and False."""
         try:
-            if not event.remote_sdp:
-                raise SDPNegotiationError("the ACK carries no SDP answer to our offer")
-            params = media_params_from_answer(call.local_sdp or b"", event.remote_sdp)
+            if not answer:
+                raise SDPNegotiationError("no SDP answer to our offer")
+            params = media_params_from_answer(call.local_sdp or b"", answer)
         except (SDPNegotiationError, ValueError) as exc:
-            # RFC 3261 13.2.1 leaves no way to fix a bad answer in the ACK but ending the session.
-            log.warning("call %s: unusable SDP answer in the ACK (%s): hanging up", call.id, exc)
+            log.warning("call %s: unusable SDP answer (%s): hanging up", call.id, exc)
             self._command(lambda core, now: core.bye(call.id, now))
-            return
-        call.remote_sdp = event.remote_sdp
+            return False
         self._start_media(call, params)
+        return True
 
     def _on_reoffer(self, call: Call, event: ev.RemoteOfferReceived) -> None:
         params, call._pending_reoffer = call._pending_reoffer, None

@@ -42,11 +42,16 @@ END_REASONS = frozenset(
 
 @dataclass(frozen=True)
 class IncomingCall:
-    """A new INVITE arrived (100 Trying, and 180 Ringing if ``auto_ringing``, were already sent)."""
+    """A new INVITE arrived (100 Trying, and 180 Ringing if ``auto_ringing``, were already sent).
+
+    ``source`` is the address the INVITE came from (the UDP source or the TCP peer), which the
+    Via cannot be trusted to tell.
+    """
 
     call_id: str
     request: "Request"
     remote_sdp: bytes | None
+    source: tuple[str, int] | None = None
 
 
 @dataclass(frozen=True)
@@ -77,7 +82,8 @@ class CallConfirmed:
 
     ``remote_sdp`` is the SDP answer the ACK carried: with a late offer (an INVITE without SDP)
     our 200 made the offer and this is the only place the peer's media description arrives.
-    It is None when the INVITE held the offer (the ACK then has no body).
+    It is None when the INVITE held the offer (the ACK then has no body). An offerless re-INVITE
+    later in the call is answered the same way and reported again with its ``remote_sdp``.
     """
 
     call_id: str

@@ -261,6 +261,7 @@ class UserAgentCore:
             return  # a retransmission: the transaction answered it again
         merged = self._layer.is_merged(request)
         entry = self._layer.start_server(request, reply_address(request, addr, transport), transport)
+        entry.source = addr
         if merged:
             self._respond(entry, request, 482, now)
             return

@@ -85,3 +85,26 @@ def tone_share(pcm: np.ndarray, hz: float, width: float = 40.0) -> float:
     freqs = np.fft.rfftfreq(len(pcm), 1 / RATE)
     band = spectrum[(freqs > hz - width) & (freqs < hz + width)].sum()
     return float(band / max(spectrum.sum(), 1e-9))
+
+
+def find_in_pieces(reference: np.ndarray, recording: np.ndarray, piece: float = 0.5) -> list[Match]:
+    """:func:`locate` for each ``piece``-second slice of ``reference`` (offsets given for the
+    slice's own first sample). A recording that lost or concealed a few frames keeps the other
+    slices intact, only shifted, where one whole-signal correlation would collapse."""
+    size = int(piece * RATE)
+    return [locate(reference[start:start + size], recording)
+            for start in range(0, len(reference) - size + 1, size)]
+
+
+def assert_contains(reference: np.ndarray, recording: np.ndarray, *, min_share: float = 0.75,
+                    max_slip: float = 0.3) -> list[Match]:
+    """Assert that ``recording`` holds ``reference`` in order: at least ``min_share`` of its
+    half-second slices match (correlation > 0.9) and their positions agree with the first
+    match within ``max_slip`` seconds (frames a jitter buffer dropped shift later slices earlier,
+    silence it inserted while re-buffering shifts them later). Returns the slices' matches."""
+    pieces = find_in_pieces(reference, recording)
+    found = [(i, m) for i, m in enumerate(pieces) if m.correlation > 0.9]
+    assert len(found) >= min_share * len(pieces), pieces
+    starts = [m.offset - i * RATE // 2 for i, m in found]  # where each says the reference begins
+    assert max(starts) - min(starts) <= max_slip * RATE, pieces
+    return pieces

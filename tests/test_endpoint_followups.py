@@ -125,6 +125,7 @@ async def test_late_offer_media_starts_from_the_sdp_in_the_ack(callee_and_peer):
         offer = SessionDescription.parse(ok.body)
         assert offer.media and offer.media[0].port == calls[0].local_rtp_port
         assert calls[0].rtp is None  # nothing to send to before the answer
+        assert calls[0].source == ("127.0.0.1", peer.port)
         peer.send(_ack(ok, peer, SDP_ANSWER.format(port=rtp.port)), endpoint.local_address)
         call = calls[0]
         call.queue_pcm(b"\x00\x10" * 1600)
@@ -136,6 +137,41 @@ async def test_late_offer_media_starts_from_the_sdp_in_the_ack(callee_and_peer):
         assert call.end_reason == "local_bye"
     finally:
         rtp.close()
+
+
+async def test_offerless_reinvite_moves_media_to_the_address_in_its_ack(callee_and_peer):
+    """What a PBX does after a transfer: a re-INVITE without SDP, the new media address in the ACK."""
+    endpoint, peer = callee_and_peer
+    first, second = await RawPeer.open(), await RawPeer.open()
+    calls: list[Call] = []
+
+    async def answer(call: Call) -> None:
+        calls.append(call)
+        await call.answer()
+
+    endpoint.on_incoming_call = answer
+    try:
+        invite, _ = _invite(endpoint, peer, SDP_ANSWER.format(port=first.port))
+        peer.send(invite, endpoint.local_address)
+        ok = await peer.final_response()
+        peer.send(_ack(ok, peer), endpoint.local_address)
+        call = calls[0]
+        call.queue_pcm(b"\x00\x10" * 8000)
+        await asyncio.wait_for(first.received.get(), 2)
+        reinvite = parse_message(_invite(endpoint, peer)[0])
+        for name in ("Call-ID", "To"):
+            reinvite.headers.set(name, ok.headers.get(name) or "")
+        reinvite.headers.set("CSeq", "2 INVITE")
+        peer.send(reinvite.serialize(), endpoint.local_address)
+        reoffer = await peer.final_response()
+        assert reoffer.status == 200 and b"m=audio" in reoffer.body
+        peer.send(_ack(reoffer, peer, SDP_ANSWER.format(port=second.port)).replace(
+            b"CSeq: 1 ACK", b"CSeq: 2 ACK"), endpoint.local_address)
+        await asyncio.wait_for(second.received.get(), 2)
+        assert call.remote_rtp == ("127.0.0.1", second.port)
+    finally:
+        first.close()
+        second.close()
 
 
 async def test_late_offer_without_an_answer_in_the_ack_is_hung_up(callee_and_peer):

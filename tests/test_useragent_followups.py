@@ -102,12 +102,33 @@ def test_late_offer_answer_arrives_in_call_confirmed(net, ack_body):
     net.inject(_invite_without_sdp(), PEER, BOB)
     [incoming] = net.events(bob)
     assert isinstance(incoming, IncomingCall) and incoming.remote_sdp is None
+    assert incoming.source == PEER  # the transport source, not what the Via claims
     bob.answer(incoming.call_id, OFFER, net.now)
     net.pump()
     ok = net.sent(response(200, "INVITE"))[-1].message
     assert ok.body == OFFER  # our offer rides in the 200
     net.inject(_ack_for(ok, ack_body), PEER, BOB)
     assert net.events(bob) == [CallConfirmed(incoming.call_id, ack_body or None)]
+
+
+def test_offerless_reinvite_gets_our_sdp_and_the_ack_answer_is_reported(net):
+    bob = net.add(UAConfig(local_port=BOB[1], username="bob"))
+    net.inject(_invite_without_sdp(), PEER, BOB)
+    [incoming] = net.events(bob)
+    bob.answer(incoming.call_id, OFFER, net.now)
+    net.pump()
+    ok = net.sent(response(200, "INVITE"))[-1].message
+    net.inject(_ack_for(ok, ANSWER), PEER, BOB)
+    net.events(bob)
+    moved = ANSWER.replace(b"4002", b"4010")
+    reinvite = _invite_without_sdp().replace(b"CSeq: 1 INVITE", b"CSeq: 2 INVITE").replace(
+        b"z9hG4bKlate1", b"z9hG4bKre1").replace(b"To: <sip:bob@127.0.0.1>",
+                                               f"To: {ok.headers.get('To')}".encode())
+    net.inject(reinvite, PEER, BOB)
+    reoffer = net.sent(response(200, "INVITE"))[-1].message
+    assert reoffer.cseq == (2, "INVITE") and reoffer.body == OFFER  # our session, offered again
+    net.inject(_ack_for(reoffer, moved).replace(b"CSeq: 1 ACK", b"CSeq: 2 ACK"), PEER, BOB)
+    assert net.events(bob) == [CallConfirmed(incoming.call_id, moved)]
 
 
 def test_early_offer_confirmation_carries_no_sdp(net):
@@ -178,7 +199,8 @@ def test_2xx_for_a_call_we_never_made_is_ignored(net):
         CSeq: 1 INVITE
         Contact: <sip:victim@127.0.0.9>
     """), PEER, ALICE)
-    assert [d for d in net.log if d.src == ALICE] == []
+    assert [d for d in net.log if d.src == ALICE] == []  # no ACK/BYE towards the forged Contact
+    assert net.events(alice) == []
 
 
 # --- REGISTER refreshes reuse the registrar's challenge ---------------------------------------------

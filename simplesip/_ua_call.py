@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from simplesip._ua_layer import OutgoingRequest, TransactionEntry
@@ -45,6 +45,9 @@ class Call:
     retransmit_interval: float = 0.0
     refer_active: bool = False
     bye_after_ack: bool = False  # UAS hung up before the ACK came: BYE goes once it does (15)
+    # UAC: ACKs of the dialogs we refused with ACK + BYE (other forks, late 2xx), by To tag, so a
+    # retransmitted 2xx gets its ACK again and not another BYE.
+    unwanted_acks: dict[str, tuple[Request, Address]] = field(default_factory=dict)
     offer_in_2xx: bool = False  # the (re-)INVITE we answered had no SDP: the ACK brings the answer
 
     def fire(self, name: str, now: float) -> None:

@@ -184,13 +184,9 @@ class CallManager:
             self.end(call, "cancelled" if call.cancel_requested else "rejected", response.status)
 
     def _uac_2xx(self, call: Call, invite: Request, response: Response, now: float) -> None:
-        if call.dialog is not None and call.dialog.remote_tag == (response.to_tag or ""):
-            if call.ack is not None and call.ack_dest is not None:
-                self.layer.send(call.ack, call.ack_dest, call.transport)  # our ACK was lost
-            return
         if call.dialog is not None or call.state == ENDED:
-            # Another fork answered too, or the call is already over: confirm and hang up (13.2.2.4).
-            self.ack_and_bye(call, invite, response, now)
+            # A retransmission, another fork, or the call is already over (13.2.2.4).
+            self._acknowledge_extra_2xx(call, response, now)
             return
         dialog = Dialog.for_uac(invite, response)
         call.dialog = dialog
@@ -223,6 +219,8 @@ class CallManager:
         stray = Call(self, call.call_id, "uac", call.transport, ENDED, call.local_tag, invite)
         stray.dialog = Dialog.for_uac(invite, response)
         self._send_ack(stray, stray.dialog, invite)
+        assert stray.ack is not None and stray.ack_dest is not None
+        call.unwanted_acks[stray.dialog.remote_tag] = (stray.ack, stray.ack_dest)
         self._bye(stray, now)
 
     def on_stray_2xx(self, response: Response, now: float) -> bool:
@@ -233,9 +231,16 @@ class CallManager:
         call = self.calls.get(response.call_id) or self.ended_uac.get(response.call_id)
         if call is None or call.role != "uac" or response.from_tag != call.local_tag:
             return False
+        return self._acknowledge_extra_2xx(call, response, now)
+
+    def _acknowledge_extra_2xx(self, call: Call, response: Response, now: float) -> bool:
+        """ACK a 2xx beyond the one that set up ``call`` (and BYE it if it is a new dialog)."""
         same_dialog = call.dialog is not None and call.dialog.remote_tag == (response.to_tag or "")
+        refused = call.unwanted_acks.get(response.to_tag or "")
         if same_dialog and call.ack is not None and call.ack_dest is not None:
             self.layer.send(call.ack, call.ack_dest, call.transport)
+        elif refused is not None:  # its BYE is out already: only our ACK was lost
+            self.layer.send(refused[0], refused[1], call.transport)
         elif response.to_tag and not same_dialog:
             logger.info("call %s: late 2xx from %s: ACK and BYE", call.call_id, response.to_tag)
             self.ack_and_bye(call, call.invite, response, now)

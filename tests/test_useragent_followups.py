@@ -167,6 +167,9 @@ def test_2xx_after_the_invite_timed_out_is_acked_and_byed(net):
         assert sent.uri == f"sip:bob@127.0.0.1:{PEER[1]}"  # the 2xx's Contact
     assert ack.message.cseq == (1, "ACK") and bye.message.cseq[1] == "BYE"
     assert ack.dst == PEER and bye.dst == PEER
+    net.inject(_late_ok(invite, "late"), PEER, ALICE)  # retransmitted: the ACK again, no new BYE
+    assert len(net.sent(request("ACK"))) == 2 and len(net.sent(request("BYE"))) == 1
+    assert net.sent(request("ACK"))[1].data == ack.data
     net.settle()  # the BYE times out unanswered: no second CallEnded for a call already over
     assert net.events(alice) == []
     assert alice.state_counts()["timers"] == 0

@@ -129,9 +129,9 @@ class IvrServeProcess:
 class SipClient:
     """A bare UDP socket that sends SIP bytes and reads back whole responses."""
 
-    def __init__(self) -> None:
+    def __init__(self, host: str = "127.0.0.1") -> None:
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.sock.bind(("127.0.0.1", 0))
+        self.sock.bind((host, 0))
         self.port = self.sock.getsockname()[1]
 
     def send(self, data: bytes, addr: tuple[str, int]) -> None:
@@ -195,16 +195,17 @@ SDP_OFFER = ("v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=
 
 def invite(target: tuple[str, int], local_port: int, *, call_id: str | None = None, rtp_port: int = 4000,
            user: str = "caller", to_user: str = "ivr", extra_headers: str = "", body: str | None = None,
-           content_type: str = "application/sdp", uri: str | None = None, max_forwards: int = 70) -> bytes:
-    """A complete INVITE from ``127.0.0.1:local_port`` (``extra_headers`` lines end in CRLF)."""
+           content_type: str = "application/sdp", uri: str | None = None, max_forwards: int = 70,
+           local_host: str = "127.0.0.1") -> bytes:
+    """A complete INVITE from ``local_host:local_port`` (``extra_headers`` lines end in CRLF)."""
     sdp = SDP_OFFER.format(port=rtp_port) if body is None else body
     call_id = call_id or f"{uuid.uuid4().hex}@robust"
     request_uri = uri or f"sip:ivr@{target[0]}:{target[1]}"
     return (f"INVITE {request_uri} SIP/2.0\r\n"
-            f"Via: SIP/2.0/UDP 127.0.0.1:{local_port};branch=z9hG4bK{uuid.uuid4().hex[:12]};rport\r\n"
-            f"Max-Forwards: {max_forwards}\r\nFrom: <sip:{user}@127.0.0.1>;tag={uuid.uuid4().hex[:8]}\r\n"
+            f"Via: SIP/2.0/UDP {local_host}:{local_port};branch=z9hG4bK{uuid.uuid4().hex[:12]};rport\r\n"
+            f"Max-Forwards: {max_forwards}\r\nFrom: <sip:{user}@{local_host}>;tag={uuid.uuid4().hex[:8]}\r\n"
             f"To: <sip:{to_user}@{target[0]}>\r\nCall-ID: {call_id}\r\nCSeq: 1 INVITE\r\n"
-            f"Contact: <sip:{user}@127.0.0.1:{local_port}>\r\n{extra_headers}"
+            f"Contact: <sip:{user}@{local_host}:{local_port}>\r\n{extra_headers}"
             f"Content-Type: {content_type}\r\nContent-Length: {len(sdp.encode())}\r\n\r\n{sdp}").encode()
 
 

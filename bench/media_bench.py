@@ -1,0 +1,236 @@
+"""The media hot path per tick, for N calls: RtpSession receive + the batched tick, fake sockets.
+
+    python -m bench.media_bench [--calls 100,300,500,1000] [--ticks 200] [--baseline-ref REF]
+                                [--send-packets 20000]
+
+Each of N calls gets one 20 ms PCMU packet per tick through ``RtpSession.receive`` (what the RTP
+socket's ``datagram_received`` does), then one ``run_tick`` over all calls pulls a frame per call
+from its jitter buffer, decodes the (N, 160) batch, hands it to an echo consumer (``on_tick``
+returns the inbound batch), encodes, builds one RTP packet per call and "sends" it to a fake leg
+that only counts. No sockets and no event loop: this is the Python cost the loop pays per tick,
+which must stay well under 20 ms.
+
+``--baseline-ref`` (default: the commit before the hot-path work) loads that revision's
+``rtp``/``jitter``/``dtmf``/``g711``/``rtpsession``/``media`` modules from git into a private
+package and runs the very same workload with them in the same process, so the ratio is measured
+under the same load. ``--baseline-ref none`` skips it.
+
+The sockets are left out above on purpose (their cost is the kernel's); ``--send-packets``
+times that part apart: one packet through asyncio's ``DatagramTransport.sendto`` (what
+``RtpSocket.sendto`` uses) against the socket's own ``sendto``, over loopback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import random
+import socket
+import statistics
+import subprocess
+import sys
+import time
+import types
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from simplesip import g711
+
+REPO = Path(__file__).resolve().parent.parent
+#: The revision before the media hot-path work (the "previous implementation").
+DEFAULT_BASELINE_REF = "3644c32"
+_BASELINE_MODULES = ("g711", "dtmf", "rtp", "jitter", "rtpsession", "media")
+FRAME = 160
+
+
+class BenchLeg:
+    """The parts of ``simplesip.call.Call`` that ``run_tick`` uses, with a socket that only counts."""
+
+    def __init__(self, session: Any) -> None:
+        self.rtp = session
+        self.rtp_socket = None
+        self.on_hold = False
+        self.sent = 0
+
+    def _media_send(self, packet: bytes) -> None:
+        self.sent += 1
+
+    def _media_take_outbound(self) -> bytes | None:
+        return None
+
+    def _media_deliver(self, pcm: np.ndarray) -> None:
+        pass
+
+    def _media_dtmf(self, digits: list) -> None:
+        pass
+
+
+def load_baseline(ref: str) -> types.SimpleNamespace:
+    """The media modules as of git revision ``ref``, as a private package (no files written)."""
+    package_name = "_media_baseline"
+    package = types.ModuleType(package_name)
+    package.__path__ = []  # a package, so that relative imports resolve inside it
+    sys.modules[package_name] = package
+    loaded = {}
+    for name in _BASELINE_MODULES:
+        source = subprocess.run(["git", "-C", str(REPO), "show", f"{ref}:simplesip/{name}.py"],
+                                check=True, capture_output=True, text=True).stdout
+        module = types.ModuleType(f"{package_name}.{name}")
+        module.__package__ = package_name
+        module.__file__ = f"<{ref}:simplesip/{name}.py>"
+        sys.modules[module.__name__] = module
+        setattr(package, name, module)
+        exec(compile(source, module.__file__, "exec"), module.__dict__)
+        loaded[name] = module
+    return types.SimpleNamespace(RtpSession=loaded["rtpsession"].RtpSession,
+                                 run_tick=loaded["media"].run_tick)
+
+
+def current() -> types.SimpleNamespace:
+    from simplesip.media import run_tick
+    from simplesip.rtpsession import RtpSession
+
+    return types.SimpleNamespace(RtpSession=RtpSession, run_tick=run_tick)
+
+
+def _peer_packets(count: int, ticks: int, seed: int) -> list[list[bytes]]:
+    """Per call, ``ticks`` PCMU packets of noise-like speech from one peer SSRC."""
+    rng = np.random.default_rng(seed)
+    audio = g711.encode((rng.normal(0, 3000, (ticks, FRAME))).astype(np.int16), "PCMU")
+    payloads = [row.tobytes() for row in audio]
+    streams = []
+    header = np.dtype([("b0", "u1"), ("b1", "u1"), ("seq", ">u2"), ("ts", ">u4"), ("ssrc", ">u4")])
+    for call in range(count):
+        seq0, ts0, ssrc = (call * 7919) & 0xFFFF, call * 1_000_003, 0x10000000 + call
+        packets = []
+        for k in range(ticks):
+            head = np.array([(0x80, 0, (seq0 + k) & 0xFFFF, (ts0 + k * FRAME) & 0xFFFFFFFF, ssrc)],
+                            dtype=header).tobytes()
+            packets.append(head + payloads[(k + call) % ticks])
+        streams.append(packets)
+    return streams
+
+
+def measure(impl: types.SimpleNamespace, calls: int, ticks: int, warmup: int,
+            streams: list[list[bytes]]) -> dict[str, float]:
+    """Mean / p99 milliseconds per tick (receive of one packet per call + run_tick)."""
+    legs = [BenchLeg(impl.RtpSession(0, "PCMU", ("127.0.0.1", 40000 + 2 * i),
+                                     rng=random.Random(i))) for i in range(calls)]
+    addrs = [("127.0.0.1", 40000 + 2 * i) for i in range(calls)]
+
+    def echo(tick_calls: list, inbound: np.ndarray) -> np.ndarray:
+        return inbound
+
+    receive_ms: list[float] = []
+    tick_ms: list[float] = []
+    perf = time.perf_counter
+    for k in range(warmup + ticks):
+        now = k * 0.020
+        start = perf()
+        for leg, addr, stream in zip(legs, addrs, streams):
+            leg.rtp.receive(stream[k], addr, now)
+        middle = perf()
+        impl.run_tick(legs, echo, now)
+        end = perf()
+        if k >= warmup:
+            receive_ms.append((middle - start) * 1000)
+            tick_ms.append((end - middle) * 1000)
+    assert all(leg.sent == warmup + ticks for leg in legs), "every tick must send one packet per call"
+    assert all(leg.rtp.stats()["received"] == warmup + ticks for leg in legs)
+    total = [r + t for r, t in zip(receive_ms, tick_ms)]
+    return {
+        "receive_ms": statistics.fmean(receive_ms),
+        "tick_ms": statistics.fmean(tick_ms),
+        "total_ms": statistics.fmean(total),
+        "p99_ms": float(np.percentile(total, 99)),
+        "per_call_us": statistics.fmean(total) * 1000 / calls,
+    }
+
+
+async def _send_costs(packets: int, sockets: int) -> dict[str, float]:
+    """Microseconds per RTP packet sent over loopback: asyncio's ``DatagramTransport.sendto``
+    (what ``RtpSocket.sendto`` uses) against the socket's own ``sendto`` (the "raw socket"
+    optimisation suggested by the capacity profile)."""
+    loop = asyncio.get_running_loop()
+    sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sink.bind(("127.0.0.1", 0))
+    target = sink.getsockname()
+    pairs = []
+    for _ in range(sockets):
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sock.setblocking(False)
+        sock.bind(("127.0.0.1", 0))
+        transport, _ = await loop.create_datagram_endpoint(asyncio.DatagramProtocol, sock=sock)
+        pairs.append((transport, sock))
+    packet = bytes(172)
+    costs = {}
+    try:
+        for name in ("asyncio transport", "raw socket"):
+            best = float("inf")
+            for _ in range(3):
+                start = time.perf_counter()
+                for i in range(packets):
+                    transport, sock = pairs[i % sockets]
+                    if name == "raw socket":
+                        sock.sendto(packet, target)
+                    else:
+                        transport.sendto(packet, target)
+                best = min(best, time.perf_counter() - start)
+                await asyncio.sleep(0.05)  # let queued sends (if any) drain between runs
+            costs[name] = best * 1e6 / packets
+    finally:
+        for transport, _ in pairs:
+            transport.close()
+        sink.close()
+    return costs
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--calls", default="100,300,500,1000", help="comma-separated call counts")
+    parser.add_argument("--ticks", type=int, default=200, help="measured ticks per step")
+    parser.add_argument("--warmup", type=int, default=20, help="ticks before measuring (prefill)")
+    parser.add_argument("--baseline-ref", default=DEFAULT_BASELINE_REF,
+                        help="git revision to compare against, or 'none'")
+    parser.add_argument("--send-packets", type=int, default=20000,
+                        help="also time sending over real loopback sockets (0: skip)")
+    args = parser.parse_args(argv)
+    counts = [int(c) for c in args.calls.split(",") if c]
+
+    impls = {"current": current()}
+    if args.baseline_ref.lower() != "none":
+        try:
+            impls["baseline"] = load_baseline(args.baseline_ref)
+        except (OSError, subprocess.CalledProcessError) as exc:
+            print(f"baseline {args.baseline_ref} not loadable ({exc}); measuring current only")
+
+    print(f"media hot path, {args.ticks} ticks after {args.warmup} warm-up; ms per 20 ms tick")
+    print(f"{'calls':>6} {'impl':>9} {'receive':>8} {'tick':>8} {'total':>8} {'p99':>8} "
+          f"{'us/call':>8} {'vs base':>8}")
+    for count in counts:
+        streams = _peer_packets(count, args.warmup + args.ticks, seed=count)
+        results = {}
+        # Alternate the order per step so neither implementation always runs on a warmer cache.
+        order = list(impls) if count % 2 == 0 else list(reversed(impls))
+        for name in order:
+            results[name] = measure(impls[name], count, args.ticks, args.warmup, streams)
+        for name in impls:
+            r = results[name]
+            ratio = ""
+            if "baseline" in results and name == "current":
+                ratio = f"{results['baseline']['total_ms'] / r['total_ms']:.2f}x"
+            print(f"{count:>6} {name:>9} {r['receive_ms']:>8.2f} {r['tick_ms']:>8.2f} "
+                  f"{r['total_ms']:>8.2f} {r['p99_ms']:>8.2f} {r['per_call_us']:>8.1f} {ratio:>8}")
+    if args.send_packets:
+        costs = asyncio.run(_send_costs(args.send_packets, 50))
+        base = costs["asyncio transport"]
+        print(f"\nsending one RTP packet over loopback ({args.send_packets} packets, 50 sockets, best of 3):")
+        for name, us in costs.items():
+            print(f"  {name:>18}: {us:6.2f} us/packet  ({base / us:.2f}x the transport)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -6,6 +6,8 @@ A complete file with the defaults (every section is optional; an empty file is v
       host: 127.0.0.1          # address the SIP transports bind
       port: 5060               # 0 = any free port
       transports: [udp, tcp]
+      tcp_idle_timeout: 64     # seconds: close a TCP connection that carried nothing this long
+      tcp_message_timeout: 10  # seconds: close one whose message started and is still incomplete
     rtp_ports: [20000, 30000]  # RTP/RTCP port range handed out to calls
     accounts: []               # the registration to a PBX/registrar (at most one per process):
       # - {username: ivr, password: ivrpass, server: 127.0.0.1, port: 5060, transport: udp}
@@ -26,16 +28,24 @@ A complete file with the defaults (every section is optional; an empty file is v
     plugins: {}                # per-plugin sections (plugins.vad: {...}), plus
                                # load: [module names] of extra plugins to register
     variables: {}              # free values flows read as {{ config.NAME }} (e.g. pbx: 10.0.0.5)
+    clock: null                # demos and tests: {now: "2026-11-26T10:00:00", tz: Europe/Paris}:
+                               # the time flows (`hours`) see starts there when the configuration
+                               # is loaded (start, SIGHUP) and runs on in real time; null = real time
+    hangup_tail: 0.25          # seconds between the end of the last prompt and the flow's BYE, so
+                               # the audio still in the caller's jitter buffer is heard
 
 A mistake is reported as :class:`ConfigError` whose text is ``file:line: what is wrong``.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import ipaddress
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 
@@ -114,6 +124,18 @@ class Limits:
 
 
 @dataclass
+class FixedClock:
+    """``clock:``: a wall clock that reads ``start`` at ``monotonic_at`` and runs on in real time."""
+
+    start: dt.datetime
+    monotonic_at: float = field(default_factory=time.monotonic)
+
+    def now(self) -> dt.datetime:
+        """The current time on this clock (aware, in the configured zone)."""
+        return self.start + dt.timedelta(seconds=time.monotonic() - self.monotonic_at)
+
+
+@dataclass
 class IvrConfig:
     """The parsed configuration; ``raw`` is the plain dict handed to ``ivr_configure``."""
 
@@ -133,6 +155,10 @@ class IvrConfig:
     metrics_port: int | None = None
     drain_timeout: float = 30.0
     plugins: dict[str, Any] = field(default_factory=dict)
+    clock: FixedClock | None = None
+    tcp_idle_timeout: float = 64.0
+    tcp_message_timeout: float = 10.0
+    hangup_tail: float = 0.25
     source: str = "<defaults>"
     raw: dict[str, Any] = field(default_factory=dict)
 
@@ -184,7 +210,8 @@ class _Checker:
 
 
 TOP_KEYS = {"variables", "listen", "rtp_ports", "accounts", "routes", "default_flow", "flows", "recordings",
-            "limits", "logging", "cdr", "metrics_port", "drain_timeout", "plugins"}
+            "limits", "logging", "cdr", "metrics_port", "drain_timeout", "plugins", "clock",
+            "hangup_tail"}
 
 
 def parse_config(text: str, source: str = "<config>", base_dir: Path | None = None) -> IvrConfig:
@@ -205,7 +232,7 @@ def parse_config(text: str, source: str = "<config>", base_dir: Path | None = No
     cfg = IvrConfig(source=source, raw=_plain(data))
 
     listen = check.section(data, "listen")
-    check.known(listen, {"host", "port", "transports"}, "listen")
+    check.known(listen, {"host", "port", "transports", "tcp_idle_timeout", "tcp_message_timeout"}, "listen")
     cfg.listen_host = check.get(listen, "host", str, cfg.listen_host)
     try:
         ipaddress.ip_address(cfg.listen_host)
@@ -216,6 +243,11 @@ def parse_config(text: str, source: str = "<config>", base_dir: Path | None = No
     for transport in cfg.transports:
         if transport not in ("udp", "tcp"):
             raise check.fail(listen, "transports", f"transports: {transport!r} is not udp or tcp")
+    for key in ("tcp_idle_timeout", "tcp_message_timeout"):
+        value = check.get(listen, key, float, getattr(cfg, key))
+        if value <= 0:
+            raise check.fail(listen, key, f"{key}: must be > 0 seconds")
+        setattr(cfg, key, value)
 
     ports = data.get("rtp_ports", list(cfg.rtp_ports))
     if (not isinstance(ports, list) or len(ports) != 2 or not all(isinstance(p, int) for p in ports)
@@ -276,7 +308,41 @@ def parse_config(text: str, source: str = "<config>", base_dir: Path | None = No
     cfg.plugins = cfg.raw.get("plugins") or {}
     if not isinstance(cfg.plugins, dict):
         raise check.fail(data, "plugins", "plugins: expected a mapping")
+    cfg.clock = _parse_clock(check, data)
+    cfg.hangup_tail = check.get(data, "hangup_tail", float, cfg.hangup_tail)
+    if not 0 <= cfg.hangup_tail <= 5:
+        raise check.fail(data, "hangup_tail", "hangup_tail: must be between 0 and 5 seconds")
     return cfg
+
+
+def _parse_clock(check: _Checker, data: _LineDict) -> FixedClock | None:
+    """``clock: {now: ISO 8601 date-time, tz: IANA zone}`` (``tz`` defaults to the offset in
+    ``now``, else UTC)."""
+    if data.get("clock") is None:
+        return None
+    clock = check.section(data, "clock")
+    check.known(clock, {"now", "tz"}, "clock")
+    if "now" not in clock:
+        raise check.fail(clock, None, "clock: 'now' is missing (e.g. now: \"2026-11-26T10:00:00\")")
+    value = clock["now"]
+    if isinstance(value, dt.date) and not isinstance(value, dt.datetime):
+        value = dt.datetime.combine(value, dt.time())
+    if not isinstance(value, dt.datetime):  # YAML reads unquoted date-times itself
+        try:
+            value = dt.datetime.fromisoformat(str(value))
+        except ValueError:
+            raise check.fail(clock, "now", f"now: {value!r} is not an ISO 8601 date-time") from None
+    zone_name = check.get(clock, "tz", str, None)
+    if zone_name is not None:
+        try:
+            zone: dt.tzinfo = ZoneInfo(zone_name)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise check.fail(clock, "tz", f"tz: unknown time zone {zone_name!r}") from None
+        # a time without an offset is local time in the zone; one with an offset is converted
+        value = value.replace(tzinfo=zone) if value.tzinfo is None else value.astimezone(zone)
+    elif value.tzinfo is None:
+        value = value.replace(tzinfo=dt.timezone.utc)
+    return FixedClock(value)
 
 
 def _parse_limits(check: _Checker, limits: _LineDict) -> Limits:

@@ -17,7 +17,6 @@ Observers (the server's CDR, metrics and call log) get ``(event, call, details)`
 from __future__ import annotations
 
 import asyncio
-import inspect
 import logging
 import time
 from typing import Any, Callable, Protocol
@@ -26,8 +25,10 @@ import numpy as np
 import pluggy
 
 from ivr.call import FRAME_SAMPLES, CallContext, HangupEvent
+from ivr.call_controller import CallController
 from ivr.config import IvrConfig
 from ivr.plugins import HookCallError, MediaPipeline, call_hook
+from ivr.sip_adapter import SIP_END_REASONS, headers_dict, make_endpoint, policy_headers, rtp_stats, via_source
 
 log = logging.getLogger(__name__)
 
@@ -35,12 +36,17 @@ Observer = Callable[[str, CallContext, dict[str, Any]], None]
 #: Server policy run before any plugin sees an INVITE: a SIP status to reject with, or None.
 Admission = Callable[[Any, CallContext], "int | None"]
 
-#: simplesip end reasons (simplesip.events.END_REASONS) -> ivr_call_ended reasons.
-SIP_END_REASONS = {"remote_bye": "remote_hangup", "local_bye": "local_hangup", "rejected": "rejected",
-                   "cancelled": "cancelled", "timeout": "error", "no_ack": "error", "error": "error"}
-
 #: How long a flow may take to notice a hang-up (HangupEvent) before its task is cancelled.
 FLOW_EXIT_GRACE = 2.0
+#: Before the flow's BYE: outbound audio counts as still playing until it has been silent this long
+#: (two ticks: the frame after the last loud one may still carry the prompt's end) ...
+PLAYBACK_IDLE = 0.045
+#: ... for at most this long: flows wait for their prompts (PlaybackDone, sent with the last frame)
+#: before they hang up, so this is a guard for audio still queued; it is short because a plugin
+#: that sends endless audio (music, comfort noise) would hold every hang-up this long.
+PLAYBACK_DRAIN_LIMIT = 0.5
+
+__all__ = ["Admission", "CallController", "Engine", "FlowRunner", "Observer", "SIP_END_REASONS"]
 
 
 class FlowRunner(Protocol):
@@ -51,71 +57,6 @@ class FlowRunner(Protocol):
 
     async def run(self, name: str, call: CallContext) -> str:
         """Run flow ``name`` on ``call`` to its end; return the final outcome."""
-
-
-class CallController:
-    """``call.controller``: the signalling a flow performs on its call (simplesip ``Call``)."""
-
-    def __init__(self, engine: "Engine", sip_call: Any, call: CallContext) -> None:
-        self._engine = engine
-        self._sip_call = sip_call
-        self._call = call
-
-    async def answer(self) -> None:
-        """Answer (200 OK); once media is up the call joins the media clock."""
-        call = self._call
-        if call.answer_time is not None or call.end_time is not None:
-            return
-        await self._sip_call.answer()
-        call.answer_time = time.time()
-        self._engine._media_up(call)
-
-    async def hangup(self, reason: str = "local_hangup") -> None:
-        """Hang up: BYE when answered, else reject with 480 (the flow ended before answering)."""
-        call = self._call
-        if call.end_time is not None:
-            return
-        # simplesip reports the end (on_ended) while we wait; it must carry our reason, not its own
-        reason = self._engine._pending_reason.setdefault(call.id, reason)
-        try:
-            if call.answer_time is None:
-                await self._sip_call.reject(480)
-            else:
-                await self._sip_call.hangup()
-        finally:
-            await self._engine._end_call(call, reason)
-
-    async def reject(self, status: int = 486, headers: dict[str, str] | None = None) -> None:
-        """Reject the call (before answer only); ``headers`` such as Retry-After are added."""
-        call = self._call
-        if call.answer_time is not None:
-            raise RuntimeError("cannot reject an answered call; hang up instead")
-        if call.end_time is not None:
-            return
-        self._engine._pending_reason.setdefault(call.id, "rejected")
-        if headers and "headers" in inspect.signature(self._sip_call.reject).parameters:
-            await self._sip_call.reject(status, headers=headers)
-        else:
-            await self._sip_call.reject(status)
-        self._engine._notify("rejected", call, {"status": status})
-        await self._engine._end_call(call, "rejected")
-
-    async def transfer(self, target: str) -> str:
-        """Blind-transfer with REFER; ``ok`` (the call then ends as ``transferred``), ``busy``,
-        ``no_answer`` or ``failed``, from the final status the transferee reported."""
-        try:
-            status = int(await self._sip_call.refer(target))
-        except Exception as exc:  # a refused/timed-out REFER is a flow outcome, not a crash
-            log.warning("call %s: REFER to %s failed: %r", self._call.id, target, exc)
-            return "failed"
-        if 200 <= status < 300:
-            await self.hangup("transferred")
-            return "ok"
-        if status in (486, 600):
-            return "busy"
-        if status in (408, 480, 487):
-            return "no_answer"
-        return "failed"
 
 
 class Engine:
@@ -136,7 +77,7 @@ class Engine:
         self.config = config
         self.pm = pm
         self.flows = flows
-        self._endpoint_factory = endpoint_factory or _make_endpoint
+        self._endpoint_factory = endpoint_factory or make_endpoint
         self.endpoint: Any = None
         self.accepting = True
         self.admission: Admission | None = None
@@ -145,6 +86,7 @@ class Engine:
         self._media: dict[str, CallContext] = {}  # answered calls in the media clock
         self._tasks: dict[str, asyncio.Task] = {}
         self._pending_reason: dict[str, str] = {}
+        self._last_sound: dict[str, float] = {}  # call id -> monotonic time of its last loud frame
         self._pipeline = MediaPipeline(pm)
         self._tick = 0
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -191,7 +133,7 @@ class Engine:
                     await call.controller.hangup("shutdown")
                 except Exception as exc:
                     log.warning("call %s: hang-up at shutdown failed: %r", call.id, exc)
-                    await self._end_call(call, "shutdown")
+                    await self.end_call(call, "shutdown")
         # Flows see their HangupEvent and return; those that do not are cancelled.
         if self._tasks:
             await asyncio.wait(list(self._tasks.values()), timeout=FLOW_EXIT_GRACE)
@@ -225,26 +167,26 @@ class Engine:
             await self._admit_and_run(sip_call, call)
         finally:
             if call is not None:
-                self._notify("finished", call, {"reason": call.end_reason})
+                self.notify("finished", call, {"reason": call.end_reason})
 
     def _new_call(self, sip_call: Any) -> CallContext:
-        headers = _headers_dict(getattr(sip_call, "headers", None))
+        headers = headers_dict(getattr(sip_call, "headers", None))
         call = CallContext(
             sip_call.id, self.pm.hook,
             from_uri=str(getattr(sip_call, "from_uri", "")), to_uri=str(getattr(sip_call, "to_uri", "")),
             from_user=getattr(sip_call, "from_user", "") or "", to_user=getattr(sip_call, "to_user", "") or "",
-            headers=headers, source=getattr(sip_call, "source", None) or _via_source(headers),
+            headers=headers, source=getattr(sip_call, "source", None) or via_source(headers),
         )
         call.controller = CallController(self, sip_call, call)
         self.calls[call.id] = call
         sip_call.on_dtmf = lambda digit, source, duration_ms=None: self._on_dtmf(call, digit, source, duration_ms)
         sip_call.on_ended = lambda reason=None: self._on_sip_ended(call, reason)
-        self._notify("incoming", call, {})
+        self.notify("incoming", call, {})
         return call
 
     async def _admit_and_run(self, sip_call: Any, call: CallContext) -> None:
         status = 503 if not self.accepting else (self.admission(sip_call, call) if self.admission else None)
-        headers = _policy_headers(self.admission, status) if status is not None else None
+        headers = policy_headers(self.admission, status) if status is not None else None
         if status is None:
             decision = self._safe_hook(call, "ivr_incoming_call", call=call)
             if call.failed:
@@ -290,12 +232,12 @@ class Engine:
                 await call.controller.hangup("error" if call.failed else reason)
             except Exception as exc:
                 log.warning("call %s: hang-up failed: %r", call.id, exc)
-                await self._end_call(call, "error")
+                await self.end_call(call, "error")
 
     # -- events from simplesip ----------------------------------------------------------------
 
     def _on_dtmf(self, call: CallContext, digit: str, source: str, duration_ms: int | None) -> None:
-        self._notify("dtmf", call, {"digit": digit, "source": source})
+        self.notify("dtmf", call, {"digit": digit, "source": source})
         if self.pm.hook.ivr_dtmf_received.get_hookimpls():
             self._safe_hook(call, "ivr_dtmf_received", call=call, digit=digit, source=source,
                             duration_ms=duration_ms)
@@ -307,16 +249,22 @@ class Engine:
         if ours is None:
             ours = SIP_END_REASONS.get(str(reason), "remote_hangup" if call.answer_time else "cancelled")
         if self._loop is not None and call.end_time is None:
-            self._loop.create_task(self._end_call(call, ours))
+            self._loop.create_task(self.end_call(call, ours))
 
     # -- ending and failing calls -------------------------------------------------------------
 
-    def _media_up(self, call: CallContext) -> None:
+    def claim_end_reason(self, call: CallContext, reason: str) -> str:
+        """Record why we are ending ``call``: simplesip reports the end (``on_ended``) while the
+        BYE is under way, and the first reason claimed is the one that stands."""
+        return self._pending_reason.setdefault(call.id, reason)
+
+    def media_up(self, call: CallContext) -> None:
+        """``call`` was answered: it joins the media clock and ``ivr_call_started`` runs."""
         self._media[call.id] = call
-        self._notify("answered", call, {})
+        self.notify("answered", call, {})
         self._safe_hook(call, "ivr_call_started", call=call)
 
-    async def _end_call(self, call: CallContext, reason: str) -> None:
+    async def end_call(self, call: CallContext, reason: str) -> None:
         """End ``call`` once: out of the media clock, HangupEvent to the flow, ivr_call_ended."""
         if call.end_time is not None:
             return
@@ -325,12 +273,13 @@ class Engine:
         self._media.pop(call.id, None)
         self.calls.pop(call.id, None)
         self._pending_reason.pop(call.id, None)
+        self._last_sound.pop(call.id, None)
         call.emit(HangupEvent(reason))
         try:
             call_hook(self.pm, "ivr_call_ended", call=call, reason=reason)
         except HookCallError as exc:
-            self._notify("hook_error", call, {"plugin": exc.plugin, "hook": exc.hook_name})
-        self._notify("ended", call, {"reason": reason, "stats": _rtp_stats(call)})
+            self.notify("hook_error", call, {"plugin": exc.plugin, "hook": exc.hook_name})
+        self.notify("ended", call, {"reason": reason, "stats": rtp_stats(call)})
         task = self._tasks.get(call.id)
         if task is not None and task is not asyncio.current_task() and self._loop is not None:
             # The flow sees the HangupEvent and returns; one that does not is cancelled.
@@ -351,7 +300,7 @@ class Engine:
         call.failed = f"{plugin} in {hook_name}: {error!r}"
         self._media.pop(call.id, None)
         log.error("call %s failed: plugin %s raised in %s: %r", call.id, plugin, hook_name, error)
-        self._notify("hook_error", call, {"plugin": plugin, "hook": hook_name})
+        self.notify("hook_error", call, {"plugin": plugin, "hook": hook_name})
         if call.answer_time is not None and call.controller is not None and self._loop is not None:
             self._loop.create_task(self._hangup_quietly(call, "error"))
 
@@ -360,9 +309,10 @@ class Engine:
             await call.controller.hangup(reason)
         except Exception as exc:
             log.warning("call %s: hang-up failed: %r", call.id, exc)
-            await self._end_call(call, reason)
+            await self.end_call(call, reason)
 
-    def _notify(self, event: str, call: CallContext, details: dict[str, Any]) -> None:
+    def notify(self, event: str, call: CallContext, details: dict[str, Any]) -> None:
+        """Hand a call event to every observer (module docstring)."""
         for observer in self.observers:
             try:
                 observer(event, call, details)
@@ -385,75 +335,29 @@ class Engine:
                                                 time.monotonic(), self._tick)
         for failure in failures:
             self.fail_call(contexts[failure.index], failure.plugin, failure.hook_name, failure.error)
+        now = time.monotonic()
+        for index in np.flatnonzero(np.any(outbound != 0, axis=1)):
+            self._last_sound[contexts[index].id] = now
         if all_rows:
             return outbound
         frames = np.zeros((len(calls), FRAME_SAMPLES), dtype=np.int16)
         frames[rows] = outbound
         return frames
 
+    async def drain_playback(self, call: CallContext) -> None:
+        """Wait until ``call``'s outbound audio has gone quiet (its prompt has been sent), then
+        ``hangup_tail`` more so the caller's jitter buffer plays it out; returns early if the
+        call ends meanwhile."""
+        deadline = time.monotonic() + PLAYBACK_DRAIN_LIMIT
+        while call.id in self._media and time.monotonic() < deadline:
+            if time.monotonic() - self._last_sound.get(call.id, float("-inf")) >= PLAYBACK_IDLE:
+                break
+            await asyncio.sleep(0.02)
+        tail = self.config.hangup_tail
+        if tail > 0 and call.id in self._media:
+            await asyncio.sleep(tail)
+
     @property
     def media_call_count(self) -> int:
         """Answered calls currently in the media clock."""
         return len(self._media)
-
-
-def _rtp_stats(call: CallContext) -> dict[str, Any]:
-    """The simplesip call's RTP statistics (loss, jitter), or {} without media."""
-    sip_call = getattr(call.controller, "_sip_call", None)
-    try:
-        return dict(sip_call.stats()) if sip_call is not None and hasattr(sip_call, "stats") else {}
-    except Exception:  # statistics are best effort at call end
-        return {}
-
-
-def _headers_dict(headers: Any) -> dict[str, str]:
-    """The INVITE's headers as a plain dict (first value of each name)."""
-    if not headers:
-        return {}
-    items = headers.items() if hasattr(headers, "items") else headers
-    result: dict[str, str] = {}
-    for name, value in items:
-        result.setdefault(name, value)
-    return result
-
-
-def _via_source(headers: dict[str, str]) -> tuple[str, int] | None:
-    """Where the INVITE came from per its top Via (``received``/``rport`` when present); used
-    only while simplesip does not give the INVITE's transport source address."""
-    from simplesip.errors import SIPParseError
-    from simplesip.uri import Via
-
-    value = next((v for k, v in headers.items() if k.lower() == "via"), None)
-    try:
-        via = Via.parse(value.split(",")[0]) if value else None
-    except SIPParseError:
-        return None
-    if via is None:
-        return None
-    rport = via.params.get("rport")
-    port = int(rport) if rport and str(rport).isdigit() else via.port or 5060
-    return str(via.params.get("received") or via.host), port
-
-
-def _policy_headers(admission: Any, status: int) -> dict[str, str]:
-    """Headers the server's policy adds to a rejection (Retry-After, WWW-Authenticate)."""
-    headers_for = getattr(admission, "reject_headers", None)
-    if headers_for is not None:
-        return headers_for(status)
-    return {"Retry-After": "5"} if status == 503 else {}
-
-
-def _make_endpoint(config: IvrConfig) -> Any:
-    """The real simplesip endpoint for ``config`` (imported late: tests may not need it)."""
-    from simplesip.endpoint import Endpoint, EndpointConfig
-
-    options: dict[str, Any] = dict(
-        local_host=config.listen_host, sip_port=config.listen_port,
-        transports=tuple(config.transports), rtp_port_range=tuple(config.rtp_ports),
-    )
-    if config.accounts:
-        account = config.accounts[0]
-        options.update(username=account.username, password=account.password, server=account.server,
-                       server_port=account.port, transport=account.transport)
-    return Endpoint(EndpointConfig(**options))
-

@@ -144,6 +144,33 @@ def make_plugin_manager(
     return pm
 
 
+def sync_extra_plugins(pm: pluggy.PluginManager, loaded: Sequence[str],
+                       wanted: Sequence[str]) -> tuple[list[str], list[str]]:
+    """Make the extra plugins (``plugins.load``) of ``pm`` go from ``loaded`` to ``wanted``, as on
+    a configuration reload: modules newly named are imported and registered (pluggy replays the
+    historic ``ivr_configure`` calls to them), modules no longer named are unregistered. Built-ins
+    and names the environment blocks are left alone; a module that cannot be imported is logged
+    and skipped (named again, it is tried again at the next reload). Returns ``(added, removed)``.
+    """
+    added: list[str] = []
+    removed: list[str] = []
+    for name in loaded:
+        if name not in wanted and name not in BUILTIN_PLUGINS and pm.has_plugin(name):
+            pm.unregister(name=name)
+            removed.append(name)
+    for name in wanted:
+        if pm.has_plugin(name) or pm.is_blocked(name):
+            continue
+        try:
+            module = importlib.import_module(name)
+        except ImportError as exc:
+            log.warning("plugin %s cannot be imported: %s", name, exc)
+            continue
+        pm.register(module, name=name)
+        added.append(name)
+    return added, removed
+
+
 def enable_hook_tracing(pm: pluggy.PluginManager) -> None:
     """Log every hook call through ``pm.hook`` (arguments and result) at DEBUG."""
     pm.trace.root.setwriter(lambda message: log.debug("hook trace: %s", message.rstrip()))

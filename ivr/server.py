@@ -1,11 +1,10 @@
 """``ivr serve``: the engine as a long-running server with limits, signals and observability.
 
-- Limits (checked before any plugin sees an INVITE): allow-list of networks (403), digest auth of
-  INVITEs (401 challenge), per-source rate limit (token bucket; 503), concurrent calls (503 with
-  Retry-After).
+- Limits (checked before any plugin sees an INVITE): :mod:`ivr.admission`.
 - Signals: SIGTERM/SIGINT stop taking calls (503), let live calls go on up to ``drain_timeout``,
   then end them with BYE (recordings finalised, reason ``shutdown``) and exit 0. SIGHUP reloads the
-  configuration and the flows; a broken file is logged and the running configuration kept.
+  configuration, the flows and the extra plugins of ``plugins.load`` (new ones registered, removed
+  ones unregistered); a broken file is logged and the running configuration kept.
 - Observability: one log line per call event on the ``ivr.calls`` logger (text or JSON), a CDR
   file (JSON lines, one per ended call) and a Prometheus endpoint.
 """
@@ -13,135 +12,28 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import json
 import logging
 import signal
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, Callable, TextIO
 
 import pluggy
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
+from ivr.admission import Admission
 from ivr.call import CallContext
 from ivr.config import ConfigError, IvrConfig, load_config
 from ivr.engine import Engine
-from ivr.plugins import make_plugin_manager
+from ivr.plugins import make_plugin_manager, sync_extra_plugins
+
+__all__ = ["Admission", "CallRecorder", "FlowStoreRunner", "IvrServer", "JsonLogFormatter", "configure_logging",
+           "repair_recordings"]
 
 log = logging.getLogger(__name__)
 call_log = logging.getLogger("ivr.calls")
-
-
-# -- limits -------------------------------------------------------------------------------
-
-
-@dataclass
-class _Bucket:
-    tokens: float
-    stamp: float
-
-
-class Admission:
-    """The server's admission policy, run by the engine on each INVITE before any plugin.
-
-    Returns the SIP status to reject with, or ``None`` to go on. ``clock`` is injectable.
-    """
-
-    def __init__(self, engine: Engine, config: IvrConfig, clock: Any = time.monotonic) -> None:
-        self.engine = engine
-        self.config = config
-        self.clock = clock
-        self._buckets: dict[str, _Bucket] = {}
-        self._verifier: Any = None
-        self.configure(config)
-
-    def configure(self, config: IvrConfig) -> None:
-        """Take the limits of a (re)loaded configuration."""
-        self.config = config
-        self._verifier = None
-        auth = config.limits.auth
-        if auth is not None:
-            from simplesip.auth import DigestVerifier
-
-            self._verifier = DigestVerifier(auth.realm, auth.users.get)
-
-    def __call__(self, sip_call: Any, call: CallContext) -> int | None:
-        limits = self.config.limits
-        host = call.source[0] if call.source else None
-        if limits.allow and not _allowed(host, limits.allow):
-            return 403
-        if self._verifier is not None and not self._authorised(sip_call):
-            return 401
-        if host is not None and not self._take_token(host):
-            return 503
-        # calls already admitted, not counting this one (it is in engine.calls already)
-        if len(self.engine.calls) - 1 >= limits.max_calls:
-            return 503
-        return None
-
-    def _take_token(self, host: str) -> bool:
-        rate = self.config.limits.rate
-        now = self.clock()
-        bucket = self._buckets.get(host)
-        if bucket is None:
-            bucket = self._buckets[host] = _Bucket(float(rate.burst), now)
-        bucket.tokens = min(float(rate.burst), bucket.tokens + (now - bucket.stamp) * rate.per_source)
-        bucket.stamp = now
-        if len(self._buckets) > 10000:  # forget idle sources so a scan cannot grow this forever
-            self._buckets = {h: b for h, b in self._buckets.items() if now - b.stamp < 60}
-        if bucket.tokens < 1.0:
-            return False
-        bucket.tokens -= 1.0
-        return True
-
-    def _authorised(self, sip_call: Any) -> bool:
-        """Check the INVITE's Authorization against the configured users (wall clock: the
-        nonces carry their issue time)."""
-        header = _header(sip_call, "Authorization")
-        if not header:
-            return False
-        body = getattr(getattr(sip_call, "request", None), "body", b"") or b""
-        result = self._verifier.verify(header, "INVITE", time.time(), body)
-        if not result.ok:
-            log.info("call %s: INVITE authentication refused (%s)", getattr(sip_call, "id", "?"),
-                     result.reason)
-        return result.ok
-
-    def challenge(self) -> dict[str, str]:
-        """Headers of the 401 that challenges an INVITE."""
-        if self._verifier is None:
-            return {}
-        return {"WWW-Authenticate": self._verifier.challenge(time.time())}
-
-    def reject_headers(self, status: int) -> dict[str, str]:
-        """Extra headers for a rejection by this policy."""
-        if status == 503:
-            return {"Retry-After": str(self.config.limits.retry_after)}
-        if status == 401:
-            return self.challenge()
-        return {}
-
-
-def _allowed(host: str | None, networks: list[Any]) -> bool:
-    import ipaddress
-
-    if host is None:
-        return False
-    try:
-        address = ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return any(address in network for network in networks)
-
-
-def _header(sip_call: Any, name: str) -> str | None:
-    headers = getattr(sip_call, "headers", None) or {}
-    getter = getattr(headers, "get", None)
-    value = getter(name) if getter else None
-    if value is None and isinstance(headers, dict):
-        value = next((v for k, v in headers.items() if k.lower() == name.lower()), None)
-    return value
 
 
 # -- observability ------------------------------------------------------------------------
@@ -254,20 +146,34 @@ class FlowStoreRunner:
     built-in actions plus those plugins register through ``ivr_register_actions``."""
 
     def __init__(self, config: IvrConfig, pm: pluggy.PluginManager) -> None:
-        from ivr.flows import ActionRegistry
-
-        self.actions = ActionRegistry.with_builtins()
-        pm.hook.ivr_register_actions(register=self.actions.register)
+        self.pm = pm
+        self.actions = self._collect_actions()
         self._paths: list[Path] = []
         self.store: Any = None
         self._variables: dict[str, Any] = {}
+        #: What ``hours`` reads: the configuration's ``clock`` when set, else the real time.
+        self.wall_clock: Callable[[], dt.datetime] | None = None
         self.reload(config)
 
+    def _collect_actions(self) -> Any:
+        from ivr.flows import ActionRegistry
+
+        actions = ActionRegistry.with_builtins()
+        self.pm.hook.ivr_register_actions(register=actions.register)
+        return actions
+
+    def refresh_actions(self) -> None:
+        """Collect the plugins' actions again (plugins were added or removed); the flows are
+        re-checked against them at the next :meth:`reload`."""
+        self.actions = self._collect_actions()
+        self.store = None
+
     def reload(self, config: IvrConfig) -> None:
-        """Take the flows and template variables of ``config`` (SIGHUP): the same files are
+        """Take the flows, template variables and clock of ``config`` (SIGHUP): the same files are
         re-checked (an invalid edit keeps the previous version); a new list is loaded afresh."""
         from ivr.flows import FlowStore
 
+        self.wall_clock = config.clock.now if config.clock is not None else None
         paths = [Path(p) for p in config.flows]
         if self.store is not None and paths == self._paths:
             self.store.refresh()
@@ -280,16 +186,18 @@ class FlowStoreRunner:
                            **(config.raw.get("variables") or {})}
 
     def flow_names(self) -> list[str]:
+        """Names of the flows served."""
         return list(self.store.names())
 
     async def run(self, name: str, call: CallContext) -> str:
+        """Run flow ``name`` on ``call`` (the version current now) to its end; its outcome."""
         from ivr.flows import run_flow
 
         try:
             flow = self.store.get(name)
         except KeyError:
             raise LookupError(f"no flow named {name!r} (serving: {', '.join(self.flow_names())})") from None
-        return await run_flow(flow, call, self._variables, self.actions)
+        return await run_flow(flow, call, self._variables, self.actions, wall_clock=self.wall_clock)
 
 
 def _flow_files(paths: list[Path]) -> list[Path]:
@@ -333,7 +241,8 @@ class IvrServer:
         self.config_path = config_path
         self.flow_paths = [Path(p).resolve() for p in flow_paths or []]
         self.config = self._load()
-        self.pm = make_plugin_manager(extra_plugins=self.config.plugins.get("load", []) or [])
+        self.extra_plugins = _plugins_to_load(self.config)
+        self.pm = make_plugin_manager(extra_plugins=self.extra_plugins)
         self.registry = CollectorRegistry()
         self.recorder = CallRecorder(self.config.cdr, self.registry)
         self.engine = Engine(self.config, self.pm, flows=flows or FlowStoreRunner(self.config, self.pm),
@@ -398,5 +307,25 @@ class IvrServer:
             return
         self.config = config
         self.admission.configure(config)
+        self._reload_plugins(_plugins_to_load(config))
         self.engine.reconfigure(config)
         log.info("configuration and flows reloaded: %s", ", ".join(self.engine.flows.flow_names()))
+
+    def _reload_plugins(self, wanted: list[str]) -> None:
+        """Register the ``plugins.load`` modules added since the last load, unregister those
+        removed; a plugin's flow actions come and go with it. Calls in progress keep running
+        (a removed plugin's hooks stop at once, also for them)."""
+        added, removed = sync_extra_plugins(self.pm, self.extra_plugins, wanted)
+        self.extra_plugins = [name for name in wanted if self.pm.has_plugin(name)]
+        if (added or removed) and hasattr(self.engine.flows, "refresh_actions"):
+            self.engine.flows.refresh_actions()
+        for name in added:
+            log.info("plugin %s loaded", name)
+        for name in removed:
+            log.info("plugin %s unloaded", name)
+
+
+def _plugins_to_load(config: IvrConfig) -> list[str]:
+    """``plugins.load``: module names of extra plugins (a single name is accepted too)."""
+    names = config.plugins.get("load") or []
+    return [names] if isinstance(names, str) else [str(name) for name in names]

@@ -18,6 +18,14 @@ recording, e.g. ``"#"``; they come through ``ivr_dtmf``). ``beep`` is *not* play
 plays the beep and starts the recording when the beep's ``PlaybackDone`` arrives, so the beep is
 neither clipped nor recorded.
 
+``trim`` (bool): when the caller ends the message on the line (``silence_timeout`` or a
+``finish_on_key`` key: :data:`TRIM_REASONS`), leading and trailing silence is cut from the file itself,
+keeping :data:`TRIM_MARGIN` seconds of it on each side (a message that is silence throughout
+becomes an empty WAV). Voice is what the vad plugin classifies as voice when it is loaded, else
+frames above ``silence_level_dbfs``; in stereo, the caller's channel decides. The metadata's
+``duration`` and ``sample_count`` describe the trimmed file, and ``trimmed`` says how many seconds
+were cut at the start and at the end.
+
 When a recording ends, whatever ended it (``ivr_stop_recording``, the options above, the call's
 end: ``hangup``, a write error: ``error``), the file is finalised, a metadata file
 ``<name>.json`` is written beside it (call id, from, to, start in ISO 8601, duration, end reason,
@@ -46,6 +54,12 @@ log = logging.getLogger(__name__)
 NAME = "recording"
 HEADER_SYNC_SAMPLES = SAMPLE_RATE  # rewrite the header once a second of audio
 FRAME_SECONDS = 0.02
+#: Silence kept before the first and after the last voiced frame by ``trim``: the soft start and
+#: end of words lie under the voice detector's threshold.
+TRIM_MARGIN = 0.2
+#: End reasons after which ``trim`` applies. A recording ended by a hang-up, max_length or a
+#: shutdown is kept as recorded: it may have been cut mid-word, and nothing tells it was silence.
+TRIM_REASONS = ("silence", "key")
 
 
 class WavWriter:
@@ -146,6 +160,9 @@ class Recording:
     started_at: float | None = None  # media clock of the first frame
     pending_in: np.ndarray | None = field(default=None, repr=False)  # caller frame awaiting ours
     quiet_frames: int = 0
+    trim: bool = False
+    voice_start: int | None = None  # sample frame where the first voiced frame begins
+    voice_end: int | None = None  # sample frame where the last voiced frame ends
 
     @property
     def duration(self) -> float:
@@ -190,6 +207,7 @@ def ivr_start_recording(call: CallContext, path: str, options: dict[str, Any]) -
         finish_keys=str(options.get("finish_on_key") or ""),
         started=started,
         meta=meta,
+        trim=bool(options.get("trim", False)),
     )
     log.info("call %s: recording to %s (%s)", call.id, path, "stereo" if stereo else "mono")
     return True
@@ -201,6 +219,10 @@ def _write(call: CallContext, rec: Recording, samples: np.ndarray, caller: np.nd
         rec.started_at = now - FRAME_SECONDS
     if rec.max_samples is not None:
         samples = samples[: rec.max_samples - rec.writer.frames]
+    if rec.trim and len(samples) and _is_voice(call, caller, now):
+        if rec.voice_start is None:
+            rec.voice_start = rec.writer.frames
+        rec.voice_end = rec.writer.frames + len(samples)
     try:
         rec.writer.write(samples)
     except OSError:
@@ -213,6 +235,49 @@ def _write(call: CallContext, rec: Recording, samples: np.ndarray, caller: np.nd
         _finish(call, "silence")
 
 
+def _is_voice(call: CallContext, caller: np.ndarray, now: float) -> bool:
+    """Whether this tick's caller frame is voice: the vad plugin's verdict when it is loaded, else
+    the frame's level. The vad may run after us in the tick (plugin order), so its verdict on the
+    previous frame counts too: one frame late at worst, well inside ``TRIM_MARGIN``."""
+    vad = call.data.get("vad")
+    if vad is not None:
+        last_voice = vad.get("last_voice")
+        return last_voice is not None and last_voice >= now - FRAME_SECONDS - 1e-6
+    return _level(caller) >= _settings["silence_level_dbfs"]
+
+
+def _level(frame: np.ndarray) -> float:
+    """The frame's power in dBFS."""
+    power = float(np.mean(frame.astype(np.float64) ** 2)) / 32768.0**2
+    return 10 * np.log10(power) if power > 0 else -200.0
+
+
+def _trim_file(rec: Recording) -> tuple[float, float]:
+    """Cut the silence before the first and after the last voiced frame, but
+    :data:`TRIM_MARGIN`, from the finished file; return the seconds cut at (start, end)."""
+    total = rec.writer.frames
+    margin = int(TRIM_MARGIN * SAMPLE_RATE)
+    if rec.voice_start is None or rec.voice_end is None:
+        keep_from, keep_to = 0, 0  # silence throughout: nothing is message
+    else:
+        keep_from, keep_to = max(0, rec.voice_start - margin), min(total, rec.voice_end + margin)
+    if (keep_from, keep_to) == (0, total):
+        return 0.0, 0.0
+    path = Path(rec.path)
+    channels = 2 if rec.stereo else 1
+    with open(path, "rb") as source:
+        info = read_wav_info(source.read(4096))
+        source.seek(info.data_offset + keep_from * channels * 2)
+        kept = np.frombuffer(source.read((keep_to - keep_from) * channels * 2), dtype="<i2")
+    partial = path.with_name(f".{path.name}.trim")
+    writer = WavWriter(partial, channels)
+    writer.write(kept.reshape(-1, channels) if channels > 1 else kept)
+    writer.close()
+    os.replace(partial, path)  # the untrimmed file stays whole until the trimmed one is
+    rec.writer.frames = writer.frames
+    return keep_from / SAMPLE_RATE, (total - keep_to) / SAMPLE_RATE
+
+
 def _silent_for(call: CallContext, rec: Recording, caller: np.ndarray, now: float) -> float:
     """How long the caller has been quiet, by the vad plugin's state when present."""
     vad = call.data.get("vad")
@@ -222,8 +287,7 @@ def _silent_for(call: CallContext, rec: Recording, caller: np.ndarray, now: floa
         last = vad.get("last_voice")
         assert rec.started_at is not None
         return now - max(last if last is not None else rec.started_at, rec.started_at)
-    level = float(np.mean(caller.astype(np.float64) ** 2))
-    quiet = level < (32768.0**2) * 10 ** (_settings["silence_level_dbfs"] / 10)
+    quiet = _level(caller) < _settings["silence_level_dbfs"]
     rec.quiet_frames = rec.quiet_frames + 1 if quiet else 0
     return rec.quiet_frames * FRAME_SECONDS
 
@@ -268,6 +332,12 @@ def _finish(call: CallContext, reason: str) -> None:
     except OSError:
         log.exception("call %s: closing %s failed", call.id, rec.path)
         reason = "error"
+    if rec.trim and reason in TRIM_REASONS:
+        try:
+            cut_start, cut_end = _trim_file(rec)
+            rec.meta["trimmed"] = {"start": round(cut_start, 3), "end": round(cut_end, 3)}
+        except (OSError, ValueError):
+            log.exception("call %s: trimming %s failed; kept as recorded", call.id, rec.path)
     rec.meta.update(duration=round(rec.duration, 3), end_reason=reason, sample_count=rec.writer.frames)
     try:
         _write_json(Path(rec.path).with_suffix(".json"), rec.meta)

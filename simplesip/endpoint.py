@@ -418,14 +418,14 @@ class Endpoint:
 
     # --- media -----------------------------------------------------------------------------------
 
-    def _on_media_tick(self, now: float, tick: int) -> None:
+    def _on_media_tick(self, now: float, tick: int, send: bool = True) -> None:
         calls = self._media_calls
         if not calls:
             return
         for call in calls:
             if call.state is CallState.CONNECTED and call.rtp is not None and call.rtp.packets_in:
                 call.state = CallState.STREAMING
-        run_tick(calls, self.on_tick, now)
+        run_tick(calls, self.on_tick, now, send)  # send=False: a catch-up tick after a stall
         if tick % 25 == 0:  # RTCP is due every ~5 s; checking twice a second is plenty
             send_rtcp_reports(calls, now)
 

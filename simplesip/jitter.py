@@ -8,14 +8,21 @@ covered. It assumes one byte per sample, which holds for G.711 (PCMU/PCMA).
 Playout: after ``target_ms`` of audio has arrived the buffer starts handing out one frame per
 :meth:`JitterBuffer.pop`. A hole with newer audio behind it is a lost frame (None). If the buffer
 runs dry it re-buffers instead of running ahead of the sender, which absorbs a slower sender
-clock, silence suppression gaps and timestamp jumps. If it holds more than
-``target_ms + max_extra_ms`` (a faster sender clock) it drops the oldest frames.
+clock, silence suppression gaps and timestamp jumps.
+
+A buffer deeper than ``target_ms + max_extra_ms`` has one of two causes, and they are treated
+apart. A consumer that stalled (the event loop was blocked) owes the frames it did not pull: it
+catches up with ``pop(catch_up=True)``, which never drops anything. A sender whose clock runs
+faster than ours (or a burst after a network hiccup) leaves a standing excess: that is trimmed
+one frame at a time, a quiet frame as soon as one comes up, a speech frame only after
+``drift_patience`` pops without a quiet one, so the listener hears at most an isolated 20 ms
+skip instead of a 100 ms cut. Only a buffer four times too deep (a consumer so overloaded that
+it sheds ticks) is cut back at once.
 """
 
 from __future__ import annotations
 
 import logging
-from collections import deque
 from typing import Any, Final
 
 import numpy as np
@@ -29,6 +36,23 @@ logger = logging.getLogger(__name__)
 FRAME_SAMPLES: Final = 160  # 20 ms at 8 kHz
 MAX_DROPOUT: Final = 3000  # RFC 3550 A.1: a forward sequence jump beyond this is a restart
 MAX_MISORDER: Final = 100
+#: Duplicates are recognised among the last this many sequence numbers (older ones are strays
+#: refused by the MAX_MISORDER rule before the duplicate check is reached).
+_SEEN_WINDOW: Final = 128
+_SEEN_MASK: Final = (1 << _SEEN_WINDOW) - 1
+#: A frame whose every sample is within this of zero (about -48 dBFS) counts as quiet: dropping
+#: it to correct clock drift is inaudible.
+QUIET_LEVEL: Final = 128
+
+
+def _codes_where(codec: str, keep: Any) -> bytes:
+    codes = np.arange(256, dtype=np.uint8)
+    return bytes(codes[keep(g711.decode(codes, codec).astype(np.int32))].tolist())
+
+
+#: Per codec, the codes of quiet samples: ``frame.translate(None, quiet)`` is empty for a quiet frame.
+_QUIET_CODES: Final = {codec: _codes_where(codec, lambda pcm: np.abs(pcm) <= QUIET_LEVEL)
+                       for codec in ("PCMU", "PCMA")}
 
 
 class SequenceUnwrapper:
@@ -40,19 +64,24 @@ class SequenceUnwrapper:
 
     def __init__(self, bits: int) -> None:
         self._modulus = 1 << bits
+        self._half = self._modulus >> 1
         self._last: int | None = None
 
     def peek(self, value: int) -> int:
         """The extension of ``value`` without accepting it as the new reference."""
-        if self._last is None:
+        last = self._last
+        if last is None:
             return value
-        half = self._modulus // 2
-        return self._last + (value - self._last + half) % self._modulus - half
+        return last + (value - last + self._half) % self._modulus - self._half
 
     def extend(self, value: int) -> int:
         """The extension of ``value``; it becomes the reference if it is the newest so far."""
-        extended = self.peek(value)
-        if self._last is None or extended > self._last:
+        last = self._last
+        if last is None:
+            self._last = value
+            return value
+        extended = last + (value - last + self._half) % self._modulus - self._half
+        if extended > last:
             self._last = extended
         return extended
 
@@ -82,9 +111,9 @@ class ReceiveStats:
         self._last_transit: float | None = None
 
     def _restart_run(self) -> None:
-        self._sequence = SequenceUnwrapper(16)
-        self._seen: set[int] = set()
-        self._seen_order: deque[int] = deque()
+        # Bit i set: extended sequence number highest_sequence - i was received. An int bitmask
+        # rather than a set, so the per-packet duplicate check allocates nothing.
+        self._seen_bits = 0
         self._bad_sequence: int | None = None
         self.base_sequence: int | None = None
         self.highest_sequence: int | None = None  # extended
@@ -99,9 +128,14 @@ class ReceiveStats:
         ``arrival`` is in seconds. ``timing=False`` leaves the jitter alone: telephone-event
         packets repeat their start timestamp, which says nothing about network delay.
         """
-        extended = self._sequence.peek(sequence)
-        if self.highest_sequence is not None:
-            delta = extended - self.highest_sequence
+        highest = self.highest_sequence
+        if highest is None:
+            extended = sequence
+            self.base_sequence = self.highest_sequence = extended
+            self._seen_bits = 1
+        else:
+            # The extension nearest the highest so far (16-bit wrap-around).
+            delta = ((sequence - highest + 0x8000) & 0xFFFF) - 0x8000
             if delta > MAX_DROPOUT or delta < -MAX_MISORDER:
                 # RFC 3550 A.1: a huge jump is believed only when the next packet follows it;
                 # then the sender restarted its numbering and a new accounting run begins.
@@ -111,33 +145,28 @@ class ReceiveStats:
                     return None
                 logger.debug("sequence restart at %d: restarting receive statistics", sequence)
                 self._restart_run()
-                extended = self._sequence.peek(sequence)
-        self._sequence.extend(sequence)
-        if extended in self._seen:
-            self.duplicates += 1
-            return None
-        self._remember(extended)
-        if self.base_sequence is None or self.highest_sequence is None:
-            self.base_sequence = self.highest_sequence = extended
-        else:
-            self.base_sequence = min(self.base_sequence, extended)
-            self.highest_sequence = max(self.highest_sequence, extended)
+                return self.record(sequence, timestamp, arrival, timing)
+            extended = highest + delta
+            if delta > 0:
+                self._seen_bits = ((self._seen_bits << delta) | 1) & _SEEN_MASK
+                self.highest_sequence = extended
+            else:
+                bit = 1 << -delta
+                if self._seen_bits & bit:
+                    self.duplicates += 1
+                    return None
+                self._seen_bits |= bit
+                if extended < self.base_sequence:  # type: ignore[operator]
+                    self.base_sequence = extended
         self.received += 1
         if timing:
             transit = arrival * self.clock_rate - timestamp
             if self._last_transit is not None:
                 # Differences of 32-bit timestamps: fold the wrap into the signed range.
-                delta = transit - self._last_transit
-                delta = (delta + 2**31) % 2**32 - 2**31
-                self.jitter += (abs(delta) - self.jitter) / 16
+                delta_transit = (transit - self._last_transit + 2**31) % 2**32 - 2**31
+                self.jitter += (abs(delta_transit) - self.jitter) / 16
             self._last_transit = transit
         return extended
-
-    def _remember(self, extended: int) -> None:
-        self._seen.add(extended)
-        self._seen_order.append(extended)
-        if len(self._seen_order) > 2 * MAX_MISORDER:
-            self._seen.discard(self._seen_order.popleft())
 
     @property
     def expected(self) -> int:
@@ -186,7 +215,11 @@ class JitterBuffer:
     """Reorders G.711 payloads into 20 ms frames; see the module docstring for the playout rules.
 
     ``fill_byte`` is the codec's silence code, used for the unfilled part of a partly received
-    frame. A timestamp more than ``max_jump_ms`` away from the playout point resets the timeline.
+    frame; ``codec`` (default: the law whose silence ``fill_byte`` is) tells quiet frames apart for
+    drift correction. A timestamp more than ``max_jump_ms`` away from the playout point resets the
+    timeline. ``drift_patience`` is how many pops a buffer may stay too deep without a quiet frame
+    coming up before a speech frame is dropped; past twice the maximum depth one frame is dropped
+    every pop whatever it holds.
     """
 
     def __init__(
@@ -196,22 +229,44 @@ class JitterBuffer:
         fill_byte: int = g711.ULAW_SILENCE,
         clock_rate: int = 8000,
         max_jump_ms: int = 2000,
+        *,
+        codec: str | None = None,
+        drift_patience: int = 10,
     ) -> None:
         self.target_frames = max(1, target_ms // 20)
         self.max_frames = self.target_frames + max(1, max_extra_ms // 20)
         self.max_jump_frames = max_jump_ms // 20
+        self.drift_patience = drift_patience
         self.fill_byte = fill_byte
+        self.codec = g711.normalize_codec(codec) if codec else (
+            "PCMA" if fill_byte == g711.ALAW_SILENCE else "PCMU")
         self.stats = ReceiveStats(clock_rate)
+        #: Frames dropped to bring a too deep buffer back (a fast sender clock); never while catching up.
+        self.drift_dropped = 0
         self._timestamps = SequenceUnwrapper(32)
         self.reset()
 
+    @property
+    def codec(self) -> str:
+        """The law of the buffered codes (PCMU or PCMA)."""
+        return self._codec
+
+    @codec.setter
+    def codec(self, codec: str) -> None:
+        self._codec = g711.normalize_codec(codec)
+        self._quiet_codes = _QUIET_CODES[self._codec]
+
     def reset(self) -> None:
         """Drop everything, statistics included (new SSRC)."""
-        self._frames: dict[int, bytearray] = {}  # frame index -> 160 codec bytes
+        # frame index -> 160 codec bytes: the payload itself when one packet filled the frame
+        # (the common case: nothing copied), a bytearray when packets were assembled into it.
+        self._frames: dict[int, bytes | bytearray] = {}
+        self._newest = -1  # highest frame index stored (meaningful while _frames is not empty)
         self._base_timestamp: int | None = None
         self._next_frame = 0  # index of the frame pop() hands out next
         self._playing = False
         self._started_once = False
+        self._over_depth_pops = 0
         self._timestamps.reset()
         self.stats.reset()
 
@@ -232,61 +287,116 @@ class JitterBuffer:
         ext_ts = self._timestamps.extend(timestamp)
         if self._base_timestamp is None:
             self._rebase(ext_ts, self._next_frame)
-        assert self._base_timestamp is not None
-        start = ext_ts - self._base_timestamp
-        first, last = start // FRAME_SAMPLES, (start + len(payload) - 1) // FRAME_SAMPLES
+        start = ext_ts - self._base_timestamp  # type: ignore[operator]
+        size = len(payload)
+        first = start // FRAME_SAMPLES
         if abs(first - self._next_frame) > self.max_jump_frames:
             # The sender's timestamps leapt: splice the new timeline right after what is buffered.
             logger.debug("timestamp jump of %d frames: new timeline", first - self._next_frame)
-            self._rebase(ext_ts, max(self._frames, default=self._next_frame - 1) + 1)
-            start = ext_ts - self._base_timestamp
-            first, last = start // FRAME_SAMPLES, (start + len(payload) - 1) // FRAME_SAMPLES
+            self._rebase(ext_ts, (self._newest if self._frames else self._next_frame - 1) + 1)
+            start = ext_ts - self._base_timestamp  # type: ignore[operator]
+            first = start // FRAME_SAMPLES
+        last = (start + size - 1) // FRAME_SAMPLES
         # Before playout ever started, an early packet arriving late still has a place.
         lowest = self._next_frame if self._started_once else first
         if last < lowest:
             self.stats.late += 1
             return False
+        frames = self._frames
+        if last > self._newest or not frames:
+            self._newest = last if not frames else max(last, self._newest)
+        if size == FRAME_SAMPLES and start == first * FRAME_SAMPLES and first not in frames:
+            frames[first] = payload  # one packet, one whole frame: keep it as it is
+            return True
         for index in range(max(first, lowest), last + 1):
-            frame = self._frames.get(index)
+            frame = frames.get(index)
             if frame is None:
-                frame = self._frames[index] = bytearray([self.fill_byte]) * FRAME_SAMPLES
+                frame = frames[index] = bytearray([self.fill_byte]) * FRAME_SAMPLES
+            elif not isinstance(frame, bytearray):
+                frame = frames[index] = bytearray(frame)
             frame_start = index * FRAME_SAMPLES
             lo = max(start, frame_start)
-            hi = min(start + len(payload), frame_start + FRAME_SAMPLES)
+            hi = min(start + size, frame_start + FRAME_SAMPLES)
             frame[lo - frame_start : hi - frame_start] = payload[lo - start : hi - start]
         return True
 
-    def pop(self) -> bytes | None:
-        """The next 20 ms frame, or None (not started yet, re-buffering, or a lost frame)."""
+    def pop(self, catch_up: bool = False) -> bytes | None:
+        """The next 20 ms frame, or None (not started yet, re-buffering, or a lost frame).
+
+        ``catch_up=True`` says the consumer is pulling frames it owes from a stall: the depth is
+        its own backlog, so no frame is dropped for being too deep.
+        """
+        frames = self._frames
         if not self._playing:
-            if not self._frames or self._depth() < self.target_frames:
+            if not frames or self._depth() < self.target_frames:
                 return None
             self._playing = self._started_once = True
-            self._next_frame = min(self._frames)
-        if not self._frames:
+            self._next_frame = min(frames)
+        if not frames:
             # Ran dry: wait for target_ms again rather than skipping ahead of the sender.
             self._playing = False
             return None
-        if self._depth() > self.max_frames:
-            # The sender's clock runs faster than ours: cut back to the target in one step.
-            overflow = self._depth() - self.target_frames
-            logger.debug("jitter buffer over depth: dropping %d frames", overflow)
-            for index in range(self._next_frame, self._next_frame + overflow):
-                self._frames.pop(index, None)
-            self._next_frame += overflow
-        frame = self._frames.pop(self._next_frame, None)
+        if not catch_up and self._newest - self._next_frame >= self.max_frames:
+            self._trim_one_frame()
+            if not frames:
+                self._playing = False
+                return None
+        frame = frames.pop(self._next_frame, None)
         self._next_frame += 1
-        return bytes(frame) if frame is not None else None
+        if frame is None:
+            return None
+        return frame if type(frame) is bytes else bytes(frame)
+
+    def _trim_one_frame(self) -> None:
+        """Too deep while the consumer keeps time: the sender is ahead. Drop the next frame if
+        it is quiet (or missing), else wait ``drift_patience`` pops for a quiet one; past twice
+        the maximum depth drop one every pop. Past four times the maximum only an overloaded
+        consumer (one that sheds ticks) can have let it grow: cut back to the maximum at once,
+        or the delay would grow without bound."""
+        depth = self._depth()
+        if depth > 4 * self.max_frames:
+            excess = depth - self.max_frames
+            logger.debug("jitter buffer %d ms deep: consumer overloaded, dropping %d frames",
+                         depth * 20, excess)
+            for index in range(self._next_frame, self._next_frame + excess):
+                self._frames.pop(index, None)
+            self._next_frame += excess
+            self.drift_dropped += excess
+            return
+        self._over_depth_pops += 1
+        upcoming = self._frames.get(self._next_frame)
+        quiet = upcoming is None or not upcoming.translate(None, self._quiet_codes)
+        if not (quiet or self._over_depth_pops >= self.drift_patience or depth > 2 * self.max_frames):
+            return
+        logger.debug("jitter buffer %d ms deep: dropping one %s frame", depth * 20,
+                     "quiet" if quiet else "speech")
+        self._frames.pop(self._next_frame, None)
+        self._next_frame += 1
+        self._over_depth_pops = 0
+        self.drift_dropped += 1
 
     def _depth(self) -> int:
         if not self._frames:
             return 0
         oldest = self._next_frame if self._playing else min(self._frames)
-        return max(self._frames) - oldest + 1
+        return self._newest - oldest + 1
 
     def _rebase(self, ext_ts: int, frame_index: int) -> None:
         """Map timestamp ``ext_ts`` to the start of frame ``frame_index``."""
         self._base_timestamp = ext_ts - frame_index * FRAME_SAMPLES
+
+
+def _attenuation_tables(codec: str, steps: int) -> list[bytes]:
+    """``tables[n]`` maps a code to the code of its sample shifted right by ``n`` (6 dB each)."""
+    codes = np.arange(256, dtype=np.uint8)
+    pcm = g711.decode(codes, codec).astype(np.int32)
+    return [g711.encode(pcm >> n, codec).tobytes() for n in range(steps + 1)]
+
+
+_CONCEAL_STEPS: Final = 8
+#: Concealment is one ``bytes.translate`` per lost frame: the same result as decoding, shifting
+#: and re-encoding, at a fraction of the cost.
+_ATTENUATE: Final = {codec: _attenuation_tables(codec, _CONCEAL_STEPS) for codec in ("PCMU", "PCMA")}
 
 
 def conceal(last_frame: bytes | None, codec: str, lost_in_a_row: int, max_repeats: int = 3) -> bytes:
@@ -296,8 +406,8 @@ def conceal(last_frame: bytes | None, codec: str, lost_in_a_row: int, max_repeat
     time, which hides a single loss well; after that the frame is silence, since repeating a
     longer stretch turns into an audible buzz.
     """
-    silence = bytes([g711.silence_byte(codec)]) * FRAME_SAMPLES
-    if last_frame is None or lost_in_a_row > max_repeats or len(last_frame) != FRAME_SAMPLES:
-        return silence
-    pcm = g711.decode(np.frombuffer(last_frame, dtype=np.uint8), codec).astype(np.int32)
-    return g711.encode(pcm >> lost_in_a_row, codec).tobytes()
+    law = g711.normalize_codec(codec)
+    if (last_frame is None or lost_in_a_row > max_repeats or lost_in_a_row > _CONCEAL_STEPS
+            or len(last_frame) != FRAME_SAMPLES):
+        return bytes([g711.silence_byte(law)]) * FRAME_SAMPLES
+    return bytes(last_frame).translate(_ATTENUATE[law][lost_in_a_row])

@@ -2,8 +2,11 @@
 
 One :class:`MediaClock` per Endpoint drives every call. Tick ``k`` is scheduled at ``t0 + k*20 ms``
 (absolute times, so scheduling error never accumulates). When the loop was blocked and several
-ticks are overdue, at most ``max_burst`` of them run back to back and the rest are dropped: sending
-a second of backlog in one burst would overflow every peer's jitter buffer.
+ticks are overdue, every one of them still runs, in order, because each owes the consumer one
+received frame per call (a recording must hold every sample that arrived). Only their outbound
+side is limited: the last ``max_burst`` overdue ticks send, the older ones skip their packet and
+move the RTP timestamp on, so the peer sees a gap rather than a burst that would overflow its
+jitter buffer.
 
 Each tick (:func:`run_tick`) pulls one frame per live call, decodes all calls at once with numpy
 (``(N, 160)`` codes -> ``(N, 160)`` int16), lets the consumer produce ``(N, 160)`` outbound audio,
@@ -16,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import socket
 from typing import TYPE_CHECKING, Callable, Protocol, Sequence
 
 import numpy as np
@@ -37,16 +41,44 @@ FRAME_INTERVAL = 0.020
 _FRAME_BYTES = FRAME_SAMPLES * 2
 
 
-class MediaClock:
-    """Calls ``on_tick(now, tick_number)`` every ``interval`` seconds without drift."""
+#: How far behind the clock still runs every missed tick. Past this (2 s) the oldest are dropped:
+#: a longer catch-up would itself block the loop (SIP timers, other sockets) for too long.
+MAX_CATCH_UP_TICKS = 100
+#: Largest datagram read when draining a socket ourselves (G.711 at 40 ms is 332 bytes).
+_MAX_DATAGRAM = 4096
 
-    def __init__(self, on_tick: Callable[[float, int], None], interval: float = FRAME_INTERVAL,
-                 max_burst: int = 2):
+TickCallback = Callable[[float, int, bool], None]
+
+
+class MediaClock:
+    """Calls ``on_tick(now, tick_number, send)`` every ``interval`` seconds without drift.
+
+    ``send`` is False for an overdue tick older than the last ``max_burst`` (see the module
+    docstring): the consumer processes its inbound side and skips its packet.
+
+    A stall and overload look alike to one firing (ticks overdue) but call for opposite answers.
+    After a stall every missed tick runs (up to ``max_catch_up``): if ticks cost less than real
+    time the backlog shrinks firing after firing until the clock is on time again. If a firing
+    finds a backlog no smaller than the previous firing's, the ticks cost more than real time and
+    catching up would only grow the delay: the clock then sheds load, running at most
+    ``max_burst`` ticks per firing and dropping older ones (``dropped_ticks``; the jitter buffers
+    trim what piles up), until a firing finds it on time.
+    """
+
+    def __init__(self, on_tick: TickCallback, interval: float = FRAME_INTERVAL, max_burst: int = 2,
+                 max_catch_up: int = MAX_CATCH_UP_TICKS):
         self.on_tick = on_tick
         self.interval = interval
         self.max_burst = max_burst
+        self.max_catch_up = max(max_catch_up, max_burst)
         self.tick_number = 0
+        #: Ticks run with ``send=False`` after a stall (inbound processed, packet skipped).
+        self.catch_up_ticks = 0
+        #: Ticks not run at all (overload, or more than ``max_catch_up`` behind).
         self.dropped_ticks = 0
+        self._last_backlog = 0  # ticks overdue at the previous firing
+        #: True while the clock sheds load (see the class docstring).
+        self.overloaded = False
         self._t0 = 0.0
         self._handle: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -62,6 +94,8 @@ class MediaClock:
         self._loop = asyncio.get_running_loop()
         self._t0 = self._loop.time()
         self.tick_number = 0
+        self._last_backlog = 0
+        self.overloaded = False
         self._schedule()
 
     def stop(self) -> None:
@@ -76,16 +110,30 @@ class MediaClock:
     def _fire(self) -> None:
         assert self._loop is not None
         now = self._loop.time()
-        due = int((now - self._t0) / self.interval)  # number of the latest tick that is due
+        # The latest tick that is due; the epsilon keeps a timer that fired a hair early (asyncio
+        # allows for its clock resolution) from being taken for "nothing due yet".
+        due = int((now - self._t0) / self.interval + 1e-6)
         behind = due - self.tick_number
-        if behind > self.max_burst:
-            # Far behind (loop blocked): forget the oldest ticks rather than burst them out.
-            self.dropped_ticks += behind - self.max_burst
-            self.tick_number = due - self.max_burst
+        if behind <= self.max_burst:
+            if self.overloaded:
+                log.info("media clock on time again: %d ticks dropped so far", self.dropped_ticks)
+            self.overloaded = False
+        elif self._last_backlog > self.max_burst and behind >= self._last_backlog and not self.overloaded:
+            log.warning("media clock backlog not shrinking (%d ticks): overloaded, dropping ticks", behind)
+            self.overloaded = True
+        self._last_backlog = behind
+        limit = self.max_burst if self.overloaded else self.max_catch_up
+        if behind > limit:
+            self.dropped_ticks += behind - limit
+            self.tick_number = due - limit
+        first_to_send = due - self.max_burst + 1
         while self.tick_number < due:
             self.tick_number += 1
+            send = self.tick_number >= first_to_send
+            if not send:
+                self.catch_up_ticks += 1
             try:
-                self.on_tick(now, self.tick_number)
+                self.on_tick(now, self.tick_number, send)
             except Exception:  # the clock must keep running for every other call
                 log.exception("media tick %d failed", self.tick_number)
         if self._handle is not None:
@@ -94,13 +142,19 @@ class MediaClock:
 
 class RtpSocket(asyncio.DatagramProtocol):
     """One call's RTP socket (and its RTCP companion on port + 1): datagrams go to the call's
-    RtpSession with their arrival time; the session tells RTP from RTCP itself."""
+    RtpSession with their arrival time; the session tells RTP from RTCP itself.
+
+    :meth:`drain` reads what is waiting without going through the loop, which the clock needs
+    after a stall.
+    """
 
     def __init__(self, loop: asyncio.AbstractEventLoop):
         self.session: RtpSession | None = None  # set once the media is negotiated
         self._time = loop.time
         self.transport: asyncio.DatagramTransport | None = None
         self.rtcp_transport: asyncio.DatagramTransport | None = None
+        self._rtp_sock: socket.socket | None = None
+        self._rtcp_sock: socket.socket | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # The RTCP socket shares this protocol and connects second: RTP must keep going out of the
@@ -119,7 +173,29 @@ class RtpSocket(asyncio.DatagramProtocol):
     def error_received(self, exc: Exception) -> None:
         log.debug("RTP socket error: %s", exc)
 
+    def drain(self) -> int:
+        """Hand every datagram now waiting on the RTP and RTCP sockets to the session; returns
+        how many. asyncio reads one datagram per socket per loop pass, so after a stall most of
+        what arrived is still in the kernel when the clock starts catching up."""
+        if self.session is None or self.transport is None or self.transport.is_closing():
+            return 0
+        count = 0
+        for sock in (self._rtp_sock, self._rtcp_sock):
+            while sock is not None:
+                try:
+                    data, addr = sock.recvfrom(_MAX_DATAGRAM)
+                except (BlockingIOError, InterruptedError):
+                    break
+                except OSError as exc:  # e.g. an ICMP error queued on the socket
+                    self.error_received(exc)
+                    break
+                count += 1
+                self.datagram_received(data, addr)
+        return count
+
     def sendto(self, data: bytes, addr: tuple[str, int]) -> None:
+        # Measured (bench/media_bench.py --send-packets): the socket's own sendto saves only
+        # 2-4 % over the transport's, whose bookkeeping is small next to the system call.
         if self.transport is not None and not self.transport.is_closing():
             self.transport.sendto(data, addr)
 
@@ -131,6 +207,18 @@ class RtpSocket(asyncio.DatagramProtocol):
         for transport in (self.transport, self.rtcp_transport):
             if transport is not None:
                 transport.close()
+
+
+def _bound_socket(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    try:
+        sock.setblocking(False)
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
+    return sock
 
 
 async def open_rtp_socket(host: str, port_range: tuple[int, int]) -> tuple[RtpSocket, int]:
@@ -146,17 +234,20 @@ async def open_rtp_socket(host: str, port_range: tuple[int, int]) -> tuple[RtpSo
     first = random.randrange(count)
     for i in range(count):
         port = low + 2 * ((first + i) % count)
+        try:
+            rtp_sock = _bound_socket(host, port)
+        except OSError:
+            continue
+        try:
+            rtcp_sock = _bound_socket(host, port + 1)
+        except OSError:
+            rtp_sock.close()
+            continue
         protocol = RtpSocket(loop)
-        try:
-            await loop.create_datagram_endpoint(lambda p=protocol: p, local_addr=(host, port))
-        except OSError:
-            continue
-        try:
-            rtcp, _ = await loop.create_datagram_endpoint(lambda p=protocol: p, local_addr=(host, port + 1))
-        except OSError:
-            protocol.close()
-            continue
+        await loop.create_datagram_endpoint(lambda p=protocol: p, sock=rtp_sock)
+        rtcp, _ = await loop.create_datagram_endpoint(lambda p=protocol: p, sock=rtcp_sock)
         protocol.rtcp_transport = rtcp  # type: ignore[assignment]
+        protocol._rtp_sock, protocol._rtcp_sock = rtp_sock, rtcp_sock
         return protocol, port
     raise OSError(f"no free RTP/RTCP port pair in {port_range[0]}-{port_range[1]}")
 
@@ -165,6 +256,7 @@ class MediaLeg(Protocol):
     """What :func:`run_tick` needs from a call (``simplesip.endpoint.Call`` provides it)."""
 
     rtp: "RtpSession"
+    rtp_socket: RtpSocket | None
     on_hold: bool
 
     def _media_send(self, packet: bytes) -> None: ...
@@ -176,22 +268,33 @@ class MediaLeg(Protocol):
 OnTick = Callable[[list, np.ndarray], "np.ndarray | None"]
 
 
-def run_tick(calls: Sequence[MediaLeg], on_tick: OnTick | None, now: float) -> None:
+def run_tick(calls: Sequence[MediaLeg], on_tick: OnTick | None, now: float, send: bool = True) -> None:
     """One 20 ms media step for every call in ``calls`` (see the module docstring).
 
     With ``on_tick`` the consumer gets the whole inbound batch and returns the outbound one;
     without it each call's ``on_audio`` gets its frame and its send queue gives the next frame.
+
+    ``send=False`` is a tick the clock runs late to catch up after a stall: the inbound side is
+    processed in full (sockets drained first, nothing dropped from the jitter buffers), the
+    consumer runs as usual, and no packet is sent: each call's RTP timestamp moves on instead,
+    and the plain path leaves its send queue alone so that no queued audio is lost.
     """
     n = len(calls)
     if n == 0:
         return
+    catch_up = not send
+    if catch_up:
+        for call in calls:
+            sock = call.rtp_socket
+            if sock is not None:
+                sock.drain()
     # One bytes join and one frombuffer for the whole batch: per-row numpy assignment costs
     # about a microsecond per call, which adds up at hundreds of calls every 20 ms.
     frames = []
     alaw_flags = []
     for call in calls:
         rtp = call.rtp
-        frames.append(rtp.pull_frame())
+        frames.append(rtp.pull_frame(catch_up))
         alaw_flags.append(rtp.codec == "PCMA")
         digits = rtp.pop_dtmf(now)
         if digits:
@@ -200,25 +303,35 @@ def run_tick(calls: Sequence[MediaLeg], on_tick: OnTick | None, now: float) -> N
     is_alaw = np.array(alaw_flags, dtype=bool)
     inbound = _decode_rows(codes, is_alaw)
 
+    outbound: np.ndarray | None
     if on_tick is not None:
         outbound = on_tick(list(calls), inbound)
     else:
-        outbound = np.zeros((n, FRAME_SAMPLES), dtype=np.int16)
+        outbound = np.zeros((n, FRAME_SAMPLES), dtype=np.int16) if send else None
         for i, call in enumerate(calls):
             call._media_deliver(inbound[i])
-            pcm = call._media_take_outbound()
-            if pcm is not None:
-                outbound[i] = np.frombuffer(pcm, dtype="<i2", count=FRAME_SAMPLES)
+            if outbound is not None:
+                pcm = call._media_take_outbound()
+                if pcm is not None:
+                    outbound[i] = np.frombuffer(pcm, dtype="<i2", count=FRAME_SAMPLES)
+
+    if catch_up:
+        for call in calls:
+            if call.on_hold:
+                call.rtp.skip_frame()
+            else:
+                call.rtp.skip_tick()
+        return
     if outbound is None:
         outbound = np.zeros((n, FRAME_SAMPLES), dtype=np.int16)
-
     out = _encode_rows(outbound, is_alaw).tobytes()
-    for i, call in enumerate(calls):
+    offset = 0
+    for call in calls:
         if call.on_hold:
             call.rtp.skip_frame()  # keep the RTP timestamp moving so resuming is seamless
-            continue
-        offset = i * FRAME_SAMPLES
-        call._media_send(call.rtp.build_packet(out[offset:offset + FRAME_SAMPLES]))
+        else:
+            call._media_send(call.rtp.build_packet(out[offset:offset + FRAME_SAMPLES]))
+        offset += FRAME_SAMPLES
 
 
 def _decode_rows(codes: np.ndarray, is_alaw: np.ndarray) -> np.ndarray:

@@ -29,6 +29,7 @@ from __future__ import annotations
 import logging
 import random
 import secrets
+import struct
 from typing import Any, Final
 
 from . import g711
@@ -54,6 +55,12 @@ logger = logging.getLogger(__name__)
 STATIC_G711: Final = {0: "PCMU", 8: "PCMA"}
 RTCP_INTERVAL: Final = 5.0
 _UNCHANGED: Final = object()
+#: The fixed RTP header (RFC 3550 §5.1) of the packets we send: V=2 and no CSRC, extension or
+#: padding, so one precompiled pack replaces building an RtpPacket per packet.
+_OUR_HEADER: Final = struct.Struct("!BBHII")
+_RTP_V2_PLAIN: Final = 0x80  # first header byte: version 2, no padding, no extension, no CSRC
+#: The second to last words of a received fixed header: M/PT, sequence, timestamp, SSRC.
+_PEER_HEADER: Final = struct.Struct("!xBHII")
 
 
 class RtpSession:
@@ -78,10 +85,11 @@ class RtpSession:
         cname: str | None = None,
         rng: random.Random | None = None,
     ) -> None:
-        self.payload_type = payload_type
-        self.codec = g711.normalize_codec(codec)
+        self._payload_type = payload_type
+        self._codec = g711.normalize_codec(codec)
+        self._dtmf_payload_type = dtmf_payload_type
+        self._refresh_fast_path()
         self.remote_addr = remote_addr
-        self.dtmf_payload_type = dtmf_payload_type
         self.ptime = ptime
         self.clock_rate = clock_rate
         self.relatch_after = relatch_after
@@ -94,7 +102,7 @@ class RtpSession:
         self._rng = rng or random.Random(secrets.randbits(64))
 
         self._jitter = JitterBuffer(target_ms=jitter_target_ms, fill_byte=g711.silence_byte(self.codec),
-                                    clock_rate=clock_rate)
+                                    clock_rate=clock_rate, codec=self.codec)
         self._dtmf_in = DtmfReceiver(clock_rate=clock_rate)
         self._dtmf_out = DtmfSender(clock_rate=clock_rate, ptime_ms=20)
         self._digits: list[DtmfDigit] = []
@@ -112,14 +120,67 @@ class RtpSession:
         self.rejected = 0
         self.malformed = 0
         self.concealed = 0
+        self.ticks_skipped = 0
         self._last_sr_ntp_middle = 0
         self._last_sr_arrival: float | None = None
         self._next_rtcp_at: float | None = None
+
+    # --- negotiated parameters (the receive fast path depends on them) -------------------------
+
+    @property
+    def payload_type(self) -> int:
+        """The negotiated audio payload type (what we send, and accept besides static G.711)."""
+        return self._payload_type
+
+    @payload_type.setter
+    def payload_type(self, value: int) -> None:
+        self._payload_type = value
+        self._refresh_fast_path()
+
+    @property
+    def codec(self) -> str:
+        """The negotiated law, ``PCMU`` or ``PCMA``."""
+        return self._codec
+
+    @codec.setter
+    def codec(self, value: str) -> None:
+        self._codec = g711.normalize_codec(value)
+        self._refresh_fast_path()
+
+    @property
+    def dtmf_payload_type(self) -> int | None:
+        """The negotiated telephone-event payload type, None if the peer has none."""
+        return self._dtmf_payload_type
+
+    @dtmf_payload_type.setter
+    def dtmf_payload_type(self, value: int | None) -> None:
+        self._dtmf_payload_type = value
+        self._refresh_fast_path()
+
+    def _refresh_fast_path(self) -> None:
+        pt = self._payload_type
+        # The fast path takes packets of this type as they are: G.711 of our own law, not
+        # telephone-event, and not a type whose marked packets read as RTCP (RFC 5761 §4).
+        plain = (STATIC_G711.get(pt, self._codec) == self._codec and pt != self._dtmf_payload_type
+                 and not 64 <= pt <= 95)
+        self._fast_payload_type = pt if plain else -1
+        self._silence = bytes([g711.silence_byte(self._codec)]) * FRAME_SAMPLES
 
     # --- receiving ------------------------------------------------------------------------------
 
     def receive(self, data: bytes, addr: tuple[str, int], now: float) -> None:
         """Handle one datagram from ``addr`` that arrived at ``now`` (seconds, any monotonic clock)."""
+        # Fast path, nearly every packet of a call: a plain audio packet of the latched stream in
+        # the negotiated codec. One unpack, no RtpPacket; anything else takes the full path below.
+        if addr == self.latched_addr and len(data) > 12 and data[0] == _RTP_V2_PLAIN:
+            second, sequence, timestamp, ssrc = _PEER_HEADER.unpack_from(data)
+            if (second & 0x7F) == self._fast_payload_type and ssrc == self.remote_ssrc:
+                self.packets_in += 1
+                self._last_from_source = now
+                # Audio resumed: a key press whose end packets were all lost is over by now.
+                self._digits.extend(self._dtmf_in.poll(now))
+                self._jitter.push(sequence, timestamp, data[12:], now)
+                return
         if is_rtcp(data):
             self._receive_rtcp(data, addr, now)
             return
@@ -144,7 +205,6 @@ class RtpSession:
             if self._jitter.stats.record(packet.sequence, packet.timestamp, now, timing=False) is not None:
                 self._digits.extend(self._dtmf_in.feed(packet.timestamp, packet.marker, packet.payload, now))
             return
-        # Audio resumed: a key press whose end packets were all lost is over by now.
         self._digits.extend(self._dtmf_in.poll(now))
         payload = packet.payload
         peer_codec = STATIC_G711.get(packet.payload_type, self.codec)
@@ -209,9 +269,13 @@ class RtpSession:
         digits, self._digits = self._digits, []
         return digits
 
-    def pull_frame(self) -> bytes:
-        """The next 20 ms of received audio (160 codec bytes); concealment or silence if missing."""
-        frame = self._jitter.pop()
+    def pull_frame(self, catch_up: bool = False) -> bytes:
+        """The next 20 ms of received audio (160 codec bytes); concealment or silence if missing.
+
+        ``catch_up=True`` while the media clock works off ticks it missed in a stall: the jitter
+        buffer is deep because of us, not the sender, so none of it may be dropped.
+        """
+        frame = self._jitter.pop(catch_up)
         if frame is not None:
             self._last_frame = frame
             self._lost_in_a_row = 0
@@ -219,8 +283,8 @@ class RtpSession:
         if self._jitter.started:
             self.concealed += 1
             self._lost_in_a_row += 1
-            return conceal(self._last_frame, self.codec, self._lost_in_a_row)
-        return bytes([g711.silence_byte(self.codec)]) * FRAME_SAMPLES
+            return conceal(self._last_frame, self._codec, self._lost_in_a_row)
+        return self._silence
 
     # --- sending --------------------------------------------------------------------------------
 
@@ -231,14 +295,22 @@ class RtpSession:
         tick is returned instead and the audio is dropped: digits replace audio, tick for tick.
         The marker bit is set on the first packet and after a silence gap (:meth:`skip_frame`).
         """
-        due = self._dtmf_out.next_tick()
-        if due is not None and self.dtmf_payload_type is not None:
-            packet = self._packet(self.dtmf_payload_type, due.payload, due.marker,
-                                  self._timestamp - due.timestamp_offset)
-            self._timestamp += FRAME_SAMPLES
-            self._talking = False  # resume audio with a marker, as after any talk-spurt break
-            return packet
-        packet = self._packet(self.payload_type, payload, marker or not self._talking, self._timestamp)
+        if self._dtmf_out.busy:
+            due = self._dtmf_out.next_tick()
+            if due is not None and self._dtmf_payload_type is not None:
+                packet = self._packet(self._dtmf_payload_type, due.payload, due.marker,
+                                      self._timestamp - due.timestamp_offset)
+                self._timestamp += FRAME_SAMPLES
+                self._talking = False  # resume audio with a marker, as after any talk-spurt break
+                return packet
+        pt = self._payload_type
+        if not 0 <= pt <= 127:
+            raise ValueError(f"payload type out of range: {pt}")
+        packet = _OUR_HEADER.pack(_RTP_V2_PLAIN, pt | 0x80 if marker or not self._talking else pt,
+                                  self._sequence, self._timestamp & 0xFFFFFFFF, self.ssrc) + payload
+        self._sequence = (self._sequence + 1) & 0xFFFF
+        self.packets_out += 1
+        self.octets_out += len(payload)
         self._timestamp += len(payload)  # G.711: one byte per sample
         self._talking = True
         return packet
@@ -247,6 +319,15 @@ class RtpSession:
         """Let the media clock move on without sending (silence suppression, hold)."""
         self._timestamp += samples
         self._talking = False
+
+    def skip_tick(self) -> None:
+        """This tick's packet is not sent (the media clock is catching up after a stall): the
+        timestamp and any scheduled DTMF move on as if it had been sent and lost, so the peer sees
+        a 20 ms gap rather than a late burst, and a key press keeps one event timestamp."""
+        self._dtmf_out.next_tick()
+        self._timestamp += FRAME_SAMPLES
+        self._talking = False
+        self.ticks_skipped += 1
 
     def build_dtmf_packets(self, digits: str, duration_ms: int = 100) -> None:
         """Schedule RFC 4733 events for ``digits``; :meth:`build_packet` sends them tick by tick."""
@@ -314,6 +395,8 @@ class RtpSession:
             malformed=self.malformed,
             concealed=self.concealed,
             jitter_buffer_ms=self._jitter.depth_ms,
+            jitter_dropped=self._jitter.drift_dropped,
+            ticks_skipped=self.ticks_skipped,
         )
         return result
 
@@ -349,6 +432,7 @@ class RtpSession:
         if codec is not None and g711.normalize_codec(codec) != self.codec:
             self.codec = g711.normalize_codec(codec)
             self._jitter.fill_byte = g711.silence_byte(self.codec)
+            self._jitter.codec = self.codec
             self._jitter.reset()  # buffered frames are in the old codec
             self._last_frame = None
         if dtmf_payload_type is not _UNCHANGED:

@@ -10,10 +10,8 @@
 - hot reload: the flow file is edited during a live call; that call keeps the version it
   started with, the next call gets the new one.
 
-``ivr serve`` has no setting for the clock that ``hours`` reads (``FlowStoreRunner.run`` calls
-``run_flow`` without ``wall_clock``; no configuration key or environment variable reaches it),
-so the two attendant tests run the real engine in this process with a ``FlowStoreRunner`` that
-passes a fixed ``wall_clock``; everything else is the product as ``ivr serve`` builds it.
+The two attendant tests run the real engine in this process, built as ``ivr serve`` builds it,
+with the configuration's ``clock`` setting the time that ``hours`` reads.
 """
 
 from __future__ import annotations
@@ -55,21 +53,7 @@ OPEN_TIME = dt.datetime(2026, 11, 26, 10, 0, tzinfo=PARIS)  # a Thursday morning
 CLOSED_TIME = dt.datetime(2026, 11, 26, 20, 0, tzinfo=PARIS)  # the same Thursday evening
 
 
-# -- the attendant on the in-process engine, with a fixed clock ------------------------------
-
-
-class ClockedFlows(FlowStoreRunner):
-    """The server's flow runner with the wall clock that ``hours`` reads fixed at ``at``."""
-
-    def __init__(self, config: Any, pm: Any, at: dt.datetime) -> None:
-        super().__init__(config, pm)
-        self.at = at
-
-    async def run(self, name: str, call: Any) -> str:
-        from ivr.flows import run_flow
-
-        return await run_flow(self.store.get(name), call, self._variables, self.actions,
-                              wall_clock=lambda: self.at)
+# -- the attendant on the in-process engine, its clock set by the configuration ---------------
 
 
 class Attendant:
@@ -77,10 +61,11 @@ class Attendant:
 
     def __init__(self, folder: Path, at: dt.datetime, variables: dict[str, str]) -> None:
         text = (f"listen: {{host: 127.0.0.1, port: 0, transports: [udp]}}\nflows: [{DEFAULT_FLOW_FILE}]\n"
-                f"recordings: {folder / 'rec'}\nvariables: {json.dumps(variables)}\n")
+                f"recordings: {folder / 'rec'}\nvariables: {json.dumps(variables)}\n"
+                f"clock: {{now: \"{at.isoformat()}\", tz: Europe/Paris}}\n")
         self.config = parse_config(text, base_dir=folder)
         pm = make_plugin_manager(builtins=True, entry_points=False, environ={})
-        self.engine = Engine(self.config, pm, flows=ClockedFlows(self.config, pm, at))
+        self.engine = Engine(self.config, pm, flows=FlowStoreRunner(self.config, pm))
         self.events: list[tuple[str, Any, dict]] = []
         self.finished = asyncio.Event()
         self.engine.observers.append(self._observe)

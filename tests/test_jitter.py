@@ -224,3 +224,69 @@ def test_conceal_repeats_attenuated_then_falls_silent() -> None:
         silence = bytes([g711.silence_byte(codec)]) * 160
         assert conceal(frame, codec, 4) == silence
         assert conceal(None, codec, 1) == silence
+
+
+# --- deep buffers: a stalled consumer catches up, a fast sender is trimmed a frame at a time ---
+
+def _quiet_and_loud(count: int) -> list[tuple[int, int, bytes]]:
+    """A stream alternating 4 loud frames and 1 silent frame (0xFF: a u-law zero)."""
+    loud = _stream(20, count)
+    return [(seq, ts, b"\xff" * 160 if i % 5 == 4 else payload) for i, (seq, ts, payload) in enumerate(loud)]
+
+
+def test_stalled_consumer_catching_up_loses_nothing() -> None:
+    packets = _stream(20, 40)
+    buffer = JitterBuffer(target_ms=60, max_extra_ms=100)
+    out: list[bytes | None] = []
+    for i, (seq, ts, payload) in enumerate(packets[:5]):
+        buffer.push(seq, ts, payload, i * 0.02)
+        out.append(buffer.pop())
+    # The consumer stalls 600 ms while 30 packets arrive: 33 frames deep, far past target + 100 ms.
+    for i, (seq, ts, payload) in enumerate(packets[5:35], start=5):
+        buffer.push(seq, ts, payload, 0.7)
+    assert buffer.depth_ms > 160 + 400
+    out += [buffer.pop(catch_up=True) for _ in range(30)]  # the ticks it missed
+    for i, (seq, ts, payload) in enumerate(packets[35:], start=35):
+        buffer.push(seq, ts, payload, i * 0.02)
+        out.append(buffer.pop())
+    out += [buffer.pop() for _ in range(3)]
+    played = [f for f in out if f is not None]
+    assert b"".join(played) == _samples(40 * 160)  # every frame, once, in order
+    assert buffer.drift_dropped == 0
+
+
+def test_fast_sender_drops_quiet_frames_one_at_a_time() -> None:
+    packets = _quiet_and_loud(300)
+    arrivals = [(i * 0.019, p) for i, p in enumerate(packets)]  # 5 % fast
+    buffer = JitterBuffer(target_ms=60, max_extra_ms=100)
+    frames = _play(buffer, arrivals, 300)
+    played = [f for f in frames if f is not None]
+    assert buffer.drift_dropped > 0 and buffer.depth_ms <= 160 + 20
+    loud = [payload for _, _, payload in packets if payload != b"\xff" * 160]
+    assert [f for f in played if f != b"\xff" * 160] == loud[:len([f for f in played if f != b"\xff" * 160])]
+    assert buffer.stats.late == 0  # trimming never makes a packet arrive "late"
+
+
+def test_fast_sender_without_silence_drops_isolated_speech_frames() -> None:
+    packets = _stream(20, 250)  # _samples repeats after 251 frames: keep them all distinct
+    arrivals = [(i * 0.019, p) for i, p in enumerate(packets)]  # 5 % fast, never quiet
+    buffer = JitterBuffer(target_ms=60, max_extra_ms=100, drift_patience=10)
+    played = [f for f in _play(buffer, arrivals, 250) if f is not None]
+    index = {_samples(160, i * 160): i for i in range(250)}
+    numbers = [index[f] for f in played]
+    skips = [b - a - 1 for a, b in zip(numbers, numbers[1:])]
+    assert max(skips) == 1  # one 20 ms frame at a time, never a 100 ms cut
+    assert all(s in (0, 1) for s in skips) and sum(skips) == buffer.drift_dropped > 0
+    gaps = [i for i, s in enumerate(skips) if s]
+    assert min(b - a for a, b in zip(gaps, gaps[1:])) >= 10  # at most one per drift_patience pops
+
+
+def test_buffer_of_a_consumer_that_sheds_ticks_stays_bounded() -> None:
+    packets = _stream(20, 250)
+    buffer = JitterBuffer(target_ms=60, max_extra_ms=100)
+    # An overloaded consumer pops once per 100 ms while a packet arrives every 20 ms.
+    for i, (seq, ts, payload) in enumerate(packets):
+        buffer.push(seq, ts, payload, i * 0.02)
+        if i % 5 == 0:
+            buffer.pop()
+    assert buffer.depth_ms <= 4 * 160 + 20

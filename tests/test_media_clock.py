@@ -1,4 +1,4 @@
-"""The Endpoint's media clock: 20 ms ticks without drift, bounded catch-up, and the batched tick."""
+"""The Endpoint's media clock: 20 ms ticks without drift, catch-up after a stall, and the batched tick."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ async def test_clock_ticks_every_20ms_without_drift():
     loop = asyncio.get_running_loop()
     stamps: dict[int, float] = {}
 
-    def slow_tick(now: float, k: int) -> None:
+    def slow_tick(now: float, k: int, send: bool) -> None:
         stamps[k] = loop.time()
         time.sleep(0.004)  # 4 ms of work per tick: a sleep(0.02) loop would drift 0.2 s a second
 
@@ -32,25 +32,62 @@ async def test_clock_ticks_every_20ms_without_drift():
     assert errors[-1] < 0.015
 
 
-async def test_clock_catches_up_at_most_max_burst_after_a_stall():
-    numbers: list[int] = []
-    clock = MediaClock(lambda now, k: numbers.append(k), max_burst=2)
+async def test_clock_runs_every_missed_tick_but_sends_at_most_max_burst_after_a_stall():
+    ticks: list[tuple[float, int, bool]] = []
+    clock = MediaClock(lambda now, k, send: ticks.append((now, k, send)), max_burst=2)
     clock.start()
     await asyncio.sleep(0.1)
-    before = len(numbers)
     time.sleep(0.2)  # block the loop for 10 ticks
     await asyncio.sleep(0.005)
     await asyncio.sleep(0.03)
     clock.stop()
-    assert clock.dropped_ticks >= 6  # ~10 overdue, only 2 (+ the current one) played
-    assert numbers == sorted(numbers) and len(set(numbers)) == len(numbers)
-    assert len(numbers) - before <= 5
+    numbers = [k for _, k, _ in ticks]
+    assert numbers == list(range(1, len(numbers) + 1))  # none skipped, none twice, in order
+    assert clock.catch_up_ticks >= 6 and clock.dropped_ticks == 0
+    # Ticks of one firing share its `now`: the stall's firing ran ~10 ticks, only the last 2 sent.
+    by_firing: dict[float, list[bool]] = {}
+    for now, _, send in ticks:
+        by_firing.setdefault(now, []).append(send)
+    catch_up = max(by_firing.values(), key=len)
+    assert len(catch_up) >= 8
+    assert catch_up[-2:] == [True, True] and not any(catch_up[:-2])
+    assert all(sum(sends) <= 2 for sends in by_firing.values())
+
+
+async def test_clock_gives_up_on_ticks_beyond_max_catch_up():
+    numbers: list[int] = []
+    clock = MediaClock(lambda now, k, send: numbers.append(k), max_burst=2, max_catch_up=4)
+    clock.start()
+    await asyncio.sleep(0.05)
+    time.sleep(0.2)
+    await asyncio.sleep(0.01)
+    clock.stop()
+    assert clock.dropped_ticks >= 5
+    assert numbers == sorted(set(numbers))
+    assert len(numbers) + clock.dropped_ticks == clock.tick_number
+
+
+async def test_clock_sheds_ticks_when_they_cost_more_than_real_time():
+    """Overload is not a stall: catching up on ticks that each take 30 ms would grow the delay
+    without end, so once the backlog stops shrinking the clock drops ticks and stays near time."""
+    loop = asyncio.get_running_loop()
+    lags: list[float] = []
+    clock = MediaClock(lambda now, k, send: (time.sleep(0.03), lags.append(loop.time() - k * 0.02)),
+                       max_burst=2)
+    clock.start()
+    start = loop.time()
+    lags.clear()
+    await asyncio.sleep(1.5)
+    clock.stop()
+    lags = [lag - start for lag in lags]
+    assert clock.overloaded and clock.dropped_ticks > 20
+    assert max(lags[-10:]) < 0.25  # a tick runs at most a couple of ticks late, not seconds
 
 
 async def test_clock_survives_a_failing_tick():
     numbers: list[int] = []
 
-    def tick(now: float, k: int) -> None:
+    def tick(now: float, k: int, send: bool) -> None:
         numbers.append(k)
         if k == 2:
             raise RuntimeError("consumer bug")
@@ -70,9 +107,12 @@ class FakeSession:
         self.frames = list(frames)
         self.sent: list[bytes] = []
         self.skipped = 0
+        self.ticks_skipped = 0
+        self.catch_up_pulls = 0
         self.digits = []
 
-    def pull_frame(self):
+    def pull_frame(self, catch_up=False):
+        self.catch_up_pulls += catch_up
         silence = g711.ULAW_SILENCE if self.codec == "PCMU" else g711.ALAW_SILENCE
         return self.frames.pop(0) if self.frames else bytes([silence]) * FRAME_SAMPLES
 
@@ -83,6 +123,9 @@ class FakeSession:
     def skip_frame(self):
         self.skipped += 1
 
+    def skip_tick(self):
+        self.ticks_skipped += 1
+
     def build_packet(self, payload: bytes, marker: bool = False) -> bytes:
         self.sent.append(payload)
         return b"RTP" + payload
@@ -91,6 +134,7 @@ class FakeSession:
 class FakeLeg:
     def __init__(self, codec, frames, outbound=None, on_hold=False):
         self.rtp = FakeSession(codec, frames)
+        self.rtp_socket = None
         self.dtmf = []
         self.on_hold = on_hold
         self.delivered: list[np.ndarray] = []
@@ -144,6 +188,21 @@ def test_run_tick_with_on_tick_uses_its_batch():
     assert seen["calls"] == [a, b] and seen["shape"] == (2, FRAME_SAMPLES)
     assert a.delivered == []  # on_tick replaces per-call delivery
     assert b.rtp.sent == [g711.pcm_to_alaw(np.full(FRAME_SAMPLES, 1000, np.int16).tobytes())]
+
+
+def test_catch_up_tick_delivers_inbound_and_sends_nothing():
+    pcm = (np.arange(FRAME_SAMPLES) * 50).astype(np.int16)
+    ulaw = g711.pcm_to_ulaw(pcm.tobytes())
+    a = FakeLeg("PCMU", [ulaw], outbound=[pcm.tobytes()])
+    held = FakeLeg("PCMU", [], on_hold=True)
+    run_tick([a, held], None, 0.0, send=False)
+    np.testing.assert_array_equal(a.delivered[0], np.frombuffer(g711.ulaw_to_pcm(ulaw), "<i2"))
+    assert a.rtp.catch_up_pulls == 1  # the jitter buffer is told not to drop anything
+    assert a.packets == [] and a.rtp.ticks_skipped == 1  # no packet, timestamp and DTMF move on
+    assert a.outbound == [pcm.tobytes()]  # queued audio waits for a sending tick, nothing lost
+    assert held.rtp.skipped == 1 and held.rtp.ticks_skipped == 0
+    run_tick([a, held], None, 0.02)
+    assert a.rtp.sent == [ulaw] and a.rtp.catch_up_pulls == 1
 
 
 async def test_rtp_leaves_from_the_rtp_port_and_rtcp_from_the_port_above() -> None:

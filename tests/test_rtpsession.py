@@ -337,3 +337,79 @@ def test_an_echo_service_returning_our_own_stream_is_played() -> None:
     for tick in range(10):
         session.receive(session.build_packet(bytes([tick]) * 160), PEER, tick * 0.02)
     assert session.remote_ssrc == session.ssrc and session.stats()["rejected"] == 0
+
+
+# --- the receive fast path behaves exactly like the full parser --------------------------------
+
+def _padded(data: bytes) -> bytes:
+    """The same RTP packet with one byte of padding: the P bit keeps it off the fast path."""
+    return bytes([data[0] | 0x20]) + data[1:] + b"\x01"
+
+
+_packet_plans = st.lists(
+    st.tuples(
+        st.sampled_from([PEER, INTRUDER]),
+        st.sampled_from([0x1111, 0x2222]),
+        st.sampled_from([0, 8, 101, 96, 72]),  # ours, static A-law, DTMF, foreign, RTCP-looking
+        st.integers(0, 40),                    # sequence offset (reorder, duplicates)
+        st.booleans(),                         # marker
+        st.integers(0, 255),                   # payload fill
+        st.floats(0.0, 0.5),                   # time since the previous packet
+    ),
+    max_size=60,
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(plan=_packet_plans, codec_pt=st.sampled_from([(0, "PCMU"), (8, "PCMA"), (96, "PCMU"), (72, "PCMA")]))
+def test_fast_path_matches_the_full_parser(plan, codec_pt) -> None:
+    pt, codec = codec_pt
+    fast = RtpSession(pt, codec, ("127.0.0.1", 39000), 101, rng=random.Random(1))
+    full = RtpSession(pt, codec, ("127.0.0.1", 39000), 101, rng=random.Random(1))
+    now = 0.0
+    frames_fast, frames_full = [], []
+    for addr, ssrc, packet_pt, seq, marker, fill, gap in plan:
+        now += gap
+        if packet_pt == 101:
+            payload = TelephoneEvent(fill % 16, end=marker, volume=10, duration=160 * (seq + 1)).serialize()
+        else:
+            payload = bytes([fill]) * 160
+        data = RtpPacket(packet_pt, seq, seq * 160, ssrc, payload, marker=marker).serialize()
+        fast.receive(data, addr, now)
+        full.receive(_padded(data), addr, now)
+        frames_fast.append(fast.pull_frame())
+        frames_full.append(full.pull_frame())
+        assert fast.pop_dtmf(now) == full.pop_dtmf(now)
+    assert frames_fast == frames_full
+    assert fast.stats() == full.stats()
+    assert (fast.latched_addr, fast.remote_ssrc, fast.remote_addr) == (
+        full.latched_addr, full.remote_ssrc, full.remote_addr)
+
+
+def test_outbound_header_is_plain_rtp_with_the_negotiated_type() -> None:
+    session = RtpSession(8, "PCMA", PEER, 101, rng=random.Random(3))
+    packets = [RtpPacket.parse(session.build_packet(bytes([i]) * 160)) for i in range(3)]
+    assert [(p.payload_type, p.ssrc, p.csrcs, p.padding, p.extension_profile) for p in packets] == [
+        (8, session.ssrc, [], 0, None)] * 3
+    assert [p.marker for p in packets] == [True, False, False]
+    assert [p.payload for p in packets] == [bytes([i]) * 160 for i in range(3)]
+    session.payload_type = 200
+    with pytest.raises(ValueError):
+        session.build_packet(b"\xd5" * 160)
+
+
+def test_skip_tick_keeps_a_key_press_on_one_event_timestamp() -> None:
+    session = _session()
+    session.build_packet(b"\xff" * 160)
+    session.build_dtmf_packets("5", duration_ms=100)
+    sent = [RtpPacket.parse(session.build_packet(b"\xff" * 160))]
+    session.skip_tick()  # a tick the clock skipped after a stall: that update is "lost"
+    session.skip_tick()
+    while session.dtmf_pending:
+        data = session.build_packet(b"\xff" * 160)
+        packet = RtpPacket.parse(data)
+        if packet.payload_type == 101:
+            sent.append(packet)
+    assert {p.timestamp for p in sent} == {sent[0].timestamp}  # one event, not a second key press
+    assert TelephoneEvent.parse(sent[-1].payload).end
+    assert session.ticks_skipped == 2

@@ -40,6 +40,9 @@ from ivr.flows.session import TraceEntry
 from ivr.flows.simulate_speech import SimulatedSpeech, parse_say_script, parse_wav_script
 from ivr.flows.values import parse_duration
 
+#: Silence ``trim`` keeps around a message (as ``plugins.recording.TRIM_MARGIN``).
+TRIM_MARGIN = 0.2
+
 SAY_SECONDS_PER_CHAR = 0.07
 _KEYS = re.compile(r"^[0-9*#A-D]+$")
 
@@ -120,6 +123,7 @@ class _Recording:
     options: dict[str, Any]
     started: float
     timers: list[asyncio.TimerHandle] = field(default_factory=list)
+    speech: list[tuple[str, float]] = field(default_factory=list)  # VAD events while recording
 
 
 class SimulatedMedia:
@@ -187,9 +191,24 @@ class SimulatedMedia:
             return
         for timer in recording.timers:
             timer.cancel()
-        done = RecordingDone(recording.path, round(self.loop.time() - recording.started, 3), reason)
+        done = RecordingDone(recording.path, round(self._kept_length(recording, reason), 3), reason)
         self.recordings.append(done)
         call.emit(done)
+
+    def _kept_length(self, recording: _Recording, reason: str) -> float:
+        """The recording's length, with ``trim`` as the recording plugin trims: from the first
+        speech start to the last speech end, plus its margins (none without speech)."""
+        now = self.loop.time()
+        if not recording.options.get("trim") or reason not in ("silence", "key"):
+            return now - recording.started
+        starts = [at for event, at in recording.speech if event == "start"]
+        ends = [at for event, at in recording.speech if event == "end"]
+        if not starts and not ends:
+            return 0.0
+        if not starts or (ends and ends[0] < starts[0]):  # speaking already when it started
+            starts.insert(0, recording.started)
+        last = ends[-1] if ends and ends[-1] >= starts[-1] else now
+        return min(now, last + TRIM_MARGIN) - max(recording.started, starts[0] - TRIM_MARGIN)
 
     def ivr_stop_recording(self, call: CallContext, reason: str) -> None:
         self._stop(call, reason)
@@ -197,6 +216,7 @@ class SimulatedMedia:
     def ivr_speech(self, call: CallContext, event: str) -> None:
         if self.recording is None:
             return
+        self.recording.speech.append((event, self.loop.time()))
         for timer in self.recording.timers[1:]:  # [0] is max_length: speech never extends it
             timer.cancel()
         del self.recording.timers[1:]

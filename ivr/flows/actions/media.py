@@ -91,9 +91,9 @@ async def record_action(session: FlowSession, params: dict[str, Any]) -> str:
     except CallerHungUp:
         session.call.stop_recording("hangup")
         raise
+    # with trim the recorder has cut the silence around the message from the file: what it
+    # reports is the message (the silence that ended it is not counted, nor kept)
     heard = done.duration
-    if params.get("trim", True) and done.reason == "silence":
-        heard -= silence_timeout  # the trailing silence that ended it is not message
     if save_as:
         session.vars[f"{save_as}_duration"] = round(max(heard, 0.0), 3)
     session.trace("recorded", f"{done.duration:.2f}s ({done.reason})")

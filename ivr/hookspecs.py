@@ -132,9 +132,12 @@ def ivr_start_recording(call: CallContext, path: str, options: dict[str, Any]) -
     """Start recording ``call`` to the WAV file ``path``.
 
     ``options``: ``stereo`` (bool), ``max_length`` (s), ``silence_timeout`` (s),
-    ``finish_on_key`` (str), ``beep`` (bool). Return ``True`` when accepted. When the recording
-    stops (by itself or through ``ivr_stop_recording``) the implementation calls
-    ``call.emit(RecordingDone(path, duration, reason))``. firstresult.
+    ``finish_on_key`` (str), ``trim`` (bool: when the caller ends the message with silence or the
+    key, cut leading and trailing silence from the file), ``beep`` (bool; the built-in leaves the
+    beep to the flow). Return ``True`` when accepted. When the recording stops (by itself or
+    through ``ivr_stop_recording``) the implementation calls
+    ``call.emit(RecordingDone(path, duration, reason))``, ``duration`` being the length of the file
+    as finally written (trimmed, if it was). firstresult.
     """
 
 

@@ -3,6 +3,7 @@
     python -m bench                         # full run: steps 50..1000, set-up rate, pyVoIP baseline
     python -m bench --quick                 # a few small steps, a minute or two
     python -m bench --steps 50,100,200 --duration 30 --no-baseline
+    python -m bench --workers 1,2 --flows bench    # one process, then two behind Kamailio
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import time
 from pathlib import Path
 
 from bench.capacity import SetupRateResult, StepResult, StepSettings, run_setup_rates, run_steps
+from bench.cluster import IvrClusterUnderTest
 from bench.report import markdown, plot, write_csv
 from bench.systems import IvrServerUnderTest, PyVoipUnderTest
 
@@ -38,6 +40,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--flows", default="bench,bench_record", help="benchmark flows to step (default both)")
     parser.add_argument("--rates", default=DEFAULT_RATES, help="call set-up rates to try (calls/s); '' to skip")
     parser.add_argument("--probes", type=int, default=4, help="measuring calls per step (default 4)")
+    parser.add_argument("--workers", default="1",
+                        help="worker counts to step, e.g. 1,2: N > 1 runs N `ivr serve` behind Kamailio's "
+                             "dispatcher (default 1)")
     parser.add_argument("--no-baseline", action="store_true", help="skip the pyVoIP baseline")
     parser.add_argument("--baseline-steps", help="steps for pyVoIP (default: the same steps)")
     parser.add_argument("--results", type=Path, default=RESULTS_DIR, help="where the CSV, table and plot go")
@@ -72,16 +77,17 @@ def main(argv: list[str] | None = None) -> int:
     systems: list[tuple[str, str]] = []
     notes: list[str] = []
     try:
-        for flow in flows:
-            server = IvrServerUnderTest(work / flow, flow=flow, max_calls=max(steps) * 2 + 50)
-            server.start()
-            try:
-                results += run_steps(server, flow, steps, settings, work / "steps")
-                systems.append((server.name, flow))
-                if flow == flows[0] and rates:
-                    setup += run_setup_rates(server, rates, 5.0, work / "rates")
-            finally:
-                server.stop()
+        for workers in _ints(args.workers):
+            for flow in flows:
+                server = _server(work / flow, flow, workers, max(steps) * 2 + 50)
+                try:
+                    server.start()
+                    results += run_steps(server, flow, steps, settings, work / "steps")
+                    systems.append((server.name, flow))
+                    if flow == flows[0] and rates:
+                        setup += run_setup_rates(server, rates, 5.0, work / "rates")
+                finally:
+                    server.stop()
         if not args.no_baseline:
             results, setup = _baseline(args, steps, settings, rates, work, results, setup, systems, notes)
     finally:
@@ -91,6 +97,13 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(work, ignore_errors=True)
     _write(args.results, results, setup, systems, settings, notes)
     return 0
+
+
+def _server(folder: Path, flow: str, workers: int, max_calls: int) -> IvrServerUnderTest | IvrClusterUnderTest:
+    """One ``ivr serve``, or ``workers`` of them behind Kamailio."""
+    if workers <= 1:
+        return IvrServerUnderTest(folder, flow=flow, max_calls=max_calls)
+    return IvrClusterUnderTest(folder, workers=workers, flow=flow, max_calls=max_calls)
 
 
 def _baseline(args: argparse.Namespace, steps: list[int], settings: StepSettings, rates: list[float],
@@ -103,9 +116,9 @@ def _baseline(args: argparse.Namespace, steps: list[int], settings: StepSettings
         return results, setup
     baseline_steps = _ints(args.baseline_steps) if args.baseline_steps else steps
     phone = PyVoipUnderTest(work / "baseline")
-    phone.start()
     sink_settings = StepSettings(**{**settings.__dict__, "sink": True, "probes": 0})
     try:
+        phone.start()
         results += run_steps(phone, "prompt+dtmf", baseline_steps, sink_settings, work / "steps",
                              sipp_local_port=phone.peer_port)
         systems.append((phone.name, "prompt+dtmf"))

@@ -12,7 +12,11 @@ One step at ``N`` calls: SIPp places ``N`` calls (ramped at ``ramp_rate`` calls/
   its send-interval error: from the probes (or, for a system that sends
   to the SDP address, an :class:`~bench.probe.RtpSink` that receives every call's stream);
 * reaction time: a key's first end packet to the first frame without the menu tone (probes);
-* CPU of the server, of SIPp and of the whole box (other work shares the 2 cores), and memory per call (RSS growth over the idle server / N).
+* CPU of the server (summed over its worker processes), of a signalling proxy in front of them
+  (Kamailio, for a cluster), of SIPp and of the whole box (other work shares the 2 cores), the
+  1-minute load average just before the step (how busy the box already was), and memory per call
+  (RSS growth over the idle server / N);
+* media clock ticks the server dropped during the step (overload; from its metrics endpoint).
 
 A step is *healthy* when no call failed and loss is under ``max_loss`` both ways, and *passes*
 when it is healthy and the p99 send-interval error is under ``max_p99_ms`` too. Steps go on past
@@ -24,6 +28,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import threading
 import time
 from dataclasses import asdict, dataclass, field
@@ -34,7 +39,7 @@ import numpy as np
 
 from bench import media
 from bench.probe import ProbeCall, ProbeResult, RtpSink
-from bench.procstats import MACHINE, CpuWindow, UdpDropCounter, rss_bytes
+from bench.procstats import MACHINE, CpuWindow, GroupCpuWindow, UdpDropCounter, rss_bytes
 from bench.sipp_driver import fill_scenario, read_outcome, start_sipp
 
 log = logging.getLogger(__name__)
@@ -50,7 +55,12 @@ class SystemUnderTest(Protocol):
 
     @property
     def pid(self) -> int: ...
+    @property
+    def workers(self) -> list[tuple[int, tuple[int, int]]]: ...  # (pid, RTP port range) each
+    @property
+    def proxy_pids(self) -> list[int]: ...
     def ended_call_stats(self) -> list[dict[str, Any]]: ...
+    def dropped_ticks(self) -> int | None: ...
 
 
 @dataclass
@@ -82,9 +92,13 @@ class StepResult:
     send_p99_ms: float | None = None
     reaction_p50_ms: float | None = None
     reaction_p99_ms: float | None = None
-    server_cpu_pct: float | None = None  # of one core
+    dropped_ticks: int | None = None  # media clock ticks dropped (overload), all workers
+    server_cpu_pct: float | None = None  # of one core, summed over the workers
+    proxy_cpu_pct: float | None = None  # Kamailio in front of the workers (all its processes)
+    proxy_ms_per_call: float | None = None  # Kamailio CPU over the whole step (set-up, teardown) / call
     sipp_cpu_pct: float | None = None
     machine_cpu_pct: float | None = None  # every process on the box (others' tests included)
+    load_before: float | None = None  # 1-minute load average just before the step
     rss_mb: float | None = None
     kb_per_call: float | None = None
     healthy: bool = False  # no failed call and loss under the limit both ways (timing aside)
@@ -117,41 +131,80 @@ def run_step(system: SystemUnderTest, flow: str, calls: int, settings: StepSetti
     pcap, packets_per_call = caller_pcap(folder, settings.hold)
     scenario = fill_scenario("uac_bench.xml", folder, int(settings.hold * 1000), pcap,
                              sdp_media_port=sink.port if sink else None)
-    drops = UdpDropCounter(system.pid, *system.rtp_range)
+    result.load_before = os.getloadavg()[0]
+    drops = _DropCounters([UdpDropCounter(pid, *ports) for pid, ports in system.workers])
     drops.reset()
     system.ended_call_stats()  # forget calls of earlier steps
+    ticks_before = system.dropped_ticks()
     if sink is not None:
         sink.take()
-    server_cpu = CpuWindow(system.pid)
+    server_cpu = GroupCpuWindow([pid for pid, _ in system.workers])
+    # The proxy only works while calls are set up and torn down, which the steady-state window
+    # leaves out: its cost is taken over the whole step, per call.
+    proxy_total = GroupCpuWindow(system.proxy_pids)
+    proxy_total.start()
     ramp = calls / settings.ramp_rate
     sipp = start_sipp(scenario, ("127.0.0.1", system.sip_port), calls, settings.ramp_rate, folder,
                       local_port=sipp_local_port, timeout_s=int(settings.hold + ramp + 120))
     try:
-        return _measure_step(system, calls, settings, sipp, result, ramp, drops, server_cpu, sink,
-                             packets_per_call, idle_rss, folder)
+        result = _measure_step(system, calls, settings, sipp, result, ramp, drops, server_cpu, sink,
+                               packets_per_call, idle_rss, folder)
+        if proxy_total.windows:
+            proxy_total.stop()
+            result.proxy_ms_per_call = proxy_total.cpu_seconds * 1000 / calls
+        ticks_after = system.dropped_ticks()
+        if ticks_before is not None and ticks_after is not None:
+            result.dropped_ticks = ticks_after - ticks_before
+        return result
     finally:
         if sipp.poll() is None:
             sipp.kill()
             sipp.wait()
 
 
+class _DropCounters:
+    """Kernel receive-buffer drops summed over the RTP sockets of every worker."""
+
+    def __init__(self, counters: list[UdpDropCounter]) -> None:
+        self.counters = counters
+
+    def reset(self) -> None:
+        for counter in self.counters:
+            counter.reset()
+
+    def poll(self) -> None:
+        for counter in self.counters:
+            counter.poll()
+
+    @property
+    def drops(self) -> int:
+        return sum(counter.drops for counter in self.counters)
+
+
+def _worker_rss(system: SystemUnderTest) -> int:
+    return sum(rss_bytes(pid) or 0 for pid, _ in system.workers)
+
+
 def _measure_step(system: SystemUnderTest, calls: int, settings: StepSettings, sipp: Any,
-                  result: StepResult, ramp: float, drops: UdpDropCounter, server_cpu: CpuWindow,
+                  result: StepResult, ramp: float, drops: _DropCounters, server_cpu: GroupCpuWindow,
                   sink: RtpSink | None, packets_per_call: int, idle_rss: int, folder: Path) -> StepResult:
     sipp_cpu = CpuWindow(sipp.pid)
     machine_cpu = CpuWindow(MACHINE)
     work = _StepWork()
     time.sleep(min(ramp + 1.0, settings.hold / 2))
     # Steady state: every call is up. CPU is measured over the middle of the hold.
-    for window in (server_cpu, sipp_cpu, machine_cpu):
-        window.start()
+    proxy_cpu = GroupCpuWindow(system.proxy_pids) if system.proxy_pids else None
+    for window in (server_cpu, sipp_cpu, machine_cpu, proxy_cpu):
+        if window is not None:
+            window.start()
     probe_threads = _start_probes(system, settings, work, calls)
     measure_until = time.monotonic() + max(1.0, settings.hold - ramp - 3.0)
     while time.monotonic() < measure_until and sipp.poll() is None:
         drops.poll()
-        work.peak_rss = max(work.peak_rss, rss_bytes(system.pid) or 0)
+        work.peak_rss = max(work.peak_rss, _worker_rss(system))
         time.sleep(0.5)
     result.server_cpu_pct = server_cpu.stop()
+    result.proxy_cpu_pct = proxy_cpu.stop() if proxy_cpu is not None else None
     result.sipp_cpu_pct = sipp_cpu.stop()
     result.machine_cpu_pct = machine_cpu.stop()
     while sipp.poll() is None:
@@ -247,11 +300,11 @@ def run_steps(system: SystemUnderTest, flow: str, steps: list[int], settings: St
               folder: Path, sipp_local_port: int = 0) -> list[StepResult]:
     """Every step in order until the first that is not healthy (included: it shows the knee)."""
     results: list[StepResult] = []
-    idle_rss = rss_bytes(system.pid) or 0
+    idle_rss = _worker_rss(system)
     sink = RtpSink() if settings.sink else None
     try:
         for calls in steps:
-            step = run_step(system, flow, calls, settings, folder / f"{system.name}-{flow}-{calls}",
+            step = run_step(system, flow, calls, settings, folder / f"{system.name.replace(' ', '_')}-{flow}-{calls}",
                             idle_rss, sink, sipp_local_port)
             results.append(step)
             if not step.healthy:
@@ -275,6 +328,7 @@ class SetupRateResult:
     answer_ms: float  # mean INVITE -> 200 OK
     server_cpu_pct: float | None
     passed: bool
+    proxy_cpu_pct: float | None = None  # Kamailio in front of the workers
 
 
 def run_setup_rates(system: SystemUnderTest, rates: list[float], seconds: float, folder: Path,
@@ -282,12 +336,14 @@ def run_setup_rates(system: SystemUnderTest, rates: list[float], seconds: float,
     """Short calls (INVITE, 0.5 s, BYE) at each rate for ``seconds``, until one has failures."""
     results: list[SetupRateResult] = []
     for rate in rates:
-        step_dir = folder / f"{system.name}-setup-{rate:g}"
+        step_dir = folder / f"{system.name.replace(' ', '_')}-setup-{rate:g}"
         step_dir.mkdir(parents=True, exist_ok=True)
         scenario = fill_scenario("uac_short.xml", step_dir, int(SETUP_HOLD * 1000))
         calls = max(1, math.ceil(rate * seconds))
-        cpu = CpuWindow(system.pid)
+        cpu = GroupCpuWindow([pid for pid, _ in system.workers])
+        proxy_cpu = GroupCpuWindow(system.proxy_pids)
         cpu.start()
+        proxy_cpu.start()
         started = time.monotonic()
         sipp = start_sipp(scenario, ("127.0.0.1", system.sip_port), calls, rate, step_dir,
                           local_port=sipp_local_port, timeout_s=int(seconds * 3 + 60))
@@ -299,6 +355,7 @@ def run_setup_rates(system: SystemUnderTest, rates: list[float], seconds: float,
         elapsed = time.monotonic() - started
         outcome = read_outcome(step_dir, sipp.returncode)
         busy = cpu.stop()
+        proxy_busy = proxy_cpu.stop() if proxy_cpu.windows else None
         failed = outcome.failed + max(0, calls - outcome.successful - outcome.failed)
         # Throughput: the calls over the time SIPp spent placing them, that is the run less one
         # mean call (the last call's answer, hold and BYE), so a slow but steady answer is no
@@ -306,7 +363,7 @@ def run_setup_rates(system: SystemUnderTest, rates: list[float], seconds: float,
         achieved = outcome.successful / max(elapsed - outcome.call_length, 1e-3)
         passed = failed == 0 and achieved >= 0.9 * rate
         results.append(SetupRateResult(system.name, rate, outcome.successful, failed, achieved,
-                                       outcome.answer_time * 1000, busy, passed))
+                                       outcome.answer_time * 1000, busy, passed, proxy_busy))
         log.info("%s set-up %g cps: ok %d failed %d achieved %.1f cps, answer %.0f ms, cpu %s",
                  system.name, rate, outcome.successful, failed, achieved, outcome.answer_time * 1000, busy)
         system.ended_call_stats()

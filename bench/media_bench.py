@@ -1,7 +1,7 @@
 """The media hot path per tick, for N calls: RtpSession receive + the batched tick, fake sockets.
 
     python -m bench.media_bench [--calls 100,300,500,1000] [--ticks 200] [--baseline-ref REF]
-                                [--send-packets 20000]
+                                [--socket-calls 200] [--send-packets 20000]
 
 Each of N calls gets one 20 ms PCMU packet per tick through ``RtpSession.receive`` (what the RTP
 socket's ``datagram_received`` does), then one ``run_tick`` over all calls pulls a frame per call
@@ -15,9 +15,13 @@ which must stay well under 20 ms.
 package and runs the very same workload with them in the same process, so the ratio is measured
 under the same load. ``--baseline-ref none`` skips it.
 
-The sockets are left out above on purpose (their cost is the kernel's); ``--send-packets``
-times that part apart: one packet through asyncio's ``DatagramTransport.sendto`` (what
-``RtpSocket.sendto`` uses) against the socket's own ``sendto``, over loopback.
+The sockets are left out above; two more measurements time them apart, over loopback:
+``--socket-calls`` runs the clock over N real RTP sockets fed by a paced sender process and
+reports the server's CPU per received packet with asyncio's reader (one loop callback per
+packet, as built) against draining every socket once per tick (``RtpSocket.drain``, which the
+clock otherwise uses only after a stall); ``--send-packets`` times sending (asyncio's
+``DatagramTransport.sendto``, what ``RtpSocket.sendto`` uses, against the socket's own
+``sendto``).
 """
 
 from __future__ import annotations
@@ -187,6 +191,65 @@ async def _send_costs(packets: int, sockets: int) -> dict[str, float]:
     return costs
 
 
+_PACED_SENDER = r"""
+import socket, struct, sys, time
+ports = [int(p) for p in sys.argv[1].split(",")]
+seconds = float(sys.argv[2])
+sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+n, start, k = len(ports), time.perf_counter(), 0
+while time.perf_counter() - start < seconds:
+    tick, i = divmod(k, n)
+    delay = start + tick * 0.020 + i * 0.020 / n - time.perf_counter()  # spread over the 20 ms
+    if delay > 0.001:
+        time.sleep(delay)
+    header = struct.pack("!BBHII", 0x80, 0, tick & 0xFFFF, tick * 160, 1000 + i)
+    sock.sendto(header + bytes(160), ("127.0.0.1", ports[i]))
+    k += 1
+"""
+
+
+async def _receive_cpu(calls: int, seconds: float, drain_every_tick: bool) -> float:
+    """Server CPU microseconds per received packet (receive + tick + send) with N calls fed by a
+    paced sender process, as a real server sees them (arrivals spread over each 20 ms)."""
+    from simplesip.media import MediaClock, open_rtp_socket, run_tick
+    from simplesip.rtpsession import RtpSession
+
+    sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sink.bind(("127.0.0.1", 0))
+    opened = [await open_rtp_socket("127.0.0.1", (42000, 59998)) for _ in range(calls)]
+    legs = []
+    for i, (rtp_socket, _) in enumerate(opened):
+        rtp_socket.session = RtpSession(0, "PCMU", sink.getsockname(), rng=random.Random(i))
+        leg = BenchLeg(rtp_socket.session)
+        leg._media_send = lambda packet, s=rtp_socket: s.sendto(packet, sink.getsockname())  # type: ignore[method-assign]
+        legs.append(leg)
+        if drain_every_tick:
+            rtp_socket.transport.pause_reading()  # type: ignore[union-attr]
+
+    def tick(now: float, number: int, send: bool) -> None:
+        if drain_every_tick:
+            for rtp_socket, _ in opened:
+                rtp_socket.drain()
+        run_tick(legs, None, now, send)
+
+    clock = MediaClock(tick)
+    ports = ",".join(str(port) for _, port in opened)
+    sender = subprocess.Popen([sys.executable, "-c", _PACED_SENDER, ports, str(seconds + 1.0)])
+    try:
+        clock.start()
+        await asyncio.sleep(0.5)  # latching, prefill
+        cpu0, packets0 = time.process_time(), sum(leg.rtp.packets_in for leg in legs)
+        await asyncio.sleep(seconds - 0.5)
+        cpu1, packets1 = time.process_time(), sum(leg.rtp.packets_in for leg in legs)
+    finally:
+        clock.stop()
+        sender.wait()
+        for rtp_socket, _ in opened:
+            rtp_socket.close()
+        sink.close()
+    return (cpu1 - cpu0) * 1e6 / max(1, packets1 - packets0)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--calls", default="100,300,500,1000", help="comma-separated call counts")
@@ -194,6 +257,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=20, help="ticks before measuring (prefill)")
     parser.add_argument("--baseline-ref", default=DEFAULT_BASELINE_REF,
                         help="git revision to compare against, or 'none'")
+    parser.add_argument("--socket-calls", type=int, default=200,
+                        help="also measure receiving over real sockets with this many calls (0: skip)")
+    parser.add_argument("--socket-seconds", type=float, default=4.0, help="length of that measurement")
     parser.add_argument("--send-packets", type=int, default=20000,
                         help="also time sending over real loopback sockets (0: skip)")
     args = parser.parse_args(argv)
@@ -223,6 +289,13 @@ def main(argv: list[str] | None = None) -> int:
                 ratio = f"{results['baseline']['total_ms'] / r['total_ms']:.2f}x"
             print(f"{count:>6} {name:>9} {r['receive_ms']:>8.2f} {r['tick_ms']:>8.2f} "
                   f"{r['total_ms']:>8.2f} {r['p99_ms']:>8.2f} {r['per_call_us']:>8.1f} {ratio:>8}")
+    if args.socket_calls:
+        print(f"\nreal sockets, {args.socket_calls} calls fed by a paced sender process: server CPU per "
+              "received packet (receive + tick + send)")
+        for drain in (False, True):
+            cpu = asyncio.run(_receive_cpu(args.socket_calls, args.socket_seconds, drain))
+            name = "RtpSocket.drain every tick" if drain else "asyncio reader (as built)"
+            print(f"  {name:>28}: {cpu:6.2f} us/packet")
     if args.send_packets:
         costs = asyncio.run(_send_costs(args.send_packets, 50))
         base = costs["asyncio transport"]

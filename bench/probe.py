@@ -49,6 +49,7 @@ class ProbeResult:
     intervals_ms: list[float] = field(default_factory=list)
     reactions_ms: list[float] = field(default_factory=list)
     error: str | None = None
+    foreign_packets: int = 0  # audio from another address than the server's SDP, not counted
 
     @property
     def lost(self) -> int:
@@ -74,6 +75,8 @@ class ProbeCall:
         self._call_id = f"probe-{uuid.uuid4().hex[:12]}@127.0.0.1"
         self._tag = uuid.uuid4().hex[:8]
         self._to_tag = ""
+        self._remote_target = ""  # the 200's Contact: Request-URI of ACK and BYE
+        self._route_set: list[str] = []  # its Record-Route, as Route headers (a proxy in front)
         self._remote_rtp: tuple[str, int] | None = None
 
     # -- SIP ----------------------------------------------------------------------------------
@@ -82,8 +85,10 @@ class ProbeCall:
         host, port = self.target
         local_port = self._sip.getsockname()[1]
         to_tag = f";tag={self._to_tag}" if self._to_tag else ""
+        request_uri = self._remote_target if method in ("ACK", "BYE") and self._remote_target \
+            else f"sip:{self.service}@{host}:{port}"
         lines = [
-            f"{method} sip:{self.service}@{host}:{port} SIP/2.0",
+            f"{method} {request_uri} SIP/2.0",
             f"Via: SIP/2.0/UDP 127.0.0.1:{local_port};branch=z9hG4bK{uuid.uuid4().hex[:16]};rport",
             f"From: <sip:probe@127.0.0.1:{local_port}>;tag={self._tag}",
             f"To: <sip:{self.service}@{host}:{port}>{to_tag}",
@@ -92,6 +97,8 @@ class ProbeCall:
             f"Contact: <sip:probe@127.0.0.1:{local_port}>",
             "Max-Forwards: 70",
         ]
+        if method in ("ACK", "BYE"):
+            lines += [f"Route: {route}" for route in self._route_set]
         if body:
             lines.append("Content-Type: application/sdp")
         lines.append(f"Content-Length: {len(body)}")
@@ -149,6 +156,10 @@ class ProbeCall:
         self.result.answered = True
         self.result.setup_seconds = time.monotonic() - started
         self._to_tag = _header(reply, "To").partition(";tag=")[2].split(";")[0]
+        contact = _header(reply, "Contact")
+        self._remote_target = contact[contact.find("<") + 1 : contact.find(">")] if "<" in contact else contact
+        record_route = [r.strip() for r in ",".join(_headers(reply, "Record-Route")).split(",") if r.strip()]
+        self._route_set = record_route[::-1]  # a UAC's route set is the Record-Route reversed
         self._remote_rtp = _sdp_address(reply)
         self._sip.sendto(self._request("ACK", 1), self.target)
         self._stream()
@@ -183,12 +194,18 @@ class ProbeCall:
     def _drain(self, arrivals: list[tuple[float, int, float]]) -> None:
         while True:
             try:
-                data, ancillary, _flags, _addr = self._rtp.recvmsg(2048, _TIMESTAMP_ANCILLARY,
-                                                                   socket.MSG_DONTWAIT)
+                data, ancillary, _flags, source = self._rtp.recvmsg(2048, _TIMESTAMP_ANCILLARY,
+                                                                    socket.MSG_DONTWAIT)
             except BlockingIOError:
                 return
             if len(data) < 12 or data[1] & 0x7F != 0:
                 continue  # not PCMU audio (RTCP, events)
+            if source != self._remote_rtp:
+                # Not the server's media port (it sends from the port of its SDP): another
+                # stream. Counted apart: once, in a 2-worker run, a second stream reached a probe
+                # and its sequence numbers read as 97 % loss.
+                self.result.foreign_packets += 1
+                continue
             stamp = kernel_timestamp(ancillary)
             sequence = struct.unpack("!H", data[2:4])[0]
             pcm = np.frombuffer(g711.ulaw_to_pcm(data[12:]), dtype="<i2").astype(np.float64)
@@ -291,6 +308,18 @@ def _header(message: str, name: str) -> str:
         if key.strip().lower() == name.lower():
             return value.strip()
     return ""
+
+
+def _headers(message: str, name: str) -> list[str]:
+    """Every value of header ``name`` (it may appear on several lines)."""
+    values = []
+    for line in message.split("\r\n")[1:]:
+        if not line:
+            break
+        key, _, value = line.partition(":")
+        if key.strip().lower() == name.lower():
+            values.append(value.strip())
+    return values
 
 
 def _sdp_address(message: str) -> tuple[str, int]:

@@ -58,6 +58,7 @@ class CpuWindow:
     _cpu: float = 0.0
     _wall: float = 0.0
     percent: float | None = None
+    wall_seconds: float = 0.0
 
     def _read(self) -> float | None:
         return machine_busy_seconds() if self.pid == MACHINE else cpu_seconds(self.pid)
@@ -68,7 +69,7 @@ class CpuWindow:
 
     def stop(self) -> float | None:
         cpu = self._read()
-        wall = time.monotonic() - self._wall
+        wall = self.wall_seconds = time.monotonic() - self._wall
         if cpu is not None and wall > 0:
             self.percent = 100.0 * (cpu - self._cpu) / wall
         return self.percent
@@ -132,3 +133,42 @@ class UdpDropCounter:
     @property
     def drops(self) -> int:
         return sum(count - self._baseline.get(inode, 0) for inode, count in self._seen.items())
+
+
+def child_pids(pid: int) -> list[int]:
+    """The processes whose parent is ``pid`` (Kamailio's forked workers, say)."""
+    children = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:  # after ")": state, ppid
+            children.append(int(entry))
+    return children
+
+
+class GroupCpuWindow:
+    """:class:`CpuWindow` summed over several processes (workers, or a proxy and its children),
+    in % of one core. Processes that exit during the window count for the time they ran."""
+
+    def __init__(self, pids: list[int]) -> None:
+        self.windows = [CpuWindow(pid) for pid in pids if pid != MACHINE]
+        self.percent: float | None = None
+
+    def start(self) -> None:
+        for window in self.windows:
+            window.start()
+
+    def stop(self) -> float | None:
+        shares = [window.stop() for window in self.windows]
+        known = [share for share in shares if share is not None]
+        self.percent = sum(known) if known else None
+        return self.percent
+
+    @property
+    def cpu_seconds(self) -> float:
+        """CPU seconds used over the window (after :meth:`stop`)."""
+        return sum((w.percent or 0.0) / 100 * w.wall_seconds for w in self.windows)

@@ -18,8 +18,10 @@ COLUMNS = [
     ("failed", "failed"), ("loss_in_pct", "loss in %"), ("kernel_drops_in", "kernel drops in"),
     ("loss_out_pct", "loss out %"), ("late_out_pct", "frames late out %"), ("send_p50_ms", "send err p50 ms"),
     ("send_p99_ms", "send err p99 ms"), ("reaction_p50_ms", "DTMF reaction p50 ms"),
-    ("reaction_p99_ms", "DTMF reaction p99 ms"), ("server_cpu_pct", "server CPU %"),
-    ("sipp_cpu_pct", "SIPp CPU %"), ("machine_cpu_pct", "box CPU %"), ("rss_mb", "RSS MB"), ("kb_per_call", "KiB/call"),
+    ("reaction_p99_ms", "DTMF reaction p99 ms"), ("dropped_ticks", "ticks dropped"),
+    ("server_cpu_pct", "server CPU %"), ("proxy_cpu_pct", "Kamailio CPU %"),
+    ("proxy_ms_per_call", "Kamailio ms/call"),
+    ("sipp_cpu_pct", "SIPp CPU %"), ("machine_cpu_pct", "box CPU %"), ("load_before", "load before"), ("rss_mb", "RSS MB"), ("kb_per_call", "KiB/call"),
     ("healthy", "healthy"), ("passed", "pass"), ("notes", "notes"),
 ]
 
@@ -85,23 +87,24 @@ def markdown(results: Sequence[StepResult], rates: Sequence[SetupRateResult],
         lines.append("| " + " | ".join(_cell(row[key]) for key, _ in COLUMNS) + " |")
     lines += ["", "Capacity (largest step that passed; in brackets, largest healthy step: no failed "
               "call and loss under the limit, send timing aside):", ""]
-    ours = capacity(results, systems[0][0], systems[0][1]) if systems else 0
-    ours_healthy = capacity(results, systems[0][0], systems[0][1], timing=False) if systems else 0
+    # ratios: each of our systems (one process, or several behind Kamailio) against each baseline
+    baselines = [(s, f) for s, f in systems if not s.startswith("simplesip")]
     for system, flow in systems:
         value, healthy = capacity(results, system, flow), capacity(results, system, flow, timing=False)
-        ratio = ""
-        if system != systems[0][0]:
-            ratio = (f"; ratio simplesip-ivr/{system}: {_ratio(ours, value)} at the full criteria, "
-                     f"{_ratio(ours_healthy, healthy)} healthy")
+        ratio = "".join(
+            f"; ratio to {other}: {_ratio(value, capacity(results, other, other_flow))} at the full "
+            f"criteria, {_ratio(healthy, capacity(results, other, other_flow, timing=False))} healthy"
+            for other, other_flow in baselines if (system, flow) not in baselines)
         lines.append(f"- {system} / {flow}: {value} ({healthy}) concurrent calls{ratio}")
     lines += [f"- {note}" for note in baseline_notes]
     if rates:
         lines += ["", "Call set-up rate (short calls: INVITE, 0.5 s, BYE):", "",
-                  "| system | offered cps | ok | failed | achieved cps | answer ms | server CPU % | pass |",
-                  "|---|---|---|---|---|---|---|---|"]
+                  "| system | offered cps | ok | failed | achieved cps | answer ms | server CPU % | Kamailio CPU % | pass |",
+                  "|---|---|---|---|---|---|---|---|---|"]
         for rate in rates:
             lines.append(f"| {rate.system} | {rate.offered_cps:g} | {rate.completed} | {rate.failed} | "
                          f"{rate.achieved_cps:.1f} | {rate.answer_ms:.0f} | {_cell(rate.server_cpu_pct)} | "
+                         f"{_cell(rate.proxy_cpu_pct)} | "
                          f"{_cell(rate.passed)} |")
         best: dict[str, float] = {}
         for rate in rates:

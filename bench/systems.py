@@ -3,11 +3,15 @@
 * :class:`IvrServerUnderTest`: ``ivr serve`` with the benchmark flows and a configuration made for
   the run (free SIP port, its own RTP range, limits raised, JSON logs so the per-call RTP
   statistics of each ``ended`` event can be read back).
+* :class:`IvrClusterUnderTest` (:mod:`bench.cluster`): several of those behind Kamailio's
+  dispatcher, the way to use more than one core.
 * :class:`PyVoipUnderTest`: :mod:`bench.baseline_pyvoip`, the pyVoIP 1.6.8 auto-answer baseline.
 
-Both expose ``pid``, ``sip_port``, ``rtp_range``, ``start()``, ``stop()`` and
+All expose ``pid``, ``sip_port``, ``rtp_range``, ``start()``, ``stop()``,
 ``ended_call_stats()`` (per-call receive statistics since the last call, empty when the system
-does not report them).
+does not report them), ``workers`` ((pid, RTP range) of each media process), ``proxy_pids``
+(processes that only relay signalling, measured apart) and ``dropped_ticks()`` (the media
+clock's dropped ticks so far, None when the system has no such clock).
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +41,13 @@ PROJECT_DIR = BENCH_DIR.parent
 def free_udp_port() -> int:
     """A UDP port free on 127.0.0.1 right now."""
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def free_tcp_port() -> int:
+    """A TCP port free on 127.0.0.1 right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
 
@@ -55,7 +67,8 @@ def prepare_flows(folder: Path) -> Path:
     return folder
 
 
-def _wait_for_line(path: Path, needle: str, process: subprocess.Popen, timeout: float) -> None:
+def wait_for_line(path: Path, needle: str, process: subprocess.Popen, timeout: float) -> None:
+    """Wait until ``needle`` shows in the log ``path`` of ``process``; raise if it exits first."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
@@ -67,7 +80,8 @@ def _wait_for_line(path: Path, needle: str, process: subprocess.Popen, timeout: 
     raise RuntimeError(f"{needle!r} not seen in {path} after {timeout:.0f} s")
 
 
-def _terminate(process: subprocess.Popen | None, grace: float = 10.0) -> None:
+def terminate(process: subprocess.Popen | None, grace: float = 10.0) -> None:
+    """SIGTERM ``process`` (if running), SIGKILL it after ``grace`` seconds."""
     if process is None or process.poll() is not None:
         return
     process.send_signal(signal.SIGTERM)
@@ -83,12 +97,14 @@ class IvrServerUnderTest:
 
     name = "simplesip-ivr"
 
-    def __init__(self, work_dir: Path, flow: str = "bench", max_calls: int = 5000) -> None:
+    def __init__(self, work_dir: Path, flow: str = "bench", max_calls: int = 5000,
+                 rtp_range: tuple[int, int] | None = None) -> None:
         self.work_dir = work_dir / "ivr"
         self.flow = flow
         self.max_calls = max_calls
         self.sip_port = 0
-        self.rtp_range = random_port_range(8000)
+        self.metrics_port = 0
+        self.rtp_range = rtp_range or random_port_range(8000)
         self.process: subprocess.Popen | None = None
         self.log_path = self.work_dir / "server.log"
         self._log_offset = 0
@@ -98,9 +114,29 @@ class IvrServerUnderTest:
         assert self.process is not None
         return self.process.pid
 
+    @property
+    def workers(self) -> list[tuple[int, tuple[int, int]]]:
+        return [(self.pid, self.rtp_range)]
+
+    proxy_pids: list[int] = []
+
+    def dropped_ticks(self) -> int | None:
+        """``ivr_media_clock_dropped_ticks_total`` from the server's Prometheus endpoint."""
+        try:
+            url = f"http://127.0.0.1:{self.metrics_port}/metrics"
+            with urllib.request.urlopen(url, timeout=2) as reply:
+                text = reply.read().decode()
+        except OSError:
+            return None
+        for line in text.splitlines():
+            if line.startswith("ivr_media_clock_dropped_ticks_total "):
+                return int(float(line.split()[1]))
+        return None  # a server without the counter
+
     def start(self) -> None:
         flows = prepare_flows(self.work_dir / "flows")
         self.sip_port = free_udp_port()
+        self.metrics_port = free_tcp_port()
         config = self.work_dir / "ivr.yaml"
         config.write_text(
             f"listen: {{host: 127.0.0.1, port: {self.sip_port}, transports: [udp]}}\n"
@@ -109,6 +145,7 @@ class IvrServerUnderTest:
             f"default_flow: {self.flow}\n"
             f"recordings: {self.work_dir / 'recordings'}\n"
             f"limits: {{max_calls: {self.max_calls}, rate: {{per_source: 100000, burst: 100000}}}}\n"
+            f"metrics_port: {self.metrics_port}\n"
             "logging: {format: json, level: info}\n"
             "drain_timeout: 2\n")
         with self.log_path.open("wb") as out:
@@ -116,13 +153,13 @@ class IvrServerUnderTest:
                 [sys.executable, "-m", "ivr", "serve", "--config", str(config)],
                 cwd=self.work_dir, stdout=out, stderr=subprocess.STDOUT,
                 env={**os.environ, "PYTHONPATH": str(PROJECT_DIR)})
-        _wait_for_line(self.log_path, "ivr serving on", self.process, 20.0)
+        wait_for_line(self.log_path, "ivr serving on", self.process, 20.0)
         self._log_offset = self.log_path.stat().st_size
         log.info("ivr serve pid %d on 127.0.0.1:%d (RTP %d-%d, flow %s)", self.pid, self.sip_port,
                  *self.rtp_range, self.flow)
 
     def stop(self) -> None:
-        _terminate(self.process)
+        terminate(self.process)
 
     def ended_call_stats(self) -> list[dict[str, Any]]:
         """The RTP statistics of every call that ended since the last call to this method."""
@@ -175,10 +212,19 @@ class PyVoipUnderTest:
                  "--prompt", str(flows / "prompts" / "bench_menu.wav")],
                 cwd=self.work_dir, stdout=out, stderr=subprocess.STDOUT,
                 env={**os.environ, "PYTHONPATH": str(PROJECT_DIR)})
-        _wait_for_line(self.log_path, "baseline ready", self.process, 20.0)
+        wait_for_line(self.log_path, "baseline ready", self.process, 20.0)
+
+    @property
+    def workers(self) -> list[tuple[int, tuple[int, int]]]:
+        return [(self.pid, self.rtp_range)]
+
+    proxy_pids: list[int] = []
 
     def stop(self) -> None:
-        _terminate(self.process, grace=5.0)
+        terminate(self.process, grace=5.0)
 
     def ended_call_stats(self) -> list[dict[str, Any]]:
         return []  # pyVoIP keeps no receive statistics
+
+    def dropped_ticks(self) -> int | None:
+        return None  # one thread per call and direction: no shared media clock

@@ -22,6 +22,7 @@ from typing import Any, Callable, TextIO
 
 import pluggy
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client.core import CounterMetricFamily
 
 from ivr.admission import Admission
 from ivr.call import CallContext
@@ -29,7 +30,7 @@ from ivr.config import ConfigError, IvrConfig, load_config
 from ivr.engine import Engine
 from ivr.plugins import make_plugin_manager, sync_extra_plugins
 
-__all__ = ["Admission", "CallRecorder", "FlowStoreRunner", "IvrServer", "JsonLogFormatter", "configure_logging",
+__all__ = ["Admission", "CallRecorder", "MediaClockCollector", "FlowStoreRunner", "IvrServer", "JsonLogFormatter", "configure_logging",
            "repair_recordings"]
 
 log = logging.getLogger(__name__)
@@ -107,6 +108,34 @@ class CallRecorder:
         if self._cdr is not None:
             self._cdr.close()
             self._cdr = None
+
+
+class MediaClockCollector:
+    """Prometheus view of the endpoint's media clock, read at scrape time.
+
+    ``ivr_media_clock_dropped_ticks_total``: 20 ms ticks the clock skipped because the process
+    could not keep up (overload: no audio moved for any call in that tick);
+    ``ivr_media_clock_catch_up_ticks_total``: ticks run late after a stall, inbound only. Read from
+    the clock itself rather than counted on the side, so the figures are the clock's own.
+    """
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+
+    def _clock(self) -> Any:
+        endpoint = getattr(self._engine, "endpoint", None)
+        # Endpoint keeps its clock private; prefer a public accessor once it has one.
+        return getattr(endpoint, "media_clock", None) or getattr(endpoint, "_clock", None)
+
+    def collect(self) -> Any:
+        clock = self._clock()
+        for name, attribute, text in (
+            ("ivr_media_clock_dropped_ticks", "dropped_ticks", "Media clock ticks dropped under overload"),
+            ("ivr_media_clock_catch_up_ticks", "catch_up_ticks", "Media clock ticks run late after a stall"),
+        ):
+            family = CounterMetricFamily(name, text)
+            family.add_metric([], float(getattr(clock, attribute, 0) or 0))
+            yield family
 
 
 def _iso(stamp: float | None) -> str | None:
@@ -250,6 +279,7 @@ class IvrServer:
         self.admission = Admission(self.engine, self.config)
         self.engine.admission = self.admission
         self.engine.observers.append(self.recorder)
+        self.registry.register(MediaClockCollector(self.engine))
         self._stopping = asyncio.Event()
         self._metrics_server: Any = None
 

@@ -15,13 +15,14 @@ Example::
     call.queue_pcm(pcm)
     await call.hangup()
     await endpoint.stop()
+
+:class:`EndpointConfig` lives in :mod:`simplesip.endpoint_config` and is importable from here.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass
 from typing import Any, Callable
 
 import numpy as np
@@ -31,6 +32,7 @@ from simplesip.call import Call, CallState, split_target
 from simplesip.dtmf import parse_info_dtmf
 from simplesip.errors import AuthenticationError, CallError, ConnectionError
 from simplesip.driver import CoreDriver
+from simplesip.endpoint_config import EndpointConfig
 from simplesip.media import MediaClock, RtpSocket, open_rtp_socket, run_tick, send_rtcp_reports
 from simplesip.sdp import SDPNegotiationError, SdpSession, media_params_from_answer
 from simplesip.transport import SipTransport
@@ -39,36 +41,6 @@ from simplesip.useragent import UAConfig, UserAgentCore
 log = logging.getLogger(__name__)
 
 __all__ = ["Endpoint", "EndpointConfig"]
-
-
-@dataclass
-class EndpointConfig:
-    """Everything an Endpoint needs. Registration fields are optional: without ``server`` the
-    Endpoint only makes and takes direct calls."""
-
-    local_host: str = "127.0.0.1"
-    sip_port: int = 5060  # 0: any free port (see Endpoint.local_address)
-    transports: tuple[str, ...] = ("udp", "tcp")
-    username: str | None = None
-    password: str | None = None
-    server: str | None = None
-    server_port: int = 5060
-    transport: str = "udp"  # towards the server, and the default for outgoing calls
-    domain: str | None = None
-    #: A SIP URI or host[:port]: every out-of-dialog request goes there (a Route header), whatever
-    #: its target. Without one, only targets in our domain on the server's port go to ``server``.
-    outbound_proxy: str | None = None
-    display_name: str | None = None
-    rtp_port_range: tuple[int, int] = (20000, 30000)
-    codecs: tuple[str, ...] = ("PCMU", "PCMA")
-    dtmf_payload_type: int = 101
-    user_agent: str = "SimpleSIP/0.2"
-    register_expires: int = 3600
-    register_timeout: float = 8.0  # seconds before register() gives up with ConnectionError
-    call_timeout: float = 60.0  # seconds call() waits for an answer (then CANCEL, CallError 408)
-    tcp_idle_timeout: float = 64.0  # close a TCP connection that carried nothing for this long
-    tcp_message_timeout: float = 10.0  # close one whose message started and is still incomplete
-    jitter_target_ms: int = 60
 
 
 class Endpoint:

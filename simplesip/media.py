@@ -58,11 +58,12 @@ class MediaClock:
 
     A stall and overload look alike to one firing (ticks overdue) but call for opposite answers.
     After a stall every missed tick runs (up to ``max_catch_up``): if ticks cost less than real
-    time the backlog shrinks firing after firing until the clock is on time again. If a firing
-    finds a backlog no smaller than the previous firing's, the ticks cost more than real time and
-    catching up would only grow the delay: the clock then sheds load, running at most
-    ``max_burst`` ticks per firing and dropping older ones (``dropped_ticks``; the jitter buffers
-    trim what piles up), until a firing finds it on time.
+    time the backlog shrinks firing after firing until the clock is on time again. If the backlog
+    fails to shrink on two firings in a row, the ticks cost more than real time and catching up
+    would only grow the delay: the clock then sheds load, running at most ``max_burst`` ticks per
+    firing and dropping older ones (``dropped_ticks``; the jitter buffers trim what piles up),
+    until a firing finds it on time. (Two, not one: a firing made late by load followed by a stall
+    is not overload.)
     """
 
     def __init__(self, on_tick: TickCallback, interval: float = FRAME_INTERVAL, max_burst: int = 2,
@@ -77,6 +78,7 @@ class MediaClock:
         #: Ticks not run at all (overload, or more than ``max_catch_up`` behind).
         self.dropped_ticks = 0
         self._last_backlog = 0  # ticks overdue at the previous firing
+        self._backlog_held = 0  # firings in a row whose backlog did not shrink
         #: True while the clock sheds load (see the class docstring).
         self.overloaded = False
         self._t0 = 0.0
@@ -87,14 +89,16 @@ class MediaClock:
     def running(self) -> bool:
         return self._handle is not None
 
-    def start(self) -> None:
-        """Start ticking on the running loop (the first tick is one interval from now)."""
+    def start(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
+        """Start ticking on ``loop`` (default: the running loop); the first tick is one interval
+        from now. Anything with ``time()`` and ``call_at()`` will do, which lets tests drive the
+        clock through stalls and overload deterministically."""
         if self._handle is not None:
             return
-        self._loop = asyncio.get_running_loop()
+        self._loop = loop or asyncio.get_running_loop()
         self._t0 = self._loop.time()
         self.tick_number = 0
-        self._last_backlog = 0
+        self._last_backlog = self._backlog_held = 0
         self.overloaded = False
         self._schedule()
 
@@ -118,9 +122,15 @@ class MediaClock:
             if self.overloaded:
                 log.info("media clock on time again: %d ticks dropped so far", self.dropped_ticks)
             self.overloaded = False
-        elif self._last_backlog > self.max_burst and behind >= self._last_backlog and not self.overloaded:
-            log.warning("media clock backlog not shrinking (%d ticks): overloaded, dropping ticks", behind)
-            self.overloaded = True
+            self._backlog_held = 0
+        elif self._last_backlog > self.max_burst and behind >= self._last_backlog:
+            self._backlog_held += 1
+            if self._backlog_held >= 2 and not self.overloaded:
+                log.warning("media clock backlog not shrinking (%d ticks): overloaded, dropping ticks",
+                            behind)
+                self.overloaded = True
+        else:
+            self._backlog_held = 0
         self._last_backlog = behind
         limit = self.max_burst if self.overloaded else self.max_catch_up
         if behind > limit:
@@ -145,7 +155,8 @@ class RtpSocket(asyncio.DatagramProtocol):
     RtpSession with their arrival time; the session tells RTP from RTCP itself.
 
     :meth:`drain` reads what is waiting without going through the loop, which the clock needs
-    after a stall.
+    after a stall. (Reading every tick this way instead of one loop callback per packet was
+    measured and gains nothing: docs/performance.md, "Media hot path".)
     """
 
     def __init__(self, loop: asyncio.AbstractEventLoop):
@@ -154,7 +165,6 @@ class RtpSocket(asyncio.DatagramProtocol):
         self.transport: asyncio.DatagramTransport | None = None
         self.rtcp_transport: asyncio.DatagramTransport | None = None
         self._rtp_sock: socket.socket | None = None
-        self._rtcp_sock: socket.socket | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # The RTCP socket shares this protocol and connects second: RTP must keep going out of the
@@ -174,24 +184,32 @@ class RtpSocket(asyncio.DatagramProtocol):
         log.debug("RTP socket error: %s", exc)
 
     def drain(self) -> int:
-        """Hand every datagram now waiting on the RTP and RTCP sockets to the session; returns
-        how many. asyncio reads one datagram per socket per loop pass, so after a stall most of
-        what arrived is still in the kernel when the clock starts catching up."""
-        if self.session is None or self.transport is None or self.transport.is_closing():
+        """Hand every datagram waiting on the RTP socket to the session now; returns how many.
+
+        asyncio reads one datagram per socket per loop pass, so after a stall most of what
+        arrived meanwhile is still in the kernel when the clock starts catching up: the clock
+        calls this first. Arrival times are the time of the read, as for datagrams the loop
+        delivers: the session's latching rules compare arrival times, which must never run
+        backwards from one packet to the next.
+        """
+        session, transport, sock = self.session, self.transport, self._rtp_sock
+        if session is None or sock is None or transport is None or transport.is_closing():
             return 0
+        now = self._time()
         count = 0
-        for sock in (self._rtp_sock, self._rtcp_sock):
-            while sock is not None:
-                try:
-                    data, addr = sock.recvfrom(_MAX_DATAGRAM)
-                except (BlockingIOError, InterruptedError):
-                    break
-                except OSError as exc:  # e.g. an ICMP error queued on the socket
-                    self.error_received(exc)
-                    break
-                count += 1
-                self.datagram_received(data, addr)
-        return count
+        while True:
+            try:
+                data, addr = sock.recvfrom(_MAX_DATAGRAM)
+            except (BlockingIOError, InterruptedError):
+                return count
+            except OSError as exc:  # e.g. an ICMP error queued on the socket
+                self.error_received(exc)
+                return count
+            count += 1
+            try:
+                session.receive(data, addr, now)
+            except Exception:  # a malformed packet is the peer's problem, not the call's end
+                log.debug("dropped RTP packet from %s", addr, exc_info=True)
 
     def sendto(self, data: bytes, addr: tuple[str, int]) -> None:
         # Measured (bench/media_bench.py --send-packets): the socket's own sendto saves only
@@ -247,7 +265,7 @@ async def open_rtp_socket(host: str, port_range: tuple[int, int]) -> tuple[RtpSo
         await loop.create_datagram_endpoint(lambda p=protocol: p, sock=rtp_sock)
         rtcp, _ = await loop.create_datagram_endpoint(lambda p=protocol: p, sock=rtcp_sock)
         protocol.rtcp_transport = rtcp  # type: ignore[assignment]
-        protocol._rtp_sock, protocol._rtcp_sock = rtp_sock, rtcp_sock
+        protocol._rtp_sock = rtp_sock
         return protocol, port
     raise OSError(f"no free RTP/RTCP port pair in {port_range[0]}-{port_range[1]}")
 
@@ -283,16 +301,13 @@ def run_tick(calls: Sequence[MediaLeg], on_tick: OnTick | None, now: float, send
     if n == 0:
         return
     catch_up = not send
-    if catch_up:
-        for call in calls:
-            sock = call.rtp_socket
-            if sock is not None:
-                sock.drain()
     # One bytes join and one frombuffer for the whole batch: per-row numpy assignment costs
     # about a microsecond per call, which adds up at hundreds of calls every 20 ms.
     frames = []
     alaw_flags = []
     for call in calls:
+        if catch_up and call.rtp_socket is not None:
+            call.rtp_socket.drain()  # what arrived during the stall (see RtpSocket.drain)
         rtp = call.rtp
         frames.append(rtp.pull_frame(catch_up))
         alaw_flags.append(rtp.codec == "PCMA")

@@ -303,14 +303,7 @@ class RtpSession:
                 self._timestamp += FRAME_SAMPLES
                 self._talking = False  # resume audio with a marker, as after any talk-spurt break
                 return packet
-        pt = self._payload_type
-        if not 0 <= pt <= 127:
-            raise ValueError(f"payload type out of range: {pt}")
-        packet = _OUR_HEADER.pack(_RTP_V2_PLAIN, pt | 0x80 if marker or not self._talking else pt,
-                                  self._sequence, self._timestamp & 0xFFFFFFFF, self.ssrc) + payload
-        self._sequence = (self._sequence + 1) & 0xFFFF
-        self.packets_out += 1
-        self.octets_out += len(payload)
+        packet = self._packet(self._payload_type, payload, marker or not self._talking, self._timestamp)
         self._timestamp += len(payload)  # G.711: one byte per sample
         self._talking = True
         return packet
@@ -341,8 +334,10 @@ class RtpSession:
         return self._dtmf_out.busy
 
     def _packet(self, payload_type: int, payload: bytes, marker: bool, timestamp: int) -> bytes:
-        data = RtpPacket(payload_type, self._sequence, timestamp & 0xFFFFFFFF, self.ssrc, payload,
-                         marker=marker).serialize()
+        if not 0 <= payload_type <= 127:
+            raise ValueError(f"payload type out of range: {payload_type}")
+        data = _OUR_HEADER.pack(_RTP_V2_PLAIN, payload_type | 0x80 if marker else payload_type,
+                                self._sequence, timestamp & 0xFFFFFFFF, self.ssrc) + payload
         self._sequence = (self._sequence + 1) & 0xFFFF
         self.packets_out += 1
         self.octets_out += len(payload)

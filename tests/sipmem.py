@@ -47,6 +47,17 @@ class Datagram:
         return method is None or self.message.cseq[1] == method
 
 
+#: A minimal SDP offer for calls in memory, and the answer to it (another port).
+OFFER = b"v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\n"
+ANSWER = OFFER.replace(b"4000", b"4002")
+
+
+def sip(text: str, body: bytes = b"") -> bytes:
+    """A hand-written message: lines joined with CRLF, Content-Length filled in."""
+    head = "\r\n".join(line.strip() for line in text.strip().splitlines())
+    return f"{head}\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body
+
+
 def request(method: str) -> Match:
     """Match requests with ``method``."""
     return lambda d: d.is_request(method)

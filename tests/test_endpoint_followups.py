@@ -107,9 +107,8 @@ async def test_reject_carries_the_given_headers(callee_and_peer, status, headers
     assert final.headers.get(expected[0]) == expected[1]
 
 
-async def test_late_offer_media_starts_from_the_sdp_in_the_ack(callee_and_peer):
-    endpoint, peer = callee_and_peer
-    rtp = await RawPeer.open()
+def _answer_every_call(endpoint: Endpoint) -> list[Call]:
+    """Make ``endpoint`` answer each incoming call; the returned list collects them."""
     calls: list[Call] = []
 
     async def answer(call: Call) -> None:
@@ -117,6 +116,13 @@ async def test_late_offer_media_starts_from_the_sdp_in_the_ack(callee_and_peer):
         await call.answer()
 
     endpoint.on_incoming_call = answer
+    return calls
+
+
+async def test_late_offer_media_starts_from_the_sdp_in_the_ack(callee_and_peer):
+    endpoint, peer = callee_and_peer
+    rtp = await RawPeer.open()
+    calls = _answer_every_call(endpoint)
     try:
         invite, call_id = _invite(endpoint, peer)  # no SDP: we must offer in the 200
         peer.send(invite, endpoint.local_address)
@@ -143,13 +149,7 @@ async def test_offerless_reinvite_moves_media_to_the_address_in_its_ack(callee_a
     """What a PBX does after a transfer: a re-INVITE without SDP, the new media address in the ACK."""
     endpoint, peer = callee_and_peer
     first, second = await RawPeer.open(), await RawPeer.open()
-    calls: list[Call] = []
-
-    async def answer(call: Call) -> None:
-        calls.append(call)
-        await call.answer()
-
-    endpoint.on_incoming_call = answer
+    calls = _answer_every_call(endpoint)
     try:
         invite, _ = _invite(endpoint, peer, SDP_ANSWER.format(port=first.port))
         peer.send(invite, endpoint.local_address)
@@ -176,13 +176,7 @@ async def test_offerless_reinvite_moves_media_to_the_address_in_its_ack(callee_a
 
 async def test_late_offer_without_an_answer_in_the_ack_is_hung_up(callee_and_peer):
     endpoint, peer = callee_and_peer
-    calls: list[Call] = []
-
-    async def answer(call: Call) -> None:
-        calls.append(call)
-        await call.answer()
-
-    endpoint.on_incoming_call = answer
+    calls = _answer_every_call(endpoint)
     invite, _ = _invite(endpoint, peer)
     peer.send(invite, endpoint.local_address)
     ok = await peer.final_response()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from types import SimpleNamespace
 
 import numpy as np
 
@@ -225,3 +226,90 @@ async def test_rtp_leaves_from_the_rtp_port_and_rtcp_from_the_port_above() -> No
     finally:
         sink.close()
         rtp.close()
+
+
+async def test_drain_reads_every_waiting_packet_without_the_loop() -> None:
+    """After a stall the clock reads what waited in the socket itself: asyncio would deliver one
+    datagram per socket per loop pass, too late for the catch-up ticks."""
+    import socket
+    import struct
+
+    from simplesip.media import open_rtp_socket
+    from simplesip.rtpsession import RtpSession
+
+    rtp, port = await open_rtp_socket("127.0.0.1", (42000, 49998))
+    session = RtpSession(0, "PCMU", None)
+    rtp.session = session
+    sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        for k in range(5):
+            sender.sendto(struct.pack("!BBHII", 0x80, 0, k, k * 160, 77) + bytes(160), ("127.0.0.1", port))
+        time.sleep(0.05)  # the loop is blocked: nothing reads them
+        assert rtp.drain() == 5
+        assert session.stats()["received"] == 5 and session.stats()["jitter_buffer_ms"] == 100
+        assert rtp.drain() == 0
+        rtp.close()
+        assert rtp.drain() == 0  # a closed socket is left alone
+    finally:
+        sender.close()
+        rtp.close()
+
+
+class SteppedLoop:
+    """Just enough of an event loop for MediaClock: a clock we set, and the one pending timer."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.timer = None
+
+    def time(self) -> float:
+        return self.now
+
+    def call_at(self, when, callback):
+        self.timer = (when, callback)
+        return SimpleNamespace(cancel=lambda: None)
+
+    def fire_at(self, now: float) -> None:
+        """The loop gets control back at ``now`` and runs the clock's timer (if it is due)."""
+        self.now = now
+        when, callback = self.timer
+        if now >= when:
+            callback()
+
+
+def _stepped_clock(cost: float = 0.0):
+    loop = SteppedLoop()
+    fired: list[tuple[int, bool]] = []
+
+    def tick(now: float, k: int, send: bool) -> None:
+        fired.append((k, send))
+        loop.now += cost  # each tick takes this long
+
+    clock = MediaClock(tick, max_burst=2)
+    clock.start(loop)
+    return clock, loop, fired
+
+
+def test_a_late_firing_followed_by_a_stall_is_caught_up_not_shed():
+    clock, loop, fired = _stepped_clock()
+    loop.fire_at(0.020)
+    loop.fire_at(0.100)  # 60 ms late under load: 4 ticks due at once
+    loop.fire_at(0.400)  # then a 300 ms stall
+    loop.fire_at(0.420)
+    assert [k for k, _ in fired] == list(range(1, 22))  # every tick ran, in order
+    assert not clock.overloaded and clock.dropped_ticks == 0
+    assert [k for k, send in fired if not send] == [2, 3] + list(range(6, 19))
+
+
+def test_sustained_overload_sheds_ticks_and_recovers_when_ticks_get_cheap():
+    clock, loop, fired = _stepped_clock(cost=0.030)  # every tick costs 30 ms: more than real time
+    for _ in range(12):
+        loop.fire_at(max(loop.now, loop.timer[0]))
+    assert clock.overloaded and clock.dropped_ticks > 0
+    lag = loop.now - clock.tick_number * 0.020
+    assert lag < 0.150  # shedding keeps the clock within a few ticks of real time
+    loop.fire_at(loop.now)
+    clock.on_tick = lambda now, k, send: None  # the load goes away
+    loop.fire_at(max(loop.now, loop.timer[0]))
+    loop.fire_at(loop.timer[0])
+    assert not clock.overloaded

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from peers import SIPP_PCAPS, SippRunner, dump_sipp_scenario, pcap_rtp_packets
+from sipp_xml import PCMU, UAS_CONTACT, response, scenario, sdp, send, uac_request
 from simplesip import Call, CallState, Endpoint, EndpointConfig, SimpleSIPClient, g711
 
 pytestmark = [pytest.mark.peer, pytest.mark.timeout(30)]
@@ -19,43 +20,15 @@ pytestmark = [pytest.mark.peer, pytest.mark.timeout(30)]
 DTMF_ORDER = ["1", "2", "3", "4", "5", "6", "7", "8", "9", "star", "pound", "0"]  # rising seq numbers
 
 # SIPp UAS answering PCMU + telephone-event, for -rtp_echo (the built-in uas offers PCMU only).
-UAS_ECHO_WITH_DTMF = """<?xml version="1.0" encoding="ISO-8859-1" ?>
-<scenario name="uas echo with telephone-event">
-  <recv request="INVITE"/>
-  <send retrans="500"><![CDATA[
-SIP/2.0 200 OK
-[last_Via:]
-[last_From:]
-[last_To:];tag=[pid]SIPpTag01[call_number]
-[last_Call-ID:]
-[last_CSeq:]
-Contact: <sip:[local_ip]:[local_port];transport=[transport]>
-Content-Type: application/sdp
-Content-Length: [len]
-
-v=0
-o=sipp 1 1 IN IP4 [local_ip]
-s=-
-c=IN IP4 [media_ip]
-t=0 0
-m=audio [media_port] RTP/AVP 0 101
-a=rtpmap:0 PCMU/8000
-a=rtpmap:101 telephone-event/8000
-a=fmtp:101 0-15
-]]></send>
-  <recv request="ACK"/>
-  <recv request="BYE"/>
-  <send><![CDATA[
-SIP/2.0 200 OK
-[last_Via:]
-[last_From:]
-[last_To:]
-[last_Call-ID:]
-[last_CSeq:]
-Content-Length: 0
-]]></send>
-</scenario>
-"""
+UAS_ECHO_WITH_DTMF = scenario(
+    "uas echo with telephone-event",
+    '  <recv request="INVITE"/>\n',
+    send(response("200 OK", to_tag=True, headers=(UAS_CONTACT,), body=sdp(
+        "m=audio [media_port] RTP/AVP 0 101\na=rtpmap:0 PCMU/8000\n"
+        "a=rtpmap:101 telephone-event/8000\na=fmtp:101 0-15\n")), retrans=True),
+    '  <recv request="ACK"/>\n  <recv request="BYE"/>\n',
+    send(response("200 OK")),
+)
 
 
 def _find(haystack: np.ndarray, needle: np.ndarray) -> list[int]:
@@ -189,91 +162,29 @@ def test_dtmf_sent_comes_back_through_sipp_rtp_echo(tmp_path: Path):
 
 
 # SIPp UAC that calls, puts us on hold with a re-INVITE (a=sendonly), waits, resumes, hangs up.
-UAC_HOLD_RESUME = """<?xml version="1.0" encoding="ISO-8859-1" ?>
-<scenario name="uac hold and resume">
-  <send retrans="500"><![CDATA[
-INVITE sip:[service]@[remote_ip]:[remote_port] SIP/2.0
-Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
-From: sipp <sip:sipp@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
-To: <sip:[service]@[remote_ip]:[remote_port]>
-Call-ID: [call_id]
-CSeq: 1 INVITE
-Contact: <sip:sipp@[local_ip]:[local_port]>
-Max-Forwards: 70
-Content-Type: application/sdp
-Content-Length: [len]
-
-v=0
-o=sipp 1 1 IN IP4 [local_ip]
-s=-
-c=IN IP4 [media_ip]
-t=0 0
-m=audio [media_port] RTP/AVP 0
-a=rtpmap:0 PCMU/8000
-]]></send>
-  <recv response="100" optional="true"/>
-  <recv response="180" optional="true"/>
-  <recv response="200" rrs="true"/>
-  <send><![CDATA[
-ACK [next_url] SIP/2.0
-Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
-From: sipp <sip:sipp@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
-To: <sip:[service]@[remote_ip]:[remote_port]>[peer_tag_param]
-Call-ID: [call_id]
-CSeq: 1 ACK
-Max-Forwards: 70
-Content-Length: 0
-]]></send>
-  <pause milliseconds="600"/>
-  <send retrans="500"><![CDATA[
-INVITE [next_url] SIP/2.0
-Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
-From: sipp <sip:sipp@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
-To: <sip:[service]@[remote_ip]:[remote_port]>[peer_tag_param]
-Call-ID: [call_id]
-CSeq: 2 INVITE
-Contact: <sip:sipp@[local_ip]:[local_port]>
-Max-Forwards: 70
-Content-Type: application/sdp
-Content-Length: [len]
-
-v=0
-o=sipp 1 2 IN IP4 [local_ip]
-s=-
-c=IN IP4 [media_ip]
-t=0 0
-m=audio [media_port] RTP/AVP 0
-a=rtpmap:0 PCMU/8000
-a=sendonly
-]]></send>
-  <recv response="200">
-    <action><ereg regexp="a=recvonly" search_in="body" check_it="true" assign_to="held"/></action>
-  </recv>
-  <send><![CDATA[
-ACK [next_url] SIP/2.0
-Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
-From: sipp <sip:sipp@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
-To: <sip:[service]@[remote_ip]:[remote_port]>[peer_tag_param]
-Call-ID: [call_id]
-CSeq: 2 ACK
-Max-Forwards: 70
-Content-Length: 0
-]]></send>
-  <pause milliseconds="1000"/>
-  <send retrans="500"><![CDATA[
-BYE [next_url] SIP/2.0
-Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
-From: sipp <sip:sipp@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
-To: <sip:[service]@[remote_ip]:[remote_port]>[peer_tag_param]
-Call-ID: [call_id]
-CSeq: 3 BYE
-Max-Forwards: 70
-Content-Length: 0
-]]></send>
-  <recv response="200"/>
-  <Reference variables="held"/>
-</scenario>
-"""
+_TO_SIPP_SERVICE = "<sip:[service]@[remote_ip]:[remote_port]>"
+_IN_DIALOG = _TO_SIPP_SERVICE + "[peer_tag_param]"
+_CONTACT = "Contact: <sip:sipp@[local_ip]:[local_port]>"
+UAC_HOLD_RESUME = scenario(
+    "uac hold and resume",
+    send(uac_request("INVITE sip:[service]@[remote_ip]:[remote_port] SIP/2.0", "1 INVITE",
+                     to=_TO_SIPP_SERVICE, headers=(_CONTACT, "Max-Forwards: 70"), body=sdp()),
+         retrans=True),
+    '  <recv response="100" optional="true"/>\n  <recv response="180" optional="true"/>\n'
+    '  <recv response="200" rrs="true"/>\n',
+    send(uac_request("ACK [next_url] SIP/2.0", "1 ACK", to=_IN_DIALOG)),
+    '  <pause milliseconds="600"/>\n',
+    send(uac_request("INVITE [next_url] SIP/2.0", "2 INVITE", to=_IN_DIALOG,
+                     headers=(_CONTACT, "Max-Forwards: 70"), body=sdp(PCMU + "a=sendonly\n", version=2)),
+         retrans=True),
+    '  <recv response="200">\n'
+    '    <action><ereg regexp="a=recvonly" search_in="body" check_it="true" assign_to="held"/></action>\n'
+    '  </recv>\n',
+    send(uac_request("ACK [next_url] SIP/2.0", "2 ACK", to=_IN_DIALOG)),
+    '  <pause milliseconds="1000"/>\n',
+    send(uac_request("BYE [next_url] SIP/2.0", "3 BYE", to=_IN_DIALOG), retrans=True),
+    '  <recv response="200"/>\n  <Reference variables="held"/>\n',
+)
 
 
 async def test_held_call_answers_recvonly_and_stops_sending(tmp_path: Path):

@@ -15,6 +15,7 @@ import pytest
 
 from conftest import DATA, free_port
 from peers import PEER_DATA, SippRunner
+from sipp_xml import UAS_CONTACT, UAS_TO_TAG, response, scenario, sdp, send
 from simplesip import (AuthenticationError, Call, CallError, CallState, ConnectionError, Endpoint,
                        EndpointConfig, SimpleSIPClient)
 
@@ -23,57 +24,23 @@ pytestmark = [pytest.mark.peer, pytest.mark.timeout(30)]
 RFC4475 = DATA / "rfc4475"
 
 # SIPp UAS that rings and waits: CANCEL is answered 200 and the INVITE 487, then the ACK.
-UAS_RING_THEN_CANCEL = """<?xml version="1.0" encoding="ISO-8859-1" ?>
-<scenario name="uas ring then cancel">
-  <recv request="INVITE"/>
-  <send><![CDATA[
-SIP/2.0 180 Ringing
-[last_Via:]
-[last_From:]
-[last_To:];tag=[pid]SIPpTag01[call_number]
-[last_Call-ID:]
-[last_CSeq:]
-Content-Length: 0
-]]></send>
-  <recv request="CANCEL"/>
-  <send><![CDATA[
-SIP/2.0 200 OK
-[last_Via:]
-[last_From:]
-[last_To:];tag=[pid]SIPpTag01[call_number]
-[last_Call-ID:]
-[last_CSeq:]
-Content-Length: 0
-]]></send>
-  <send><![CDATA[
-SIP/2.0 487 Request Terminated
-[last_Via:]
-[last_From:]
-[last_To:];tag=[pid]SIPpTag01[call_number]
-[last_Call-ID:]
-CSeq: [cseq] INVITE
-Content-Length: 0
-]]></send>
-  <recv request="ACK"/>
-</scenario>
-"""
+UAS_RING_THEN_CANCEL = scenario(
+    "uas ring then cancel",
+    '  <recv request="INVITE"/>\n',
+    send(response("180 Ringing", to_tag=True)),
+    '  <recv request="CANCEL"/>\n',
+    send(response("200 OK", to_tag=True)),
+    send(response("487 Request Terminated", to_tag=True, cseq="CSeq: [cseq] INVITE")),
+    '  <recv request="ACK"/>\n',
+)
 
 # SIPp UAS that answers 486 Busy Here and insists on the ACK.
-UAS_BUSY = """<?xml version="1.0" encoding="ISO-8859-1" ?>
-<scenario name="uas busy">
-  <recv request="INVITE"/>
-  <send retrans="500"><![CDATA[
-SIP/2.0 486 Busy Here
-[last_Via:]
-[last_From:]
-[last_To:];tag=[pid]SIPpTag01[call_number]
-[last_Call-ID:]
-[last_CSeq:]
-Content-Length: 0
-]]></send>
-  <recv request="ACK"/>
-</scenario>
-"""
+UAS_BUSY = scenario(
+    "uas busy",
+    '  <recv request="INVITE"/>\n',
+    send(response("486 Busy Here", to_tag=True), retrans=True),
+    '  <recv request="ACK"/>\n',
+)
 
 
 def _client(sipp: SippRunner, **kw) -> SimpleSIPClient:
@@ -260,7 +227,7 @@ async def test_rfc4475_torture_messages_then_a_normal_call(tmp_path: Path):
         await asyncio.sleep(0.2)
         # Group what we sent by Call-ID (retransmissions of earlier answers interleave in time).
         status_lines: dict[str, list[bytes]] = {}
-        for name, expected, data in messages:
+        for name, _expected, data in messages:
             call_id = _call_id(data)
             status_lines[name] = [a.split(b"\r\n", 1)[0] for a in sent
                                   if call_id is not None and _call_id(a) == call_id]
@@ -287,70 +254,23 @@ async def test_rfc4475_torture_messages_then_a_normal_call(tmp_path: Path):
 
 
 # SIPp UAS that answers, accepts our REFER (202) and reports the transfer's outcome in a NOTIFY.
-UAS_ACCEPT_REFER = """<?xml version="1.0" encoding="ISO-8859-1" ?>
-<scenario name="uas refer">
-  <recv request="INVITE" rrs="true">
-    <action><ereg regexp=".*" search_in="hdr" header="From:" assign_to="remote_from"/></action>
-  </recv>
-  <send retrans="500"><![CDATA[
-SIP/2.0 200 OK
-[last_Via:]
-[last_From:]
-[last_To:];tag=[pid]SIPpTag01[call_number]
-[last_Call-ID:]
-[last_CSeq:]
-Contact: <sip:[local_ip]:[local_port];transport=[transport]>
-Content-Type: application/sdp
-Content-Length: [len]
-
-v=0
-o=sipp 1 1 IN IP4 [local_ip]
-s=-
-c=IN IP4 [media_ip]
-t=0 0
-m=audio [media_port] RTP/AVP 0
-a=rtpmap:0 PCMU/8000
-]]></send>
-  <recv request="ACK"/>
-  <recv request="REFER"/>
-  <send><![CDATA[
-SIP/2.0 202 Accepted
-[last_Via:]
-[last_From:]
-[last_To:]
-[last_Call-ID:]
-[last_CSeq:]
-Content-Length: 0
-]]></send>
-  <send retrans="500"><![CDATA[
-NOTIFY [next_url] SIP/2.0
-Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
-From: <sip:service@[local_ip]:[local_port]>;tag=[pid]SIPpTag01[call_number]
-To: [$remote_from]
-Call-ID: [call_id]
-CSeq: 1 NOTIFY
-Contact: <sip:[local_ip]:[local_port]>
-Max-Forwards: 70
-Event: refer
-Subscription-State: terminated;reason=noresource
-Content-Type: message/sipfrag
-Content-Length: [len]
-
-SIP/2.0 200 OK
-]]></send>
-  <recv response="200"/>
-  <recv request="BYE"/>
-  <send><![CDATA[
-SIP/2.0 200 OK
-[last_Via:]
-[last_From:]
-[last_To:]
-[last_Call-ID:]
-[last_CSeq:]
-Content-Length: 0
-]]></send>
-</scenario>
-"""
+UAS_ACCEPT_REFER = scenario(
+    "uas refer",
+    '  <recv request="INVITE" rrs="true">\n'
+    '    <action><ereg regexp=".*" search_in="hdr" header="From:" assign_to="remote_from"/></action>\n'
+    '  </recv>\n',
+    send(response("200 OK", to_tag=True, headers=(UAS_CONTACT,), body=sdp()), retrans=True),
+    '  <recv request="ACK"/>\n  <recv request="REFER"/>\n',
+    send(response("202 Accepted")),
+    send("NOTIFY [next_url] SIP/2.0\n"
+         "Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]\n"
+         f"From: <sip:service@[local_ip]:[local_port]>{UAS_TO_TAG}\n"
+         "To: [$remote_from]\nCall-ID: [call_id]\nCSeq: 1 NOTIFY\nContact: <sip:[local_ip]:[local_port]>\n"
+         "Max-Forwards: 70\nEvent: refer\nSubscription-State: terminated;reason=noresource\n"
+         "Content-Type: message/sipfrag\nContent-Length: [len]\n\nSIP/2.0 200 OK\n", retrans=True),
+    '  <recv response="200"/>\n  <recv request="BYE"/>\n',
+    send(response("200 OK")),
+)
 
 
 async def test_refer_returns_the_final_notify_status(tmp_path: Path):

@@ -10,68 +10,32 @@ import numpy as np
 import pytest
 
 from peers import SippRunner
+from sipp_xml import scenario, sdp, send, uac_request
 from simplesip import Call, Endpoint, EndpointConfig, g711
 from simplesip.rtp import RtpPacket
 
 pytestmark = [pytest.mark.peer, pytest.mark.timeout(30)]
 
 # SIPp UAC: INVITE without a body, the SDP answer (PCMA only, the test's RTP port) in the ACK.
-UAC_LATE_OFFER = """<?xml version="1.0" encoding="ISO-8859-1" ?>
-<scenario name="uac late offer">
-  <send retrans="500"><![CDATA[
-INVITE sip:[service]@[remote_ip]:[remote_port] SIP/2.0
-Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
-From: sipp <sip:sipp@[local_ip]:[local_port]>;tag=[pid]SIPpTag09[call_number]
-To: [service] <sip:[service]@[remote_ip]:[remote_port]>
-Call-ID: [call_id]
-CSeq: 1 INVITE
-Contact: sip:sipp@[local_ip]:[local_port]
-Max-Forwards: 70
-Content-Length: 0
-]]></send>
-  <recv response="100" optional="true"/>
-  <recv response="180" optional="true"/>
-  <recv response="200" rtd="true">
-    <action>
-      <ereg regexp="m=audio [0-9]+ RTP/AVP" search_in="body" check_it="true" assign_to="offer"/>
-    </action>
-  </recv>
-  <send><![CDATA[
-ACK sip:[service]@[remote_ip]:[remote_port] SIP/2.0
-Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
-From: sipp <sip:sipp@[local_ip]:[local_port]>;tag=[pid]SIPpTag09[call_number]
-To: [service] <sip:[service]@[remote_ip]:[remote_port]>[peer_tag_param]
-Call-ID: [call_id]
-CSeq: 1 ACK
-Contact: sip:sipp@[local_ip]:[local_port]
-Max-Forwards: 70
-Content-Type: application/sdp
-Content-Length: [len]
-
-v=0
-o=sipp 1 1 IN IP4 [local_ip]
-s=-
-c=IN IP4 127.0.0.1
-t=0 0
-m=audio @RTP_PORT@ RTP/AVP 8
-a=rtpmap:8 PCMA/8000
-]]></send>
-  <pause milliseconds="1500"/>
-  <send retrans="500"><![CDATA[
-BYE sip:[service]@[remote_ip]:[remote_port] SIP/2.0
-Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
-From: sipp <sip:sipp@[local_ip]:[local_port]>;tag=[pid]SIPpTag09[call_number]
-To: [service] <sip:[service]@[remote_ip]:[remote_port]>[peer_tag_param]
-Call-ID: [call_id]
-CSeq: 2 BYE
-Contact: sip:sipp@[local_ip]:[local_port]
-Max-Forwards: 70
-Content-Length: 0
-]]></send>
-  <recv response="200"/>
-  <Reference variables="offer"/>
-</scenario>
-"""
+_TO_SIPP_SERVICE = "[service] <sip:[service]@[remote_ip]:[remote_port]>"
+_IN_DIALOG = _TO_SIPP_SERVICE + "[peer_tag_param]"
+_HEADERS = ("Contact: sip:sipp@[local_ip]:[local_port]", "Max-Forwards: 70")
+_REQUEST_URI = "sip:[service]@[remote_ip]:[remote_port]"
+UAC_LATE_OFFER = scenario(
+    "uac late offer",
+    send(uac_request(f"INVITE {_REQUEST_URI} SIP/2.0", "1 INVITE", to=_TO_SIPP_SERVICE, tag="09",
+                     headers=_HEADERS), retrans=True),
+    '  <recv response="100" optional="true"/>\n  <recv response="180" optional="true"/>\n'
+    '  <recv response="200" rtd="true">\n    <action>\n'
+    '      <ereg regexp="m=audio [0-9]+ RTP/AVP" search_in="body" check_it="true" assign_to="offer"/>\n'
+    '    </action>\n  </recv>\n',
+    send(uac_request(f"ACK {_REQUEST_URI} SIP/2.0", "1 ACK", to=_IN_DIALOG, tag="09", headers=_HEADERS,
+                     body=sdp("m=audio @RTP_PORT@ RTP/AVP 8\na=rtpmap:8 PCMA/8000\n", connection="127.0.0.1"))),
+    '  <pause milliseconds="1500"/>\n',
+    send(uac_request(f"BYE {_REQUEST_URI} SIP/2.0", "2 BYE", to=_IN_DIALOG, tag="09", headers=_HEADERS),
+         retrans=True),
+    '  <recv response="200"/>\n  <Reference variables="offer"/>\n',
+)
 
 
 class RtpSink(asyncio.DatagramProtocol):

@@ -9,8 +9,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sipmem import Datagram, Network, request, response
+from sipmem import ANSWER, OFFER, Datagram, Network, request, response, sip
 from simplesip.auth import DigestVerifier
+from simplesip.errors import CallError
 from simplesip.events import (
     CallAnswered,
     CallConfirmed,
@@ -31,20 +32,12 @@ ALICE = ("127.0.0.1", 15061)
 BOB = ("127.0.0.1", 15062)
 PEER = ("127.0.0.1", 15070)  # a hand-driven peer (no core)
 REGISTRAR = ("127.0.0.1", 15080)
-OFFER = b"v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\n"
-ANSWER = OFFER.replace(b"4000", b"4002")
 ZERO = {"calls": 0, "dialogs": 0, "client_transactions": 0, "server_transactions": 0,
         "merge_index": 0, "timers": 0}
 
 
 def types(events) -> list[str]:
     return [type(e).__name__ for e in events]
-
-
-def sip(text: str, body: bytes = b"") -> bytes:
-    """A hand-written message: lines joined with CRLF, Content-Length filled in."""
-    head = "\r\n".join(line.strip() for line in text.strip().splitlines())
-    return f"{head}\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body
 
 
 @pytest.fixture
@@ -839,7 +832,7 @@ def test_hangup_fits_the_state(net, alice, bob):
     alice.hangup(other, net.now)  # unanswered outgoing: CANCEL
     net.pump()
     assert net.events(alice)[-1] == CallEnded(other, "cancelled", 487)
-    with pytest.raises(Exception):
+    with pytest.raises(CallError):
         alice.bye(other, net.now)  # gone
 
 

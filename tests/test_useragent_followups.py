@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from sipmem import Datagram, Network, request, response
+from sipmem import ANSWER, OFFER, Datagram, Network, request, response, sip
 from simplesip.auth import Challenge, DigestCredentials, DigestVerifier
 from simplesip.events import CallConfirmed, CallEnded, IncomingCall, RegistrationFailed, RegistrationSucceeded
 from simplesip.message import Request, Response
@@ -15,14 +15,6 @@ ALICE = ("127.0.0.1", 15061)
 BOB = ("127.0.0.1", 15062)
 PEER = ("127.0.0.1", 15090)  # a hand-driven peer on the same host as the server, other port
 SERVER = ("127.0.0.1", 15060)
-OFFER = b"v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\n"
-ANSWER = OFFER.replace(b"4000", b"4002")
-
-
-def sip(text: str, body: bytes = b"") -> bytes:
-    """A hand-written message: lines joined with CRLF, Content-Length filled in."""
-    head = "\r\n".join(line.strip() for line in text.strip().splitlines())
-    return f"{head}\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body
 
 
 @pytest.fixture

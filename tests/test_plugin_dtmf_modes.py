@@ -1,0 +1,127 @@
+"""The dtmf plugin's ``inband`` modes (auto / on / off) and the detector's energy gate."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pytest
+
+import plugins.dtmf as dtmf_plugin
+from audio import PARAGRAPHS, Rig, add_noise, dtmf, silence, speech
+
+
+def _press(rig: Rig, call, key: str, source: str) -> None:
+    """One key press: the out-of-band report (if any) as the tone starts, then the tone itself."""
+    if source != "inband":
+        rig.pm.hook.ivr_dtmf_received(call=call, digit=key, source=source, duration_ms=None)
+    rig.feed(call, np.concatenate([dtmf(key, 0.12), silence(0.4)]))
+
+
+@pytest.mark.parametrize("source", ["rfc4733", "info"])
+def test_auto_stops_inband_after_an_out_of_band_key(source: str) -> None:
+    rig = Rig(dtmf_plugin)  # auto is the default
+    call = rig.call()
+    _press(rig, call, "1", "inband")  # tones only: heard in band
+    _press(rig, call, "2", source)  # both ways: one press
+    assert call.data["dtmf"].inband is False
+    _press(rig, call, "3", "inband")  # tones only now: no longer listened for
+    assert call.digits == ["1", "2"]
+
+
+def test_auto_keeps_inband_on_for_a_peer_that_never_sends_out_of_band() -> None:
+    rig = Rig(dtmf_plugin, config={"plugins": {"dtmf": {"inband": "auto"}}})
+    call = rig.call()
+    for key in "456":
+        _press(rig, call, key, "inband")
+    assert call.digits == ["4", "5", "6"]
+    assert call.data["dtmf"].inband is True
+
+
+def test_auto_is_per_call() -> None:
+    rig = Rig(dtmf_plugin)
+    out_of_band, tones_only = rig.call("c1"), rig.call("c2")
+    rig.pm.hook.ivr_dtmf_received(call=out_of_band, digit="9", source="rfc4733", duration_ms=None)
+    signal = np.concatenate([silence(0.1), dtmf("7", 0.12), silence(0.3)])
+    frames = signal[: len(signal) // 160 * 160].reshape(-1, 160)
+    for frame in frames:
+        rig.step([out_of_band, tones_only], np.stack([frame, frame]))
+    assert out_of_band.digits == ["9"]
+    assert tones_only.digits == ["7"]
+
+
+def test_auto_merges_a_press_heard_in_band_before_its_rfc4733_report() -> None:
+    rig = Rig(dtmf_plugin)
+    call = rig.call()
+    rig.feed(call, np.concatenate([silence(0.1), dtmf("6", 0.3)]))
+    assert call.digits == ["6"]  # in band first
+    rig.pm.hook.ivr_dtmf_received(call=call, digit="6", source="rfc4733", duration_ms=300)
+    rig.feed(call, silence(0.2))
+    assert call.digits == ["6"]
+
+
+@pytest.mark.parametrize("on", ["on", True])
+def test_on_keeps_detecting_after_out_of_band_keys(on: object) -> None:
+    rig = Rig(dtmf_plugin, config={"plugins": {"dtmf": {"inband": on}}})
+    call = rig.call()
+    _press(rig, call, "2", "rfc4733")
+    _press(rig, call, "3", "inband")
+    assert call.digits == ["2", "3"]
+    assert call.data["dtmf"].inband is True
+
+
+@pytest.mark.parametrize("off", ["off", False])
+def test_off_never_detects(off: object) -> None:
+    rig = Rig(dtmf_plugin, config={"plugins": {"dtmf": {"inband": off}}})
+    call = rig.call()
+    _press(rig, call, "5", "inband")
+    _press(rig, call, "8", "rfc4733")
+    assert call.digits == ["8"]
+
+
+def test_unknown_mode_is_logged_and_read_as_auto(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING, logger="plugins.dtmf"):
+        rig = Rig(dtmf_plugin, config={"plugins": {"dtmf": {"inband": "sometimes"}}})
+    assert "sometimes" in caplog.text
+    call = rig.call()
+    _press(rig, call, "4", "inband")
+    _press(rig, call, "5", "rfc4733")
+    _press(rig, call, "6", "inband")
+    assert call.digits == ["4", "5"]
+
+
+# -- energy gate ----------------------------------------------------------------------------
+
+
+def _buffers(signal: np.ndarray) -> np.ndarray:
+    """The detector's (N, 240) buffers over ``signal``: 80 old + 160 new samples per tick."""
+    ticks = (len(signal) - 80) // 160
+    return np.stack([signal[i * 160 : i * 160 + 240] for i in range(ticks)]).astype(np.float64)
+
+
+def test_gate_skips_silence_and_quiet_noise_without_analysing_them(monkeypatch: pytest.MonkeyPatch) -> None:
+    analysed: list[int] = []
+    real = dtmf_plugin.classify_windows
+    monkeypatch.setattr(dtmf_plugin, "classify_windows", lambda b: (analysed.append(len(b)), real(b))[1])
+    quiet = np.random.default_rng(1).normal(0, 30, 4000)  # about -61 dBFS of hiss
+    signal = np.concatenate([silence(0.5), quiet, dtmf("1", 0.1), silence(0.5)])
+    keys = dtmf_plugin.gated_classify(_buffers(signal))
+    assert sum(analysed) <= 10  # the ticks that overlap the 100 ms tone, not the 1.5 s around it
+    assert 0 in keys  # "1" is index 0
+
+
+@pytest.mark.parametrize("level_dbfs", [-38.0, -30.0, -10.0])
+def test_gate_keeps_keys_down_to_the_level_limit(level_dbfs: float) -> None:
+    signal = np.concatenate([silence(0.1), dtmf("#", 0.2, row_dbfs=level_dbfs, col_dbfs=level_dbfs),
+                             silence(0.1)])
+    buffers = _buffers(signal)
+    np.testing.assert_array_equal(dtmf_plugin.gated_classify(buffers), dtmf_plugin.classify_windows(buffers))
+    assert (dtmf_plugin.gated_classify(buffers) == 14).sum() >= 4  # "#" held for 20 windows
+
+
+def test_gate_agrees_with_the_full_analysis_on_keys_noise_and_speech() -> None:
+    keys = np.concatenate([np.concatenate([dtmf(k, 0.06, row_dbfs=-30 - i, col_dbfs=-32 - i), silence(0.05)])
+                           for i, k in enumerate("123A456B789C*0#D")])
+    signal = np.concatenate([add_noise(keys, 15.0), speech(PARAGRAPHS[0]), keys * 0.012])
+    buffers = _buffers(signal)
+    np.testing.assert_array_equal(dtmf_plugin.gated_classify(buffers), dtmf_plugin.classify_windows(buffers))

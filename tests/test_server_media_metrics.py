@@ -1,0 +1,34 @@
+"""The media clock's dropped and catch-up ticks on the Prometheus endpoint."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+from prometheus_client import CollectorRegistry, generate_latest
+
+from ivr.server import MediaClockCollector
+from simplesip.endpoint import Endpoint
+
+
+def _scrape(engine: object) -> str:
+    registry = CollectorRegistry()
+    registry.register(MediaClockCollector(engine))  # type: ignore[arg-type]
+    return generate_latest(registry).decode()
+
+
+def test_counters_follow_the_real_endpoint_clock_at_each_scrape() -> None:
+    endpoint = Endpoint()
+    engine = SimpleNamespace(endpoint=endpoint)
+    assert "ivr_media_clock_dropped_ticks_total 0.0" in _scrape(engine)
+    clock = getattr(endpoint, "media_clock", None) or endpoint._clock
+    clock.dropped_ticks += 12  # what the clock does when it sheds load
+    clock.catch_up_ticks += 3
+    text = _scrape(engine)
+    assert "ivr_media_clock_dropped_ticks_total 12.0" in text
+    assert "ivr_media_clock_catch_up_ticks_total 3.0" in text
+
+
+def test_no_endpoint_yet_reads_zero() -> None:
+    text = _scrape(SimpleNamespace(endpoint=None))
+    assert "# TYPE ivr_media_clock_dropped_ticks_total counter" in text
+    assert "ivr_media_clock_dropped_ticks_total 0.0" in text

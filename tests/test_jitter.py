@@ -242,7 +242,7 @@ def test_stalled_consumer_catching_up_loses_nothing() -> None:
         buffer.push(seq, ts, payload, i * 0.02)
         out.append(buffer.pop())
     # The consumer stalls 600 ms while 30 packets arrive: 33 frames deep, far past target + 100 ms.
-    for i, (seq, ts, payload) in enumerate(packets[5:35], start=5):
+    for seq, ts, payload in packets[5:35]:
         buffer.push(seq, ts, payload, 0.7)
     assert buffer.depth_ms > 160 + 400
     out += [buffer.pop(catch_up=True) for _ in range(30)]  # the ticks it missed

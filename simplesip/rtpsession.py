@@ -104,6 +104,9 @@ class RtpSession:
         self._jitter = JitterBuffer(target_ms=jitter_target_ms, fill_byte=g711.silence_byte(self.codec),
                                     clock_rate=clock_rate, codec=self.codec)
         self._dtmf_in = DtmfReceiver(clock_rate=clock_rate)
+        # Telephone-events the latched peer sends under another SSRC while its audio stream is
+        # live (SIPp plays its DTMF capture as a separate stream): one receiver per such SSRC.
+        self._side_dtmf: dict[int, DtmfReceiver] = {}
         self._dtmf_out = DtmfSender(clock_rate=clock_rate, ptime_ms=20)
         self._digits: list[DtmfDigit] = []
 
@@ -196,6 +199,18 @@ class RtpSession:
             # (SIPp -rtp_echo, a PBX echo test) sends nothing but our stream: that one is played.
             self.rejected += 1
             return
+        if (packet.payload_type == self.dtmf_payload_type and addr == self.latched_addr
+                and packet.ssrc != self.remote_ssrc and now - self._last_from_source <= self.ssrc_change_after):
+            # Key presses from the latched address under a second SSRC, beside the live stream: taken
+            # as digits (the address is the peer's; audio from that SSRC still waits for a re-latch).
+            receiver = self._side_dtmf.get(packet.ssrc)
+            if receiver is None:
+                if len(self._side_dtmf) >= 4:
+                    self._side_dtmf.pop(next(iter(self._side_dtmf)))
+                receiver = self._side_dtmf[packet.ssrc] = DtmfReceiver(clock_rate=self._dtmf_in.clock_rate)
+            self.packets_in += 1
+            self._digits.extend(receiver.feed(packet.timestamp, packet.marker, packet.payload, now))
+            return
         if not self._is_ours(packet.payload_type) or not self._accept_source(addr, packet.ssrc, now):
             self.rejected += 1
             return
@@ -237,6 +252,8 @@ class RtpSession:
             self._jitter.reset()
             self._digits.extend(self._dtmf_in.flush())  # the old stream's end packets are not coming
             self._dtmf_in.reset()
+            if ssrc in self._side_dtmf:  # its key presses were already heard: keep their state
+                self._dtmf_in = self._side_dtmf.pop(ssrc)
         self.latched_addr = addr
         self.remote_ssrc = ssrc
         self.remote_addr = addr
@@ -266,6 +283,8 @@ class RtpSession:
         """
         if now is not None:
             self._digits.extend(self._dtmf_in.poll(now))
+            for receiver in self._side_dtmf.values():
+                self._digits.extend(receiver.poll(now))
         digits, self._digits = self._digits, []
         return digits
 

@@ -286,11 +286,14 @@ def test_sipp_dtmf_capture_with_its_own_ssrc_after_the_audio_is_heard(dtmf_at: f
 def test_new_ssrc_from_the_peer_address_is_refused_while_the_old_stream_is_live() -> None:
     session = _session()
     _feed(session, [_audio(i) for i in range(5)])  # last packet at t=0.08
+    session.receive(_audio(5, ssrc=0x2222), PEER, 0.1)  # audio of a second stream: not while the first is live
+    assert session.stats()["rejected"] == 1 and session.remote_ssrc == 0x1111
+    # Its key presses are heard at once (the address is the peer's), and only once when it takes over.
     event = TelephoneEvent(3, True, 10, 800).serialize()
     session.receive(RtpPacket(101, 500, 9000, 0x2222, event, True).serialize(), PEER, 0.1)
-    assert session.stats()["rejected"] == 1 and session.remote_ssrc == 0x1111
+    assert session.remote_ssrc == 0x1111 and session.pop_dtmf() == [("3", 100)]
     session.receive(RtpPacket(101, 501, 9000, 0x2222, event).serialize(), PEER, 0.08 + 0.25)
-    assert session.remote_ssrc == 0x2222 and session.pop_dtmf() == [("3", 100)]
+    assert session.remote_ssrc == 0x2222 and session.pop_dtmf(0.08 + 0.3) == []
     # Another address still has to wait for the full re-latch time.
     session.receive(_audio(9, ssrc=0x3333), INTRUDER, 0.08 + 0.25 + 0.5)
     assert session.latched_addr == PEER and session.stats()["rejected"] == 2
@@ -413,3 +416,24 @@ def test_skip_tick_keeps_a_key_press_on_one_event_timestamp() -> None:
     assert {p.timestamp for p in sent} == {sent[0].timestamp}  # one event, not a second key press
     assert TelephoneEvent.parse(sent[-1].payload).end
     assert session.ticks_skipped == 2
+
+
+def test_key_presses_under_a_second_ssrc_beside_the_live_stream_are_heard() -> None:
+    """SIPp plays its RFC 4733 capture as a separate stream while its audio stream is still live:
+    the digits come from the latched address, so they count; the audio stream stays latched."""
+    session = _session()
+    _feed(session, [_audio(i) for i in range(5)])
+    for duration, end in ((160, False), (320, False), (800, True), (800, True), (800, True)):
+        event = TelephoneEvent(1, end, 10, duration).serialize()
+        session.receive(RtpPacket(101, 500 + duration, 9000, 0x7777, event, duration == 160).serialize(), PEER, 0.12)
+    assert session.pop_dtmf() == [("1", 100)]
+    assert session.remote_ssrc == 0x1111
+
+
+def test_key_presses_from_another_address_are_still_refused() -> None:
+    session = _session()
+    _feed(session, [_audio(i) for i in range(5)])
+    event = TelephoneEvent(1, True, 10, 800).serialize()
+    for _ in range(3):
+        session.receive(RtpPacket(101, 9, 9000, 0x7777, event, True).serialize(), ("127.0.0.9", 4000), 0.12)
+    assert session.pop_dtmf(1.0) == []

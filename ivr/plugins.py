@@ -118,14 +118,8 @@ def make_plugin_manager(
             pm.set_blocked(module_name)
             log.info("plugin %s not loaded (IVR_PLUGINS / IVR_DISABLE_PLUGINS)", module_name)
             continue
-        if pm.has_plugin(module_name):
-            continue
-        try:
-            module = importlib.import_module(module_name)
-        except ImportError as exc:
-            log.warning("plugin %s cannot be imported: %s", module_name, exc)
-            continue
-        pm.register(module, name=module_name)
+        if not pm.has_plugin(module_name):
+            _import_and_register(pm, module_name)
 
     if entry_points:
         # Block the names the environment excludes before pluggy imports them: a plugin that is
@@ -159,16 +153,20 @@ def sync_extra_plugins(pm: pluggy.PluginManager, loaded: Sequence[str],
             pm.unregister(name=name)
             removed.append(name)
     for name in wanted:
-        if pm.has_plugin(name) or pm.is_blocked(name):
-            continue
-        try:
-            module = importlib.import_module(name)
-        except ImportError as exc:
-            log.warning("plugin %s cannot be imported: %s", name, exc)
-            continue
-        pm.register(module, name=name)
-        added.append(name)
+        if not pm.has_plugin(name) and not pm.is_blocked(name) and _import_and_register(pm, name):
+            added.append(name)
     return added, removed
+
+
+def _import_and_register(pm: pluggy.PluginManager, module_name: str) -> bool:
+    """Import ``module_name`` and register it under that name; log and skip it when it cannot be."""
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        log.warning("plugin %s cannot be imported: %s", module_name, exc)
+        return False
+    pm.register(module, name=module_name)
+    return True
 
 
 def enable_hook_tracing(pm: pluggy.PluginManager) -> None:

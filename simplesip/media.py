@@ -350,25 +350,23 @@ def run_tick(calls: Sequence[MediaLeg], on_tick: OnTick | None, now: float, send
 
 
 def _decode_rows(codes: np.ndarray, is_alaw: np.ndarray) -> np.ndarray:
-    if not is_alaw.any():
-        return g711.decode(codes, "PCMU")
-    if is_alaw.all():
-        return g711.decode(codes, "PCMA")
-    pcm = np.empty(codes.shape, dtype=np.int16)
-    pcm[~is_alaw] = g711.decode(codes[~is_alaw], "PCMU")
-    pcm[is_alaw] = g711.decode(codes[is_alaw], "PCMA")
-    return pcm
+    return _by_law(g711.decode, codes, is_alaw, np.int16)
 
 
 def _encode_rows(pcm: np.ndarray, is_alaw: np.ndarray) -> np.ndarray:
+    return _by_law(g711.encode, pcm, is_alaw, np.uint8)
+
+
+def _by_law(convert, rows: np.ndarray, is_alaw: np.ndarray, dtype) -> np.ndarray:
+    """Apply ``convert(rows, codec)`` with each row's law; one call when every row shares it."""
     if not is_alaw.any():
-        return g711.encode(pcm, "PCMU")
+        return convert(rows, "PCMU")
     if is_alaw.all():
-        return g711.encode(pcm, "PCMA")
-    codes = np.empty(pcm.shape, dtype=np.uint8)
-    codes[~is_alaw] = g711.encode(pcm[~is_alaw], "PCMU")
-    codes[is_alaw] = g711.encode(pcm[is_alaw], "PCMA")
-    return codes
+        return convert(rows, "PCMA")
+    out = np.empty(rows.shape, dtype=dtype)
+    out[~is_alaw] = convert(rows[~is_alaw], "PCMU")
+    out[is_alaw] = convert(rows[is_alaw], "PCMA")
+    return out
 
 
 def send_rtcp_reports(calls: Sequence, now: float) -> None:

@@ -60,7 +60,7 @@ class SystemUnderTest(Protocol):
     @property
     def proxy_pids(self) -> list[int]: ...
     def ended_call_stats(self) -> list[dict[str, Any]]: ...
-    def dropped_ticks(self) -> int | None: ...
+    def clock_metrics(self) -> dict[str, float] | None: ...
 
 
 @dataclass
@@ -93,6 +93,7 @@ class StepResult:
     reaction_p50_ms: float | None = None
     reaction_p99_ms: float | None = None
     dropped_ticks: int | None = None  # media clock ticks dropped (overload), all workers
+    late_firings_pct: float | None = None  # media clock firings > 10 ms late, of all firings
     server_cpu_pct: float | None = None  # of one core, summed over the workers
     proxy_cpu_pct: float | None = None  # Kamailio in front of the workers (all its processes)
     proxy_ms_per_call: float | None = None  # Kamailio CPU over the whole step (set-up, teardown) / call
@@ -135,7 +136,7 @@ def run_step(system: SystemUnderTest, flow: str, calls: int, settings: StepSetti
     drops = _DropCounters([UdpDropCounter(pid, *ports) for pid, ports in system.workers])
     drops.reset()
     system.ended_call_stats()  # forget calls of earlier steps
-    ticks_before = system.dropped_ticks()
+    clock_before = system.clock_metrics()
     if sink is not None:
         sink.take()
     server_cpu = GroupCpuWindow([pid for pid, _ in system.workers])
@@ -152,9 +153,12 @@ def run_step(system: SystemUnderTest, flow: str, calls: int, settings: StepSetti
         if proxy_total.windows:
             proxy_total.stop()
             result.proxy_ms_per_call = proxy_total.cpu_seconds * 1000 / calls
-        ticks_after = system.dropped_ticks()
-        if ticks_before is not None and ticks_after is not None:
-            result.dropped_ticks = ticks_after - ticks_before
+        clock_after = system.clock_metrics()
+        if clock_before is not None and clock_after is not None:
+            result.dropped_ticks = int(clock_after["dropped_ticks"] - clock_before["dropped_ticks"])
+            firings = clock_after["firings"] - clock_before["firings"]
+            late = clock_after["late_firings"] - clock_before["late_firings"]
+            result.late_firings_pct = 100.0 * late / firings if firings else None
         return result
     finally:
         if sipp.poll() is None:

@@ -110,10 +110,9 @@ class IvrClusterUnderTest:
     def ended_call_stats(self) -> list[dict[str, Any]]:
         return [stats for server in self.servers for stats in server.ended_call_stats()]
 
-    def dropped_ticks(self) -> int | None:
-        counts = [server.dropped_ticks() for server in self.servers]
-        known = [count for count in counts if count is not None]
-        return sum(known) if known else None
+    def clock_metrics(self) -> dict[str, float] | None:
+        known = [m for m in (server.clock_metrics() for server in self.servers) if m is not None]
+        return {key: sum(m[key] for m in known) for key in known[0]} if known else None
 
     def calls_per_worker(self) -> list[int]:
         """Calls each worker has ended since the start (from its log): how even the spread is."""

@@ -12,6 +12,7 @@ import logging
 import random
 import socket
 import subprocess
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -55,12 +56,14 @@ def start_sipp(scenario: Path, target: tuple[str, int], calls: int, rate: float,
     """Start SIPp placing ``calls`` calls at ``rate`` per second (all may overlap).
 
     SIPp's ``-p 0`` means its default port 5060, not "any port", so a free port is chosen here
-    (and for its control socket, 8888 by default, on every interface).
+    (and for its control socket, 8888 by default, on every interface). The callers' media ports
+    are held open (:class:`CallerMediaPorts`) for as long as the returned process object lives.
     """
     from bench.systems import free_udp_port
 
     local_port = local_port or free_udp_port()
-    media_base = _free_media_base(calls)
+    media_ports = CallerMediaPorts.open(calls)
+    media_base = media_ports.base
     command = [
         "sipp", "-sf", str(scenario), "-s", "bench", f"{target[0]}:{target[1]}",
         "-i", "127.0.0.1", "-mi", "127.0.0.1", "-p", str(local_port), "-mp", str(media_base),
@@ -73,25 +76,62 @@ def start_sipp(scenario: Path, target: tuple[str, int], calls: int, rate: float,
     for key, value in (keys or {}).items():
         command += ["-key", key, value]
     log.debug("starting %s", " ".join(command))
-    return subprocess.Popen(command, cwd=folder, stdout=subprocess.DEVNULL,
-                            stderr=(folder / "sipp.stderr").open("wb"))
+    process = subprocess.Popen(command, cwd=folder, stdout=subprocess.DEVNULL,
+                               stderr=(folder / "sipp.stderr").open("wb"))
+    weakref.finalize(process, media_ports.close)
+    return process
 
 
-def _free_media_base(calls: int) -> int:
-    """A base for SIPp's ``-mp``: SIPp binds base and base + 2 (audio, video), and its
-    ``[auto_media_port]`` advertises base + 4 * call number (a port pair per medium), which must
-    stay below 65536."""
-    for _ in range(50):
-        base = random.randrange(40000, 65535 - 4 * calls - 10, 4)
-        try:
-            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as audio, \
-                    socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as video:
-                audio.bind(("127.0.0.1", base))
-                video.bind(("127.0.0.1", base + 2))
-        except OSError:
-            continue  # taken (a server's RTP socket, another test): try another
-        return base
-    raise RuntimeError("no free media port pair for SIPp")
+class CallerMediaPorts:
+    """UDP sockets bound where SIPp's callers say they receive audio, so that what is sent to a
+    caller reaches a socket, as it would on a real phone.
+
+    SIPp's ``[auto_media_port]`` advertises ``-mp`` base + 4 * (call number - 1) (a port pair per
+    medium), but SIPp binds nothing there: it plays its pcap through a raw socket. Without these
+    sockets every RTP and RTCP packet the server sends a caller would hit a closed port, and the
+    kernel would answer each with an ICMP port unreachable, built and delivered inside the
+    server's ``sendto`` (loopback is exempt from ICMP rate limiting): a cost, about two thirds of
+    each send, that no real caller imposes. The sockets are never read; their receive buffers are
+    made as small as the kernel allows, so what overflows is dropped on arrival.
+    """
+
+    #: SIPp's auto media ports wrap after this many calls (``(4 * n) % 10000``).
+    WRAP = 2500
+
+    def __init__(self, base: int, sockets: list[socket.socket]):
+        self.base = base
+        self.sockets = sockets
+
+    @classmethod
+    def open(cls, calls: int) -> "CallerMediaPorts":
+        """Bind RTP and RTCP ports for ``calls`` callers at a free base (below 65536)."""
+        count = min(calls, cls.WRAP)
+        for _ in range(50):
+            base = random.randrange(40000, 65535 - 4 * count - 10, 4)
+            sockets: list[socket.socket] = []
+            try:
+                # SIPp binds base and base + 2 itself (its echo sockets): check they are free;
+                # call 1's ports are base and base + 1.
+                for port in (base, base + 2):
+                    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+                        probe.bind(("127.0.0.1", port))
+                for number in range(2, count + 1):
+                    for port in (base + 4 * (number - 1), base + 4 * (number - 1) + 1):
+                        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                        sockets.append(sock)
+                        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1)
+                        sock.bind(("127.0.0.1", port))
+            except OSError:
+                for sock in sockets:
+                    sock.close()
+                continue  # taken (a server's RTP socket, another test): try another base
+            return cls(base, sockets)
+        raise RuntimeError(f"no free range of media ports for {calls} SIPp callers")
+
+    def close(self) -> None:
+        for sock in self.sockets:
+            sock.close()
+        self.sockets = []
 
 
 def read_outcome(folder: Path, exit_status: int | None) -> SippOutcome:

@@ -92,6 +92,10 @@ def terminate(process: subprocess.Popen | None, grace: float = 10.0) -> None:
         process.wait(5)
 
 
+#: A media clock firing this late (seconds) counts as late in the step's figures.
+LATE_FIRING = 0.01
+
+
 class IvrServerUnderTest:
     """``ivr serve`` with the benchmark flow ``flow`` (``bench`` or ``bench_record``)."""
 
@@ -120,18 +124,25 @@ class IvrServerUnderTest:
 
     proxy_pids: list[int] = []
 
-    def dropped_ticks(self) -> int | None:
-        """``ivr_media_clock_dropped_ticks_total`` from the server's Prometheus endpoint."""
+    def clock_metrics(self) -> dict[str, float] | None:
+        """The media clock's counters from the server's Prometheus endpoint (cumulative):
+        ``dropped_ticks``, ``firings`` and ``late_firings`` (started more than
+        :data:`LATE_FIRING` after their due time)."""
         try:
             url = f"http://127.0.0.1:{self.metrics_port}/metrics"
             with urllib.request.urlopen(url, timeout=2) as reply:
                 text = reply.read().decode()
         except OSError:
             return None
-        for line in text.splitlines():
-            if line.startswith("ivr_media_clock_dropped_ticks_total "):
-                return int(float(line.split()[1]))
-        return None  # a server without the counter
+        samples = dict(line.rsplit(" ", 1) for line in text.splitlines()
+                       if line.startswith(("ivr_media_clock_dropped", "ivr_media_tick_lateness")))
+        try:
+            firings = float(samples["ivr_media_tick_lateness_seconds_count"])
+            on_time = float(samples[f'ivr_media_tick_lateness_seconds_bucket{{le="{LATE_FIRING!r}"}}'])
+            return {"dropped_ticks": float(samples["ivr_media_clock_dropped_ticks_total"]),
+                    "firings": firings, "late_firings": firings - on_time}
+        except KeyError:
+            return None  # a server without these metrics
 
     def start(self) -> None:
         flows = prepare_flows(self.work_dir / "flows")
@@ -226,5 +237,5 @@ class PyVoipUnderTest:
     def ended_call_stats(self) -> list[dict[str, Any]]:
         return []  # pyVoIP keeps no receive statistics
 
-    def dropped_ticks(self) -> int | None:
+    def clock_metrics(self) -> dict[str, float] | None:
         return None  # one thread per call and direction: no shared media clock

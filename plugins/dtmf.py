@@ -190,6 +190,16 @@ class CallDtmf:
     onset: float = 0.0
 
 
+class _NoStateYet:
+    """Stands for the state of a call the plugin has not seen yet: it listens (in ``auto`` and
+    ``on`` modes, the only ones in which it is consulted)."""
+
+    __slots__ = ()
+    inband = True
+
+
+_NOT_SEEN_YET = _NoStateYet()
+
 _settings: dict[str, Any] = {"inband": "auto", "dedupe_window_ms": 300}
 
 
@@ -258,19 +268,26 @@ def ivr_audio_in(batch: AudioBatch) -> None:
     """Run the in-band detector over every call of the tick at once."""
     if _settings["inband"] == "off" or not batch.calls:
         return
-    states = [_state(call) for call in batch.calls]
-    rows = [i for i, state in enumerate(states) if state.inband]
-    if not rows:
+    # In auto mode most calls have stopped listening (their peer sends RFC 4733): one cheap
+    # expression per call finds the few that still listen; a call seen for the first time does.
+    listening = [call.data.get(NAME, _NOT_SEEN_YET).inband for call in batch.calls]
+    if not any(listening):
         return
+    rows = [i for i, on in enumerate(listening) if on]
+    states = [_state(batch.calls[i]) for i in rows]
     frames = batch.pcm[rows].astype(np.float64)
-    buffer = np.concatenate([np.stack([states[i].tail for i in rows]), frames], axis=1)
+    buffer = np.concatenate([np.stack([state.tail for state in states]), frames], axis=1)
     keys = gated_classify(buffer)
-    for slot, i in enumerate(rows):
-        state = states[i]
+    for slot, window_keys in enumerate(keys.tolist()):
+        state = states[slot]
         state.tail = frames[slot, -HOP:]
-        for window, key in enumerate(keys[slot]):
+        if state.active < 0 and state.candidate < 0 and window_keys[0] < 0 and window_keys[1] < 0:
+            state.candidate_run += 2  # all that _advance would do: no key held, none seen now
+            continue
+        i = rows[slot]
+        for window, key in enumerate(window_keys):
             # window 0 ends 10 ms before the end of this tick's frame
-            _advance(batch.calls[i], state, int(key), batch.now - (1 - window) * HOP / SAMPLE_RATE)
+            _advance(batch.calls[i], state, key, batch.now - (1 - window) * HOP / SAMPLE_RATE)
 
 
 def _advance(call: CallContext, state: CallDtmf, key: int, at: float) -> None:

@@ -45,6 +45,7 @@ log = logging.getLogger(__name__)
 
 NAME = "playback"
 KINDS = ("file", "tone", "silence", "say")
+_SAMPLE_BYTES = 2  # int16
 
 _settings: dict[str, Any] = {"cache_size": 64, "tts_workers": 4}
 
@@ -106,6 +107,19 @@ class _Queued:
     length: int = 0
     position: int = 0
     pending: Future | None = None  # `say` items until their audio is ready
+    # ``samples`` as a byte view (no copy), for the per-tick copy of whole frames; None when the
+    # samples are not plain 1-D int16 (that item takes the general path)
+    raw: memoryview | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        self.bind_samples()
+
+    def bind_samples(self) -> None:
+        """Refresh :attr:`raw` after ``samples`` was set."""
+        samples = self.samples
+        plain = (samples is not None and samples.dtype == np.int16 and samples.ndim == 1
+                 and samples.flags.c_contiguous)
+        self.raw = memoryview(samples).cast("B") if plain else None
 
 
 @dataclass
@@ -202,6 +216,7 @@ def _ready(call: CallContext, queued: _Queued) -> bool:
         queued.samples, queued.length = None, -1
         return True
     queued.length = len(queued.samples)
+    queued.bind_samples()
     return True
 
 
@@ -231,10 +246,30 @@ def _fill(call: CallContext, state: CallPlayback, out: np.ndarray) -> None:
 @hookimpl
 def ivr_audio_out(batch: AudioBatch) -> None:
     """Write the next frame of every playing call into its row of ``batch.pcm``."""
+    out = batch.pcm
+    # The common case, a call in the middle of an item with samples, costs one byte slice per
+    # call; those frames are joined and written with one assignment for the whole batch. Item
+    # ends, silence, pending text and failures go through _fill.
+    whole_rows: list[int] = []
+    whole_frames: list[memoryview] = []
     for i, call in enumerate(batch.calls):
         state = call.data.get(NAME)
-        if state is not None and state.queue:
-            _fill(call, state, batch.pcm[i])
+        if state is None or not state.queue:
+            continue
+        head = state.queue[0]
+        end = head.position + FRAME_SAMPLES
+        if head.raw is not None and end < head.length:
+            whole_rows.append(i)
+            whole_frames.append(head.raw[head.position * _SAMPLE_BYTES : end * _SAMPLE_BYTES])
+            head.position = end
+        else:
+            _fill(call, state, out[i])
+    if whole_rows:
+        frames = np.frombuffer(b"".join(whole_frames), dtype=np.int16).reshape(-1, FRAME_SAMPLES)
+        if len(whole_rows) == len(out):
+            out[:] = frames
+        else:
+            out[whole_rows] = frames
 
 
 @hookimpl

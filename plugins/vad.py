@@ -30,12 +30,19 @@ unvoiced without asking webrtcvad, which saves its cost on the silent majority o
 frames, and a recogniser needs the word's onset and some silence before it), ``tail_ms`` (200),
 ``max_utterance_ms`` (20000: a longer utterance keeps only its first part, so that a caller who
 never stops talking cannot grow the buffer without bound).
+
+Cost: this runs for every call every 20 ms, so the per-call work is kept to a few dict and
+attribute look-ups. The level check is one vectorised pass over the batch; frames are kept as
+``bytes`` sliced from one ``tobytes()`` of the batch (the form webrtcvad takes) and become a numpy
+array only when an utterance is assembled; the smoothing window is a bit mask; and a quiet frame
+on a call that is not speaking only goes into the pre-roll.
 """
 
 from __future__ import annotations
 
 import logging
 from collections import deque
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -48,7 +55,9 @@ log = logging.getLogger(__name__)
 
 NAME = "vad"
 FRAME_SECONDS = 0.02
+FRAME_MS = int(FRAME_SECONDS * 1000)
 SAMPLE_RATE = 8000
+FRAME_BYTES = 160 * 2  # one frame of int16 samples
 
 _DEFAULTS: dict[str, Any] = {
     "aggressiveness": 2,
@@ -63,26 +72,66 @@ _DEFAULTS: dict[str, Any] = {
 _settings: dict[str, Any] = dict(_DEFAULTS)
 
 
-class _Detector:
-    """The webrtcvad instance and smoothing of one call (kept off the public dict)."""
-
-    def __init__(self) -> None:
-        self.vad = webrtcvad.Vad(int(_settings["aggressiveness"]))
-        self.recent: deque[bool] = deque(maxlen=int(_settings["start_window"]))
-        self.unvoiced_run = 0
-        # the last preroll frames while silent; every frame of the utterance while speaking
-        keep = max(_frames(_settings["preroll_ms"]), int(_settings["start_window"]))
-        self.preroll: deque[np.ndarray] = deque(maxlen=keep)
-        self.utterance: list[np.ndarray] = []
-
-
 def _frames(milliseconds: Any) -> int:
     return max(0, int(round(float(milliseconds) / 1000 / FRAME_SECONDS)))
+
+
+@dataclass(frozen=True)
+class _Tuning:
+    """The settings in the units the per-frame code uses, derived once per configuration."""
+
+    aggressiveness: int
+    start_frames: int
+    start_window: int
+    hangover_frames: int
+    level_floor: float  # mean power (int16 units squared) of ``min_level_dbfs``
+    preroll_frames: int  # pre-roll kept; at least the start window, whose frames begin the utterance
+    tail_frames: int
+    max_utterance_frames: int
+
+    @classmethod
+    def from_settings(cls, settings: dict[str, Any]) -> "_Tuning":
+        start_window = int(settings["start_window"])
+        return cls(
+            aggressiveness=int(settings["aggressiveness"]),
+            start_frames=int(settings["start_frames"]),
+            start_window=start_window,
+            hangover_frames=max(1, _frames(settings["hangover_ms"])),
+            level_floor=(32768.0**2) * 10 ** (float(settings["min_level_dbfs"]) / 10),
+            preroll_frames=max(_frames(settings["preroll_ms"]), start_window),
+            tail_frames=_frames(settings["tail_ms"]),
+            max_utterance_frames=_frames(settings["max_utterance_ms"]),
+        )
+
+
+_tuning = _Tuning.from_settings(_settings)
+
+
+class _Detector:
+    """The webrtcvad instance and smoothing of one call (kept off the public dict).
+
+    Aggressiveness, window length and pre-roll length are fixed when the call's detector is made:
+    a call keeps them across a reconfiguration.
+    """
+
+    __slots__ = ("is_speech", "window_bits", "window_mask", "unvoiced_run", "preroll", "utterance")
+
+    def __init__(self, tuning: _Tuning) -> None:
+        self.is_speech = webrtcvad.Vad(tuning.aggressiveness).is_speech
+        # bit k set: the frame k ticks ago was voiced; only the last start_window frames are kept.
+        # The start rule needs just how many are voiced and how long ago the oldest of them was.
+        self.window_bits = 0
+        self.window_mask = (1 << tuning.start_window) - 1
+        self.unvoiced_run = 0  # only counted while speaking: the hang-over
+        # the last pre-roll frames while silent; every frame of the utterance while speaking
+        self.preroll: deque[bytes] = deque(maxlen=tuning.preroll_frames)
+        self.utterance: list[bytes] = []
 
 
 @hookimpl
 def ivr_configure(config: dict[str, Any]) -> None:
     """Read ``plugins.vad``; calls already running keep their aggressiveness."""
+    global _tuning
     section = (config.get("plugins") or {}).get(NAME) or {}
     merged = {**_DEFAULTS, **section}
     aggressiveness = int(merged["aggressiveness"])
@@ -91,9 +140,11 @@ def ivr_configure(config: dict[str, Any]) -> None:
     if not 1 <= int(merged["start_frames"]) <= int(merged["start_window"]):
         raise ValueError("plugins.vad: need 1 <= start_frames <= start_window")
     _settings.update(merged)
+    _tuning = _Tuning.from_settings(_settings)
 
 
-def _state(call: CallContext) -> dict[str, Any]:
+def _attach(call: CallContext) -> tuple[dict[str, Any], _Detector]:
+    """The call's public state and detector, made on its first frame."""
     state = call.data.get(NAME)
     if state is None:
         state = call.data[NAME] = {
@@ -104,9 +155,9 @@ def _state(call: CallContext) -> dict[str, Any]:
             "voiced_ms": 0,
             "utterance": None,
             "utterance_seq": 0,
-            "_detector": _Detector(),
         }
-    return state
+    detector = state["_detector"] = _Detector(_tuning)
+    return state, detector
 
 
 @hookimpl
@@ -114,61 +165,79 @@ def ivr_audio_in(batch: AudioBatch) -> None:
     """Classify every call's frame and update its speech state."""
     if not batch.calls:
         return
+    tuning = _tuning
+    now = batch.now
+    pcm = batch.pcm
     # One vectorised level check for the whole batch; webrtcvad only for frames with some sound.
-    power = np.mean(batch.pcm.astype(np.float64) ** 2, axis=1)
-    floor = (32768.0**2) * 10 ** (float(_settings["min_level_dbfs"]) / 10)
-    loud = power >= floor
-    hangover_frames = max(1, int(round(float(_settings["hangover_ms"]) / 1000 / FRAME_SECONDS)))
-    for i, call in enumerate(batch.calls):
-        state = _state(call)
-        detector: _Detector = state["_detector"]
-        voiced = bool(loud[i]) and detector.vad.is_speech(batch.pcm[i].tobytes(), SAMPLE_RATE)
-        _keep_audio(state, detector, batch.pcm[i])
-        _update(call, state, detector, voiced, batch.now, hangover_frames)
+    # The sums of squares of int16 samples are exact in float64, so the order of summation
+    # cannot move a frame across the floor.
+    samples = pcm.astype(np.float64)
+    loud = (np.einsum("ij,ij->i", samples, samples) / pcm.shape[1] >= tuning.level_floor).tolist()
+    frames = pcm.tobytes()  # one copy for the batch; each call's frame is a slice of it
+    offset = 0
+    for call, is_loud in zip(batch.calls, loud):
+        frame = frames[offset : offset + FRAME_BYTES]
+        offset += FRAME_BYTES
+        state = call.data.get(NAME)
+        detector = state.get("_detector") if state is not None else None
+        if detector is None:
+            state, detector = _attach(call)
+        if not state["speaking"]:
+            detector.preroll.append(frame)
+            if not is_loud:
+                # unvoiced: cannot start speech; only the window moves (nothing to do when empty)
+                if detector.window_bits:
+                    detector.window_bits = (detector.window_bits << 1) & detector.window_mask
+                continue
+            voiced = detector.is_speech(frame, SAMPLE_RATE)
+            bits = detector.window_bits = ((detector.window_bits << 1) | voiced) & detector.window_mask
+            if voiced:
+                state["last_voice"] = now
+                if bits.bit_count() >= tuning.start_frames:
+                    _start_speech(call, state, detector, bits, now)
+            continue
+        if len(detector.utterance) < tuning.max_utterance_frames:
+            detector.utterance.append(frame)
+        if is_loud and detector.is_speech(frame, SAMPLE_RATE):
+            state["last_voice"] = now
+            state["voiced_ms"] += FRAME_MS
+            detector.unvoiced_run = 0
+        else:
+            detector.unvoiced_run += 1
+            if detector.unvoiced_run >= tuning.hangover_frames:
+                _end_speech(call, state, detector, tuning)
 
 
-def _keep_audio(state: dict[str, Any], detector: _Detector, frame: np.ndarray) -> None:
-    if not state["speaking"]:
-        detector.preroll.append(frame.copy())
-    elif len(detector.utterance) < _frames(_settings["max_utterance_ms"]):
-        detector.utterance.append(frame.copy())
+def _start_speech(call: CallContext, state: dict[str, Any], detector: _Detector, window_bits: int,
+                  now: float) -> None:
+    # the utterance began at the oldest voiced frame still in the window
+    state["speaking"] = True
+    state["speech_start"] = now - window_bits.bit_length() * FRAME_SECONDS
+    state["voiced_ms"] = window_bits.bit_count() * FRAME_MS
+    detector.unvoiced_run = 0
+    # the frames of the start window are in the pre-roll: the utterance starts with them
+    detector.utterance = list(detector.preroll)
+    detector.preroll.clear()
+    log.debug("call %s: speech start at %.2f", call.id, state["speech_start"])
+    call.report_speech("start")
 
 
-def _update(call: CallContext, state: dict[str, Any], detector: _Detector, voiced: bool,
-            now: float, hangover_frames: int) -> None:
-    detector.recent.append(voiced)
-    if voiced:
-        state["last_voice"] = now
-        detector.unvoiced_run = 0
-        if state["speaking"]:
-            state["voiced_ms"] += int(FRAME_SECONDS * 1000)
-    else:
-        detector.unvoiced_run += 1
-    if not state["speaking"]:
-        if voiced and sum(detector.recent) >= int(_settings["start_frames"]):
-            # the utterance began at the first voiced frame still in the window
-            first = list(detector.recent).index(True)
-            state["speaking"] = True
-            state["speech_start"] = now - (len(detector.recent) - first) * FRAME_SECONDS
-            state["voiced_ms"] = sum(detector.recent) * int(FRAME_SECONDS * 1000)
-            # the frames of the start window are in the pre-roll: the utterance starts with them
-            detector.utterance = list(detector.preroll)
-            detector.preroll.clear()
-            log.debug("call %s: speech start at %.2f", call.id, state["speech_start"])
-            call.report_speech("start")
-    elif detector.unvoiced_run >= hangover_frames:
-        state["speaking"] = False
-        state["last_speech_end"] = state["last_voice"]
-        detector.recent.clear()
-        # drop the hang-over silence but a short tail (the decoder wants to hear the word end)
-        capped = len(detector.utterance) >= _frames(_settings["max_utterance_ms"])
-        trailing = 0 if capped else max(0, detector.unvoiced_run - _frames(_settings["tail_ms"]))
-        frames = detector.utterance[: len(detector.utterance) - trailing] if trailing else detector.utterance
-        state["utterance"] = np.concatenate(frames) if frames else np.zeros(0, np.int16)
-        state["utterance_seq"] += 1
-        detector.utterance = []
-        log.debug("call %s: speech end at %.2f", call.id, state["last_speech_end"])
-        call.report_speech("end")
+def _end_speech(call: CallContext, state: dict[str, Any], detector: _Detector, tuning: _Tuning) -> None:
+    state["speaking"] = False
+    state["last_speech_end"] = state["last_voice"]
+    detector.window_bits = 0
+    # drop the hang-over silence but a short tail (the decoder wants to hear the word end)
+    frames = detector.utterance
+    capped = len(frames) >= tuning.max_utterance_frames
+    trailing = 0 if capped else max(0, detector.unvoiced_run - tuning.tail_frames)
+    if trailing:
+        frames = frames[: len(frames) - trailing]
+    # a fresh, writable array: the utterance is the flow's to keep
+    state["utterance"] = np.frombuffer(b"".join(frames), dtype=np.int16).copy()
+    state["utterance_seq"] += 1
+    detector.utterance = []
+    log.debug("call %s: speech end at %.2f", call.id, state["last_speech_end"])
+    call.report_speech("end")
 
 
 @hookimpl

@@ -178,3 +178,38 @@ def test_call_end_flushes_and_releases() -> None:
     item = call.play(PlayItem("tone", "440", {"duration": 1}))
     rig.pm.hook.ivr_call_ended(call=call, reason="remote_hangup")
     assert drain(call) == [PlaybackDone(item.id, True)] and "playback" not in call.data
+
+
+def test_mixed_batch_gives_each_call_exactly_its_own_audio(tmp_path) -> None:
+    """Calls in the middle of a prompt (written for the whole batch at once), calls at an item's
+    end, in silence, idle, or joining late share one batch; each row is that call's audio alone."""
+    rig = Rig(playback_plugin)
+    long_prompt = str(wav_file(8000, 1, 16, 0.53, 300.0))  # ends mid-frame
+    short_prompt = str(wav_file(16000, 1, 16, 0.21, 900.0))
+    long_samples = playback_plugin.prompt_cache.load(long_prompt)
+    short_samples = playback_plugin.prompt_cache.load(short_prompt)
+    a, b, c, d = (rig.call(name) for name in "abcd")
+    a.play(PlayItem("file", long_prompt))
+    a.play(PlayItem("silence", options={"duration": 0.05}))
+    a.play(PlayItem("file", short_prompt))
+    c.play(PlayItem("file", short_prompt))
+    expected = {
+        "a": np.concatenate([long_samples, np.zeros(400, np.int16), short_samples]),
+        "b": np.zeros(0, np.int16),
+        "c": short_samples,
+        "d": long_samples,
+    }
+    sent: dict[str, list[np.ndarray]] = {name: [] for name in "abcd"}
+    for tick in range(70):
+        if tick == 7:
+            d.play(PlayItem("file", long_prompt))
+        calls = [a, b, c] + ([d] if tick >= 7 else [])
+        out = rig.step(calls)
+        for call, row in zip(calls, out):
+            sent[call.id].append(row)
+    for name, frames in sent.items():
+        audio = np.concatenate(frames)
+        want = expected[name]
+        np.testing.assert_array_equal(audio[: len(want)], want, err_msg=name)
+        assert not np.any(audio[len(want):]), name  # silence once the queue is empty
+    assert [type(e) for e in drain(a)] == [PlaybackDone] * 3

@@ -20,7 +20,7 @@ def test_counters_follow_the_real_endpoint_clock_at_each_scrape() -> None:
     endpoint = Endpoint()
     engine = SimpleNamespace(endpoint=endpoint)
     assert "ivr_media_clock_dropped_ticks_total 0.0" in _scrape(engine)
-    clock = getattr(endpoint, "media_clock", None) or endpoint._clock
+    clock = endpoint.media_clock
     clock.dropped_ticks += 12  # what the clock does when it sheds load
     clock.catch_up_ticks += 3
     text = _scrape(engine)
@@ -32,3 +32,18 @@ def test_no_endpoint_yet_reads_zero() -> None:
     text = _scrape(SimpleNamespace(endpoint=None))
     assert "# TYPE ivr_media_clock_dropped_ticks_total counter" in text
     assert "ivr_media_clock_dropped_ticks_total 0.0" in text
+
+
+def test_tick_lateness_and_duration_are_histograms() -> None:
+    endpoint = Endpoint()
+    endpoint.media_clock.lateness.observe(0.0004)
+    endpoint.media_clock.lateness.observe(0.012)
+    endpoint.media_clock.tick_duration.observe(0.003)
+    text = _scrape(SimpleNamespace(endpoint=endpoint))
+    assert "# TYPE ivr_media_tick_lateness_seconds histogram" in text
+    assert 'ivr_media_tick_lateness_seconds_bucket{le="0.001"} 1.0' in text
+    assert 'ivr_media_tick_lateness_seconds_bucket{le="0.01"} 1.0' in text
+    assert 'ivr_media_tick_lateness_seconds_bucket{le="0.02"} 2.0' in text
+    assert 'ivr_media_tick_lateness_seconds_bucket{le="+Inf"} 2.0' in text
+    assert "ivr_media_tick_lateness_seconds_count 2.0" in text
+    assert 'ivr_media_tick_duration_seconds_bucket{le="0.005"} 1.0' in text

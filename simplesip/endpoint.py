@@ -65,6 +65,12 @@ class Endpoint:
     # --- lifecycle -------------------------------------------------------------------------------
 
     @property
+    def media_clock(self) -> MediaClock:
+        """The one 20 ms clock driving every call's media (its counters and tick timings are
+        for monitoring; do not start or stop it)."""
+        return self._clock
+
+    @property
     def local_address(self) -> tuple[str, int]:
         """The (host, port) our SIP transports listen on."""
         if self._transport is None:

@@ -65,28 +65,30 @@ class SequenceUnwrapper:
     def __init__(self, bits: int) -> None:
         self._modulus = 1 << bits
         self._half = self._modulus >> 1
-        self._last: int | None = None
+        #: The newest extended value so far (None before the first). The jitter buffer's in-order
+        #: path advances it directly when it knows the extension without computing it.
+        self.last: int | None = None
 
     def peek(self, value: int) -> int:
         """The extension of ``value`` without accepting it as the new reference."""
-        last = self._last
+        last = self.last
         if last is None:
             return value
         return last + (value - last + self._half) % self._modulus - self._half
 
     def extend(self, value: int) -> int:
         """The extension of ``value``; it becomes the reference if it is the newest so far."""
-        last = self._last
+        last = self.last
         if last is None:
-            self._last = value
+            self.last = value
             return value
         extended = last + (value - last + self._half) % self._modulus - self._half
         if extended > last:
-            self._last = extended
+            self.last = extended
         return extended
 
     def reset(self) -> None:
-        self._last = None
+        self.last = None
 
 
 class ReceiveStats:
@@ -117,6 +119,9 @@ class ReceiveStats:
         self._bad_sequence: int | None = None
         self.base_sequence: int | None = None
         self.highest_sequence: int | None = None  # extended
+        #: The 16-bit sequence number that follows the highest one: an in-order packet carries
+        #: it (-1 before the first packet, which no packet matches).
+        self.next_sequence = -1
         self.received = 0
         self._expected_prior = 0
         self._received_prior = 0
@@ -128,10 +133,13 @@ class ReceiveStats:
         ``arrival`` is in seconds. ``timing=False`` leaves the jitter alone: telephone-event
         packets repeat their start timestamp, which says nothing about network delay.
         """
+        if sequence == self.next_sequence:
+            return self.record_next(timestamp, arrival, timing)
         highest = self.highest_sequence
         if highest is None:
             extended = sequence
             self.base_sequence = self.highest_sequence = extended
+            self.next_sequence = (extended + 1) & 0xFFFF
             self._seen_bits = 1
         else:
             # The extension nearest the highest so far (16-bit wrap-around).
@@ -150,6 +158,7 @@ class ReceiveStats:
             if delta > 0:
                 self._seen_bits = ((self._seen_bits << delta) | 1) & _SEEN_MASK
                 self.highest_sequence = extended
+                self.next_sequence = (extended + 1) & 0xFFFF
             else:
                 bit = 1 << -delta
                 if self._seen_bits & bit:
@@ -160,13 +169,30 @@ class ReceiveStats:
                     self.base_sequence = extended
         self.received += 1
         if timing:
-            transit = arrival * self.clock_rate - timestamp
-            if self._last_transit is not None:
-                # Differences of 32-bit timestamps: fold the wrap into the signed range.
-                delta_transit = (transit - self._last_transit + 2**31) % 2**32 - 2**31
-                self.jitter += (abs(delta_transit) - self.jitter) / 16
-            self._last_transit = transit
+            self._update_jitter(timestamp, arrival)
         return extended
+
+    def record_next(self, timestamp: int, arrival: float, timing: bool = True) -> int:
+        """:meth:`record` for the packet carrying :attr:`next_sequence` (in order, the common
+        case): it can be neither a duplicate nor a stray, so it is counted without the checks."""
+        extended = self.highest_sequence + 1  # type: ignore[operator]
+        self.highest_sequence = extended
+        self.next_sequence = (extended + 1) & 0xFFFF
+        self._seen_bits = ((self._seen_bits << 1) | 1) & _SEEN_MASK
+        self.received += 1
+        if timing:
+            self._update_jitter(timestamp, arrival)
+        return extended
+
+    def _update_jitter(self, timestamp: int, arrival: float) -> None:
+        # RFC 3550 A.8, in timestamp units.
+        transit = arrival * self.clock_rate - timestamp
+        last_transit = self._last_transit
+        if last_transit is not None:
+            # Differences of 32-bit timestamps: fold the wrap into the signed range.
+            delta_transit = (transit - last_transit + 2**31) % 2**32 - 2**31
+            self.jitter += (abs(delta_transit) - self.jitter) / 16
+        self._last_transit = transit
 
     @property
     def expected(self) -> int:
@@ -269,6 +295,8 @@ class JitterBuffer:
         self._over_depth_pops = 0
         self._timestamps.reset()
         self.stats.reset()
+        self._in_order_timestamp = -1  # see _note_in_order_slot
+        self._in_order_frame = 0
 
     @property
     def started(self) -> bool:
@@ -282,6 +310,39 @@ class JitterBuffer:
 
     def push(self, seq: int, timestamp: int, payload: bytes, arrival: float) -> bool:
         """Add one packet's payload; False if it was a duplicate, too late or empty."""
+        # In-order path, nearly every packet: the next sequence number, 20 ms after the newest
+        # audio, landing on a frame boundary past everything stored and within the playout
+        # window. Each of those conditions is one the general path below would test; together
+        # they leave it nothing to decide but "store it as the next frame".
+        stats = self.stats
+        frame = self._in_order_frame
+        if (seq == stats.next_sequence and timestamp == self._in_order_timestamp
+                and len(payload) == FRAME_SAMPLES and (frame > self._newest or not self._frames)
+                and 0 <= frame - self._next_frame <= self.max_jump_frames):
+            stats.record_next(timestamp, arrival)
+            self._timestamps.last += FRAME_SAMPLES  # type: ignore[operator]
+            self._in_order_timestamp = (timestamp + FRAME_SAMPLES) & 0xFFFFFFFF
+            self._in_order_frame = frame + 1
+            self._newest = frame
+            self._frames[frame] = payload
+            return True
+        accepted = self._push_any(seq, timestamp, payload, arrival)
+        self._note_in_order_slot()
+        return accepted
+
+    def _note_in_order_slot(self) -> None:
+        """Remember where a packet continuing the newest audio would go: the raw timestamp it
+        carries and its frame index. Only when the newest audio ends on a frame boundary; -1
+        (no timestamp matches) otherwise. Depends on the timestamp reference and the base only,
+        so it is refreshed after every packet the general path handles."""
+        newest, base = self._timestamps.last, self._base_timestamp
+        if newest is None or base is None or (newest - base) % FRAME_SAMPLES:
+            self._in_order_timestamp = -1
+            return
+        self._in_order_timestamp = (newest + FRAME_SAMPLES) & 0xFFFFFFFF
+        self._in_order_frame = (newest - base) // FRAME_SAMPLES + 1
+
+    def _push_any(self, seq: int, timestamp: int, payload: bytes, arrival: float) -> bool:
         if self.stats.record(seq, timestamp, arrival) is None or not payload:
             return False
         ext_ts = self._timestamps.extend(timestamp)

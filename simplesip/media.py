@@ -17,6 +17,7 @@ allocated per call per tick beyond the packets themselves.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import logging
 import random
 import socket
@@ -32,8 +33,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 __all__ = [
-    "FRAME_SAMPLES", "FRAME_INTERVAL", "MediaClock", "MediaLeg", "RtpSocket", "open_rtp_socket",
-    "run_tick", "send_rtcp_reports",
+    "FRAME_SAMPLES", "FRAME_INTERVAL", "MediaClock", "MediaLeg", "RtpSocket", "TickTimings",
+    "open_rtp_socket", "run_tick", "send_rtcp_reports",
 ]
 
 FRAME_SAMPLES = 160  # 20 ms at 8 kHz
@@ -48,6 +49,38 @@ MAX_CATCH_UP_TICKS = 100
 _MAX_DATAGRAM = 4096
 
 TickCallback = Callable[[float, int, bool], None]
+
+#: Upper bounds (seconds) of the buckets of :class:`TickTimings`: around the 20 ms frame.
+TICK_TIMING_BUCKETS = (0.001, 0.002, 0.005, 0.010, 0.020, 0.050, 0.100)
+
+
+class TickTimings:
+    """A fixed-bucket histogram of one figure per clock firing (Prometheus style: ``counts[i]``
+    is the number of values at most ``bounds[i]``, the last count is above every bound).
+
+    The clock keeps two: how late each firing started, and how long its ticks took. Lateness is
+    what a caller hears as jitter in our packets (the loop was busy, or the process was not
+    scheduled); duration is our own work. Together they tell the two causes apart.
+    """
+
+    def __init__(self, bounds: Sequence[float] = TICK_TIMING_BUCKETS) -> None:
+        self.bounds = tuple(bounds)
+        self.counts = [0] * (len(self.bounds) + 1)
+        self.total = 0.0
+        self.count = 0
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect.bisect_left(self.bounds, value)] += 1
+        self.total += value
+        self.count += 1
+
+    def cumulative(self) -> list[tuple[str, int]]:
+        """``(upper bound, values at most it)`` pairs ending with ``+Inf``, for exposition."""
+        pairs, running = [], 0
+        for bound, count in zip(self.bounds + (float("inf"),), self.counts):
+            running += count
+            pairs.append(("+Inf" if bound == float("inf") else repr(bound), running))
+        return pairs
 
 
 class MediaClock:
@@ -81,6 +114,9 @@ class MediaClock:
         self._backlog_held = 0  # firings in a row whose backlog did not shrink
         #: True while the clock sheds load (see the class docstring).
         self.overloaded = False
+        #: How late each firing started against its due time, and how long its ticks ran.
+        self.lateness = TickTimings()
+        self.tick_duration = TickTimings()
         self._t0 = 0.0
         self._handle: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -118,6 +154,7 @@ class MediaClock:
         # allows for its clock resolution) from being taken for "nothing due yet".
         due = int((now - self._t0) / self.interval + 1e-6)
         behind = due - self.tick_number
+        self.lateness.observe(max(0.0, now - (self._t0 + (self.tick_number + 1) * self.interval)))
         if behind <= self.max_burst:
             if self.overloaded:
                 log.info("media clock on time again: %d ticks dropped so far", self.dropped_ticks)
@@ -146,6 +183,7 @@ class MediaClock:
                 self.on_tick(now, self.tick_number, send)
             except Exception:  # the clock must keep running for every other call
                 log.exception("media tick %d failed", self.tick_number)
+        self.tick_duration.observe(self._loop.time() - now)
         if self._handle is not None:
             self._schedule()
 
@@ -173,10 +211,11 @@ class RtpSocket(asyncio.DatagramProtocol):
             self.transport = transport  # type: ignore[assignment]
 
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
-        if self.session is None:
+        session = self.session
+        if session is None:
             return  # media arrived before our answer was processed: nothing to play it into
         try:
-            self.session.receive(data, addr, self._time())
+            session.receive(data, addr, self._time())
         except Exception:  # a malformed packet is the peer's problem, not the call's end
             log.debug("dropped RTP packet from %s", addr, exc_info=True)
 
@@ -212,8 +251,9 @@ class RtpSocket(asyncio.DatagramProtocol):
                 log.debug("dropped RTP packet from %s", addr, exc_info=True)
 
     def sendto(self, data: bytes, addr: tuple[str, int]) -> None:
-        # Measured (bench/media_bench.py --send-packets): the socket's own sendto saves only
-        # 2-4 % over the transport's, whose bookkeeping is small next to the system call.
+        # Measured (bench/media_bench.py --send-packets): the socket's own sendto would save
+        # 5-8 % of a send; the system call is the cost, not the transport's bookkeeping. Not
+        # worth a second send path (full kernel buffers, ordering with the transport's queue).
         if self.transport is not None and not self.transport.is_closing():
             self.transport.sendto(data, addr)
 
@@ -302,20 +342,29 @@ def run_tick(calls: Sequence[MediaLeg], on_tick: OnTick | None, now: float, send
         return
     catch_up = not send
     # One bytes join and one frombuffer for the whole batch: per-row numpy assignment costs
-    # about a microsecond per call, which adds up at hundreds of calls every 20 ms.
-    frames = []
-    alaw_flags = []
+    # about a microsecond per call, which adds up at hundreds of calls every 20 ms. For the same
+    # reason the law and the DTMF state are read from plain session attributes (no call per
+    # call per tick), and pop_dtmf runs only for a session that has a key press to report.
+    frames: list[bytes] = []
+    append_frame = frames.append
+    alaw_calls = 0
     for call in calls:
+        rtp = call.rtp
         if catch_up and call.rtp_socket is not None:
             call.rtp_socket.drain()  # what arrived during the stall (see RtpSocket.drain)
-        rtp = call.rtp
-        frames.append(rtp.pull_frame(catch_up))
-        alaw_flags.append(rtp.codec == "PCMA")
-        digits = rtp.pop_dtmf(now)
-        if digits:
-            call._media_dtmf(digits)
+        append_frame(rtp.pull_frame(catch_up))
+        if rtp.is_alaw:
+            alaw_calls += 1
+        if rtp.last_dtmf_in is not None:  # None: no key press open or waiting (the common case)
+            digits = rtp.pop_dtmf(now)
+            if digits:
+                call._media_dtmf(digits)
     codes = np.frombuffer(b"".join(frames), dtype=np.uint8).reshape(n, FRAME_SAMPLES)
-    is_alaw = np.array(alaw_flags, dtype=bool)
+    is_alaw: np.ndarray | bool
+    if alaw_calls in (0, n):
+        is_alaw = alaw_calls == n  # every call in one law: one table lookup for the batch
+    else:  # a mix (rare): a mask of the A-law rows
+        is_alaw = np.fromiter((call.rtp.is_alaw for call in calls), dtype=bool, count=n)
     inbound = _decode_rows(codes, is_alaw)
 
     outbound: np.ndarray | None
@@ -349,20 +398,19 @@ def run_tick(calls: Sequence[MediaLeg], on_tick: OnTick | None, now: float, send
         offset += FRAME_SAMPLES
 
 
-def _decode_rows(codes: np.ndarray, is_alaw: np.ndarray) -> np.ndarray:
+def _decode_rows(codes: np.ndarray, is_alaw: np.ndarray | bool) -> np.ndarray:
     return _by_law(g711.decode, codes, is_alaw, np.int16)
 
 
-def _encode_rows(pcm: np.ndarray, is_alaw: np.ndarray) -> np.ndarray:
+def _encode_rows(pcm: np.ndarray, is_alaw: np.ndarray | bool) -> np.ndarray:
     return _by_law(g711.encode, pcm, is_alaw, np.uint8)
 
 
-def _by_law(convert, rows: np.ndarray, is_alaw: np.ndarray, dtype) -> np.ndarray:
-    """Apply ``convert(rows, codec)`` with each row's law; one call when every row shares it."""
-    if not is_alaw.any():
-        return convert(rows, "PCMU")
-    if is_alaw.all():
-        return convert(rows, "PCMA")
+def _by_law(convert, rows: np.ndarray, is_alaw: np.ndarray | bool, dtype) -> np.ndarray:
+    """Apply ``convert(rows, codec)`` with each row's law: ``is_alaw`` is one bool when every
+    row shares the law (one call), else a mask of the A-law rows."""
+    if isinstance(is_alaw, bool):
+        return convert(rows, "PCMA" if is_alaw else "PCMU")
     out = np.empty(rows.shape, dtype=dtype)
     out[~is_alaw] = convert(rows[~is_alaw], "PCMU")
     out[is_alaw] = convert(rows[is_alaw], "PCMA")

@@ -88,7 +88,7 @@ class RtpSession:
         self._payload_type = payload_type
         self._codec = g711.normalize_codec(codec)
         self._dtmf_payload_type = dtmf_payload_type
-        self._refresh_fast_path()
+        self._cache_negotiated()
         self.remote_addr = remote_addr
         self.ptime = ptime
         self.clock_rate = clock_rate
@@ -108,7 +108,12 @@ class RtpSession:
         # live (SIPp plays its DTMF capture as a separate stream): one receiver per such SSRC.
         self._side_dtmf: dict[int, DtmfReceiver] = {}
         self._dtmf_out = DtmfSender(clock_rate=clock_rate, ptime_ms=20)
+        self._dtmf_sending = False  # _dtmf_out.busy, cached: build_packet checks it every tick
         self._digits: list[DtmfDigit] = []
+        #: When the latest telephone-event packet arrived, until :meth:`pop_dtmf` has polled
+        #: every receiver past its timeout since (then None). While it is None no key press is
+        #: open or waiting, so nothing needs polling: the media clock skips ``pop_dtmf``.
+        self.last_dtmf_in: float | None = None
 
         self.latched_addr: tuple[str, int] | None = None
         self.remote_ssrc: int | None = None
@@ -128,7 +133,7 @@ class RtpSession:
         self._last_sr_arrival: float | None = None
         self._next_rtcp_at: float | None = None
 
-    # --- negotiated parameters (the receive fast path depends on them) -------------------------
+    # --- negotiated parameters (the receive and send paths cache what they need of them) -------
 
     @property
     def payload_type(self) -> int:
@@ -138,7 +143,7 @@ class RtpSession:
     @payload_type.setter
     def payload_type(self, value: int) -> None:
         self._payload_type = value
-        self._refresh_fast_path()
+        self._cache_negotiated()
 
     @property
     def codec(self) -> str:
@@ -148,7 +153,7 @@ class RtpSession:
     @codec.setter
     def codec(self, value: str) -> None:
         self._codec = g711.normalize_codec(value)
-        self._refresh_fast_path()
+        self._cache_negotiated()
 
     @property
     def dtmf_payload_type(self) -> int | None:
@@ -158,9 +163,10 @@ class RtpSession:
     @dtmf_payload_type.setter
     def dtmf_payload_type(self, value: int | None) -> None:
         self._dtmf_payload_type = value
-        self._refresh_fast_path()
+        self._cache_negotiated()
 
-    def _refresh_fast_path(self) -> None:
+    def _cache_negotiated(self) -> None:
+        """Derive what the per-packet paths use from the negotiated parameters, once per change."""
         pt = self._payload_type
         # The fast path takes packets of this type as they are: G.711 of our own law, not
         # telephone-event, and not a type whose marked packets read as RTCP (RFC 5761 §4).
@@ -168,6 +174,11 @@ class RtpSession:
                  and not 64 <= pt <= 95)
         self._fast_payload_type = pt if plain else -1
         self._silence = bytes([g711.silence_byte(self._codec)]) * FRAME_SAMPLES
+        self._marked_type = pt | 0x80  # the second header byte of a packet with the marker bit
+        # build_packet refuses to send a type that does not fit the header's 7 bits.
+        self._payload_type_error = "" if 0 <= pt <= 127 else f"payload type out of range: {pt}"
+        #: True when the negotiated law is A-law: the media clock groups calls by law with it.
+        self.is_alaw = self._codec == "PCMA"
 
     # --- receiving ------------------------------------------------------------------------------
 
@@ -180,8 +191,9 @@ class RtpSession:
             if (second & 0x7F) == self._fast_payload_type and ssrc == self.remote_ssrc:
                 self.packets_in += 1
                 self._last_from_source = now
-                # Audio resumed: a key press whose end packets were all lost is over by now.
-                self._digits.extend(self._dtmf_in.poll(now))
+                if self.last_dtmf_in is not None:
+                    # Audio resumed: a key press whose end packets were all lost is over by now.
+                    self._digits.extend(self._dtmf_in.poll(now))
                 self._jitter.push(sequence, timestamp, data[12:], now)
                 return
         if is_rtcp(data):
@@ -209,6 +221,7 @@ class RtpSession:
                     self._side_dtmf.pop(next(iter(self._side_dtmf)))
                 receiver = self._side_dtmf[packet.ssrc] = DtmfReceiver(clock_rate=self._dtmf_in.clock_rate)
             self.packets_in += 1
+            self.last_dtmf_in = now
             self._digits.extend(receiver.feed(packet.timestamp, packet.marker, packet.payload, now))
             return
         if not self._is_ours(packet.payload_type) or not self._accept_source(addr, packet.ssrc, now):
@@ -218,9 +231,11 @@ class RtpSession:
         self._last_from_source = now
         if packet.payload_type == self.dtmf_payload_type:
             if self._jitter.stats.record(packet.sequence, packet.timestamp, now, timing=False) is not None:
+                self.last_dtmf_in = now
                 self._digits.extend(self._dtmf_in.feed(packet.timestamp, packet.marker, packet.payload, now))
             return
-        self._digits.extend(self._dtmf_in.poll(now))
+        if self.last_dtmf_in is not None:
+            self._digits.extend(self._dtmf_in.poll(now))
         payload = packet.payload
         peer_codec = STATIC_G711.get(packet.payload_type, self.codec)
         if peer_codec != self.codec:
@@ -281,10 +296,17 @@ class RtpSession:
 
         With ``now``, an event whose end packets were all lost is closed after its timeout.
         """
-        if now is not None:
+        last_in = self.last_dtmf_in
+        if now is not None and last_in is not None:
             self._digits.extend(self._dtmf_in.poll(now))
             for receiver in self._side_dtmf.values():
                 self._digits.extend(receiver.poll(now))
+            # Every receiver has the same timeout and was just polled: none can hold an open
+            # key press any more once the newest packet of any is older than that.
+            if now - last_in > self._dtmf_in.timeout:
+                self.last_dtmf_in = None
+        if not self._digits:
+            return []
         digits, self._digits = self._digits, []
         return digits
 
@@ -314,18 +336,29 @@ class RtpSession:
         tick is returned instead and the audio is dropped: digits replace audio, tick for tick.
         The marker bit is set on the first packet and after a silence gap (:meth:`skip_frame`).
         """
-        if self._dtmf_out.busy:
+        if self._dtmf_sending:
             due = self._dtmf_out.next_tick()
+            self._dtmf_sending = self._dtmf_out.busy
             if due is not None and self._dtmf_payload_type is not None:
                 packet = self._packet(self._dtmf_payload_type, due.payload, due.marker,
                                       self._timestamp - due.timestamp_offset)
                 self._timestamp += FRAME_SAMPLES
                 self._talking = False  # resume audio with a marker, as after any talk-spurt break
                 return packet
-        packet = self._packet(self._payload_type, payload, marker or not self._talking, self._timestamp)
-        self._timestamp += len(payload)  # G.711: one byte per sample
+        # Audio, nearly every tick: _packet's work inline, with the payload type checked when it
+        # was negotiated rather than per packet.
+        if self._payload_type_error:
+            raise ValueError(self._payload_type_error)
+        sequence, timestamp, size = self._sequence, self._timestamp, len(payload)
+        data = _OUR_HEADER.pack(_RTP_V2_PLAIN, self._marked_type if marker or not self._talking
+                                else self._payload_type, sequence, timestamp & 0xFFFFFFFF,
+                                self.ssrc) + payload
+        self._sequence = (sequence + 1) & 0xFFFF
+        self._timestamp = timestamp + size  # G.711: one byte per sample
         self._talking = True
-        return packet
+        self.packets_out += 1
+        self.octets_out += size
+        return data
 
     def skip_frame(self, samples: int = FRAME_SAMPLES) -> None:
         """Let the media clock move on without sending (silence suppression, hold)."""
@@ -337,6 +370,7 @@ class RtpSession:
         timestamp and any scheduled DTMF move on as if it had been sent and lost, so the peer sees
         a 20 ms gap rather than a late burst, and a key press keeps one event timestamp."""
         self._dtmf_out.next_tick()
+        self._dtmf_sending = self._dtmf_out.busy
         self._timestamp += FRAME_SAMPLES
         self._talking = False
         self.ticks_skipped += 1
@@ -346,6 +380,7 @@ class RtpSession:
         if self.dtmf_payload_type is None:
             raise ValueError("the peer did not negotiate telephone-event")
         self._dtmf_out.send(digits, duration_ms)
+        self._dtmf_sending = self._dtmf_out.busy
 
     @property
     def dtmf_pending(self) -> bool:

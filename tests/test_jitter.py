@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from simplesip import g711
 from simplesip.jitter import JitterBuffer, ReceiveStats, SequenceUnwrapper, conceal
@@ -290,3 +292,85 @@ def test_buffer_of_a_consumer_that_sheds_ticks_stays_bounded() -> None:
         if i % 5 == 0:
             buffer.pop()
     assert buffer.depth_ms <= 4 * 160 + 20
+
+
+# --- the in-order path of push() behaves exactly like the general one ---------------------------
+
+class _GeneralPathStats(ReceiveStats):
+    """ReceiveStats that never knows the next sequence number: every packet takes the general
+    accounting of record(), and a JitterBuffer holding it never takes its in-order path."""
+
+    next_sequence = property(lambda self: -1, lambda self, value: None)  # type: ignore[assignment]
+
+
+def _general_path_only(buffer: JitterBuffer) -> JitterBuffer:
+    buffer.stats = _GeneralPathStats(buffer.stats.clock_rate)
+    return buffer
+
+
+def _observable(buffer: JitterBuffer) -> tuple:
+    stats = buffer.stats
+    return (stats.as_dict(), stats.jitter, stats.highest_sequence, stats.base_sequence,
+            stats.discarded, buffer.depth_ms, buffer.drift_dropped, buffer.started)
+
+
+# Mostly runs of in-order 20 ms packets (the path's case), broken by what a network and a
+# sender do: loss, reordering, duplicates, sequence and timestamp jumps, odd packet sizes, wrap.
+_disturbances = st.sampled_from(["none", "none", "none", "lose", "swap", "duplicate", "seq_jump",
+                                 "ts_jump", "ts_odd", "short", "long", "restart"])
+_runs = st.lists(st.tuples(st.integers(1, 25), _disturbances, st.integers(0, 3)), max_size=12)
+
+
+@settings(max_examples=200, deadline=None)
+@given(runs=_runs, seq0=st.integers(0, 0xFFFF), ts0=st.integers(0, 0xFFFFFFFF),
+       pops=st.lists(st.integers(0, 2), min_size=1, max_size=8), catch_up=st.booleans())
+def test_in_order_path_matches_the_general_path(runs, seq0, ts0, pops, catch_up) -> None:
+    fast = JitterBuffer(target_ms=60, max_extra_ms=60)
+    general = _general_path_only(JitterBuffer(target_ms=60, max_extra_ms=60))
+    packets: list[tuple[int, int, bytes]] = []
+    seq, ts = seq0, ts0
+    for count, disturbance, extra in runs:
+        for _ in range(count):
+            packets.append((seq & 0xFFFF, ts & 0xFFFFFFFF, _samples(160, seq)))
+            seq, ts = seq + 1, ts + 160
+        if disturbance == "lose":
+            seq, ts = seq + 1 + extra, ts + 160 * (1 + extra)
+        elif disturbance == "swap" and len(packets) > 1:
+            packets[-1], packets[-2] = packets[-2], packets[-1]
+        elif disturbance == "duplicate" and packets:
+            packets.append(packets[-1 - min(extra, len(packets) - 1)])
+        elif disturbance == "seq_jump":
+            seq += 3001 + extra  # beyond MAX_DROPOUT: believed only when the next one follows
+        elif disturbance == "ts_jump":
+            ts += 160 * (200 + extra)  # past max_jump_ms: a new timeline
+        elif disturbance == "ts_odd":
+            ts += 80 + extra  # the stream leaves the frame grid
+        elif disturbance in ("short", "long"):
+            size = 80 if disturbance == "short" else 320
+            packets.append((seq & 0xFFFF, ts & 0xFFFFFFFF, _samples(size, seq)))
+            seq, ts = seq + 1, ts + size
+        elif disturbance == "restart":
+            seq, ts = seq + 20000, ts + 12345
+    for i, (packet_seq, packet_ts, payload) in enumerate(packets):
+        now = i * 0.020 + (i % 3) * 0.004  # some jitter, so the A.8 estimate moves
+        accepted = fast.push(packet_seq, packet_ts, payload, now)
+        assert accepted == general.push(packet_seq, packet_ts, payload, now)
+        for _ in range(pops[i % len(pops)]):
+            assert fast.pop(catch_up) == general.pop(catch_up)
+        assert _observable(fast) == _observable(general)
+
+
+def test_in_order_stream_across_both_wraps_takes_the_in_order_path() -> None:
+    buffer = JitterBuffer(target_ms=60)
+    general_pushes = []
+    original = buffer._push_any
+    def counting(*args):
+        general_pushes.append(args[0])
+        return original(*args)
+
+    buffer._push_any = counting  # type: ignore[method-assign]
+    packets = _stream(20, 40, seq0=0xFFF0, ts0=0xFFFFFFFF - 160 * 5 + 1)
+    frames = _play(buffer, _paced(packets, 20), 45)
+    assert general_pushes == [0xFFF0]  # only the first packet: it sets the timeline up
+    assert b"".join(_started(frames)[:40]) == b"".join(p for _, _, p in packets)  # type: ignore[misc]
+    assert buffer.stats.highest_sequence == 0xFFF0 + 39 and buffer.stats.lost == 0

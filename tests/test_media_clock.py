@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import random
 import time
 from types import SimpleNamespace
 
@@ -105,6 +106,7 @@ class FakeSession:
 
     def __init__(self, codec, frames):
         self.codec = codec
+        self.is_alaw = codec == "PCMA"
         self.frames = list(frames)
         self.sent: list[bytes] = []
         self.skipped = 0
@@ -116,6 +118,10 @@ class FakeSession:
         self.catch_up_pulls += catch_up
         silence = g711.ULAW_SILENCE if self.codec == "PCMU" else g711.ALAW_SILENCE
         return self.frames.pop(0) if self.frames else bytes([silence]) * FRAME_SAMPLES
+
+    @property
+    def last_dtmf_in(self):
+        return 0.0 if self.digits else None  # like RtpSession: set while digits wait
 
     def pop_dtmf(self, now):
         digits, self.digits = self.digits, []
@@ -313,3 +319,49 @@ def test_sustained_overload_sheds_ticks_and_recovers_when_ticks_get_cheap():
     loop.fire_at(max(loop.now, loop.timer[0]))
     loop.fire_at(loop.timer[0])
     assert not clock.overloaded
+
+
+def test_tick_timings_record_how_late_each_firing_was_and_how_long_it_ran():
+    clock, loop, _ = _stepped_clock(cost=0.003)  # each tick takes 3 ms
+    loop.fire_at(0.020)  # on time: one tick
+    loop.fire_at(0.0470)  # 7 ms late: one tick (the next is not due yet)
+    loop.fire_at(0.100)  # tick 3 due at 60 ms: 40 ms late; ticks 3-5 are due
+    assert clock.lateness.count == clock.tick_duration.count == 3
+    assert clock.lateness.counts[0] == 1  # <= 1 ms
+    assert clock.lateness.counts[clock.lateness.bounds.index(0.010)] == 1  # 5-10 ms
+    assert clock.lateness.counts[clock.lateness.bounds.index(0.050)] == 1  # 20-50 ms
+    assert abs(clock.lateness.total - (0.0 + 0.007 + 0.040)) < 1e-9
+    # durations: 3 ms, 3 ms and three ticks' worth (9 ms)
+    assert clock.tick_duration.counts[clock.tick_duration.bounds.index(0.005)] == 2
+    assert clock.tick_duration.counts[clock.tick_duration.bounds.index(0.010)] == 1
+    assert clock.tick_duration.cumulative()[-1] == ("+Inf", 3)
+
+
+class _EchoLeg(FakeLeg):
+    """A leg with a real RtpSession: what run_tick sends for it is recorded."""
+
+    def __init__(self, session):
+        super().__init__("PCMU", [])
+        self.rtp = session
+
+
+def test_run_tick_groups_real_sessions_by_law_and_follows_a_codec_change():
+    from simplesip.rtp import RtpPacket
+    from simplesip.rtpsession import RtpSession
+
+    legs = [_EchoLeg(RtpSession(pt, codec, ("127.0.0.1", 40000 + pt), rng=random.Random(pt)))
+            for pt, codec in ((0, "PCMU"), (8, "PCMA"), (8, "PCMA"))]
+    payload = bytes([0x23, 0x45, 0x66, 0x99, 0xAB] * 32)  # codes that survive decode + encode in both laws
+    for tick in range(8):
+        for i, leg in enumerate(legs):
+            data = RtpPacket(leg.rtp.payload_type, tick, tick * 160, 0x100 + i, payload).serialize()
+            leg.rtp.receive(data, ("127.0.0.1", 40000 + i), tick * 0.02)
+        run_tick(legs, lambda calls, inbound: inbound, tick * 0.02)
+    for leg in legs:  # echoed in each call's own law, whatever the mix in the batch
+        assert RtpPacket.parse(leg.packets[-1]).payload == payload
+    legs[1].rtp.update(codec="PCMU", payload_type=0)  # re-INVITE: now one A-law call only
+    assert [leg.rtp.is_alaw for leg in legs] == [False, False, True]
+    run_tick(legs, lambda calls, inbound: np.full_like(inbound, 1000), 1.0)
+    sent = [RtpPacket.parse(leg.packets[-1]).payload for leg in legs]
+    assert sent[0] == sent[1] == g711.pcm_to_ulaw(np.full(FRAME_SAMPLES, 1000, np.int16).tobytes())
+    assert sent[2] == g711.pcm_to_alaw(np.full(FRAME_SAMPLES, 1000, np.int16).tobytes())

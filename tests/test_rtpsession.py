@@ -14,6 +14,7 @@ from media_pcap import SIPP_PCAPS, read_udp
 from simplesip import g711
 from simplesip.dtmf import DtmfSender, TelephoneEvent
 from simplesip.rtp import ReceiverReport, RtcpPacket, RtpPacket, build_sender_report, parse_rtcp
+from simplesip.jitter import ReceiveStats
 from simplesip.rtpsession import RtpSession
 
 PEER = ("127.0.0.1", 40000)
@@ -437,3 +438,100 @@ def test_key_presses_from_another_address_are_still_refused() -> None:
     for _ in range(3):
         session.receive(RtpPacket(101, 9, 9000, 0x7777, event, True).serialize(), ("127.0.0.9", 4000), 0.12)
     assert session.pop_dtmf(1.0) == []
+
+
+# --- in-order runs: the fast paths of receive() and of the jitter buffer together --------------
+
+class _GeneralPathStats(ReceiveStats):
+    """Never knows the next sequence number: the jitter buffer holding it never takes its
+    in-order path and every packet gets the general accounting of ReceiveStats.record."""
+
+    next_sequence = property(lambda self: -1, lambda self, value: None)  # type: ignore[assignment]
+
+
+_in_order_runs = st.lists(
+    st.tuples(
+        st.sampled_from([PEER, PEER, PEER, INTRUDER]),
+        st.sampled_from([0x1111, 0x1111, 0x1111, 0x2222]),
+        st.sampled_from(["audio", "audio", "audio", "dtmf", "dtmf_no_end"]),
+        st.integers(1, 30),                    # packets in the run
+        st.integers(0, 3),                     # sequence numbers skipped before it (loss)
+        st.sampled_from([0.020, 0.020, 0.019, 0.021, 0.3, 0.7]),  # spacing, or a pause
+    ),
+    max_size=12,
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(runs=_in_order_runs, codec_pt=st.sampled_from([(0, "PCMU"), (8, "PCMA")]),
+       seq0=st.integers(0, 0xFFFF))
+def test_fast_paths_match_the_general_paths_on_in_order_runs(runs, codec_pt, seq0) -> None:
+    """Runs of in-order packets (what a call mostly is) with losses, pauses, key presses whose
+    end packets may be lost, a second SSRC and an intruder: the plain session (receive fast path,
+    jitter buffer in-order path, DTMF polling skipped while nothing is open) against one that
+    parses every packet in full and places and counts it the general way."""
+    pt, codec = codec_pt
+    fast = RtpSession(pt, codec, ("127.0.0.1", 39000), 101, rng=random.Random(1))
+    full = RtpSession(pt, codec, ("127.0.0.1", 39000), 101, rng=random.Random(1))
+    full._jitter.stats = _GeneralPathStats()
+    streams = {0x1111: [seq0, 1000], 0x2222: [(seq0 + 5000) & 0xFFFF, 90000]}
+    now, tick_at = 0.0, 0.0
+    for addr, ssrc, kind, count, skipped, spacing in runs:
+        stream = streams[ssrc]
+        stream[0] += skipped
+        stream[1] += 160 * skipped
+        event_ts = stream[1]
+        for i in range(count):
+            now += spacing if i else max(spacing, 0.020)
+            seq, ts = stream[0] & 0xFFFF, stream[1] & 0xFFFFFFFF
+            if kind == "audio":
+                payload = bytes([(seq * 7) & 0xFF]) * 160
+                data = RtpPacket(pt, seq, ts, ssrc, payload, marker=i == 0).serialize()
+            else:
+                end = kind == "dtmf" and i == count - 1
+                event = TelephoneEvent(seq % 16, end=end, duration=160 * (i + 1)).serialize()
+                data = RtpPacket(101, seq, event_ts & 0xFFFFFFFF, ssrc, event, marker=i == 0).serialize()
+            stream[0] += 1
+            stream[1] += 160
+            fast.receive(data, addr, now)
+            full.receive(_padded(data), addr, now)
+            while tick_at <= now:  # the media clock: one pull and one DTMF poll per 20 ms
+                assert fast.pull_frame() == full.pull_frame()
+                assert fast.pop_dtmf(tick_at) == full.pop_dtmf(tick_at)
+                tick_at += 0.020
+    assert fast.pop_dtmf(now + 1.0) == full.pop_dtmf(now + 1.0)
+    assert fast.stats() == full.stats()
+    assert (fast.latched_addr, fast.remote_ssrc, fast.remote_addr) == (
+        full.latched_addr, full.remote_ssrc, full.remote_addr)
+
+
+def test_a_key_press_without_end_packets_is_polled_until_reported_then_no_longer() -> None:
+    session = _session()
+    _feed(session, [_audio(i) for i in range(5)])
+    assert session.last_dtmf_in is None  # audio alone: nothing to poll
+    for i in range(3):  # the end packets are lost
+        event = TelephoneEvent(6, False, 10, 160 * (i + 1)).serialize()
+        session.receive(RtpPacket(101, 5 + i, 800, 0x1111, event, i == 0).serialize(), PEER, 0.1 + i * 0.02)
+    reported = []
+    for tick in range(40):  # audio resumes; the clock polls every 20 ms
+        now = 0.16 + tick * 0.02
+        session.receive(_audio(8 + tick), PEER, now)
+        reported += session.pop_dtmf(now)
+    assert reported == [("6", 60)]  # once, after the receiver's timeout
+    assert session.last_dtmf_in is None  # polled past the timeout: nothing left open
+
+
+def test_a_key_press_under_a_second_ssrc_without_end_packets_is_reported_after_its_timeout() -> None:
+    session = _session()
+    _feed(session, [_audio(i) for i in range(5)])
+    for i in range(3):  # SIPp-style DTMF stream beside the live audio; its end packets are lost
+        event = TelephoneEvent(2, False, 10, 160 * (i + 1)).serialize()
+        data = RtpPacket(101, 300 + i, 7000, 0x7777, event, i == 0).serialize()
+        session.receive(data, PEER, 0.1 + i * 0.02)
+    reported = []
+    for tick in range(40):
+        now = 0.16 + tick * 0.02
+        session.receive(_audio(5 + tick), PEER, now)
+        reported += session.pop_dtmf(now)
+    assert reported == [("2", 60)] and session.last_dtmf_in is None
+    assert session.remote_ssrc == 0x1111

@@ -33,7 +33,7 @@ from simplesip.dtmf import parse_info_dtmf
 from simplesip.errors import AuthenticationError, CallError, ConnectionError
 from simplesip.driver import CoreDriver
 from simplesip.endpoint_config import EndpointConfig
-from simplesip.media import MediaClock, RtpSocket, open_rtp_socket, run_tick, send_rtcp_reports
+from simplesip.media import MediaClock, RtpReader, RtpSocket, open_rtp_socket, run_tick, send_rtcp_reports
 from simplesip.sdp import SDPNegotiationError, SdpSession, media_params_from_answer
 from simplesip.transport import SipTransport
 from simplesip.useragent import UAConfig, UserAgentCore
@@ -59,6 +59,7 @@ class Endpoint:
         self._transport: SipTransport | None = None
         self._driver: CoreDriver | None = None
         self._clock = MediaClock(self._on_media_tick)
+        self._rtp_reader: RtpReader | None = None  # reads every call's RTP (from start())
         self._media_calls: list[Call] = []
         self._register_waiter: asyncio.Future | None = None
 
@@ -95,6 +96,7 @@ class Endpoint:
         self._transport = transport
         core = UserAgentCore(self._ua_config(transport.local_address[1]))
         self._driver = CoreDriver(core, transport, self._dispatch)
+        self._rtp_reader = RtpReader.create(self._loop)
         self._clock.start()
 
     def _ua_config(self, port: int) -> UAConfig:
@@ -133,6 +135,9 @@ class Endpoint:
             self._driver.close()
         for call in list(self.calls.values()):
             self._finish_call(call, "error", None)
+        if self._rtp_reader is not None:
+            self._rtp_reader.close()
+            self._rtp_reader = None
         await self._transport.close()
         self._transport = None
 
@@ -273,7 +278,8 @@ class Endpoint:
 
     async def _open_rtp_socket(self) -> tuple[RtpSocket, int]:
         try:
-            return await open_rtp_socket(self.config.local_host, self.config.rtp_port_range)
+            return await open_rtp_socket(self.config.local_host, self.config.rtp_port_range,
+                                         self._rtp_reader)
         except OSError as exc:
             raise CallError(str(exc), 503) from exc
 

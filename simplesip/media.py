@@ -1,4 +1,5 @@
-"""The media side of an Endpoint: per-call RTP sockets and the one 20 ms media clock.
+"""The media side of an Endpoint: the one 20 ms media clock and the tick it runs for every call
+(the per-call sockets are in :mod:`simplesip.rtpsocket`, re-exported here).
 
 One :class:`MediaClock` per Endpoint drives every call. Tick ``k`` is scheduled at ``t0 + k*20 ms``
 (absolute times, so scheduling error never accumulates). When the loop was blocked and several
@@ -19,13 +20,12 @@ from __future__ import annotations
 import asyncio
 import bisect
 import logging
-import random
-import socket
 from typing import TYPE_CHECKING, Callable, Protocol, Sequence
 
 import numpy as np
 
 from simplesip import g711
+from simplesip.rtpsocket import RtpReader, RtpSocket, open_rtp_socket
 
 if TYPE_CHECKING:
     from simplesip.rtpsession import RtpSession
@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 __all__ = [
-    "FRAME_SAMPLES", "FRAME_INTERVAL", "MediaClock", "MediaLeg", "RtpSocket", "TickTimings",
+    "FRAME_SAMPLES", "FRAME_INTERVAL", "MediaClock", "MediaLeg", "RtpReader", "RtpSocket", "TickTimings",
     "open_rtp_socket", "run_tick", "send_rtcp_reports",
 ]
 
@@ -45,8 +45,6 @@ _FRAME_BYTES = FRAME_SAMPLES * 2
 #: How far behind the clock still runs every missed tick. Past this (2 s) the oldest are dropped:
 #: a longer catch-up would itself block the loop (SIP timers, other sockets) for too long.
 MAX_CATCH_UP_TICKS = 100
-#: Largest datagram read when draining a socket ourselves (G.711 at 40 ms is 332 bytes).
-_MAX_DATAGRAM = 4096
 
 TickCallback = Callable[[float, int, bool], None]
 
@@ -186,128 +184,6 @@ class MediaClock:
         self.tick_duration.observe(self._loop.time() - now)
         if self._handle is not None:
             self._schedule()
-
-
-class RtpSocket(asyncio.DatagramProtocol):
-    """One call's RTP socket (and its RTCP companion on port + 1): datagrams go to the call's
-    RtpSession with their arrival time; the session tells RTP from RTCP itself.
-
-    :meth:`drain` reads what is waiting without going through the loop, which the clock needs
-    after a stall. (Reading every tick this way instead of one loop callback per packet was
-    measured and gains nothing: docs/performance.md, "Media hot path".)
-    """
-
-    def __init__(self, loop: asyncio.AbstractEventLoop):
-        self.session: RtpSession | None = None  # set once the media is negotiated
-        self._time = loop.time
-        self.transport: asyncio.DatagramTransport | None = None
-        self.rtcp_transport: asyncio.DatagramTransport | None = None
-        self._rtp_sock: socket.socket | None = None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        # The RTCP socket shares this protocol and connects second: RTP must keep going out of the
-        # RTP port, or a peer that latches (symmetric RTP, RFC 4961) answers to the RTCP port.
-        if self.transport is None:
-            self.transport = transport  # type: ignore[assignment]
-
-    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
-        session = self.session
-        if session is None:
-            return  # media arrived before our answer was processed: nothing to play it into
-        try:
-            session.receive(data, addr, self._time())
-        except Exception:  # a malformed packet is the peer's problem, not the call's end
-            log.debug("dropped RTP packet from %s", addr, exc_info=True)
-
-    def error_received(self, exc: Exception) -> None:
-        log.debug("RTP socket error: %s", exc)
-
-    def drain(self) -> int:
-        """Hand every datagram waiting on the RTP socket to the session now; returns how many.
-
-        asyncio reads one datagram per socket per loop pass, so after a stall most of what
-        arrived meanwhile is still in the kernel when the clock starts catching up: the clock
-        calls this first. Arrival times are the time of the read, as for datagrams the loop
-        delivers: the session's latching rules compare arrival times, which must never run
-        backwards from one packet to the next.
-        """
-        session, transport, sock = self.session, self.transport, self._rtp_sock
-        if session is None or sock is None or transport is None or transport.is_closing():
-            return 0
-        now = self._time()
-        count = 0
-        while True:
-            try:
-                data, addr = sock.recvfrom(_MAX_DATAGRAM)
-            except (BlockingIOError, InterruptedError):
-                return count
-            except OSError as exc:  # e.g. an ICMP error queued on the socket
-                self.error_received(exc)
-                return count
-            count += 1
-            try:
-                session.receive(data, addr, now)
-            except Exception:  # a malformed packet is the peer's problem, not the call's end
-                log.debug("dropped RTP packet from %s", addr, exc_info=True)
-
-    def sendto(self, data: bytes, addr: tuple[str, int]) -> None:
-        # Measured (bench/media_bench.py --send-packets): the socket's own sendto would save
-        # 5-8 % of a send; the system call is the cost, not the transport's bookkeeping. Not
-        # worth a second send path (full kernel buffers, ordering with the transport's queue).
-        if self.transport is not None and not self.transport.is_closing():
-            self.transport.sendto(data, addr)
-
-    def send_rtcp(self, data: bytes, addr: tuple[str, int]) -> None:
-        if self.rtcp_transport is not None and not self.rtcp_transport.is_closing():
-            self.rtcp_transport.sendto(data, addr)
-
-    def close(self) -> None:
-        for transport in (self.transport, self.rtcp_transport):
-            if transport is not None:
-                transport.close()
-
-
-def _bound_socket(host: str, port: int) -> socket.socket:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_DGRAM)
-    try:
-        sock.setblocking(False)
-        sock.bind((host, port))
-    except OSError:
-        sock.close()
-        raise
-    return sock
-
-
-async def open_rtp_socket(host: str, port_range: tuple[int, int]) -> tuple[RtpSocket, int]:
-    """Bind an even RTP port from ``port_range`` and the RTCP port above it (RFC 3550 §11).
-
-    The search starts at a random even port so that endpoints in parallel processes rarely race
-    for the same one.
-    """
-    loop = asyncio.get_running_loop()
-    low, high = port_range
-    low += low % 2
-    count = max(1, (high - low) // 2)
-    first = random.randrange(count)
-    for i in range(count):
-        port = low + 2 * ((first + i) % count)
-        try:
-            rtp_sock = _bound_socket(host, port)
-        except OSError:
-            continue
-        try:
-            rtcp_sock = _bound_socket(host, port + 1)
-        except OSError:
-            rtp_sock.close()
-            continue
-        protocol = RtpSocket(loop)
-        await loop.create_datagram_endpoint(lambda p=protocol: p, sock=rtp_sock)
-        rtcp, _ = await loop.create_datagram_endpoint(lambda p=protocol: p, sock=rtcp_sock)
-        protocol.rtcp_transport = rtcp  # type: ignore[assignment]
-        protocol._rtp_sock = rtp_sock
-        return protocol, port
-    raise OSError(f"no free RTP/RTCP port pair in {port_range[0]}-{port_range[1]}")
 
 
 class MediaLeg(Protocol):

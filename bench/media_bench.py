@@ -18,9 +18,10 @@ under the same load. ``--baseline-ref HEAD`` compares uncommitted changes with t
 
 The sockets are left out above; two more measurements time them apart, over loopback:
 ``--socket-calls`` runs the clock over N real RTP sockets fed by a paced sender process and
-reports the server's CPU per received packet with asyncio's reader (one loop callback per
-packet, as built) against draining every socket once per tick (``RtpSocket.drain``, which the
-clock otherwise uses only after a stall); ``--send-packets`` times sending (asyncio's
+reports the server's CPU per received packet three ways: one epoll set for all sockets
+(``RtpReader``, as built), asyncio's reader per socket (one loop callback per packet, the
+previous design), and draining every socket once per tick (``RtpSocket.drain``, which the clock
+otherwise uses only after a stall); ``--send-packets`` times sending (asyncio's
 ``DatagramTransport.sendto`` against the socket's own ``sendto``, and ``RtpSocket.sendto`` as
 built).
 """
@@ -205,15 +206,22 @@ while time.perf_counter() - start < seconds:
 """
 
 
-async def _receive_cpu(calls: int, seconds: float, drain_every_tick: bool) -> float:
+#: How ``--socket-calls`` reads the sockets: label -> mode of :func:`_receive_cpu`.
+RECEIVE_MODES = {"reader": "RtpReader (as built)", "loop": "loop reader per socket",
+                 "drain": "RtpSocket.drain every tick"}
+
+
+async def _receive_cpu(calls: int, seconds: float, mode: str) -> float:
     """Server CPU microseconds per received packet (receive + tick + send) with N calls fed by a
     paced sender process, as a real server sees them (arrivals spread over each 20 ms)."""
-    from simplesip.media import MediaClock, open_rtp_socket, run_tick
+    from simplesip.media import MediaClock, RtpReader, open_rtp_socket, run_tick
     from simplesip.rtpsession import RtpSession
 
+    drain_every_tick = mode == "drain"
+    reader = RtpReader.create(asyncio.get_running_loop()) if mode == "reader" else None
     sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sink.bind(("127.0.0.1", 0))
-    opened = [await open_rtp_socket("127.0.0.1", (42000, 59998)) for _ in range(calls)]
+    opened = [await open_rtp_socket("127.0.0.1", (42000, 59998), reader) for _ in range(calls)]
     legs = []
     for i, (rtp_socket, _) in enumerate(opened):
         rtp_socket.session = RtpSession(0, "PCMU", sink.getsockname(), rng=random.Random(i))
@@ -243,6 +251,8 @@ async def _receive_cpu(calls: int, seconds: float, drain_every_tick: bool) -> fl
         sender.wait()
         for rtp_socket, _ in opened:
             rtp_socket.close()
+        if reader is not None:
+            reader.close()
         sink.close()
     return (cpu1 - cpu0) * 1e6 / max(1, packets1 - packets0)
 
@@ -289,9 +299,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.socket_calls:
         print(f"\nreal sockets, {args.socket_calls} calls fed by a paced sender process: server CPU per "
               "received packet (receive + tick + send)")
-        for drain in (False, True):
-            cpu = asyncio.run(_receive_cpu(args.socket_calls, args.socket_seconds, drain))
-            name = "RtpSocket.drain every tick" if drain else "asyncio reader (as built)"
+        for mode, name in RECEIVE_MODES.items():
+            cpu = asyncio.run(_receive_cpu(args.socket_calls, args.socket_seconds, mode))
             print(f"  {name:>28}: {cpu:6.2f} us/packet")
     if args.send_packets:
         costs = asyncio.run(_send_costs(args.send_packets, 50))

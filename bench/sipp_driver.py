@@ -61,9 +61,12 @@ def start_sipp(scenario: Path, target: tuple[str, int], calls: int, rate: float,
     """
     from bench.systems import free_udp_port
 
-    local_port = local_port or free_udp_port()
-    media_ports = CallerMediaPorts.open(calls)
+    # The callers' media ports first: ports picked free before them could land in their range.
+    # (A scenario without media, like the set-up rate test's, needs only SIPp's own pair.)
+    callers = calls if "[auto_media_port]" in scenario.read_text() else 0
+    media_ports = CallerMediaPorts.open(callers, avoid=(local_port,) if local_port else ())
     media_base = media_ports.base
+    local_port = local_port or free_udp_port()
     command = [
         "sipp", "-sf", str(scenario), "-s", "bench", f"{target[0]}:{target[1]}",
         "-i", "127.0.0.1", "-mi", "127.0.0.1", "-p", str(local_port), "-mp", str(media_base),
@@ -103,11 +106,14 @@ class CallerMediaPorts:
         self.sockets = sockets
 
     @classmethod
-    def open(cls, calls: int) -> "CallerMediaPorts":
-        """Bind RTP and RTCP ports for ``calls`` callers at a free base (below 65536)."""
+    def open(cls, calls: int, avoid: tuple[int, ...] = ()) -> "CallerMediaPorts":
+        """Bind RTP and RTCP ports for ``calls`` callers at a free base (below 65536) whose range
+        leaves out the ports in ``avoid`` (already chosen for SIPp, not bound yet)."""
         count = min(calls, cls.WRAP)
         for _ in range(50):
-            base = random.randrange(40000, 65535 - 4 * count - 10, 4)
+            base = random.randrange(40000, 65535 - 4 * max(count, 1) - 10, 4)
+            if any(base <= port < base + 4 * count for port in avoid):
+                continue
             sockets: list[socket.socket] = []
             try:
                 # SIPp binds base and base + 2 itself (its echo sockets): check they are free;

@@ -8,7 +8,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from simplesip import g711
-from simplesip.jitter import JitterBuffer, ReceiveStats, SequenceUnwrapper, conceal
+from simplesip.jitter import JitterBuffer, conceal
+from simplesip.rtpstats import ReceiveStats, SequenceUnwrapper
 
 
 def _samples(count: int, start: int = 0) -> bytes:

@@ -14,7 +14,7 @@ from media_pcap import SIPP_PCAPS, read_udp
 from simplesip import g711
 from simplesip.dtmf import DtmfSender, TelephoneEvent
 from simplesip.rtp import ReceiverReport, RtcpPacket, RtpPacket, build_sender_report, parse_rtcp
-from simplesip.jitter import ReceiveStats
+from simplesip.rtpstats import ReceiveStats
 from simplesip.rtpsession import RtpSession
 
 PEER = ("127.0.0.1", 40000)

@@ -33,7 +33,8 @@ from simplesip.dtmf import parse_info_dtmf
 from simplesip.errors import AuthenticationError, CallError, ConnectionError
 from simplesip.driver import CoreDriver
 from simplesip.endpoint_config import EndpointConfig
-from simplesip.media import MediaClock, RtpReader, RtpSocket, open_rtp_socket, run_tick, send_rtcp_reports
+from simplesip.media import MediaClock, run_tick, send_rtcp_reports
+from simplesip.rtpsocket import RtpReader, RtpSocket, open_rtp_socket
 from simplesip.sdp import SDPNegotiationError, SdpSession, media_params_from_answer
 from simplesip.transport import SipTransport
 from simplesip.useragent import UAConfig, UserAgentCore

@@ -47,3 +47,22 @@ def test_tick_lateness_and_duration_are_histograms() -> None:
     assert 'ivr_media_tick_lateness_seconds_bucket{le="+Inf"} 2.0' in text
     assert "ivr_media_tick_lateness_seconds_count 2.0" in text
     assert 'ivr_media_tick_duration_seconds_bucket{le="0.005"} 1.0' in text
+
+
+def test_serving_gc_tuning_freezes_start_up_objects_and_raises_the_young_threshold() -> None:
+    import gc
+
+    from ivr.server import SERVING_GC_THRESHOLDS, tune_gc_for_media
+
+    before = gc.get_threshold()
+    try:
+        tune_gc_for_media()
+        assert gc.get_freeze_count() > 1000  # modules, plugins and the rest of start-up
+        assert gc.get_threshold() == SERVING_GC_THRESHOLDS
+        garbage = []
+        garbage.append(garbage)  # a cycle made after start-up is still collected
+        del garbage
+        assert gc.collect() >= 1
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*before)

@@ -153,7 +153,7 @@ class SippRunner(PeerProcess):
         if not pcap_link.exists():
             pcap_link.symlink_to(SIPP_PCAPS)
         self.port = port or free_port()
-        self.media_port = media_port or _free_even_port()
+        self.media_port = media_port or free_media_port()
         argv = ["sipp"]
         if isinstance(scenario, Path):
             argv += ["-sf", str(scenario)]
@@ -208,7 +208,7 @@ def dump_sipp_scenario(name: str) -> str:
     return out
 
 
-def _free_even_port() -> int:
+def free_media_port() -> int:
     """A free even port with its next three neighbours free too: SIPp binds the audio RTP port,
     its RTCP port, and the video pair above them."""
     while True:

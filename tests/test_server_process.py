@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import free_port
+from tests.peers import free_media_port
 
 ROOT = Path(__file__).resolve().parent.parent
 IVR = [sys.executable, "-m", "ivr"]
@@ -200,7 +201,7 @@ def test_sipp_call_with_audio_and_rfc4733_digit(serve, tmp_path):
     (tmp_path / "pcap").symlink_to("/usr/share/sip-tester")
     sipp = subprocess.run(
         ["sipp", "-sn", "uac_pcap", f"127.0.0.1:{server.port}", "-i", "127.0.0.1", "-p", str(free_port()),
-         "-mp", str(free_port()), "-s", "sipp", "-m", "1", "-nostdin", "-timeout", "13s", "-timeout_error"],
+         "-mp", str(free_media_port()), "-s", "sipp", "-m", "1", "-nostdin", "-timeout", "13s", "-timeout_error"],
         cwd=tmp_path, capture_output=True, text=True, timeout=15)
     assert sipp.returncode == 0, sipp.stdout[-2000:] + server.log_text()
     server.wait_for_log(" ended ")

@@ -21,6 +21,7 @@ from bench.capacity import SetupRateResult, StepResult, StepSettings, run_setup_
 from bench.cluster import IvrClusterUnderTest
 from bench.report import markdown, plot, write_csv
 from bench.systems import IvrServerUnderTest, PyVoipUnderTest
+from ivr.priority import PRIORITIES
 
 log = logging.getLogger("bench")
 
@@ -43,6 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--workers", default="1",
                         help="worker counts to step, e.g. 1,2: N > 1 runs N `ivr serve` behind Kamailio's "
                              "dispatcher (default 1)")
+    parser.add_argument("--priority", choices=PRIORITIES, default="normal",
+                        help="scheduling priority of every system under test: our servers' `priority` "
+                             "setting, the same for all of pyVoIP's threads (default normal)")
     parser.add_argument("--no-baseline", action="store_true", help="skip the pyVoIP baseline")
     parser.add_argument("--baseline-steps", help="steps for pyVoIP (default: the same steps)")
     parser.add_argument("--results", type=Path, default=RESULTS_DIR, help="where the CSV, table and plot go")
@@ -76,10 +80,13 @@ def main(argv: list[str] | None = None) -> int:
     setup: list[SetupRateResult] = []
     systems: list[tuple[str, str]] = []
     notes: list[str] = []
+    if args.priority != "normal":
+        notes.append(f"every system under test ran at {args.priority} priority: our servers with `priority: "
+                     f"{args.priority}` (their event loop's thread), pyVoIP with all of its threads")
     try:
         for workers in _ints(args.workers):
             for flow in flows:
-                server = _server(work / flow, flow, workers, max(steps) * 2 + 50)
+                server = _server(work / flow, flow, workers, max(steps) * 2 + 50, args.priority)
                 try:
                     server.start()
                     results += run_steps(server, flow, steps, settings, work / "steps")
@@ -99,11 +106,12 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _server(folder: Path, flow: str, workers: int, max_calls: int) -> IvrServerUnderTest | IvrClusterUnderTest:
+def _server(folder: Path, flow: str, workers: int, max_calls: int,
+            priority: str) -> IvrServerUnderTest | IvrClusterUnderTest:
     """One ``ivr serve``, or ``workers`` of them behind Kamailio."""
     if workers <= 1:
-        return IvrServerUnderTest(folder, flow=flow, max_calls=max_calls)
-    return IvrClusterUnderTest(folder, workers=workers, flow=flow, max_calls=max_calls)
+        return IvrServerUnderTest(folder, flow=flow, max_calls=max_calls, priority=priority)
+    return IvrClusterUnderTest(folder, workers=workers, flow=flow, max_calls=max_calls, priority=priority)
 
 
 def _baseline(args: argparse.Namespace, steps: list[int], settings: StepSettings, rates: list[float],
@@ -115,7 +123,7 @@ def _baseline(args: argparse.Namespace, steps: list[int], settings: StepSettings
         notes.append("pyVoIP baseline skipped: pip install pyVoIP==1.6.8")
         return results, setup
     baseline_steps = _ints(args.baseline_steps) if args.baseline_steps else steps
-    phone = PyVoipUnderTest(work / "baseline")
+    phone = PyVoipUnderTest(work / "baseline", priority=args.priority)
     sink_settings = StepSettings(**{**settings.__dict__, "sink": True, "probes": 0})
     try:
         phone.start()

@@ -33,7 +33,8 @@ RTP_PORTS_PER_WORKER = 4000
 class IvrClusterUnderTest:
     """``workers`` ``ivr serve`` processes behind one Kamailio dispatcher (SIP port: Kamailio's)."""
 
-    def __init__(self, work_dir: Path, workers: int = 2, flow: str = "bench", max_calls: int = 5000) -> None:
+    def __init__(self, work_dir: Path, workers: int = 2, flow: str = "bench", max_calls: int = 5000,
+                 priority: str = "normal") -> None:
         self.work_dir = work_dir / f"cluster{workers}"
         self.name = f"simplesip-ivr x{workers}"
         self.flow = flow
@@ -41,7 +42,7 @@ class IvrClusterUnderTest:
         self.servers = [
             IvrServerUnderTest(self.work_dir / f"worker{n}", flow=flow, max_calls=max_calls,
                                rtp_range=(low + n * RTP_PORTS_PER_WORKER,
-                                          low + (n + 1) * RTP_PORTS_PER_WORKER - 1))
+                                          low + (n + 1) * RTP_PORTS_PER_WORKER - 1), priority=priority)
             for n in range(workers)
         ]
         self.rtp_range = (self.servers[0].rtp_range[0], self.servers[-1].rtp_range[1])

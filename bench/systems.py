@@ -16,6 +16,7 @@ clock's dropped ticks so far, None when the system has no such clock).
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -31,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import media
+from ivr.priority import HIGH_NICE, REALTIME_PRIORITY
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +58,16 @@ def random_port_range(size: int) -> tuple[int, int]:
     """An even-aligned port range of ``size`` in 32768-60999, random so parallel runs rarely meet."""
     low = random.randrange(32768, 61000 - size, 2)
     return low, low + size - 1
+
+
+def whole_process_priority(level: str) -> None:
+    """Give a process about to start ``ivr serve``'s ``priority: level`` (see ivr/priority.py)
+    for all of its threads: the baseline has no event loop thread of its own, every call's media
+    runs in threads of its own. Run in the child before exec."""
+    if level == "high":
+        os.setpriority(os.PRIO_PROCESS, 0, HIGH_NICE)
+    elif level == "realtime":
+        os.sched_setscheduler(0, os.SCHED_RR, os.sched_param(REALTIME_PRIORITY))
 
 
 def prepare_flows(folder: Path) -> Path:
@@ -102,9 +114,10 @@ class IvrServerUnderTest:
     name = "simplesip-ivr"
 
     def __init__(self, work_dir: Path, flow: str = "bench", max_calls: int = 5000,
-                 rtp_range: tuple[int, int] | None = None) -> None:
+                 rtp_range: tuple[int, int] | None = None, priority: str = "normal") -> None:
         self.work_dir = work_dir / "ivr"
         self.flow = flow
+        self.priority = priority
         self.max_calls = max_calls
         self.sip_port = 0
         self.metrics_port = 0
@@ -158,13 +171,18 @@ class IvrServerUnderTest:
             f"limits: {{max_calls: {self.max_calls}, rate: {{per_source: 100000, burst: 100000}}}}\n"
             f"metrics_port: {self.metrics_port}\n"
             "logging: {format: json, level: info}\n"
-            "drain_timeout: 2\n")
+            "drain_timeout: 2\n"
+            f"priority: {self.priority}\n")
         with self.log_path.open("wb") as out:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "ivr", "serve", "--config", str(config)],
                 cwd=self.work_dir, stdout=out, stderr=subprocess.STDOUT,
                 env={**os.environ, "PYTHONPATH": str(PROJECT_DIR)})
         wait_for_line(self.log_path, "ivr serving on", self.process, 20.0)
+        if self.priority != "normal" and "event loop at" not in self.log_path.read_text():
+            self.stop()
+            raise RuntimeError(f"ivr serve did not apply priority {self.priority} (run the bench as root "
+                               f"or with CAP_SYS_NICE); see {self.log_path}")
         self._log_offset = self.log_path.stat().st_size
         log.info("ivr serve pid %d on 127.0.0.1:%d (RTP %d-%d, flow %s)", self.pid, self.sip_port,
                  *self.rtp_range, self.flow)
@@ -200,8 +218,9 @@ class PyVoipUnderTest:
 
     name = "pyvoip-1.6.8"
 
-    def __init__(self, work_dir: Path) -> None:
+    def __init__(self, work_dir: Path, priority: str = "normal") -> None:
         self.work_dir = work_dir / "pyvoip"
+        self.priority = priority
         self.sip_port = 0
         self.peer_port = 0
         self.rtp_range = random_port_range(4000)
@@ -222,7 +241,8 @@ class PyVoipUnderTest:
                  "--peer-port", str(self.peer_port), "--rtp-range", f"{self.rtp_range[0]}-{self.rtp_range[1]}",
                  "--prompt", str(flows / "prompts" / "bench_menu.wav")],
                 cwd=self.work_dir, stdout=out, stderr=subprocess.STDOUT,
-                env={**os.environ, "PYTHONPATH": str(PROJECT_DIR)})
+                env={**os.environ, "PYTHONPATH": str(PROJECT_DIR)},
+                preexec_fn=functools.partial(whole_process_priority, self.priority))
         wait_for_line(self.log_path, "baseline ready", self.process, 20.0)
 
     @property

@@ -33,6 +33,9 @@ A complete file with the defaults (every section is optional; an empty file is v
                                # is loaded (start, SIGHUP) and runs on in real time; null = real time
     hangup_tail: 0.25          # seconds between the end of the last prompt and the flow's BYE, so
                                # the audio still in the caller's jitter buffer is heard
+    priority: normal           # the event loop's scheduling priority: normal | high (nice -10) |
+                               # realtime (SCHED_RR 10); needs CAP_SYS_NICE; read at start only
+                               # (ivr/priority.py, docs/deploy.md)
 
 A mistake is reported as :class:`ConfigError` whose text is ``file:line: what is wrong``.
 """
@@ -48,6 +51,8 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
+
+from ivr.priority import PRIORITIES
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 DEFAULT_FLOW_FILE = PROJECT_DIR / "flows" / "attendant.yaml"
@@ -159,6 +164,7 @@ class IvrConfig:
     tcp_idle_timeout: float = 64.0
     tcp_message_timeout: float = 10.0
     hangup_tail: float = 0.25
+    priority: str = "normal"
     source: str = "<defaults>"
     raw: dict[str, Any] = field(default_factory=dict)
 
@@ -211,7 +217,7 @@ class _Checker:
 
 TOP_KEYS = {"variables", "listen", "rtp_ports", "accounts", "routes", "default_flow", "flows", "recordings",
             "limits", "logging", "cdr", "metrics_port", "drain_timeout", "plugins", "clock",
-            "hangup_tail"}
+            "hangup_tail", "priority"}
 
 
 def parse_config(text: str, source: str = "<config>", base_dir: Path | None = None) -> IvrConfig:
@@ -312,6 +318,9 @@ def parse_config(text: str, source: str = "<config>", base_dir: Path | None = No
     cfg.hangup_tail = check.get(data, "hangup_tail", float, cfg.hangup_tail)
     if not 0 <= cfg.hangup_tail <= 5:
         raise check.fail(data, "hangup_tail", "hangup_tail: must be between 0 and 5 seconds")
+    cfg.priority = check.get(data, "priority", str, cfg.priority)
+    if cfg.priority not in PRIORITIES:
+        raise check.fail(data, "priority", f"priority: {cfg.priority!r} is not one of {', '.join(PRIORITIES)}")
     return cfg
 
 

@@ -30,6 +30,7 @@ from ivr.call import CallContext
 from ivr.config import ConfigError, IvrConfig, load_config
 from ivr.engine import Engine
 from ivr.plugins import make_plugin_manager, sync_extra_plugins
+from ivr.priority import raise_loop_priority
 
 __all__ = ["Admission", "CallRecorder", "MediaClockCollector", "FlowStoreRunner", "IvrServer", "JsonLogFormatter", "configure_logging",
            "repair_recordings"]
@@ -306,6 +307,7 @@ class IvrServer:
                                                         registry=self.registry)
         await self.engine.start()
         tune_gc_for_media()
+        self._raise_priority(loop)
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, self.request_stop)
         loop.add_signal_handler(signal.SIGHUP, self.reload)
@@ -325,6 +327,18 @@ class IvrServer:
             self.recorder.close()
         log.info("stopped")
         return 0
+
+    def _raise_priority(self, loop: asyncio.AbstractEventLoop) -> None:
+        """``priority`` from the configuration; without the right to, serve on at normal priority
+        (a warning, not a refusal: the calls still work, with more jitter on a busy machine)."""
+        try:
+            applied = raise_loop_priority(self.config.priority, loop)
+        except (OSError, NotImplementedError) as exc:
+            log.warning("priority %s not applied, serving at normal priority: %s (it needs CAP_SYS_NICE; "
+                        "docs/deploy.md)", self.config.priority, exc)
+            return
+        if applied:
+            log.info("event loop at %s priority (%s)", self.config.priority, applied)
 
     def bound_port(self) -> int:
         """The SIP port actually bound (the configured one unless it was 0)."""

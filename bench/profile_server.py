@@ -12,6 +12,7 @@ self time and by inclusive time, as percentages of the samples.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import shutil
 import subprocess
@@ -20,6 +21,7 @@ import tempfile
 import time
 from collections import Counter
 from pathlib import Path
+from typing import Iterator
 
 from bench.capacity import caller_pcap
 from bench.sipp_driver import fill_scenario, start_sipp
@@ -60,6 +62,29 @@ def _short(frame: str) -> str:
     return f"{path}:{name}" if path else name
 
 
+@contextlib.contextmanager
+def server_under_load(calls: int, seconds: float, flow: str = "bench",
+                      priority: str = "normal") -> Iterator[IvrServerUnderTest]:
+    """``ivr serve`` holding ``calls`` SIPp calls (the capacity benchmark's caller stream), for
+    ``seconds`` of steady state after the ramp: the body runs once every call is up, and the
+    exit waits for the calls to end, then stops the server."""
+    work = Path(tempfile.mkdtemp(prefix="simplesip-load-"))
+    server = IvrServerUnderTest(work, flow=flow, max_calls=calls * 2, priority=priority)
+    server.start()
+    try:
+        hold = seconds + calls / 100.0 + 10.0
+        pcap, _ = caller_pcap(work, hold)
+        scenario = fill_scenario("uac_bench.xml", work, int(hold * 1000), pcap)
+        sipp = start_sipp(scenario, ("127.0.0.1", server.sip_port), calls, 100.0, work,
+                          timeout_s=int(hold + 120))
+        time.sleep(calls / 100.0 + 3.0)
+        yield server
+        sipp.wait()
+    finally:
+        server.stop()
+        shutil.rmtree(work, ignore_errors=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--calls", type=int, default=300)
@@ -72,26 +97,13 @@ def main(argv: list[str] | None = None) -> int:
     if not Path(py_spy).exists():
         print("py-spy is not installed: pip install py-spy==0.4.1", file=sys.stderr)
         return 2
-    work = Path(tempfile.mkdtemp(prefix="simplesip-profile-"))
     args.out.mkdir(parents=True, exist_ok=True)
-    server = IvrServerUnderTest(work, flow=args.flow, max_calls=args.calls * 2)
-    server.start()
-    try:
-        hold = args.seconds + args.calls / 100.0 + 10.0
-        pcap, _ = caller_pcap(work, hold)
-        scenario = fill_scenario("uac_bench.xml", work, int(hold * 1000), pcap)
-        sipp = start_sipp(scenario, ("127.0.0.1", server.sip_port), args.calls, 100.0, work,
-                          timeout_s=int(hold + 120))
-        time.sleep(args.calls / 100.0 + 3.0)
+    with server_under_load(args.calls, args.seconds, args.flow) as server:
         # Collapsed stacks only: py-spy 0.4.1's flame graph writer crashed (SIGSEGV) here;
         # `flamegraph.pl` or speedscope render profile.txt.
         subprocess.run([py_spy, "record", "--pid", str(server.pid), "--duration", str(int(args.seconds)),
                         "--rate", "100", "--format", "raw", "--output", str(args.out / "profile.txt"),
                         "--nonblocking"], check=True, capture_output=True)
-        sipp.wait()
-    finally:
-        server.stop()
-        shutil.rmtree(work, ignore_errors=True)
     report = format_report((args.out / "profile.txt").read_text(), args.calls)
     (args.out / "top.txt").write_text(report)
     print(report, end="")

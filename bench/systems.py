@@ -61,9 +61,9 @@ def random_port_range(size: int) -> tuple[int, int]:
 
 
 def whole_process_priority(level: str) -> None:
-    """Give a process about to start ``ivr serve``'s ``priority: level`` (see ivr/priority.py)
-    for all of its threads: the baseline has no event loop thread of its own, every call's media
-    runs in threads of its own. Run in the child before exec."""
+    """In a child before exec: the scheduling ``priority: level`` gives ``ivr serve``'s event
+    loop (ivr/priority.py), here for every thread of the child: the baseline has no event loop,
+    each call's media runs in threads of its own."""
     if level == "high":
         os.setpriority(os.PRIO_PROCESS, 0, HIGH_NICE)
     elif level == "realtime":

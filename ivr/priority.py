@@ -13,10 +13,11 @@ does the same:
     the default nice when both want the CPU;
 ``realtime``
     ``SCHED_RR`` priority 10 (:data:`REALTIME_PRIORITY`, Asterisk's value): the loop runs as soon
-    as it is ready, ahead of every ordinary process. The kernel still keeps 5 % of each CPU for
-    ordinary processes (``kernel.sched_rt_runtime_us``), but a process with as many busy
-    real-time workers as the machine has cores can starve everything else (proxy, shell,
-    ssh): use at most one per core, one fewer when other work shares the machine.
+    as it is ready, ahead of every ordinary process. The kernel keeps 5 % of each CPU for
+    ordinary processes (``kernel.sched_rt_runtime_us``): a real-time thread that needs more
+    than 95 % of a core is paused for the rest of each second, so keep it well under a core;
+    and run fewer real-time instances than cores, or they hold everything else (proxy, shell,
+    ssh) off the CPUs. Measured in docs/performance.md, "Round 4".
 
 Only the loop's thread is raised. Threads it starts later (the default executor: speech
 recognition, blocking file work) would inherit its priority, so the loop gets a default

@@ -357,6 +357,8 @@ class IvrServer:
         except ConfigError as exc:
             log.error("reload failed, configuration kept: %s", exc)
             return
+        if config.priority != self.config.priority:
+            log.warning("priority %s -> %s takes effect at the next start", self.config.priority, config.priority)
         self.config = config
         self.admission.configure(config)
         self._reload_plugins(_plugins_to_load(config))

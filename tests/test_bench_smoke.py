@@ -7,8 +7,11 @@ call for a few seconds and checks that every figure of a results row was actuall
 from __future__ import annotations
 
 import csv
+import os
+import re
 import shutil
 import struct
+import time
 from pathlib import Path
 
 import pytest
@@ -143,3 +146,26 @@ def test_udp_drop_counter_counts_only_the_owner_s_full_sockets() -> None:
         someone_else.poll()
         assert ours.drops > 100
         assert someone_else.drops == 0
+
+
+def test_sched_probe_reads_the_kernel_s_accounting_of_a_process() -> None:
+    from bench.sched_probe import machine_jiffies, schedstat, user_system
+
+    busy_until = time.process_time() + 0.2
+    while time.process_time() < busy_until:
+        pass
+    on_cpu, waiting, slices = schedstat(os.getpid())
+    user, system = user_system(os.getpid())
+    assert on_cpu >= 0.2 and waiting >= 0 and slices >= 1
+    assert user + system >= 0.2
+    assert len(machine_jiffies()) >= 8 and sum(machine_jiffies()) > 0
+
+
+@pytest.mark.timeout(60)
+def test_sched_probe_measures_a_server_under_sipp_load() -> None:
+    from bench.sched_probe import measure
+
+    line = measure(calls=2, seconds=1.0, priority="normal")
+    assert re.fullmatch(r"server [\d.]+ % of a core \(user [\d.]+, system [\d.]+\), run-queue wait [\d.]+ %, "
+                        r"\d+ slices/s; box user \d+ system \d+ softirq \d+ idle \d+ \(of \d+\); "
+                        r"late firings \d+ of (4\d|5\d)", line), line

@@ -153,3 +153,20 @@ def test_the_benchmark_gives_its_systems_the_priority_asked_for(tmp_path: Path) 
             child()
         with pytest.raises(RuntimeError, match="did not apply priority high"):
             server.start()
+
+
+def test_a_priority_changed_by_sighup_waits_for_the_next_start(tmp_path: Path, caplog) -> None:
+    from ivr.server import IvrServer
+    from tests.engine_fakes import FakeEndpoint
+
+    config = tmp_path / "ivr.yaml"
+    config.write_text("flows: []\n")
+    server = IvrServer(config, endpoint_factory=lambda cfg: FakeEndpoint())
+    try:
+        config.write_text("flows: []\npriority: realtime\n")
+        with caplog.at_level("WARNING", logger="ivr.server"):
+            server.reload()
+        assert "priority normal -> realtime takes effect at the next start" in caplog.text
+        assert server.config.priority == "realtime"  # the rest of the file is taken
+    finally:
+        server.recorder.close()

@@ -1,7 +1,7 @@
 """The media hot path per tick, for N calls: RtpSession receive + the batched tick, fake sockets.
 
     python -m bench.media_bench [--calls 100,300,500,1000] [--ticks 200] [--baseline-ref REF]
-                                [--socket-calls 200] [--send-packets 20000]
+                                [--socket-calls 200] [--send-packets 20000] [--drain-calls 500]
 
 Each of N calls gets one 20 ms PCMU packet per tick through ``RtpSession.receive`` (what the RTP
 socket's ``datagram_received`` does), then one ``run_tick`` over all calls pulls a frame per call
@@ -23,7 +23,8 @@ reports the server's CPU per received packet three ways: one epoll set for all s
 previous design), and draining every socket once per tick (``RtpSocket.drain``, which the clock
 otherwise uses only after a stall); ``--send-packets`` times sending (asyncio's
 ``DatagramTransport.sendto`` against the socket's own ``sendto``, and ``RtpSocket.sendto`` as
-built).
+built); ``--drain-calls`` times what a catch-up tick after a stall spends reading the backlog of N
+sockets, socket by socket (``RtpSocket.drain``) against one ``RtpReader.drain`` for all of them.
 """
 
 from __future__ import annotations
@@ -155,6 +156,48 @@ def measure(impl: types.SimpleNamespace, calls: int, ticks: int, warmup: int,
     }
 
 
+async def _drain_costs(calls: int, backlogs: tuple[int, ...] = (0, 1, 3)) -> list[tuple[int, float, float]]:
+    """Milliseconds to read ``backlog`` waiting datagrams from each of ``calls`` reader sockets:
+    (backlog, socket by socket, one RtpReader.drain), best of 5. A backlog of 0 is every catch-up
+    tick after the first of a firing."""
+    from simplesip.rtpsocket import RtpReader, open_rtp_socket
+
+    class Discard:
+        def receive(self, data: bytes, addr: tuple[str, int], now: float) -> None:
+            pass
+
+    reader = RtpReader.create(asyncio.get_running_loop())
+    assert reader is not None, "RtpReader needs epoll (Linux)"
+    opened = [await open_rtp_socket("127.0.0.1", (42000, 59998), reader) for _ in range(calls)]
+    for rtp_socket, _ in opened:
+        rtp_socket.session = Discard()  # type: ignore[assignment]
+    sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    ways = {"socket by socket": lambda: sum(rtp_socket.drain() for rtp_socket, _ in opened),
+            "reader": reader.drain}
+    rows = []
+    try:
+        for backlog in backlogs:
+            best = {}
+            for name, drain in ways.items():
+                best[name] = float("inf")
+                for _ in range(5):
+                    for _, port in opened:
+                        for _ in range(backlog):
+                            sender.sendto(bytes(172), ("127.0.0.1", port))
+                    time.sleep(0.02)  # delivered
+                    start = time.perf_counter()
+                    read = drain()
+                    best[name] = min(best[name], time.perf_counter() - start)
+                    assert read == calls * backlog, (name, read)
+            rows.append((backlog, best["socket by socket"] * 1e3, best["reader"] * 1e3))
+    finally:
+        sender.close()
+        for rtp_socket, _ in opened:
+            rtp_socket.close()
+        reader.close()
+    return rows
+
+
 async def _send_costs(packets: int, sockets: int) -> dict[str, float]:
     """Microseconds per RTP packet sent over loopback to a bound sink: asyncio's
     ``DatagramTransport.sendto``, the socket's own ``sendto`` (the "raw socket" optimisation the
@@ -269,6 +312,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--socket-seconds", type=float, default=4.0, help="length of that measurement")
     parser.add_argument("--send-packets", type=int, default=20000,
                         help="also time sending over real loopback sockets (0: skip)")
+    parser.add_argument("--drain-calls", type=int, default=0,
+                        help="also time a catch-up tick's reads with this many calls (0: skip)")
     args = parser.parse_args(argv)
     counts = [int(c) for c in args.calls.split(",") if c]
 
@@ -308,6 +353,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\nsending one RTP packet over loopback ({args.send_packets} packets, 50 sockets, best of 3):")
         for name, us in costs.items():
             print(f"  {name:>18}: {us:6.2f} us/packet  ({base / us:.2f}x the transport)")
+    if args.drain_calls:
+        print(f"\ncatch-up read of {args.drain_calls} sockets (ms, best of 5):")
+        for backlog, by_socket, by_reader in asyncio.run(_drain_costs(args.drain_calls)):
+            print(f"  {backlog} waiting per socket: socket by socket {by_socket:6.2f}, "
+                  f"RtpReader.drain {by_reader:6.2f}")
     return 0
 
 

@@ -224,10 +224,10 @@ def run_tick(calls: Sequence[MediaLeg], on_tick: OnTick | None, now: float, send
     frames: list[bytes] = []
     append_frame = frames.append
     alaw_calls = 0
+    if catch_up:
+        _drain_sockets(calls)  # what arrived during the stall (see RtpSocket.drain)
     for call in calls:
         rtp = call.rtp
-        if catch_up and call.rtp_socket is not None:
-            call.rtp_socket.drain()  # what arrived during the stall (see RtpSocket.drain)
         append_frame(rtp.pull_frame(catch_up))
         if rtp.is_alaw:
             alaw_calls += 1
@@ -272,6 +272,22 @@ def run_tick(calls: Sequence[MediaLeg], on_tick: OnTick | None, now: float, send
         else:
             call._media_send(call.rtp.build_packet(out[offset:offset + FRAME_SAMPLES]))
         offset += FRAME_SAMPLES
+
+
+def _drain_sockets(calls: Sequence[MediaLeg]) -> None:
+    """Read what waits on every call's RTP socket: once per :class:`RtpReader` for the sockets
+    one reads, socket by socket for the others."""
+    drained: list[RtpReader] = []
+    for call in calls:
+        rtp_socket = call.rtp_socket
+        if rtp_socket is None:
+            continue
+        reader = rtp_socket.reader
+        if reader is None:
+            rtp_socket.drain()
+        elif reader not in drained:
+            drained.append(reader)
+            reader.drain()
 
 
 def _decode_rows(codes: np.ndarray, is_alaw: np.ndarray | bool) -> np.ndarray:

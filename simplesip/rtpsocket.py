@@ -31,6 +31,9 @@ __all__ = ["RtpReader", "RtpSocket", "open_rtp_socket"]
 
 #: Largest datagram read (G.711 at 40 ms is 332 bytes; anything larger is not ours to play).
 _MAX_DATAGRAM = 4096
+#: Rounds of :meth:`RtpReader.drain` at most: a stall's backlog is one datagram per socket per
+#: 20 ms tick, and the media clock catches up at most 100 ticks (2 s).
+_MAX_DRAIN_ROUNDS = 200
 
 
 class RtpSocket(asyncio.DatagramProtocol):
@@ -72,12 +75,18 @@ class RtpSocket(asyncio.DatagramProtocol):
     def error_received(self, exc: Exception) -> None:
         log.debug("RTP socket error: %s", exc)
 
+    @property
+    def reader(self) -> "RtpReader | None":
+        """The :class:`RtpReader` that reads this socket's RTP, None when the loop does."""
+        return self._reader
+
     def drain(self) -> int:
         """Hand every datagram waiting on the RTP socket to the session now; returns how many.
 
         A loop pass reads one datagram per socket, so after a stall most of what arrived
         meanwhile is still in the kernel when the clock starts catching up: the clock calls this
-        first. Arrival times are the time of the read, as for datagrams read in a loop pass: the
+        first (for a socket read by an :class:`RtpReader`, :meth:`RtpReader.drain` does it for
+        every socket at once, far cheaper). Arrival times are the time of the read, as for datagrams read in a loop pass: the
         session's latching rules compare arrival times, which must never run backwards from one
         packet to the next.
         """
@@ -169,9 +178,30 @@ class RtpReader:
         self._sockets.clear()
         self._epoll.close()
 
-    def _read_ready(self) -> None:
+    def drain(self) -> int:
+        """Hand every datagram waiting on any of the sockets to its session now; returns how many.
+
+        What :meth:`RtpSocket.drain` does for one socket, for all of them: rounds of one datagram
+        per ready socket until none is ready. The epoll set names the sockets with something
+        waiting, so the sockets with nothing to read cost nothing: reading each socket until it
+        has nothing left costs a failed read (an exception) per socket, hundreds per catch-up
+        tick. Arrival times are the drain's time (see :meth:`RtpSocket.drain`)."""
         now = self._loop.time()
+        total = 0
+        for _ in range(_MAX_DRAIN_ROUNDS):  # datagrams still arriving cannot keep it going
+            count = self._read_pass(now)
+            if not count:
+                break
+            total += count
+        return total
+
+    def _read_ready(self) -> None:
+        self._read_pass(self._loop.time())
+
+    def _read_pass(self, now: float) -> int:
+        """One datagram from every socket that has one; returns how many were read."""
         sockets = self._sockets
+        count = 0
         for fd, _events in self._epoll.poll(0):
             rtp_socket = sockets.get(fd)
             if rtp_socket is None:
@@ -183,7 +213,9 @@ class RtpReader:
             except OSError as exc:  # e.g. an ICMP error queued on the socket
                 rtp_socket.error_received(exc)
                 continue
+            count += 1
             rtp_socket._deliver(data, addr, now)
+        return count
 
 
 def _bound_socket(host: str, port: int) -> socket.socket:

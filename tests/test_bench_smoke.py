@@ -169,3 +169,11 @@ def test_sched_probe_measures_a_server_under_sipp_load() -> None:
     assert re.fullmatch(r"server [\d.]+ % of a core \(user [\d.]+, system [\d.]+\), run-queue wait [\d.]+ %, "
                         r"\d+ slices/s; box user \d+ system \d+ softirq \d+ idle \d+ \(of \d+\); "
                         r"late firings \d+ of (4\d|5\d)", line), line
+
+
+async def test_media_bench_times_both_ways_of_reading_a_catch_up_backlog() -> None:
+    from bench.media_bench import _drain_costs
+
+    rows = await _drain_costs(20, (0, 2))  # it checks that each way reads every datagram waiting
+    assert [backlog for backlog, _, _ in rows] == [0, 2]
+    assert all(by_socket > 0 and by_reader > 0 for _, by_socket, by_reader in rows)

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from simplesip import g711
-from simplesip.media import FRAME_SAMPLES, MediaClock, open_rtp_socket, run_tick
+from simplesip.media import FRAME_SAMPLES, MediaClock, RtpReader, open_rtp_socket, run_tick
 from simplesip.rtpsession import RtpSession
 
 FRAMES = 60  # 1.2 s of audio
@@ -80,9 +80,11 @@ def frame_numbers(rows: list[np.ndarray]) -> list[int]:
 
 @pytest.mark.parametrize("consumer", ["batched on_tick, stall inside the tick",
                                       "plain per-call, stall in another callback"])
-async def test_every_frame_arrives_once_and_in_order_across_a_loop_stall(consumer: str) -> None:
+@pytest.mark.parametrize("reading", ["RtpReader", "loop"])
+async def test_every_frame_arrives_once_and_in_order_across_a_loop_stall(consumer: str, reading: str) -> None:
     loop = asyncio.get_running_loop()
-    rtp_socket, port = await open_rtp_socket("127.0.0.1", (42000, 49998))
+    reader = RtpReader.create(loop) if reading == "RtpReader" else None
+    rtp_socket, port = await open_rtp_socket("127.0.0.1", (42000, 49998), reader)
     session = RtpSession(0, "PCMU", None, jitter_target_ms=60)
     rtp_socket.session = session
     leg = Leg(session, rtp_socket)
@@ -115,6 +117,8 @@ async def test_every_frame_arrives_once_and_in_order_across_a_loop_stall(consume
         clock.stop()
         sender.join(2)
         rtp_socket.close()
+        if reader is not None:
+            reader.close()
 
     rows = consumed if batched else leg.delivered
     assert frame_numbers(rows) == list(range(FRAMES))  # each frame once, in order, none missing

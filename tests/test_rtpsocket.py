@@ -107,6 +107,34 @@ async def test_drain_reads_everything_that_waited_during_a_stall(reader, sender)
     rtp_socket.close()
 
 
+async def test_the_reader_drains_every_socket_in_order_and_leaves_nothing_waiting(reader, sender):
+    opened = [await open_rtp_socket("127.0.0.1", PORTS, reader) for _ in range(4)]
+    sessions = []
+    for rtp_socket, _ in opened:
+        assert rtp_socket.reader is reader
+        rtp_socket.session = RecordingSession()
+        sessions.append(rtp_socket.session)
+    backlog = [15, 0, 3, 7]  # one socket has nothing waiting
+    for (_, port), count in zip(opened, backlog):
+        for n in range(count):  # the loop is not running: as if it were blocked
+            sender.sendto(bytes([n]), ("127.0.0.1", port))
+    time.sleep(0.05)
+    assert reader.drain() == sum(backlog)
+    for session, count in zip(sessions, backlog):
+        assert [data for data, _, _ in session.received] == [bytes([n]) for n in range(count)]
+        assert len({now for _, _, now in session.received}) <= 1  # stamped with the drain's time
+    assert reader.drain() == 0
+    assert all(rtp_socket.drain() == 0 for rtp_socket, _ in opened)  # the kernel holds nothing more
+    for rtp_socket, _ in opened:
+        rtp_socket.close()
+
+
+async def test_a_socket_the_loop_reads_has_no_reader() -> None:
+    rtp_socket, _ = await open_rtp_socket("127.0.0.1", PORTS)
+    assert rtp_socket.reader is None
+    rtp_socket.close()
+
+
 async def test_a_packet_before_the_session_exists_is_dropped_quietly(reader, sender):
     rtp_socket, port = await open_rtp_socket("127.0.0.1", PORTS, reader)
     sender.sendto(b"early", ("127.0.0.1", port))

@@ -63,21 +63,21 @@ def _short(frame: str) -> str:
 
 
 @contextlib.contextmanager
-def server_under_load(calls: int, seconds: float, flow: str = "bench",
-                      priority: str = "normal") -> Iterator[IvrServerUnderTest]:
-    """``ivr serve`` holding ``calls`` SIPp calls (the capacity benchmark's caller stream), for
-    ``seconds`` of steady state after the ramp: the body runs once every call is up, and the
-    exit waits for the calls to end, then stops the server."""
+def server_under_load(calls: int, seconds: float, flow: str = "bench", priority: str = "normal",
+                      rate: float = 100.0) -> Iterator[IvrServerUnderTest]:
+    """``ivr serve`` holding ``calls`` SIPp calls (the capacity benchmark's caller stream, placed
+    at ``rate`` calls/s), for ``seconds`` of steady state after the ramp: the body runs once every
+    call is up, and the exit waits for the calls to end, then stops the server."""
     work = Path(tempfile.mkdtemp(prefix="simplesip-load-"))
     server = IvrServerUnderTest(work, flow=flow, max_calls=calls * 2, priority=priority)
     server.start()
     try:
-        hold = seconds + calls / 100.0 + 10.0
+        hold = seconds + calls / rate + 10.0
         pcap, _ = caller_pcap(work, hold)
         scenario = fill_scenario("uac_bench.xml", work, int(hold * 1000), pcap)
-        sipp = start_sipp(scenario, ("127.0.0.1", server.sip_port), calls, 100.0, work,
+        sipp = start_sipp(scenario, ("127.0.0.1", server.sip_port), calls, rate, work,
                           timeout_s=int(hold + 120))
-        time.sleep(calls / 100.0 + 3.0)
+        time.sleep(calls / rate + 3.0)
         yield server
         sipp.wait()
     finally:

@@ -1,6 +1,6 @@
 """How the kernel schedules ``ivr serve`` under load: CPU, waiting in the run queue, late clock firings.
 
-    python -m bench.sched_probe --calls 500 --seconds 15 [--priority realtime] [--runs 3]
+    python -m bench.sched_probe --calls 500 --seconds 15 [--priority realtime] [--runs 3] [--rate 100]
 
 Holds ``--calls`` SIPp calls on a server (as :mod:`bench.profile_server` does) and reads, over
 ``--seconds`` of the steady state: the server's ``/proc/<pid>/schedstat`` (time on a CPU, time
@@ -42,9 +42,9 @@ def machine_jiffies() -> list[int]:
     return [int(v) for v in open("/proc/stat").readline().split()[1:]]
 
 
-def measure(calls: int, seconds: float, priority: str) -> str:
-    """One run: a line of figures."""
-    with server_under_load(calls, seconds, priority=priority) as server:
+def measure(calls: int, seconds: float, priority: str, rate: float = 100.0) -> str:
+    """One run (calls placed at ``rate`` per second): a line of figures."""
+    with server_under_load(calls, seconds, priority=priority, rate=rate) as server:
         pid = server.pid
         clock0, sched0, times0, box0, start = (server.clock_metrics(), schedstat(pid), user_system(pid),
                                                 machine_jiffies(), time.monotonic())
@@ -70,11 +70,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=15.0, help="measuring time per run")
     parser.add_argument("--priority", choices=PRIORITIES, default="normal")
     parser.add_argument("--runs", type=int, default=1)
+    parser.add_argument("--rate", type=float, default=100.0, help="calls placed per second while ramping up")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     for run in range(args.runs):
         print(f"run {run + 1}, {args.calls} calls, priority {args.priority}: "
-              f"{measure(args.calls, args.seconds, args.priority)}", flush=True)
+              f"{measure(args.calls, args.seconds, args.priority, args.rate)}", flush=True)
     return 0
 
 

@@ -86,9 +86,9 @@ class RtpSocket(asyncio.DatagramProtocol):
         A loop pass reads one datagram per socket, so after a stall most of what arrived
         meanwhile is still in the kernel when the clock starts catching up: the clock calls this
         first (for a socket read by an :class:`RtpReader`, :meth:`RtpReader.drain` does it for
-        every socket at once, far cheaper). Arrival times are the time of the read, as for datagrams read in a loop pass: the
-        session's latching rules compare arrival times, which must never run backwards from one
-        packet to the next.
+        every socket at once, far cheaper). Arrival times are the time of the read, as for
+        datagrams read in a loop pass: the session's latching rules compare arrival times, which
+        must never run backwards from one packet to the next.
         """
         session, transport, sock = self.session, self.transport, self._rtp_sock
         if session is None or sock is None or transport is None or transport.is_closing():

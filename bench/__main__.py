@@ -19,6 +19,7 @@ from pathlib import Path
 
 from bench.capacity import SetupRateResult, StepResult, StepSettings, run_setup_rates, run_steps
 from bench.cluster import IvrClusterUnderTest
+from bench.media import CALLER_MEDIA_MODES
 from bench.report import markdown, plot, write_csv
 from bench.systems import IvrServerUnderTest, PyVoipUnderTest
 from ivr.priority import PRIORITIES
@@ -47,6 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--priority", choices=PRIORITIES, default="normal",
                         help="scheduling priority of every system under test: our servers' `priority` "
                              "setting, the same for all of pyVoIP's threads (default normal)")
+    parser.add_argument("--caller-media", choices=CALLER_MEDIA_MODES, default="stream",
+                        help="how SIPp sends the callers' media: rtp_stream with the keys as short pcaps "
+                             "(default), or a pcap per call, as up to round 4 (see bench/media.py)")
     parser.add_argument("--no-baseline", action="store_true", help="skip the pyVoIP baseline")
     parser.add_argument("--baseline-steps", help="steps for pyVoIP (default: the same steps)")
     parser.add_argument("--results", type=Path, default=RESULTS_DIR, help="where the CSV, table and plot go")
@@ -71,7 +75,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     steps = _ints(args.steps or (QUICK_STEPS if args.quick else DEFAULT_STEPS))
     flows = ["bench"] if args.quick and args.flows == "bench,bench_record" else args.flows.split(",")
-    settings = StepSettings(hold=args.duration or (12.0 if args.quick else 30.0), probes=args.probes)
+    settings = StepSettings(hold=args.duration or (12.0 if args.quick else 30.0), probes=args.probes,
+                            caller_media=args.caller_media)
     rates = [float(r) for r in args.rates.split(",") if r.strip()]
     if args.quick and args.rates == DEFAULT_RATES:
         rates = [10.0, 50.0]

@@ -1,8 +1,9 @@
 """The capacity benchmark: steps of concurrent calls against a system under test, to the knee.
 
 One step at ``N`` calls: SIPp places ``N`` calls (ramped at ``ramp_rate`` calls/s) that each hold
-``hold`` seconds while replaying the caller stream (speech + an RFC 4733 key every 3 s), alongside
-``probes`` measuring calls (:mod:`bench.probe`) placed once the ramp is done. Measured:
+``hold`` seconds while sending the caller's media (speech + an RFC 4733 key every 3 s, see
+:mod:`bench.media`), alongside ``probes`` measuring calls (:mod:`bench.probe`) placed once the
+ramp is done. Measured:
 
 * calls completed / failed: SIPp's counters plus the probes';
 * loss towards the server: the server's own receive statistics of each ended call (lost /
@@ -16,12 +17,14 @@ One step at ``N`` calls: SIPp places ``N`` calls (ramped at ``ramp_rate`` calls/
   (Kamailio, for a cluster), of SIPp and of the whole box (other work shares the 2 cores), the
   1-minute load average just before the step (how busy the box already was), and memory per call
   (RSS growth over the idle server / N);
-* media clock ticks the server dropped during the step (overload; from its metrics endpoint).
+* media clock ticks the server dropped during the step (overload) and the key presses it
+  reported against those sent (from its metrics endpoint).
 
-A step is *healthy* when no call failed and loss is under ``max_loss`` both ways, and *passes*
-when it is healthy and the p99 send-interval error is under ``max_p99_ms`` too. Steps go on past
-a step that only misses the timing criterion (so the table still shows where calls start to
-fail) and stop after the first step that is not healthy: past the knee.
+A step is *healthy* when no call failed, loss is under ``max_loss`` both ways and the server
+reported every key press sent (within ``max_loss``; a system without metrics is not asked), and
+*passes* when it is healthy and the p99 send-interval error is under ``max_p99_ms`` too. Steps go
+on past a step that only misses the timing criterion (so the table still shows where calls start
+to fail) and stop after the first step that is not healthy: past the knee.
 """
 
 from __future__ import annotations
@@ -60,7 +63,7 @@ class SystemUnderTest(Protocol):
     @property
     def proxy_pids(self) -> list[int]: ...
     def ended_call_stats(self) -> list[dict[str, Any]]: ...
-    def clock_metrics(self) -> dict[str, float] | None: ...
+    def server_metrics(self) -> dict[str, float] | None: ...
 
 
 @dataclass
@@ -73,6 +76,7 @@ class StepSettings:
     max_loss: float = 0.001  # 0.1 %
     max_p99_ms: float = 10.0
     sink: bool = False  # the system sends to the SDP address: measure every call with a sink
+    caller_media: str = "stream"  # how SIPp sends the callers' media (bench.media.CALLER_MEDIA_MODES)
 
 
 @dataclass
@@ -94,6 +98,8 @@ class StepResult:
     reaction_p99_ms: float | None = None
     dropped_ticks: int | None = None  # media clock ticks dropped (overload), all workers
     late_firings_pct: float | None = None  # media clock firings > 10 ms late, of all firings
+    keys_sent: int = 0  # RFC 4733 key presses of the calls that completed (SIPp's and the probes')
+    keys_heard_pct: float | None = None  # key presses the server reported, of keys_sent
     server_cpu_pct: float | None = None  # of one core, summed over the workers
     proxy_cpu_pct: float | None = None  # Kamailio in front of the workers (all its processes)
     proxy_ms_per_call: float | None = None  # Kamailio CPU over the whole step (set-up, teardown) / call
@@ -112,16 +118,11 @@ class StepResult:
 
 @dataclass
 class _StepWork:
+    keys_per_call: int  # key presses each SIPp call sends
     probe_results: list[ProbeResult] = field(default_factory=list)
+    probe_keys: int = 0  # key presses each probe call sends
     peak_rss: int = 0
-
-
-def caller_pcap(folder: Path, hold: float) -> tuple[Path, int]:
-    """Write the caller stream for calls of ``hold`` seconds; (path, packets per call)."""
-    stream = media.caller_stream(hold, media.digit_schedule(hold))
-    path = folder / f"caller_{int(hold)}s.pcap"
-    media.write_pcap(path, stream)
-    return path, len(stream)
+    metrics: dict[str, float] | None = None  # the server's counters over the step (None: no metrics)
 
 
 def run_step(system: SystemUnderTest, flow: str, calls: int, settings: StepSettings, folder: Path,
@@ -129,14 +130,16 @@ def run_step(system: SystemUnderTest, flow: str, calls: int, settings: StepSetti
     """Run one step of ``calls`` concurrent calls (see the module docstring)."""
     folder.mkdir(parents=True, exist_ok=True)
     result = StepResult(system.name, flow, calls)
-    pcap, packets_per_call = caller_pcap(folder, settings.hold)
-    scenario = fill_scenario("uac_bench.xml", folder, int(settings.hold * 1000), pcap,
+    caller_media = media.write_caller_media(folder, settings.hold, settings.caller_media)
+    packets_per_call = caller_media.packets_per_call
+    keys_per_call = len(media.digit_schedule(settings.hold))
+    scenario = fill_scenario("uac_bench.xml", folder, int(settings.hold * 1000), caller_media,
                              sdp_media_port=sink.port if sink else None)
     result.load_before = os.getloadavg()[0]
     drops = _DropCounters([UdpDropCounter(pid, *ports) for pid, ports in system.workers])
     drops.reset()
     system.ended_call_stats()  # forget calls of earlier steps
-    clock_before = system.clock_metrics()
+    metrics_before = system.server_metrics()
     if sink is not None:
         sink.take()
     server_cpu = GroupCpuWindow([pid for pid, _ in system.workers])
@@ -149,16 +152,10 @@ def run_step(system: SystemUnderTest, flow: str, calls: int, settings: StepSetti
                       local_port=sipp_local_port, timeout_s=int(settings.hold + ramp + 120))
     try:
         result = _measure_step(system, calls, settings, sipp, result, ramp, drops, server_cpu, sink,
-                               packets_per_call, idle_rss, folder)
+                               packets_per_call, _StepWork(keys_per_call), metrics_before, idle_rss, folder)
         if proxy_total.windows:
             proxy_total.stop()
             result.proxy_ms_per_call = proxy_total.cpu_seconds * 1000 / calls
-        clock_after = system.clock_metrics()
-        if clock_before is not None and clock_after is not None:
-            result.dropped_ticks = int(clock_after["dropped_ticks"] - clock_before["dropped_ticks"])
-            firings = clock_after["firings"] - clock_before["firings"]
-            late = clock_after["late_firings"] - clock_before["late_firings"]
-            result.late_firings_pct = 100.0 * late / firings if firings else None
         return result
     finally:
         if sipp.poll() is None:
@@ -191,10 +188,10 @@ def _worker_rss(system: SystemUnderTest) -> int:
 
 def _measure_step(system: SystemUnderTest, calls: int, settings: StepSettings, sipp: Any,
                   result: StepResult, ramp: float, drops: _DropCounters, server_cpu: GroupCpuWindow,
-                  sink: RtpSink | None, packets_per_call: int, idle_rss: int, folder: Path) -> StepResult:
+                  sink: RtpSink | None, packets_per_call: int, work: _StepWork,
+                  metrics_before: dict[str, float] | None, idle_rss: int, folder: Path) -> StepResult:
     sipp_cpu = CpuWindow(sipp.pid)
     machine_cpu = CpuWindow(MACHINE)
-    work = _StepWork()
     time.sleep(min(ramp + 1.0, settings.hold / 2))
     # Steady state: every call is up. CPU is measured over the middle of the hold.
     proxy_cpu = GroupCpuWindow(system.proxy_pids) if system.proxy_pids else None
@@ -219,6 +216,9 @@ def _measure_step(system: SystemUnderTest, calls: int, settings: StepSettings, s
     time.sleep(1.0)  # let the last calls' "ended" lines reach the log
     drops.poll()
     outcome = read_outcome(folder, sipp.returncode)
+    metrics_after = system.server_metrics()
+    if metrics_before is not None and metrics_after is not None:
+        work.metrics = {key: metrics_after[key] - metrics_before[key] for key in metrics_after}
     _fill(result, outcome, work, system.ended_call_stats(), sink.take() if sink else None,
           drops.drops, packets_per_call, idle_rss, settings)
     log.info("%s %s %d calls: %s", system.name, result.flow, calls, _summary(result))
@@ -231,6 +231,7 @@ def _start_probes(system: SystemUnderTest, settings: StepSettings, work: _StepWo
         return []
     hold = max(4.0, settings.hold / 2)
     stream = media.caller_stream(hold, media.digit_schedule(hold, first=1.5, every=2.5))
+    work.probe_keys = sum(1 for packet in stream if packet.digit_end)
     threads = []
     for n in range(settings.probes):
         probe = ProbeCall(("127.0.0.1", system.sip_port), stream, hold)
@@ -280,8 +281,18 @@ def _fill(result: StepResult, outcome: Any, work: _StepWork, server_stats: list[
     if work.peak_rss:
         result.rss_mb = work.peak_rss / 2**20
         result.kb_per_call = max(0, work.peak_rss - idle_rss) / 1024 / result.calls
+    result.keys_sent = outcome.successful * work.keys_per_call + work.probe_keys * sum(
+        1 for p in probes if p.answered and not p.error)
+    if work.metrics is not None:
+        result.dropped_ticks = int(work.metrics["dropped_ticks"])
+        firings = work.metrics["firings"]
+        result.late_firings_pct = 100.0 * work.metrics["late_firings"] / firings if firings else None
+        if result.keys_sent:
+            result.keys_heard_pct = 100.0 * work.metrics["keys"] / result.keys_sent
     result.healthy = (
         result.failed == 0
+        # a key press lost (or reported twice) counts like a lost packet
+        and (result.keys_heard_pct is None or abs(result.keys_heard_pct - 100.0) < settings.max_loss * 100)
         and (result.loss_in_pct or 0.0) < settings.max_loss * 100
         and result.loss_out_pct is not None and result.loss_out_pct < settings.max_loss * 100
     )

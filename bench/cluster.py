@@ -111,8 +111,8 @@ class IvrClusterUnderTest:
     def ended_call_stats(self) -> list[dict[str, Any]]:
         return [stats for server in self.servers for stats in server.ended_call_stats()]
 
-    def clock_metrics(self) -> dict[str, float] | None:
-        known = [m for m in (server.clock_metrics() for server in self.servers) if m is not None]
+    def server_metrics(self) -> dict[str, float] | None:
+        known = [m for m in (server.server_metrics() for server in self.servers) if m is not None]
         return {key: sum(m[key] for m in known) for key in known[0]} if known else None
 
     def calls_per_worker(self) -> list[int]:

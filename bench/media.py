@@ -1,10 +1,19 @@
-"""Test media for the capacity benchmark: prompts, the caller's stream and its pcap for SIPp.
+"""Test media for the capacity benchmark: prompts, and what the callers send (for SIPp and the probes).
 
-The caller's stream is one RTP source (one SSRC, one sequence) carrying u-law "speech" with RFC 4733
-key presses spliced in. It must be one source: the server latches the first SSRC it hears and
-drops any other one for a second, so SIPp's stock ``g711a.pcap`` followed by ``dtmf_2833_1.pcap``
-(two SSRCs) would lose the digits. SIPp replays the pcap written by :func:`write_pcap`; the probe
-caller (:mod:`bench.probe`) sends the very same packets itself.
+The caller's stream is u-law "speech" with an RFC 4733 key press every 3 s. SIPp sends it in one of
+two ways (:func:`write_caller_media`):
+
+* ``stream`` (the default): the speech from SIPp's ``rtp_stream`` (a pool of threads, one UDP
+  socket) and each key press as a short pcap of telephone-events under a second SSRC, from the same
+  address (the server takes side-SSRC events from its latched peer, as some gateways send them).
+* ``pcap``: one pcap per call holding speech and keys under one SSRC, replayed by
+  ``play_pcap_audio`` (:func:`caller_stream`, :func:`write_pcap`). SIPp 3.6 gives every playing pcap
+  its own thread and raw UDP socket, and the kernel then walks every raw UDP socket for every UDP
+  packet on the box (about 6 ns each): at 500 calls the load generator costs the whole box a
+  third of a core and the server a late clock (docs/performance.md, "Round 5"). Kept to reproduce
+  the earlier rounds.
+
+The probe caller (:mod:`bench.probe`) sends the one-SSRC stream of :func:`caller_stream` itself.
 
 Prompts: the menu prompt is a steady tone, so a receiver can tell from the energy of each frame
 the moment the flow stops it after a digit (the reaction time); the acknowledgement is silence.
@@ -114,18 +123,8 @@ def caller_stream(seconds: float, digit_times: list[tuple[float, str]], ssrc: in
         at = frame_index * FRAME_SECONDS
         if pending and at >= pending[0][0]:
             _, digit = pending.pop(0)
-            event = DIGIT_CODES[digit]
-            start_ts = timestamp
-            for n in range(EVENT_PACKETS + 3):
-                ended = n >= EVENT_PACKETS
-                duration = FRAME * min(n + 1, EVENT_PACKETS)
-                payload = struct.pack("!BBH", event, (0x80 if ended else 0) | EVENT_VOLUME, duration)
-                header = _rtp_header(n == 0, TELEPHONE_EVENT, sequence, start_ts, ssrc)
-                end_digit = digit if n == EVENT_PACKETS else None
-                # The repeated end packets go out together at the end time, as most senders do.
-                when = (frame_index + min(n, EVENT_PACKETS)) * FRAME_SECONDS
-                packets.append(TimedPacket(when, header + payload, end_digit))
-                sequence = (sequence + 1) & 0xFFFF
+            packets += key_press(digit, at, sequence, timestamp, ssrc)
+            sequence = (sequence + EVENT_PACKETS + 3) & 0xFFFF
             frame_index += EVENT_PACKETS + 1
             timestamp = (timestamp + FRAME * (EVENT_PACKETS + 1)) & 0xFFFFFFFF
             marker = True
@@ -136,6 +135,22 @@ def caller_stream(seconds: float, digit_times: list[tuple[float, str]], ssrc: in
         sequence = (sequence + 1) & 0xFFFF
         timestamp = (timestamp + FRAME) & 0xFFFFFFFF
         frame_index += 1
+    return packets
+
+
+def key_press(digit: str, at: float, sequence: int, timestamp: int, ssrc: int) -> list[TimedPacket]:
+    """The telephone-event packets of one 100 ms key press starting at ``at`` seconds: one
+    timestamp, a marker on the first, the end packet three times (RFC 4733 §2.5.1.4); they use
+    ``EVENT_PACKETS + 3`` sequence numbers from ``sequence``."""
+    packets = []
+    for n in range(EVENT_PACKETS + 3):
+        ended = n >= EVENT_PACKETS
+        duration = FRAME * min(n + 1, EVENT_PACKETS)
+        payload = struct.pack("!BBH", DIGIT_CODES[digit], (0x80 if ended else 0) | EVENT_VOLUME, duration)
+        header = _rtp_header(n == 0, TELEPHONE_EVENT, (sequence + n) & 0xFFFF, timestamp, ssrc)
+        # The repeated end packets go out together at the end time, as most senders do.
+        when = at + min(n, EVENT_PACKETS) * FRAME_SECONDS
+        packets.append(TimedPacket(when, header + payload, digit if n == EVENT_PACKETS else None))
     return packets
 
 
@@ -178,3 +193,42 @@ def digit_schedule(seconds: float, first: float = 2.0, every: float = 3.0) -> li
         at += every
         n += 1
     return times
+
+
+CALLER_MEDIA_MODES = ("stream", "pcap")
+#: The SSRC of the key presses in ``stream`` mode (SIPp's rtp_stream numbers its own from 0xCA110000).
+KEYS_SSRC = 0x4B455953
+
+
+@dataclass
+class CallerMedia:
+    """What SIPp sends on every call, written into a run's folder by :func:`write_caller_media`."""
+
+    mode: str
+    audio: Path | None  # raw u-law that SIPp's rtp_stream loops (``stream`` mode)
+    plays: list[tuple[float, Path]]  # (seconds into the call, pcap) for play_pcap_audio
+    packets_per_call: int  # RTP packets a call of the hold sends (loss when the server counts none)
+
+
+def write_caller_media(folder: Path, hold: float, mode: str = "stream") -> CallerMedia:
+    """Write the caller's media for calls of ``hold`` seconds (see the module docstring)."""
+    schedule = digit_schedule(hold)
+    if mode == "pcap":
+        stream = caller_stream(hold, schedule)
+        path = folder / f"caller_{int(hold)}s.pcap"
+        write_pcap(path, stream)
+        return CallerMedia(mode, None, [(0.0, path)], len(stream))
+    if mode != "stream":
+        raise ValueError(f"caller media is one of {CALLER_MEDIA_MODES}, not {mode!r}")
+    audio = folder / "caller.ulaw"
+    audio.write_bytes(g711.pcm_to_ulaw(caller_speech(hold).astype("<i2").tobytes()))
+    plays, sequence = [], 1000
+    for number, (at, digit) in enumerate(schedule, 1):
+        # The timestamp follows the call's time, so each press is a new event to the receiver.
+        packets = key_press(digit, 0.0, sequence, int(at * RATE), KEYS_SSRC)
+        path = folder / f"key_{number:03d}.pcap"
+        write_pcap(path, packets)
+        plays.append((at, path))
+        sequence += len(packets)
+    frames = int(hold / FRAME_SECONDS)
+    return CallerMedia(mode, audio, plays, frames + len(schedule) * (EVENT_PACKETS + 3))

@@ -23,7 +23,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Iterator
 
-from bench.capacity import caller_pcap
+from bench.media import write_caller_media
 from bench.sipp_driver import fill_scenario, start_sipp
 from bench.systems import IvrServerUnderTest
 
@@ -64,8 +64,8 @@ def _short(frame: str) -> str:
 
 @contextlib.contextmanager
 def server_under_load(calls: int, seconds: float, flow: str = "bench", priority: str = "normal",
-                      rate: float = 100.0) -> Iterator[IvrServerUnderTest]:
-    """``ivr serve`` holding ``calls`` SIPp calls (the capacity benchmark's caller stream, placed
+                      rate: float = 100.0, caller_media: str = "stream") -> Iterator[IvrServerUnderTest]:
+    """``ivr serve`` holding ``calls`` SIPp calls (the capacity benchmark's caller media, placed
     at ``rate`` calls/s), for ``seconds`` of steady state after the ramp: the body runs once every
     call is up, and the exit waits for the calls to end, then stops the server."""
     work = Path(tempfile.mkdtemp(prefix="simplesip-load-"))
@@ -73,8 +73,8 @@ def server_under_load(calls: int, seconds: float, flow: str = "bench", priority:
     server.start()
     try:
         hold = seconds + calls / rate + 10.0
-        pcap, _ = caller_pcap(work, hold)
-        scenario = fill_scenario("uac_bench.xml", work, int(hold * 1000), pcap)
+        scenario = fill_scenario("uac_bench.xml", work, int(hold * 1000),
+                                 write_caller_media(work, hold, caller_media))
         sipp = start_sipp(scenario, ("127.0.0.1", server.sip_port), calls, rate, work,
                           timeout_s=int(hold + 120))
         time.sleep(calls / rate + 3.0)

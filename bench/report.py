@@ -19,7 +19,7 @@ COLUMNS = [
     ("loss_out_pct", "loss out %"), ("late_out_pct", "frames late out %"), ("send_p50_ms", "send err p50 ms"),
     ("send_p99_ms", "send err p99 ms"), ("reaction_p50_ms", "DTMF reaction p50 ms"),
     ("reaction_p99_ms", "DTMF reaction p99 ms"), ("dropped_ticks", "ticks dropped"),
-    ("late_firings_pct", "clock late >10 ms %"),
+    ("late_firings_pct", "clock late >10 ms %"), ("keys_sent", "keys sent"), ("keys_heard_pct", "keys heard %"),
     ("server_cpu_pct", "server CPU %"), ("proxy_cpu_pct", "Kamailio CPU %"),
     ("proxy_ms_per_call", "Kamailio ms/call"),
     ("sipp_cpu_pct", "SIPp CPU %"), ("machine_cpu_pct", "box CPU %"), ("load_before", "load before"), ("rss_mb", "RSS MB"), ("kb_per_call", "KiB/call"),

@@ -1,6 +1,7 @@
 """How the kernel schedules ``ivr serve`` under load: CPU, waiting in the run queue, late clock firings.
 
     python -m bench.sched_probe --calls 500 --seconds 15 [--priority realtime] [--runs 3] [--rate 100]
+                                [--caller-media pcap]
 
 Holds ``--calls`` SIPp calls on a server (as :mod:`bench.profile_server` does) and reads, over
 ``--seconds`` of the steady state: the server's ``/proc/<pid>/schedstat`` (time on a CPU, time
@@ -18,6 +19,7 @@ import os
 import sys
 import time
 
+from bench.media import CALLER_MEDIA_MODES
 from bench.profile_server import server_under_load
 from ivr.priority import PRIORITIES
 
@@ -42,14 +44,14 @@ def machine_jiffies() -> list[int]:
     return [int(v) for v in open("/proc/stat").readline().split()[1:]]
 
 
-def measure(calls: int, seconds: float, priority: str, rate: float = 100.0) -> str:
+def measure(calls: int, seconds: float, priority: str, rate: float = 100.0, caller_media: str = "stream") -> str:
     """One run (calls placed at ``rate`` per second): a line of figures."""
-    with server_under_load(calls, seconds, priority=priority, rate=rate) as server:
+    with server_under_load(calls, seconds, priority=priority, rate=rate, caller_media=caller_media) as server:
         pid = server.pid
-        clock0, sched0, times0, box0, start = (server.clock_metrics(), schedstat(pid), user_system(pid),
+        clock0, sched0, times0, box0, start = (server.server_metrics(), schedstat(pid), user_system(pid),
                                                 machine_jiffies(), time.monotonic())
         time.sleep(seconds)
-        clock1, sched1, times1, box1, wall = (server.clock_metrics(), schedstat(pid), user_system(pid),
+        clock1, sched1, times1, box1, wall = (server.server_metrics(), schedstat(pid), user_system(pid),
                                               machine_jiffies(), time.monotonic() - start)
     share = lambda a, b: 100.0 * (b - a) / wall  # noqa: E731 - % of one core
     box = [b - a for a, b in zip(box0, box1)]
@@ -71,11 +73,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--priority", choices=PRIORITIES, default="normal")
     parser.add_argument("--runs", type=int, default=1)
     parser.add_argument("--rate", type=float, default=100.0, help="calls placed per second while ramping up")
+    parser.add_argument("--caller-media", choices=CALLER_MEDIA_MODES, default="stream",
+                        help="how SIPp sends the callers' media (bench/media.py)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     for run in range(args.runs):
-        print(f"run {run + 1}, {args.calls} calls, priority {args.priority}: "
-              f"{measure(args.calls, args.seconds, args.priority, args.rate)}", flush=True)
+        figures = measure(args.calls, args.seconds, args.priority, args.rate, args.caller_media)
+        print(f"run {run + 1}, {args.calls} calls, priority {args.priority}, caller media {args.caller_media}: "
+              f"{figures}", flush=True)
     return 0
 
 

@@ -1,8 +1,9 @@
 """Running SIPp as the load generator and reading its verdict.
 
-The scenarios in ``bench/sipp/`` have two placeholders filled here: ``@PCAP@`` (the caller stream
-written by :func:`bench.media.write_pcap`) and ``@HOLD_MS@``. SIPp opens pcaps relative to its
-working folder, so each run gets its own folder with the pcap and the filled scenario.
+The scenarios in ``bench/sipp/`` have placeholders filled by :func:`fill_scenario`: ``@HOLD_MS@``,
+and in the capacity caller its media (:class:`bench.media.CallerMedia`). SIPp opens its media
+files relative to its working folder, so each run gets its own folder with them and the filled
+scenario.
 """
 
 from __future__ import annotations
@@ -10,11 +11,14 @@ from __future__ import annotations
 import csv
 import logging
 import random
+import re
 import socket
 import subprocess
 import weakref
 from dataclasses import dataclass
 from pathlib import Path
+
+from bench.media import CallerMedia
 
 log = logging.getLogger(__name__)
 
@@ -34,20 +38,47 @@ class SippOutcome:
     call_length: float = 0.0  # mean call duration, seconds
 
 
-def fill_scenario(name: str, folder: Path, hold_ms: int, pcap: Path | None = None,
+def fill_scenario(name: str, folder: Path, hold_ms: int, media: CallerMedia | None = None,
                   sdp_media_port: int | None = None) -> Path:
     """Write ``bench/sipp/<name>`` into ``folder`` with its placeholders filled.
 
-    ``sdp_media_port`` replaces SIPp's own media port in the SDP offer: a peer that sends to the
-    SDP address (no latching, like pyVoIP) then sends every call's RTP to that port.
+    ``media`` (in ``folder``) is what each call sends while it is held. ``sdp_media_port``
+    replaces SIPp's own media port in the SDP offer: a peer that sends to the SDP address (no
+    latching, like pyVoIP) then sends every call's RTP to that port.
     """
-    text = (SCENARIO_DIR / name).read_text()
-    text = text.replace("@HOLD_MS@", str(hold_ms)).replace("@PCAP@", str(pcap) if pcap else "")
-    if sdp_media_port is not None:
-        text = text.replace("[auto_media_port]", str(sdp_media_port))
+    text = (SCENARIO_DIR / name).read_text().replace("@HOLD_MS@", str(hold_ms))
+    if media is not None:
+        streamed = media.audio is not None
+        port = "[rtpstream_audio_port]" if streamed else "[auto_media_port]"
+        text = text.replace("@MEDIA_PORT@", str(sdp_media_port) if sdp_media_port is not None else port)
+        # play_pcap_audio sends from the port of the last [media_port] or [auto_media_port] in
+        # the call's messages; with rtp_stream the SDP names neither, so a header does: the
+        # global media port, where rtp_stream sends from (the key presses come from the same
+        # address as the speech, or a latching server would drop them). SIPp only accepts
+        # the keyword on a line that says "audio".
+        source = r"\1X-Bench-Media: audio [media_port]\n" if streamed else ""
+        text = re.sub(r"^([ \t]*)@MEDIA_SOURCE@\n", source, text, flags=re.M)
+        text = text.replace("@MEDIA@", _media_actions(media, hold_ms))
     path = folder / name
     path.write_text(text)
     return path
+
+
+def _media_actions(media: CallerMedia, hold_ms: int) -> str:
+    """The scenario lines that send ``media`` for ``hold_ms``: start the streamed speech, play each
+    pcap at its time, pause until the hold is over."""
+    lines = []
+    if media.audio is not None:  # loop the speech for the whole call (-1), payload type 0 (PCMU)
+        lines.append(f'<nop><action><exec rtp_stream="{media.audio.name},-1,0"/></action></nop>')
+    elapsed = 0
+    for at, pcap in media.plays:
+        due = round(at * 1000)
+        if due > elapsed:
+            lines.append(f'<pause milliseconds="{due - elapsed}"/>')
+            elapsed = due
+        lines.append(f'<nop><action><exec play_pcap_audio="{pcap.name}"/></action></nop>')
+    lines.append(f'<pause milliseconds="{max(0, hold_ms - elapsed)}"/>')
+    return "\n  ".join(lines)
 
 
 def start_sipp(scenario: Path, target: tuple[str, int], calls: int, rate: float, folder: Path,
@@ -90,11 +121,12 @@ class CallerMediaPorts:
     caller reaches a socket, as it would on a real phone.
 
     SIPp's ``[auto_media_port]`` advertises ``-mp`` base + 4 * (call number - 1) (a port pair per
-    medium), but SIPp binds nothing there: it plays its pcap through a raw socket. Without these
-    sockets every RTP and RTCP packet the server sends a caller would hit a closed port, and the
-    kernel would answer each with an ICMP port unreachable, built and delivered inside the
-    server's ``sendto`` (loopback is exempt from ICMP rate limiting): a cost, about two thirds of
-    each send, that no real caller imposes. The sockets are never read; their receive buffers are
+    medium), but SIPp binds nothing there: it plays its pcap through a raw socket. With
+    ``rtp_stream`` every call sends from (and offers) SIPp's own socket at the base, whose RTCP
+    port, base + 1, SIPp leaves unbound too. Without these sockets every RTP and RTCP packet the
+    server sends a caller would hit a closed port, and the kernel would answer each with an ICMP
+    port unreachable, built and delivered inside the server's ``sendto`` (loopback is exempt from
+    ICMP rate limiting): a cost, about two thirds of each send, that no real caller imposes. The sockets are never read; their receive buffers are
     made as small as the kernel allows, so what overflows is dropped on arrival.
     """
 
@@ -112,17 +144,17 @@ class CallerMediaPorts:
         count = min(calls, cls.WRAP)
         for _ in range(50):
             base = random.randrange(40000, 65535 - 4 * max(count, 1) - 10, 4)
-            if any(base <= port < base + 4 * count for port in avoid):
+            if any(base <= port < base + 4 * max(count, 1) for port in avoid):
                 continue
             sockets: list[socket.socket] = []
             try:
-                # SIPp binds base and base + 2 itself (its echo sockets): check they are free;
-                # call 1's ports are base and base + 1.
+                # SIPp binds base and base + 2 itself (its echo sockets, which rtp_stream
+                # sends from): check they are free. Call 1's ports are base and base + 1.
                 for port in (base, base + 2):
                     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
                         probe.bind(("127.0.0.1", port))
-                for number in range(2, count + 1):
-                    for port in (base + 4 * (number - 1), base + 4 * (number - 1) + 1):
+                ports = [base + 1] + [base + 4 * (n - 1) + k for n in range(2, count + 1) for k in (0, 1)]
+                for port in ports:
                         sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
                         sockets.append(sock)
                         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1)

@@ -137,10 +137,11 @@ class IvrServerUnderTest:
 
     proxy_pids: list[int] = []
 
-    def clock_metrics(self) -> dict[str, float] | None:
-        """The media clock's counters from the server's Prometheus endpoint (cumulative):
+    def server_metrics(self) -> dict[str, float] | None:
+        """Counters from the server's Prometheus endpoint (cumulative): the media clock's
         ``dropped_ticks``, ``firings`` and ``late_firings`` (started more than
-        :data:`LATE_FIRING` after their due time)."""
+        :data:`LATE_FIRING` after their due time), and ``keys``, the RFC 4733 key presses it
+        reported."""
         try:
             url = f"http://127.0.0.1:{self.metrics_port}/metrics"
             with urllib.request.urlopen(url, timeout=2) as reply:
@@ -148,12 +149,13 @@ class IvrServerUnderTest:
         except OSError:
             return None
         samples = dict(line.rsplit(" ", 1) for line in text.splitlines()
-                       if line.startswith(("ivr_media_clock_dropped", "ivr_media_tick_lateness")))
+                       if line.startswith(("ivr_media_clock_dropped", "ivr_media_tick_lateness", "ivr_dtmf_events")))
         try:
             firings = float(samples["ivr_media_tick_lateness_seconds_count"])
             on_time = float(samples[f'ivr_media_tick_lateness_seconds_bucket{{le="{LATE_FIRING!r}"}}'])
             return {"dropped_ticks": float(samples["ivr_media_clock_dropped_ticks_total"]),
-                    "firings": firings, "late_firings": firings - on_time}
+                    "firings": firings, "late_firings": firings - on_time,
+                    "keys": float(samples.get('ivr_dtmf_events_total{source="rfc4733"}', 0.0))}
         except KeyError:
             return None  # a server without these metrics
 
@@ -257,5 +259,5 @@ class PyVoipUnderTest:
     def ended_call_stats(self) -> list[dict[str, Any]]:
         return []  # pyVoIP keeps no receive statistics
 
-    def clock_metrics(self) -> dict[str, float] | None:
-        return None  # one thread per call and direction: no shared media clock
+    def server_metrics(self) -> dict[str, float] | None:
+        return None  # no metrics endpoint (and one thread per call and direction: no media clock)

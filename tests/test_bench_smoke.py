@@ -20,6 +20,7 @@ from bench import media
 from bench.capacity import StepResult, StepSettings, run_steps
 from bench.probe import summarise_arrivals
 from bench.report import capacity, markdown, write_csv
+from bench.sipp_driver import fill_scenario
 from bench.systems import IvrServerUnderTest
 
 
@@ -45,20 +46,91 @@ def test_caller_stream_is_one_source_with_rfc4733_keys() -> None:
     assert audio_after[0][3] == events[0][1][3] + media.FRAME * (media.EVENT_PACKETS + 1)
 
 
-def test_pcap_holds_every_packet_with_its_time(tmp_path: Path) -> None:
-    stream = media.caller_stream(1.0, [], speech=media.tone(300, 1.0))
-    media.write_pcap(tmp_path / "c.pcap", stream)
-    data = (tmp_path / "c.pcap").read_bytes()
+def _pcap_packets(path: Path) -> list[tuple[float, bytes]]:
+    """(time, RTP packet) of each record of a pcap written by write_pcap."""
+    data = path.read_bytes()
     assert struct.unpack("<I", data[:4])[0] == 0xA1B2C3D4
-    offset, times, payloads = 24, [], []
+    offset, records = 24, []
     while offset < len(data):
         seconds, micros, length, _ = struct.unpack("<IIII", data[offset:offset + 16])
         frame = data[offset + 16:offset + 16 + length]
-        times.append(seconds + micros / 1e6)
-        payloads.append(frame[14 + 20 + 8:])
+        records.append((seconds + micros / 1e6, frame[14 + 20 + 8:]))
         offset += 16 + length
-    assert payloads == [p.data for p in stream]
-    assert times[-1] - times[0] == pytest.approx(stream[-1].at, abs=1e-5)
+    return records
+
+
+def test_pcap_holds_every_packet_with_its_time(tmp_path: Path) -> None:
+    stream = media.caller_stream(1.0, [], speech=media.tone(300, 1.0))
+    media.write_pcap(tmp_path / "c.pcap", stream)
+    records = _pcap_packets(tmp_path / "c.pcap")
+    assert [data for _, data in records] == [p.data for p in stream]
+    assert records[-1][0] - records[0][0] == pytest.approx(stream[-1].at, abs=1e-5)
+
+
+def test_streamed_caller_media_is_speech_plus_a_pcap_per_key_press(tmp_path: Path) -> None:
+    caller = media.write_caller_media(tmp_path, 12.0)
+    assert caller.audio is not None and len(caller.audio.read_bytes()) == 12 * media.RATE  # u-law
+    assert [(at, path.name) for at, path in caller.plays] == [
+        (2.0, "key_001.pcap"), (5.0, "key_002.pcap"), (8.0, "key_003.pcap")]
+    presses = [_pcap_packets(path) for _, path in caller.plays]
+    fields = [[_rtp_fields(data) for _, data in press] for press in presses]
+    assert {f[1] for press in fields for f in press} == {media.TELEPHONE_EVENT}
+    assert {f[4] for press in fields for f in press} == {media.KEYS_SSRC}
+    sequences = [f[2] for press in fields for f in press]  # one source over the whole call
+    assert sequences == list(range(sequences[0], sequences[0] + len(sequences)))
+    # Each press is a new event (its own timestamp, the call's time) starting at the pcap's start.
+    assert [press[0][3] for press in fields] == [2 * media.RATE, 5 * media.RATE, 8 * media.RATE]
+    assert all(press[0][0] and not press[1][0] for press in fields)
+    assert [press[0][1][12] for press in presses] == [1, 2, 3]  # digits 1, 2, 3
+    times = [t for t, _ in presses[0]]
+    assert times[-1] - times[0] == pytest.approx(media.EVENT_PACKETS * media.FRAME_SECONDS, abs=1e-5)
+    assert caller.packets_per_call == 600 + 3 * (media.EVENT_PACKETS + 3)
+
+
+def test_pcap_caller_media_is_one_capture_per_call(tmp_path: Path) -> None:
+    caller = media.write_caller_media(tmp_path, 12.0, "pcap")
+    [(at, path)] = caller.plays
+    assert caller.audio is None and at == 0.0
+    assert len(_pcap_packets(path)) == caller.packets_per_call
+    with pytest.raises(ValueError, match="stream"):
+        media.write_caller_media(tmp_path, 12.0, "wav")
+
+
+def _scenario_parts(text: str) -> tuple[list[str], str, list[str]]:
+    """The INVITE's header lines, its m= line, and the scenario elements between ACK and BYE."""
+    invite = text[text.index("INVITE sip:"):text.index("]]>")]
+    headers = [line.strip() for line in invite.split("\n\n")[0].splitlines()]
+    m_line = next(line.strip() for line in invite.splitlines() if "m=audio" in line)
+    held = text[text.index("</send>", text.index("CSeq: 1 ACK")) + 7:text.index("<send", text.index("CSeq: 1 ACK"))]
+    return headers, m_line, [line.strip() for line in held.strip().splitlines()]
+
+
+def test_scenario_streams_speech_and_plays_each_key_from_the_same_port(tmp_path: Path) -> None:
+    caller = media.write_caller_media(tmp_path, 12.0)
+    headers, m_line, held = _scenario_parts(fill_scenario("uac_bench.xml", tmp_path, 12_000, caller).read_text())
+    assert m_line == "m=audio [rtpstream_audio_port] RTP/AVP 0 101"
+    # SIPp sends a pcap from the last [media_port]: its global port, where rtp_stream sends from.
+    assert "X-Bench-Media: audio [media_port]" in headers and "" not in headers
+    assert held == [
+        '<nop><action><exec rtp_stream="caller.ulaw,-1,0"/></action></nop>',
+        '<pause milliseconds="2000"/>', '<nop><action><exec play_pcap_audio="key_001.pcap"/></action></nop>',
+        '<pause milliseconds="3000"/>', '<nop><action><exec play_pcap_audio="key_002.pcap"/></action></nop>',
+        '<pause milliseconds="3000"/>', '<nop><action><exec play_pcap_audio="key_003.pcap"/></action></nop>',
+        '<pause milliseconds="4000"/>']
+
+
+def test_scenario_with_a_capture_per_call_or_a_sink(tmp_path: Path) -> None:
+    caller = media.write_caller_media(tmp_path, 12.0, "pcap")
+    headers, m_line, held = _scenario_parts(fill_scenario("uac_bench.xml", tmp_path, 12_000, caller).read_text())
+    assert m_line == "m=audio [auto_media_port] RTP/AVP 0 101"
+    assert not any("media_port" in line or "@" in line.split(":")[0] for line in headers)
+    assert "" not in headers  # the placeholder line is gone, not left blank (that would end the headers)
+    assert held == ['<nop><action><exec play_pcap_audio="caller_12s.pcap"/></action></nop>',
+                    '<pause milliseconds="12000"/>']
+    streamed = media.write_caller_media(tmp_path, 12.0)
+    _, m_line, _ = _scenario_parts(fill_scenario("uac_bench.xml", tmp_path, 12_000, streamed,
+                                                 sdp_media_port=40123).read_text())
+    assert m_line == "m=audio 40123 RTP/AVP 0 101"
 
 
 def test_summarise_arrivals_counts_gaps_across_the_wrap() -> None:
@@ -92,11 +164,12 @@ def test_report_capacity_and_ratio(tmp_path: Path) -> None:
 
 @pytest.mark.timeout(45)
 @pytest.mark.skipif(shutil.which("sipp") is None, reason="sipp (sip-tester) is not installed")
-def test_one_small_step_against_the_real_server(tmp_path: Path) -> None:
+@pytest.mark.parametrize("caller_media", media.CALLER_MEDIA_MODES)
+def test_one_small_step_against_the_real_server(tmp_path: Path, caller_media: str) -> None:
     server = IvrServerUnderTest(tmp_path, flow="bench", max_calls=20)
     server.start()
     try:
-        settings = StepSettings(hold=6.0, ramp_rate=20.0, probes=1)
+        settings = StepSettings(hold=6.0, ramp_rate=20.0, probes=1, caller_media=caller_media)
         [step] = run_steps(server, "bench", [3], settings, tmp_path / "steps")
     finally:
         server.stop()
@@ -109,6 +182,8 @@ def test_one_small_step_against_the_real_server(tmp_path: Path) -> None:
     assert step.reaction_p50_ms is not None and 0 < step.reaction_p50_ms < 3000
     assert step.server_cpu_pct is not None and step.server_cpu_pct > 0
     assert step.rss_mb is not None and step.rss_mb > 10
+    # SIPp's key press (at 2 s of each 6 s call) and the probe's (at 1.5 s) all reached the flow.
+    assert (step.keys_sent, step.keys_heard_pct) == (4, 100.0)
 
 
 @pytest.mark.timeout(45)

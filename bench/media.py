@@ -204,7 +204,6 @@ KEYS_SSRC = 0x4B455953
 class CallerMedia:
     """What SIPp sends on every call, written into a run's folder by :func:`write_caller_media`."""
 
-    mode: str
     audio: Path | None  # raw u-law that SIPp's rtp_stream loops (``stream`` mode)
     plays: list[tuple[float, Path]]  # (seconds into the call, pcap) for play_pcap_audio
     packets_per_call: int  # RTP packets a call of the hold sends (loss when the server counts none)
@@ -217,7 +216,7 @@ def write_caller_media(folder: Path, hold: float, mode: str = "stream") -> Calle
         stream = caller_stream(hold, schedule)
         path = folder / f"caller_{int(hold)}s.pcap"
         write_pcap(path, stream)
-        return CallerMedia(mode, None, [(0.0, path)], len(stream))
+        return CallerMedia(None, [(0.0, path)], len(stream))
     if mode != "stream":
         raise ValueError(f"caller media is one of {CALLER_MEDIA_MODES}, not {mode!r}")
     audio = folder / "caller.ulaw"
@@ -231,4 +230,4 @@ def write_caller_media(folder: Path, hold: float, mode: str = "stream") -> Calle
         plays.append((at, path))
         sequence += len(packets)
     frames = int(hold / FRAME_SECONDS)
-    return CallerMedia(mode, audio, plays, frames + len(schedule) * (EVENT_PACKETS + 3))
+    return CallerMedia(audio, plays, frames + len(schedule) * (EVENT_PACKETS + 3))

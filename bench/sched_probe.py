@@ -8,7 +8,7 @@ Holds ``--calls`` SIPp calls on a server (as :mod:`bench.profile_server` does) a
 ready but waiting for one, times scheduled in), its user and system time, the machine's CPU
 split from ``/proc/stat``, and the media clock's late firings (over 10 ms) from its metrics. It
 tells "our work is too slow" (CPU) from "we were ready but not running" (run-queue wait); figures
-in docs/performance.md, "Round 4".
+in docs/performance.md, "Round 4" and "Round 5".
 """
 
 from __future__ import annotations

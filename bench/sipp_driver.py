@@ -126,8 +126,9 @@ class CallerMediaPorts:
     port, base + 1, SIPp leaves unbound too. Without these sockets every RTP and RTCP packet the
     server sends a caller would hit a closed port, and the kernel would answer each with an ICMP
     port unreachable, built and delivered inside the server's ``sendto`` (loopback is exempt from
-    ICMP rate limiting): a cost, about two thirds of each send, that no real caller imposes. The sockets are never read; their receive buffers are
-    made as small as the kernel allows, so what overflows is dropped on arrival.
+    ICMP rate limiting): a cost, about two thirds of each send, that no real caller imposes. The
+    sockets are never read; their receive buffers are made as small as the kernel allows, so what
+    overflows is dropped on arrival.
     """
 
     #: SIPp's auto media ports wrap after this many calls (``(4 * n) % 10000``).
@@ -155,10 +156,10 @@ class CallerMediaPorts:
                         probe.bind(("127.0.0.1", port))
                 ports = [base + 1] + [base + 4 * (n - 1) + k for n in range(2, count + 1) for k in (0, 1)]
                 for port in ports:
-                        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-                        sockets.append(sock)
-                        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1)
-                        sock.bind(("127.0.0.1", port))
+                    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                    sockets.append(sock)
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1)
+                    sock.bind(("127.0.0.1", port))
             except OSError:
                 for sock in sockets:
                     sock.close()

@@ -10,6 +10,7 @@ import csv
 import os
 import re
 import shutil
+import socket
 import struct
 import time
 from pathlib import Path
@@ -20,7 +21,7 @@ from bench import media
 from bench.capacity import StepResult, StepSettings, run_steps
 from bench.probe import summarise_arrivals
 from bench.report import capacity, markdown, write_csv
-from bench.sipp_driver import fill_scenario
+from bench.sipp_driver import CallerMediaPorts, fill_scenario
 from bench.systems import IvrServerUnderTest
 
 
@@ -131,6 +132,18 @@ def test_scenario_with_a_capture_per_call_or_a_sink(tmp_path: Path) -> None:
     _, m_line, _ = _scenario_parts(fill_scenario("uac_bench.xml", tmp_path, 12_000, streamed,
                                                  sdp_media_port=40123).read_text())
     assert m_line == "m=audio 40123 RTP/AVP 0 101"
+
+
+def test_caller_media_ports_bind_what_sipp_leaves_unbound() -> None:
+    for calls, offsets in ((3, [1, 4, 5, 8, 9]), (0, [1])):  # with pcaps per call / rtp_stream
+        ports = CallerMediaPorts.open(calls)
+        try:
+            assert sorted(s.getsockname()[1] - ports.base for s in ports.sockets) == offsets
+            for port in (ports.base, ports.base + 2):  # SIPp's own pair stays free for SIPp
+                with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sipp:
+                    sipp.bind(("127.0.0.1", port))
+        finally:
+            ports.close()
 
 
 def test_summarise_arrivals_counts_gaps_across_the_wrap() -> None:

@@ -30,6 +30,7 @@ from typing import Sequence
 
 import numpy as np
 
+from bench.sipp_driver import CallerMediaPorts
 from conftest import free_port
 
 log = logging.getLogger(__name__)
@@ -143,6 +144,11 @@ class SippRunner(PeerProcess):
 
     ``remote`` is where a UAC sends; ``port`` is SIPp's own SIP port (free by default);
     ``media_port`` SIPp's RTP port. ``pcap/`` in the folder points at the Debian pcaps.
+
+    By default the media ports of all ``calls`` are held bound while SIPp runs
+    (:class:`bench.sipp_driver.CallerMediaPorts`): SIPp advertises a port per call
+    (``[auto_media_port]``) but binds none of them, so a relay or another call could otherwise
+    bind one and receive a stream meant for a caller, as tests/test_robust_loss.py once did.
     """
 
     def __init__(self, workdir: Path, scenario: str | Path, *, remote: tuple[str, int] | None = None,
@@ -153,7 +159,8 @@ class SippRunner(PeerProcess):
         if not pcap_link.exists():
             pcap_link.symlink_to(SIPP_PCAPS)
         self.port = port or free_port()
-        self.media_port = media_port or free_media_port()
+        self._media_ports = None if media_port else CallerMediaPorts.open(calls, avoid=(self.port,))
+        self.media_port = media_port or self._media_ports.base
         argv = ["sipp"]
         if isinstance(scenario, Path):
             argv += ["-sf", str(scenario)]
@@ -187,6 +194,11 @@ class SippRunner(PeerProcess):
                         return  # taken: SIPp is listening
             time.sleep(0.02)
         raise TimeoutError(f"sipp did not bind {self.port}:\n{self.log()}")
+
+    def stop(self) -> None:
+        super().stop()
+        if self._media_ports is not None:
+            self._media_ports.close()
 
     def messages(self) -> str:
         """SIPp's trace of every message sent and received (``-trace_msg``)."""

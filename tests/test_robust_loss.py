@@ -33,4 +33,6 @@ def test_fifty_calls_through_five_percent_loss(tmp_path: Path) -> None:
     answered = [r for r in records if r["answer"]]
     assert len(answered) == CALLS, [r["outcome"] for r in records]
     # uac_pcap plays RFC 4733 '1' (start, updates, end x3): 5 % loss never loses the key press.
-    assert [r["digits"] for r in answered] == ["1"] * CALLS
+    missed = [r["call_id"] for r in answered if r["digits"] != "1"]
+    relatched = [line for line in server.log_path.read_text().splitlines() if "re-latching" in line]
+    assert not missed, (missed, relatched)

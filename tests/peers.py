@@ -99,8 +99,9 @@ class PeerProcess:
         log.info("started %s (pid %d): %s", name, self.proc.pid, " ".join(self.argv))
 
     def log(self) -> str:
-        """Everything the peer printed so far."""
-        self._log_file.flush()
+        """Everything the peer printed so far (also after :meth:`stop`)."""
+        if not self._log_file.closed:
+            self._log_file.flush()
         return self.log_path.read_text(errors="replace")
 
     def wait(self, timeout: float) -> int:
@@ -218,27 +219,6 @@ def dump_sipp_scenario(name: str) -> str:
     if "<scenario" not in out:
         raise ValueError(f"sipp has no built-in scenario {name!r}")
     return out
-
-
-def free_media_port() -> int:
-    """A free even port with its next three neighbours free too: SIPp binds the audio RTP port,
-    its RTCP port, and the video pair above them."""
-    while True:
-        port = free_port()
-        if port % 2 or port > 65530:
-            continue
-        socks = []
-        try:
-            for p in range(port + 1, port + 4):
-                s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-                socks.append(s)
-                s.bind(("127.0.0.1", p))
-            return port
-        except OSError:
-            continue
-        finally:
-            for s in socks:
-                s.close()
 
 
 # ------------------------------------------------------------------------------- baresip

@@ -85,7 +85,9 @@ class IvrServeProcess:
         return self.folder / "rec"
 
     def log(self) -> str:
-        self._log.flush()
+        """Everything the server logged so far (also after it stopped)."""
+        if not self._log.closed:
+            self._log.flush()
         return self.log_path.read_text(errors="replace")
 
     def wait_ready(self, timeout: float = 10.0) -> None:

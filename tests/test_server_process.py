@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import free_port
-from tests.peers import free_media_port
+from tests.peers import SippRunner
 
 ROOT = Path(__file__).resolve().parent.parent
 IVR = [sys.executable, "-m", "ivr"]
@@ -198,12 +198,10 @@ def test_sighup_reloads_configuration(serve):
 def test_sipp_call_with_audio_and_rfc4733_digit(serve, tmp_path):
     server = serve()
     # SIPp's built-in uac_pcap: 8 s of PCMA audio, an RFC 4733 '1', 1 s pause, BYE
-    (tmp_path / "pcap").symlink_to("/usr/share/sip-tester")
-    sipp = subprocess.run(
-        ["sipp", "-sn", "uac_pcap", f"127.0.0.1:{server.port}", "-i", "127.0.0.1", "-p", str(free_port()),
-         "-mp", str(free_media_port()), "-s", "sipp", "-m", "1", "-nostdin", "-timeout", "13s", "-timeout_error"],
-        cwd=tmp_path, capture_output=True, text=True, timeout=15)
-    assert sipp.returncode == 0, sipp.stdout[-2000:] + server.log_text()
+    with SippRunner(tmp_path / "sipp", "uac_pcap", remote=("127.0.0.1", server.port), service="sipp",
+                    extra=["-timeout", "13s", "-timeout_error"]) as sipp:
+        status = sipp.wait(15)
+    assert status == 0, sipp.log()[-2000:] + server.log_text()
     server.wait_for_log(" ended ")
     assert server.stop() == 0
     [record] = server.cdr()

@@ -17,7 +17,7 @@ from typing import Callable
 
 import numpy as np
 
-from simplesip import g711
+from simplesip.wire import g711
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from simplesip import g711
+from simplesip.wire import g711
 
 RATE = 8000
 FRAME = 160

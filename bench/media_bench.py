@@ -43,7 +43,7 @@ from typing import Any
 
 import numpy as np
 
-from simplesip import g711
+from simplesip.wire import g711
 
 REPO = Path(__file__).resolve().parent.parent
 #: The revision before the media hot-path work (the "previous implementation").
@@ -53,7 +53,7 @@ FRAME = 160
 
 
 class BenchLeg:
-    """The parts of ``simplesip.call.Call`` that ``run_tick`` uses, with a socket that only counts."""
+    """The parts of ``simplesip.aio.call.Call`` that ``run_tick`` uses, with a socket that only counts."""
 
     def __init__(self, session: Any) -> None:
         self.rtp = session
@@ -96,8 +96,8 @@ def load_baseline(ref: str) -> types.SimpleNamespace:
 
 
 def current() -> types.SimpleNamespace:
-    from simplesip.media import run_tick
-    from simplesip.rtpsession import RtpSession
+    from simplesip.aio.media import run_tick
+    from simplesip.core.rtpsession import RtpSession
 
     return types.SimpleNamespace(RtpSession=RtpSession, run_tick=run_tick)
 
@@ -160,7 +160,7 @@ async def _drain_costs(calls: int, backlogs: tuple[int, ...] = (0, 1, 3)) -> lis
     """Milliseconds to read ``backlog`` waiting datagrams from each of ``calls`` reader sockets:
     (backlog, socket by socket, one RtpReader.drain), best of 5. A backlog of 0 is every catch-up
     tick after the first of a firing."""
-    from simplesip.rtpsocket import RtpReader, open_rtp_socket
+    from simplesip.aio.rtpsocket import RtpReader, open_rtp_socket
 
     class Discard:
         def receive(self, data: bytes, addr: tuple[str, int], now: float) -> None:
@@ -203,7 +203,7 @@ async def _send_costs(packets: int, sockets: int) -> dict[str, float]:
     ``DatagramTransport.sendto``, the socket's own ``sendto`` (the "raw socket" optimisation the
     capacity profile suggested), and ``RtpSocket.sendto`` as built (the transport's, behind a
     check that it is open)."""
-    from simplesip.media import open_rtp_socket
+    from simplesip.aio.rtpsocket import open_rtp_socket
 
     sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sink.bind(("127.0.0.1", 0))
@@ -257,8 +257,9 @@ RECEIVE_MODES = {"reader": "RtpReader (as built)", "loop": "loop reader per sock
 async def _receive_cpu(calls: int, seconds: float, mode: str) -> float:
     """Server CPU microseconds per received packet (receive + tick + send) with N calls fed by a
     paced sender process, as a real server sees them (arrivals spread over each 20 ms)."""
-    from simplesip.media import MediaClock, RtpReader, open_rtp_socket, run_tick
-    from simplesip.rtpsession import RtpSession
+    from simplesip.aio.media import MediaClock, run_tick
+    from simplesip.aio.rtpsocket import RtpReader, open_rtp_socket
+    from simplesip.core.rtpsession import RtpSession
 
     drain_every_tick = mode == "drain"
     reader = RtpReader.create(asyncio.get_running_loop()) if mode == "reader" else None

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from bench.media import FRAME_SECONDS, TimedPacket
-from simplesip import g711
+from simplesip.wire import g711
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,8 @@ import atheris
 import _common
 
 with atheris.instrument_imports():
-    from simplesip.auth import Challenge, DigestCredentials, DigestVerifier, build_authorization
+    from simplesip.core.auth import Challenge, DigestCredentials, build_authorization
+    from simplesip.core.auth_server import DigestVerifier
     from simplesip.errors import SIPParseError
 
 _VERIFIER = DigestVerifier("ivr", {"alice": "secret"}.get, secret=b"k" * 32)

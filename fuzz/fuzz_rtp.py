@@ -13,9 +13,10 @@ import atheris
 import _common
 
 with atheris.instrument_imports():
-    from simplesip.dtmf import DtmfReceiver, TelephoneEvent
-    from simplesip.rtp import RtpPacket, RtpParseError, parse_rtcp
-    from simplesip.rtpsession import RtpSession
+    from simplesip.core.dtmf import DtmfReceiver
+    from simplesip.wire.dtmf_payloads import TelephoneEvent
+    from simplesip.wire.rtp import RtpPacket, RtpParseError, parse_rtcp
+    from simplesip.core.rtpsession import RtpSession
 
 _SESSION = RtpSession(0, "PCMU", ("127.0.0.1", 4000), rng=__import__("random").Random(1))
 _DTMF = DtmfReceiver()

@@ -14,7 +14,8 @@ import _common
 
 with atheris.instrument_imports():
     from simplesip.errors import SIPParseError
-    from simplesip.sdp import SessionDescription, make_answer
+    from simplesip.wire.sdp import SessionDescription
+    from simplesip.core.offeranswer import make_answer
 
 
 def test_one_input(data: bytes) -> None:

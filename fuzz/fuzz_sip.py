@@ -15,9 +15,10 @@ import _common
 
 with atheris.instrument_imports():
     from simplesip.errors import SIPParseError
-    from simplesip.message import Request, StreamFramer, parse_message
-    from simplesip.transport import frame_stream
-    from simplesip.uri import NameAddr, SipURI, Via, parse_cseq
+    from simplesip.wire.message import Request, parse_message
+    from simplesip.wire.framing import StreamFramer
+    from simplesip.aio.transport import frame_stream
+    from simplesip.wire.uri import NameAddr, SipURI, Via, parse_cseq
 
 
 def test_one_input(data: bytes) -> None:

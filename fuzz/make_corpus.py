@@ -14,9 +14,15 @@ from pathlib import Path
 
 import _common
 
-from simplesip.dtmf import DtmfSender
-from simplesip.rtp import ReportBlock, RtpPacket, build_receiver_report, build_sdes_cname, build_sender_report
-from simplesip.sdp import make_offer
+from simplesip.core.dtmf import DtmfSender
+from simplesip.wire.rtp import (
+    ReportBlock,
+    RtpPacket,
+    build_receiver_report,
+    build_sdes_cname,
+    build_sender_report,
+)
+from simplesip.core.offeranswer import make_offer
 
 ROOT = _common.PROJECT_ROOT
 

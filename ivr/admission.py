@@ -86,7 +86,7 @@ class Admission:
         self._verifier = None
         auth = config.limits.auth
         if auth is not None:
-            from simplesip.auth import DigestVerifier
+            from simplesip.core.auth_server import DigestVerifier
 
             self._verifier = DigestVerifier(auth.realm, auth.users.get)
 

@@ -105,7 +105,8 @@ class CallReport:
 async def place_call(uri: str, *, dtmf: str = "", play: str | None = None, duration: float = 10.0,
                      local_host: str = "127.0.0.1", answer_timeout: float = 15.0) -> CallReport:
     """Dial ``uri`` from an ephemeral local endpoint and run the script; see :class:`CallReport`."""
-    from simplesip.endpoint import Endpoint, EndpointConfig
+    from simplesip.aio.endpoint import Endpoint
+    from simplesip.aio.endpoint_config import EndpointConfig
 
     report = CallReport()
     script = parse_dtmf_script(dtmf)

@@ -63,7 +63,7 @@ class Engine:
     """Runs IVR calls on a simplesip ``Endpoint`` with the plugins of ``pm``.
 
     ``endpoint_factory(config) -> endpoint`` and ``flows`` are injectable (tests use fakes);
-    by default the real ``simplesip.endpoint.Endpoint`` and the flows named in the config.
+    by default the real ``simplesip.aio.endpoint.Endpoint`` and the flows named in the config.
     """
 
     def __init__(

@@ -12,7 +12,7 @@ from ivr.config import IvrConfig
 
 log = logging.getLogger(__name__)
 
-#: simplesip end reasons (simplesip.events.END_REASONS) -> ivr_call_ended reasons.
+#: simplesip end reasons (simplesip.core.events.END_REASONS) -> ivr_call_ended reasons.
 SIP_END_REASONS = {"remote_bye": "remote_hangup", "local_bye": "local_hangup", "rejected": "rejected",
                    "cancelled": "cancelled", "timeout": "error", "no_ack": "error", "error": "error"}
 
@@ -41,7 +41,7 @@ def via_source(headers: dict[str, str]) -> tuple[str, int] | None:
     """Where the INVITE came from per its top Via (``received``/``rport`` when present); used
     only while simplesip does not give the INVITE's transport source address."""
     from simplesip.errors import SIPParseError
-    from simplesip.uri import Via
+    from simplesip.wire.uri import Via
 
     value = next((v for k, v in headers.items() if k.lower() == "via"), None)
     try:
@@ -65,7 +65,8 @@ def policy_headers(admission: Any, status: int) -> dict[str, str]:
 
 def make_endpoint(config: IvrConfig) -> Any:
     """The real simplesip endpoint for ``config`` (imported late: tests may not need it)."""
-    from simplesip.endpoint import Endpoint, EndpointConfig
+    from simplesip.aio.endpoint import Endpoint
+    from simplesip.aio.endpoint_config import EndpointConfig
 
     options: dict[str, Any] = dict(
         local_host=config.listen_host, sip_port=config.listen_port,

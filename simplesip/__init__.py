@@ -11,21 +11,27 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from simplesip.errors import AuthenticationError, CallError, ConnectionError, SIPParseError
+from simplesip.errors import (
+    AuthenticationError,
+    CallError,
+    ConnectionError,
+    SIPParseError,
+)
 
 if TYPE_CHECKING:
-    from simplesip.call import Call, CallState
+    from simplesip.aio.call import Call, CallState
+    from simplesip.aio.endpoint import Endpoint
+    from simplesip.aio.endpoint_config import EndpointConfig
     from simplesip.client import SimpleSIPClient
-    from simplesip.endpoint import Endpoint, EndpointConfig
-    from simplesip.g711 import alaw_to_pcm, pcm_to_alaw, pcm_to_ulaw, ulaw_to_pcm
+    from simplesip.wire.g711 import alaw_to_pcm, pcm_to_alaw, pcm_to_ulaw, ulaw_to_pcm
 
-# Imported on first use, so that ``import simplesip.message`` (or the g711 codec alone) does not
+# Imported on first use, so that ``import simplesip.wire.message`` (or the g711 codec alone) does not
 # pull in asyncio, numpy and the whole stack.
 _LAZY = {
-    "Call": "simplesip.call", "CallState": "simplesip.call", "SimpleSIPClient": "simplesip.client",
-    "Endpoint": "simplesip.endpoint", "EndpointConfig": "simplesip.endpoint",
-    "alaw_to_pcm": "simplesip.g711", "pcm_to_alaw": "simplesip.g711",
-    "pcm_to_ulaw": "simplesip.g711", "ulaw_to_pcm": "simplesip.g711",
+    "Call": "simplesip.aio.call", "CallState": "simplesip.aio.call", "SimpleSIPClient": "simplesip.client",
+    "Endpoint": "simplesip.aio.endpoint", "EndpointConfig": "simplesip.aio.endpoint_config",
+    "alaw_to_pcm": "simplesip.wire.g711", "pcm_to_alaw": "simplesip.wire.g711",
+    "pcm_to_ulaw": "simplesip.wire.g711", "ulaw_to_pcm": "simplesip.wire.g711",
 }
 
 

@@ -16,10 +16,11 @@ import threading
 from concurrent.futures import TimeoutError as FutureTimeoutError
 from typing import Any, Callable, Coroutine
 
-from simplesip import g711
-from simplesip.call import Call, CallState
-from simplesip.endpoint import Endpoint, EndpointConfig
+from simplesip.aio.call import Call, CallState
+from simplesip.aio.endpoint import Endpoint
+from simplesip.aio.endpoint_config import EndpointConfig
 from simplesip.errors import AuthenticationError, CallError, ConnectionError
+from simplesip.wire import g711
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +41,7 @@ class SimpleSIPClient:
 
     ``server``/``port`` name the registrar (and the domain extensions are dialled in);
     ``local_host`` defaults to the address that routes to the server; ``local_port`` 0 picks
-    a free port. Extra keyword options go to :class:`~simplesip.endpoint.EndpointConfig`.
+    a free port. Extra keyword options go to :class:`~simplesip.aio.endpoint.EndpointConfig`.
     """
 
     def __init__(self, username: str, password: str, server: str, port: int = 5060, *,

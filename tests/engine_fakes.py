@@ -15,7 +15,7 @@ _ids = itertools.count(1)
 
 
 class FakeCall:
-    """Stands in for ``simplesip.endpoint.Call``: records what the engine asked of it."""
+    """Stands in for ``simplesip.aio.call.Call``: records what the engine asked of it."""
 
     def __init__(self, to_user: str = "attendant", from_user: str = "alice",
                  source: tuple[str, int] = ("127.0.0.1", 5070), refer_status: int = 200) -> None:
@@ -60,7 +60,7 @@ class FakeCall:
 
 
 class FakeEndpoint:
-    """Stands in for ``simplesip.endpoint.Endpoint``; tests drive ``ring`` and ``tick``."""
+    """Stands in for ``simplesip.aio.endpoint.Endpoint``; tests drive ``ring`` and ``tick``."""
 
     def __init__(self, config: IvrConfig | None = None) -> None:
         self.config = config

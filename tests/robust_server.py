@@ -213,7 +213,7 @@ def invite(target: tuple[str, int], local_port: int, *, call_id: str | None = No
 
 def ack_for(invite_bytes: bytes, response: bytes) -> bytes:
     """The ACK for a non-2xx final response (same branch, To tag from the response)."""
-    from simplesip.message import parse_message
+    from simplesip.wire.message import parse_message
 
     request = parse_message(invite_bytes)
     headers = request.headers

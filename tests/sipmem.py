@@ -12,9 +12,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable
 
-from simplesip.events import Event
-from simplesip.message import Request, Response, parse_message
-from simplesip.useragent import UAConfig, UserAgentCore
+from simplesip.core.events import Event
+from simplesip.wire.message import Request, Response, parse_message
+from simplesip.core.useragent import UAConfig, UserAgentCore
 
 Address = tuple[str, int]
 Match = Callable[["Datagram"], bool]

@@ -19,7 +19,7 @@ from functools import lru_cache
 import numpy as np
 import soxr
 
-from simplesip import g711
+from simplesip.wire import g711
 
 RATE = 8000
 

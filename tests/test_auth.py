@@ -14,10 +14,8 @@ from pathlib import Path
 import pytest
 from conftest import DATA, free_port
 
-from simplesip.auth import (
-    Challenge, DigestCredentials, DigestSession, DigestVerifier, VerifyOutcome,
-    build_authorization,
-)
+from simplesip.core.auth import Challenge, DigestCredentials, DigestSession, build_authorization
+from simplesip.core.auth_server import DigestVerifier, VerifyOutcome
 from simplesip.errors import AuthenticationError, SIPParseError
 
 # RFC 2617 section 3.5.

@@ -9,8 +9,15 @@ import time
 import numpy as np
 import pytest
 
-from simplesip import (CallError, CallState, ConnectionError, SimpleSIPClient, g711,
-                       pcm_to_ulaw, ulaw_to_pcm)
+from simplesip import (
+    CallError,
+    CallState,
+    ConnectionError,
+    SimpleSIPClient,
+    pcm_to_ulaw,
+    ulaw_to_pcm,
+)
+from simplesip.wire import g711
 
 
 def _client(name: str) -> SimpleSIPClient:

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from simplesip.dialog import Dialog
-from simplesip.message import Headers, Request, Response
+from simplesip.core.dialog import Dialog
+from simplesip.wire.headers import Headers
+from simplesip.wire.message import Request, Response
 
 
 def invite(record_routes: tuple[str, ...] = ()) -> Request:

@@ -7,8 +7,9 @@ import random
 import pytest
 
 from media_pcap import SIPP_PCAPS, read_udp
-from simplesip.dtmf import DtmfDigit, DtmfReceiver, DtmfSender, TelephoneEvent, parse_info_dtmf
-from simplesip.rtp import RtpPacket
+from simplesip.core.dtmf import DtmfDigit, DtmfReceiver, DtmfSender
+from simplesip.wire.dtmf_payloads import TelephoneEvent, parse_info_dtmf
+from simplesip.wire.rtp import RtpPacket
 
 
 def test_payload_round_trip_and_flags() -> None:

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from simplesip import Call, CallError, CallState, Endpoint, EndpointConfig
-from simplesip import g711
+from simplesip.wire import g711
 
 
 def _config(**kw) -> EndpointConfig:

@@ -9,9 +9,9 @@ import uuid
 import pytest
 
 from simplesip import Call, Endpoint, EndpointConfig
-from simplesip.message import Response, parse_message
-from simplesip.rtp import RtpPacket
-from simplesip.sdp import SessionDescription
+from simplesip.wire.message import Response, parse_message
+from simplesip.wire.rtp import RtpPacket
+from simplesip.wire.sdp import SessionDescription
 
 SDP_ANSWER = ("v=0\r\no=- 7 7 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
               "m=audio {port} RTP/AVP 8\r\na=rtpmap:8 PCMA/8000\r\na=sendrecv\r\n")

@@ -74,7 +74,8 @@ async def test_plugin_failing_one_real_call_leaves_the_other_connected():
     engine, flows, port = await start_engine(ToneSource(), FailsForCaller())
     uri = f"sip:attendant@127.0.0.1:{port}"
     try:
-        from simplesip.endpoint import Endpoint, EndpointConfig
+        from simplesip.aio.endpoint import Endpoint
+        from simplesip.aio.endpoint_config import EndpointConfig
 
         doomed_endpoint = Endpoint(EndpointConfig(sip_port=0, transports=("udp",), username="doomed"))
         await doomed_endpoint.start()

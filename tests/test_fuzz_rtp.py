@@ -13,8 +13,9 @@ import struct
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from simplesip.dtmf import DTMF_EVENTS, DtmfReceiver, TelephoneEvent
-from simplesip.rtp import (
+from simplesip.core.dtmf import DtmfReceiver
+from simplesip.wire.dtmf_payloads import DTMF_EVENTS, TelephoneEvent
+from simplesip.wire.rtp import (
     ReportBlock,
     ReceiverReport,
     RtpPacket,
@@ -25,7 +26,7 @@ from simplesip.rtp import (
     build_sender_report,
     parse_rtcp,
 )
-from simplesip.rtpsession import RtpSession
+from simplesip.core.rtpsession import RtpSession
 
 FUZZ = settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

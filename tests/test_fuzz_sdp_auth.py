@@ -5,9 +5,11 @@ from __future__ import annotations
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from simplesip.auth import Challenge, DigestCredentials, DigestVerifier, build_authorization
+from simplesip.core.auth import Challenge, DigestCredentials, build_authorization
+from simplesip.core.auth_server import DigestVerifier
 from simplesip.errors import AuthenticationError, SIPParseError
-from simplesip.sdp import SessionDescription, make_answer, make_offer, media_params_from_answer
+from simplesip.wire.sdp import SessionDescription
+from simplesip.core.offeranswer import make_answer, make_offer, media_params_from_answer
 from test_sdp import ASTERISK_OFFER, BARESIP_OFFER, SIPP_PCAP_OFFER
 
 FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])

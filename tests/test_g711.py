@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from simplesip import g711
+from simplesip.wire import g711
 
 with warnings.catch_warnings():
     # Only a cross-check where G.191 and CPython agree; audioop leaves the stdlib in 3.13.

@@ -9,8 +9,8 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from simplesip import g711
-from simplesip.media import FRAME_SAMPLES, MediaClock, run_tick
+from simplesip.wire import g711
+from simplesip.aio.media import FRAME_SAMPLES, MediaClock, run_tick
 
 
 async def test_clock_ticks_every_20ms_without_drift():
@@ -216,7 +216,7 @@ async def test_rtp_leaves_from_the_rtp_port_and_rtcp_from_the_port_above() -> No
     """Symmetric RTP (RFC 4961): a peer that latches must see our RTP come from the port in our SDP."""
     import socket
 
-    from simplesip.media import open_rtp_socket
+    from simplesip.aio.rtpsocket import open_rtp_socket
 
     rtp, port = await open_rtp_socket("127.0.0.1", (40000, 40998))
     sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -240,8 +240,8 @@ async def test_drain_reads_every_waiting_packet_without_the_loop() -> None:
     import socket
     import struct
 
-    from simplesip.media import open_rtp_socket
-    from simplesip.rtpsession import RtpSession
+    from simplesip.aio.rtpsocket import open_rtp_socket
+    from simplesip.core.rtpsession import RtpSession
 
     rtp, port = await open_rtp_socket("127.0.0.1", (42000, 49998))
     session = RtpSession(0, "PCMU", None)
@@ -346,8 +346,8 @@ class _EchoLeg(FakeLeg):
 
 
 def test_run_tick_groups_real_sessions_by_law_and_follows_a_codec_change():
-    from simplesip.rtp import RtpPacket
-    from simplesip.rtpsession import RtpSession
+    from simplesip.wire.rtp import RtpPacket
+    from simplesip.core.rtpsession import RtpSession
 
     legs = [_EchoLeg(RtpSession(pt, codec, ("127.0.0.1", 40000 + pt), rng=random.Random(pt)))
             for pt, codec in ((0, "PCMU"), (8, "PCMA"), (8, "PCMA"))]

@@ -13,7 +13,8 @@ import pytest
 
 from peers import SIPP_PCAPS, SippRunner, dump_sipp_scenario, pcap_rtp_packets
 from sipp_xml import PCMU, UAS_CONTACT, response, scenario, sdp, send, uac_request
-from simplesip import Call, CallState, Endpoint, EndpointConfig, SimpleSIPClient, g711
+from simplesip import Call, CallState, Endpoint, EndpointConfig, SimpleSIPClient
+from simplesip.wire import g711
 
 pytestmark = [pytest.mark.peer, pytest.mark.timeout(30)]
 

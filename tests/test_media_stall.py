@@ -18,9 +18,10 @@ import time
 import numpy as np
 import pytest
 
-from simplesip import g711
-from simplesip.media import FRAME_SAMPLES, MediaClock, RtpReader, open_rtp_socket, run_tick
-from simplesip.rtpsession import RtpSession
+from simplesip.wire import g711
+from simplesip.aio.media import FRAME_SAMPLES, MediaClock, run_tick
+from simplesip.aio.rtpsocket import RtpReader, open_rtp_socket
+from simplesip.core.rtpsession import RtpSession
 
 FRAMES = 60  # 1.2 s of audio
 STALL = 0.3

@@ -16,8 +16,16 @@ import pytest
 from conftest import DATA, free_port
 from peers import PEER_DATA, SippRunner
 from sipp_xml import UAS_CONTACT, UAS_TO_TAG, response, scenario, sdp, send
-from simplesip import (AuthenticationError, Call, CallError, CallState, ConnectionError, Endpoint,
-                       EndpointConfig, SimpleSIPClient)
+from simplesip import (
+    AuthenticationError,
+    Call,
+    CallError,
+    CallState,
+    ConnectionError,
+    Endpoint,
+    EndpointConfig,
+    SimpleSIPClient,
+)
 
 pytestmark = [pytest.mark.peer, pytest.mark.timeout(30)]
 

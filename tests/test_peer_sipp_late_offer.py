@@ -11,8 +11,9 @@ import pytest
 
 from peers import SippRunner
 from sipp_xml import scenario, sdp, send, uac_request
-from simplesip import Call, Endpoint, EndpointConfig, g711
-from simplesip.rtp import RtpPacket
+from simplesip import Call, Endpoint, EndpointConfig
+from simplesip.wire import g711
+from simplesip.wire.rtp import RtpPacket
 
 pytestmark = [pytest.mark.peer, pytest.mark.timeout(30)]
 

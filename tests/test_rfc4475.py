@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from simplesip.errors import SIPParseError
-from simplesip.message import Request, Response, parse_message
+from simplesip.wire.message import Request, Response, parse_message
 
 RFC4475 = Path(__file__).parent / "data" / "rfc4475"
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from simplesip.errors import SIPParseError
-from simplesip.sdp import SessionDescription
+from simplesip.wire.sdp import SessionDescription
 
 # fuzz/fuzz_sdp.py, crash-92dead0a: a second v= line and a garbage c= line were accepted, and
 # serialize() moved the unknown lines around, so parse(serialize(x)) != x.

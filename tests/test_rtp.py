@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from media_pcap import SIPP_PCAPS, read_udp
-from simplesip.rtp import (
+from simplesip.wire.rtp import (
     RTCP_SDES,
     ReceiverReport,
     ReportBlock,

@@ -11,11 +11,18 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from media_pcap import SIPP_PCAPS, read_udp
-from simplesip import g711
-from simplesip.dtmf import DtmfSender, TelephoneEvent
-from simplesip.rtp import ReceiverReport, RtcpPacket, RtpPacket, build_sender_report, parse_rtcp
-from simplesip.rtpstats import ReceiveStats
-from simplesip.rtpsession import RtpSession
+from simplesip.wire import g711
+from simplesip.core.dtmf import DtmfSender
+from simplesip.wire.dtmf_payloads import TelephoneEvent
+from simplesip.wire.rtp import (
+    ReceiverReport,
+    RtcpPacket,
+    RtpPacket,
+    build_sender_report,
+    parse_rtcp,
+)
+from simplesip.core.rtpstats import ReceiveStats
+from simplesip.core.rtpsession import RtpSession
 
 PEER = ("127.0.0.1", 40000)
 INTRUDER = ("127.0.0.1", 40002)

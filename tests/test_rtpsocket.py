@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from simplesip.rtpsocket import RtpReader, open_rtp_socket
+from simplesip.aio.rtpsocket import RtpReader, open_rtp_socket
 
 PORTS = (46000, 59998)
 

@@ -5,9 +5,13 @@ from __future__ import annotations
 import pytest
 
 from simplesip.errors import SIPParseError
-from simplesip.sdp import (
-    Connection, MediaParams, RtpMap, SDPNegotiationError, SdpSession, SessionDescription,
-    make_answer, make_offer, media_params_from_answer,
+from simplesip.wire.sdp import Connection, RtpMap, SDPNegotiationError, SessionDescription
+from simplesip.core.offeranswer import (
+    MediaParams,
+    SdpSession,
+    make_answer,
+    make_offer,
+    media_params_from_answer,
 )
 
 

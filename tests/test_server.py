@@ -81,7 +81,7 @@ def test_allow_list_rejects_other_networks_with_403():
 
 
 def test_inbound_digest_auth_challenges_then_accepts():
-    from simplesip.auth import Challenge, build_authorization
+    from simplesip.core.auth import Challenge, build_authorization
 
     config = parse_config("limits: {auth: {realm: ivr.test, users: {alice: secret}}}\n")
     engine = type("E", (), {"calls": {"x": None}})()

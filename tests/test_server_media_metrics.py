@@ -7,7 +7,7 @@ from types import SimpleNamespace
 from prometheus_client import CollectorRegistry, generate_latest
 
 from ivr.server import MediaClockCollector
-from simplesip.endpoint import Endpoint
+from simplesip.aio.endpoint import Endpoint
 
 
 def _scrape(engine: object) -> str:

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from simplesip.message import Headers, Request, Response
-from simplesip.transaction import (
+from simplesip.wire.headers import Headers
+from simplesip.wire.message import Request, Response
+from simplesip.core.transaction import (
     ClientInviteTransaction,
     ClientNonInviteTransaction,
     Deliver,

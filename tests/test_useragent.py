@@ -10,9 +10,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sipmem import ANSWER, OFFER, Datagram, Network, request, response, sip
-from simplesip.auth import DigestVerifier
+from simplesip.core.auth_server import DigestVerifier
 from simplesip.errors import CallError
-from simplesip.events import (
+from simplesip.core.events import (
     CallAnswered,
     CallConfirmed,
     CallEnded,
@@ -25,8 +25,8 @@ from simplesip.events import (
     RegistrationSucceeded,
     RemoteOfferReceived,
 )
-from simplesip.message import Response, parse_message
-from simplesip.useragent import UAConfig, UserAgentCore
+from simplesip.wire.message import Response, parse_message
+from simplesip.core.useragent import UAConfig, UserAgentCore
 
 ALICE = ("127.0.0.1", 15061)
 BOB = ("127.0.0.1", 15062)

@@ -6,10 +6,17 @@ from __future__ import annotations
 import pytest
 
 from sipmem import ANSWER, OFFER, Datagram, Network, request, response, sip
-from simplesip.auth import Challenge, DigestCredentials, DigestVerifier
-from simplesip.events import CallConfirmed, CallEnded, IncomingCall, RegistrationFailed, RegistrationSucceeded
-from simplesip.message import Request, Response
-from simplesip.useragent import UAConfig, UserAgentCore
+from simplesip.core.auth import Challenge, DigestCredentials
+from simplesip.core.auth_server import DigestVerifier
+from simplesip.core.events import (
+    CallConfirmed,
+    CallEnded,
+    IncomingCall,
+    RegistrationFailed,
+    RegistrationSucceeded,
+)
+from simplesip.wire.message import Request, Response
+from simplesip.core.useragent import UAConfig, UserAgentCore
 
 ALICE = ("127.0.0.1", 15061)
 BOB = ("127.0.0.1", 15062)

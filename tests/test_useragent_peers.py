@@ -15,7 +15,7 @@ import pytest
 
 from conftest import free_port
 from peers import KamailioRunner, SippRunner
-from simplesip.events import (
+from simplesip.core.events import (
     CallAnswered,
     CallConfirmed,
     CallEnded,
@@ -23,7 +23,7 @@ from simplesip.events import (
     IncomingCall,
     RegistrationSucceeded,
 )
-from simplesip.useragent import UAConfig, UserAgentCore
+from simplesip.core.useragent import UAConfig, UserAgentCore
 
 pytestmark = [pytest.mark.peer, pytest.mark.timeout(30)]
 

@@ -1,0 +1,317 @@
+"""The media side of an Endpoint: the one 20 ms media clock and the tick it runs for every call
+(the per-call sockets are in :mod:`simplesip.aio.rtpsocket`, re-exported here).
+
+One :class:`MediaClock` per Endpoint drives every call. Tick ``k`` is scheduled at ``t0 + k*20 ms``
+(absolute times, so scheduling error never accumulates). When the loop was blocked and several
+ticks are overdue, every one of them still runs, in order, because each owes the consumer one
+received frame per call (a recording must hold every sample that arrived). Only their outbound
+side is limited: the last ``max_burst`` overdue ticks send, the older ones skip their packet and
+move the RTP timestamp on, so the peer sees a gap rather than a burst that would overflow its
+jitter buffer.
+
+Each tick (:func:`run_tick`) pulls one frame per live call, decodes all calls at once with numpy
+(``(N, 160)`` codes -> ``(N, 160)`` int16), lets the consumer produce ``(N, 160)`` outbound audio,
+encodes it per codec in one lookup per codec, and sends one packet per call. Nothing here is
+allocated per call per tick beyond the packets themselves.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import logging
+from typing import TYPE_CHECKING, Callable, Protocol, Sequence
+
+import numpy as np
+
+from simplesip.aio.rtpsocket import RtpReader, RtpSocket, open_rtp_socket
+from simplesip.wire import g711
+
+if TYPE_CHECKING:
+    from simplesip.core.rtpsession import RtpSession
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "FRAME_SAMPLES", "FRAME_INTERVAL", "MediaClock", "MediaLeg", "RtpReader", "RtpSocket", "TickTimings",
+    "open_rtp_socket", "run_tick", "send_rtcp_reports",
+]
+
+FRAME_SAMPLES = 160  # 20 ms at 8 kHz
+FRAME_INTERVAL = 0.020
+_FRAME_BYTES = FRAME_SAMPLES * 2
+
+
+#: How far behind the clock still runs every missed tick. Past this (2 s) the oldest are dropped:
+#: a longer catch-up would itself block the loop (SIP timers, other sockets) for too long.
+MAX_CATCH_UP_TICKS = 100
+
+TickCallback = Callable[[float, int, bool], None]
+
+#: Upper bounds (seconds) of the buckets of :class:`TickTimings`: around the 20 ms frame.
+TICK_TIMING_BUCKETS = (0.001, 0.002, 0.005, 0.010, 0.020, 0.050, 0.100)
+
+
+class TickTimings:
+    """A fixed-bucket histogram of one figure per clock firing (Prometheus style: ``counts[i]``
+    is the number of values at most ``bounds[i]``, the last count is above every bound).
+
+    The clock keeps two: how late each firing started, and how long its ticks took. Lateness is
+    what a caller hears as jitter in our packets (the loop was busy, or the process was not
+    scheduled); duration is our own work. Together they tell the two causes apart.
+    """
+
+    def __init__(self, bounds: Sequence[float] = TICK_TIMING_BUCKETS) -> None:
+        self.bounds = tuple(bounds)
+        self.counts = [0] * (len(self.bounds) + 1)
+        self.total = 0.0
+        self.count = 0
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect.bisect_left(self.bounds, value)] += 1
+        self.total += value
+        self.count += 1
+
+    def cumulative(self) -> list[tuple[str, int]]:
+        """``(upper bound, values at most it)`` pairs ending with ``+Inf``, for exposition."""
+        pairs, running = [], 0
+        for bound, count in zip(self.bounds + (float("inf"),), self.counts):
+            running += count
+            pairs.append(("+Inf" if bound == float("inf") else repr(bound), running))
+        return pairs
+
+
+class MediaClock:
+    """Calls ``on_tick(now, tick_number, send)`` every ``interval`` seconds without drift.
+
+    ``send`` is False for an overdue tick older than the last ``max_burst`` (see the module
+    docstring): the consumer processes its inbound side and skips its packet.
+
+    A stall and overload look alike to one firing (ticks overdue) but call for opposite answers.
+    After a stall every missed tick runs (up to ``max_catch_up``): if ticks cost less than real
+    time the backlog shrinks firing after firing until the clock is on time again. If the backlog
+    fails to shrink on two firings in a row, the ticks cost more than real time and catching up
+    would only grow the delay: the clock then sheds load, running at most ``max_burst`` ticks per
+    firing and dropping older ones (``dropped_ticks``; the jitter buffers trim what piles up),
+    until a firing finds it on time. (Two, not one: a firing made late by load followed by a stall
+    is not overload.)
+    """
+
+    def __init__(self, on_tick: TickCallback, interval: float = FRAME_INTERVAL, max_burst: int = 2,
+                 max_catch_up: int = MAX_CATCH_UP_TICKS):
+        self.on_tick = on_tick
+        self.interval = interval
+        self.max_burst = max_burst
+        self.max_catch_up = max(max_catch_up, max_burst)
+        self.tick_number = 0
+        #: Ticks run with ``send=False`` after a stall (inbound processed, packet skipped).
+        self.catch_up_ticks = 0
+        #: Ticks not run at all (overload, or more than ``max_catch_up`` behind).
+        self.dropped_ticks = 0
+        self._last_backlog = 0  # ticks overdue at the previous firing
+        self._backlog_held = 0  # firings in a row whose backlog did not shrink
+        #: True while the clock sheds load (see the class docstring).
+        self.overloaded = False
+        #: How late each firing started against its due time, and how long its ticks ran.
+        self.lateness = TickTimings()
+        self.tick_duration = TickTimings()
+        self._t0 = 0.0
+        self._handle: asyncio.TimerHandle | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    @property
+    def running(self) -> bool:
+        return self._handle is not None
+
+    def start(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
+        """Start ticking on ``loop`` (default: the running loop); the first tick is one interval
+        from now. Anything with ``time()`` and ``call_at()`` will do, which lets tests drive the
+        clock through stalls and overload deterministically."""
+        if self._handle is not None:
+            return
+        self._loop = loop or asyncio.get_running_loop()
+        self._t0 = self._loop.time()
+        self.tick_number = 0
+        self._last_backlog = self._backlog_held = 0
+        self.overloaded = False
+        self._schedule()
+
+    def stop(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+
+    def _schedule(self) -> None:
+        assert self._loop is not None
+        self._handle = self._loop.call_at(self._t0 + (self.tick_number + 1) * self.interval, self._fire)
+
+    def _fire(self) -> None:
+        assert self._loop is not None
+        now = self._loop.time()
+        # The latest tick that is due; the epsilon keeps a timer that fired a hair early (asyncio
+        # allows for its clock resolution) from being taken for "nothing due yet".
+        due = int((now - self._t0) / self.interval + 1e-6)
+        behind = due - self.tick_number
+        self.lateness.observe(max(0.0, now - (self._t0 + (self.tick_number + 1) * self.interval)))
+        if behind <= self.max_burst:
+            if self.overloaded:
+                log.info("media clock on time again: %d ticks dropped so far", self.dropped_ticks)
+            self.overloaded = False
+            self._backlog_held = 0
+        elif self._last_backlog > self.max_burst and behind >= self._last_backlog:
+            self._backlog_held += 1
+            if self._backlog_held >= 2 and not self.overloaded:
+                log.warning("media clock backlog not shrinking (%d ticks): overloaded, dropping ticks",
+                            behind)
+                self.overloaded = True
+        else:
+            self._backlog_held = 0
+        self._last_backlog = behind
+        limit = self.max_burst if self.overloaded else self.max_catch_up
+        if behind > limit:
+            self.dropped_ticks += behind - limit
+            self.tick_number = due - limit
+        first_to_send = due - self.max_burst + 1
+        while self.tick_number < due:
+            self.tick_number += 1
+            send = self.tick_number >= first_to_send
+            if not send:
+                self.catch_up_ticks += 1
+            try:
+                self.on_tick(now, self.tick_number, send)
+            except Exception:  # the clock must keep running for every other call
+                log.exception("media tick %d failed", self.tick_number)
+        self.tick_duration.observe(self._loop.time() - now)
+        if self._handle is not None:
+            self._schedule()
+
+
+class MediaLeg(Protocol):
+    """What :func:`run_tick` needs from a call (``simplesip.aio.endpoint.Call`` provides it)."""
+
+    rtp: "RtpSession"
+    rtp_socket: RtpSocket | None
+    on_hold: bool
+
+    def _media_send(self, packet: bytes) -> None: ...
+    def _media_take_outbound(self) -> bytes | None: ...
+    def _media_deliver(self, pcm: np.ndarray) -> None: ...
+    def _media_dtmf(self, digits: list) -> None: ...
+
+
+OnTick = Callable[[list, np.ndarray], "np.ndarray | None"]
+
+
+def run_tick(calls: Sequence[MediaLeg], on_tick: OnTick | None, now: float, send: bool = True) -> None:
+    """One 20 ms media step for every call in ``calls`` (see the module docstring).
+
+    With ``on_tick`` the consumer gets the whole inbound batch and returns the outbound one;
+    without it each call's ``on_audio`` gets its frame and its send queue gives the next frame.
+
+    ``send=False`` is a tick the clock runs late to catch up after a stall: the inbound side is
+    processed in full (sockets drained first, nothing dropped from the jitter buffers), the
+    consumer runs as usual, and no packet is sent: each call's RTP timestamp moves on instead,
+    and the plain path leaves its send queue alone so that no queued audio is lost.
+    """
+    n = len(calls)
+    if n == 0:
+        return
+    catch_up = not send
+    # One bytes join and one frombuffer for the whole batch: per-row numpy assignment costs
+    # about a microsecond per call, which adds up at hundreds of calls every 20 ms. For the same
+    # reason the law and the DTMF state are read from plain session attributes (no call per
+    # call per tick), and pop_dtmf runs only for a session that has a key press to report.
+    frames: list[bytes] = []
+    append_frame = frames.append
+    alaw_calls = 0
+    if catch_up:
+        _drain_sockets(calls)  # what arrived during the stall (see RtpSocket.drain)
+    for call in calls:
+        rtp = call.rtp
+        append_frame(rtp.pull_frame(catch_up))
+        if rtp.is_alaw:
+            alaw_calls += 1
+        if rtp.last_dtmf_in is not None:  # None: no key press open or waiting (the common case)
+            digits = rtp.pop_dtmf(now)
+            if digits:
+                call._media_dtmf(digits)
+    codes = np.frombuffer(b"".join(frames), dtype=np.uint8).reshape(n, FRAME_SAMPLES)
+    is_alaw: np.ndarray | bool
+    if alaw_calls in (0, n):
+        is_alaw = alaw_calls == n  # every call in one law: one table lookup for the batch
+    else:  # a mix (rare): a mask of the A-law rows
+        is_alaw = np.fromiter((call.rtp.is_alaw for call in calls), dtype=bool, count=n)
+    inbound = _decode_rows(codes, is_alaw)
+
+    outbound: np.ndarray | None
+    if on_tick is not None:
+        outbound = on_tick(list(calls), inbound)
+    else:
+        outbound = np.zeros((n, FRAME_SAMPLES), dtype=np.int16) if send else None
+        for i, call in enumerate(calls):
+            call._media_deliver(inbound[i])
+            if outbound is not None:
+                pcm = call._media_take_outbound()
+                if pcm is not None:
+                    outbound[i] = np.frombuffer(pcm, dtype="<i2", count=FRAME_SAMPLES)
+
+    if catch_up:
+        for call in calls:
+            if call.on_hold:
+                call.rtp.skip_frame()
+            else:
+                call.rtp.skip_tick()
+        return
+    if outbound is None:
+        outbound = np.zeros((n, FRAME_SAMPLES), dtype=np.int16)
+    out = _encode_rows(outbound, is_alaw).tobytes()
+    offset = 0
+    for call in calls:
+        if call.on_hold:
+            call.rtp.skip_frame()  # keep the RTP timestamp moving so resuming is seamless
+        else:
+            call._media_send(call.rtp.build_packet(out[offset:offset + FRAME_SAMPLES]))
+        offset += FRAME_SAMPLES
+
+
+def _drain_sockets(calls: Sequence[MediaLeg]) -> None:
+    """Read what waits on every call's RTP socket: once per :class:`RtpReader` for the sockets
+    one reads, socket by socket for the others."""
+    drained: list[RtpReader] = []
+    for call in calls:
+        rtp_socket = call.rtp_socket
+        if rtp_socket is None:
+            continue
+        reader = rtp_socket.reader
+        if reader is None:
+            rtp_socket.drain()
+        elif reader not in drained:
+            drained.append(reader)
+            reader.drain()
+
+
+def _decode_rows(codes: np.ndarray, is_alaw: np.ndarray | bool) -> np.ndarray:
+    return _by_law(g711.decode, codes, is_alaw, np.int16)
+
+
+def _encode_rows(pcm: np.ndarray, is_alaw: np.ndarray | bool) -> np.ndarray:
+    return _by_law(g711.encode, pcm, is_alaw, np.uint8)
+
+
+def _by_law(convert, rows: np.ndarray, is_alaw: np.ndarray | bool, dtype) -> np.ndarray:
+    """Apply ``convert(rows, codec)`` with each row's law: ``is_alaw`` is one bool when every
+    row shares the law (one call), else a mask of the A-law rows."""
+    if isinstance(is_alaw, bool):
+        return convert(rows, "PCMA" if is_alaw else "PCMU")
+    out = np.empty(rows.shape, dtype=dtype)
+    out[~is_alaw] = convert(rows[~is_alaw], "PCMU")
+    out[is_alaw] = convert(rows[is_alaw], "PCMA")
+    return out
+
+
+def send_rtcp_reports(calls: Sequence, now: float) -> None:
+    """Give every call's session the chance to send its RTCP report (it knows when one is due)."""
+    for call in calls:
+        report = call.rtp.rtcp_report(now)
+        if report is not None and call.rtp_socket is not None and call.rtp.rtcp_addr is not None:
+            call.rtp_socket.send_rtcp(report, call.rtp.rtcp_addr)

@@ -6,7 +6,7 @@ Builds the test set of tests/speech_corpus.py (every menu phrase x voice x speed
 white noise at 20 dB SNR, mu-law round trip), recognises each utterance with the menu grammar
 and prints the accuracy per voice, per speed, per noise level and overall. ``--calibrate`` also
 decodes out-of-grammar phrases and prints the acoustic log ratio (see
-``plugins.stt.confidence_from_scores``) of right, wrong and out-of-grammar answers.
+``ivr_plugins.stt.confidence_from_scores``) of right, wrong and out-of-grammar answers.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from anywhere
 
-from plugins.stt import Recognition, SpeechRecognizer  # noqa: E402
+from ivr_plugins.stt import Recognition, SpeechRecognizer  # noqa: E402
 from tests.speech_corpus import MENU_PHRASES, SPEEDS, VOICES, Utterance, build_corpus  # noqa: E402
 
 #: Things callers say that no menu expects, for calibrating the confidence.

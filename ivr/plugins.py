@@ -1,12 +1,12 @@
 """The plugin manager of the ``ivr`` engine, and fault-isolating calls into plugins.
 
 :func:`make_plugin_manager` builds the ``pluggy.PluginManager("ivr")``: hookspecs added, the
-built-ins of ``plugins/`` registered by module name exactly as a third-party plugin would be,
+built-ins of ``ivr_plugins/`` registered by module name exactly as a third-party plugin would be,
 then third-party plugins from the ``ivr`` entry-point group. Three environment variables steer it:
 
 ``IVR_PLUGINS``
     Comma-separated plugin names to load; every other built-in or entry-point plugin is blocked.
-    A name matches a plugin's full name (``plugins.vad``) or its last dotted part (``vad``).
+    A name matches a plugin's full name (``ivr_plugins.vad``) or its last dotted part (``vad``).
 ``IVR_DISABLE_PLUGINS``
     Comma-separated names to block (same matching), applied after ``IVR_PLUGINS``.
 ``IVR_TRACE_HOOKS=1``
@@ -47,12 +47,12 @@ ENTRY_POINT_GROUP = "ivr"
 #: The built-in plugins, registered by module name (in this order: later ones run first, pluggy
 #: calls implementations last-registered-first unless tryfirst/trylast say otherwise).
 BUILTIN_PLUGINS: tuple[str, ...] = (
-    "plugins.stt",
-    "plugins.recording",
-    "plugins.tts",
-    "plugins.playback",
-    "plugins.dtmf",
-    "plugins.vad",
+    "ivr_plugins.stt",
+    "ivr_plugins.recording",
+    "ivr_plugins.tts",
+    "ivr_plugins.playback",
+    "ivr_plugins.dtmf",
+    "ivr_plugins.vad",
 )
 
 MEDIA_HOOKS = ("ivr_audio_in", "ivr_audio_out")

@@ -254,7 +254,7 @@ def repair_recordings(folder: Path) -> int:
     """Repair WAV files left unfinished by a crash (headers with wrong sizes); returns how many
     files were checked."""
     try:
-        from plugins.recording import repair_wav
+        from ivr_plugins.recording import repair_wav
     except ImportError:
         log.debug("no recording plugin: leftover recordings not checked")
         return 0

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from plugins.recording import TRIM_MARGIN
+from ivr_plugins.recording import TRIM_MARGIN
 
 from audio import speech
 from e2e_audio import RATE, assert_contains, loud_spans, rms_db, tone_share

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import plugins.vad as vad_plugin
+import ivr_plugins.vad as vad_plugin
 from audio import Rig, drain, frames, silence, speech
 from ivr.call import SpeechEvent
 from ivr.flows import check_file, run_simulation

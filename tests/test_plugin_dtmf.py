@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-import plugins.dtmf as dtmf_plugin
+import ivr_plugins.dtmf as dtmf_plugin
 from audio import PARAGRAPHS, VOICES, Rig, add_noise, dtmf, silence, speech
 
 ALL_KEYS = "123A456B789C*0#D"

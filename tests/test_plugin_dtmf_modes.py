@@ -7,7 +7,7 @@ import logging
 import numpy as np
 import pytest
 
-import plugins.dtmf as dtmf_plugin
+import ivr_plugins.dtmf as dtmf_plugin
 from audio import PARAGRAPHS, Rig, add_noise, dtmf, silence, speech
 
 
@@ -80,7 +80,7 @@ def test_off_never_detects(off: object) -> None:
 
 
 def test_unknown_mode_is_logged_and_read_as_auto(caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.WARNING, logger="plugins.dtmf"):
+    with caplog.at_level(logging.WARNING, logger="ivr_plugins.dtmf"):
         rig = Rig(dtmf_plugin, config={"plugins": {"dtmf": {"inband": "sometimes"}}})
     assert "sometimes" in caplog.text
     call = rig.call()

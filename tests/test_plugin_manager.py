@@ -67,12 +67,12 @@ def test_ivr_disable_plugins_blocks_named_plugins(installed_plugins):
 
 
 def test_builtins_are_registered_by_module_name_and_short_names_match():
-    pm = make_plugin_manager(entry_points=False, environ={"IVR_PLUGINS": "vad,plugins.dtmf"})
+    pm = make_plugin_manager(entry_points=False, environ={"IVR_PLUGINS": "vad,ivr_plugins.dtmf"})
     for name in BUILTIN_PLUGINS:
-        wanted = name in ("plugins.vad", "plugins.dtmf")
+        wanted = name in ("ivr_plugins.vad", "ivr_plugins.dtmf")
         assert pm.is_blocked(name) is not wanted
-    importable = [n for n in ("plugins.vad", "plugins.dtmf") if _importable(n)]
-    registered = [n for n, p in pm.list_name_plugin() if p is not None and n.startswith("plugins.")]
+    importable = [n for n in ("ivr_plugins.vad", "ivr_plugins.dtmf") if _importable(n)]
+    registered = [n for n, p in pm.list_name_plugin() if p is not None and n.startswith("ivr_plugins.")]
     assert sorted(registered) == sorted(importable)
 
 

@@ -10,8 +10,8 @@ import time
 import numpy as np
 import pytest
 
-import plugins.dtmf as dtmf_plugin
-import plugins.playback as playback_plugin
+import ivr_plugins.dtmf as dtmf_plugin
+import ivr_plugins.playback as playback_plugin
 from audio import Rig, dominant_frequency, drain, wav_file
 from ivr.call import PlaybackDone, PlayItem
 from ivr.hookspecs import hookimpl

@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import plugins.playback as playback_plugin
-import plugins.recording as recording_plugin
-import plugins.vad as vad_plugin
+import ivr_plugins.playback as playback_plugin
+import ivr_plugins.recording as recording_plugin
+import ivr_plugins.vad as vad_plugin
 from audio import Rig, drain, read_pcm, silence, speech
 from ivr.call import PlayItem, RecordingDone
 
@@ -154,7 +154,7 @@ RECORDER = textwrap.dedent(
     import signal, sys, time
     sys.path[:0] = [{root!r}, {tests!r}]
     import numpy as np
-    import plugins.recording as recording_plugin
+    import ivr_plugins.recording as recording_plugin
     from audio import Rig
     rig = Rig(recording_plugin)
     call = rig.call("sub")

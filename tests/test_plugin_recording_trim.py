@@ -10,11 +10,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import plugins.recording as recording_plugin
-import plugins.vad as vad_plugin
+import ivr_plugins.recording as recording_plugin
+import ivr_plugins.vad as vad_plugin
 from audio import Rig, drain, read_pcm, silence, speech
 from ivr.call import RecordingDone
-from plugins.recording import TRIM_MARGIN
+from ivr_plugins.recording import TRIM_MARGIN
 
 RATE = 8000
 

@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
-from plugins import stt
+from ivr_plugins import stt
 from tests.speech_corpus import MENU_PHRASES, VOICES, build_corpus, synthesise, through_g711
 
 

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-import plugins.playback as playback_plugin
-import plugins.tts as tts_plugin
+import ivr_plugins.playback as playback_plugin
+import ivr_plugins.tts as tts_plugin
 from audio import Rig, drain
 from ivr.call import PlaybackDone, PlayItem
-from plugins.audio import decode_wav
+from ivr_plugins.audio import decode_wav
 
 
 @pytest.fixture

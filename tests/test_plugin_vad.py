@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-import plugins.vad as vad_plugin
+import ivr_plugins.vad as vad_plugin
 from audio import Rig, add_noise, drain, frames, silence, speech
 from ivr.call import SpeechEvent
 

@@ -17,7 +17,7 @@ import webrtcvad
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import plugins.vad as vad_plugin
+import ivr_plugins.vad as vad_plugin
 from audio import Rig, drain
 from ivr.call import SpeechEvent
 

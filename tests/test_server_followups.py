@@ -134,7 +134,7 @@ async def test_sighup_loads_new_and_unloads_removed_plugins(tmp_path: Path, monk
         assert server.engine.flows.actions.get("p_followup_two_greet") is not None
         assert server.extra_plugins == ["p_followup_two"]  # the missing module is retried next time
         assert server.engine.flows.flow_names() == ["office"]  # the flows are served still
-        assert server.pm.has_plugin("plugins.playback")  # built-ins are never touched
+        assert server.pm.has_plugin("ivr_plugins.playback")  # built-ins are never touched
     finally:
         server.recorder.close()
         for name in ("p_followup_one", "p_followup_two"):

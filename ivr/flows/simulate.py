@@ -40,7 +40,7 @@ from ivr.flows.session import TraceEntry
 from ivr.flows.simulate_speech import SimulatedSpeech, parse_say_script, parse_wav_script
 from ivr.flows.values import parse_duration
 
-#: Silence ``trim`` keeps around a message (as ``plugins.recording.TRIM_MARGIN``).
+#: Silence ``trim`` keeps around a message (as ``ivr_plugins.recording.TRIM_MARGIN``).
 TRIM_MARGIN = 0.2
 
 SAY_SECONDS_PER_CHAR = 0.07

@@ -47,7 +47,7 @@ import numpy as np
 
 from ivr.call import AudioBatch, CallContext, RecordingDone
 from ivr.hookspecs import hookimpl
-from plugins.audio import SAMPLE_RATE, parse_duration, read_wav_info, wav_header
+from ivr_plugins.audio import SAMPLE_RATE, parse_duration, read_wav_info, wav_header
 
 log = logging.getLogger(__name__)
 

@@ -6,7 +6,7 @@ phrases (a menu: ``["sales", "support", "operator"]``) or ``None`` for free dict
 pocketsphinx's general English language model, or ``"digits"`` for a spoken digit string
 (``text`` is then ``"42"``). With a phrase grammar, ``text`` is always one of the given
 phrases, spelled exactly as given, so a flow can compare it with its options. Grammars, and
-the telephone-band pronunciations they add, are in :mod:`plugins.stt_grammar`.
+the telephone-band pronunciations they add, are in :mod:`ivr_plugins.stt_grammar`.
 
 How an utterance is decoded (the reasons are in docs/speech.md, with the measurements):
 
@@ -53,7 +53,7 @@ import soxr
 
 from ivr.hookspecs import hookimpl
 # Grammar and normalise_phrase are part of this plugin's public API (defined beside it).
-from plugins.stt_grammar import DigitsGrammar, Grammar, compile_grammar, normalise_phrase  # noqa: F401
+from ivr_plugins.stt_grammar import DigitsGrammar, Grammar, compile_grammar, normalise_phrase  # noqa: F401
 
 log = logging.getLogger(__name__)
 

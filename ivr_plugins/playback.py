@@ -39,7 +39,7 @@ import numpy as np
 
 from ivr.call import AudioBatch, CallContext, PlaybackDone, PlayItem
 from ivr.hookspecs import hookimpl
-from plugins.audio import FRAME_SAMPLES, SAMPLE_RATE, load_prompt, make_tone, parse_duration, parse_tone_spec
+from ivr_plugins.audio import FRAME_SAMPLES, SAMPLE_RATE, load_prompt, make_tone, parse_duration, parse_tone_spec
 
 log = logging.getLogger(__name__)
 

@@ -37,7 +37,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 from ivr.call import AudioBatch, CallContext
 from ivr.hookspecs import hookimpl
-from plugins.audio import DTMF_COL_HZ, DTMF_KEYS, DTMF_ROW_HZ, SAMPLE_RATE
+from ivr_plugins.audio import DTMF_COL_HZ, DTMF_KEYS, DTMF_ROW_HZ, SAMPLE_RATE
 
 log = logging.getLogger(__name__)
 

@@ -61,17 +61,23 @@ class BenchLeg:
         self.on_hold = False
         self.sent = 0
 
-    def _media_send(self, packet: bytes) -> None:
+    def send_packet(self, packet: bytes) -> None:
         self.sent += 1
 
-    def _media_take_outbound(self) -> bytes | None:
+    def next_outbound_frame(self) -> bytes | None:
         return None
 
-    def _media_deliver(self, pcm: np.ndarray) -> None:
+    def deliver_frame(self, pcm: np.ndarray) -> None:
         pass
 
-    def _media_dtmf(self, digits: list) -> None:
+    def deliver_dtmf(self, digits: list) -> None:
         pass
+
+    # The baseline revision's run_tick calls the same four by their old private names.
+    _media_send = send_packet
+    _media_take_outbound = next_outbound_frame
+    _media_deliver = deliver_frame
+    _media_dtmf = deliver_dtmf
 
 
 def load_baseline(ref: str) -> types.SimpleNamespace:
@@ -270,7 +276,7 @@ async def _receive_cpu(calls: int, seconds: float, mode: str) -> float:
     for i, (rtp_socket, _) in enumerate(opened):
         rtp_socket.session = RtpSession(0, "PCMU", sink.getsockname(), rng=random.Random(i))
         leg = BenchLeg(rtp_socket.session)
-        leg._media_send = lambda packet, s=rtp_socket: s.sendto(packet, sink.getsockname())  # type: ignore[method-assign]
+        leg.send_packet = leg._media_send = lambda packet, s=rtp_socket: s.sendto(packet, sink.getsockname())  # type: ignore[method-assign]
         legs.append(leg)
         if drain_every_tick:
             rtp_socket.transport.pause_reading()  # type: ignore[union-attr]

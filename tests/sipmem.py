@@ -14,7 +14,8 @@ from typing import Callable
 
 from simplesip.core.events import Event
 from simplesip.wire.message import Request, Response, parse_message
-from simplesip.core.useragent import UAConfig, UserAgentCore
+from simplesip.core.useragent import UserAgentCore
+from simplesip.core.config import UAConfig
 
 Address = tuple[str, int]
 Match = Callable[["Datagram"], bool]

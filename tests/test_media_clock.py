@@ -148,16 +148,16 @@ class FakeLeg:
         self.packets: list[bytes] = []
         self.outbound = list(outbound or [])
 
-    def _media_send(self, packet):
+    def send_packet(self, packet):
         self.packets.append(packet)
 
-    def _media_take_outbound(self):
+    def next_outbound_frame(self):
         return self.outbound.pop(0) if self.outbound else None
 
-    def _media_dtmf(self, digits):
+    def deliver_dtmf(self, digits):
         self.dtmf.extend(digits)
 
-    def _media_deliver(self, pcm):
+    def deliver_frame(self, pcm):
         self.delivered.append(pcm.copy())
 
 

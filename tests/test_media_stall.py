@@ -58,18 +58,18 @@ class Leg:
         self.firing_now = 0.0
         self.on_deliver = None
 
-    def _media_send(self, packet: bytes) -> None:
+    def send_packet(self, packet: bytes) -> None:
         self.sent.append((self.firing_now, packet))
 
-    def _media_take_outbound(self) -> bytes | None:
+    def next_outbound_frame(self) -> bytes | None:
         return None
 
-    def _media_deliver(self, pcm: np.ndarray) -> None:
+    def deliver_frame(self, pcm: np.ndarray) -> None:
         self.delivered.append(pcm.copy())
         if self.on_deliver is not None:
             self.on_deliver(len(self.delivered))
 
-    def _media_dtmf(self, digits: list) -> None:
+    def deliver_dtmf(self, digits: list) -> None:
         pass
 
 

@@ -26,7 +26,8 @@ from simplesip.core.events import (
     RemoteOfferReceived,
 )
 from simplesip.wire.message import Response, parse_message
-from simplesip.core.useragent import UAConfig, UserAgentCore
+from simplesip.core.useragent import UserAgentCore
+from simplesip.core.config import UAConfig
 
 ALICE = ("127.0.0.1", 15061)
 BOB = ("127.0.0.1", 15062)

@@ -16,7 +16,8 @@ from simplesip.core.events import (
     RegistrationSucceeded,
 )
 from simplesip.wire.message import Request, Response
-from simplesip.core.useragent import UAConfig, UserAgentCore
+from simplesip.core.useragent import UserAgentCore
+from simplesip.core.config import UAConfig
 
 ALICE = ("127.0.0.1", 15061)
 BOB = ("127.0.0.1", 15062)

@@ -23,7 +23,8 @@ from simplesip.core.events import (
     IncomingCall,
     RegistrationSucceeded,
 )
-from simplesip.core.useragent import UAConfig, UserAgentCore
+from simplesip.core.useragent import UserAgentCore
+from simplesip.core.config import UAConfig
 
 pytestmark = [pytest.mark.peer, pytest.mark.timeout(30)]
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Protocol
 
 import numpy as np
 
@@ -20,14 +20,14 @@ from simplesip.wire import g711
 from simplesip.wire.sdp import SDPNegotiationError
 
 if TYPE_CHECKING:
-    from simplesip.aio.endpoint import Endpoint
     from simplesip.aio.rtpsocket import RtpSocket
+    from simplesip.core.useragent import UserAgentCore
     from simplesip.core.offeranswer import SdpSession
     from simplesip.wire.headers import Headers
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Call", "CallState", "split_target"]
+__all__ = ["Call", "CallControl", "CallState", "split_target"]
 
 _FRAME_BYTES = FRAME_SAMPLES * 2
 _background_tasks: set[asyncio.Task] = set()
@@ -41,6 +41,15 @@ class CallState(str, enum.Enum):
     RINGING = "ringing"
     CONNECTED = "connected"
     STREAMING = "streaming"
+
+
+class CallControl(Protocol):
+    """What a :class:`Call` asks of the endpoint that owns it (``Endpoint`` provides it): the one
+    way the call's commands reach the SIP core, and its end."""
+
+    async def answer_call(self, call: Call) -> None: ...
+    def submit(self, command: Callable[[UserAgentCore, float], Any]) -> Any: ...
+    def finish_call(self, call: Call, reason: str, status: int | None) -> None: ...
 
 
 AudioCallback = Callable[[bytes], Any]
@@ -57,7 +66,7 @@ class Call:
     ``"info"``; ``on_ended(reason)`` once, with a ``simplesip.core.events.END_REASONS`` value.
     """
 
-    def __init__(self, endpoint: "Endpoint", call_id: str, direction: str, *, from_uri: str,
+    def __init__(self, endpoint: CallControl, call_id: str, direction: str, *, from_uri: str,
                  to_uri: str, from_user: str | None, to_user: str | None,
                  headers: "Headers | None" = None, remote_sdp: bytes | None = None,
                  source: tuple[str, int] | None = None):
@@ -86,9 +95,9 @@ class Call:
         self.answered_at: float | None = None
         self.created_at = asyncio.get_running_loop().time()
         self._outbound = bytearray()  # 16-bit PCM waiting for the media clock
-        self._waiter: asyncio.Future | None = None  # call(): resolved on answer / failure
+        self._setup: asyncio.Future | None = None  # outbound: resolved on answer / failure
         self._refer_waiter: asyncio.Future | None = None
-        self._destination: tuple[str, int] | None = None  # first hop of our INVITE (ICMP errors)
+        self.first_hop: tuple[str, int] | None = None  # where our INVITE went (ICMP errors)
 
     def __repr__(self) -> str:
         return f"<Call {self.id} {self.direction} {self.state.value}>"
@@ -113,7 +122,7 @@ class Call:
         """Accept an incoming call (200 OK with our SDP answer); media starts at once."""
         if self.direction != "inbound" or self.state != CallState.RINGING:
             raise RuntimeError(f"cannot answer a call in state {self.state.value}")
-        await self.endpoint._answer(self)
+        await self.endpoint.answer_call(self)
 
     async def reject(self, status: int = 486,
                      headers: "dict[str, str] | list[tuple[str, str]] | None" = None) -> None:
@@ -124,25 +133,25 @@ class Call:
         """
         if self.direction != "inbound" or self.state != CallState.RINGING:
             raise RuntimeError(f"cannot reject a call in state {self.state.value}")
-        self.endpoint._command(lambda core, now: core.reject(self.id, status, now, headers=headers))
+        self.endpoint.submit(lambda core, now: core.reject(self.id, status, now, headers=headers))
         await self.ended.wait()
 
     async def hangup(self, timeout: float = 5.0) -> None:
         """End the call: CANCEL before an answer, BYE after (reject 603 for an unanswered inbound)."""
         if self.ended.is_set():
             return
-        self.endpoint._command(lambda core, now: core.hangup(self.id, now))
+        self.endpoint.submit(lambda core, now: core.hangup(self.id, now))
         try:
             await asyncio.wait_for(self.ended.wait(), timeout)
         except asyncio.TimeoutError:
-            self.endpoint._finish_call(self, "error", None)
+            self.endpoint.finish_call(self, "error", None)
 
     async def refer(self, target: str, timeout: float = 32.0) -> int:
         """Transfer the peer to ``target`` (REFER); return the final NOTIFY (sipfrag) status."""
         if self.state not in (CallState.CONNECTED, CallState.STREAMING):
             raise RuntimeError("REFER needs an established call")
         self._refer_waiter = asyncio.get_running_loop().create_future()
-        self.endpoint._command(lambda core, now: core.refer(self.id, target, now))
+        self.endpoint.submit(lambda core, now: core.refer(self.id, target, now))
         try:
             return await asyncio.wait_for(self._refer_waiter, timeout)
         except asyncio.TimeoutError:
@@ -163,7 +172,7 @@ class Call:
             return
         for digit in digits:
             body = f"Signal={digit}\r\nDuration={duration_ms}\r\n".encode()
-            self.endpoint._command(
+            self.endpoint.submit(
                 lambda core, now, body=body: core.send_info(self.id, "application/dtmf-relay", body, now))
 
     def queue_audio(self, codec_bytes: bytes, codec: str | None = None) -> None:
@@ -191,9 +200,9 @@ class Call:
         """RTP receive/send statistics (empty before media)."""
         return self.rtp.stats() if self.rtp is not None else {}
 
-    # --- media negotiation (driven by the Endpoint) ----------------------------------------------
+    # --- media negotiation (driven by the Endpoint) -----------------------------------------------
 
-    def _start_media(self, params: Any, jitter_target_ms: int) -> bool:
+    def start_media(self, params: Any, jitter_target_ms: int) -> bool:
         """Run media as ``params`` (negotiated MediaParams) say: create the RTP session, or update
         it after a re-offer. True when the session is new (the clock must start serving it)."""
         created = self.rtp is None
@@ -208,7 +217,7 @@ class Call:
         self.on_hold = params.on_hold or params.direction in ("recvonly", "inactive")
         return created
 
-    def _answer_reoffer(self, offer: bytes) -> bytes | None:
+    def answer_reoffer(self, offer: bytes) -> bytes | None:
         """Our SDP answer to a re-INVITE/UPDATE offer, or None to refuse it (488)."""
         if self.sdp_session is None:
             return None
@@ -220,13 +229,43 @@ class Call:
         self._pending_reoffer = params  # applied when the core reports RemoteOfferReceived
         return answer.serialize()
 
-    # --- media clock hooks (see simplesip.aio.media.run_tick) ---------------------------------------
+    def take_reoffer(self) -> Any:
+        """The MediaParams of the re-offer last answered (None if none), forgotten once taken."""
+        params, self._pending_reoffer = self._pending_reoffer, None
+        return params
 
-    def _media_send(self, packet: bytes) -> None:
+    # --- outcome of our INVITE and REFER (driven by the Endpoint) ----------------------------------
+
+    def expect_setup(self) -> asyncio.Future:
+        """Start waiting for the answer to our INVITE: the future gets the call or a CallError."""
+        self._setup = asyncio.get_running_loop().create_future()
+        # call() may have given up waiting (timeout) before the failure lands: mark it seen.
+        self._setup.add_done_callback(lambda f: f.cancelled() or f.exception())
+        return self._setup
+
+    def setup_done(self, error: Exception | None = None) -> None:
+        """Our INVITE was answered (``error`` None) or failed; a no-op once settled."""
+        if self._setup is None or self._setup.done():
+            return
+        if error is None:
+            self._setup.set_result(self)
+        else:
+            self._setup.set_exception(error)
+
+    def refer_progress(self, status: int, final: bool) -> None:
+        """A NOTIFY about our REFER: a final status ends :meth:`refer`'s wait."""
+        if final and self._refer_waiter is not None and not self._refer_waiter.done():
+            self._refer_waiter.set_result(status)
+
+    # --- the media clock's side (see simplesip.aio.media.run_tick and MediaLeg) -------------------
+
+    def send_packet(self, packet: bytes) -> None:
+        """Send one RTP packet to the peer's media address."""
         if self.rtp_socket is not None and self.rtp is not None and self.rtp.remote_addr:
             self.rtp_socket.sendto(packet, self.rtp.remote_addr)
 
-    def _media_take_outbound(self) -> bytes | None:
+    def next_outbound_frame(self) -> bytes | None:
+        """The next 20 ms of queued PCM (the last one padded with silence), or None."""
         queue = self._outbound
         if not queue:
             return None
@@ -236,20 +275,24 @@ class Call:
         del queue[:_FRAME_BYTES]
         return frame
 
-    def _media_deliver(self, pcm: np.ndarray) -> None:
+    def deliver_frame(self, pcm: np.ndarray) -> None:
+        """Hand one decoded inbound frame to ``on_audio``."""
         if self.on_audio is not None and self.state is CallState.STREAMING:
-            self._safe(self.on_audio, pcm.astype("<i2").tobytes())
+            self.run_callback(self.on_audio, pcm.astype("<i2").tobytes())
 
-    def _media_dtmf(self, digits: list) -> None:
+    def deliver_dtmf(self, digits: list) -> None:
+        """Report the RFC 4733 key presses the media session completed."""
         for digit, duration_ms in digits:
-            self._report_dtmf(digit, "rfc4733", duration_ms)
+            self.report_dtmf(digit, "rfc4733", duration_ms)
 
-    def _report_dtmf(self, digit: str, source: str, duration_ms: int) -> None:
+    def report_dtmf(self, digit: str, source: str, duration_ms: int) -> None:
+        """Report one key press (from RTP or SIP INFO) to ``on_dtmf``."""
         log.debug("call %s: DTMF %s (%s, %d ms)", self.id, digit, source, duration_ms)
         if self.on_dtmf is not None:
-            self._safe(self.on_dtmf, digit, source, duration_ms)
+            self.run_callback(self.on_dtmf, digit, source, duration_ms)
 
-    def _safe(self, callback: Callable, *args: Any) -> None:
+    def run_callback(self, callback: Callable, *args: Any) -> None:
+        """Call a user callback (a coroutine function runs as a task); its errors are logged only."""
         try:
             result = callback(*args)
             if asyncio.iscoroutine(result):

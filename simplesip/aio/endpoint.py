@@ -34,10 +34,11 @@ from simplesip.aio.media import MediaClock, run_tick, send_rtcp_reports
 from simplesip.aio.rtpsocket import RtpReader, RtpSocket, open_rtp_socket
 from simplesip.aio.transport import SipTransport
 from simplesip.core import events as ev
-from simplesip.wire.dtmf_payloads import parse_info_dtmf
+from simplesip.core.config import UAConfig
 from simplesip.core.offeranswer import SdpSession, media_params_from_answer
-from simplesip.core.useragent import UAConfig, UserAgentCore
+from simplesip.core.useragent import UserAgentCore
 from simplesip.errors import AuthenticationError, CallError, ConnectionError
+from simplesip.wire.dtmf_payloads import parse_info_dtmf
 from simplesip.wire.sdp import SDPNegotiationError
 
 log = logging.getLogger(__name__)
@@ -118,7 +119,7 @@ class Endpoint:
     def _answer_reoffer(self, call_id: str, offer: bytes) -> bytes | None:
         """The core asks for our answer to a re-INVITE/UPDATE (hold, resume, new address)."""
         call = self.calls.get(call_id)
-        return call._answer_reoffer(offer) if call is not None else None
+        return call.answer_reoffer(offer) if call is not None else None
 
     async def stop(self) -> None:
         """End every call (CANCEL/BYE), unregister, close every socket."""
@@ -136,7 +137,7 @@ class Endpoint:
         if self._driver is not None:
             self._driver.close()
         for call in list(self.calls.values()):
-            self._finish_call(call, "error", None)
+            self.finish_call(call, "error", None)
         if self._rtp_reader is not None:
             self._rtp_reader.close()
             self._rtp_reader = None
@@ -171,7 +172,7 @@ class Endpoint:
     async def _run_registration(self, command: Callable) -> int:
         assert self._loop is not None
         self._register_waiter = waiter = self._loop.create_future()
-        self._command(command)
+        self.submit(command)
         try:
             return await asyncio.wait_for(waiter, self.config.register_timeout)
         except asyncio.TimeoutError:
@@ -200,9 +201,9 @@ class Endpoint:
         if waiter is not None and not waiter.done() and addr[1] == cfg.server_port:
             waiter.set_exception(ConnectionError(f"{addr[0]}:{addr[1]} is unreachable"))
         for call in list(self.calls.values()):
-            if call.state is CallState.INVITING and call._destination == addr:
-                self._command(lambda core, now, cid=call.id: core.hangup(cid, now))
-                self._finish_call(call, "error", 503)
+            if call.state is CallState.INVITING and call.first_hop == addr:
+                self.submit(lambda core, now, cid=call.id: core.hangup(cid, now))
+                self.finish_call(call, "error", 503)
 
     # --- calls -----------------------------------------------------------------------------------
 
@@ -230,22 +231,23 @@ class Endpoint:
                     from_user=self.config.username, to_user=split_target(target)[0])
         call.rtp_socket, call.local_rtp_port, call.local_sdp = rtp_socket, port, offer
         call.sdp_session = sdp_session
-        call._destination = self._driver.core.first_hop(call_id)
-        call._waiter = self._loop.create_future()
-        # call() may have given up waiting (timeout) before the failure lands: mark it seen.
-        call._waiter.add_done_callback(lambda f: f.cancelled() or f.exception())
+        call.first_hop = self._driver.core.first_hop(call_id)
+        setup = call.expect_setup()
         self.calls[call_id] = call
         self._driver.pump()
         if on_created is not None:
             on_created(call)
         try:
-            await asyncio.wait_for(asyncio.shield(call._waiter), timeout or self.config.call_timeout)
+            await asyncio.wait_for(asyncio.shield(setup), timeout or self.config.call_timeout)
         except asyncio.TimeoutError:
             await call.hangup(timeout=2.0)
             raise CallError(f"no answer from {target}", 408) from None
         return call
 
-    async def _answer(self, call: Call) -> None:
+    async def answer_call(self, call: Call) -> None:
+        """Answer ``call`` (what :meth:`Call.answer` does): open its RTP socket, answer the SDP
+        offer (or offer in the 200 when the INVITE had none), send 200 OK. CallError if the offer
+        cannot be answered (the call is refused with 488) or the caller gave up meanwhile."""
         assert self._loop is not None
         rtp_socket, port = await self._open_rtp_socket()
         if call.ended.is_set():  # cancelled by the caller while we were getting ready
@@ -260,18 +262,18 @@ class Endpoint:
         except SDPNegotiationError as exc:
             rtp_socket.close()
             status = exc.status
-            self._command(lambda core, now: core.reject(call.id, status, now))
+            self.submit(lambda core, now: core.reject(call.id, status, now))
             raise CallError(f"cannot answer: {exc.reason}", exc.status) from exc
         call.rtp_socket, call.local_rtp_port = rtp_socket, port
         call.local_sdp = answer.serialize()
         if params is not None:
             self._start_media(call, params)
-        self._command(lambda core, now: core.answer(call.id, call.local_sdp, now))
+        self.submit(lambda core, now: core.answer(call.id, call.local_sdp, now))
         call.state = CallState.CONNECTED
         call.answered_at = self._loop.time()
 
     def _start_media(self, call: Call, params: Any) -> None:
-        if call._start_media(params, self.config.jitter_target_ms):
+        if call.start_media(params, self.config.jitter_target_ms):
             self._media_calls.append(call)
 
     def _sdp_session(self, port: int) -> SdpSession:
@@ -291,8 +293,9 @@ class Endpoint:
 
     # --- the sans-IO core (driven by simplesip.aio.driver.CoreDriver) ------------------------------
 
-    def _command(self, command: Callable[[UserAgentCore, float], Any]) -> Any:
-        """Run one core command at the loop's current time, then flush."""
+    def submit(self, command: Callable[[UserAgentCore, float], Any]) -> Any:
+        """Run ``command(core, now)`` on the sans-IO core at the loop's current time, then send
+        what it produced. The one way a :class:`Call`'s commands reach the SIP stack."""
         if self._driver is None:
             raise ConnectionError("endpoint not started")
         return self._driver.command(command)
@@ -326,12 +329,11 @@ class Endpoint:
         elif isinstance(event, ev.InfoReceived):
             parsed = parse_info_dtmf(event.content_type, event.body)
             if parsed is not None:
-                call._report_dtmf(parsed[0], "info", parsed[1] or 0)
+                call.report_dtmf(parsed[0], "info", parsed[1] or 0)
         elif isinstance(event, ev.ReferProgress):
-            if event.final and call._refer_waiter is not None and not call._refer_waiter.done():
-                call._refer_waiter.set_result(event.status)
+            call.refer_progress(event.status, event.final)
         elif isinstance(event, ev.CallEnded):
-            self._finish_call(call, event.reason, event.status)
+            self.finish_call(call, event.reason, event.status)
 
     def _on_incoming(self, event: ev.IncomingCall) -> None:
         request = event.request
@@ -341,20 +343,18 @@ class Endpoint:
                     remote_sdp=event.remote_sdp, source=event.source)
         self.calls[call.id] = call
         if self.on_incoming_call is None:
-            self._command(lambda core, now: core.reject(call.id, 480, now))
+            self.submit(lambda core, now: core.reject(call.id, 480, now))
             return
-        call._safe(self.on_incoming_call, call)
+        call.run_callback(self.on_incoming_call, call)
 
     def _on_answered(self, call: Call, event: ev.CallAnswered) -> None:
         assert self._loop is not None
         if not self._start_media_from_answer(call, event.remote_sdp):
-            if call._waiter is not None and not call._waiter.done():
-                call._waiter.set_exception(CallError("SDP answer not usable", 488))
+            call.setup_done(CallError("SDP answer not usable", 488))
             return
         call.state = CallState.CONNECTED
         call.answered_at = self._loop.time()
-        if call._waiter is not None and not call._waiter.done():
-            call._waiter.set_result(call)
+        call.setup_done()
 
     def _on_confirmed(self, call: Call, event: ev.CallConfirmed) -> None:
         """The ACK arrived. With a late offer (no SDP in the (re-)INVITE) it carries the answer
@@ -373,18 +373,20 @@ class Endpoint:
             params = media_params_from_answer(call.local_sdp or b"", answer)
         except (SDPNegotiationError, ValueError) as exc:
             log.warning("call %s: unusable SDP answer (%s): hanging up", call.id, exc)
-            self._command(lambda core, now: core.bye(call.id, now))
+            self.submit(lambda core, now: core.bye(call.id, now))
             return False
         self._start_media(call, params)
         return True
 
     def _on_reoffer(self, call: Call, event: ev.RemoteOfferReceived) -> None:
-        params, call._pending_reoffer = call._pending_reoffer, None
+        params = call.take_reoffer()
         if params is not None:
             self._start_media(call, params)
             log.info("call %s: media renegotiated (%s, hold=%s)", call.id, params.codec, call.on_hold)
 
-    def _finish_call(self, call: Call, reason: str, status: int | None) -> None:
+    def finish_call(self, call: Call, reason: str, status: int | None) -> None:
+        """Mark ``call`` ended (``reason`` from END_REASONS) and release its media: taken off the
+        clock, RTP socket closed, waiters failed, ``on_ended`` called. Idempotent."""
         if call.ended.is_set():
             return
         call.end_reason, call.end_status = reason, status
@@ -395,11 +397,10 @@ class Endpoint:
             call.rtp_socket.close()
         self.calls.pop(call.id, None)
         call.ended.set()
-        if call._waiter is not None and not call._waiter.done():
-            text = {"cancelled": "call cancelled", "timeout": "no answer"}.get(reason, f"call {reason}")
-            call._waiter.set_exception(CallError(f"{text} ({status})", status))
+        text = {"cancelled": "call cancelled", "timeout": "no answer"}.get(reason, f"call {reason}")
+        call.setup_done(CallError(f"{text} ({status})", status))
         if call.on_ended is not None:
-            call._safe(call.on_ended, reason)
+            call.run_callback(call.on_ended, reason)
         log.info("call %s ended: %s %s", call.id, reason, status or "")
 
     # --- media -----------------------------------------------------------------------------------

@@ -187,16 +187,17 @@ class MediaClock:
 
 
 class MediaLeg(Protocol):
-    """What :func:`run_tick` needs from a call (``simplesip.aio.endpoint.Call`` provides it)."""
+    """What :func:`run_tick` needs of a call: its RTP session and socket, and four public methods
+    (:class:`simplesip.aio.call.Call` provides them)."""
 
     rtp: "RtpSession"
     rtp_socket: RtpSocket | None
     on_hold: bool
 
-    def _media_send(self, packet: bytes) -> None: ...
-    def _media_take_outbound(self) -> bytes | None: ...
-    def _media_deliver(self, pcm: np.ndarray) -> None: ...
-    def _media_dtmf(self, digits: list) -> None: ...
+    def send_packet(self, packet: bytes) -> None: ...
+    def next_outbound_frame(self) -> bytes | None: ...
+    def deliver_frame(self, pcm: np.ndarray) -> None: ...
+    def deliver_dtmf(self, digits: list) -> None: ...
 
 
 OnTick = Callable[[list, np.ndarray], "np.ndarray | None"]
@@ -234,7 +235,7 @@ def run_tick(calls: Sequence[MediaLeg], on_tick: OnTick | None, now: float, send
         if rtp.last_dtmf_in is not None:  # None: no key press open or waiting (the common case)
             digits = rtp.pop_dtmf(now)
             if digits:
-                call._media_dtmf(digits)
+                call.deliver_dtmf(digits)
     codes = np.frombuffer(b"".join(frames), dtype=np.uint8).reshape(n, FRAME_SAMPLES)
     is_alaw: np.ndarray | bool
     if alaw_calls in (0, n):
@@ -249,9 +250,9 @@ def run_tick(calls: Sequence[MediaLeg], on_tick: OnTick | None, now: float, send
     else:
         outbound = np.zeros((n, FRAME_SAMPLES), dtype=np.int16) if send else None
         for i, call in enumerate(calls):
-            call._media_deliver(inbound[i])
+            call.deliver_frame(inbound[i])
             if outbound is not None:
-                pcm = call._media_take_outbound()
+                pcm = call.next_outbound_frame()
                 if pcm is not None:
                     outbound[i] = np.frombuffer(pcm, dtype="<i2", count=FRAME_SAMPLES)
 
@@ -270,7 +271,7 @@ def run_tick(calls: Sequence[MediaLeg], on_tick: OnTick | None, now: float, send
         if call.on_hold:
             call.rtp.skip_frame()  # keep the RTP timestamp moving so resuming is seamless
         else:
-            call._media_send(call.rtp.build_packet(out[offset:offset + FRAME_SAMPLES]))
+            call.send_packet(call.rtp.build_packet(out[offset:offset + FRAME_SAMPLES]))
         offset += FRAME_SAMPLES
 
 

@@ -14,11 +14,12 @@ from __future__ import annotations
 import logging
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable, Iterable
+from typing import Callable, Iterable
 
+from simplesip.core.config import Address, UAConfig
 from simplesip.core.dialog import Dialog
 from simplesip.core.events import CallConfirmed, CallEnded, Event
-from simplesip.core.message_factory import Address, MessageFactory, uri_address
+from simplesip.core.message_factory import MessageFactory, uri_address
 from simplesip.core.transaction_layer import (
     OutgoingRequest,
     TransactionEntry,
@@ -27,9 +28,6 @@ from simplesip.core.transaction_layer import (
 from simplesip.errors import CallError
 from simplesip.wire.headers import Headers
 from simplesip.wire.message import Request, Response
-
-if TYPE_CHECKING:
-    from simplesip.core.useragent import UAConfig
 
 __all__ = [
     "ANSWERING", "CALLING", "CONFIRMED", "EARLY", "ENDED", "INCOMING", "CallLeg", "CallManager",
@@ -92,7 +90,7 @@ class CallManager:
 
     def __init__(
         self,
-        config: "UAConfig",
+        config: UAConfig,
         layer: TransactionLayer,
         factory: MessageFactory,
         emit: Callable[[Event], None],

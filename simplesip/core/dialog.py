@@ -16,6 +16,8 @@ from simplesip.wire.headers import Headers
 from simplesip.wire.message import Request, Response
 from simplesip.wire.uri import NameAddr, SipURI
 
+__all__ = ["Dialog"]
+
 logger = logging.getLogger(__name__)
 
 DialogKey = tuple[str, str, str]

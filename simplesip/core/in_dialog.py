@@ -18,6 +18,8 @@ from simplesip.core.transaction_layer import OutgoingRequest, TransactionEntry
 from simplesip.errors import CallError
 from simplesip.wire.message import Request, Response
 
+__all__ = ["InDialogHandler", "options_response"]
+
 logger = logging.getLogger(__name__)
 
 _SIPFRAG_STATUS = re.compile(rb"^\s*SIP/\d+\.\d+\s+(\d{3})\b")

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import re
 import secrets
-from typing import TYPE_CHECKING, Iterable
+from typing import Iterable
 
+from simplesip.core.config import Address, UAConfig
 from simplesip.core.transaction import MAGIC_COOKIE
 from simplesip.errors import SIPParseError
 from simplesip.wire.grammar import split_list
@@ -18,10 +19,17 @@ from simplesip.wire.headers import Headers, default_reason
 from simplesip.wire.message import Request, Response
 from simplesip.wire.uri import NameAddr, SipURI, Via
 
-if TYPE_CHECKING:
-    from simplesip.core.useragent import UAConfig
+__all__ = [
+    "MessageFactory",
+    "answer_unparsable",
+    "new_branch",
+    "new_tag",
+    "replace_top_via",
+    "reply_address",
+    "stamp_received",
+    "uri_address",
+]
 
-Address = tuple[str, int]
 
 def new_tag() -> str:
     """A From/To tag with enough randomness to be globally unique (19.3)."""
@@ -43,7 +51,7 @@ def uri_address(uri: SipURI) -> Address:
 class MessageFactory:
     """Builds our requests and responses from a :class:`~simplesip.core.useragent.UAConfig`."""
 
-    def __init__(self, config: "UAConfig") -> None:
+    def __init__(self, config: UAConfig) -> None:
         self.config = config
         # Our address as the registrar sees it (RFC 3581 received/rport), once it differs from ours.
         self.public_address: Address | None = None

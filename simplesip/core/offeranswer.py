@@ -25,6 +25,8 @@ from simplesip.wire.sdp import (
     SessionDescription,
 )
 
+__all__ = ["MediaParams", "SdpSession", "make_answer", "make_offer", "media_params_from_answer"]
+
 logger = logging.getLogger(__name__)
 
 

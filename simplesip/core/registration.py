@@ -8,8 +8,9 @@ the ``expires`` parameter of our own Contact in the 200, else the Expires header
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Callable
+from typing import Callable
 
+from simplesip.core.config import UAConfig
 from simplesip.core.events import Event, RegistrationFailed, RegistrationSucceeded
 from simplesip.core.message_factory import MessageFactory, new_tag
 from simplesip.core.transaction_layer import (
@@ -20,8 +21,7 @@ from simplesip.core.transaction_layer import (
 from simplesip.wire.message import Response
 from simplesip.wire.uri import NameAddr, SipURI
 
-if TYPE_CHECKING:
-    from simplesip.core.useragent import UAConfig
+__all__ = ["Registration"]
 
 logger = logging.getLogger(__name__)
 
@@ -33,7 +33,7 @@ class Registration:
 
     def __init__(
         self,
-        config: "UAConfig",
+        config: UAConfig,
         layer: TransactionLayer,
         factory: MessageFactory,
         emit: Callable[[Event], None],

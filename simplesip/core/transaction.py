@@ -34,6 +34,25 @@ from typing import Union
 from simplesip.wire.headers import Headers
 from simplesip.wire.message import Request, Response
 
+__all__ = [
+    "ClientInviteTransaction",
+    "ClientNonInviteTransaction",
+    "Deliver",
+    "Effect",
+    "Send",
+    "ServerInviteTransaction",
+    "ServerNonInviteTransaction",
+    "StartTimer",
+    "StopTimer",
+    "Terminate",
+    "TimedOut",
+    "TimerConfig",
+    "TxState",
+    "build_non2xx_ack",
+    "client_key",
+    "server_key",
+]
+
 logger = logging.getLogger(__name__)
 
 MAGIC_COOKIE = "z9hG4bK"

@@ -14,6 +14,7 @@ import secrets
 from typing import TYPE_CHECKING, Callable, Protocol
 
 from simplesip.core.auth import Challenge, build_authorization
+from simplesip.core.config import Address, UAConfig
 from simplesip.core.message_factory import new_branch, replace_top_via
 from simplesip.core.transaction import (
     ClientInviteTransaction,
@@ -38,11 +39,18 @@ from simplesip.wire.message import Request, Response
 
 if TYPE_CHECKING:
     from simplesip.core.dialog import Dialog
-    from simplesip.core.useragent import UAConfig
+
+__all__ = [
+    "DigestCache",
+    "OutgoingRequest",
+    "TimerOwner",
+    "TimerTable",
+    "TransactionEntry",
+    "TransactionLayer",
+]
 
 logger = logging.getLogger(__name__)
 
-Address = tuple[str, int]
 ResponseHandler = Callable[["OutgoingRequest", Response, float], None]
 TimeoutHandler = Callable[["OutgoingRequest", float], None]
 
@@ -133,7 +141,7 @@ class TransactionEntry:
 class TransactionLayer:
     """Client and server transactions of one user agent, with their timers and outgoing bytes."""
 
-    def __init__(self, config: "UAConfig") -> None:
+    def __init__(self, config: UAConfig) -> None:
         self.config = config
         self.timers = TimerTable()
         self.outbox: list[tuple[bytes, Address, str]] = []

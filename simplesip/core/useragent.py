@@ -12,15 +12,14 @@ from __future__ import annotations
 
 import logging
 from collections import deque
-from dataclasses import dataclass
-from typing import Callable, Iterable
+from typing import Iterable
 
 from simplesip.core.calls import CALLING, EARLY, INCOMING, CallManager
+from simplesip.core.config import Address, UAConfig
 from simplesip.core.events import Event, MessageRejected
 from simplesip.core.in_dialog import InDialogHandler, options_response
 from simplesip.core.incoming_calls import IncomingCalls
 from simplesip.core.message_factory import (
-    Address,
     MessageFactory,
     answer_unparsable,
     reply_address,
@@ -42,47 +41,6 @@ KNOWN_METHODS = frozenset(
     "PUBLISH".split()
 )
 _URI_SCHEMES = ("sip", "sips", "tel")
-
-
-@dataclass
-class UAConfig:
-    """Configuration of one user agent (one account, one local transport address).
-
-    ``server`` is the registrar/proxy address, or None for direct calls only; ``domain`` the SIP
-    domain of our address-of-record (our own host when empty). ``answer_reinvite(call_id, offer)``
-    returns the SDP answer to a re-INVITE/UPDATE offer, or None to refuse it with 488.
-    """
-
-    local_host: str = "127.0.0.1"
-    local_port: int = 5060
-    transport: str = "udp"  # "udp" | "tcp"
-    username: str = ""
-    password: str | None = None
-    domain: str = ""
-    server: Address | None = None
-    outbound_proxy: str | None = None  # a SIP URI (or host[:port]); out-of-dialog requests go there
-    display_name: str | None = None
-    user_agent: str = "SimpleSIP/0.2"
-    register_expires: int = 3600
-    t1: float = 0.5
-    t2: float = 4.0
-    t4: float = 5.0
-    answer_reinvite: Callable[[str, bytes], bytes | None] | None = None
-    allow_methods: tuple[str, ...] = (
-        "INVITE", "ACK", "CANCEL", "BYE", "OPTIONS", "INFO", "REFER", "NOTIFY", "UPDATE",
-    )
-    max_forwards: int = 70
-    auto_ringing: bool = True
-    auth_username: str | None = None  # digest user when it differs from ``username``
-    supported: tuple[str, ...] = ()  # option tags we implement (Require of others gets 420)
-    accept_content_types: tuple[str, ...] = ("application/sdp",)
-
-    def __post_init__(self) -> None:
-        if self.transport not in ("udp", "tcp"):
-            raise ValueError(f"transport must be 'udp' or 'tcp', not {self.transport!r}")
-        # A zero T1 would re-arm retransmission timers at the same instant, forever.
-        if not 0 < self.t1 <= self.t2 or self.t4 <= 0:
-            raise ValueError("timers need 0 < t1 <= t2 and t4 > 0")
 
 
 class UserAgentCore:

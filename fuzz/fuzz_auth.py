@@ -42,7 +42,7 @@ def test_one_input(data: bytes) -> None:
     _VERIFIER.verify(forged, "INVITE", 1001.0)
 
 
-#: Reported to the owner of simplesip/auth.py; regression: tests/test_robust_hostile.py.
+#: Reported to the owner of simplesip/core/auth.py; regression: tests/test_robust_hostile.py.
 KNOWN_ISSUES = [(TypeError, "comparing strings with non-ASCII characters")]
 
 if __name__ == "__main__":

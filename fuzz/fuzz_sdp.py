@@ -30,7 +30,7 @@ def test_one_input(data: bytes) -> None:
         pass
 
 
-#: Reported to the owner of simplesip/sdp.py; regression: tests/test_robust_regressions.py.
+#: Reported to the owner of simplesip/wire/sdp.py; regression: tests/test_robust_regressions.py.
 KNOWN_ISSUES = [(AssertionError, "SDP round trip changed")]
 
 if __name__ == "__main__":

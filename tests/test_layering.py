@@ -161,6 +161,17 @@ def test_every_public_simplesip_module_declares_its_public_names() -> None:
     assert missing == []
 
 
+def test_no_private_name_is_imported_from_another_module() -> None:
+    """A name another module needs is public there (and in its ``__all__``)."""
+    private = []
+    for name, path in project_modules(ROOT).items():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and (node.level or (node.module or "").split(".")[0] in PACKAGES):
+                private += [f"{name}:{node.lineno}: {alias.name}" for alias in node.names
+                            if alias.name.startswith("_") and not alias.name.startswith("__")]
+    assert private == []
+
+
 def test_the_folders_name_the_layers() -> None:
     """A newcomer finds parsing in wire/, the protocol in core/, IO in aio/."""
     assert (ROOT / "simplesip/wire/message.py").is_file()

@@ -21,8 +21,8 @@ from simplesip.wire.sdp import SDPNegotiationError
 
 if TYPE_CHECKING:
     from simplesip.aio.rtpsocket import RtpSocket
-    from simplesip.core.useragent import UserAgentCore
     from simplesip.core.offeranswer import SdpSession
+    from simplesip.core.useragent import UserAgentCore
     from simplesip.wire.headers import Headers
 
 log = logging.getLogger(__name__)

@@ -21,24 +21,27 @@ from dataclasses import dataclass, field
 
 from simplesip.errors import AuthenticationError, SIPParseError
 
-__all__ = ["Challenge", "DigestCredentials", "DigestSession", "build_authorization", "digest_response"]
+__all__ = [
+    "Challenge", "DigestCredentials", "DigestSession", "HASHES", "build_authorization",
+    "canonical_algorithm", "digest_response", "quote", "wire_bytes",
+]
 
 logger = logging.getLogger(__name__)
 
 # RFC 7616 section 6.1 / RFC 8760: algorithm name -> hashlib name.
-_HASHES = {"MD5": "md5", "SHA-256": "sha256", "SHA-512-256": "sha512_256"}
+HASHES = {"MD5": "md5", "SHA-256": "sha256", "SHA-512-256": "sha512_256"}
 # Strongest first; a 401 may offer several challenges (RFC 8760 section 2.4).
 _STRENGTH = ["SHA-512-256", "SHA-256", "MD5"]
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _UNQUOTED_VALUE = re.compile(r"[^\s,\"]*")
 
 
-def _canonical_algorithm(name: str) -> str:
+def canonical_algorithm(name: str) -> str:
     """``md5-SESS`` -> ``MD5-sess``; unknown names are returned unchanged."""
     if not name.isascii():  # str.upper() maps some non-ASCII letters to ASCII ones ("ſ" -> "S")
         return name
     base, sess = (name[:-5], "-sess") if name.lower().endswith("-sess") else (name, "")
-    return base.upper() + sess if base.upper() in _HASHES else name
+    return base.upper() + sess if base.upper() in HASHES else name
 
 
 def _parse_params(text: str) -> dict[str, str]:
@@ -87,7 +90,7 @@ def _read_quoted(text: str, pos: int) -> tuple[str, int]:
     raise SIPParseError("unterminated quoted string in auth header")
 
 
-def _quote(value: str) -> str:
+def quote(value: str) -> str:
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
@@ -122,7 +125,7 @@ class Challenge:
         qop = tuple(q.strip().lower() for q in params.get("qop", "").split(",") if q.strip())
         return cls(scheme=scheme, realm=params.get("realm", ""), nonce=params.get("nonce", ""),
                    opaque=params.get("opaque"),
-                   algorithm=_canonical_algorithm(params.get("algorithm", "MD5")),
+                   algorithm=canonical_algorithm(params.get("algorithm", "MD5")),
                    qop=qop, stale=params.get("stale", "").lower() == "true", params=params)
 
     @property
@@ -130,10 +133,10 @@ class Challenge:
         """True when :func:`build_authorization` can answer this challenge."""
         base = self.algorithm.removesuffix("-sess")
         qop_ok = not self.qop or "auth" in self.qop or "auth-int" in self.qop
-        return self.scheme.lower() == "digest" and base in _HASHES and qop_ok
+        return self.scheme.lower() == "digest" and base in HASHES and qop_ok
 
 
-def _wire_bytes(text: str) -> bytes:
+def wire_bytes(text: str) -> bytes:
     """``text`` as the bytes a peer sent. The message parser decodes with ``surrogateescape``,
     so non-UTF-8 bytes in a nonce, username or URI come back as they were on the wire and the
     digest covers what the peer hashed; other lone surrogates (never from our parser) are
@@ -145,8 +148,8 @@ def _wire_bytes(text: str) -> bytes:
 
 
 def _hash(algorithm: str, text: str | bytes) -> str:
-    data = _wire_bytes(text) if isinstance(text, str) else text
-    return hashlib.new(_HASHES[algorithm.removesuffix("-sess")], data).hexdigest()
+    data = wire_bytes(text) if isinstance(text, str) else text
+    return hashlib.new(HASHES[algorithm.removesuffix("-sess")], data).hexdigest()
 
 
 def digest_response(algorithm: str, username: str, realm: str, password: str, method: str,
@@ -180,13 +183,13 @@ def build_authorization(challenge: Challenge, method: str, uri: str, username: s
     nc_text = f"{nc:08x}" if qop else ""
     response = digest_response(challenge.algorithm, username, challenge.realm, password, method,
                                uri, challenge.nonce, nc_text, cnonce or "", qop, body)
-    parts = [f"username={_quote(username)}", f"realm={_quote(challenge.realm)}",
-             f"nonce={_quote(challenge.nonce)}", f"uri={_quote(uri)}",
-             f"response={_quote(response)}", f"algorithm={challenge.algorithm}"]
+    parts = [f"username={quote(username)}", f"realm={quote(challenge.realm)}",
+             f"nonce={quote(challenge.nonce)}", f"uri={quote(uri)}",
+             f"response={quote(response)}", f"algorithm={challenge.algorithm}"]
     if cnonce is not None:
-        parts.append(f"cnonce={_quote(cnonce)}")
+        parts.append(f"cnonce={quote(cnonce)}")
     if challenge.opaque is not None:
-        parts.append(f"opaque={_quote(challenge.opaque)}")
+        parts.append(f"opaque={quote(challenge.opaque)}")
     if qop:
         parts += [f"qop={qop}", f"nc={nc_text}"]
     return "Digest " + ", ".join(parts)
@@ -219,7 +222,7 @@ class DigestCredentials:
         if missing:
             raise SIPParseError(f"authorization without {', '.join(missing)}")
         return cls(params["username"], params["realm"], params["nonce"], params["uri"],
-                   params["response"], _canonical_algorithm(params.get("algorithm", "MD5")),
+                   params["response"], canonical_algorithm(params.get("algorithm", "MD5")),
                    params.get("qop", "").lower(), params.get("nc", ""), params.get("cnonce", ""),
                    params.get("opaque"))
 

@@ -17,12 +17,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from simplesip.core.auth import (
-    _HASHES,
+    HASHES,
     DigestCredentials,
-    _canonical_algorithm,
-    _quote,
-    _wire_bytes,
+    canonical_algorithm,
     digest_response,
+    quote,
+    wire_bytes,
 )
 from simplesip.errors import SIPParseError
 
@@ -74,8 +74,8 @@ class DigestVerifier:
     def __init__(self, realm: str, lookup_password: Callable[[str], str | None],
                  algorithm: str = "MD5", nonce_ttl: float = 300, secret: bytes | None = None) -> None:
         self.realm = realm
-        self.algorithm = _canonical_algorithm(algorithm)
-        if self.algorithm.removesuffix("-sess") not in _HASHES:
+        self.algorithm = canonical_algorithm(algorithm)
+        if self.algorithm.removesuffix("-sess") not in HASHES:
             raise ValueError(f"unsupported algorithm {algorithm!r}")
         self.nonce_ttl = nonce_ttl
         self._lookup_password = lookup_password
@@ -83,7 +83,7 @@ class DigestVerifier:
         self._last_nc: dict[str, tuple[int, int]] = {}  # nonce -> (issue time, highest nc)
 
     def _sign(self, stamp: str, salt: str) -> str:
-        message = _wire_bytes(f"{stamp}.{salt}.{self.realm}")
+        message = wire_bytes(f"{stamp}.{salt}.{self.realm}")
         return hmac.new(self._secret, message, hashlib.sha256).hexdigest()[:32]
 
     def make_nonce(self, now: float) -> str:
@@ -103,7 +103,7 @@ class DigestVerifier:
 
     def challenge(self, now: float, stale: bool = False) -> str:
         """A WWW-Authenticate / Proxy-Authenticate value with a fresh nonce."""
-        value = (f"Digest realm={_quote(self.realm)}, nonce={_quote(self.make_nonce(now))}, "
+        value = (f"Digest realm={quote(self.realm)}, nonce={quote(self.make_nonce(now))}, "
                  f'algorithm={self.algorithm}, qop="auth"')
         return value + ", stale=true" if stale else value
 

@@ -12,7 +12,7 @@ import secrets
 from dataclasses import dataclass
 
 from simplesip.wire.sdp import (
-    _ANSWERABLE_PROTOS,
+    ANSWERABLE_PROTOS,
     DEFAULT_PTIME,
     DIRECTIONS,
     SUPPORTED_CODECS,
@@ -156,7 +156,7 @@ def make_answer(offer: SessionDescription | bytes | str, address: str, port: int
     for stream in offer.media:
         chosen = None
         if params is None and stream.media == "audio" and stream.port != 0 \
-                and stream.proto.upper() in _ANSWERABLE_PROTOS:
+                and stream.proto.upper() in ANSWERABLE_PROTOS:
             chosen = _choose_codec(stream, preferences)
             offered_codecs += [m.encoding for pt in stream.payload_types if (m := stream.codec(pt))]
         if chosen is None:

@@ -13,9 +13,9 @@ from simplesip.errors import SIPParseError
 from simplesip.wire.message import (
     MAX_MESSAGE_SIZE,
     Message,
-    _content_length,
-    _find_head_end,
-    _parse_head,
+    content_length,
+    find_head_end,
+    parse_head,
     parse_message,
 )
 
@@ -63,7 +63,7 @@ class StreamFramer:
         self._skip_keepalives()
         # resume the search where the last one stopped (less 3 bytes of a split CRLFCRLF), so a
         # header arriving in many small reads is scanned once, not once per read
-        bounds = _find_head_end(self._buffer, max(0, self._scanned - 3))
+        bounds = find_head_end(self._buffer, max(0, self._scanned - 3))
         if bounds is None:
             self._scanned = len(self._buffer)
             if len(self._buffer) > self.max_size:
@@ -71,8 +71,8 @@ class StreamFramer:
             return None
         head_end, body_start = bounds
         try:
-            _, headers = _parse_head(bytes(self._buffer[:head_end]))
-            length = _content_length(headers)
+            _, headers = parse_head(bytes(self._buffer[:head_end]))
+            length = content_length(headers)
         except SIPParseError as exc:
             self._fail(exc)
         if length is None:

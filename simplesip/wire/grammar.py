@@ -11,7 +11,10 @@ import urllib.parse
 
 from simplesip.errors import SIPParseError
 
-__all__ = ["TOKEN", "Params", "parse_params", "split_list", "unescape"]
+__all__ = [
+    "DIGITS_RE", "LWS", "Params", "TOKEN", "find_param", "format_host", "format_params",
+    "parse_host", "parse_params", "quote", "read_quoted", "split_list", "unescape",
+]
 
 # token = 1*(alphanum / "-" / "." / "!" / "%" / "*" / "_" / "+" / "`" / "'" / "~")
 TOKEN = r"[A-Za-z0-9\-.!%*_+`'~]+"
@@ -20,8 +23,8 @@ _TOKEN_RE = re.compile(TOKEN)
 _HOST_RE = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_\-.]*)|\[[0-9A-Fa-f:.]+\]")
 # gen-value = token / host / quoted-string; for the unquoted forms anything up to a delimiter.
 _PARAM_VALUE_RE = re.compile(r'[^\s;,"<>]+')
-_LWS = " \t\r\n"
-_DIGITS_RE = re.compile(r"[0-9]+")
+LWS = " \t\r\n"
+DIGITS_RE = re.compile(r"[0-9]+")
 _NEEDS_QUOTED_PAIR_RE = re.compile(r'[\x00-\x08\x0b\x0c\x0e-\x1f\x7f"\\]')
 Params = dict[str, str | None]
 
@@ -70,10 +73,10 @@ def split_list(value: str) -> list[str]:
     element (Via.parse, NameAddr.parse) reports the error where it matters.
     """
     parts = _scan_outside_quotes(value, ",", track_angle=True, strict=False)
-    return [part.strip(_LWS) for part in parts if part.strip(_LWS)]
+    return [part.strip(LWS) for part in parts if part.strip(LWS)]
 
 
-def _read_quoted(text: str, start: int) -> tuple[str, int]:
+def read_quoted(text: str, start: int) -> tuple[str, int]:
     """Read the quoted-string at ``text[start]``; return its unescaped content and the end index."""
     out: list[str] = []
     i = start + 1
@@ -92,7 +95,7 @@ def _read_quoted(text: str, start: int) -> tuple[str, int]:
     raise SIPParseError("unterminated quoted string")
 
 
-def _quote(text: str) -> str:
+def quote(text: str) -> str:
     """Write ``text`` as a quoted-string.
 
     qdtext excludes controls, '"' and '\\', so those go out as quoted-pairs; CR and LF cannot be
@@ -107,23 +110,23 @@ def parse_params(text: str) -> Params:
 
     Values are kept raw: a quoted-string keeps its quotes, so serialising gives the same text back.
     """
-    text = text.strip(_LWS)
+    text = text.strip(LWS)
     if not text:
         return {}
     pieces = _scan_outside_quotes(text, ";", track_angle=False)
-    if pieces[0].strip(_LWS):
+    if pieces[0].strip(LWS):
         raise SIPParseError(f"unexpected text before parameters: {pieces[0].strip()[:40]!r}")
     params: Params = {}
     for piece in pieces[1:]:
         name, eq, value = piece.partition("=")
-        name = name.strip(_LWS)
-        value = value.strip(_LWS)
+        name = name.strip(LWS)
+        value = value.strip(LWS)
         if not _TOKEN_RE.fullmatch(name):
             raise SIPParseError(f"bad parameter name {name[:40]!r}")
         if not eq:
             params[name] = None
         elif value.startswith('"'):
-            _, end = _read_quoted(value, 0)
+            _, end = read_quoted(value, 0)
             if end != len(value):
                 raise SIPParseError(f"text after quoted value of parameter {name!r}")
             params[name] = value
@@ -134,11 +137,11 @@ def parse_params(text: str) -> Params:
     return params
 
 
-def _format_params(params: Params) -> str:
+def format_params(params: Params) -> str:
     return "".join(f";{k}" if v is None else f";{k}={v}" for k, v in params.items())
 
 
-def _find_param(params: Params, name: str) -> str | None:
+def find_param(params: Params, name: str) -> str | None:
     """Parameter names are case-insensitive (RFC 3261 §7.3.1); values are returned raw."""
     for key, value in params.items():
         if key.lower() == name:
@@ -146,7 +149,7 @@ def _find_param(params: Params, name: str) -> str | None:
     return None
 
 
-def _parse_host(text: str, what: str) -> tuple[str, int | None]:
+def parse_host(text: str, what: str) -> tuple[str, int | None]:
     """Parse ``host [":" port]``; IPv6 brackets are removed from the returned host."""
     if text.startswith("["):
         close = text.find("]")
@@ -162,12 +165,12 @@ def _parse_host(text: str, what: str) -> tuple[str, int | None]:
         raise SIPParseError(f"bad host in {what}: {host_text[:60]!r}")
     port: int | None = None
     if has_port:
-        if not _DIGITS_RE.fullmatch(port_text) or len(port_text) > 5 or int(port_text) > 65535:
+        if not DIGITS_RE.fullmatch(port_text) or len(port_text) > 5 or int(port_text) > 65535:
             raise SIPParseError(f"bad port in {what}")
         port = int(port_text)
     return host_text.strip("[]"), port
 
 
-def _format_host(host: str, port: int | None) -> str:
+def format_host(host: str, port: int | None) -> str:
     shown = f"[{host}]" if ":" in host else host
     return shown if port is None else f"{shown}:{port}"

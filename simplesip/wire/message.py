@@ -29,7 +29,10 @@ from simplesip.errors import SIPParseError
 from simplesip.wire.headers import Headers, default_reason
 from simplesip.wire.uri import NameAddr, SipURI, Via, parse_cseq
 
-__all__ = ["MAX_MESSAGE_SIZE", "SUPPORTED_URI_SCHEMES", "Message", "Request", "Response", "parse_message"]
+__all__ = [
+    "MAX_MESSAGE_SIZE", "Message", "Request", "Response", "SUPPORTED_URI_SCHEMES", "content_length",
+    "find_head_end", "parse_head", "parse_message",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -240,7 +243,7 @@ def _parse_max_forwards(value: str) -> int:
     return number
 
 
-def _find_head_end(data: bytes | bytearray, start: int = 0) -> tuple[int, int] | None:
+def find_head_end(data: bytes | bytearray, start: int = 0) -> tuple[int, int] | None:
     """(end of header section, start of body), accepting bare-LF line ends; None if incomplete."""
     crlf, lf = data.find(b"\r\n\r\n", start), data.find(b"\n\n", start)
     if crlf >= 0 and (lf < 0 or crlf < lf):
@@ -250,7 +253,7 @@ def _find_head_end(data: bytes | bytearray, start: int = 0) -> tuple[int, int] |
     return None
 
 
-def _parse_head(head: bytes) -> tuple[str, Headers]:
+def parse_head(head: bytes) -> tuple[str, Headers]:
     """Decode the start line and headers; folded lines are joined with one SP (RFC 3261 §7.3.1)."""
     # surrogateescape: any byte sequence decodes, and re-encodes to the same bytes
     lines = [line.rstrip("\r") for line in head.decode("utf-8", "surrogateescape").split("\n")]
@@ -272,7 +275,7 @@ def _parse_head(head: bytes) -> tuple[str, Headers]:
     return start_line, headers
 
 
-def _content_length(headers: Headers) -> int | None:
+def content_length(headers: Headers) -> int | None:
     values = [v for n, v in headers.items() if n == "Content-Length"]
     if not values:
         return None
@@ -369,12 +372,12 @@ def parse_message(data: bytes, max_size: int = MAX_MESSAGE_SIZE) -> Message:
     data = bytes(data).lstrip(b"\r\n")  # RFC 3261 §7.5: CRLFs before the start line are ignored
     if not data:
         raise SIPParseError("empty message")
-    bounds = _find_head_end(data)
+    bounds = find_head_end(data)
     if bounds is None:
         raise SIPParseError("no empty line after the headers")
     head_end, body_start = bounds
-    start_line, headers = _parse_head(data[:head_end])
-    length = _content_length(headers)
+    start_line, headers = parse_head(data[:head_end])
+    length = content_length(headers)
     rest = data[body_start:]
     if length is None:
         body = rest

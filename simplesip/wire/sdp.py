@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 from simplesip.errors import SIPParseError
 
 __all__ = [
-    "DIRECTIONS", "Connection", "MediaDescription", "Origin", "RtpMap", "SDPNegotiationError",
-    "SessionDescription",
+    "ANSWERABLE_PROTOS", "Connection", "DIRECTIONS", "MediaDescription", "Origin", "RtpMap",
+    "SDPNegotiationError", "SessionDescription",
 ]
 
 logger = logging.getLogger(__name__)
@@ -34,7 +34,7 @@ STATIC_PAYLOAD_TYPES = {0: ("PCMU", 8000), 3: ("GSM", 8000), 4: ("G723", 8000), 
 DEFAULT_PTIME = 20
 TELEPHONE_EVENT = "telephone-event"
 # RTP/AVPF is answerable as plain RTP with the feedback ignored; SAVP needs SRTP, which we lack.
-_ANSWERABLE_PROTOS = ("RTP/AVP", "RTP/AVPF")
+ANSWERABLE_PROTOS = ("RTP/AVP", "RTP/AVPF")
 # Position of each line type in RFC 4566 section 5 order; unknown types go last (before a=).
 _SESSION_ORDER = {"i": 0, "u": 1, "e": 2, "p": 3, "c": 4, "b": 5, "t": 6, "r": 6, "z": 7, "k": 8}
 _MEDIA_ORDER = {"i": 0, "c": 1, "b": 2, "k": 3}

@@ -18,17 +18,17 @@ from dataclasses import dataclass, field
 
 from simplesip.errors import SIPParseError
 from simplesip.wire.grammar import (
-    _DIGITS_RE,
-    _LWS,
+    DIGITS_RE,
+    LWS,
     TOKEN,
     Params,
-    _find_param,
-    _format_host,
-    _format_params,
-    _parse_host,
-    _quote,
-    _read_quoted,
+    find_param,
+    format_host,
+    format_params,
+    parse_host,
     parse_params,
+    quote,
+    read_quoted,
     split_list,
     unescape,
 )
@@ -110,7 +110,7 @@ class SipURI:
                 raise SIPParseError("empty user part in SIP URI")
         rest, question, header_text = rest.partition("?")
         hostport, *param_texts = rest.split(";")
-        host, port = _parse_host(hostport, "SIP URI")
+        host, port = parse_host(hostport, "SIP URI")
         params: Params = {}
         for piece in param_texts:
             name, eq, value = piece.partition("=")
@@ -133,8 +133,8 @@ class SipURI:
         if self.user is not None:
             userinfo = self.user if self.password is None else f"{self.user}:{self.password}"
             userinfo += "@"
-        text = f"{self.scheme}:{userinfo}{_format_host(self.host, self.port)}"
-        text += _format_params(self.params)
+        text = f"{self.scheme}:{userinfo}{format_host(self.host, self.port)}"
+        text += format_params(self.params)
         if self.headers:
             text += "?" + "&".join(f"{k}={v}" for k, v in self.headers.items())
         return text
@@ -147,7 +147,7 @@ class SipURI:
     @property
     def transport(self) -> str | None:
         """The ``transport`` URI parameter, lower-cased, or None."""
-        value = _find_param(self.params, "transport")
+        value = find_param(self.params, "transport")
         return value.lower() if value else None
 
     def _comparable_params(self) -> dict[str, str | None]:
@@ -202,27 +202,27 @@ class NameAddr:
     @classmethod
     def parse(cls, text: str) -> NameAddr:
         """Parse one name-addr / addr-spec value; raise SIPParseError if it is malformed."""
-        text = text.strip(_LWS)
+        text = text.strip(LWS)
         if not text:
             raise SIPParseError("empty address")
         display: str | None = None
         if text.startswith('"'):
-            display, end = _read_quoted(text, 0)
-            rest = text[end:].lstrip(_LWS)
+            display, end = read_quoted(text, 0)
+            rest = text[end:].lstrip(LWS)
             if not rest.startswith("<"):
                 raise SIPParseError("quoted display name not followed by <URI>")
             uri_text, rest = cls._take_bracketed(rest)
         else:
             angle, semi = text.find("<"), text.find(";")
             if angle >= 0 and (semi < 0 or angle < semi):
-                shown = text[:angle].strip(_LWS)
+                shown = text[:angle].strip(LWS)
                 if shown and not _DISPLAY_TOKENS_RE.fullmatch(shown):
                     raise SIPParseError(f"display name must be tokens or quoted: {shown[:40]!r}")
                 display = shown or None
                 uri_text, rest = cls._take_bracketed(text[angle:])
             else:
                 uri_text, _, tail = text.partition(";")
-                uri_text, rest = uri_text.rstrip(_LWS), (";" + tail if semi >= 0 else "")
+                uri_text, rest = uri_text.rstrip(LWS), (";" + tail if semi >= 0 else "")
                 # RFC 3261 §20.10: a URI with "," or "?" must be enclosed in <>.
                 if "," in uri_text or "?" in uri_text:
                     raise SIPParseError("URI with ',' or '?' must be enclosed in <>")
@@ -236,13 +236,13 @@ class NameAddr:
         return text[1:close], text[close + 1 :]
 
     def __str__(self) -> str:
-        shown = "" if self.display is None else _quote(self.display) + " "
-        return f"{shown}<{self.uri}>{_format_params(self.params)}"
+        shown = "" if self.display is None else quote(self.display) + " "
+        return f"{shown}<{self.uri}>{format_params(self.params)}"
 
     @property
     def tag(self) -> str | None:
         """The ``tag`` parameter (RFC 3261 §19.3), or None."""
-        return _find_param(self.params, "tag")
+        return find_param(self.params, "tag")
 
 
 @dataclass
@@ -258,37 +258,37 @@ class Via:
     @classmethod
     def parse(cls, text: str) -> Via:
         """Parse a single Via value (split comma lists first); raise SIPParseError if malformed."""
-        m = _VIA_RE.fullmatch(text.strip(_LWS))
+        m = _VIA_RE.fullmatch(text.strip(LWS))
         if not m:
             raise SIPParseError(f"bad Via {text.strip()[:60]!r}")
         name, version, transport, host_text, port_text, rest = m.groups()
         if port_text is not None:
             host_text = f"{host_text}:{port_text}"
-        host, port = _parse_host(host_text, "Via")
+        host, port = parse_host(host_text, "Via")
         if rest and not rest.startswith(";"):
             raise SIPParseError("text after Via sent-by")
         return cls(f"{name.upper()}/{version}", transport.upper(), host, port, parse_params(rest))
 
     def __str__(self) -> str:
-        return f"{self.protocol}/{self.transport} {_format_host(self.host, self.port)}" + (
-            _format_params(self.params)
+        return f"{self.protocol}/{self.transport} {format_host(self.host, self.port)}" + (
+            format_params(self.params)
         )
 
     @property
     def branch(self) -> str | None:
         """The ``branch`` parameter; RFC 3261 branches start with ``z9hG4bK``."""
-        return _find_param(self.params, "branch")
+        return find_param(self.params, "branch")
 
     @property
     def received(self) -> str | None:
         """The ``received`` parameter a server added (RFC 3261 §18.2.1), or None."""
-        return _find_param(self.params, "received")
+        return find_param(self.params, "received")
 
     @property
     def rport(self) -> int | None:
         """The ``rport`` value filled in by a server (RFC 3581), or None if absent or empty."""
-        value = _find_param(self.params, "rport")
-        return int(value) if value and _DIGITS_RE.fullmatch(value) and len(value) <= 5 else None
+        value = find_param(self.params, "rport")
+        return int(value) if value and DIGITS_RE.fullmatch(value) and len(value) <= 5 else None
 
 
 def parse_cseq(value: str) -> tuple[int, str]:

@@ -2,7 +2,7 @@
 
     python -m bench.stt_accuracy [--front-end resample|narrowband] [--quick] [--calibrate]
 
-Builds the test set of tests/speech_corpus.py (every menu phrase x voice x speed, clean and with
+Builds the test set of tests/helpers/speech_corpus.py (every menu phrase x voice x speed, clean and with
 white noise at 20 dB SNR, mu-law round trip), recognises each utterance with the menu grammar
 and prints the accuracy per voice, per speed, per noise level and overall. ``--calibrate`` also
 decodes out-of-grammar phrases and prints the acoustic log ratio (see
@@ -23,7 +23,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from anywhere
 
 from ivr_plugins.stt import Recognition, SpeechRecognizer  # noqa: E402
-from tests.speech_corpus import MENU_PHRASES, SPEEDS, VOICES, Utterance, build_corpus  # noqa: E402
+from tests.helpers.speech_corpus import MENU_PHRASES, SPEEDS, VOICES, Utterance, build_corpus  # noqa: E402
 
 #: Things callers say that no menu expects, for calibrating the confidence.
 OUT_OF_GRAMMAR = ("pizza", "hello there", "weather forecast", "my account number", "cancel it")

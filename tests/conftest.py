@@ -1,30 +1,21 @@
-"""Shared test helpers. Peer harnesses (SIPp, baresip, Kamailio) live in tests/peers.py."""
+"""Fixtures shared by every test. Helpers (ports, paths, peers, fakes) are in tests/helpers/."""
 
 from __future__ import annotations
 
-import socket
 from pathlib import Path
 
 import pytest
 
-DATA = Path(__file__).parent / "data"
-
-
-def free_port(kind: int = socket.SOCK_DGRAM) -> int:
-    """A port free for both UDP and TCP on 127.0.0.1 right now (tests run in parallel sessions)."""
-    while True:
-        with socket.socket(socket.AF_INET, kind) as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        other = socket.SOCK_STREAM if kind == socket.SOCK_DGRAM else socket.SOCK_DGRAM
-        try:
-            with socket.socket(socket.AF_INET, other) as s2:
-                s2.bind(("127.0.0.1", port))
-        except OSError:
-            continue
-        return port
+from tests.helpers.paths import DATA
+from tests.helpers.sipmem import Network
 
 
 @pytest.fixture
 def data_dir() -> Path:
     return DATA
+
+
+@pytest.fixture
+def net() -> Network:
+    """An in-memory network of sans-IO user agents with a virtual clock (tests/helpers/sipmem.py)."""
+    return Network()

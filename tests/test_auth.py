@@ -12,11 +12,17 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import DATA, free_port
 
-from simplesip.core.auth import Challenge, DigestCredentials, DigestSession, build_authorization
+from simplesip.core.auth import (
+    Challenge,
+    DigestCredentials,
+    DigestSession,
+    build_authorization,
+)
 from simplesip.core.auth_server import DigestVerifier, VerifyOutcome
 from simplesip.errors import AuthenticationError, SIPParseError
+from tests.helpers.net import free_port
+from tests.helpers.paths import DATA
 
 # RFC 2617 section 3.5.
 RFC2617_CHALLENGE = ('Digest realm="testrealm@host.com", qop="auth,auth-int", '

@@ -9,7 +9,6 @@ from __future__ import annotations
 import csv
 import os
 import re
-import shutil
 import socket
 import struct
 import time
@@ -175,8 +174,8 @@ def test_report_capacity_and_ratio(tmp_path: Path) -> None:
     assert (tmp_path / "r.csv").read_text().count("\n") == 4
 
 
+@pytest.mark.peer
 @pytest.mark.timeout(45)
-@pytest.mark.skipif(shutil.which("sipp") is None, reason="sipp (sip-tester) is not installed")
 @pytest.mark.parametrize("caller_media", media.CALLER_MEDIA_MODES)
 def test_one_small_step_against_the_real_server(tmp_path: Path, caller_media: str) -> None:
     server = IvrServerUnderTest(tmp_path, flow="bench", max_calls=20)
@@ -199,8 +198,8 @@ def test_one_small_step_against_the_real_server(tmp_path: Path, caller_media: st
     assert (step.keys_sent, step.keys_heard_pct) == (4, 100.0)
 
 
+@pytest.mark.peer
 @pytest.mark.timeout(45)
-@pytest.mark.skipif(shutil.which("sipp") is None, reason="sipp (sip-tester) is not installed")
 def test_python_m_bench_writes_table_csv_and_plot(tmp_path: Path) -> None:
     from bench.__main__ import main
 
@@ -249,6 +248,7 @@ def test_sched_probe_reads_the_kernel_s_accounting_of_a_process() -> None:
     assert len(machine_jiffies()) >= 8 and sum(machine_jiffies()) > 0
 
 
+@pytest.mark.peer
 @pytest.mark.timeout(60)
 def test_sched_probe_measures_a_server_under_sipp_load() -> None:
     from bench.sched_probe import measure

@@ -14,8 +14,8 @@ from ivr.config import DEFAULT_FLOW_FILE, load_config, parse_config
 from ivr.engine import Engine
 from ivr.plugins import make_plugin_manager
 from ivr.server import FlowStoreRunner
-from tests.conftest import free_port
-from tests.engine_fakes import ScriptedFlows
+from tests.helpers.engine_fakes import ScriptedFlows
+from tests.helpers.net import free_port
 
 
 def test_dtmf_script_pauses():

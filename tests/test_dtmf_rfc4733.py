@@ -6,10 +6,10 @@ import random
 
 import pytest
 
-from media_pcap import SIPP_PCAPS, read_udp
 from simplesip.core.dtmf import DtmfDigit, DtmfReceiver, DtmfSender
 from simplesip.wire.dtmf_payloads import TelephoneEvent, parse_info_dtmf
 from simplesip.wire.rtp import RtpPacket
+from tests.helpers.media_pcap import SIPP_PCAPS, read_udp
 
 
 def test_payload_round_trip_and_flags() -> None:

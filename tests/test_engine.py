@@ -13,7 +13,7 @@ from ivr import hookimpl
 from ivr.config import parse_config
 from ivr.engine import Engine
 from ivr.plugins import make_plugin_manager
-from tests.engine_fakes import FakeCall, FakeEndpoint, ScriptedFlows, settle
+from tests.helpers.engine_fakes import FakeCall, FakeEndpoint, ScriptedFlows, settle
 
 
 def make_engine(config_text: str = "", flows: ScriptedFlows | None = None, plugins=()) -> tuple[Engine, FakeEndpoint, ScriptedFlows]:

@@ -13,7 +13,7 @@ from ivr.cli import place_call
 from ivr.config import parse_config
 from ivr.engine import Engine
 from ivr.plugins import make_plugin_manager
-from tests.engine_fakes import ScriptedFlows
+from tests.helpers.engine_fakes import ScriptedFlows
 
 TONE_HZ = 600
 

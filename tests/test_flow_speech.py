@@ -13,15 +13,15 @@ import numpy as np
 import pytest
 
 import ivr_plugins.vad as vad_plugin
-from audio import Rig, drain, frames, silence, speech
 from ivr.call import SpeechEvent
 from ivr.flows import check_file, run_simulation
 from ivr.flows.cli import cmd_simulate
 from ivr.flows.registry import ActionRegistry
 from ivr.flows.session import TraceEntry
 from ivr.flows.speech import match_text, option_phrases, spoken_digits
-from peers import write_wav
-from tests.speech_corpus import synthesise
+from tests.helpers.audio import Rig, drain, frames, silence, speech
+from tests.helpers.peers import write_wav
+from tests.helpers.speech_corpus import synthesise
 
 MENU = """\
     start: menu

@@ -14,10 +14,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from simplesip.core.dtmf import DtmfReceiver
+from simplesip.core.rtpsession import RtpSession
 from simplesip.wire.dtmf_payloads import DTMF_EVENTS, TelephoneEvent
 from simplesip.wire.rtp import (
-    ReportBlock,
     ReceiverReport,
+    ReportBlock,
     RtpPacket,
     RtpParseError,
     SenderReport,
@@ -26,7 +27,6 @@ from simplesip.wire.rtp import (
     build_sender_report,
     parse_rtcp,
 )
-from simplesip.core.rtpsession import RtpSession
 
 FUZZ = settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

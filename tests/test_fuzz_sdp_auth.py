@@ -7,10 +7,10 @@ from hypothesis import strategies as st
 
 from simplesip.core.auth import Challenge, DigestCredentials, build_authorization
 from simplesip.core.auth_server import DigestVerifier
+from simplesip.core.offeranswer import make_answer, make_offer, media_params_from_answer
 from simplesip.errors import AuthenticationError, SIPParseError
 from simplesip.wire.sdp import SessionDescription
-from simplesip.core.offeranswer import make_answer, make_offer, media_params_from_answer
-from test_sdp import ASTERISK_OFFER, BARESIP_OFFER, SIPP_PCAP_OFFER
+from tests.helpers.sdp_samples import ASTERISK_OFFER, BARESIP_OFFER, SIPP_PCAP_OFFER
 
 FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 SEEDS = [BARESIP_OFFER, SIPP_PCAP_OFFER, ASTERISK_OFFER,

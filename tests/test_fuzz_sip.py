@@ -9,8 +9,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from simplesip.errors import SIPParseError
-from simplesip.wire.message import Request, Response, parse_message
 from simplesip.wire.framing import StreamFramer
+from simplesip.wire.message import Request, Response, parse_message
 from simplesip.wire.uri import NameAddr, SipURI, Via, parse_cseq
 
 RFC4475 = Path(__file__).parent / "data" / "rfc4475"

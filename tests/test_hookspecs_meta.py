@@ -82,7 +82,7 @@ def test_every_hook_has_a_docstring_and_the_ivr_prefix():
 
 
 def test_every_hook_is_exercised_by_some_test():
-    sources = {p.name: p.read_text() for p in TESTS.glob("test_*.py") if p.name != Path(__file__).name}
+    sources = {str(p.relative_to(TESTS)): p.read_text() for p in TESTS.rglob("test_*.py") if p.name != Path(__file__).name}
     for name in NOT_IN_ENGINE_RUN:
         users = [file for file, text in sources.items() if name in text]
         assert users, f"{name} is not exercised by any test"

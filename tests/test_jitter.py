@@ -7,9 +7,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from simplesip.wire import g711
 from simplesip.core.jitter import JitterBuffer, conceal
 from simplesip.core.rtpstats import ReceiveStats, SequenceUnwrapper
+from simplesip.wire import g711
 
 
 def _samples(count: int, start: int = 0) -> bytes:

@@ -9,8 +9,8 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from simplesip.wire import g711
 from simplesip.aio.media import FRAME_SAMPLES, MediaClock, run_tick
+from simplesip.wire import g711
 
 
 async def test_clock_ticks_every_20ms_without_drift():
@@ -346,8 +346,8 @@ class _EchoLeg(FakeLeg):
 
 
 def test_run_tick_groups_real_sessions_by_law_and_follows_a_codec_change():
-    from simplesip.wire.rtp import RtpPacket
     from simplesip.core.rtpsession import RtpSession
+    from simplesip.wire.rtp import RtpPacket
 
     legs = [_EchoLeg(RtpSession(pt, codec, ("127.0.0.1", 40000 + pt), rng=random.Random(pt)))
             for pt, codec in ((0, "PCMU"), (8, "PCMA"), (8, "PCMA"))]

@@ -18,10 +18,10 @@ import time
 import numpy as np
 import pytest
 
-from simplesip.wire import g711
 from simplesip.aio.media import FRAME_SAMPLES, MediaClock, run_tick
 from simplesip.aio.rtpsocket import RtpReader, open_rtp_socket
 from simplesip.core.rtpsession import RtpSession
+from simplesip.wire import g711
 
 FRAMES = 60  # 1.2 s of audio
 STALL = 0.3

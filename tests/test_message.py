@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from simplesip.errors import SIPParseError
-from simplesip.wire.message import MAX_MESSAGE_SIZE, Request, Response, parse_message
 from simplesip.wire.framing import StreamFramer
 from simplesip.wire.headers import REASONS, Headers
+from simplesip.wire.message import MAX_MESSAGE_SIZE, Request, Response, parse_message
 
 INVITE = (
     b"INVITE sip:ivr@127.0.0.1:5080 SIP/2.0\r\n"

@@ -7,7 +7,15 @@ import numpy as np
 import pytest
 
 import ivr_plugins.dtmf as dtmf_plugin
-from audio import PARAGRAPHS, VOICES, Rig, add_noise, dtmf, silence, speech
+from tests.helpers.audio import (
+    PARAGRAPHS,
+    VOICES,
+    Rig,
+    add_noise,
+    dtmf,
+    silence,
+    speech,
+)
 
 ALL_KEYS = "123A456B789C*0#D"
 
@@ -146,7 +154,7 @@ def test_call_end_releases_state() -> None:
 
 
 def _dtmf_events(call) -> list:
-    from audio import drain
     from ivr.call import DtmfEvent
+    from tests.helpers.audio import drain
 
     return [e for e in drain(call) if isinstance(e, DtmfEvent)]

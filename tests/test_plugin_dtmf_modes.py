@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import ivr_plugins.dtmf as dtmf_plugin
-from audio import PARAGRAPHS, Rig, add_noise, dtmf, silence, speech
+from tests.helpers.audio import PARAGRAPHS, Rig, add_noise, dtmf, silence, speech
 
 
 def _press(rig: Rig, call, key: str, source: str) -> None:

@@ -12,9 +12,9 @@ import pytest
 
 import ivr_plugins.dtmf as dtmf_plugin
 import ivr_plugins.playback as playback_plugin
-from audio import Rig, dominant_frequency, drain, wav_file
 from ivr.call import PlaybackDone, PlayItem
 from ivr.hookspecs import hookimpl
+from tests.helpers.audio import Rig, dominant_frequency, drain, wav_file
 
 
 def play_all(rig: Rig, call, limit_ticks: int = 1000) -> tuple[np.ndarray, list[PlaybackDone]]:

@@ -16,8 +16,8 @@ import pytest
 import ivr_plugins.playback as playback_plugin
 import ivr_plugins.recording as recording_plugin
 import ivr_plugins.vad as vad_plugin
-from audio import Rig, drain, read_pcm, silence, speech
 from ivr.call import PlayItem, RecordingDone
+from tests.helpers.audio import Rig, drain, read_pcm, silence, speech
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -152,10 +152,10 @@ def test_repair_wav_refuses_non_wav(tmp_path) -> None:
 RECORDER = textwrap.dedent(
     """
     import signal, sys, time
-    sys.path[:0] = [{root!r}, {tests!r}]
+    sys.path[:0] = [{root!r}]
     import numpy as np
     import ivr_plugins.recording as recording_plugin
-    from audio import Rig
+    from tests.helpers.audio import Rig
     rig = Rig(recording_plugin)
     call = rig.call("sub")
     # what the engine does on SIGTERM: stop the recordings, then exit
@@ -171,7 +171,7 @@ RECORDER = textwrap.dedent(
 
 
 def run_recorder(path: Path, ticks: int, stereo: bool, how: int) -> None:
-    script = RECORDER.format(root=str(ROOT), tests=str(ROOT / "tests"), path=str(path),
+    script = RECORDER.format(root=str(ROOT), path=str(path),
                              stereo=stereo, ticks=ticks)  # fmt: skip
     proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
     try:

@@ -12,9 +12,9 @@ import pytest
 
 import ivr_plugins.recording as recording_plugin
 import ivr_plugins.vad as vad_plugin
-from audio import Rig, drain, read_pcm, silence, speech
 from ivr.call import RecordingDone
 from ivr_plugins.recording import TRIM_MARGIN
+from tests.helpers.audio import Rig, drain, read_pcm, silence, speech
 
 RATE = 8000
 

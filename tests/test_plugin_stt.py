@@ -10,7 +10,13 @@ import numpy as np
 import pytest
 
 from ivr_plugins import stt
-from tests.speech_corpus import MENU_PHRASES, VOICES, build_corpus, synthesise, through_g711
+from tests.helpers.speech_corpus import (
+    MENU_PHRASES,
+    VOICES,
+    build_corpus,
+    synthesise,
+    through_g711,
+)
 
 
 @pytest.fixture(scope="module")

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 import ivr_plugins.vad as vad_plugin
-from audio import Rig, add_noise, drain, frames, silence, speech
 from ivr.call import SpeechEvent
+from tests.helpers.audio import Rig, add_noise, drain, frames, silence, speech
 
 SENTENCE = "Please hold the line while I transfer your call to the next available agent."
 

@@ -18,8 +18,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import ivr_plugins.vad as vad_plugin
-from audio import Rig, drain
 from ivr.call import SpeechEvent
+from tests.helpers.audio import Rig, drain
 
 FRAME = 160
 PUBLIC_SCALARS = ("speaking", "speech_start", "last_speech_end", "last_voice", "voiced_ms", "utterance_seq")

@@ -155,7 +155,7 @@ def test_the_benchmark_gives_its_systems_the_priority_asked_for(tmp_path: Path) 
 
 def test_a_priority_changed_by_sighup_waits_for_the_next_start(tmp_path: Path, caplog) -> None:
     from ivr.server import IvrServer
-    from tests.engine_fakes import FakeEndpoint
+    from tests.helpers.engine_fakes import FakeEndpoint
 
     config = tmp_path / "ivr.yaml"
     config.write_text("flows: []\n")

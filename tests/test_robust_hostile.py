@@ -11,11 +11,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from robust_server import IvrServeProcess, SipClient, ack_for, header_of, invite, status_of
 from simplesip import Call, Endpoint, EndpointConfig
 from simplesip.core.auth import Challenge, build_authorization
 from simplesip.core.auth_server import DigestVerifier
 from simplesip.wire.rtp import RtpPacket
+from tests.helpers.robust_server import (
+    IvrServeProcess,
+    SipClient,
+    ack_for,
+    header_of,
+    invite,
+    status_of,
+)
 
 AUTH = "limits: {auth: {realm: ivr.test, users: {alice: secret}}, rate: {per_source: 1000, burst: 1000}}\n"
 

@@ -17,10 +17,19 @@ from pathlib import Path
 
 import pytest
 
-from conftest import DATA
 from simplesip.errors import SIPParseError
-from peers import SippRunner
-from robust_server import REJECT_FLOW, WAIT_FLOW, IvrServeProcess, SipClient, ack_for, header_of, invite, status_of
+from tests.helpers.paths import DATA
+from tests.helpers.peers import SippRunner
+from tests.helpers.robust_server import (
+    REJECT_FLOW,
+    WAIT_FLOW,
+    IvrServeProcess,
+    SipClient,
+    ack_for,
+    header_of,
+    invite,
+    status_of,
+)
 
 RFC4475 = DATA / "rfc4475"
 MANIFEST = {row["filename"]: row for row in csv.DictReader(open(RFC4475 / "manifest_extended.tsv"), delimiter="\t")}
@@ -152,6 +161,7 @@ def test_in_dialog_requests_for_unknown_dialogs_get_481(server: IvrServeProcess,
         assert status_of(client.final_response(3.0)) == expected
 
 
+@pytest.mark.peer
 def test_normal_call_works_after_the_torture(server: IvrServeProcess, tmp_path: Path) -> None:
     for name in sorted(MANIFEST):  # the whole set once more, back to back
         with SipClient() as client:

@@ -8,7 +8,6 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from media_pcap import SIPP_PCAPS, read_udp
 from simplesip.wire.rtp import (
     RTCP_SDES,
     ReceiverReport,
@@ -24,6 +23,7 @@ from simplesip.wire.rtp import (
     ntp_from_unix,
     parse_rtcp,
 )
+from tests.helpers.media_pcap import SIPP_PCAPS, read_udp
 
 
 def test_parse_known_bytes() -> None:

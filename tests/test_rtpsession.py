@@ -10,9 +10,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from media_pcap import SIPP_PCAPS, read_udp
-from simplesip.wire import g711
 from simplesip.core.dtmf import DtmfSender
+from simplesip.core.rtpsession import RtpSession
+from simplesip.core.rtpstats import ReceiveStats
+from simplesip.wire import g711
 from simplesip.wire.dtmf_payloads import TelephoneEvent
 from simplesip.wire.rtp import (
     ReceiverReport,
@@ -21,8 +22,7 @@ from simplesip.wire.rtp import (
     build_sender_report,
     parse_rtcp,
 )
-from simplesip.core.rtpstats import ReceiveStats
-from simplesip.core.rtpsession import RtpSession
+from tests.helpers.media_pcap import SIPP_PCAPS, read_udp
 
 PEER = ("127.0.0.1", 40000)
 INTRUDER = ("127.0.0.1", 40002)

@@ -12,8 +12,8 @@ import pytest
 
 from ivr.config import parse_config
 from ivr.server import Admission, CallRecorder, IvrServer, JsonLogFormatter
-from tests.conftest import free_port
-from tests.engine_fakes import FakeCall, FakeEndpoint, ScriptedFlows, settle
+from tests.helpers.engine_fakes import FakeCall, FakeEndpoint, ScriptedFlows, settle
+from tests.helpers.net import free_port
 
 
 def write_config(folder: Path, text: str) -> Path:

@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import free_port
-from tests.peers import SippRunner
+from tests.helpers.net import free_port
+from tests.helpers.peers import SippRunner
 
 ROOT = Path(__file__).resolve().parent.parent
 IVR = [sys.executable, "-m", "ivr"]
@@ -210,7 +210,7 @@ def test_sipp_call_with_audio_and_rfc4733_digit(serve, tmp_path):
 
 @pytest.mark.peer
 def test_registers_to_kamailio_and_answers_calls_routed_by_it(serve, tmp_path):
-    from tests.peers import KamailioRunner
+    from tests.helpers.peers import KamailioRunner
 
     with KamailioRunner(tmp_path / "kamailio") as kamailio:
         server = serve(f"accounts: [{{username: alice, password: secret, server: 127.0.0.1, "
@@ -228,7 +228,7 @@ def test_registers_to_kamailio_and_answers_calls_routed_by_it(serve, tmp_path):
 
 @pytest.mark.peer
 def test_dispatcher_fails_over_from_a_draining_instance(serve, tmp_path):
-    from tests.peers import KamailioRunner
+    from tests.helpers.peers import KamailioRunner
 
     first = serve("drain_timeout: 10\n", name="a")
     second = serve(name="b")

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from simplesip.wire.headers import Headers
-from simplesip.wire.message import Request, Response
 from simplesip.core.transaction import (
     ClientInviteTransaction,
     ClientNonInviteTransaction,
@@ -19,6 +17,8 @@ from simplesip.core.transaction import (
     client_key,
     server_key,
 )
+from simplesip.wire.headers import Headers
+from simplesip.wire.message import Request, Response
 
 UDP = TimerConfig(t1=0.5, t2=4.0, t4=5.0)
 TCP = TimerConfig(t1=0.5, t2=4.0, t4=5.0, reliable=True)

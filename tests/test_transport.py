@@ -8,8 +8,8 @@ import socket
 
 import pytest
 
-from conftest import free_port
 from simplesip.aio.transport import MAX_MESSAGE_SIZE, SipTransport, frame_stream
+from tests.helpers.net import free_port
 
 OPTIONS = (b"OPTIONS sip:a@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/TCP 127.0.0.1:1;branch=z9hG4bKx\r\n"
            b"Call-ID: c1\r\nCSeq: 1 OPTIONS\r\nl: 5\r\n\r\nhello")

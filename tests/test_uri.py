@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from simplesip.errors import SIPParseError
-from simplesip.wire.uri import NameAddr, SipURI, Via, parse_cseq
 from simplesip.wire.grammar import parse_params, split_list, unescape
+from simplesip.wire.uri import NameAddr, SipURI, Via, parse_cseq
 
 
 def test_sip_uri_components() -> None:

@@ -9,9 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sipmem import ANSWER, OFFER, Datagram, Network, request, response, sip
 from simplesip.core.auth_server import DigestVerifier
-from simplesip.errors import CallError
+from simplesip.core.config import UAConfig
 from simplesip.core.events import (
     CallAnswered,
     CallConfirmed,
@@ -25,9 +24,18 @@ from simplesip.core.events import (
     RegistrationSucceeded,
     RemoteOfferReceived,
 )
-from simplesip.wire.message import Response, parse_message
 from simplesip.core.useragent import UserAgentCore
-from simplesip.core.config import UAConfig
+from simplesip.errors import CallError
+from simplesip.wire.message import Response, parse_message
+from tests.helpers.sipmem import (
+    ANSWER,
+    OFFER,
+    Datagram,
+    Network,
+    request,
+    response,
+    sip,
+)
 
 ALICE = ("127.0.0.1", 15061)
 BOB = ("127.0.0.1", 15062)
@@ -39,11 +47,6 @@ ZERO = {"calls": 0, "dialogs": 0, "client_transactions": 0, "server_transactions
 
 def types(events) -> list[str]:
     return [type(e).__name__ for e in events]
-
-
-@pytest.fixture
-def net() -> Network:
-    return Network()
 
 
 @pytest.fixture

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
-from peers import SippRunner
-from robust_server import RECORD_FLOW, IvrServeProcess
+from tests.helpers.peers import SippRunner
+from tests.helpers.robust_server import RECORD_FLOW, IvrServeProcess
 
 MAX_CALLS = 5
 

@@ -16,9 +16,8 @@ import time
 import uuid
 from pathlib import Path
 
-from conftest import free_port
-
-PROJECT = Path(__file__).resolve().parent.parent
+from tests.helpers.net import free_port
+from tests.helpers.paths import PROJECT
 
 #: Answers, records the caller until '#', BYE or 60 s, then hangs up.
 RECORD_FLOW = """\

@@ -12,10 +12,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable
 
-from simplesip.core.events import Event
-from simplesip.wire.message import Request, Response, parse_message
-from simplesip.core.useragent import UserAgentCore
 from simplesip.core.config import UAConfig
+from simplesip.core.events import Event
+from simplesip.core.useragent import UserAgentCore
+from simplesip.wire.message import Request, Response, parse_message
 
 Address = tuple[str, int]
 Match = Callable[["Datagram"], bool]

@@ -31,11 +31,12 @@ from typing import Sequence
 import numpy as np
 
 from bench.sipp_driver import CallerMediaPorts
-from conftest import free_port
+from tests.helpers.net import free_port
+from tests.helpers.paths import DATA
 
 log = logging.getLogger(__name__)
 
-PEER_DATA = Path(__file__).parent / "data" / "peers"
+PEER_DATA = DATA / "peers"
 SIPP_PCAPS = Path("/usr/share/sip-tester")
 
 

@@ -24,15 +24,15 @@ from typing import Iterator
 import numpy as np
 import pytest
 
-from e2e_audio import RATE, locate, tone_share
-from peers import SippRunner
-from robust_server import IvrServeProcess
+from tests.helpers.e2e_audio import RATE, locate, tone_share
+from tests.helpers.paths import DATA, PROJECT
+from tests.helpers.peers import SippRunner
+from tests.helpers.robust_server import IvrServeProcess
 
 pytestmark = [pytest.mark.peer, pytest.mark.timeout(40)]
 
-PROJECT = Path(__file__).resolve().parent.parent
 PROMPTS = PROJECT / "flows" / "prompts"
-E2E_DATA = Path(__file__).parent / "data" / "e2e"
+E2E_DATA = DATA / "e2e"
 README_PORT = 5060
 #: (first prompt, the prompt that follows a '1' pressed during it) for each hours branch
 BRANCHES = {"open": ("welcome.wav", "transferring.wav"), "closed": ("closed.wav", "vm_greeting.wav"),

@@ -11,10 +11,23 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from peers import SIPP_PCAPS, SippRunner, dump_sipp_scenario, pcap_rtp_packets
-from sipp_xml import PCMU, UAS_CONTACT, response, scenario, sdp, send, uac_request
 from simplesip import Call, CallState, Endpoint, EndpointConfig, SimpleSIPClient
 from simplesip.wire import g711
+from tests.helpers.peers import (
+    SIPP_PCAPS,
+    SippRunner,
+    dump_sipp_scenario,
+    pcap_rtp_packets,
+)
+from tests.helpers.sipp_xml import (
+    PCMU,
+    UAS_CONTACT,
+    response,
+    scenario,
+    sdp,
+    send,
+    uac_request,
+)
 
 pytestmark = [pytest.mark.peer, pytest.mark.timeout(30)]
 

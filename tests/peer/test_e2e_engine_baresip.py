@@ -22,15 +22,21 @@ import numpy as np
 import pytest
 
 from ivr_plugins.recording import TRIM_MARGIN
-
-from audio import speech
-from e2e_audio import RATE, assert_contains, loud_spans, rms_db, tone_share
-from peers import BaresipRunner, dominant_frequency, read_wav
-from robust_server import IvrServeProcess
+from tests.helpers.audio import speech
+from tests.helpers.e2e_audio import (
+    RATE,
+    assert_contains,
+    loud_spans,
+    rms_db,
+    tone_share,
+)
+from tests.helpers.paths import DATA
+from tests.helpers.peers import BaresipRunner, dominant_frequency, read_wav
+from tests.helpers.robust_server import IvrServeProcess
 
 pytestmark = [pytest.mark.peer, pytest.mark.timeout(30)]
 
-E2E_DATA = Path(__file__).parent / "data" / "e2e"
+E2E_DATA = DATA / "e2e"
 
 #: Record the caller until 2 s of silence, then ask for two digits with a 440 Hz prompt, confirm
 #: with 880 Hz and hang up.

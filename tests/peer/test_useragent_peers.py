@@ -13,8 +13,7 @@ from typing import Callable
 
 import pytest
 
-from conftest import free_port
-from peers import KamailioRunner, SippRunner
+from simplesip.core.config import UAConfig
 from simplesip.core.events import (
     CallAnswered,
     CallConfirmed,
@@ -24,7 +23,8 @@ from simplesip.core.events import (
     RegistrationSucceeded,
 )
 from simplesip.core.useragent import UserAgentCore
-from simplesip.core.config import UAConfig
+from tests.helpers.net import free_port
+from tests.helpers.peers import KamailioRunner, SippRunner
 
 pytestmark = [pytest.mark.peer, pytest.mark.timeout(30)]
 

@@ -10,9 +10,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from netem import LossySipRelay
-from peers import SippRunner
-from robust_server import WAIT_FLOW, IvrServeProcess
+from tests.helpers.netem import LossySipRelay
+from tests.helpers.peers import SippRunner
+from tests.helpers.robust_server import WAIT_FLOW, IvrServeProcess
 
 CALLS = 50
 

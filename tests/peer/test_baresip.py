@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from peers import BaresipRunner, dominant_frequency, read_wav, tone
 from simplesip import Call, CallState, Endpoint, EndpointConfig, SimpleSIPClient
+from tests.helpers.peers import BaresipRunner, dominant_frequency, read_wav, tone
 
 pytestmark = [pytest.mark.peer, pytest.mark.timeout(40)]
 

@@ -7,9 +7,15 @@ import asyncio
 
 import pytest
 
-from conftest import free_port
-from peers import KamailioRunner
-from simplesip import AuthenticationError, Call, Endpoint, EndpointConfig, SimpleSIPClient
+from simplesip import (
+    AuthenticationError,
+    Call,
+    Endpoint,
+    EndpointConfig,
+    SimpleSIPClient,
+)
+from tests.helpers.net import free_port
+from tests.helpers.peers import KamailioRunner
 
 pytestmark = [pytest.mark.peer, pytest.mark.timeout(30)]
 

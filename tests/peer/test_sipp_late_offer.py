@@ -9,11 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from peers import SippRunner
-from sipp_xml import scenario, sdp, send, uac_request
 from simplesip import Call, Endpoint, EndpointConfig
 from simplesip.wire import g711
 from simplesip.wire.rtp import RtpPacket
+from tests.helpers.peers import SippRunner
+from tests.helpers.sipp_xml import scenario, sdp, send, uac_request
 
 pytestmark = [pytest.mark.peer, pytest.mark.timeout(30)]
 

@@ -13,9 +13,6 @@ from pathlib import Path
 
 import pytest
 
-from conftest import DATA, free_port
-from peers import PEER_DATA, SippRunner
-from sipp_xml import UAS_CONTACT, UAS_TO_TAG, response, scenario, sdp, send
 from simplesip import (
     AuthenticationError,
     Call,
@@ -25,6 +22,17 @@ from simplesip import (
     Endpoint,
     EndpointConfig,
     SimpleSIPClient,
+)
+from tests.helpers.net import free_port
+from tests.helpers.paths import DATA
+from tests.helpers.peers import PEER_DATA, SippRunner
+from tests.helpers.sipp_xml import (
+    UAS_CONTACT,
+    UAS_TO_TAG,
+    response,
+    scenario,
+    sdp,
+    send,
 )
 
 pytestmark = [pytest.mark.peer, pytest.mark.timeout(30)]

@@ -8,8 +8,8 @@ import time
 import wave
 from pathlib import Path
 
-from peers import SippRunner
-from robust_server import RECORD_FLOW, IvrServeProcess
+from tests.helpers.peers import SippRunner
+from tests.helpers.robust_server import RECORD_FLOW, IvrServeProcess
 
 
 def _wav_seconds(path: Path) -> float:

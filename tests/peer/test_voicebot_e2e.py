@@ -21,8 +21,8 @@ from ivr.config import parse_config
 from ivr.engine import Engine
 from ivr.plugins import make_plugin_manager
 from ivr.server import FlowStoreRunner
-from peers import BaresipRunner, read_wav
-from tests.speech_corpus import synthesise
+from tests.helpers.peers import BaresipRunner, read_wav
+from tests.helpers.speech_corpus import synthesise
 
 pytestmark = [pytest.mark.peer, pytest.mark.timeout(30)]
 log = logging.getLogger(__name__)

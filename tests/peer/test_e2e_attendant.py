@@ -33,21 +33,20 @@ from urllib.parse import parse_qs, urlparse
 import numpy as np
 import pytest
 
-from audio import speech
-from conftest import free_port
-from e2e_audio import RATE, assert_contains, tone_share
-from peers import BaresipRunner, SippRunner
-from robust_server import IvrServeProcess
-
 from ivr.config import DEFAULT_FLOW_FILE, parse_config
 from ivr.engine import Engine
 from ivr.plugins import make_plugin_manager
 from ivr.server import FlowStoreRunner
+from tests.helpers.audio import speech
+from tests.helpers.e2e_audio import RATE, assert_contains, tone_share
+from tests.helpers.net import free_port
+from tests.helpers.paths import DATA, PROJECT
+from tests.helpers.peers import BaresipRunner, SippRunner
+from tests.helpers.robust_server import IvrServeProcess
 
 pytestmark = [pytest.mark.peer, pytest.mark.timeout(30)]
 
-PROJECT = Path(__file__).resolve().parent.parent
-E2E_DATA = Path(__file__).parent / "data" / "e2e"
+E2E_DATA = DATA / "e2e"
 PARIS = dt.timezone(dt.timedelta(hours=1))  # CET: the dates below are in winter
 OPEN_TIME = dt.datetime(2026, 11, 26, 10, 0, tzinfo=PARIS)  # a Thursday morning
 CLOSED_TIME = dt.datetime(2026, 11, 26, 20, 0, tzinfo=PARIS)  # the same Thursday evening

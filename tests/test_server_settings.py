@@ -18,7 +18,7 @@ from ivr.config import ConfigError, parse_config
 from ivr.engine import Engine
 from ivr.plugins import make_plugin_manager
 from ivr.server import FlowStoreRunner, IvrServer
-from tests.engine_fakes import FakeEndpoint, ScriptedFlows
+from tests.helpers.engine_fakes import FakeEndpoint, ScriptedFlows
 
 HOURS_FLOW = """\
 flow: office

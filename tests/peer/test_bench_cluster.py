@@ -3,7 +3,6 @@ one tiny real step through it, and the report's per-system ratios."""
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
@@ -12,12 +11,8 @@ from bench.capacity import StepResult, StepSettings, run_steps
 from bench.cluster import IvrClusterUnderTest
 from bench.report import markdown
 
-needs_peers = pytest.mark.skipif(shutil.which("sipp") is None or shutil.which("kamailio") is None,
-                                 reason="sipp and kamailio are needed")
-
 
 @pytest.mark.timeout(45)
-@needs_peers
 def test_a_step_through_kamailio_spreads_calls_over_both_workers(tmp_path: Path) -> None:
     cluster = IvrClusterUnderTest(tmp_path, workers=2, max_calls=20)
     try:

@@ -1,0 +1,1 @@
+"""Tests against software we did not write: SIPp, baresip, Kamailio (marker ``peer``)."""

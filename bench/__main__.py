@@ -17,7 +17,13 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.capacity import SetupRateResult, StepResult, StepSettings, run_setup_rates, run_steps
+from bench.capacity import (
+    SetupRateResult,
+    StepResult,
+    StepSettings,
+    run_setup_rates,
+    run_steps,
+)
 from bench.cluster import IvrClusterUnderTest
 from bench.media import CALLER_MEDIA_MODES
 from bench.report import markdown, plot, write_csv

@@ -42,7 +42,13 @@ import numpy as np
 
 from bench import media
 from bench.probe import ProbeCall, ProbeResult, RtpSink
-from bench.procstats import MACHINE, CpuWindow, GroupCpuWindow, UdpDropCounter, rss_bytes
+from bench.procstats import (
+    MACHINE,
+    CpuWindow,
+    GroupCpuWindow,
+    UdpDropCounter,
+    rss_bytes,
+)
 from bench.sipp_driver import fill_scenario, read_outcome, start_sipp
 
 log = logging.getLogger(__name__)

@@ -21,7 +21,13 @@ from pathlib import Path
 from typing import Any
 
 from bench.procstats import child_pids
-from bench.systems import BENCH_DIR, IvrServerUnderTest, free_udp_port, random_port_range, terminate
+from bench.systems import (
+    BENCH_DIR,
+    IvrServerUnderTest,
+    free_udp_port,
+    random_port_range,
+    terminate,
+)
 
 log = logging.getLogger(__name__)
 

@@ -133,7 +133,7 @@ def measure(impl: types.SimpleNamespace, calls: int, ticks: int, warmup: int,
                                      rng=random.Random(i))) for i in range(calls)]
     addrs = [("127.0.0.1", 40000 + 2 * i) for i in range(calls)]
 
-    def echo(tick_calls: list, inbound: np.ndarray) -> np.ndarray:
+    def echo(tick_calls: list, inbound: np.ndarray, *clock: object) -> np.ndarray:
         return inbound
 
     receive_ms: list[float] = []

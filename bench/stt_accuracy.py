@@ -23,7 +23,13 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from anywhere
 
 from ivr_plugins.stt import Recognition, SpeechRecognizer  # noqa: E402
-from tests.helpers.speech_corpus import MENU_PHRASES, SPEEDS, VOICES, Utterance, build_corpus  # noqa: E402
+from tests.helpers.speech_corpus import (  # noqa: E402
+    MENU_PHRASES,
+    SPEEDS,
+    VOICES,
+    Utterance,
+    build_corpus,
+)
 
 #: Things callers say that no menu expects, for calibrating the confidence.
 OUT_OF_GRAMMAR = ("pizza", "hello there", "weather forecast", "my account number", "cancel it")

@@ -122,6 +122,7 @@ class CallContext:
         self.answer_time: float | None = None
         self.end_time: float | None = None
         self.end_reason: str | None = None
+        self.reject_status: int | None = None  # the SIP status the call was refused with
         self.failed: str | None = None  # set when a plugin raised for this call
         self.events: asyncio.Queue = asyncio.Queue()
         # set by the engine: async callables for signalling actions

@@ -90,6 +90,7 @@ class CallController:
             await self._sip_call.reject(status, headers=headers)
         else:
             await self._sip_call.reject(status)
+        call.reject_status = status
         self._owner.notify("rejected", call, {"status": status})
         await self._owner.end_call(call, "rejected")
 

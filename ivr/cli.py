@@ -114,7 +114,7 @@ async def place_call(uri: str, *, dtmf: str = "", play: str | None = None, durat
     played = 0
     endpoint = Endpoint(EndpointConfig(local_host=local_host, sip_port=0, transports=("udp",)))
 
-    def on_tick(calls: list[Any], pcm_in: np.ndarray) -> np.ndarray | None:
+    def on_tick(calls: list[Any], pcm_in: np.ndarray, now: float, tick: int) -> np.ndarray | None:
         nonlocal played
         if not calls:
             return None
@@ -191,7 +191,8 @@ def _cmd_call(args: argparse.Namespace) -> int:
 
 def _cmd_serve(args: argparse.Namespace) -> int:
     from ivr.config import ConfigError
-    from ivr.server import IvrServer, configure_logging
+    from ivr.logs import configure_logging
+    from ivr.server import IvrServer
 
     try:
         server = IvrServer(args.config, args.flows)

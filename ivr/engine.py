@@ -28,7 +28,14 @@ from ivr.call import FRAME_SAMPLES, CallContext, HangupEvent
 from ivr.call_controller import CallController
 from ivr.config import IvrConfig
 from ivr.plugins import HookCallError, MediaPipeline, call_hook
-from ivr.sip_adapter import SIP_END_REASONS, headers_dict, make_endpoint, policy_headers, rtp_stats, via_source
+from ivr.sip_adapter import (
+    SIP_END_REASONS,
+    headers_dict,
+    make_endpoint,
+    policy_headers,
+    rtp_stats,
+    via_source,
+)
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +95,6 @@ class Engine:
         self._pending_reason: dict[str, str] = {}
         self._last_sound: dict[str, float] = {}  # call id -> monotonic time of its last loud frame
         self._pipeline = MediaPipeline(pm)
-        self._tick = 0
         self._loop: asyncio.AbstractEventLoop | None = None
 
     # -- lifecycle --------------------------------------------------------------------------
@@ -97,8 +103,12 @@ class Engine:
         """Configure plugins, start the endpoint and register any accounts."""
         self._loop = asyncio.get_running_loop()
         if self.flows is None:
-            raise RuntimeError("Engine needs a FlowRunner (ivr.server.FlowStoreRunner for the configured flows)")
+            raise RuntimeError("Engine needs a FlowRunner (ivr.flow_runner.FlowStoreRunner for the configured flows)")
         self.pm.hook.ivr_configure.call_historic(kwargs={"config": self.config.raw})
+        try:
+            call_hook(self.pm, "ivr_startup", config=self.config.raw, recordings=self.config.recordings)
+        except HookCallError:
+            pass  # logged with the plugin's name; the engine serves without that plugin's preparation
         self.endpoint = self._endpoint_factory(self.config)
         self.endpoint.on_incoming_call = self._on_incoming_call
         self.endpoint.on_tick = self.on_tick
@@ -321,21 +331,19 @@ class Engine:
 
     # -- media clock --------------------------------------------------------------------------
 
-    def on_tick(self, calls: list[Any], pcm_in: np.ndarray) -> np.ndarray | None:
+    def on_tick(self, calls: list[Any], pcm_in: np.ndarray, now: float, tick: int) -> np.ndarray | None:
         """The endpoint's 20 ms tick: one batched ``ivr_audio_in`` then ``ivr_audio_out`` over
-        every answered call; returns the outbound frames (rows of other calls stay silent)."""
+        every answered call, at the media clock's ``now`` and ``tick`` (``AudioBatch.now`` and
+        ``.tick``); returns the outbound frames (rows of other calls stay silent)."""
         media = self._media
         rows = [i for i, sip_call in enumerate(calls) if sip_call.id in media]
         if not rows:
             return None
         contexts = [media[calls[i].id] for i in rows]
         all_rows = len(rows) == len(calls)
-        self._tick += 1
-        outbound, failures = self._pipeline.run(contexts, pcm_in if all_rows else pcm_in[rows],
-                                                time.monotonic(), self._tick)
+        outbound, failures = self._pipeline.run(contexts, pcm_in if all_rows else pcm_in[rows], now, tick)
         for failure in failures:
             self.fail_call(contexts[failure.index], failure.plugin, failure.hook_name, failure.error)
-        now = time.monotonic()
         for index in np.flatnonzero(np.any(outbound != 0, axis=1)):
             self._last_sound[contexts[index].id] = now
         if all_rows:

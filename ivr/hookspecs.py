@@ -6,7 +6,7 @@ implementation may accept any subset of a hook's arguments.
 
 Hooks are grouped by lifecycle:
 
-1. process: ``ivr_configure``, ``ivr_register_actions``
+1. process: ``ivr_configure``, ``ivr_register_actions``, ``ivr_startup``
 2. call: ``ivr_incoming_call``, ``ivr_call_started``, ``ivr_call_ended``
 3. media (every 20 ms tick, batched over all live calls): ``ivr_audio_in``, ``ivr_audio_out``
 4. call services asked for by flows: ``ivr_play``, ``ivr_stop_playback``, ``ivr_start_recording``,
@@ -21,6 +21,7 @@ call alone and keeps serving the others). It is logged with the plugin's name.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 import pluggy
@@ -53,6 +54,17 @@ def ivr_register_actions(register: Callable[..., None]) -> None:
     ``async def handler(session, params) -> str`` returning the outcome name; ``schema`` is the JSON
     Schema of the action's parameters (used by ``ivr check`` and ``ivr schema``). Return value
     ignored.
+    """
+
+
+@hookspec
+def ivr_startup(config: dict[str, Any], recordings: Path) -> None:
+    """Called once when the engine starts, after ``ivr_configure`` and before the first call is
+    accepted: finish work an earlier process left undone (files a crash left incomplete, say).
+
+    ``recordings`` is the configured recordings folder (it may not exist yet). No call is in
+    progress, so blocking work is allowed. An exception is logged with the plugin's name and
+    start-up goes on. Return value ignored.
     """
 
 

@@ -8,8 +8,8 @@ written; tests count them.
 
 Crash safety: the header's sizes are rewritten and the file flushed every second, so a process
 killed outright (SIGKILL, power aside) leaves a file whose header is at most a second behind its
-data. :func:`repair_wav` fixes the sizes from the file's length; the server runs it on start for
-recordings a dead process left behind.
+data. :func:`repair_wav` fixes the sizes from the file's length; ``ivr_startup`` runs it on every WAV
+under the recordings folder, for recordings a dead process left behind.
 
 Options: ``stereo`` (bool), ``max_length`` (s), ``silence_timeout`` (s: stop after that long
 without the caller's voice; uses the vad plugin's ``call.data["vad"]`` state when it is loaded,
@@ -170,6 +170,21 @@ class Recording:
 
 
 _settings: dict[str, Any] = {"silence_level_dbfs": -45.0}
+
+
+@hookimpl
+def ivr_startup(recordings: Path) -> None:
+    """Repair every WAV under ``recordings`` a dead process left with a stale header
+    (:func:`repair_wav` leaves a finished file as it is)."""
+    checked = 0
+    for path in sorted(recordings.rglob("*.wav")) if recordings.is_dir() else []:
+        try:
+            repair_wav(path)
+            checked += 1
+        except Exception as exc:  # one bad file must not stop the others or the start-up
+            log.warning("cannot repair %s: %r", path, exc)
+    if checked:
+        log.info("checked %d recording(s) in %s", checked, recordings)
 
 
 @hookimpl

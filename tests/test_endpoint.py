@@ -140,7 +140,7 @@ async def test_on_tick_batches_every_call(pair):
     _answer_all(callee, incoming)
     batches: list[int] = []
 
-    def on_tick(calls, inbound):
+    def on_tick(calls, inbound, now, tick):
         batches.append(len(calls))
         assert inbound.shape == (len(calls), 160) and inbound.dtype == np.int16
         return np.full((len(calls), 160), 500, dtype=np.int16)

@@ -14,7 +14,7 @@ from ivr.cli import place_call
 from ivr.config import parse_config
 from ivr.engine import Engine
 from ivr.plugins import make_plugin_manager
-from ivr.server import FlowStoreRunner
+from ivr.flow_runner import FlowStoreRunner
 
 PROMPT_SECONDS = 1.0
 GOODBYE_FLOW = f"""\

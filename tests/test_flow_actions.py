@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from ivr.flows import ActionRegistry, run_simulation
+from ivr.flows import collect_actions, run_simulation
 
 
 def write(tmp_path: Path, body: str, name: str = "flow.yaml") -> Path:
@@ -391,7 +391,7 @@ def test_plugin_action_runs_with_rendered_params(tmp_path: Path) -> None:
         session.vars["vip"] = params["number"] == "1001"
         return "found"
 
-    actions = ActionRegistry.with_builtins()
+    actions = collect_actions()
     actions.register("crm_lookup", lookup, {"type": "object"}, outcomes=("found", "missing"))
     path = write(tmp_path, """\
         start: look

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from ivr.flows import ActionRegistry, FlowError, check_file, load_flow
+from ivr.flows import FlowError, check_file, collect_actions, load_flow
 from ivr.flows.cli import add_commands, cmd_check, cmd_schema
 
 BROKEN = Path(__file__).parent / "flows"
@@ -91,7 +91,7 @@ def test_plugin_action_is_known_once_registered(tmp_path: Path) -> None:
     async def lookup(session, params):  # pragma: no cover - never run here
         return "found"
 
-    actions = ActionRegistry.with_builtins()
+    actions = collect_actions()
     actions.register("lookup_crm", lookup, {"type": "object", "required": ["key"]}, outcomes=("found", "missing"))
     flow, diagnostics = check_file(path, actions)
     assert flow is not None
@@ -135,29 +135,29 @@ def test_plugin_cannot_replace_a_builtin_action() -> None:
         return "ok"
 
     with pytest.raises(ValueError):
-        ActionRegistry.with_builtins().register("play", handler)
+        collect_actions().register("play", handler)
 
 
 def test_cli_check_exit_codes_and_output() -> None:
     out = io.StringIO()
     args = argparse.Namespace(files=[str(FLOWS / "attendant.yaml"), str(BROKEN / "bad_value.yaml")], strict=False)
-    assert cmd_check(args, ActionRegistry.with_builtins(), out) == 1
+    assert cmd_check(args, collect_actions(), out) == 1
     lines = out.getvalue().splitlines()
     assert lines[0].endswith("attendant.yaml: ok (17 nodes)")
     assert lines[1] == f"{BROKEN / 'bad_value.yaml'}:8:20: nodes.a.menu.max_invalid: 0 is less than the minimum of 1"
 
     out = io.StringIO()
     args = argparse.Namespace(files=[str(BROKEN / "unreachable.yaml")], strict=False)
-    assert cmd_check(args, ActionRegistry.with_builtins(), out) == 0
+    assert cmd_check(args, collect_actions(), out) == 0
     args.strict = True
-    assert cmd_check(args, ActionRegistry.with_builtins(), io.StringIO()) == 1
+    assert cmd_check(args, collect_actions(), io.StringIO()) == 1
 
 
 def test_cli_schema_is_json_schema_with_plugin_actions() -> None:
     async def handler(session, params):  # pragma: no cover
         return "ok"
 
-    actions = ActionRegistry.with_builtins()
+    actions = collect_actions()
     actions.register("lookup_crm", handler, {"type": "object"}, outcomes=("found",))
     out = io.StringIO()
     assert cmd_schema(argparse.Namespace(), actions, out) == 0
@@ -169,7 +169,7 @@ def test_cli_schema_is_json_schema_with_plugin_actions() -> None:
 
 def test_add_commands_registers_the_three_subcommands() -> None:
     parser = argparse.ArgumentParser()
-    add_commands(parser.add_subparsers(), actions_factory=ActionRegistry.with_builtins)
+    add_commands(parser.add_subparsers(), actions_factory=collect_actions)
     args = parser.parse_args(["check", str(BROKEN / "bad_pattern.yaml")])
     assert args.func(args) == 1
     args = parser.parse_args(["simulate", str(FLOWS / "voicemail.yaml"), "--dtmf", "+6s hangup"])

@@ -6,7 +6,7 @@ import asyncio
 from pathlib import Path
 
 from ivr.call import CallContext, HangupEvent, PlaybackDone, PlayItem
-from ivr.flows import ActionRegistry, load_flow, run_flow
+from ivr.flows import collect_actions, load_flow, run_flow
 
 
 class InstantMedia:
@@ -61,7 +61,7 @@ async def test_menu_choice_then_transfer_on_a_real_loop(tmp_path: Path) -> None:
     call, media, controller = make_call()
     asyncio.get_running_loop().call_later(0.05, call.report_dtmf, "2", "rfc4733")
     outcome = await asyncio.wait_for(
-        run_flow(load_flow(path), call, {"desk": "300"}, ActionRegistry.with_builtins()), 5
+        run_flow(load_flow(path), call, {"desk": "300"}, collect_actions()), 5
     )
     assert outcome == "transferred"
     assert controller.log == ["answer", "transfer sip:300@127.0.0.1"]
@@ -74,6 +74,6 @@ async def test_hangup_while_waiting_ends_the_flow(tmp_path: Path) -> None:
     path.write_text("start: p\nnodes:\n  p: {pause: 30s, next: q}\n  q: {play: {say: never}}\n")
     call, media, controller = make_call()
     asyncio.get_running_loop().call_later(0.05, call.emit, HangupEvent("remote_hangup"))
-    outcome = await asyncio.wait_for(run_flow(load_flow(path), call, {}, ActionRegistry.with_builtins()), 5)
+    outcome = await asyncio.wait_for(run_flow(load_flow(path), call, {}, collect_actions()), 5)
     assert outcome == "caller_hangup"
     assert controller.log == [] and media.played == []  # never answered, nothing played

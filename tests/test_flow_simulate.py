@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from ivr.flows import ActionRegistry, run_simulation, simulate
+from ivr.flows import collect_actions, run_simulation, simulate
 from ivr.flows.cli import cmd_simulate
 from ivr.flows.simulate import parse_dtmf_script, parse_speech_script
 
@@ -72,7 +72,7 @@ def test_cli_prints_the_trace_line_by_line() -> None:
     args = argparse.Namespace(flow=str(FLOWS / "attendant.yaml"), dtmf="+2s 0", speech="",
                               at="2026-12-25T11:00", tz="Europe/Paris", caller="sip:1001@127.0.0.1",
                               callee="sip:ivr@127.0.0.1", transfer_result="ok", set=[])
-    assert cmd_simulate(args, ActionRegistry.with_builtins(), out) == 0
+    assert cmd_simulate(args, collect_actions(), out) == 0
     lines = out.getvalue().splitlines()
     assert lines[1].split() == ["0.000", "check_hours", "hours", "office", "at", "Fri", "2026-12-25",
                                 "11:00", "CET:", "holiday"]
@@ -83,5 +83,5 @@ def test_cli_reports_a_bad_script() -> None:
     out = io.StringIO()
     args = argparse.Namespace(flow=str(FLOWS / "voicemail.yaml"), dtmf="oops", speech="", at=None, tz="UTC",
                               caller="sip:a@127.0.0.1", callee="sip:b@127.0.0.1", transfer_result="ok", set=[])
-    assert cmd_simulate(args, ActionRegistry.with_builtins(), out) == 2
+    assert cmd_simulate(args, collect_actions(), out) == 2
     assert "bad DTMF script token 'oops'" in out.getvalue()

@@ -15,8 +15,8 @@ import pytest
 import ivr_plugins.vad as vad_plugin
 from ivr.call import SpeechEvent
 from ivr.flows import check_file, run_simulation
+from ivr.flows.actions import collect_actions
 from ivr.flows.cli import cmd_simulate
-from ivr.flows.registry import ActionRegistry
 from ivr.flows.session import TraceEntry
 from ivr.flows.speech import match_text, option_phrases, spoken_digits
 from tests.helpers.audio import Rig, drain, frames, silence, speech
@@ -188,7 +188,7 @@ def test_simulate_runs_a_wav_through_the_real_recogniser(tmp_path: Path) -> None
     out = io.StringIO()
     args = argparse.Namespace(flow=str(path), dtmf="", speech="", say="", speech_wav=f"{wav}@2.5", at=None,
                               tz="UTC", caller="sip:1@x", callee="sip:2@x", transfer_result="ok", set=[])
-    assert cmd_simulate(args, ActionRegistry.with_builtins(), out) == 0
+    assert cmd_simulate(args, collect_actions(), out) == 0
     assert "recognised 'support'" in out.getvalue()
     assert "support          enter     play" in out.getvalue()
 

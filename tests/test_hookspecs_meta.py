@@ -15,7 +15,7 @@ from ivr.cli import place_call, read_wav_8k
 from ivr.config import parse_config
 from ivr.engine import Engine
 from ivr.plugins import make_plugin_manager
-from ivr.server import FlowStoreRunner
+from ivr.flow_runner import FlowStoreRunner
 
 TESTS = Path(__file__).parent
 HOOKS = sorted(name for name, fn in inspect.getmembers(hookspecs, inspect.isfunction) if name.startswith("ivr_"))

@@ -184,15 +184,17 @@ def test_run_tick_with_on_tick_uses_its_batch():
     b = FakeLeg("PCMA", [])
     seen = {}
 
-    def on_tick(calls, inbound):
+    def on_tick(calls, inbound, now, tick):
         seen["calls"] = calls
+        seen["tick"] = (now, tick)
         seen["shape"] = inbound.shape
         out = np.zeros_like(inbound)
         out[1] = 1000
         return out
 
-    run_tick([a, b], on_tick, 0.0)
+    run_tick([a, b], on_tick, 0.0, tick=7)
     assert seen["calls"] == [a, b] and seen["shape"] == (2, FRAME_SAMPLES)
+    assert seen["tick"] == (0.0, 7)  # the clock's time and tick number pass through
     assert a.delivered == []  # on_tick replaces per-call delivery
     assert b.rtp.sent == [g711.pcm_to_alaw(np.full(FRAME_SAMPLES, 1000, np.int16).tobytes())]
 
@@ -356,12 +358,12 @@ def test_run_tick_groups_real_sessions_by_law_and_follows_a_codec_change():
         for i, leg in enumerate(legs):
             data = RtpPacket(leg.rtp.payload_type, tick, tick * 160, 0x100 + i, payload).serialize()
             leg.rtp.receive(data, ("127.0.0.1", 40000 + i), tick * 0.02)
-        run_tick(legs, lambda calls, inbound: inbound, tick * 0.02)
+        run_tick(legs, lambda calls, inbound, now, number: inbound, tick * 0.02)
     for leg in legs:  # echoed in each call's own law, whatever the mix in the batch
         assert RtpPacket.parse(leg.packets[-1]).payload == payload
     legs[1].rtp.update(codec="PCMU", payload_type=0)  # re-INVITE: now one A-law call only
     assert [leg.rtp.is_alaw for leg in legs] == [False, False, True]
-    run_tick(legs, lambda calls, inbound: np.full_like(inbound, 1000), 1.0)
+    run_tick(legs, lambda calls, inbound, now, number: np.full_like(inbound, 1000), 1.0)
     sent = [RtpPacket.parse(leg.packets[-1]).payload for leg in legs]
     assert sent[0] == sent[1] == g711.pcm_to_ulaw(np.full(FRAME_SAMPLES, 1000, np.int16).tobytes())
     assert sent[2] == g711.pcm_to_alaw(np.full(FRAME_SAMPLES, 1000, np.int16).tobytes())

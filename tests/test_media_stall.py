@@ -93,7 +93,7 @@ async def test_every_frame_arrives_once_and_in_order_across_a_loop_stall(consume
     consumed: list[np.ndarray] = []
     ticks = 0
 
-    def on_tick(calls: list, inbound: np.ndarray) -> None:
+    def on_tick(calls: list, inbound: np.ndarray, now: float, tick: int) -> None:
         nonlocal ticks
         ticks += 1
         consumed.append(inbound[0].copy())
@@ -102,7 +102,7 @@ async def test_every_frame_arrives_once_and_in_order_across_a_loop_stall(consume
 
     def on_clock(now: float, tick: int, send: bool) -> None:
         leg.firing_now = now
-        run_tick([leg], on_tick if batched else None, now, send)
+        run_tick([leg], on_tick if batched else None, now, send, tick)
 
     clock = MediaClock(on_clock, max_burst=2)
     started = threading.Event()

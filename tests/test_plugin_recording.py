@@ -149,6 +149,23 @@ def test_repair_wav_refuses_non_wav(tmp_path) -> None:
         recording_plugin.repair_wav(junk)
 
 
+
+def test_startup_hook_repairs_every_recording_a_crash_left(tmp_path, caplog) -> None:
+    from ivr.plugins import make_plugin_manager
+
+    nested = tmp_path / "2026" / "crashed.wav"
+    nested.parent.mkdir()
+    writer = recording_plugin.WavWriter(nested, 1)
+    writer.write(noise_frames(10).reshape(-1, 1))
+    writer._file.flush()  # the header still says 0 bytes
+    (tmp_path / "junk.wav").write_bytes(b"not a wav file at all")
+    pm = make_plugin_manager(entry_points=False, environ={})
+    pm.hook.ivr_startup(config={}, recordings=tmp_path)
+    with wave.open(str(nested)) as wav:
+        assert wav.getnframes() == 10 * 160
+    assert "cannot repair" in caplog.text and "junk.wav" in caplog.text
+    pm.hook.ivr_startup(config={}, recordings=tmp_path / "missing")  # no folder yet: nothing to do
+
 RECORDER = textwrap.dedent(
     """
     import signal, sys, time

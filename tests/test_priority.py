@@ -167,4 +167,4 @@ def test_a_priority_changed_by_sighup_waits_for_the_next_start(tmp_path: Path, c
         assert "priority normal -> realtime takes effect at the next start" in caplog.text
         assert server.config.priority == "realtime"  # the rest of the file is taken
     finally:
-        server.recorder.close()
+        server.close()

@@ -11,7 +11,9 @@ from pathlib import Path
 import pytest
 
 from ivr.config import parse_config
-from ivr.server import Admission, CallRecorder, IvrServer, JsonLogFormatter
+from ivr.admission import Admission
+from ivr.logs import CallLog, JsonLogFormatter
+from ivr.server import IvrServer
 from tests.helpers.engine_fakes import FakeCall, FakeEndpoint, ScriptedFlows, settle
 from tests.helpers.net import free_port
 
@@ -131,7 +133,7 @@ async def test_cdr_lines_and_metrics(tmp_path):
 def test_call_events_log_as_json_lines(caplog):
     from ivr.call import CallContext
 
-    recorder = CallRecorder(None, __import__("prometheus_client").CollectorRegistry())
+    recorder = CallLog()
     caplog.set_level(logging.INFO, logger="ivr.calls")
     call = CallContext("abc", None, from_uri="sip:a@x", to_uri="sip:b@y")
     recorder("dtmf", call, {"digit": "5", "source": "info"})

@@ -6,7 +6,7 @@ from types import SimpleNamespace
 
 from prometheus_client import CollectorRegistry, generate_latest
 
-from ivr.server import MediaClockCollector
+from ivr.metrics import MediaClockCollector
 from simplesip.aio.endpoint import Endpoint
 
 

@@ -17,7 +17,8 @@ from ivr.call import CallContext
 from ivr.config import ConfigError, parse_config
 from ivr.engine import Engine
 from ivr.plugins import make_plugin_manager
-from ivr.server import FlowStoreRunner, IvrServer
+from ivr.flow_runner import FlowStoreRunner
+from ivr.server import IvrServer
 from tests.helpers.engine_fakes import FakeEndpoint, ScriptedFlows
 
 HOURS_FLOW = """\
@@ -136,7 +137,7 @@ async def test_sighup_loads_new_and_unloads_removed_plugins(tmp_path: Path, monk
         assert server.engine.flows.flow_names() == ["office"]  # the flows are served still
         assert server.pm.has_plugin("ivr_plugins.playback")  # built-ins are never touched
     finally:
-        server.recorder.close()
+        server.close()
         for name in ("p_followup_one", "p_followup_two"):
             sys.modules.pop(name, None)
 

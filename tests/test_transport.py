@@ -109,6 +109,9 @@ async def test_trickled_message_is_cut_off_by_the_message_deadline():
                     break
             except asyncio.TimeoutError:
                 continue
+            except ConnectionResetError:  # closed with our bytes unread: the kernel sends RST
+                closed_after = loop.time() - started
+                break
         assert closed_after is not None and 0.5 < closed_after < 1.5, closed_after
         assert t.tcp_connection_count == 1  # the good connection survives
         good_writer.write(OPTIONS)

@@ -10,21 +10,16 @@ from simplesip.core.events import (
     CallConfirmed,
     IncomingCall,
 )
-from simplesip.core.useragent import UserAgentCore
 from simplesip.wire.message import Response
-from tests.helpers.sipmem import ANSWER, OFFER, Network, response, sip
-
-ALICE = ("127.0.0.1", 15061)
-BOB = ("127.0.0.1", 15062)
-PEER = ("127.0.0.1", 15090)  # a hand-driven peer on the same host as the server, other port
-SERVER = ("127.0.0.1", 15060)
-
-
-def served_ua(net: Network, **extra: object) -> UserAgentCore:
-    """Alice, whose registrar/proxy is SERVER and whose domain is the server's host."""
-    return net.add(UAConfig(local_port=ALICE[1], username="alice", password="alicepw",
-                            domain=SERVER[0], server=SERVER, **extra))
-
+from tests.helpers.sipmem import (
+    ALICE,
+    ANSWER,
+    BOB,
+    OFFER,
+    PEER,
+    response,
+    sip,
+)
 
 # --- late offer: the INVITE has no SDP, our 200 offers, the ACK answers -------------------------
 

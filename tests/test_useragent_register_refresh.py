@@ -5,26 +5,18 @@ from __future__ import annotations
 
 from simplesip.core.auth import Challenge, DigestCredentials
 from simplesip.core.auth_server import DigestVerifier
-from simplesip.core.config import UAConfig
 from simplesip.core.events import (
     RegistrationFailed,
     RegistrationSucceeded,
 )
-from simplesip.core.useragent import UserAgentCore
 from simplesip.wire.message import Request, Response
-from tests.helpers.sipmem import Datagram, Network, response
-
-ALICE = ("127.0.0.1", 15061)
-BOB = ("127.0.0.1", 15062)
-PEER = ("127.0.0.1", 15090)  # a hand-driven peer on the same host as the server, other port
-SERVER = ("127.0.0.1", 15060)
-
-
-def served_ua(net: Network, **extra: object) -> UserAgentCore:
-    """Alice, whose registrar/proxy is SERVER and whose domain is the server's host."""
-    return net.add(UAConfig(local_port=ALICE[1], username="alice", password="alicepw",
-                            domain=SERVER[0], server=SERVER, **extra))
-
+from tests.helpers.sipmem import (
+    SERVER,
+    Datagram,
+    Network,
+    response,
+    served_ua,
+)
 
 # --- REGISTER refreshes reuse the registrar's challenge ---------------------------------------------
 

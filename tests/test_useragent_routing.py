@@ -5,21 +5,13 @@ from __future__ import annotations
 
 import pytest
 
-from simplesip.core.config import UAConfig
-from simplesip.core.useragent import UserAgentCore
-from tests.helpers.sipmem import OFFER, Network, request
-
-ALICE = ("127.0.0.1", 15061)
-BOB = ("127.0.0.1", 15062)
-PEER = ("127.0.0.1", 15090)  # a hand-driven peer on the same host as the server, other port
-SERVER = ("127.0.0.1", 15060)
-
-
-def served_ua(net: Network, **extra: object) -> UserAgentCore:
-    """Alice, whose registrar/proxy is SERVER and whose domain is the server's host."""
-    return net.add(UAConfig(local_port=ALICE[1], username="alice", password="alicepw",
-                            domain=SERVER[0], server=SERVER, **extra))
-
+from tests.helpers.sipmem import (
+    OFFER,
+    PEER,
+    SERVER,
+    request,
+    served_ua,
+)
 
 # --- routing: the server gets only what is in our domain on its port ---------------------------
 

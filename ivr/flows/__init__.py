@@ -1,9 +1,11 @@
 """The flow language: load and check YAML call flows, run them on calls, simulate them.
 
-Engine entry points: :func:`load_flow`, :class:`FlowStore`, :class:`ActionRegistry` and
+Engine entry points: :func:`load_flow`, :class:`FlowStore`, :func:`collect_actions` (the
+:class:`ActionRegistry`) and
 :func:`run_flow`. docs/flows.md is the language reference.
 """
 
+from ivr.flows.actions import collect_actions
 from ivr.flows.checker import check_file, load_flow
 from ivr.flows.diagnostics import Diagnostic, FlowError, FlowRuntimeError
 from ivr.flows.executor import run_flow
@@ -27,6 +29,7 @@ __all__ = [
     "Schedule",
     "TraceEntry",
     "check_file",
+    "collect_actions",
     "flow_schema",
     "load_flow",
     "run_flow",

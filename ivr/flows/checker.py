@@ -17,6 +17,7 @@ from typing import Any, Iterator
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from ivr.flows import speech
+from ivr.flows.actions import collect_actions
 from ivr.flows.diagnostics import Diagnostic, FlowError
 from ivr.flows.inner_routes import hoist_inner_routes
 from ivr.flows.loader import MarkedMap, position_of, read_flow_document
@@ -322,7 +323,7 @@ def check_file(
     """Check one flow file; return the built :class:`Flow` (``None`` on any error) and every
     diagnostic (errors and warnings), sorted by position."""
     path = Path(path)
-    actions = actions or ActionRegistry.with_builtins()
+    actions = actions or collect_actions()
     document, diagnostics = read_flow_document(path)
     if document is None:
         return None, diagnostics

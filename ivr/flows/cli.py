@@ -12,6 +12,7 @@ import logging
 import sys
 from typing import Callable, TextIO
 
+from ivr.flows.actions import collect_actions
 from ivr.flows.checker import check_file
 from ivr.flows.diagnostics import FlowError
 from ivr.flows.registry import ActionRegistry
@@ -22,14 +23,12 @@ log = logging.getLogger(__name__)
 
 def default_actions() -> ActionRegistry:
     """The built-in actions plus those of every plugin the engine would load."""
-    registry = ActionRegistry.with_builtins()
     try:
         from ivr.plugins import make_plugin_manager
     except ImportError as exc:  # the flow tools still work on built-in actions alone
         log.debug("plugin actions unavailable: %s", exc)
-        return registry
-    make_plugin_manager().hook.ivr_register_actions(register=registry.register)
-    return registry
+        return collect_actions()
+    return collect_actions(make_plugin_manager())
 
 
 def add_commands(

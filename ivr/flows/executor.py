@@ -18,7 +18,13 @@ from ivr.call import CallContext
 from ivr.flows.diagnostics import FlowRuntimeError
 from ivr.flows.model import Flow, Node
 from ivr.flows.registry import ActionRegistry, ActionSpec
-from ivr.flows.session import CallerHungUp, FlowSession, TraceSink
+from ivr.flows.session import (
+    CallerHungUp,
+    FlowFinished,
+    FlowSession,
+    SubReturn,
+    TraceSink,
+)
 from ivr.flows.templating import render_deep
 
 log = logging.getLogger(__name__)
@@ -26,22 +32,6 @@ log = logging.getLogger(__name__)
 # Steps allowed without the clock moving: a goto/set cycle that never waits would otherwise
 # spin the event loop that serves every other call.
 _MAX_STEPS_WITHOUT_WAITING = 1000
-
-
-class FlowFinished(Exception):
-    """Raised by terminal actions (hangup, reject) to end the whole flow with ``outcome``."""
-
-    def __init__(self, outcome: str) -> None:
-        super().__init__(outcome)
-        self.outcome = outcome
-
-
-class SubReturn(Exception):
-    """Raised by ``return`` to end the innermost sub-routine with ``outcome``."""
-
-    def __init__(self, outcome: str) -> None:
-        super().__init__(outcome)
-        self.outcome = outcome
 
 
 def route(session: FlowSession, flow: Flow, node: Node, spec: ActionSpec, outcome: str) -> str | None:
@@ -155,7 +145,8 @@ async def run_flow(
     ``wall_clock`` (for ``hours``) and ``trace`` (one :class:`TraceEntry` per step) are for
     tests and ``ivr simulate``.
     """
-    session = FlowSession(flow, call, config, actions, wall_clock=wall_clock, trace_sink=trace)
+    session = FlowSession(flow, call, config, actions, walk=run_graph, wall_clock=wall_clock,
+                          trace_sink=trace)
     call.flow = flow.name
     result: str | None = None
     try:

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Awaitable, Callable, Iterable
+from typing import Any, Awaitable, Callable, Iterable
 
-if TYPE_CHECKING:  # pragma: no cover
-    from ivr.flows.session import FlowSession
+__all__ = ["ActionHandler", "ActionRegistry", "ActionSpec"]
 
 log = logging.getLogger(__name__)
 
-ActionHandler = Callable[["FlowSession", Any], Awaitable[str]]
+#: ``async def handler(session, params) -> str``: ``session`` is the call's
+#: :class:`ivr.flows.session.FlowSession`, the result the outcome name.
+ActionHandler = Callable[[Any, Any], Awaitable[str]]
 
 
 @dataclass(frozen=True)
@@ -34,24 +35,18 @@ class ActionSpec:
     enters: Callable[[Any], list[str]] | None = None
     needs_media: bool = True
     renders_params: bool = True
-    builtin: bool = False
 
 
 @dataclass
 class ActionRegistry:
-    """Name -> :class:`ActionSpec`. Built once per process and shared by every call."""
+    """Name -> :class:`ActionSpec`. Built once per process and shared by every call.
+
+    Every action, built in or not, arrives through :meth:`register`, the ``register`` callable
+    of the ``ivr_register_actions`` hook.
+    """
 
     _specs: dict[str, ActionSpec] = field(default_factory=dict)
-
-    @classmethod
-    def with_builtins(cls) -> "ActionRegistry":
-        """A registry holding every built-in action (play, menu, collect, record, ...)."""
-        from ivr.flows.actions import builtin_specs
-
-        registry = cls()
-        for spec in builtin_specs():
-            registry._specs[spec.name] = spec
-        return registry
+    _reserved: set[str] = field(default_factory=set)
 
     def register(
         self,
@@ -59,24 +54,33 @@ class ActionRegistry:
         handler: ActionHandler,
         schema: dict[str, Any] | None = None,
         outcomes: Iterable[str] = (),
+        *,
+        routes: Callable[[Any], dict[str, str]] | None = None,
+        enters: Callable[[Any], list[str]] | None = None,
+        needs_media: bool = True,
+        renders_params: bool = True,
     ) -> None:
-        """Add a plugin action (the ``register`` callable of ``ivr_register_actions``).
+        """Add an action (the ``register`` callable of ``ivr_register_actions``).
 
-        ``handler`` is ``async def handler(session, params) -> str``; it receives the node's
-        parameters with every string rendered as a template. A plugin may not replace a built-in.
+        ``handler`` is ``async def handler(session, params) -> str``; with ``renders_params``
+        (the default) it receives the node's parameters with every string rendered as a
+        template. ``schema`` is the JSON Schema of the parameters, ``outcomes`` the outcomes it
+        may return; ``routes``, ``enters`` and ``needs_media`` are described on
+        :class:`ActionSpec`. A reserved name (a built-in action) cannot be registered again.
         """
         if not name or not name.replace("_", "a").isalnum():
             raise ValueError(f"bad action name {name!r}")
-        existing = self._specs.get(name)
-        if existing is not None and existing.builtin:
+        if name in self._reserved:
             raise ValueError(f"action {name!r} is built in and cannot be replaced")
-        if existing is not None:
+        if name in self._specs:
             log.warning("action %r registered twice; the later registration wins", name)
-        self._specs[name] = ActionSpec(name, handler, schema, tuple(outcomes))
+        self._specs[name] = ActionSpec(name, handler, schema, tuple(outcomes), routes, enters,
+                                       needs_media, renders_params)
 
-    def add(self, spec: ActionSpec) -> None:
-        """Add a fully described action (used for the built-ins)."""
-        self._specs[spec.name] = spec
+    def reserve(self) -> None:
+        """Make every action registered so far permanent: registering one of their names again
+        is an error (the engine reserves its built-in actions)."""
+        self._reserved.update(self._specs)
 
     def get(self, name: str) -> ActionSpec | None:
         return self._specs.get(name)

@@ -12,18 +12,26 @@ import datetime as dt
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Any, Awaitable, Callable
 
-from ivr.call import CallContext, DtmfEvent, HangupEvent, PlaybackDone, PlayItem, SpeechEvent
+from ivr.call import (
+    CallContext,
+    DtmfEvent,
+    HangupEvent,
+    PlaybackDone,
+    PlayItem,
+    SpeechEvent,
+)
 from ivr.flows import speech
 from ivr.flows.diagnostics import FlowRuntimeError
 from ivr.flows.model import Flow, Node
 from ivr.flows.paths import resolve_inside
+from ivr.flows.registry import ActionRegistry
 from ivr.flows.templating import render
 from ivr.flows.values import parse_duration
 
-if TYPE_CHECKING:  # pragma: no cover
-    from ivr.flows.registry import ActionRegistry
+__all__ = ["CallerHungUp", "FlowFinished", "FlowSession", "GraphWalker", "SubReturn", "TraceEntry",
+           "TraceSink"]
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +43,28 @@ _SPEECH_POLL = 0.02
 
 class CallerHungUp(Exception):
     """The caller hung up while the flow waited; the executor turns it into outcome ``hangup``."""
+
+
+class FlowFinished(Exception):
+    """Raised by terminal actions (hangup, reject, transfer) to end the whole flow with
+    ``outcome``."""
+
+    def __init__(self, outcome: str) -> None:
+        super().__init__(outcome)
+        self.outcome = outcome
+
+
+class SubReturn(Exception):
+    """Raised by ``return`` to end the innermost sub-routine with ``outcome``."""
+
+    def __init__(self, outcome: str) -> None:
+        super().__init__(outcome)
+        self.outcome = outcome
+
+
+#: ``walk(session, flow, start) -> outcome``: how the executor walks a node graph; the session
+#: hands it to actions that run a graph of their own (``sub``).
+GraphWalker = Callable[["FlowSession", Flow, str], Awaitable[str]]
 
 
 @dataclass(frozen=True)
@@ -60,6 +90,7 @@ class FlowSession:
         config: dict[str, Any],
         actions: ActionRegistry,
         *,
+        walk: GraphWalker,
         wall_clock: Callable[[], dt.datetime] | None = None,
         trace_sink: TraceSink | None = None,
     ) -> None:
@@ -83,7 +114,13 @@ class FlowSession:
         self.final: str | None = None  # "hangup" | "rejected" | "transferred" once decided
         self.menu_state: dict[str, dict[str, int]] = {}
         self.sub_depth = 0
+        self._walk = walk
         self._pending_get: asyncio.Task | None = None
+
+    async def run_graph(self, flow: Flow, start: str) -> str:
+        """Walk ``flow`` from node ``start`` as the executor does; return its last outcome
+        (``sub`` runs its sub-routine with this; ``return`` raises :class:`SubReturn`)."""
+        return await self._walk(self, flow, start)
 
     # -- time and trace ---------------------------------------------------------------------
 

@@ -32,12 +32,17 @@ from typing import Any, Callable, Iterator
 from zoneinfo import ZoneInfo
 
 from ivr.call import CallContext, HangupEvent, PlaybackDone, PlayItem, RecordingDone
+from ivr.flows.actions import collect_actions
 from ivr.flows.checker import load_flow
 from ivr.flows.executor import run_flow
 from ivr.flows.model import Flow
 from ivr.flows.registry import ActionRegistry
 from ivr.flows.session import TraceEntry
-from ivr.flows.simulate_speech import SimulatedSpeech, parse_say_script, parse_wav_script
+from ivr.flows.simulate_speech import (
+    SimulatedSpeech,
+    parse_say_script,
+    parse_wav_script,
+)
 from ivr.flows.values import parse_duration
 
 #: Silence ``trim`` keeps around a message (as ``ivr_plugins.recording.TRIM_MARGIN``).
@@ -319,7 +324,7 @@ def run_simulation(
     ``tz``). ``trace_out`` receives each trace entry as it happens. Must be called outside a
     running event loop.
     """
-    actions = actions or ActionRegistry.with_builtins()
+    actions = actions or collect_actions()
     if not isinstance(flow, Flow):
         flow = load_flow(flow, actions)
     config = dict(config or {})

@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 from typing import Callable, Iterable
 
+from ivr.flows.actions import collect_actions
 from ivr.flows.checker import check_file
 from ivr.flows.model import Flow
 from ivr.flows.registry import ActionRegistry
@@ -33,7 +34,7 @@ class FlowStore:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._source = source
-        self._actions = actions or ActionRegistry.with_builtins()
+        self._actions = actions or collect_actions()
         self._interval = check_interval
         self._clock = clock
         self._by_path: dict[Path, Flow] = {}

@@ -25,12 +25,10 @@ import asyncio
 import logging
 from typing import Any, Callable
 
-import numpy as np
-
 from simplesip.aio.call import Call, CallState, split_target
 from simplesip.aio.driver import CoreDriver
 from simplesip.aio.endpoint_config import EndpointConfig
-from simplesip.aio.media import MediaClock, run_tick, send_rtcp_reports
+from simplesip.aio.media import MediaClock, OnTick, run_tick, send_rtcp_reports
 from simplesip.aio.rtpsocket import RtpReader, RtpSocket, open_rtp_socket
 from simplesip.aio.transport import SipTransport
 from simplesip.core import events as ev
@@ -55,8 +53,9 @@ class Endpoint:
         #: Called with every new incoming Call (sync or async); it should answer or reject it.
         #: Unset, incoming calls are rejected with 480 Temporarily Unavailable.
         self.on_incoming_call: Callable[[Call], Any] | None = None
-        #: The batched media hook: ``on_tick(calls, inbound (N,160) int16) -> (N,160) or None``.
-        self.on_tick: Callable[[list[Call], np.ndarray], np.ndarray | None] | None = None
+        #: The batched media hook: ``on_tick(calls, inbound (N,160) int16, now, tick) -> (N,160)
+        #: or None``; ``now`` (loop time) and ``tick`` (its number) are the media clock's.
+        self.on_tick: OnTick | None = None
         self.registered = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._transport: SipTransport | None = None
@@ -412,7 +411,7 @@ class Endpoint:
         for call in calls:
             if call.state is CallState.CONNECTED and call.rtp is not None and call.rtp.packets_in:
                 call.state = CallState.STREAMING
-        run_tick(calls, self.on_tick, now, send)  # send=False: a catch-up tick after a stall
+        run_tick(calls, self.on_tick, now, send, tick)  # send=False: a catch-up tick after a stall
         if tick % 25 == 0:  # RTCP is due every ~5 s; checking twice a second is plenty
             send_rtcp_reports(calls, now)
 

@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 __all__ = [
-    "FRAME_SAMPLES", "FRAME_INTERVAL", "MediaClock", "MediaLeg", "RtpReader", "RtpSocket", "TickTimings",
+    "FRAME_SAMPLES", "FRAME_INTERVAL", "MediaClock", "MediaLeg", "OnTick", "RtpReader", "RtpSocket", "TickTimings",
     "open_rtp_socket", "run_tick", "send_rtcp_reports",
 ]
 
@@ -200,13 +200,17 @@ class MediaLeg(Protocol):
     def deliver_dtmf(self, digits: list) -> None: ...
 
 
-OnTick = Callable[[list, np.ndarray], "np.ndarray | None"]
+#: ``on_tick(calls, inbound, now, tick) -> outbound or None``: the batched consumer of one tick;
+#: ``now`` and ``tick`` are the media clock's (see :class:`MediaClock`).
+OnTick = Callable[[list, np.ndarray, float, int], "np.ndarray | None"]
 
 
-def run_tick(calls: Sequence[MediaLeg], on_tick: OnTick | None, now: float, send: bool = True) -> None:
+def run_tick(calls: Sequence[MediaLeg], on_tick: OnTick | None, now: float, send: bool = True,
+             tick: int = 0) -> None:
     """One 20 ms media step for every call in ``calls`` (see the module docstring).
 
-    With ``on_tick`` the consumer gets the whole inbound batch and returns the outbound one;
+    With ``on_tick`` the consumer gets the whole inbound batch (with ``now`` and the clock's
+    ``tick`` number) and returns the outbound one;
     without it each call's ``on_audio`` gets its frame and its send queue gives the next frame.
 
     ``send=False`` is a tick the clock runs late to catch up after a stall: the inbound side is
@@ -246,7 +250,7 @@ def run_tick(calls: Sequence[MediaLeg], on_tick: OnTick | None, now: float, send
 
     outbound: np.ndarray | None
     if on_tick is not None:
-        outbound = on_tick(list(calls), inbound)
+        outbound = on_tick(list(calls), inbound, now, tick)
     else:
         outbound = np.zeros((n, FRAME_SAMPLES), dtype=np.int16) if send else None
         for i, call in enumerate(calls):

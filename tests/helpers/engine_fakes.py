@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import time
 from typing import Any, Callable
 
 import numpy as np
@@ -68,6 +69,7 @@ class FakeEndpoint:
         self.on_tick: Callable[..., Any] | None = None
         self.calls: list[FakeCall] = []
         self.started = self.stopped = self.registered = False
+        self.tick_number = 0
 
     async def start(self) -> None:
         self.started = True
@@ -89,7 +91,8 @@ class FakeEndpoint:
         live = [c for c in self.calls if c.answered and not c.ended.is_set()]
         if pcm is None:
             pcm = np.zeros((len(live), 160), dtype=np.int16)
-        return live, self.on_tick(live, pcm)
+        self.tick_number += 1
+        return live, self.on_tick(live, pcm, time.monotonic(), self.tick_number)
 
 
 class ScriptedFlows:

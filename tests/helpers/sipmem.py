@@ -206,3 +206,15 @@ class Network:
             address = (src.config.local_host, src.config.local_port)
             found = [d for d in found if d.src == address]
         return found
+
+
+ALICE = ("127.0.0.1", 15061)
+BOB = ("127.0.0.1", 15062)
+PEER = ("127.0.0.1", 15090)  # a hand-driven peer on the same host as the server, other port
+SERVER = ("127.0.0.1", 15060)
+
+
+def served_ua(net: Network, **extra: object) -> UserAgentCore:
+    """Alice, whose registrar/proxy is SERVER and whose domain is the server's host."""
+    return net.add(UAConfig(local_port=ALICE[1], username="alice", password="alicepw",
+                            domain=SERVER[0], server=SERVER, **extra))

@@ -36,7 +36,7 @@ import pytest
 from ivr.config import DEFAULT_FLOW_FILE, parse_config
 from ivr.engine import Engine
 from ivr.plugins import make_plugin_manager
-from ivr.server import FlowStoreRunner
+from ivr.flow_runner import FlowStoreRunner
 from tests.helpers.audio import speech
 from tests.helpers.e2e_audio import RATE, assert_contains, tone_share
 from tests.helpers.net import free_port

@@ -1,12 +1,37 @@
-"""The built-in actions. Each module exposes ``SPECS``: the :class:`ActionSpec` list it adds."""
+"""The built-in actions, registered through ``ivr_register_actions`` as a plugin's are.
+
+Each module exposes ``SPECS``, the :class:`ActionSpec` list it adds; :func:`collect_actions`
+builds the registry a process uses.
+"""
 
 from __future__ import annotations
 
-from ivr.flows.registry import ActionSpec
+from typing import Callable
+
+import pluggy
+
+from ivr.flows.actions import control, digits, http, listen, media
+from ivr.flows.registry import ActionRegistry
+from ivr.hookspecs import hookimpl
+
+__all__ = ["collect_actions", "ivr_register_actions"]
 
 
-def builtin_specs() -> list[ActionSpec]:
-    """Every built-in action, as registered by :meth:`ActionRegistry.with_builtins`."""
-    from ivr.flows.actions import control, digits, http, listen, media
+@hookimpl
+def ivr_register_actions(register: Callable[..., None]) -> None:
+    """Register every built-in action (play, menu, collect, record, sub, transfer, ...)."""
+    for spec in (*media.SPECS, *digits.SPECS, *listen.SPECS, *control.SPECS, *http.SPECS):
+        register(spec.name, spec.handler, spec.schema, spec.outcomes, routes=spec.routes,
+                 enters=spec.enters, needs_media=spec.needs_media, renders_params=spec.renders_params)
 
-    return [*media.SPECS, *digits.SPECS, *listen.SPECS, *control.SPECS, *http.SPECS]
+
+def collect_actions(pm: pluggy.PluginManager | None = None) -> ActionRegistry:
+    """The built-in actions (reserved: a plugin cannot replace one), then every action the
+    plugins of ``pm`` register through ``ivr_register_actions``."""
+    registry = ActionRegistry()
+    ivr_register_actions(registry.register)
+    registry.reserve()
+    if pm is not None:
+        pm.hook.ivr_register_actions(register=registry.register)
+    return registry
+

@@ -7,7 +7,7 @@ from typing import Any
 
 from ivr.flows.diagnostics import FlowRuntimeError
 from ivr.flows.registry import ActionSpec
-from ivr.flows.session import FlowSession
+from ivr.flows.session import FlowFinished, FlowSession, SubReturn
 from ivr.flows.templating import render_deep
 
 _MAX_SUB_DEPTH = 16
@@ -45,8 +45,6 @@ def _goto_routes(params: str) -> dict[str, str]:
 async def sub_action(session: FlowSession, params: Any) -> str:
     """Run a node (``sub: name``) or another flow file (``sub: {flow: file.yaml}``) as a
     sub-routine; its ``return`` value (or its last outcome) is this node's outcome."""
-    from ivr.flows.executor import SubReturn, run_graph
-
     if session.sub_depth >= _MAX_SUB_DEPTH:
         raise FlowRuntimeError(f"sub-routines nest deeper than {_MAX_SUB_DEPTH}")
     if isinstance(params, str):
@@ -62,7 +60,7 @@ async def sub_action(session: FlowSession, params: Any) -> str:
     session.sub_depth += 1
     session.trace("sub", f"{flow.name}:{start}")
     try:
-        outcome = await run_graph(session, flow, start)
+        outcome = await session.run_graph(flow, start)
     except SubReturn as returned:
         outcome = returned.outcome
     finally:
@@ -80,8 +78,6 @@ def _sub_enters(params: Any) -> list[str]:
 
 async def return_action(session: FlowSession, params: Any) -> str:
     """End the innermost sub-routine with outcome ``params`` (default ``ok``)."""
-    from ivr.flows.executor import SubReturn
-
     raise SubReturn(str(session.render(params)) if params else "ok")
 
 
@@ -102,8 +98,6 @@ async def transfer_action(session: FlowSession, params: Any) -> str:
 
     On success the call has left the IVR, so the flow ends (result ``transferred``).
     """
-    from ivr.flows.executor import FlowFinished
-
     target = str(session.render(params if isinstance(params, str) else params["to"]))
     session.trace("transfer", target)
     outcome = await session.call.controller.transfer(target)
@@ -115,8 +109,6 @@ async def transfer_action(session: FlowSession, params: Any) -> str:
 
 async def hangup_action(session: FlowSession, params: Any) -> str:
     """Hang up and end the flow."""
-    from ivr.flows.executor import FlowFinished
-
     if not session.caller_gone and session.final is None:
         session.final = "hangup"
         session.trace("hangup")
@@ -126,8 +118,6 @@ async def hangup_action(session: FlowSession, params: Any) -> str:
 
 async def reject_action(session: FlowSession, params: Any) -> str:
     """Refuse the call with a SIP status (default 486); only before it is answered."""
-    from ivr.flows.executor import FlowFinished
-
     status = params if isinstance(params, int) else (params or {}).get("status", 486)
     if session.answered:
         raise FlowRuntimeError("reject after the call was answered (use hangup)")
@@ -138,18 +128,17 @@ async def reject_action(session: FlowSession, params: Any) -> str:
 
 
 SPECS = [
-    ActionSpec("set", set_action, outcomes=("ok",), needs_media=False, renders_params=False, builtin=True),
+    ActionSpec("set", set_action, outcomes=("ok",), needs_media=False, renders_params=False),
     ActionSpec("switch", switch_action, outcomes=("default",), routes=_switch_routes,
-               needs_media=False, renders_params=False, builtin=True),
+               needs_media=False, renders_params=False),
     ActionSpec("goto", goto_action, outcomes=("ok",), routes=_goto_routes, needs_media=False,
-               renders_params=False, builtin=True),
-    ActionSpec("sub", sub_action, outcomes=(), enters=_sub_enters, needs_media=False, renders_params=False,
-               builtin=True),
-    ActionSpec("return", return_action, outcomes=(), needs_media=False, renders_params=False, builtin=True),
+               renders_params=False),
+    ActionSpec("sub", sub_action, outcomes=(), enters=_sub_enters, needs_media=False, renders_params=False),
+    ActionSpec("return", return_action, outcomes=(), needs_media=False, renders_params=False),
     ActionSpec("hours", hours_action, outcomes=("open", "closed", "holiday"), needs_media=False,
-               renders_params=False, builtin=True),
+               renders_params=False),
     ActionSpec("transfer", transfer_action, outcomes=("failed", "busy", "no_answer", "hangup"),
-               renders_params=False, builtin=True),
-    ActionSpec("hangup", hangup_action, outcomes=(), needs_media=False, renders_params=False, builtin=True),
-    ActionSpec("reject", reject_action, outcomes=(), needs_media=False, renders_params=False, builtin=True),
+               renders_params=False),
+    ActionSpec("hangup", hangup_action, outcomes=(), needs_media=False, renders_params=False),
+    ActionSpec("reject", reject_action, outcomes=(), needs_media=False, renders_params=False),
 ]

@@ -264,7 +264,7 @@ async def collect_action(session: FlowSession, params: dict[str, Any]) -> str:
 
 SPECS = [
     ActionSpec("menu", menu_action, outcomes=("invalid", "timeout", "exhausted", "no_match", "no_input", "hangup"),
-               routes=_menu_routes, renders_params=False, builtin=True),
+               routes=_menu_routes, renders_params=False),
     ActionSpec("collect", collect_action, outcomes=("ok", "timeout", "invalid", "no_match", "no_input", "hangup"),
-               renders_params=False, builtin=True),
+               renders_params=False),
 ]

@@ -112,5 +112,5 @@ async def _await_with_filler(
 
 SPECS = [
     ActionSpec("http", http_action, outcomes=("ok", "error", "timeout", "hangup"), needs_media=False,
-               renders_params=False, builtin=True),
+               renders_params=False),
 ]

@@ -76,5 +76,5 @@ async def listen_action(session: FlowSession, params: dict[str, Any]) -> str:
 
 SPECS = [
     ActionSpec("listen", listen_action, outcomes=("ok", "no_match", "no_input", "dtmf", "hangup"),
-               renders_params=False, builtin=True),
+               renders_params=False),
 ]

@@ -101,10 +101,7 @@ async def record_action(session: FlowSession, params: dict[str, Any]) -> str:
 
 
 SPECS = [
-    ActionSpec("play", play_action, outcomes=("done", "interrupted", "hangup"), renders_params=False,
-               builtin=True),
-    ActionSpec("pause", pause_action, outcomes=("done", "hangup"), needs_media=False, renders_params=False,
-               builtin=True),
-    ActionSpec("record", record_action, outcomes=("complete", "no_audio", "hangup"), renders_params=False,
-               builtin=True),
+    ActionSpec("play", play_action, outcomes=("done", "interrupted", "hangup"), renders_params=False),
+    ActionSpec("pause", pause_action, outcomes=("done", "hangup"), needs_media=False, renders_params=False),
+    ActionSpec("record", record_action, outcomes=("complete", "no_audio", "hangup"), renders_params=False),
 ]

@@ -123,6 +123,8 @@ class CallContext:
         self.end_time: float | None = None
         self.end_reason: str | None = None
         self.reject_status: int | None = None  # the SIP status the call was refused with
+        #: Each transfer tried: ``{"to": target, "status": SIP status, "outcome": flow outcome}``.
+        self.transfers: list[dict[str, Any]] = []
         self.failed: str | None = None  # set when a plugin raised for this call
         self.events: asyncio.Queue = asyncio.Queue()
         # set by the engine: async callables for signalling actions

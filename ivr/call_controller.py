@@ -55,7 +55,8 @@ class CallController:
         self._owner.media_up(call)
 
     async def hangup(self, reason: str = "local_hangup") -> None:
-        """Hang up: BYE when answered, else reject with 480 (the flow ended before answering).
+        """Hang up: BYE when answered, else reject with 480 (the flow ended before answering) or
+        500 (``reason`` ``error``: the flow or a plugin failed before answering).
 
         When the flow itself hangs up (``local_hangup``) the BYE waits until the prompt still
         playing has been sent and the audio in the caller's jitter buffer has been heard
@@ -71,8 +72,8 @@ class CallController:
         # simplesip reports the end (on_ended) while we wait; it must carry our reason, not its own
         reason = self._owner.claim_end_reason(call, reason)
         try:
-            if call.answer_time is None:
-                await self._sip_call.reject(480)
+            if call.answer_time is None:  # 500 when the flow failed, else 480 (it ended unanswered)
+                await self._sip_call.reject(500 if reason == "error" else 480)
             else:
                 await self._sip_call.hangup()
         finally:
@@ -97,16 +98,34 @@ class CallController:
     async def transfer(self, target: str) -> str:
         """Blind-transfer with REFER; ``ok`` (the call then ends as ``transferred``), ``busy``,
         ``no_answer`` or ``failed``, from the final status the transferee reported."""
+        status: int | None
         try:
             status = int(await self._sip_call.refer(target))
         except Exception as exc:  # a refused/timed-out REFER is a flow outcome, not a crash
             log.warning("call %s: REFER to %s failed: %r", self._call.id, target, exc)
-            return "failed"
-        if 200 <= status < 300:
+            status = None
+        outcome = _transfer_outcome(status)
+        self._record_transfer(target, status, outcome)
+        if outcome == "ok":
             await self.hangup("transferred")
-            return "ok"
-        if status in (486, 600):
-            return "busy"
-        if status in (408, 480, 487):
-            return "no_answer"
-        return "failed"
+        return outcome
+
+    def _record_transfer(self, target: str, status: int | None, outcome: str) -> None:
+        """The attempt goes on the call (the CDR's ``transfers``) and into the call log."""
+        call = self._call
+        call.transfers.append({"to": target, "status": status, "outcome": outcome})
+        if outcome != "ok":
+            gone = " (the peer ended the dialog)" if status in (408, 481) else ""
+            log.warning("call %s: transfer to %s refused: %s %s%s", call.id, target, status, outcome, gone)
+        self._owner.notify("transfer", call, {"to": target, "status": status, "outcome": outcome})
+
+
+def _transfer_outcome(status: int | None) -> str:
+    """The flow outcome of a REFER's final status (``None``: it failed to be sent or answered)."""
+    if status is not None and 200 <= status < 300:
+        return "ok"
+    if status in (486, 600):
+        return "busy"
+    if status in (408, 480, 487):
+        return "no_answer"
+    return "failed"

@@ -36,6 +36,7 @@ class CdrWriter:
             "status": call.reject_status,
             "flow_outcome": call.data.get("engine", {}).get("flow_outcome"),
             "digits": "".join(call.digits), "recordings": list(call.recordings),
+            "transfers": list(call.transfers),
             "error": call.failed,
         }
         self._file.write(json.dumps(record) + "\n")

@@ -175,9 +175,26 @@ class Engine:
         try:
             call = self._new_call(sip_call)
             await self._admit_and_run(sip_call, call)
+        except Exception as exc:  # a fault of ours: the caller still gets a final response
+            log.error("call %s: set-up failed: %r", sip_call.id, exc, exc_info=exc)
+            await self._refuse_after_fault(sip_call, call, exc)
         finally:
             if call is not None:
                 self.notify("finished", call, {"reason": call.end_reason})
+
+    async def _refuse_after_fault(self, sip_call: Any, call: CallContext | None, exc: Exception) -> None:
+        """End a call whose set-up raised: 500 while unanswered (BYE once answered), and the
+        call's end recorded like any other."""
+        try:
+            if call is None:
+                await sip_call.reject(500)
+                return
+            call.failed = call.failed or f"set-up: {exc!r}"
+            await call.controller.hangup("error")
+        except Exception as second:  # the call may be gone already; nothing more to answer
+            log.warning("call %s: ending after a set-up fault failed: %r", sip_call.id, second)
+            if call is not None:
+                await self.end_call(call, "error")
 
     def _new_call(self, sip_call: Any) -> CallContext:
         headers = headers_dict(getattr(sip_call, "headers", None))

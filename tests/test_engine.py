@@ -266,3 +266,36 @@ async def test_dtmf_goes_through_dtmf_received_hook_when_a_plugin_implements_it(
     await asyncio.wait_for(call.ended.wait(), 2)
     assert received[-1] == ("#", "rfc4733") and len(received) == count + 1
     assert flows.started[0][1].vars["digits"] == "5" * count
+
+
+async def test_every_fault_before_the_answer_gets_a_final_response():
+    """A plugin deciding the route, a flow that fails to start, the admission policy: each raises
+    before the 200, and the caller gets 500 (not silence until it gives up)."""
+
+    class BadDecision:
+        @hookimpl
+        def ivr_incoming_call(self, call):
+            if call.from_user == "plugin":
+                raise RuntimeError("plugin bug")
+
+    class FailingFlows(ScriptedFlows):
+        async def run(self, name, call):
+            if call.from_user == "flow":
+                raise LookupError("no flow named 'gone'")
+            return await super().run(name, call)
+
+    engine, endpoint, _ = make_engine(flows=FailingFlows(), plugins=[BadDecision()])
+
+    def admission(sip_call, call):
+        if call.from_user == "admission":
+            raise RuntimeError("policy bug")
+        return None
+
+    engine.admission = admission
+    await engine.start()
+    calls = {who: endpoint.ring(FakeCall(from_user=who)) for who in ("plugin", "flow", "admission", "fine")}
+    await settle(20)
+    assert {who: call.rejected for who, call in calls.items()} == {
+        "plugin": 500, "flow": 500, "admission": 500, "fine": None}
+    assert calls["fine"].answered and not calls["fine"].ended.is_set()
+    assert not engine.calls.keys() - {calls["fine"].id}  # the failed calls are gone

@@ -99,8 +99,6 @@ def test_serialisation_keeps_rfc_order_and_extra_lines() -> None:
     (sdp("v=0", "o=- 1 1 IN IP4 1.1.1.1", "m=audio 4000 RTP/AVP 0"), "no c= line"),
     (sdp("v=0", "o=- 1 1 IN IP4 1.1.1.1", "c=IN 1.1.1.1"), "c= needs 3"),
     (sdp("v=0", "o=- 1 1 IN IP4 1.1.1.1", "c=IN IP4 1.1.1.1", "m=audio 1 RTP/AVP 0",
-         "a=rtpmap:0 PCMU"), "rtpmap"),
-    (sdp("v=0", "o=- 1 1 IN IP4 1.1.1.1", "c=IN IP4 1.1.1.1", "m=audio 1 RTP/AVP 0",
          "a=ptime:fast"), "ptime"),
     (sdp("v=0", "o=- 1 1 IN IP4 1.1.1.1", "c=IN IP4 1.1.1.1", "m=audio 1 RTP/AVP 0",
          "a=ptime:inf"), "ptime"),
@@ -112,6 +110,19 @@ def test_malformed_sdp_raises_400_with_reason(body: bytes, reason: str) -> None:
         SessionDescription.parse(body)
     assert caught.value.status == 400 and reason in caught.value.reason
     assert not isinstance(caught.value, SDPNegotiationError)
+
+
+
+def test_an_unreadable_rtpmap_leaves_its_payload_type_unmapped():
+    """RFC 4475's valid esc01 carries ``a=rtpmap:31 LPC`` (no clock rate), and a body cut short by
+    its Content-Length ends in half a line: the stream stands, the mapping is kept verbatim."""
+    parsed = SessionDescription.parse(sdp("v=0", "o=- 1 1 IN IP4 1.1.1.1", "c=IN IP4 1.1.1.1",
+                                          "m=audio 1 RTP/AVP 0 101", "a=rtpmap:0 PCMU",
+                                          "a=rtpmap:101 telephone-ev"))
+    audio = parsed.media[0]
+    assert audio.codec(0).encoding == "PCMU" and audio.codec(0).clock_rate == 8000  # RFC 3551 table
+    assert audio.codec(101) is None
+    assert ("rtpmap", "101 telephone-ev") in audio.attributes
 
 
 _HEAD = ("v=0", "o=- 1 1 IN IP4 1.1.1.1", "s=-")

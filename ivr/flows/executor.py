@@ -162,7 +162,9 @@ async def run_flow(
     finally:
         session.close()
     if session.caller_gone:
-        result = "caller_hangup"
+        # The call ended under the flow: the caller hung up, or it failed (``error``: the peer
+        # answered our REFER with 481, a plugin raised).
+        result = "error" if session.end_reason == "error" else "caller_hangup"
     elif session.final is not None:
         result = session.final
     if not session.caller_gone and session.final is None:

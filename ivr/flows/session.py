@@ -30,12 +30,15 @@ from ivr.flows.registry import ActionRegistry
 from ivr.flows.templating import render
 from ivr.flows.values import parse_duration
 
-__all__ = ["CallerHungUp", "FlowFinished", "FlowSession", "GraphWalker", "SubReturn", "TraceEntry",
+__all__ = ["CALLER_END_REASONS", "CallerHungUp", "FlowFinished", "FlowSession", "GraphWalker", "SubReturn", "TraceEntry",
            "TraceSink"]
 
 log = logging.getLogger(__name__)
 
 TraceSink = Callable[["TraceEntry"], None]
+
+#: End reasons that mean the caller (not we, not a fault) ended the call.
+CALLER_END_REASONS = frozenset({"remote_hangup", "cancelled"})
 
 # How often an utterance's voiced length is re-read while waiting for it to reach min_speech.
 _SPEECH_POLL = 0.02
@@ -109,6 +112,8 @@ class FlowSession:
         self.typeahead: list[str] = []
         self.answered = False
         self.caller_gone = False
+        #: Why the call ended under the flow (the HangupEvent's reason), once it has.
+        self.end_reason: str | None = None
         self.in_hangup_handler = False
         self.in_error_handler = False
         self.final: str | None = None  # "hangup" | "rejected" | "transferred" once decided
@@ -206,7 +211,9 @@ class FlowSession:
         if isinstance(event, HangupEvent):
             if not self.caller_gone:
                 self.caller_gone = True
-                self.trace("hangup", f"caller hung up ({event.reason})")
+                self.end_reason = event.reason
+                ours = event.reason not in CALLER_END_REASONS
+                self.trace("hangup", f"call ended ({event.reason})" if ours else f"caller hung up ({event.reason})")
             raise CallerHungUp()
         if isinstance(event, DtmfEvent):
             self.trace("dtmf", event.digit)

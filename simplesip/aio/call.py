@@ -291,16 +291,31 @@ class Call:
         if self.on_dtmf is not None:
             self.run_callback(self.on_dtmf, digit, source, duration_ms)
 
-    def run_callback(self, callback: Callable, *args: Any) -> None:
-        """Call a user callback (a coroutine function runs as a task); its errors are logged only."""
+    def run_callback(self, callback: Callable, *args: Any,
+                     on_error: Callable[[BaseException], None] | None = None) -> None:
+        """Call a user callback (a coroutine function runs as a task); its errors are logged and
+        handed to ``on_error`` (the endpoint refuses a call whose incoming-call callback raised)."""
         try:
             result = callback(*args)
             if asyncio.iscoroutine(result):
                 task = asyncio.get_running_loop().create_task(result)
                 _background_tasks.add(task)  # the loop keeps only weak references to tasks
-                task.add_done_callback(_background_tasks.discard)
-        except Exception:  # a user callback must not stop the media clock or the SIP stack
+                task.add_done_callback(lambda done: self._callback_done(done, callback, on_error))
+        except Exception as exc:  # a user callback must not stop the media clock or the SIP stack
             log.exception("call %s: callback %r failed", self.id, callback)
+            if on_error is not None:
+                on_error(exc)
+
+    def _callback_done(self, task: asyncio.Task, callback: Callable,
+                       on_error: Callable[[BaseException], None] | None) -> None:
+        _background_tasks.discard(task)
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if exc is not None:
+            log.error("call %s: callback %r failed", self.id, callback, exc_info=exc)
+            if on_error is not None:
+                on_error(exc)
 
 
 def split_target(target: str) -> tuple[str | None, str | None, int | None]:

@@ -35,7 +35,12 @@ from simplesip.core import events as ev
 from simplesip.core.config import UAConfig
 from simplesip.core.offeranswer import SdpSession, media_params_from_answer
 from simplesip.core.useragent import UserAgentCore
-from simplesip.errors import AuthenticationError, CallError, ConnectionError
+from simplesip.errors import (
+    AuthenticationError,
+    CallError,
+    ConnectionError,
+    SIPParseError,
+)
 from simplesip.wire.dtmf_payloads import parse_info_dtmf
 from simplesip.wire.sdp import SDPNegotiationError
 
@@ -113,6 +118,7 @@ class Endpoint:
             outbound_proxy=cfg.outbound_proxy,
             display_name=cfg.display_name, user_agent=cfg.user_agent,
             register_expires=cfg.register_expires, answer_reinvite=self._answer_reoffer,
+            auto_ringing=False,  # 180 only once the offer is known to be answerable
         )
 
     def _answer_reoffer(self, call_id: str, offer: bytes) -> bytes | None:
@@ -245,31 +251,63 @@ class Endpoint:
 
     async def answer_call(self, call: Call) -> None:
         """Answer ``call`` (what :meth:`Call.answer` does): open its RTP socket, answer the SDP
-        offer (or offer in the 200 when the INVITE had none), send 200 OK. CallError if the offer
-        cannot be answered (the call is refused with 488) or the caller gave up meanwhile."""
+        offer (or offer in the 200 when the INVITE had none), send 200 OK.
+
+        Whatever fails on the way, the caller gets a final response and nothing opened for the
+        call stays open: no free RTP port gives 503, an offer that cannot be parsed or answered
+        its status (400/488), anything else 500; then CallError (with ``.status``) is raised.
+        CallError too when the caller gave up meanwhile."""
         assert self._loop is not None
-        rtp_socket, port = await self._open_rtp_socket()
+        try:
+            rtp_socket, port = await self._open_rtp_socket()
+        except CallError as exc:
+            self._refuse(call, exc.status or 503, str(exc))
+            raise
         if call.ended.is_set():  # cancelled by the caller while we were getting ready
             rtp_socket.close()
             raise CallError("the caller gave up before the answer", call.end_status or 487)
-        call.sdp_session = self._sdp_session(port)
         try:
+            call.sdp_session = self._sdp_session(port)
             if call.remote_sdp:
                 answer, params = call.sdp_session.answer(call.remote_sdp)
             else:  # no offer in the INVITE: our offer goes in the 200, the answer in the ACK
                 answer, params = call.sdp_session.offer(), None
-        except SDPNegotiationError as exc:
+            call.rtp_socket, call.local_rtp_port = rtp_socket, port
+            call.local_sdp = answer.serialize()
+            if params is not None:
+                self._start_media(call, params)
+            self.submit(lambda core, now: core.answer(call.id, call.local_sdp, now))
+        except BaseException as exc:
+            if call in self._media_calls:
+                self._media_calls.remove(call)
+            call.rtp_socket = None
             rtp_socket.close()
-            status = exc.status
-            self.submit(lambda core, now: core.reject(call.id, status, now))
-            raise CallError(f"cannot answer: {exc.reason}", exc.status) from exc
-        call.rtp_socket, call.local_rtp_port = rtp_socket, port
-        call.local_sdp = answer.serialize()
-        if params is not None:
-            self._start_media(call, params)
-        self.submit(lambda core, now: core.answer(call.id, call.local_sdp, now))
+            status = exc.status if isinstance(exc, SIPParseError) and exc.status else 500
+            reason = exc.reason if isinstance(exc, SIPParseError) else repr(exc)
+            self._refuse(call, status, reason)
+            if isinstance(exc, Exception):
+                raise CallError(f"cannot answer: {reason}", status) from exc
+            raise
         call.state = CallState.CONNECTED
         call.answered_at = self._loop.time()
+
+    def _refuse(self, call: Call, status: int, reason: str) -> None:
+        """Send ``status`` for an incoming call that is still unanswered (else nothing)."""
+        log.warning("call %s refused with %d: %s", call.id, status, reason)
+        try:
+            self.submit(lambda core, now: core.reject(call.id, status, now))
+        except CallError:  # answered, cancelled or already refused meanwhile: no response due
+            pass
+
+    def _offer_refusal(self, call: Call) -> SIPParseError | None:
+        """Why the INVITE's offer cannot be answered (parse or negotiation error), if it cannot."""
+        if not call.remote_sdp:
+            return None
+        try:
+            self._sdp_session(9).answer(call.remote_sdp)  # a dry run: nothing is opened
+        except SIPParseError as exc:
+            return exc
+        return None
 
     def _start_media(self, call: Call, params: Any) -> None:
         if call.start_media(params, self.config.jitter_target_ms):
@@ -341,10 +379,16 @@ class Endpoint:
                     from_user=from_.uri.user, to_user=to.uri.user, headers=request.headers,
                     remote_sdp=event.remote_sdp, source=event.source)
         self.calls[call.id] = call
+        refusal = self._offer_refusal(call)
+        if refusal is not None:  # before 180: a caller is not told we ring when we cannot answer
+            self._refuse(call, refusal.status or 488, refusal.reason)
+            return
         if self.on_incoming_call is None:
             self.submit(lambda core, now: core.reject(call.id, 480, now))
             return
-        call.run_callback(self.on_incoming_call, call)
+        self.submit(lambda core, now: core.ringing(call.id, now))
+        call.run_callback(self.on_incoming_call, call,
+                          on_error=lambda exc: self._refuse(call, 500, f"incoming-call callback: {exc!r}"))
 
     def _on_answered(self, call: Call, event: ev.CallAnswered) -> None:
         assert self._loop is not None

@@ -197,7 +197,13 @@ class MediaDescription:
 
     def _parse_attribute(self, name: str, value: str | None) -> None:
         if name == "rtpmap" and value is not None:
-            mapping = RtpMap.parse(value)
+            try:
+                mapping = RtpMap.parse(value)
+            except SIPParseError:
+                # A mapping we cannot read (RFC 4475's "a=rtpmap:31 LPC", a line cut short) is
+                # kept verbatim and leaves its payload type unmapped; the rest of the stream stands.
+                self.attributes.append((name, value))
+                return
             self.rtpmap[mapping.payload_type] = mapping
         elif name == "fmtp" and value is not None:
             pt_text, _, params = value.strip().partition(" ")

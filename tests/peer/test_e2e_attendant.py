@@ -33,10 +33,11 @@ from urllib.parse import parse_qs, urlparse
 import numpy as np
 import pytest
 
+from ivr.cdr import CdrWriter
 from ivr.config import DEFAULT_FLOW_FILE, parse_config
 from ivr.engine import Engine
-from ivr.plugins import make_plugin_manager
 from ivr.flow_runner import FlowStoreRunner
+from ivr.plugins import make_plugin_manager
 from tests.helpers.audio import speech
 from tests.helpers.e2e_audio import RATE, assert_contains, tone_share
 from tests.helpers.net import free_port
@@ -110,6 +111,60 @@ async def test_in_hours_key_1_transfers_to_sales_with_refer(tmp_path: Path) -> N
     assert call.data["engine"]["flow_outcome"] == "transferred"
     assert call.vars["target"] == sales
 
+
+
+#: After the REFER: refuse it with STATUS, then (603) answer the BYE that ends the call, or
+#: (481: the dialog is gone for the transferee) end there.
+REFUSE_REFER = """  <send><![CDATA[
+SIP/2.0 STATUS Refused
+[last_Via:]
+[last_From:]
+[last_To:]
+[last_Call-ID:]
+[last_CSeq:]
+Content-Length: 0
+]]></send>
+"""
+ANSWER_BYE = """  <recv request="BYE" timeout="20000"/>
+  <send><![CDATA[
+SIP/2.0 200 OK
+[last_Via:]
+[last_From:]
+[last_To:]
+[last_Call-ID:]
+[last_CSeq:]
+Content-Length: 0
+]]></send>
+"""
+
+
+@pytest.mark.parametrize("status", [603, 481])
+async def test_a_refused_transfer_is_in_the_cdr_and_the_log(tmp_path: Path, status: int, caplog) -> None:
+    """603: the flow goes on (unavailable prompt, then our BYE). 481: the transferee says the
+    dialog is gone, so the call ends at once; its CDR says ``error`` with the REFER's status,
+    not that the caller hung up."""
+    accept = (E2E_DATA / "uac_dtmf_accept_refer.xml").read_text().replace("KEY_PCAP", "pcap/dtmf_2833_1.pcap")
+    head = accept[: accept.index('  <recv request="REFER" timeout="12000"/>\n')]
+    tail = ANSWER_BYE if status == 603 else ""
+    scenario = tmp_path / "uac_refuse_refer.xml"
+    scenario.write_text(head + '  <recv request="REFER" timeout="12000"/>\n'
+                        + REFUSE_REFER.replace("STATUS", str(status)) + tail + "</scenario>\n")
+    sales = f"sip:sales@127.0.0.1:{free_port()}"
+    async with Attendant(tmp_path, OPEN_TIME, {"sales_uri": sales}) as ivr:
+        cdr = CdrWriter(tmp_path / "cdr.jsonl")
+        ivr.engine.observers.append(cdr)
+        with SippRunner(tmp_path / "sipp", scenario, remote=("127.0.0.1", ivr.port), service="attendant",
+                        extra=["-timeout", "25s", "-timeout_error"]) as sipp:
+            assert await sipp.wait_async(25) == 0, sipp.log()[-4000:]
+        await asyncio.wait_for(ivr.finished.wait(), 10)
+        cdr.close()
+    [record] = [json.loads(line) for line in (tmp_path / "cdr.jsonl").read_text().splitlines()]
+    assert record["transfers"] == [{"to": sales, "status": status, "outcome": "failed"}], record
+    if status == 481:
+        assert record["outcome"] == "error" and record["flow_outcome"] == "error", record
+    else:
+        assert record["outcome"] == "local_hangup" and record["flow_outcome"] == "hangup", record
+    assert f"transfer to {sales} refused: {status}" in caplog.text
 
 async def test_out_of_hours_caller_leaves_a_voicemail(tmp_path: Path) -> None:
     voice = speech("Hi, this is Bob. Please call me back about the invoice.")

@@ -14,9 +14,6 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
-FRAME_SAMPLES = 160  # 20 ms at 8 kHz
-SAMPLE_RATE = 8000
-
 _item_ids = itertools.count(1)
 
 
@@ -75,7 +72,7 @@ class AudioBatch:
     """One media tick: row ``i`` of ``pcm`` belongs to ``calls[i]``."""
 
     calls: list["CallContext"]
-    pcm: np.ndarray  # (N, 160) int16
+    pcm: np.ndarray  # (N, FRAME_SAMPLES) int16 (ivr.audio)
     now: float
     tick: int
 

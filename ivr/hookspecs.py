@@ -91,8 +91,9 @@ def ivr_call_ended(call: CallContext, reason: str) -> None:
 def ivr_audio_in(batch: AudioBatch) -> None:
     """Called every 20 ms tick with the decoded caller audio of every live call.
 
-    ``batch.pcm`` is an ``(N, 160)`` int16 array, row ``i`` belonging to ``batch.calls[i]``
-    (a concealment frame where a packet was lost). Read-only. Implementations must accept a batch
+    ``batch.pcm`` is an ``(N, FRAME_SAMPLES)`` int16 array (:mod:`ivr.audio`: 160 samples, 20 ms
+    at 8 kHz), row ``i`` belonging to ``batch.calls[i]`` (a concealment frame where a packet was
+    lost). Read-only. Implementations must accept a batch
     of any size, including one. Return value ignored.
     """
 

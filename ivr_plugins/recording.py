@@ -1,6 +1,6 @@
 """The ``recording`` plugin: call audio to WAV files that survive a crash.
 
-``ivr_start_recording(call, path, options)`` writes 8 kHz 16-bit PCM: mono (the caller) or, with
+``ivr_start_recording(call, path, options)`` writes 16-bit PCM at the media rate (8 kHz): mono (the caller) or, with
 ``stereo=True``, the caller on the left and our side on the right. Frames are written as they
 arrive: the caller's in ``ivr_audio_in``, ours in ``ivr_audio_out`` marked ``trylast`` so it
 records what the other plugins finally produced. Every frame delivered while recording is
@@ -45,15 +45,20 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
+from ivr.audio import (
+    FRAME_SECONDS,
+    SAMPLE_RATE,
+    parse_duration,
+    read_wav_info,
+    wav_header,
+)
 from ivr.call import AudioBatch, CallContext, RecordingDone
 from ivr.hookspecs import hookimpl
-from ivr_plugins.audio import SAMPLE_RATE, parse_duration, read_wav_info, wav_header
 
 log = logging.getLogger(__name__)
 
 NAME = "recording"
 HEADER_SYNC_SAMPLES = SAMPLE_RATE  # rewrite the header once a second of audio
-FRAME_SECONDS = 0.02
 #: Silence kept before the first and after the last voiced frame by ``trim``: the soft start and
 #: end of words lie under the voice detector's threshold.
 TRIM_MARGIN = 0.2

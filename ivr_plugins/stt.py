@@ -51,6 +51,7 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 import numpy as np
 import soxr
 
+from ivr.audio import SAMPLE_RATE
 from ivr.hookspecs import hookimpl
 # Grammar and normalise_phrase are part of this plugin's public API (defined beside it).
 from ivr_plugins.stt_grammar import DigitsGrammar, Grammar, compile_grammar, normalise_phrase  # noqa: F401
@@ -58,7 +59,6 @@ from ivr_plugins.stt_grammar import DigitsGrammar, Grammar, compile_grammar, nor
 log = logging.getLogger(__name__)
 
 NAME = "stt"
-SAMPLE_RATE = 8000
 #: RMS of the noise floor added after resampling (int16 units at the decoder's rate, about
 #: -35 dBFS). Measured: 2 -> 51 %, 100 -> 78 %, 600 -> 89 % on the menu set (docs/speech.md).
 NOISE_FLOOR_RMS = 600.0

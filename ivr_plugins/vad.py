@@ -48,16 +48,13 @@ from typing import Any
 import numpy as np
 import webrtcvad
 
+from ivr.audio import FRAME_BYTES, FRAME_MS, FRAME_SECONDS, SAMPLE_RATE
 from ivr.call import AudioBatch, CallContext
 from ivr.hookspecs import hookimpl
 
 log = logging.getLogger(__name__)
 
 NAME = "vad"
-FRAME_SECONDS = 0.02
-FRAME_MS = int(FRAME_SECONDS * 1000)
-SAMPLE_RATE = 8000
-FRAME_BYTES = 160 * 2  # one frame of int16 samples
 
 _DEFAULTS: dict[str, Any] = {
     "aggressiveness": 2,

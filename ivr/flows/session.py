@@ -20,7 +20,7 @@ from ivr.flows.diagnostics import FlowRuntimeError
 from ivr.flows.model import Flow, Node
 from ivr.flows.paths import resolve_inside
 from ivr.flows.templating import render
-from ivr.flows.values import parse_duration
+from ivr.audio import FRAME_SECONDS, parse_duration
 
 if TYPE_CHECKING:  # pragma: no cover
     from ivr.flows.registry import ActionRegistry
@@ -29,8 +29,9 @@ log = logging.getLogger(__name__)
 
 TraceSink = Callable[["TraceEntry"], None]
 
-# How often an utterance's voiced length is re-read while waiting for it to reach min_speech.
-_SPEECH_POLL = 0.02
+# How often an utterance's voiced length is re-read while waiting for it to reach min_speech:
+# once a media frame, as often as it can change.
+_SPEECH_POLL = FRAME_SECONDS
 
 
 class CallerHungUp(Exception):

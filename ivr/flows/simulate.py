@@ -24,7 +24,6 @@ import re
 import selectors
 import tempfile
 import time
-import wave
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,7 +37,7 @@ from ivr.flows.model import Flow
 from ivr.flows.registry import ActionRegistry
 from ivr.flows.session import TraceEntry
 from ivr.flows.simulate_speech import SimulatedSpeech, parse_say_script, parse_wav_script
-from ivr.flows.values import parse_duration
+from ivr.audio import parse_duration, wav_duration
 
 #: Silence ``trim`` keeps around a message (as ``ivr_plugins.recording.TRIM_MARGIN``).
 TRIM_MARGIN = 0.2
@@ -108,9 +107,8 @@ def prompt_seconds(item: PlayItem) -> float:
     """How long ``item`` plays: the WAV's length, text length for ``say``, else its duration."""
     if item.kind == "file":
         try:
-            with wave.open(str(item.value), "rb") as wav:
-                return wav.getnframes() / float(wav.getframerate())
-        except (OSError, wave.Error, EOFError):
+            return wav_duration(item.value)
+        except (OSError, ValueError):
             return 1.0
     if item.kind == "say":
         return max(0.2, len(str(item.value)) * SAY_SECONDS_PER_CHAR)

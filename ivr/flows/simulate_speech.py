@@ -15,19 +15,15 @@ out: the simulated ``end`` comes when the speech ends).
 from __future__ import annotations
 
 import asyncio
-import wave
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from ivr.audio import FRAME_SECONDS, SAMPLE_RATE, parse_duration, read_wav
 from ivr.call import CallContext
 from ivr.flows.speech import match_text
-from ivr.flows.values import parse_duration
 
-SAMPLE_RATE = 8000
-FRAME_SECONDS = 0.02
 #: How long a ``--say`` utterance lasts: a word takes about this long at a calm pace.
 SECONDS_PER_WORD = 0.45
 
@@ -59,26 +55,12 @@ def parse_say_script(script: str) -> list[ScriptedUtterance]:
     return said
 
 
-def read_wav_8k(path: str | Path) -> np.ndarray:
-    """A mono 16-bit WAV file as 8 kHz int16 (resampled if it is at another rate)."""
-    with wave.open(str(path), "rb") as wav:
-        if wav.getsampwidth() != 2:
-            raise ValueError(f"{path}: need 16-bit PCM, not {8 * wav.getsampwidth()}-bit")
-        rate, channels = wav.getframerate(), wav.getnchannels()
-        samples = np.frombuffer(wav.readframes(wav.getnframes()), "<i2").reshape(-1, channels)[:, 0]
-    if rate != SAMPLE_RATE:
-        import soxr  # only when a file needs it
-
-        samples = np.clip(np.round(soxr.resample(samples.astype(np.float32), rate, SAMPLE_RATE)), -32768, 32767)
-    return samples.astype(np.int16)
-
-
 def parse_wav_script(script: str) -> list[ScriptedUtterance]:
     """``"hello.wav@2.0, no.wav@8"`` -> utterances with each file's audio."""
     said = []
     for token in filter(None, (t.strip() for t in script.split(","))):
         name, at = _timed(token, "--speech-wav")
-        pcm = read_wav_8k(name)
+        pcm = read_wav(name)
         said.append(ScriptedUtterance(at, len(pcm) / SAMPLE_RATE, pcm=pcm))
     return said
 

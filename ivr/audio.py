@@ -209,7 +209,7 @@ def parse_duration(value: object) -> float:
     Raises ``ValueError`` for anything else (negative numbers and booleans included).
     """
     if isinstance(value, bool):
-        raise ValueError(f"bad duration {value!r}")
+        raise ValueError(f"bad duration {value!r}")  # noqa: TRY004 - one error type for every bad duration
     if isinstance(value, (int, float)):
         if value < 0:
             raise ValueError(f"negative duration {value!r}")

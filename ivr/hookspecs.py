@@ -187,5 +187,18 @@ def ivr_dtmf(call: CallContext, digit: str, source: str) -> None:
 
 
 @hookspec
-def ivr_speech(call: CallContext, event: str) -> None:
-    """Voice activity: ``event`` is ``"start"`` or ``"end"``, reported by the vad plugin."""
+def ivr_speech(call: CallContext, event: str, utterance: Any) -> None:
+    """Voice activity on the caller's side: ``event`` is ``"start"`` when the caller begins
+    talking and ``"end"`` once they stop.
+
+    With ``"end"``, ``utterance`` is the finished utterance's audio: an int16 numpy array at
+    :data:`ivr.audio.SAMPLE_RATE`, from a little before the onset to a little after the last
+    voiced frame (the audio a recogniser is given through ``ivr_stt``); ``None`` with ``"start"``
+    and from a reporter that keeps no audio. The array is shared with the flow: read it, do not
+    change it.
+
+    A plugin that detects speech reports it with ``call.report_speech(kind, utterance)``, which
+    fires this hook and puts the same :class:`~ivr.call.SpeechEvent` on the call's events, and
+    keeps ``call.voice`` (:class:`~ivr.call.VoiceActivity`) current on every frame. Return value
+    ignored.
+    """

@@ -77,6 +77,7 @@ class FlowSession:
         self._trace_sink = trace_sink
         self.node: Node | None = None
         self.typeahead: list[str] = []
+        self.utterance: Any = None  # the audio of the last SpeechEvent "end" (int16), for ivr_stt
         self.answered = False
         self.caller_gone = False
         self.in_hangup_handler = False
@@ -176,6 +177,8 @@ class FlowSession:
             self.trace("dtmf", event.digit)
         elif isinstance(event, SpeechEvent):
             self.trace("speech", event.kind)
+            if event.kind == "end":
+                self.utterance = event.utterance
         return event
 
     def poll(self) -> None:

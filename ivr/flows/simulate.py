@@ -211,7 +211,7 @@ class SimulatedMedia:
     def ivr_stop_recording(self, call: CallContext, reason: str) -> None:
         self._stop(call, reason)
 
-    def ivr_speech(self, call: CallContext, event: str) -> None:
+    def ivr_speech(self, call: CallContext, event: str, utterance: Any = None) -> None:
         if self.recording is None:
             return
         self.recording.speech.append((event, self.loop.time()))

@@ -1,11 +1,13 @@
 """Speech input for flows: settings, grammars, waiting for one utterance, recognising it.
 
 A node that listens for speech (``menu``/``collect`` with ``input: [dtmf, speech]``, or
-``listen``) works on the events the vad plugin reports: :class:`~ivr.call.SpeechEvent`
-``start`` when the caller starts talking and ``end`` once they stop; the utterance's audio is
-then in ``call.data["vad"]["utterance"]`` (8 kHz int16). The flow hands it to ``ivr_stt``
-(the stt plugin, or any other engine) on an executor thread, because recognition is CPU work
-that must not stall the event loop every call's media runs in.
+``listen``) works on the speech events a VAD plugin reports: :class:`~ivr.call.SpeechEvent`
+``start`` when the caller starts talking and ``end`` once they stop, the ``end`` carrying the
+utterance's audio (int16 at the media rate; the session keeps the last one as
+``session.utterance``). The flow hands it to ``ivr_stt`` (the stt plugin, or any other engine)
+on an executor thread, because recognition is CPU work that must not stall the event loop every
+call's media runs in. How long the caller has been talking comes from ``call.voice``
+(:class:`~ivr.call.VoiceActivity`).
 
 Rules (docs/flows.md states them with examples):
 
@@ -113,8 +115,8 @@ def utterance_voice_ms(session: FlowSession) -> int | None:
     tracks it (``None`` otherwise): from its onset to its latest voiced frame, gaps included
     (webrtcvad often calls an /s/ or a stop burst unvoiced) as long as at least half of that
     span is voiced; else only the voiced frames count (clicks and noise are sparse)."""
-    state = session.call.data.get("vad")
-    if not isinstance(state, dict) or "voiced_ms" not in state:
+    state = session.call.voice
+    if state is None or "voiced_ms" not in state:
         return None
     voiced = int(state["voiced_ms"])
     onset, latest = state.get("speech_start"), state.get("last_voice")
@@ -148,8 +150,7 @@ async def recognise(session: FlowSession, params: Any, grammar: list[str] | str 
     type-ahead buffer for the node to read).
     """
     call = session.call
-    state = call.data.get("vad") or {}
-    pcm = state.get("utterance")
+    pcm = session.utterance
     if pcm is None:
         session.trace("speech", "no utterance audio (is the vad plugin loaded?)")
         return None

@@ -1,5 +1,5 @@
 """What plugins and flows see of a call: :class:`CallContext`, the media :class:`AudioBatch`,
-the items a call can play, and the events a flow waits on."""
+the items a call can play, the events a flow waits on, and the caller's :class:`VoiceActivity`."""
 
 from __future__ import annotations
 
@@ -8,14 +8,11 @@ import itertools
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, TypedDict
 
 import numpy as np
 
 log = logging.getLogger(__name__)
-
-FRAME_SAMPLES = 160  # 20 ms at 8 kHz
-SAMPLE_RATE = 8000
 
 _item_ids = itertools.count(1)
 
@@ -43,7 +40,32 @@ class DtmfEvent:
 
 @dataclass(frozen=True)
 class SpeechEvent:
+    """Voice activity on the caller's side: ``kind`` is ``"start"`` (the caller began talking)
+    or ``"end"`` (they stopped).
+
+    An ``end`` carries the finished ``utterance``: its audio as a fresh int16 numpy array at
+    :data:`ivr.audio.SAMPLE_RATE`, from a little before the onset to a little after the last voiced
+    frame, the flow's to keep (it hands it to ``ivr_stt``; ``ivr_speech`` implementations see the
+    same array and only read it). It is ``None`` on ``start``, and on an ``end`` from a reporter
+    that keeps no audio.
+    """
+
     kind: str  # "start" | "end"
+    utterance: np.ndarray | None = field(default=None, compare=False, repr=False)
+
+
+class VoiceActivity(TypedDict):
+    """The caller's voice activity now, as ``call.voice`` (``None`` while nothing tracks it).
+
+    Whatever reports speech keeps these keys current on every frame, so that barge-in and
+    silence detection can read how long the caller has been talking (it may keep more keys of
+    its own in the same mapping). Times are the media clock's (``AudioBatch.now``).
+    """
+
+    speaking: bool  # inside an utterance now
+    speech_start: float | None  # when the current (or last) utterance began
+    last_voice: float | None  # end time of the latest voiced frame
+    voiced_ms: int  # voiced audio in the current (or last) utterance, ms
 
 
 @dataclass(frozen=True)
@@ -75,7 +97,7 @@ class AudioBatch:
     """One media tick: row ``i`` of ``pcm`` belongs to ``calls[i]``."""
 
     calls: list["CallContext"]
-    pcm: np.ndarray  # (N, 160) int16
+    pcm: np.ndarray  # (N, FRAME_SAMPLES) int16 (ivr.audio)
     now: float
     tick: int
 
@@ -88,7 +110,8 @@ class CallContext:
     """One call as the engine, its plugins and its flow see it.
 
     ``data`` holds per-plugin state (``call.data.setdefault("myplugin", {})``); ``vars`` the flow's
-    variables; ``events`` the queue the flow executor reads.
+    variables; ``events`` the queue the flow executor reads; ``voice`` the caller's
+    :class:`VoiceActivity` when a plugin tracks it.
     """
 
     def __init__(
@@ -127,6 +150,7 @@ class CallContext:
         self.transfers: list[dict[str, Any]] = []
         self.failed: str | None = None  # set when a plugin raised for this call
         self.events: asyncio.Queue = asyncio.Queue()
+        self.voice: VoiceActivity | None = None
         # set by the engine: async callables for signalling actions
         self.controller: Any = None
 
@@ -157,9 +181,11 @@ class CallContext:
         self.hook.ivr_dtmf(call=self, digit=digit, source=source)
         self.emit(DtmfEvent(digit, source))
 
-    def report_speech(self, kind: str) -> None:
-        self.hook.ivr_speech(call=self, event=kind)
-        self.emit(SpeechEvent(kind))
+    def report_speech(self, kind: str, utterance: np.ndarray | None = None) -> None:
+        """Voice activity ``"start"`` or ``"end"`` (with the finished ``utterance``, see
+        :class:`SpeechEvent`): fires ``ivr_speech`` and wakes the flow."""
+        self.hook.ivr_speech(call=self, event=kind, utterance=utterance)
+        self.emit(SpeechEvent(kind, utterance))
 
     def emit(self, event: Any) -> None:
         self.events.put_nowait(event)

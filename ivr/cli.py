@@ -16,17 +16,15 @@ import logging
 import re
 import sys
 import time
-import wave
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
+from ivr.audio import FRAME_SAMPLES, SAMPLE_RATE, read_wav, write_wav
+
 log = logging.getLogger(__name__)
 
-FRAME = 160
-RATE = 8000
 DIGIT_GAP = 0.25  # between the digits of one token ("12#")
 TOKEN_GAP = 1.0  # between space-separated tokens ("1 2#")
 FIRST_DIGIT_DELAY = 1.0  # after the answer, so the far end's media path is up
@@ -64,32 +62,6 @@ def parse_dtmf_script(script: str) -> list[tuple[float, str]]:
     return steps
 
 
-def read_wav_8k(path: str | Path) -> np.ndarray:
-    """A WAV file as 8 kHz mono int16 (resampled and mixed down as needed)."""
-    with wave.open(str(path), "rb") as wav:
-        if wav.getsampwidth() != 2:
-            raise ValueError(f"{path}: only 16-bit PCM WAV files can be played")
-        rate, channels = wav.getframerate(), wav.getnchannels()
-        samples = np.frombuffer(wav.readframes(wav.getnframes()), dtype="<i2")
-    if channels > 1:
-        samples = samples.reshape(-1, channels).mean(axis=1).astype(np.int16)
-    if rate != RATE:
-        import soxr
-
-        samples = soxr.resample(samples, rate, RATE).astype(np.int16)
-    return samples
-
-
-def write_wav_8k(path: str | Path, samples: np.ndarray) -> None:
-    """Write 8 kHz mono int16 samples to a WAV file."""
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    with wave.open(str(path), "wb") as wav:
-        wav.setnchannels(1)
-        wav.setsampwidth(2)
-        wav.setframerate(RATE)
-        wav.writeframes(np.asarray(samples, dtype="<i2").tobytes())
-
-
 @dataclass
 class CallReport:
     """What ``ivr call`` saw."""
@@ -110,7 +82,7 @@ async def place_call(uri: str, *, dtmf: str = "", play: str | None = None, durat
 
     report = CallReport()
     script = parse_dtmf_script(dtmf)
-    outgoing = read_wav_8k(play) if play else np.zeros(0, dtype=np.int16)
+    outgoing = read_wav(play) if play else np.zeros(0, dtype=np.int16)
     played = 0
     endpoint = Endpoint(EndpointConfig(local_host=local_host, sip_port=0, transports=("udp",)))
 
@@ -119,8 +91,8 @@ async def place_call(uri: str, *, dtmf: str = "", play: str | None = None, durat
         if not calls:
             return None
         report.heard.append(pcm_in[0].copy())
-        out = np.zeros((len(calls), FRAME), dtype=np.int16)
-        chunk = outgoing[played : played + FRAME]
+        out = np.zeros((len(calls), FRAME_SAMPLES), dtype=np.int16)
+        chunk = outgoing[played : played + FRAME_SAMPLES]
         out[0, : len(chunk)] = chunk
         played += len(chunk)
         return out
@@ -177,12 +149,12 @@ def _cmd_call(args: argparse.Namespace) -> int:
         return 2
     if args.record:
         heard = np.concatenate(report.heard) if report.heard else np.zeros(0, np.int16)
-        write_wav_8k(args.record, heard)
+        write_wav(args.record, heard)
     if not report.answered:
         print(f"not answered: {report.status or ''} {report.end_reason}".replace("  ", " "), file=sys.stderr)
         return 1
     print(f"answered; sent {report.digits_sent or 'no digits'}; {report.end_reason} after "
-          f"{report.duration:.1f} s; heard {len(report.heard) * FRAME / RATE:.1f} s of audio")
+          f"{report.duration:.1f} s; heard {len(report.heard) * FRAME_SAMPLES / SAMPLE_RATE:.1f} s of audio")
     return 0
 
 

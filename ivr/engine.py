@@ -24,7 +24,8 @@ from typing import Any, Callable, Protocol
 import numpy as np
 import pluggy
 
-from ivr.call import FRAME_SAMPLES, CallContext, HangupEvent
+from ivr.audio import FRAME_SAMPLES
+from ivr.call import CallContext, HangupEvent
 from ivr.call_controller import CallController
 from ivr.config import IvrConfig
 from ivr.plugins import HookCallError, MediaPipeline, call_hook

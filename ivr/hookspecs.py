@@ -4,6 +4,11 @@ Every hook is prefixed ``ivr_``. A plugin is any object or module with functions
 ``@ivr.hookimpl`` whose names match these specs; pluggy passes arguments by name, so an
 implementation may accept any subset of a hook's arguments.
 
+Each docstring is a contract: what the engine passes, and what any implementation must do or
+provide. Which plugin does it is configuration (the built-ins in ``ivr_plugins`` are one way);
+plugins meet through these hooks and the public objects of :mod:`ivr.call`, not through each
+other's ``call.data`` state.
+
 Hooks are grouped by lifecycle:
 
 1. process: ``ivr_configure``, ``ivr_register_actions``, ``ivr_startup``
@@ -41,8 +46,9 @@ def ivr_configure(config: dict[str, Any]) -> None:
     """Called once the configuration is loaded, and again after every reload (SIGHUP).
 
     ``config`` is the whole parsed configuration; a plugin reads its own section
-    (``config["plugins"].get("vad", {})``). Historic: a plugin registered later is called
-    with the latest configuration too. Return value ignored.
+    (``config["plugins"].get("<its name>", {})``) and falls back to defaults for every key it
+    lacks. Historic: a plugin registered later is called with the latest configuration too.
+    Raise ``ValueError`` for a section it cannot use. Return value ignored.
     """
 
 
@@ -91,8 +97,9 @@ def ivr_call_ended(call: CallContext, reason: str) -> None:
     """Called once when a call ends, whatever ended it.
 
     ``reason`` is one of ``remote_hangup``, ``local_hangup``, ``cancelled``, ``rejected``,
-    ``error``, ``shutdown``, ``transferred``. Plugins release per-call state here (recordings are
-    finalised here). Return value ignored.
+    ``error``, ``shutdown``, ``transferred``. An implementation releases its per-call state here
+    and finishes what the call left open (a recording in progress is finalised, with its
+    ``RecordingDone``). Return value ignored.
     """
 
 
@@ -103,9 +110,10 @@ def ivr_call_ended(call: CallContext, reason: str) -> None:
 def ivr_audio_in(batch: AudioBatch) -> None:
     """Called every 20 ms tick with the decoded caller audio of every live call.
 
-    ``batch.pcm`` is an ``(N, 160)`` int16 array, row ``i`` belonging to ``batch.calls[i]``
-    (a concealment frame where a packet was lost). Read-only. Implementations must accept a batch
-    of any size, including one. Return value ignored.
+    ``batch.pcm`` is an ``(N, FRAME_SAMPLES)`` int16 array (:mod:`ivr.audio`: 160 samples, 20 ms
+    at 8 kHz), row ``i`` belonging to ``batch.calls[i]`` (a concealment frame where a packet was
+    lost); ``batch.now`` is the media clock at the end of the frame. Read-only. Implementations
+    must accept a batch of any size, including one, and must not block. Return value ignored.
     """
 
 
@@ -113,9 +121,10 @@ def ivr_audio_in(batch: AudioBatch) -> None:
 def ivr_audio_out(batch: AudioBatch) -> None:
     """Called every 20 ms tick to produce the next outbound frame of every live call.
 
-    ``batch.pcm`` starts as silence; a producer (playback, TTS) writes the rows of the calls it is
-    playing to. An implementation marked ``trylast=True`` sees the final frames (recording of our
-    side). Return value ignored.
+    ``batch.pcm`` starts as silence; an implementation that plays to a call writes that call's
+    row, and leaves the other rows alone. An implementation marked ``trylast=True`` sees the
+    frames as finally sent (what a recorder of our side needs). Must not block. Return value
+    ignored.
     """
 
 
@@ -145,8 +154,9 @@ def ivr_start_recording(call: CallContext, path: str, options: dict[str, Any]) -
 
     ``options``: ``stereo`` (bool), ``max_length`` (s), ``silence_timeout`` (s),
     ``finish_on_key`` (str), ``trim`` (bool: when the caller ends the message with silence or the
-    key, cut leading and trailing silence from the file), ``beep`` (bool; the built-in leaves the
-    beep to the flow). Return ``True`` when accepted. When the recording stops (by itself or
+    key, cut leading and trailing silence from the file), ``beep`` (bool: whether the flow played
+    a beep before this call; the flow plays it, an implementation plays none). Return ``True``
+    when accepted. When the recording stops (by itself or
     through ``ivr_stop_recording``) the implementation calls
     ``call.emit(RecordingDone(path, duration, reason))``, ``duration`` being the length of the file
     as finally written (trimmed, if it was). firstresult.
@@ -169,7 +179,8 @@ def ivr_tts(text: str, options: dict[str, Any]) -> Any:
 
 @hookspec(firstresult=True)
 def ivr_stt(call: CallContext, pcm: Any, options: dict[str, Any]) -> Any:
-    """Recognise the 8 kHz int16 utterance ``pcm`` (numpy array) the vad plugin delimited.
+    """Recognise the utterance ``pcm``: int16 numpy array at :data:`ivr.audio.SAMPLE_RATE`, as a
+    speech ``end`` delivered it (``SpeechEvent.utterance``); read it, do not change it.
 
     Called from a worker thread (recognition is CPU work; the media clock never waits for it), so
     an implementation must be thread-safe. ``options``: ``grammar`` (a list of phrases; the string
@@ -187,8 +198,12 @@ def ivr_stt(call: CallContext, pcm: Any, options: dict[str, Any]) -> Any:
 def ivr_dtmf_received(call: CallContext, digit: str, source: str, duration_ms: int | None) -> None:
     """A raw key-press report from one source: ``rfc4733``, ``info`` or ``inband``.
 
-    The same key press may be reported by several sources; the dtmf plugin merges them and calls
-    ``call.report_dtmf()`` once per key press, which fires ``ivr_dtmf``.
+    The engine reports the signalled sources (``rfc4733``, ``info``); an in-band detector reports
+    ``inband``. The same key press may be reported by several sources: one implementation merges
+    them and calls ``call.report_dtmf()`` once per key press, which fires ``ivr_dtmf`` and wakes
+    the flow (while this hook has any implementation, the engine leaves that to it; with none,
+    every report is a key press). ``duration_ms`` is the key's length where the source tells it,
+    else ``None``.
     """
 
 
@@ -198,5 +213,18 @@ def ivr_dtmf(call: CallContext, digit: str, source: str) -> None:
 
 
 @hookspec
-def ivr_speech(call: CallContext, event: str) -> None:
-    """Voice activity: ``event`` is ``"start"`` or ``"end"``, reported by the vad plugin."""
+def ivr_speech(call: CallContext, event: str, utterance: Any) -> None:
+    """Voice activity on the caller's side: ``event`` is ``"start"`` when the caller begins
+    talking and ``"end"`` once they stop.
+
+    With ``"end"``, ``utterance`` is the finished utterance's audio: an int16 numpy array at
+    :data:`ivr.audio.SAMPLE_RATE`, from a little before the onset to a little after the last
+    voiced frame (the audio a recogniser is given through ``ivr_stt``); ``None`` with ``"start"``
+    and from a reporter that keeps no audio. The array is shared with the flow: read it, do not
+    change it.
+
+    A plugin that detects speech reports it with ``call.report_speech(kind, utterance)``, which
+    fires this hook and puts the same :class:`~ivr.call.SpeechEvent` on the call's events, and
+    keeps ``call.voice`` (:class:`~ivr.call.VoiceActivity`) current on every frame. Return value
+    ignored.
+    """

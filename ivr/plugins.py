@@ -34,7 +34,8 @@ import numpy as np
 import pluggy
 
 from ivr import hookspecs
-from ivr.call import FRAME_SAMPLES, AudioBatch
+from ivr.audio import FRAME_SAMPLES
+from ivr.call import AudioBatch
 
 if TYPE_CHECKING:  # pragma: no cover
     from ivr.call import CallContext

@@ -35,9 +35,10 @@ from typing import Any
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
+from ivr.audio import FRAME_SAMPLES, SAMPLE_RATE
 from ivr.call import AudioBatch, CallContext
 from ivr.hookspecs import hookimpl
-from ivr_plugins.audio import DTMF_COL_HZ, DTMF_KEYS, DTMF_ROW_HZ, SAMPLE_RATE
+from ivr_plugins.tones import DTMF_COL_HZ, DTMF_KEYS, DTMF_ROW_HZ
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +50,7 @@ NAME = "dtmf"
 # 50-67 Hz bins of a 20 ms DFT, which is what lets us tell 1.5 % (accept) from 3.5 % (reject).
 SUB_LEN = 120  # samples in a sub-window (15 ms)
 SUB_LAG = 40  # samples between the two sub-windows of a window (5 ms): unambiguous to +-100 Hz
-HOP = 80  # window hop (10 ms): two windows per 20 ms tick
+HOP = FRAME_SAMPLES // 2  # window hop (10 ms): two windows per 20 ms tick
 MIN_TONE_DBFS = -40.0  # peak level each of the two tones must reach
 MAX_FREQ_DEVIATION = 0.025  # ITU-T Q.24: accept +-1.5 %, reject +-3.5 %; decide halfway
 MAX_NORMAL_TWIST_DB = 9.0  # row (low group) above column: +8 dB accepted, +10 rejected

@@ -37,9 +37,10 @@ from typing import Any
 
 import numpy as np
 
+from ivr.audio import FRAME_SAMPLES, SAMPLE_RATE, parse_duration, read_wav
 from ivr.call import AudioBatch, CallContext, PlaybackDone, PlayItem
 from ivr.hookspecs import hookimpl
-from ivr_plugins.audio import FRAME_SAMPLES, SAMPLE_RATE, load_prompt, make_tone, parse_duration, parse_tone_spec
+from ivr_plugins.tones import make_tone, parse_tone_spec
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +74,7 @@ class PromptCache:
                 self._entries.move_to_end(key)
                 self.hits += 1
                 return samples
-        samples = load_prompt(path)  # outside the lock: decoding may take a few milliseconds
+        samples = read_wav(path)  # outside the lock: decoding may take a few milliseconds
         samples.setflags(write=False)  # shared between calls
         with self._lock:
             self.misses += 1

@@ -1,6 +1,6 @@
 """The ``recording`` plugin: call audio to WAV files that survive a crash.
 
-``ivr_start_recording(call, path, options)`` writes 8 kHz 16-bit PCM: mono (the caller) or, with
+``ivr_start_recording(call, path, options)`` writes 16-bit PCM at the media rate (8 kHz): mono (the caller) or, with
 ``stereo=True``, the caller on the left and our side on the right. Frames are written as they
 arrive: the caller's in ``ivr_audio_in``, ours in ``ivr_audio_out`` marked ``trylast`` so it
 records what the other plugins finally produced. Every frame delivered while recording is
@@ -12,8 +12,8 @@ data. :func:`repair_wav` fixes the sizes from the file's length; ``ivr_startup``
 under the recordings folder, for recordings a dead process left behind.
 
 Options: ``stereo`` (bool), ``max_length`` (s), ``silence_timeout`` (s: stop after that long
-without the caller's voice; uses the vad plugin's ``call.data["vad"]`` state when it is loaded,
-else a level check at ``silence_level_dbfs``, default -45), ``finish_on_key`` (keys that stop the
+without the caller's voice; uses the call's voice activity, ``call.voice``, when a VAD plugin keeps
+it, else a level check at ``silence_level_dbfs``, default -45), ``finish_on_key`` (keys that stop the
 recording, e.g. ``"#"``; they come through ``ivr_dtmf``). ``beep`` is *not* played here: the flow
 plays the beep and starts the recording when the beep's ``PlaybackDone`` arrives, so the beep is
 neither clipped nor recorded.
@@ -21,8 +21,8 @@ neither clipped nor recorded.
 ``trim`` (bool): when the caller ends the message on the line (``silence_timeout`` or a
 ``finish_on_key`` key: :data:`TRIM_REASONS`), leading and trailing silence is cut from the file itself,
 keeping :data:`TRIM_MARGIN` seconds of it on each side (a message that is silence throughout
-becomes an empty WAV). Voice is what the vad plugin classifies as voice when it is loaded, else
-frames above ``silence_level_dbfs``; in stereo, the caller's channel decides. The metadata's
+becomes an empty WAV). Voice is what the VAD classifies as voice (``call.voice["last_voice"]``)
+when one is loaded, else frames above ``silence_level_dbfs``; in stereo, the caller's channel decides. The metadata's
 ``duration`` and ``sample_count`` describe the trimmed file, and ``trimmed`` says how many seconds
 were cut at the start and at the end.
 
@@ -45,15 +45,20 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
+from ivr.audio import (
+    FRAME_SECONDS,
+    SAMPLE_RATE,
+    parse_duration,
+    read_wav_info,
+    wav_header,
+)
 from ivr.call import AudioBatch, CallContext, RecordingDone
 from ivr.hookspecs import hookimpl
-from ivr_plugins.audio import SAMPLE_RATE, parse_duration, read_wav_info, wav_header
 
 log = logging.getLogger(__name__)
 
 NAME = "recording"
 HEADER_SYNC_SAMPLES = SAMPLE_RATE  # rewrite the header once a second of audio
-FRAME_SECONDS = 0.02
 #: Silence kept before the first and after the last voiced frame by ``trim``: the soft start and
 #: end of words lie under the voice detector's threshold.
 TRIM_MARGIN = 0.2
@@ -251,12 +256,12 @@ def _write(call: CallContext, rec: Recording, samples: np.ndarray, caller: np.nd
 
 
 def _is_voice(call: CallContext, caller: np.ndarray, now: float) -> bool:
-    """Whether this tick's caller frame is voice: the vad plugin's verdict when it is loaded, else
-    the frame's level. The vad may run after us in the tick (plugin order), so its verdict on the
-    previous frame counts too: one frame late at worst, well inside ``TRIM_MARGIN``."""
-    vad = call.data.get("vad")
-    if vad is not None:
-        last_voice = vad.get("last_voice")
+    """Whether this tick's caller frame is voice: the VAD's verdict (``call.voice``) when one is
+    loaded, else the frame's level. The VAD may run after us in the tick (plugin order), so its
+    verdict on the previous frame counts too: one frame late at worst, well inside ``TRIM_MARGIN``."""
+    voice = call.voice
+    if voice is not None:
+        last_voice = voice.get("last_voice")
         return last_voice is not None and last_voice >= now - FRAME_SECONDS - 1e-6
     return _level(caller) >= _settings["silence_level_dbfs"]
 
@@ -294,12 +299,12 @@ def _trim_file(rec: Recording) -> tuple[float, float]:
 
 
 def _silent_for(call: CallContext, rec: Recording, caller: np.ndarray, now: float) -> float:
-    """How long the caller has been quiet, by the vad plugin's state when present."""
-    vad = call.data.get("vad")
-    if vad is not None:
-        if vad.get("speaking"):
+    """How long the caller has been quiet, by the call's voice activity when a VAD keeps it."""
+    voice = call.voice
+    if voice is not None:
+        if voice.get("speaking"):
             return 0.0
-        last = vad.get("last_voice")
+        last = voice.get("last_voice")
         assert rec.started_at is not None
         return now - max(last if last is not None else rec.started_at, rec.started_at)
     quiet = _level(caller) < _settings["silence_level_dbfs"]

@@ -51,14 +51,20 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 import numpy as np
 import soxr
 
+from ivr.audio import SAMPLE_RATE
 from ivr.hookspecs import hookimpl
+
 # Grammar and normalise_phrase are part of this plugin's public API (defined beside it).
-from ivr_plugins.stt_grammar import DigitsGrammar, Grammar, compile_grammar, normalise_phrase  # noqa: F401
+from ivr_plugins.stt_grammar import (  # noqa: F401
+    DigitsGrammar,
+    Grammar,
+    compile_grammar,
+    normalise_phrase,
+)
 
 log = logging.getLogger(__name__)
 
 NAME = "stt"
-SAMPLE_RATE = 8000
 #: RMS of the noise floor added after resampling (int16 units at the decoder's rate, about
 #: -35 dBFS). Measured: 2 -> 51 %, 100 -> 78 %, 600 -> 89 % on the menu set (docs/speech.md).
 NOISE_FLOOR_RMS = 600.0
@@ -189,7 +195,10 @@ def _narrowband_model_dir() -> Path:
 
 def make_decoder(front_end: str, dictation: bool) -> Any:
     """A new pocketsphinx decoder for ``front_end``, with the n-gram model when ``dictation``."""
-    from pocketsphinx import Config, Decoder  # imported late: loading the module is slow
+    from pocketsphinx import (  # imported late: loading the module is slow
+        Config,
+        Decoder,
+    )
 
     config = Config(loglevel="FATAL")  # "final result does not match the grammar" is handled
     if FRONT_ENDS[front_end] == 8000:

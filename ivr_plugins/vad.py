@@ -5,23 +5,17 @@ frames are common in noise and clicks, so speech *starts* when ``start_frames`` 
 ``start_window`` frames are voiced (default 3 of 5: about 60 ms of voice), and *ends* after
 ``hangover_ms`` of unvoiced frames (default 600 ms: long enough to bridge the pauses between words
 and short enough to answer promptly). Each start and end is reported with
-``call.report_speech("start" | "end")``.
+``call.report_speech("start")`` and ``call.report_speech("end", utterance)``, the utterance being
+the audio from ``preroll_ms`` before the start to the last voiced frame (plus ``tail_ms``): the
+engine's speech contract (``ivr_speech``, :class:`~ivr.call.SpeechEvent`).
 
-The per-call state is public, for barge-in and silence detection by other plugins and flows:
-``call.data["vad"]`` is a dict with
-
-* ``speaking`` (bool): inside an utterance now;
-* ``speech_start`` (float | None): media-clock time the current (or last) utterance began;
-* ``last_speech_end`` (float | None): when the last utterance ended (its last voiced frame);
-* ``last_voice`` (float | None): end time of the latest voiced frame.
-* ``voiced_ms`` (int): voiced audio in the current (or last) utterance, in ms. Speech barge-in
-  waits for enough of it, so that a cough or a short "mm" does not stop a prompt.
-* ``utterance`` (numpy int16 array | None): the last finished utterance's audio, from
-  ``preroll_ms`` before its start to its last voiced frame (plus ``tail_ms``); set just before
-  the ``end`` event is reported, for the flow to hand to ``ivr_stt``. ``utterance_seq`` counts
-  them.
-
-Times are the engine's media clock (``AudioBatch.now``: the end of the tick's frame).
+The per-call state, ``call.data["vad"]``, is also the call's :class:`~ivr.call.VoiceActivity`
+(``call.voice``, the same dict): ``speaking``, ``speech_start``, ``last_voice`` and ``voiced_ms``
+as that contract says (speech barge-in waits for enough ``voiced_ms``, so that a cough or a short
+"mm" does not stop a prompt), and this plugin's own ``last_speech_end`` (when the last utterance
+ended: its last voiced frame), ``utterance`` (the last finished utterance, as reported) and
+``utterance_seq`` (how many there were). Times are the engine's media clock (``AudioBatch.now``:
+the end of the tick's frame).
 
 Configuration (``plugins.vad``): ``aggressiveness`` (0-3, default 2), ``start_frames`` (3),
 ``start_window`` (5), ``hangover_ms`` (600), ``min_level_dbfs`` (-55: quieter frames are
@@ -48,16 +42,13 @@ from typing import Any
 import numpy as np
 import webrtcvad
 
+from ivr.audio import FRAME_BYTES, FRAME_MS, FRAME_SECONDS, SAMPLE_RATE
 from ivr.call import AudioBatch, CallContext
 from ivr.hookspecs import hookimpl
 
 log = logging.getLogger(__name__)
 
 NAME = "vad"
-FRAME_SECONDS = 0.02
-FRAME_MS = int(FRAME_SECONDS * 1000)
-SAMPLE_RATE = 8000
-FRAME_BYTES = 160 * 2  # one frame of int16 samples
 
 _DEFAULTS: dict[str, Any] = {
     "aggressiveness": 2,
@@ -157,6 +148,7 @@ def _attach(call: CallContext) -> tuple[dict[str, Any], _Detector]:
             "utterance_seq": 0,
         }
     detector = state["_detector"] = _Detector(_tuning)
+    call.voice = state  # the VoiceActivity keys, with this plugin's own besides
     return state, detector
 
 
@@ -233,14 +225,15 @@ def _end_speech(call: CallContext, state: dict[str, Any], detector: _Detector, t
     if trailing:
         frames = frames[: len(frames) - trailing]
     # a fresh, writable array: the utterance is the flow's to keep
-    state["utterance"] = np.frombuffer(b"".join(frames), dtype=np.int16).copy()
+    utterance = state["utterance"] = np.frombuffer(b"".join(frames), dtype=np.int16).copy()
     state["utterance_seq"] += 1
     detector.utterance = []
     log.debug("call %s: speech end at %.2f", call.id, state["last_speech_end"])
-    call.report_speech("end")
+    call.report_speech("end", utterance)
 
 
 @hookimpl
 def ivr_call_ended(call: CallContext, reason: str) -> None:
     """Release the call's state."""
-    call.data.pop(NAME, None)
+    if call.data.pop(NAME, None) is not None:
+        call.voice = None

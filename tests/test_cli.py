@@ -12,8 +12,8 @@ from ivr import hookimpl
 from ivr.cli import build_parser, main, parse_dtmf_script
 from ivr.config import DEFAULT_FLOW_FILE, load_config, parse_config
 from ivr.engine import Engine
-from ivr.plugins import make_plugin_manager
 from ivr.flow_runner import FlowStoreRunner
+from ivr.plugins import make_plugin_manager
 from tests.helpers.engine_fakes import ScriptedFlows
 from tests.helpers.net import free_port
 

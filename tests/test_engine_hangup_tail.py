@@ -13,8 +13,8 @@ import numpy as np
 from ivr.cli import place_call
 from ivr.config import parse_config
 from ivr.engine import Engine
-from ivr.plugins import make_plugin_manager
 from ivr.flow_runner import FlowStoreRunner
+from ivr.plugins import make_plugin_manager
 
 PROMPT_SECONDS = 1.0
 GOODBYE_FLOW = f"""\

@@ -11,11 +11,12 @@ import threading
 from pathlib import Path
 
 from ivr import hookimpl, hookspecs
-from ivr.cli import place_call, read_wav_8k
+from ivr.audio import read_wav
+from ivr.cli import place_call
 from ivr.config import parse_config
 from ivr.engine import Engine
-from ivr.plugins import make_plugin_manager
 from ivr.flow_runner import FlowStoreRunner
+from ivr.plugins import make_plugin_manager
 
 TESTS = Path(__file__).parent
 HOOKS = sorted(name for name, fn in inspect.getmembers(hookspecs, inspect.isfunction) if name.startswith("ivr_"))
@@ -116,4 +117,4 @@ async def test_end_to_end_run_delivers_every_engine_hook(tmp_path):
     assert report.answered and report.end_reason == "remote_hangup"
     missing = set(HOOKS) - NOT_IN_ENGINE_RUN - recorder.seen
     assert not missing, f"hooks never delivered in the end-to-end run: {sorted(missing)}"
-    assert len(read_wav_8k(tmp_path / "rec" / "meta.wav")) > 0
+    assert len(read_wav(tmp_path / "rec" / "meta.wav")) > 0

@@ -9,8 +9,8 @@ import pytest
 
 import ivr_plugins.playback as playback_plugin
 import ivr_plugins.tts as tts_plugin
+from ivr.audio import decode_wav
 from ivr.call import PlaybackDone, PlayItem
-from ivr_plugins.audio import decode_wav
 from tests.helpers.audio import Rig, drain
 
 

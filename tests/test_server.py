@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from ivr.config import parse_config
 from ivr.admission import Admission
+from ivr.config import parse_config
 from ivr.logs import CallLog, JsonLogFormatter
 from ivr.server import IvrServer
 from tests.helpers.engine_fakes import FakeCall, FakeEndpoint, ScriptedFlows, settle

@@ -16,8 +16,8 @@ from ivr.admission import HOST_RATE_FACTOR, Admission
 from ivr.call import CallContext
 from ivr.config import ConfigError, parse_config
 from ivr.engine import Engine
-from ivr.plugins import make_plugin_manager
 from ivr.flow_runner import FlowStoreRunner
+from ivr.plugins import make_plugin_manager
 from ivr.server import IvrServer
 from tests.helpers.engine_fakes import FakeEndpoint, ScriptedFlows
 

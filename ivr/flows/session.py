@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Awaitable, Callable
 
+from ivr.audio import FRAME_SECONDS, parse_duration
 from ivr.call import (
     CallContext,
     DtmfEvent,
@@ -28,7 +29,6 @@ from ivr.flows.model import Flow, Node
 from ivr.flows.paths import resolve_inside
 from ivr.flows.registry import ActionRegistry
 from ivr.flows.templating import render
-from ivr.flows.values import parse_duration
 
 __all__ = ["CALLER_END_REASONS", "CallerHungUp", "FlowFinished", "FlowSession", "GraphWalker", "SubReturn", "TraceEntry",
            "TraceSink"]
@@ -40,8 +40,9 @@ TraceSink = Callable[["TraceEntry"], None]
 #: End reasons that mean the caller (not we, not a fault) ended the call.
 CALLER_END_REASONS = frozenset({"remote_hangup", "cancelled"})
 
-# How often an utterance's voiced length is re-read while waiting for it to reach min_speech.
-_SPEECH_POLL = 0.02
+# How often an utterance's voiced length is re-read while waiting for it to reach min_speech:
+# once a media frame, as often as it can change.
+_SPEECH_POLL = FRAME_SECONDS
 
 
 class CallerHungUp(Exception):
@@ -110,6 +111,7 @@ class FlowSession:
         self._trace_sink = trace_sink
         self.node: Node | None = None
         self.typeahead: list[str] = []
+        self.utterance: Any = None  # the audio of the last SpeechEvent "end" (int16), for ivr_stt
         self.answered = False
         self.caller_gone = False
         #: Why the call ended under the flow (the HangupEvent's reason), once it has.
@@ -219,6 +221,8 @@ class FlowSession:
             self.trace("dtmf", event.digit)
         elif isinstance(event, SpeechEvent):
             self.trace("speech", event.kind)
+            if event.kind == "end":
+                self.utterance = event.utterance
         return event
 
     def poll(self) -> None:
@@ -301,7 +305,7 @@ class FlowSession:
             return None
         barge_in = self.barge_in() if barge_in is None else barge_in
         if min_speech is None:
-            min_speech = speech.min_speech(self, None)
+            min_speech = self.duration(None, "min_speech", speech.DEFAULT_MIN_SPEECH)
         items = self.play_items(spec)
         await self.ensure_answered()
         for item in items:
@@ -312,7 +316,7 @@ class FlowSession:
         while True:
             wait = None
             if speech_pending:
-                voiced = speech.utterance_voice_ms(self) or 0
+                voiced = speech.utterance_voice_ms(self.call.voice) or 0
                 wait = max(min_speech - voiced / 1000, _SPEECH_POLL)
             event = await self.next_event(wait)
             if event is None or isinstance(event, SpeechEvent):
@@ -320,7 +324,7 @@ class FlowSession:
                     if event.kind == "end" and speech_pending:
                         self.trace("speech", "too short to barge in")
                     speech_pending = event.kind == "start"
-                if speech_pending and speech.speech_long_enough(self, min_speech):
+                if speech_pending and speech.speech_long_enough(self.call.voice, min_speech):
                     self.call.stop_playback()
                     self.trace("barge-in", "speech")
                     return "speech"

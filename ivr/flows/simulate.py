@@ -24,13 +24,13 @@ import re
 import selectors
 import tempfile
 import time
-import wave
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
 from zoneinfo import ZoneInfo
 
+from ivr.audio import parse_duration, wav_duration
 from ivr.call import CallContext, HangupEvent, PlaybackDone, PlayItem, RecordingDone
 from ivr.flows.actions import collect_actions
 from ivr.flows.checker import load_flow
@@ -43,7 +43,6 @@ from ivr.flows.simulate_speech import (
     parse_say_script,
     parse_wav_script,
 )
-from ivr.flows.values import parse_duration
 
 #: Silence ``trim`` keeps around a message (as ``ivr_plugins.recording.TRIM_MARGIN``).
 TRIM_MARGIN = 0.2
@@ -113,9 +112,8 @@ def prompt_seconds(item: PlayItem) -> float:
     """How long ``item`` plays: the WAV's length, text length for ``say``, else its duration."""
     if item.kind == "file":
         try:
-            with wave.open(str(item.value), "rb") as wav:
-                return wav.getnframes() / float(wav.getframerate())
-        except (OSError, wave.Error, EOFError):
+            return wav_duration(item.value)
+        except (OSError, ValueError):
             return 1.0
     if item.kind == "say":
         return max(0.2, len(str(item.value)) * SAY_SECONDS_PER_CHAR)
@@ -218,7 +216,7 @@ class SimulatedMedia:
     def ivr_stop_recording(self, call: CallContext, reason: str) -> None:
         self._stop(call, reason)
 
-    def ivr_speech(self, call: CallContext, event: str) -> None:
+    def ivr_speech(self, call: CallContext, event: str, utterance: Any = None) -> None:
         if self.recording is None:
             return
         self.recording.speech.append((event, self.loop.time()))

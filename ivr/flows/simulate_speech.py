@@ -6,28 +6,24 @@
 * ``--speech-wav "menu.wav@2.0"``: the WAV's audio is the utterance, run through the real
   recogniser (the ``ivr_stt`` plugins: pocketsphinx by default).
 
-Either way the caller's voice activity is simulated as the vad plugin reports it: ``start`` at
-the given time, ``voiced_ms`` growing every 20 ms, the utterance's audio stored in
-``call.data["vad"]["utterance"]`` and ``end`` when it is over (the VAD's hang-over is left
-out: the simulated ``end`` comes when the speech ends).
+Either way the caller's voice activity is simulated as a VAD plugin reports it: ``start`` at
+the given time, ``call.voice["voiced_ms"]`` growing every frame, and ``end`` with the utterance's
+audio when it is over (the VAD's hang-over is left out: the simulated ``end`` comes when the
+speech ends).
 """
 
 from __future__ import annotations
 
 import asyncio
-import wave
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ivr.call import CallContext
+from ivr.audio import FRAME_SECONDS, SAMPLE_RATE, parse_duration, read_wav
+from ivr.call import CallContext, VoiceActivity
 from ivr.flows.speech import match_text
-from ivr.flows.values import parse_duration
 
-SAMPLE_RATE = 8000
-FRAME_SECONDS = 0.02
 #: How long a ``--say`` utterance lasts: a word takes about this long at a calm pace.
 SECONDS_PER_WORD = 0.45
 
@@ -59,49 +55,35 @@ def parse_say_script(script: str) -> list[ScriptedUtterance]:
     return said
 
 
-def read_wav_8k(path: str | Path) -> np.ndarray:
-    """A mono 16-bit WAV file as 8 kHz int16 (resampled if it is at another rate)."""
-    with wave.open(str(path), "rb") as wav:
-        if wav.getsampwidth() != 2:
-            raise ValueError(f"{path}: need 16-bit PCM, not {8 * wav.getsampwidth()}-bit")
-        rate, channels = wav.getframerate(), wav.getnchannels()
-        samples = np.frombuffer(wav.readframes(wav.getnframes()), "<i2").reshape(-1, channels)[:, 0]
-    if rate != SAMPLE_RATE:
-        import soxr  # only when a file needs it
-
-        samples = np.clip(np.round(soxr.resample(samples.astype(np.float32), rate, SAMPLE_RATE)), -32768, 32767)
-    return samples.astype(np.int16)
-
-
 def parse_wav_script(script: str) -> list[ScriptedUtterance]:
     """``"hello.wav@2.0, no.wav@8"`` -> utterances with each file's audio."""
     said = []
     for token in filter(None, (t.strip() for t in script.split(","))):
         name, at = _timed(token, "--speech-wav")
-        pcm = read_wav_8k(name)
+        pcm = read_wav(name)
         said.append(ScriptedUtterance(at, len(pcm) / SAMPLE_RATE, pcm=pcm))
     return said
 
 
 class SimulatedSpeech:
-    """Plays scripted utterances into a virtual call as the vad plugin would report them, and
+    """Plays scripted utterances into a virtual call as a VAD plugin would report them, and
     answers ``ivr_stt`` for them (the simulated media's hook delegates here)."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop, call: CallContext) -> None:
         self.loop = loop
         self.call = call
-        self._text_of: dict[int, str | None] = {}  # utterance_seq -> scripted text
+        self._text_of: dict[int, str | None] = {}  # utterance number -> scripted text
+        self._ended = 0  # utterances ended so far
         self._engine: Any = None
 
     def schedule(self, t0: float, utterances: list[ScriptedUtterance]) -> None:
         for utterance in utterances:
             self.loop.call_at(t0 + utterance.at, self._start, utterance)
 
-    def _state(self) -> dict[str, Any]:
-        return self.call.data.setdefault("vad", {
-            "speaking": False, "speech_start": None, "last_speech_end": None, "last_voice": None,
-            "voiced_ms": 0, "utterance": None, "utterance_seq": 0,
-        })
+    def _state(self) -> VoiceActivity:
+        if self.call.voice is None:
+            self.call.voice = VoiceActivity(speaking=False, speech_start=None, last_voice=None, voiced_ms=0)
+        return self.call.voice
 
     def _start(self, utterance: ScriptedUtterance) -> None:
         state = self._state()
@@ -117,15 +99,15 @@ class SimulatedSpeech:
             self.loop.call_later(FRAME_SECONDS, self._frame, utterance, frames + 1)
             return
         pcm = utterance.pcm if utterance.pcm is not None else np.zeros(int(utterance.duration * SAMPLE_RATE), np.int16)
-        state.update(speaking=False, last_speech_end=self.loop.time(), utterance=pcm)
-        state["utterance_seq"] += 1
-        self._text_of[state["utterance_seq"]] = utterance.text
-        self.call.report_speech("end")
+        state["speaking"] = False
+        self._ended += 1
+        self._text_of[self._ended] = utterance.text
+        self.call.report_speech("end", pcm)
 
     def ivr_stt(self, call: CallContext, pcm: Any, options: dict[str, Any]) -> tuple[str, float] | None:
         """The scripted text matched against ``options["grammar"]``, or the real recogniser
         for WAV utterances."""
-        text = self._text_of.get(self._state()["utterance_seq"])
+        text = self._text_of.get(self._ended)
         if text is not None:
             matched = match_text(text, options.get("grammar"))
             return (matched, 1.0) if matched is not None else None

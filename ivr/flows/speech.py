@@ -1,11 +1,15 @@
-"""Speech input for flows: settings, grammars, waiting for one utterance, recognising it.
+"""Speech input for flows: grammars, phrases and how long the caller has been talking (the
+session-side steps, waiting for and recognising one utterance, are in
+:mod:`ivr.flows.actions.recognition`).
 
 A node that listens for speech (``menu``/``collect`` with ``input: [dtmf, speech]``, or
-``listen``) works on the events the vad plugin reports: :class:`~ivr.call.SpeechEvent`
-``start`` when the caller starts talking and ``end`` once they stop; the utterance's audio is
-then in ``call.data["vad"]["utterance"]`` (8 kHz int16). The flow hands it to ``ivr_stt``
-(the stt plugin, or any other engine) on an executor thread, because recognition is CPU work
-that must not stall the event loop every call's media runs in.
+``listen``) works on the speech events a VAD plugin reports: :class:`~ivr.call.SpeechEvent`
+``start`` when the caller starts talking and ``end`` once they stop, the ``end`` carrying the
+utterance's audio (int16 at the media rate; the session keeps the last one as
+``session.utterance``). The flow hands it to ``ivr_stt`` (the stt plugin, or any other engine)
+on an executor thread, because recognition is CPU work that must not stall the event loop every
+call's media runs in. How long the caller has been talking comes from ``call.voice``
+(:class:`~ivr.call.VoiceActivity`).
 
 Rules (docs/flows.md states them with examples):
 
@@ -19,19 +23,11 @@ Rules (docs/flows.md states them with examples):
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import logging
 import re
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from ivr.call import DtmfEvent
-
-if TYPE_CHECKING:  # pragma: no cover
-    from ivr.flows.session import FlowSession
-
-log = logging.getLogger(__name__)
+from ivr.call import VoiceActivity
 
 #: ``grammar`` value asking the recogniser for a string of spoken digits ("four two" -> "42").
 DIGITS_GRAMMAR = "digits"
@@ -49,18 +45,6 @@ class SpeechResult:
 
     text: str
     confidence: float
-
-
-def input_modes(session: FlowSession, params: Any) -> set[str]:
-    """What a ``menu`` / ``collect`` node listens for: a subset of ``{"dtmf", "speech"}``."""
-    value = session.setting(params, "input", ["dtmf"])
-    modes = set(value) if isinstance(value, list) else {value}
-    return modes or {"dtmf"}
-
-
-def min_speech(session: FlowSession, params: Any) -> float:
-    """Seconds of voice an utterance needs to barge in or count as an answer."""
-    return session.duration(params, "min_speech", DEFAULT_MIN_SPEECH)
 
 
 def phrase_words(text: str) -> tuple[str, ...]:
@@ -108,13 +92,13 @@ def option_target(option: Any) -> str:
     return option["goto"] if isinstance(option, dict) else option
 
 
-def utterance_voice_ms(session: FlowSession) -> int | None:
+def utterance_voice_ms(voice: VoiceActivity | None) -> int | None:
     """How long the caller's current (or last) utterance has been speech, in ms, when a VAD
     tracks it (``None`` otherwise): from its onset to its latest voiced frame, gaps included
     (webrtcvad often calls an /s/ or a stop burst unvoiced) as long as at least half of that
     span is voiced; else only the voiced frames count (clicks and noise are sparse)."""
-    state = session.call.data.get("vad")
-    if not isinstance(state, dict) or "voiced_ms" not in state:
+    state = voice
+    if state is None or "voiced_ms" not in state:
         return None
     voiced = int(state["voiced_ms"])
     onset, latest = state.get("speech_start"), state.get("last_voice")
@@ -124,83 +108,9 @@ def utterance_voice_ms(session: FlowSession) -> int | None:
     return span if voiced * 2 >= span else voiced
 
 
-def speech_long_enough(session: FlowSession, needed: float) -> bool:
+def speech_long_enough(voice: VoiceActivity | None, needed: float) -> bool:
     """Whether the caller's utterance has lasted ``needed`` seconds (see
     :func:`utterance_voice_ms`). Without a VAD that tracks voiced time (a third-party one, or
     ``ivr simulate --speech`` events) the ``start`` event alone is taken as speech."""
-    voiced = utterance_voice_ms(session)
+    voiced = utterance_voice_ms(voice)
     return voiced is None or voiced >= needed * 1000 - 1e-6
-
-
-def stt_options(session: FlowSession, params: Any, grammar: list[str] | str | None) -> dict[str, Any]:
-    """The ``options`` of ``ivr_stt`` for this node."""
-    options: dict[str, Any] = {"grammar": grammar}
-    confidence = session.setting(params, "min_confidence", None)
-    if confidence is not None:
-        options["min_confidence"] = float(confidence)
-    return options
-
-
-async def recognise(session: FlowSession, params: Any, grammar: list[str] | str | None) -> SpeechResult | None:
-    """Recognise the utterance that just ended; ``None`` when nothing matched.
-
-    Raises :class:`SpeechCancelled` when a key is pressed first (the digit goes to the
-    type-ahead buffer for the node to read).
-    """
-    call = session.call
-    state = call.data.get("vad") or {}
-    pcm = state.get("utterance")
-    if pcm is None:
-        session.trace("speech", "no utterance audio (is the vad plugin loaded?)")
-        return None
-    options = stt_options(session, params, grammar)
-    job = session.loop.run_in_executor(None, lambda: call.hook.ivr_stt(call=call, pcm=pcm, options=options))
-    # under ivr simulate the clock is virtual: let it follow real time while the thread works
-    real_io = getattr(session.loop, "real_io", None)
-    with real_io() if real_io is not None else contextlib.nullcontext():
-        while not job.done():
-            event = await session.next_event(None, until=job)
-            if isinstance(event, DtmfEvent):
-                session.typeahead.append(event.digit)
-                session.trace("speech", f"cancelled by dtmf {event.digit}")
-                job.add_done_callback(_discard)
-                raise SpeechCancelled(event.digit)
-    answer = job.result()
-    if not answer:
-        session.trace("recognised", "nothing")
-        return None
-    text, confidence = answer
-    if grammar is not None and grammar != DIGITS_GRAMMAR and text not in grammar:
-        text = match_text(str(text), grammar)  # an engine that spells phrases its own way
-        if text is None:
-            session.trace("recognised", f"{answer[0]!r} (not in the grammar)")
-            return None
-    if grammar == DIGITS_GRAMMAR:
-        text = spoken_digits(str(text))
-        if text is None:
-            session.trace("recognised", f"{answer[0]!r} (not digits)")
-            return None
-    result = SpeechResult(str(text), float(confidence))
-    floor = options.get("min_confidence")
-    if floor is not None and result.confidence < floor:
-        session.trace("recognised", f"{result.text!r} {result.confidence:.2f} (under {floor:g})")
-        return None
-    session.trace("recognised", f"{result.text!r} {result.confidence:.2f}")
-    return result
-
-
-class SpeechCancelled(Exception):
-    """A key press cancelled speech recognition for the node."""
-
-
-def _discard(job: asyncio.Future) -> None:
-    if not job.cancelled() and job.exception() is not None:
-        log.debug("abandoned recognition failed: %r", job.exception())
-
-
-def remember(session: FlowSession, result: SpeechResult, save_as: str | None = None) -> None:
-    """Store what was said: ``vars.speech`` / ``vars.speech_confidence`` (always) and
-    ``vars[save_as]`` / ``vars[save_as + "_confidence"]`` when the node names one."""
-    for name in {"speech", save_as} - {None}:
-        session.vars[name] = result.text
-        session.vars[f"{name}_confidence"] = round(result.confidence, 3)

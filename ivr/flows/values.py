@@ -1,32 +1,13 @@
-"""Parsers for the scalar notations a flow uses: durations, times of day and digit patterns."""
+"""Parsers for the scalar notations a flow uses: times of day and days of the week (durations:
+:func:`ivr.audio.parse_duration`)."""
 
 from __future__ import annotations
 
 import re
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
-_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
 _TIME_RANGE = re.compile(r"^\s*(\d{1,2}):(\d{2})\s*-\s*(\d{1,2}):(\d{2})\s*$")
 
 DAY_NAMES = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
-
-
-def parse_duration(value: object) -> float:
-    """Seconds from ``5``, ``2.5``, ``"500ms"``, ``"5s"``, ``"2m"`` or ``"1h"``.
-
-    Raises ``ValueError`` for anything else (negative numbers included).
-    """
-    if isinstance(value, bool):
-        raise ValueError(f"bad duration {value!r}")
-    if isinstance(value, (int, float)):
-        if value < 0:
-            raise ValueError(f"negative duration {value!r}")
-        return float(value)
-    if isinstance(value, str):
-        match = _DURATION.match(value)
-        if match:
-            return float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
-    raise ValueError(f"bad duration {value!r} (write e.g. 5s, 500ms, 2m)")
 
 
 def parse_time_ranges(value: str) -> list[tuple[int, int]]:

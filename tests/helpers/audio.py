@@ -95,7 +95,7 @@ def dtmf(
     deviation: float = 0.0,
 ) -> np.ndarray:
     """A DTMF key as its two sines; ``deviation`` scales both frequencies (0.015 = +1.5 %)."""
-    from ivr_plugins.audio import dtmf_frequencies
+    from ivr_plugins.tones import dtmf_frequencies
 
     row, col = dtmf_frequencies(digit)
     return tones([(row * (1 + deviation), row_dbfs), (col * (1 + deviation), col_dbfs)], duration)

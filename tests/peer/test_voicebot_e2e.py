@@ -19,8 +19,8 @@ import pytest
 from ivr import hookimpl
 from ivr.config import parse_config
 from ivr.engine import Engine
-from ivr.plugins import make_plugin_manager
 from ivr.flow_runner import FlowStoreRunner
+from ivr.plugins import make_plugin_manager
 from tests.helpers.peers import BaresipRunner, read_wav
 from tests.helpers.speech_corpus import synthesise
 

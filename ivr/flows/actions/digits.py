@@ -19,6 +19,7 @@ from typing import Any, Callable
 
 from ivr.call import DtmfEvent, SpeechEvent
 from ivr.flows import speech
+from ivr.flows.actions import recognition
 from ivr.flows.registry import ActionSpec
 from ivr.flows.session import FlowSession
 from ivr.flows.speech import SpeechResult
@@ -104,25 +105,25 @@ async def read_entry(
                 speaking = True
             elif speaking:  # an end we saw start (one begun during an unbargeable prompt is not heard)
                 speaking = False
-                if not speech.speech_long_enough(session, speech_input.min_speech):
+                if not speech.speech_long_enough(session.call.voice, speech_input.min_speech):
                     session.trace("speech", "too short, ignored")
                     continue
                 try:
-                    result = await speech.recognise(session, speech_input.params, speech_input.grammar)
-                except speech.SpeechCancelled:
+                    result = await recognition.recognise(session, speech_input.params, speech_input.grammar)
+                except recognition.SpeechCancelled:
                     continue  # the digit is in the type-ahead buffer
                 return Entry("", "speech", result)
 
 
 def speech_input_for(session: FlowSession, params: dict[str, Any], grammar: list[str] | str | None) -> SpeechInput | None:
     """The node's :class:`SpeechInput`, or ``None`` when it listens for digits only."""
-    modes = speech.input_modes(session, params)
+    modes = recognition.input_modes(session, params)
     if "speech" not in modes:
         return None
     return SpeechInput(
         grammar=grammar,
         params=params,
-        min_speech=speech.min_speech(session, params),
+        min_speech=recognition.min_speech(session, params),
         max_speech=session.duration(params, "max_speech", speech.DEFAULT_MAX_SPEECH),
         dtmf="dtmf" in modes,
     )
@@ -193,7 +194,7 @@ async def menu_action(session: FlowSession, params: dict[str, Any]) -> str:
         choice = None
         if entry.speech is not None:
             choice = phrases.get(entry.speech.text)
-            speech.remember(session, entry.speech)
+            recognition.remember(session, entry.speech)
         elif entry.digits in options:
             choice = entry.digits
         elif entry.ended_by != "speech":
@@ -248,7 +249,7 @@ async def collect_action(session: FlowSession, params: dict[str, Any]) -> str:
         )
         digits = entry.speech.text if entry.speech is not None else entry.digits
         if entry.speech is not None:
-            speech.remember(session, entry.speech)
+            recognition.remember(session, entry.speech)
         if entry.ended_by == "speech" and entry.speech is None:
             failure = "no_match"
         elif entry.ended_by == "timeout" and not digits and min_digits > 0:

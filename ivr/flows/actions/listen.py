@@ -22,6 +22,7 @@ from typing import Any
 
 from ivr.call import DtmfEvent, SpeechEvent
 from ivr.flows import speech
+from ivr.flows.actions import recognition
 from ivr.flows.registry import ActionSpec
 from ivr.flows.session import FlowSession
 
@@ -31,7 +32,7 @@ async def listen_action(session: FlowSession, params: dict[str, Any]) -> str:
     params = params or {}
     grammar = params.get("grammar")
     grammar = [str(p) for p in grammar] if isinstance(grammar, list) else grammar
-    needed = speech.min_speech(session, params)
+    needed = recognition.min_speech(session, params)
     max_speech = session.duration(params, "max_speech", speech.DEFAULT_MAX_SPEECH)
     timeout = session.duration(params, "timeout", 5.0)
     if session.typeahead:
@@ -61,16 +62,16 @@ async def listen_action(session: FlowSession, params: dict[str, Any]) -> str:
         if not speaking:
             continue  # an utterance that began during a prompt without speech barge-in
         speaking = False
-        if not speech.speech_long_enough(session, needed):
+        if not speech.speech_long_enough(session.call.voice, needed):
             session.trace("speech", "too short, ignored")
             continue
         try:
-            result = await speech.recognise(session, params, grammar)
-        except speech.SpeechCancelled:
+            result = await recognition.recognise(session, params, grammar)
+        except recognition.SpeechCancelled:
             return "dtmf"
         if result is None:
             return "no_match"
-        speech.remember(session, result, params.get("save_as"))
+        recognition.remember(session, result, params.get("save_as"))
         return "ok"
 
 

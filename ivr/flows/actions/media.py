@@ -5,11 +5,11 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from ivr.audio import parse_duration
 from ivr.call import DtmfEvent, RecordingDone
 from ivr.flows.paths import resolve_inside
 from ivr.flows.registry import ActionSpec
 from ivr.flows.session import CallerHungUp, FlowSession
-from ivr.flows.values import parse_duration
 
 log = logging.getLogger(__name__)
 

@@ -1,46 +1,64 @@
-"""Audio helpers shared by the built-in plugins: WAV decoding, resampling, tones, durations.
+"""The audio facts the IVR shares: the media format, WAV files, durations.
 
-Everything here works on the engine's media format: 8 kHz, mono, int16, 160-sample frames.
-WAV files are parsed here rather than with :mod:`wave` because prompts arrive in every shape
-(24-bit, float, ``WAVE_FORMAT_EXTENSIBLE``, several channels) and :mod:`wave` reads only plain
-integer PCM.
+* The media format: every call's audio is :data:`SAMPLE_RATE` Hz mono int16 in frames of
+  :data:`FRAME_MS` ms (:data:`FRAME_SAMPLES` samples, :data:`FRAME_BYTES` bytes), one frame per
+  media tick. The frame size is derived from the rate and the frame time, not written down twice.
+* WAV files: :func:`read_wav_info` / :func:`decode_wav` read any common WAV file (integer PCM of 8,
+  16, 24 or 32 bits, IEEE float, ``WAVE_FORMAT_EXTENSIBLE``, any channel count and rate: prompts
+  arrive in every shape, and :mod:`wave` reads only plain integer PCM); :func:`read_wav` turns one
+  into the media format (mixed down, resampled with soxr). :func:`write_wav` writes int16 samples
+  with :mod:`wave`; :func:`wav_header` is the header of a file written incrementally (recordings).
+* :func:`parse_duration`: the duration notation of flows and plugin options (``5``, ``"500ms"``,
+  ``"2m"``, ``"1h"``), as docs/flows.md states it.
 """
 
 from __future__ import annotations
 
-import logging
 import re
 import struct
+import wave
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import soxr
 
-log = logging.getLogger(__name__)
+__all__ = [
+    "FRAME_BYTES", "FRAME_MS", "FRAME_SAMPLES", "FRAME_SECONDS", "SAMPLE_RATE", "SAMPLE_WIDTH",
+    "WAVE_FORMAT_EXTENSIBLE", "WAVE_FORMAT_IEEE_FLOAT", "WAVE_FORMAT_PCM",
+    "WavFormatError", "WavInfo", "decode_wav", "float_to_int16", "frame_samples", "parse_duration",
+    "read_wav", "read_wav_info", "to_media_format", "wav_duration", "wav_header", "write_wav",
+]  # fmt: skip
 
+
+# -- the media format ---------------------------------------------------------------------
+
+
+def frame_samples(rate: int, frame_ms: int) -> int:
+    """Samples in one frame of ``frame_ms`` milliseconds at ``rate`` Hz (``8000, 20`` -> 160)."""
+    samples, rest = divmod(rate * frame_ms, 1000)
+    if rest:
+        raise ValueError(f"a {frame_ms} ms frame at {rate} Hz is not a whole number of samples")
+    return samples
+
+
+#: Sample rate of all call audio (G.711's), Hz.
 SAMPLE_RATE = 8000
-FRAME_SAMPLES = 160  # 20 ms at 8 kHz
+#: Bytes per sample: signed 16-bit little-endian.
+SAMPLE_WIDTH = 2
+#: One media tick's frame (the RTP packetisation time), ms and s.
+FRAME_MS = 20
+FRAME_SECONDS = FRAME_MS / 1000
+#: Samples and bytes in one frame (160 and 320 at 8 kHz and 20 ms).
+FRAME_SAMPLES = frame_samples(SAMPLE_RATE, FRAME_MS)
+FRAME_BYTES = FRAME_SAMPLES * SAMPLE_WIDTH
+
+
+# -- WAV files ----------------------------------------------------------------------------
 
 # WAVE format tags (mmreg.h)
 WAVE_FORMAT_PCM = 0x0001
 WAVE_FORMAT_IEEE_FLOAT = 0x0003
 WAVE_FORMAT_EXTENSIBLE = 0xFFFE
-
-# DTMF keypad (ITU-T Q.23): rows are the low group, columns the high group.
-DTMF_ROW_HZ = (697.0, 770.0, 852.0, 941.0)
-DTMF_COL_HZ = (1209.0, 1336.0, 1477.0, 1633.0)
-DTMF_KEYS = ("123A", "456B", "789C", "*0#D")
-
-
-def dtmf_frequencies(digit: str) -> tuple[float, float]:
-    """The (row, column) frequencies of a DTMF key, e.g. ``"5"`` -> ``(770.0, 1336.0)``."""
-    key = digit.upper()
-    for row, keys in enumerate(DTMF_KEYS):
-        col = keys.find(key)
-        if col >= 0 and len(key) == 1:
-            return DTMF_ROW_HZ[row], DTMF_COL_HZ[col]
-    raise ValueError(f"not a DTMF key: {digit!r}")
 
 
 class WavFormatError(ValueError):
@@ -123,10 +141,13 @@ def decode_wav(path: str | Path) -> tuple[np.ndarray, int]:
 
 
 def to_media_format(samples: np.ndarray, rate: int) -> np.ndarray:
-    """Downmix ``(frames, channels)`` float samples to mono, resample to 8 kHz, return int16."""
+    """Downmix ``(frames, channels)`` float samples to mono, resample to :data:`SAMPLE_RATE`,
+    return int16."""
     mono = samples.mean(axis=1) if samples.ndim == 2 else samples
     mono = np.ascontiguousarray(mono, dtype=np.float32)
     if rate != SAMPLE_RATE and len(mono):
+        import soxr  # only when a file needs it: keeps ``import ivr.call`` light
+
         mono = soxr.resample(mono, rate, SAMPLE_RATE, quality="HQ")
     return float_to_int16(mono)
 
@@ -136,71 +157,37 @@ def float_to_int16(samples: np.ndarray) -> np.ndarray:
     return np.clip(np.round(samples * 32768.0), -32768, 32767).astype(np.int16)
 
 
-def load_prompt(path: str | Path) -> np.ndarray:
-    """A WAV file of any rate, width and channel count as 8 kHz mono int16."""
+def read_wav(path: str | Path) -> np.ndarray:
+    """A WAV file of any rate, width and channel count in the media format: mono int16 at
+    :data:`SAMPLE_RATE` (channels averaged). Raises :class:`WavFormatError` for what is not a WAV
+    file :func:`decode_wav` reads, ``OSError`` for a file that cannot be read."""
     samples, rate = decode_wav(path)
     return to_media_format(samples, rate)
 
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*(ms|s|m)?\s*$")
+def wav_duration(path: str | Path) -> float:
+    """Seconds of audio in a WAV file, from its header (cut to what the file holds)."""
+    raw = Path(path).read_bytes()
+    info = read_wav_info(raw)
+    data_bytes = min(info.data_size, len(raw) - info.data_offset)
+    return (data_bytes // info.block_align) / info.sample_rate
 
 
-def parse_duration(value: float | int | str) -> float:
-    """Seconds from a number (seconds) or a string such as ``"250ms"``, ``"1.5s"``, ``"2m"``."""
-    if isinstance(value, (int, float)):
-        if value < 0:
-            raise ValueError(f"negative duration: {value}")
-        return float(value)
-    match = _DURATION.match(str(value))
-    if not match:
-        raise ValueError(f"not a duration: {value!r}")
-    number, unit = float(match.group(1)), match.group(2) or "s"
-    return number * {"ms": 0.001, "s": 1.0, "m": 60.0}[unit]
-
-
-def parse_tone_spec(spec: str | int | float) -> tuple[float, ...]:
-    """Frequencies of a tone spec: ``"440"``, ``"350+440"`` (summed), ``"dtmf:5"``."""
-    text = str(spec).strip().lower()
-    if text.startswith("dtmf:"):
-        return dtmf_frequencies(text[5:].strip())
-    try:
-        freqs = tuple(float(part) for part in text.split("+"))
-    except ValueError:
-        raise ValueError(f"not a tone spec: {spec!r}") from None
-    for freq in freqs:
-        if not 0 < freq < SAMPLE_RATE / 2:
-            raise ValueError(f"tone frequency {freq} Hz outside 0..{SAMPLE_RATE // 2} Hz")
-    return freqs
-
-
-def make_tone(
-    freqs: tuple[float, ...] | list[float],
-    duration: float,
-    level_dbfs: float = -10.0,
-    rate: int = SAMPLE_RATE,
-    ramp: float = 0.005,
-) -> np.ndarray:
-    """Sum of sines, each at ``level_dbfs`` peak, as int16.
-
-    A short raised-cosine ramp at both ends keeps the tone from clicking; ``ramp=0`` gives a
-    hard-edged tone (test signals that must be exactly N ms long).
-    """
-    count = int(round(duration * rate))
-    t = np.arange(count) / rate
-    amplitude = 32767.0 * 10.0 ** (level_dbfs / 20.0)
-    signal = np.zeros(count)
-    for freq in freqs:
-        signal += amplitude * np.sin(2 * np.pi * freq * t)
-    ramp_len = min(int(ramp * rate), count // 2)
-    if ramp_len > 0:
-        edge = 0.5 - 0.5 * np.cos(np.pi * np.arange(ramp_len) / ramp_len)
-        signal[:ramp_len] *= edge
-        signal[count - ramp_len :] *= edge[::-1]
-    return np.clip(np.round(signal), -32768, 32767).astype(np.int16)
+def write_wav(path: str | Path, samples: np.ndarray, sample_rate: int = SAMPLE_RATE) -> None:
+    """Write int16 samples, ``(frames,)`` (mono) or ``(frames, channels)``, as a 16-bit PCM WAV
+    file (the folder is made if missing)."""
+    samples = np.asarray(samples)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with wave.open(str(path), "wb") as wav:
+        wav.setnchannels(1 if samples.ndim == 1 else samples.shape[1])
+        wav.setsampwidth(SAMPLE_WIDTH)
+        wav.setframerate(sample_rate)
+        wav.writeframes(np.ascontiguousarray(samples, dtype="<i2").tobytes())
 
 
 def wav_header(channels: int, sample_rate: int, bits: int, data_bytes: int) -> bytes:
-    """A canonical 44-byte PCM WAV header for ``data_bytes`` of sample data."""
+    """A canonical 44-byte PCM WAV header for ``data_bytes`` of sample data (the sizes sit at
+    offsets 4 and 40, for a writer that rewrites them as the file grows)."""
     align = channels * bits // 8
     return struct.pack(
         "<4sI4s4sIHHIIHH4sI",
@@ -208,3 +195,27 @@ def wav_header(channels: int, sample_rate: int, bits: int, data_bytes: int) -> b
         b"fmt ", 16, WAVE_FORMAT_PCM, channels, sample_rate, sample_rate * align, align, bits,
         b"data", data_bytes,
     )  # fmt: skip
+
+
+# -- durations ----------------------------------------------------------------------------
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
+
+
+def parse_duration(value: object) -> float:
+    """Seconds from ``5``, ``2.5``, ``"500ms"``, ``"5s"``, ``"2m"`` or ``"1h"``.
+
+    Raises ``ValueError`` for anything else (negative numbers and booleans included).
+    """
+    if isinstance(value, bool):
+        raise ValueError(f"bad duration {value!r}")  # noqa: TRY004 - one error type for every bad duration
+    if isinstance(value, (int, float)):
+        if value < 0:
+            raise ValueError(f"negative duration {value!r}")
+        return float(value)
+    if isinstance(value, str):
+        match = _DURATION.match(value)
+        if match:
+            return float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+    raise ValueError(f"bad duration {value!r} (write e.g. 5s, 500ms, 2m)")

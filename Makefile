@@ -14,7 +14,7 @@ $(BIN)/ivr: pyproject.toml
 venv: $(BIN)/ivr
 
 serve: venv
-	$(BIN)/ivr serve
+	$(BIN)/ivr serve --config examples/first-run.yaml
 
 test: venv
 	$(BIN)/python -m pytest -q

@@ -4,6 +4,7 @@ the items a call can play, the events a flow waits on, and the caller's :class:`
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import itertools
 import logging
 import time
@@ -15,6 +16,10 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 _item_ids = itertools.count(1)
+
+#: The call whose work is running (set by the engine in each call's task, inherited by the tasks
+#: it starts); log lines written meanwhile name the call, its flow, caller and callee.
+current_call: contextvars.ContextVar[CallContext | None] = contextvars.ContextVar("current_call", default=None)
 
 
 @dataclass

@@ -3,7 +3,7 @@
 ``ivr serve [--config FILE] [FLOW...]``
     Run the auto-attendant. With no arguments: 127.0.0.1:5060 over UDP and TCP with
     ``flows/attendant.yaml`` of the project, no PBX needed.
-``ivr call URI [--dtmf "1 2#"] [--play FILE] [--record FILE] [--duration S]``
+``ivr call URI [--dtmf "+1s 1 2#"] [--play FILE] [--record FILE] [--duration S]``
     A scripted caller: dials, waits for the answer, plays a file and/or sends digits, records what
     it hears to a WAV file and hangs up. Exit status 0 when the call was answered and completed.
 """
@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import ipaddress
 import logging
-import re
 import sys
 import time
 from dataclasses import dataclass, field
@@ -22,44 +22,32 @@ from typing import Any, Sequence
 import numpy as np
 
 from ivr.audio import FRAME_SAMPLES, SAMPLE_RATE, read_wav, write_wav
+from ivr.caller_script import parse_dtmf_script
 
 log = logging.getLogger(__name__)
 
-DIGIT_GAP = 0.25  # between the digits of one token ("12#")
-TOKEN_GAP = 1.0  # between space-separated tokens ("1 2#")
-FIRST_DIGIT_DELAY = 1.0  # after the answer, so the far end's media path is up
-DTMF_DIGITS = set("0123456789*#ABCD")
+#: The least time between two key presses sent one after another (a 100 ms tone and a pause).
+DIGIT_GAP = 0.25
 
 
 # -- the scripted caller --------------------------------------------------------------------
 
 
-def parse_dtmf_script(script: str) -> list[tuple[float, str]]:
-    """``"1 2#"`` -> ``[(1.0, "1"), (1.0, "2"), (0.25, "#")]``: (pause before, digit).
+def sip_uri(target: str) -> str:
+    """``target`` as a SIP URI: ``sip:`` is added to ``user@host[:port]`` or ``host:port``;
+    ``ValueError`` for what is no SIP URI at all."""
+    from simplesip.wire.uri import SipURI
 
-    The first digit waits :data:`FIRST_DIGIT_DELAY` after the answer, space-separated tokens are
-    :data:`TOKEN_GAP` apart and the digits within a token :data:`DIGIT_GAP` apart. A ``+Ns`` or
-    ``+Nms`` token replaces the default pause before the next digit with that long.
-    """
-    steps: list[tuple[float, str]] = []
-    explicit: float | None = None
-    for token in script.split():
-        wait = re.fullmatch(r"\+(\d+(?:\.\d+)?)(ms|s)", token)
-        if wait:
-            explicit = (explicit or 0.0) + float(wait.group(1)) / (1000 if wait.group(2) == "ms" else 1)
-            continue
-        for position, digit in enumerate(token.upper()):
-            if digit not in DTMF_DIGITS:
-                raise ValueError(f"not a DTMF digit: {digit!r} in {script!r}")
-            if position:
-                pause = DIGIT_GAP
-            elif explicit is not None:
-                pause = explicit
-            else:
-                pause = TOKEN_GAP if steps else FIRST_DIGIT_DELAY
-            steps.append((pause, digit))
-            explicit = None
-    return steps
+    text = target.strip()
+    if not text.lower().startswith(("sip:", "sips:")):
+        text = f"sip:{text}"
+    try:
+        uri = SipURI.parse(text)
+    except ValueError as exc:
+        raise ValueError(f"{target!r} is not a SIP URI ({exc}; e.g. sip:attendant@127.0.0.1:5060)") from None
+    if not uri.host:
+        raise ValueError(f"{target!r} names no host (e.g. sip:attendant@127.0.0.1:5060)")
+    return text
 
 
 @dataclass
@@ -82,6 +70,7 @@ async def place_call(uri: str, *, dtmf: str = "", play: str | None = None, durat
 
     report = CallReport()
     script = parse_dtmf_script(dtmf)
+    uri = sip_uri(uri)
     outgoing = read_wav(play) if play else np.zeros(0, dtype=np.int16)
     played = 0
     endpoint = Endpoint(EndpointConfig(local_host=local_host, sip_port=0, transports=("udp",)))
@@ -112,13 +101,19 @@ async def place_call(uri: str, *, dtmf: str = "", play: str | None = None, durat
         report.answered = True
         started = time.monotonic()
         ended = asyncio.ensure_future(call.ended.wait())
-        for pause, digit in script:
-            if pause:
-                await asyncio.wait([ended], timeout=pause)
-            if ended.done():
+        last_key = float("-inf")
+        for at, key in script:  # times from the answer; keys due together go one after another
+            due = max(at, last_key + DIGIT_GAP) if key != "hangup" else at
+            wait = due - (time.monotonic() - started)
+            if wait > 0:
+                await asyncio.wait([ended], timeout=wait)
+            if ended.done() or key == "hangup":
                 break
-            await _send_digit(call, digit)
-            report.digits_sent += digit
+            await _send_digit(call, key)
+            last_key = time.monotonic() - started
+            report.digits_sent += key
+        if script and script[-1][1] == "hangup":
+            duration = 0.0  # the script hangs up
         remaining = duration - (time.monotonic() - started)
         if remaining > 0 and not ended.done():
             await asyncio.wait([ended], timeout=remaining)
@@ -147,9 +142,8 @@ def _cmd_call(args: argparse.Namespace) -> int:
     except (OSError, ValueError) as exc:
         print(f"ivr call: {exc}", file=sys.stderr)
         return 2
-    if args.record:
-        heard = np.concatenate(report.heard) if report.heard else np.zeros(0, np.int16)
-        write_wav(args.record, heard)
+    if args.record and report.answered:  # no empty file for a call that was never answered
+        write_wav(args.record, np.concatenate(report.heard) if report.heard else np.zeros(0, np.int16))
     if not report.answered:
         print(f"not answered: {report.status or ''} {report.end_reason}".replace("  ", " "), file=sys.stderr)
         return 1
@@ -164,12 +158,18 @@ def _cmd_call(args: argparse.Namespace) -> int:
 def _cmd_serve(args: argparse.Namespace) -> int:
     from ivr.config import ConfigError
     from ivr.logs import configure_logging
-    from ivr.server import IvrServer
+    from ivr.server import IvrServer, NoFlowsError
 
+    configure_logging("text", "debug" if args.verbose else "warning")  # until the config says
     try:
-        server = IvrServer(args.config, args.flows)
+        server = IvrServer(args.config, args.flows, listen=args.listen)
     except ConfigError as exc:
         print(f"ivr serve: {exc}", file=sys.stderr)
+        return 2
+    except NoFlowsError as exc:
+        for line in exc.problems:
+            print(f"ivr serve: {line}", file=sys.stderr)
+        print("ivr serve: no flow to serve; not starting", file=sys.stderr)
         return 2
     configure_logging(server.config.log_format, "debug" if args.verbose else server.config.log_level)
     try:
@@ -178,6 +178,19 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         print(f"ivr serve: cannot listen on {server.config.listen_host}:{server.config.listen_port}: "
               f"{exc.strerror or exc}", file=sys.stderr)
         return 2
+
+
+def _host_port(text: str) -> tuple[str, int]:
+    """``HOST:PORT`` (``[v6]:PORT`` for IPv6) as given to ``--listen``."""
+    host, sep, port = text.rpartition(":")
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not HOST:PORT (e.g. 0.0.0.0:5060)")
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{host!r} is not an IP address (e.g. 0.0.0.0:5060)") from None
+    return host, int(port)
 
 
 # -- entry point --------------------------------------------------------------------------
@@ -189,15 +202,26 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands.required = True
 
-    serve = commands.add_parser("serve", help="answer calls and run flows")
-    serve.add_argument("--config", "-c", help="YAML configuration (default: built-in defaults)")
+    serve = commands.add_parser(
+        "serve", help="answer calls and run flows",
+        description="Answer SIP calls and run flows. With no arguments: 127.0.0.1:5060 over UDP and TCP, "
+                    "the project's flows/attendant.yaml, no PBX. Every configuration key, with its default, "
+                    "is listed in docs/deploy.md (and in `python -c 'import ivr.config; help(ivr.config)'`).",
+    )
+    serve.add_argument("--config", "-c", help="YAML configuration file (default: the built-in defaults)")
+    serve.add_argument("--listen", "-l", metavar="HOST:PORT", type=_host_port,
+                       help="address to take calls on (default 127.0.0.1:5060, or the config's listen:); "
+                            "port 0 picks a free one")
     serve.add_argument("--verbose", "-v", action="store_true", help="debug logging")
-    serve.add_argument("flows", nargs="*", metavar="FLOW", help="flow files or folders (override the config)")
+    serve.add_argument("flows", nargs="*", metavar="FLOW",
+                       help="flow files or folders of *.yaml (default: the config's flows:, else "
+                            "flows/attendant.yaml)")
     serve.set_defaults(func=_cmd_serve)
 
     call = commands.add_parser("call", help="place a scripted test call")
     call.add_argument("uri", metavar="URI", help="e.g. sip:attendant@127.0.0.1:5060")
-    call.add_argument("--dtmf", help='digits to send after the answer, e.g. "1 2#" or "+2s 1"')
+    call.add_argument("--dtmf", help='keys from the answer on, as ivr simulate reads them: "+1s 1 +2s 2#", '
+                                     '"@5 hangup" (keys due together go 0.25 s apart)')
     call.add_argument("--play", metavar="FILE", help="WAV file to play once answered")
     call.add_argument("--record", metavar="FILE", help="write what the caller hears to this WAV")
     call.add_argument("--duration", type=float, default=10.0, help="hang up after S seconds (default 10)")

@@ -25,7 +25,7 @@ import numpy as np
 import pluggy
 
 from ivr.audio import FRAME_SAMPLES
-from ivr.call import CallContext, HangupEvent
+from ivr.call import CallContext, HangupEvent, current_call
 from ivr.call_controller import CallController
 from ivr.config import IvrConfig
 from ivr.plugins import HookCallError, MediaPipeline, call_hook
@@ -96,6 +96,7 @@ class Engine:
         self._pending_reason: dict[str, str] = {}
         self._last_sound: dict[str, float] = {}  # call id -> monotonic time of its last loud frame
         self._pipeline = MediaPipeline(pm)
+        self.drain_cut = False  # set by cut_drain(): stop() ends the calls without waiting
         self._loop: asyncio.AbstractEventLoop | None = None
 
     # -- lifecycle --------------------------------------------------------------------------
@@ -130,12 +131,16 @@ class Engine:
         if reload is not None:
             reload(config)
 
+    def cut_drain(self) -> None:
+        """End the drain of :meth:`stop` now: the calls still going get their BYE at once."""
+        self.drain_cut = True
+
     async def stop(self, drain_timeout: float = 0.0) -> None:
         """Stop taking calls, let live calls go on up to ``drain_timeout`` seconds, then end the
         rest with BYE (recordings finalised, reason ``shutdown``) and stop the endpoint."""
         self.accepting = False
         deadline = time.monotonic() + drain_timeout
-        while self.calls and time.monotonic() < deadline:
+        while self.calls and time.monotonic() < deadline and not self.drain_cut:
             await asyncio.sleep(0.05)
         for call in list(self.calls.values()):
             self._safe_hook(call, "ivr_stop_recording", call=call, reason="shutdown")
@@ -175,6 +180,7 @@ class Engine:
         call: CallContext | None = None
         try:
             call = self._new_call(sip_call)
+            current_call.set(call)  # this task's context: its log lines name the call
             await self._admit_and_run(sip_call, call)
         except Exception as exc:  # a fault of ours: the caller still gets a final response
             log.error("call %s: set-up failed: %r", sip_call.id, exc, exc_info=exc)

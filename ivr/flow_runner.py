@@ -52,12 +52,15 @@ class FlowStoreRunner:
         if self.store is not None and paths == self._paths:
             self.store.refresh()
         else:
-            source: Any = paths[0] if len(paths) == 1 and paths[0].is_dir() else _flow_files(paths)
-            self.store = FlowStore(source, self.actions)
+            self.store = FlowStore(paths, self.actions)
             self._paths = paths
         # {{ config.x }} in flows: the whole configuration, with the free `variables` on top
         self._variables = {**config.raw, "recordings": str(config.recordings),
                            **(config.raw.get("variables") or {})}
+
+    def problems(self) -> list[str]:
+        """One line per problem of a flow that is not served (see ``FlowStore.problems``)."""
+        return [line for lines in self.store.problems.values() for line in lines]
 
     def flow_names(self) -> list[str]:
         """Names of the flows served."""
@@ -72,13 +75,3 @@ class FlowStoreRunner:
         except KeyError:
             raise LookupError(f"no flow named {name!r} (serving: {', '.join(self.flow_names())})") from None
         return await run_flow(flow, call, self._variables, self.actions, wall_clock=self.wall_clock)
-
-
-def _flow_files(paths: list[Path]) -> list[Path]:
-    files: list[Path] = []
-    for path in paths:
-        if path.is_dir():
-            files.extend(sorted(path.glob("*.yaml")) + sorted(path.glob("*.yml")))
-        else:
-            files.append(path)
-    return files

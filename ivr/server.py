@@ -32,7 +32,7 @@ from ivr.metrics import CallMetrics, MediaClockCollector
 from ivr.plugins import make_plugin_manager, sync_extra_plugins
 from ivr.priority import raise_loop_priority
 
-__all__ = ["SERVING_GC_THRESHOLDS", "IvrServer", "tune_gc_for_media"]
+__all__ = ["SERVING_GC_THRESHOLDS", "IvrServer", "NoFlowsError", "tune_gc_for_media"]
 
 log = logging.getLogger(__name__)
 
@@ -40,20 +40,40 @@ log = logging.getLogger(__name__)
 # -- the server ---------------------------------------------------------------------------
 
 
+class NoFlowsError(Exception):
+    """No flow can be served; ``problems`` has one line per reason (a missing file, the
+    ``file:line:col: message`` errors of an invalid one)."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("no flow to serve")
+        self.problems = problems or ["no flow files given"]
+
+
 class IvrServer:
-    """The process: configuration, plugins, engine, limits, signals and observability."""
+    """The process: configuration, plugins, engine, limits, signals and observability.
+
+    Refuses to start (:class:`NoFlowsError`) when none of the configured flows can be served;
+    when some can, the others are named in the log and picked up once fixed on disk.
+    """
 
     def __init__(self, config_path: str | Path | None = None, flow_paths: list[str] | None = None,
-                 *, endpoint_factory: Any = None, flows: Any = None) -> None:
+                 *, listen: tuple[str, int] | None = None, endpoint_factory: Any = None,
+                 flows: Any = None) -> None:
         self.config_path = config_path
         self.flow_paths = [Path(p).resolve() for p in flow_paths or []]
+        self.listen = listen  # --listen: overrides the configuration's listen host and port
         self.config = self._load()
         self.extra_plugins = _plugins_to_load(self.config)
         self.pm = make_plugin_manager(extra_plugins=self.extra_plugins)
         self.registry = CollectorRegistry()
+        if flows is None:
+            flows = FlowStoreRunner(self.config, self.pm)
+            if not flows.flow_names():
+                raise NoFlowsError(flows.problems())
+            for line in flows.problems():
+                log.warning("flow not served (fix it and it is picked up): %s", line)
+        self.engine = Engine(self.config, self.pm, flows=flows, endpoint_factory=endpoint_factory)
         self.cdr = CdrWriter(self.config.cdr) if self.config.cdr is not None else None
-        self.engine = Engine(self.config, self.pm, flows=flows or FlowStoreRunner(self.config, self.pm),
-                             endpoint_factory=endpoint_factory)
         self.admission = Admission(self.engine, self.config)
         self.engine.admission = self.admission
         self.engine.observers += [CallLog(), CallMetrics(self.registry)] + ([self.cdr] if self.cdr else [])
@@ -65,6 +85,8 @@ class IvrServer:
         config = load_config(self.config_path)
         if self.flow_paths:
             config.flows = list(self.flow_paths)
+        if self.listen is not None:
+            config.listen_host, config.listen_port = self.listen
         return config
 
     async def run(self) -> int:
@@ -85,8 +107,8 @@ class IvrServer:
                  ", ".join(self.engine.flows.flow_names()))
         try:
             await self._stopping.wait()
-            log.info("stopping: no new calls; draining %d call(s) for up to %.0f s",
-                     len(self.engine.calls), self.config.drain_timeout)
+            log.info("stopping: no new calls; draining %d call(s) for up to %.0f s "
+                     "(interrupt again to end them now)", len(self.engine.calls), self.config.drain_timeout)
             await self.engine.stop(self.config.drain_timeout)
         finally:
             for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
@@ -120,7 +142,14 @@ class IvrServer:
         return int(address[1]) if address else self.config.listen_port
 
     def request_stop(self) -> None:
-        """Stop taking calls now and start draining (what SIGTERM does)."""
+        """Stop taking calls now and start draining (what SIGTERM and Ctrl-C do); asked a second
+        time, end the calls still going at once instead of waiting for them."""
+        if self._stopping.is_set():
+            if not self.engine.drain_cut:
+                log.warning("asked again to stop: ending %d call(s) now instead of waiting",
+                            len(self.engine.calls))
+                self.engine.cut_drain()
+            return
         self.engine.accepting = False
         self._stopping.set()
 

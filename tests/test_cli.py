@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import importlib
+import os
 import subprocess
 import sys
+import time
 
 import pytest
 
 from ivr import hookimpl
-from ivr.cli import build_parser, main, parse_dtmf_script
+from ivr.caller_script import parse_dtmf_script
+from ivr.cli import build_parser, main, sip_uri
 from ivr.config import DEFAULT_FLOW_FILE, load_config, parse_config
 from ivr.engine import Engine
 from ivr.flow_runner import FlowStoreRunner
@@ -18,12 +22,28 @@ from tests.helpers.engine_fakes import ScriptedFlows
 from tests.helpers.net import free_port
 
 
-def test_dtmf_script_pauses():
-    assert parse_dtmf_script("1 2#") == [(1.0, "1"), (1.0, "2"), (0.25, "#")]
-    assert parse_dtmf_script("+3s 1 +200ms 2") == [(3.0, "1"), (0.2, "2")]
+def test_dtmf_script_is_the_same_for_ivr_call_and_ivr_simulate():
+    """One script language: times from the answer, +N moves on, @N jumps, hangup ends."""
+    import ivr.cli
+
+    assert importlib.import_module("ivr.flows.simulate").parse_dtmf_script is parse_dtmf_script
+    assert ivr.cli.parse_dtmf_script is parse_dtmf_script
+    assert parse_dtmf_script("1 2#") == [(0.0, "1"), (0.0, "2"), (0.0, "#")]
+    assert parse_dtmf_script("+3s 1 +200ms 2 @10 hangup") == [(3.0, "1"), (3.2, "2"), (10.0, "hangup")]
     assert parse_dtmf_script("") == []
-    with pytest.raises(ValueError, match="not a DTMF digit"):
+    with pytest.raises(ValueError, match="bad DTMF script token '1x'"):
         parse_dtmf_script("1x")
+    with pytest.raises(ValueError, match="bad DTMF script time"):
+        parse_dtmf_script("+soon 1")
+
+
+def test_sip_uri_accepts_what_people_type_and_refuses_the_rest():
+    assert sip_uri("sip:attendant@127.0.0.1:5060") == "sip:attendant@127.0.0.1:5060"
+    assert sip_uri("attendant@127.0.0.1:5060") == "sip:attendant@127.0.0.1:5060"
+    assert sip_uri("127.0.0.1:5060") == "sip:127.0.0.1:5060"
+    for bad in ("sip:", "sip:@", "<>"):
+        with pytest.raises(ValueError, match="SIP URI|no host"):
+            sip_uri(bad)
 
 
 def test_serve_without_arguments_is_the_embedded_attendant():
@@ -70,3 +90,76 @@ def test_ivr_call_unreachable_gives_up_with_status_1():
     result = subprocess.run([sys.executable, "-m", "ivr", "call", f"sip:x@127.0.0.1:{port}", "--timeout", "2"],
                             capture_output=True, text=True, timeout=10)
     assert result.returncode == 1 and "not answered" in result.stderr
+
+
+def test_ivr_call_says_what_really_happened_at_once_and_writes_no_empty_wav(tmp_path):
+    """Nothing listening: the ICMP error, at once. An unknown host: "not found", at once (not
+    "no answer" after the INVITE's timers). Neither leaves a WAV behind."""
+    port = free_port()
+    heard = tmp_path / "heard.wav"
+    for uri, expected in ((f"127.0.0.1:{port}", f"nothing answers SIP at 127.0.0.1:{port}"),
+                          ("sip:ivr@no-such-host.invalid", "host 'no-such-host.invalid' not found")):
+        result = subprocess.run([sys.executable, "-m", "ivr", "call", uri, "--record", str(heard), "--timeout", "20"],
+                                capture_output=True, text=True, timeout=15)
+        assert result.returncode == 1 and expected in result.stderr, result.stderr
+        assert not heard.exists()
+    bad = subprocess.run([sys.executable, "-m", "ivr", "call", "sip:"], capture_output=True, text=True, timeout=15)
+    assert bad.returncode == 2 and "is not a SIP URI" in bad.stderr
+
+
+def test_serve_refuses_to_start_without_a_flow_to_serve(tmp_path):
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("flow: broken\nstart: nowhere\nnodes:\n  a: {hangup: }\n")
+    missing = tmp_path / "missing.yaml"
+    result = subprocess.run([sys.executable, "-m", "ivr", "serve", "--listen", "127.0.0.1:0", str(missing), str(broken)],
+                            capture_output=True, text=True, timeout=30)
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.splitlines()
+    assert any(str(missing) in line and "No such file" in line for line in lines), lines
+    assert any(line.startswith(f"ivr serve: {broken}:2:") for line in lines), lines
+    assert lines[-1] == "ivr serve: no flow to serve; not starting"
+
+
+def test_serve_names_a_skipped_flow_and_picks_it_up_once_fixed(tmp_path, caplog):
+    from ivr.server import IvrServer
+
+    good = tmp_path / "good.yaml"
+    good.write_text("flow: good\nstart: a\nnodes:\n  a: {hangup: }\n")
+    later = tmp_path / "later.yaml"
+    later.write_text("flow: later\nstart: nowhere\nnodes:\n  a: {hangup: }\n")
+    server = IvrServer(None, [str(good), str(later)], listen=("127.0.0.1", 0))
+    try:
+        assert server.engine.flows.flow_names() == ["good"]
+        assert f"flow not served (fix it and it is picked up): {later}:2:" in caplog.text
+        later.write_text("flow: later\nstart: a\nnodes:\n  a: {hangup: }\n")
+        os.utime(later, (time.time() + 5, time.time() + 5))  # a new mtime even on a coarse clock
+        server.engine.flows.store._last_check = float("-inf")  # do not wait out the 1 s interval
+        assert server.engine.flows.flow_names() == ["good", "later"]
+        assert server.engine.flows.problems() == []
+    finally:
+        server.close()
+
+
+def test_serve_listen_option_and_help():
+    args = build_parser().parse_args(["serve", "--listen", "0.0.0.0:5070"])
+    assert args.listen == ("0.0.0.0", 5070)
+    assert build_parser().parse_args(["serve", "-l", "[::1]:0"]).listen == ("::1", 0)
+    for bad in ("5060", "localhost:5060", "0.0.0.0:99999"):
+        with pytest.raises(SystemExit):
+            build_parser().parse_args(["serve", "--listen", bad])
+    text = subprocess.run([sys.executable, "-m", "ivr", "serve", "--help"], capture_output=True, text=True,
+                          timeout=30).stdout
+    assert "127.0.0.1:5060" in text and "attendant.yaml" in text and "docs/deploy.md" in text
+
+
+def test_check_takes_folders_as_serve_does(tmp_path, capsys):
+    (tmp_path / "a.yaml").write_text("flow: a\nstart: x\nnodes:\n  x: {hangup: }\n")
+    (tmp_path / "b.yml").write_text("flow: b\nstart: x\nnodes:\n  x: {hangup: }\n")
+    (tmp_path / "notes.txt").write_text("not a flow")
+    assert main(["check", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert f"{tmp_path / 'a.yaml'}: ok" in out and f"{tmp_path / 'b.yml'}: ok" in out and "notes" not in out
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main(["check", str(empty)]) == 1
+    assert f"{empty}: no *.yaml or *.yml flow files" in capsys.readouterr().out

@@ -143,7 +143,7 @@ def test_cli_check_exit_codes_and_output() -> None:
     args = argparse.Namespace(files=[str(FLOWS / "attendant.yaml"), str(BROKEN / "bad_value.yaml")], strict=False)
     assert cmd_check(args, collect_actions(), out) == 1
     lines = out.getvalue().splitlines()
-    assert lines[0].endswith("attendant.yaml: ok (17 nodes)")
+    assert lines[0].endswith("attendant.yaml: ok (18 nodes)")
     assert lines[1] == f"{BROKEN / 'bad_value.yaml'}:8:20: nodes.a.menu.max_invalid: 0 is less than the minimum of 1"
 
     out = io.StringIO()

@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 
+from ivr.caller_script import parse_dtmf_script
 from ivr.flows import collect_actions, run_simulation, simulate
 from ivr.flows.cli import cmd_simulate
-from ivr.flows.simulate import parse_dtmf_script, parse_speech_script
+from ivr.flows.simulate import parse_speech_script
 
 FLOWS = Path(__file__).parent.parent / "flows"
 
@@ -54,10 +55,20 @@ def test_attendant_after_hours_goes_to_voicemail() -> None:
     result = run_simulation(FLOWS / "attendant.yaml", speech="start@10,end@15", at="2026-11-28T10:00",
                             tz="Europe/Paris")  # a Saturday
     nodes = [e.node for e in result.trace if e.event == "enter"]
-    assert nodes[:4] == ["check_hours", "closed", "voicemail", "greeting"]
+    assert nodes[:5] == ["check_hours", "office_schedule", "closed", "voicemail", "greeting"]
     assert "record" in nodes and nodes[-1] == "end"
     assert result.vars["message"].endswith("voicemail/general/sim-1.wav")
     assert result.vars["message_duration"] > 4
+
+
+def test_attendant_office_hours_variable_overrides_the_schedule() -> None:
+    """What `make serve` relies on: with office_hours: open a first call hears the welcome and
+    the menu whatever the time; closed goes to the closed notice."""
+    for value, after in (("open", "welcome"), ("closed", "closed")):
+        result = run_simulation(FLOWS / "attendant.yaml", at="2026-11-28T03:00", tz="Europe/Paris",
+                                config={"office_hours": value}, dtmf="@1 hangup")
+        nodes = [e.node for e in result.trace if e.event == "enter"]
+        assert nodes[:2] == ["check_hours", after], nodes
 
 
 def test_attendant_transfer_failure_falls_back_to_voicemail() -> None:
@@ -74,7 +85,7 @@ def test_cli_prints_the_trace_line_by_line() -> None:
                               callee="sip:ivr@127.0.0.1", transfer_result="ok", set=[])
     assert cmd_simulate(args, collect_actions(), out) == 0
     lines = out.getvalue().splitlines()
-    assert lines[1].split() == ["0.000", "check_hours", "hours", "office", "at", "Fri", "2026-12-25",
+    assert lines[3].split() == ["0.000", "office_schedule", "hours", "office", "at", "Fri", "2026-12-25",
                                 "11:00", "CET:", "holiday"]
     assert lines[-1].split()[-2:] == ["end", "hangup"]
 

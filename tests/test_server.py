@@ -170,3 +170,70 @@ def test_bad_config_reports_file_and_line(tmp_path, text, message):
     with pytest.raises(ConfigError) as info:
         IvrServer(path, flows=ScriptedFlows())
     assert str(info.value) == f"{path}{message}"
+
+
+async def test_a_second_stop_request_ends_the_calls_at_once(tmp_path, caplog):
+    """Ctrl-C drains (up to drain_timeout, here 30 s); a second Ctrl-C ends the calls now, and
+    says so."""
+    endpoint = FakeEndpoint()
+    server = IvrServer(write_config(tmp_path, "drain_timeout: 30\nrecordings: rec\n"),
+                       endpoint_factory=lambda cfg: endpoint, flows=ScriptedFlows())
+    task = await start(server)
+    call = endpoint.ring(FakeCall())
+    await settle(10)
+    assert call.answered
+    server.request_stop()
+    await asyncio.sleep(0.3)
+    assert not task.done() and not call.hung_up  # draining: the call goes on
+    server.request_stop()
+    assert await asyncio.wait_for(task, 5) == 0
+    assert call.hung_up
+    assert "asked again to stop: ending 1 call(s) now instead of waiting" in caplog.text
+
+
+async def test_log_lines_written_for_a_call_name_its_flow_caller_and_callee(tmp_path):
+    """Whatever logs while a call's task runs (here the engine, when the flow fails) names the
+    call; so do call events, in text and in JSON."""
+    import io
+
+    from ivr.logs import CallContextFilter
+
+    class FailingFlows(ScriptedFlows):
+        async def run(self, name, call):
+            await call.controller.answer()
+            raise RuntimeError("flow bug")
+
+    lines = io.StringIO()
+    handler = logging.StreamHandler(lines)
+    handler.addFilter(CallContextFilter())
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s%(call_tag)s"))
+    json_lines = io.StringIO()
+    json_handler = logging.StreamHandler(json_lines)
+    json_handler.addFilter(CallContextFilter())
+    json_handler.setFormatter(JsonLogFormatter())
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.INFO)
+    root.addHandler(handler)
+    root.addHandler(json_handler)
+    try:
+        endpoint = FakeEndpoint()
+        server = IvrServer(write_config(tmp_path, "drain_timeout: 0\nrecordings: rec\n"),
+                           endpoint_factory=lambda cfg: endpoint, flows=FailingFlows())
+        task = await start(server)
+        call = endpoint.ring(FakeCall(from_user="alice", to_user="sales"))
+        await settle(20)
+        server.request_stop()
+        await asyncio.wait_for(task, 5)
+    finally:
+        root.setLevel(level)
+        root.removeHandler(handler)
+        root.removeHandler(json_handler)
+    tag = f"[call={call.id} flow=sales from=alice to=sales]"
+    failure = next(line for line in lines.getvalue().splitlines() if "flow bug" in line)
+    assert failure.endswith(tag), failure
+    event = next(line for line in lines.getvalue().splitlines() if f"call {call.id} answered" in line)
+    assert event.endswith(f"[call={call.id} flow=sales from=sip:alice@127.0.0.1 to=sip:sales@127.0.0.1]"), event
+    entries = [json.loads(line) for line in json_lines.getvalue().splitlines()]
+    failed = next(e for e in entries if "flow bug" in e["message"])
+    assert (failed["call_id"], failed["flow"], failed["from"], failed["to"]) == (call.id, "sales", "alice", "sales")

@@ -144,7 +144,7 @@ def tone_share(path: Path, hz: float) -> float:
 def test_ivr_call_digits_reach_flow_prompt_reaches_caller_cdr_and_metrics(serve, tmp_path):
     server = serve()
     heard = tmp_path / "heard.wav"
-    result = ivr_call(f"sip:e2e@127.0.0.1:{server.port}", "--dtmf", "4 2#", "--record", str(heard),
+    result = ivr_call(f"sip:e2e@127.0.0.1:{server.port}", "--dtmf", "+1s 4 +1s 2#", "--record", str(heard),
                       "--duration", "10")
     assert result.returncode == 0, result.stderr + server.log_text()
     assert "remote_hangup" in result.stdout  # the flow hung up after '#'
@@ -188,7 +188,7 @@ def test_sighup_reloads_configuration(serve):
     server.write_config("")
     server.proc.send_signal(signal.SIGHUP)
     server.wait_for_log("configuration and flows reloaded")
-    accepted = ivr_call(f"sip:e2e@127.0.0.1:{server.port}", "--dtmf", "1#", "--duration", "6")
+    accepted = ivr_call(f"sip:e2e@127.0.0.1:{server.port}", "--dtmf", "+1s 1#", "--duration", "6")
     assert accepted.returncode == 0, accepted.stderr
     assert server.stop() == 0
     assert [r["outcome"] for r in server.cdr()] == ["rejected_403", "local_hangup"]
@@ -219,7 +219,7 @@ def test_registers_to_kamailio_and_answers_calls_routed_by_it(serve, tmp_path):
         while "alice" not in kamailio.registrations() and time.monotonic() < deadline:
             time.sleep(0.1)
         assert f"127.0.0.1:{server.port}" in kamailio.registrations()
-        result = ivr_call(f"sip:alice@127.0.0.1:{kamailio.port}", "--dtmf", "7#", "--duration", "8")
+        result = ivr_call(f"sip:alice@127.0.0.1:{kamailio.port}", "--dtmf", "+1s 7#", "--duration", "8")
         assert result.returncode == 0 and "remote_hangup" in result.stdout, result.stderr + server.log_text()
         assert server.stop() == 0
     [record] = server.cdr()
@@ -242,7 +242,7 @@ def test_dispatcher_fails_over_from_a_draining_instance(serve, tmp_path):
         first.proc.send_signal(signal.SIGTERM)
         first.wait_for_log("stopping: no new calls")
         for _ in range(2):  # round robin: at least one of these is offered to the draining one
-            result = ivr_call(f"sip:ivr@127.0.0.1:{kamailio.port}", "--dtmf", "#", "--duration", "6")
+            result = ivr_call(f"sip:ivr@127.0.0.1:{kamailio.port}", "--dtmf", "+1s #", "--duration", "6")
             assert result.returncode == 0, result.stderr + kamailio.log()
         live.communicate(timeout=10)
         assert first.proc.wait(10) == 0

@@ -10,6 +10,7 @@ import argparse
 import json
 import logging
 import sys
+from pathlib import Path
 from typing import Callable, TextIO
 
 from ivr.flows.actions import collect_actions
@@ -17,6 +18,7 @@ from ivr.flows.checker import check_file
 from ivr.flows.diagnostics import FlowError
 from ivr.flows.registry import ActionRegistry
 from ivr.flows.schema import flow_schema
+from ivr.flows.store import flow_files
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +39,7 @@ def add_commands(
 ) -> None:
     """Register ``check``, ``schema`` and ``simulate`` on ``subparsers``."""
     check = subparsers.add_parser("check", help="validate flow files (errors as file:line:col: message)")
-    check.add_argument("files", nargs="+", metavar="FILE")
+    check.add_argument("files", nargs="+", metavar="FLOW", help="flow files or folders of *.yaml")
     check.add_argument("--strict", action="store_true", help="treat warnings as errors")
     check.set_defaults(func=lambda args: cmd_check(args, actions_factory()))
 
@@ -66,7 +68,10 @@ def cmd_check(args: argparse.Namespace, actions: ActionRegistry, out: TextIO | N
     """Print every diagnostic of every file; 1 when any file has an error."""
     out = out or sys.stdout
     failed = False
-    for name in args.files:
+    for folder in [Path(name) for name in args.files if Path(name).is_dir() and not flow_files([name])]:
+        out.write(f"{folder}: no *.yaml or *.yml flow files in this folder\n")
+        failed = True
+    for name in flow_files(args.files):
         flow, diagnostics = check_file(name, actions)
         for diagnostic in diagnostics:
             out.write(f"{diagnostic}\n")

@@ -187,8 +187,13 @@ class FlowSession:
         return {"none": set(), "both": {"dtmf", "speech"}}.get(value, {value})
 
     def resolve_file(self, name: str) -> Path:
-        """A prompt file named by the flow, confined to the flow's folder."""
-        return resolve_inside(self.flow.folder, self.render(name, for_path=True))
+        """A prompt file named by the flow, confined to the flow's folder; FlowRuntimeError (one
+        log line naming the flow, the node and the path) when it is not there, as when a
+        template builds the name of a prompt nobody recorded."""
+        path = resolve_inside(self.flow.folder, self.render(name, for_path=True))
+        if not path.is_file():
+            raise FlowRuntimeError(f"prompt file {path} not found")
+        return path
 
     def recordings_folder(self) -> Path:
         """``config["recordings_dir"]`` (or ``config["recordings"]``), else ``recordings/``

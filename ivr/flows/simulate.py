@@ -7,9 +7,8 @@ While an action does real network I/O (``http``) the clock follows real time ins
 
 Scripts (virtual time starts at 0 when the call arrives):
 
-* DTMF: tokens separated by spaces; a token of keys (``1``, ``2#``) presses them at the current
-  time; ``+2s`` / ``+500ms`` moves time forward; ``@5.5`` moves it to 5.5 s; ``hangup`` hangs
-  up. ``"+3s 1 +1s 2#"`` presses 1 at 3 s, then 2 and # at 4 s.
+* DTMF: ``"+3s 1 +1s 2#"`` presses 1 at 3 s, then 2 and # at 4 s (:mod:`ivr.caller_script`,
+  the same script as ``ivr call --dtmf``).
 * Speech: ``start@1.0,end@2.0``: the VAD reports speech starting at 1 s and ending at 2 s.
 * Spoken words: ``say="support@2.0"`` (matched against the grammar, no recogniser) and
   ``speech_wav="menu.wav@2.0"`` (through the real recogniser); see :mod:`ivr.flows.simulate_speech`.
@@ -32,6 +31,7 @@ from zoneinfo import ZoneInfo
 
 from ivr.audio import parse_duration, wav_duration
 from ivr.call import CallContext, HangupEvent, PlaybackDone, PlayItem, RecordingDone
+from ivr.caller_script import parse_dtmf_script
 from ivr.flows.actions import collect_actions
 from ivr.flows.checker import load_flow
 from ivr.flows.executor import run_flow
@@ -48,7 +48,6 @@ from ivr.flows.simulate_speech import (
 TRIM_MARGIN = 0.2
 
 SAY_SECONDS_PER_CHAR = 0.07
-_KEYS = re.compile(r"^[0-9*#A-D]+$")
 
 
 class SimulationStalled(RuntimeError):
@@ -253,24 +252,6 @@ class SimulatedController:
 
 
 # -- scripts ----------------------------------------------------------------------------------
-
-
-def parse_dtmf_script(script: str) -> list[tuple[float, str]]:
-    """``"1 +2s 2# @10 hangup"`` -> ``[(0, "1"), (2, "2"), (2, "#"), (10, "hangup")]``."""
-    now = 0.0
-    events = []
-    for token in script.split():
-        if token.startswith("+"):
-            now += parse_duration(token[1:])
-        elif token.startswith("@"):
-            now = parse_duration(token[1:])
-        elif token == "hangup":
-            events.append((now, "hangup"))
-        elif _KEYS.match(token):
-            events.extend((now, key) for key in token)
-        else:
-            raise ValueError(f"bad DTMF script token {token!r} (keys, +2s, @5.5 or hangup)")
-    return events
 
 
 def parse_speech_script(script: str) -> list[tuple[float, str]]:

@@ -12,7 +12,21 @@ from ivr.flows.checker import check_file
 from ivr.flows.model import Flow
 from ivr.flows.registry import ActionRegistry
 
+__all__ = ["FlowStore", "flow_files"]
+
 log = logging.getLogger(__name__)
+
+
+def flow_files(paths: Iterable[str | Path]) -> list[Path]:
+    """The flow files ``paths`` name: a file as it is, a folder as its ``*.yaml`` / ``*.yml``
+    files (sorted; a missing path is kept, so that whoever reads it reports it)."""
+    files: list[Path] = []
+    for path in map(Path, paths):
+        if path.is_dir():
+            files.extend(sorted(p for p in path.iterdir() if p.suffix in (".yaml", ".yml") and p.is_file()))
+        else:
+            files.append(path)
+    return files
 
 
 class FlowStore:
@@ -39,16 +53,14 @@ class FlowStore:
         self._clock = clock
         self._by_path: dict[Path, Flow] = {}
         self._refused: dict[Path, float] = {}  # path -> mtime of a version already refused
+        #: Why each file that is not served is not: one line per problem (a missing file, or the
+        #: ``file:line:col: message`` errors of an invalid one). A fixed file leaves it.
+        self.problems: dict[Path, list[str]] = {}
         self._last_check = float("-inf")
         self.refresh()
 
     def _files(self) -> list[Path]:
-        if isinstance(self._source, (str, Path)):
-            source = Path(self._source)
-            if source.is_dir():
-                return sorted(p for p in source.iterdir() if p.suffix in (".yaml", ".yml") and p.is_file())
-            return [source]
-        return [Path(p) for p in self._source]
+        return flow_files([self._source] if isinstance(self._source, (str, Path)) else self._source)
 
     def refresh(self) -> None:
         """Check every file now (``get`` calls this at most once a second)."""
@@ -57,8 +69,10 @@ class FlowStore:
             current = self._by_path.get(path)
             try:
                 mtime = path.stat().st_mtime
-            except OSError:
-                continue  # a file being replaced; the old version keeps serving
+            except OSError as exc:  # a file being replaced keeps serving its old version
+                if current is None:
+                    self.problems[path] = [f"{path}: {exc.strerror or exc}"]
+                continue
             if current is not None and not self._changed(current):
                 continue
             if self._refused.get(path) == mtime:
@@ -66,14 +80,17 @@ class FlowStore:
             flow, diagnostics = check_file(path, self._actions)
             if flow is None:
                 self._refused[path] = mtime
-                errors = "; ".join(str(d) for d in diagnostics if d.severity == "error")
+                lines = [str(d) for d in diagnostics if d.severity == "error"]
+                errors = "; ".join(lines)
                 if current is None:
+                    self.problems[path] = lines
                     log.error("flow %s refused: %s", path, errors)
                 else:
                     log.error("flow %s changed but is invalid; still serving the previous version: %s",
                               path, errors)
                 continue
             self._refused.pop(path, None)
+            self.problems.pop(path, None)
             if current is not None:
                 log.info("flow %s reloaded", path)
             self._by_path[path] = flow
@@ -101,5 +118,7 @@ class FlowStore:
         raise KeyError(f"no flow named {name!r}")
 
     def names(self) -> list[str]:
-        """The names of every flow currently served."""
+        """The names of every flow currently served (a file fixed on disk joins them)."""
+        if self._clock() - self._last_check >= self._interval:
+            self.refresh()
         return sorted(flow.name for flow in self._by_path.values())

@@ -22,7 +22,9 @@ Example::
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
+import socket
 from typing import Any, Callable
 
 from simplesip.aio.call import Call, CallState, split_target
@@ -208,6 +210,8 @@ class Endpoint:
         for call in list(self.calls.values()):
             if call.state is CallState.INVITING and call.first_hop == addr:
                 self.submit(lambda core, now, cid=call.id: core.hangup(cid, now))
+                call.setup_done(CallError(f"nothing answers SIP at {addr[0]}:{addr[1]} "
+                                          "(ICMP port unreachable)", 503))
                 self.finish_call(call, "error", 503)
 
     # --- calls -----------------------------------------------------------------------------------
@@ -223,6 +227,7 @@ class Endpoint:
         """
         if self._driver is None or self._loop is None:
             raise ConnectionError("endpoint not started")
+        await self._check_host(target)
         rtp_socket, port = await self._open_rtp_socket()
         sdp_session = self._sdp_session(port)
         offer = sdp_session.offer().serialize()
@@ -290,6 +295,23 @@ class Endpoint:
             raise
         call.state = CallState.CONNECTED
         call.answered_at = self._loop.time()
+
+    async def _check_host(self, target: str) -> None:
+        """A call we send straight to a host name: CallError at once when the name does not
+        resolve (rather than "no answer" once the INVITE has timed out)."""
+        assert self._loop is not None
+        _user, host, port = split_target(target)
+        if not host or self.config.outbound_proxy or host in (self.config.domain, self.config.server):
+            return
+        try:
+            ipaddress.ip_address(host.strip("[]"))
+            return
+        except ValueError:
+            pass
+        try:
+            await self._loop.getaddrinfo(host, port or 5060, type=socket.SOCK_DGRAM)
+        except socket.gaierror as exc:
+            raise CallError(f"cannot call {target!r}: host {host!r} not found ({exc.strerror})") from None
 
     def _refuse(self, call: Call, status: int, reason: str) -> None:
         """Send ``status`` for an incoming call that is still unanswered (else nothing)."""

@@ -341,7 +341,7 @@ class Admission:
         if result.stale:  # the right password on an old nonce: a new one, and no failure
             self._stale.add(call.id)
             return 401
-        log.info("call %s: INVITE authentication refused (%s)", call_id, result.reason)
+        log.debug("call %s: INVITE authentication refused (%s)", call_id, result.reason)
         if self.guard is None or address is None:
             return 401
         verdict = self.guard.failed(address)

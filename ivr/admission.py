@@ -226,6 +226,14 @@ def security_line(event: str, ip: str, port: Any, user: Any, reason: str, **fiel
     return f"SECURITY {event} ip={ip} port={port} user={log_field(user)} reason={reason}{extra}"
 
 
+def log_security_event(event: str, ip: str, port: Any, user: Any, reason: str, **fields: Any) -> None:
+    """Log one security event on ``ivr.security`` (WARNING): the :func:`security_line` text, and
+    the same values as fields for ``logging: {format: json}``."""
+    values = {"event": event, "ip": ip, "port": port, "user": log_field(user), "reason": reason, **fields}
+    security_log.warning(security_line(event, ip, port, user, reason, **fields),
+                         extra={"fields": values})
+
+
 def _address_key(host: Any) -> str | None:
     """The source address as one canonical text (IPv4-mapped IPv6 as IPv4), or None."""
     try:
@@ -320,9 +328,9 @@ class Admission:
             return False
         blocked = self.guard.should_log_blocked(address)
         if blocked:
-            security_log.warning(security_line(
-                "auth-blocked", address, _port(call), _claimed_user(sip_call), "banned",
-                blocked=blocked, ban_left=f"{left:.0f}", call=log_field(getattr(sip_call, "id", None))))
+            log_security_event("auth-blocked", address, _port(call), _claimed_user(sip_call), "banned",
+                               blocked=blocked, ban_left=f"{left:.0f}",
+                               call=log_field(getattr(sip_call, "id", None)))
         return True
 
     def _authenticate(self, sip_call: Any, call: CallContext, address: str | None) -> int | None:
@@ -347,13 +355,12 @@ class Admission:
         verdict = self.guard.failed(address)
         reason = reason_token(result.reason)
         if verdict.banned:
-            security_log.warning(security_line(
-                "auth-ban", address, _port(call), result.username, reason, failures=verdict.failures,
-                ban=f"{self.guard.policy.ban_time:g}", call=log_field(call_id)))
+            log_security_event("auth-ban", address, _port(call), result.username, reason,
+                               failures=verdict.failures, ban=f"{self.guard.policy.ban_time:g}",
+                               call=log_field(call_id))
             return 403
-        security_log.warning(security_line(
-            "auth-failure", address, _port(call), result.username, reason, failures=verdict.failures,
-            delay=f"{verdict.delay:g}", call=log_field(call_id)))
+        log_security_event("auth-failure", address, _port(call), result.username, reason,
+                           failures=verdict.failures, delay=f"{verdict.delay:g}", call=log_field(call_id))
         if verdict.delay > 0:
             self._holds[call.id] = verdict.delay
         return 401

@@ -253,3 +253,19 @@ def test_reload_keeps_failures_and_bans() -> None:
                                      "    ban_after: 3\n"))
     assert admission.guard is not None and admission.guard.banned_for("192.0.2.9") > 0
     assert admission.guard.policy.ban_after == 3
+
+
+def test_security_events_carry_their_values_as_fields_for_json_logs(caplog) -> None:
+    import json
+
+    from ivr.logs import JsonLogFormatter
+
+    admission, _ = _admission()
+    call = _call("g", "192.0.2.9", 40000)
+    with caplog.at_level("WARNING", logger="ivr.security"):
+        admission(_Invite("g", _authorization(admission, "mal lory", "x")), call)
+    record = next(r for r in caplog.records if r.name == "ivr.security")
+    entry = json.loads(JsonLogFormatter().format(record))
+    assert entry["message"].startswith("SECURITY auth-failure ip=192.0.2.9 port=40000 user=mal%20lory ")
+    assert (entry["event"], entry["ip"], entry["user"], entry["reason"]) == (
+        "auth-failure", "192.0.2.9", "mal%20lory", "unknown-user")

@@ -20,7 +20,16 @@ A complete file with the defaults (every section is optional; an empty file is v
       retry_after: 5           # seconds, in those 503s
       rate: {per_source: 10.0, burst: 20}   # new calls per second per source address
       allow: []                # networks allowed to call ("127.0.0.0/8"); empty = everyone
-      auth: null               # {realm: ivr, users: {alice: secret}}: digest-challenge INVITEs
+      auth: null               # {realm: ivr, users: {alice: secret}}: digest-challenge INVITEs;
+        # with auth, failed authentications per source IP address (any port) are answered later
+        # and later, then the address is banned (docs/security.md, "Password guessing"):
+        # delay_after: 3         # failures answered at once
+        # delay: 1.0             # seconds the next failure's answer is held back, doubling...
+        # max_delay: 8.0         # ...up to this
+        # ban_after: 10          # failures that ban the address (403 to all its INVITEs)
+        # ban_time: 600          # seconds a ban lasts (then one more failure bans again)
+        # forget_after: 600      # seconds without a failure after which an address starts over
+        # max_addresses: 10000   # addresses remembered; beyond, the stalest unbanned go first
     logging: {format: text, level: info}    # format: text | json
     cdr: null                  # path of the CDR file (JSON lines); null = none
     metrics_port: null         # Prometheus endpoint on 127.0.0.1:PORT; null = none
@@ -115,8 +124,17 @@ class RateLimit:
 
 @dataclass
 class InboundAuth:
+    """``limits.auth``: the users, and what failed authentications from one address lead to."""
+
     realm: str
     users: dict[str, str]
+    delay_after: int = 3
+    delay: float = 1.0
+    max_delay: float = 8.0
+    ban_after: int = 10
+    ban_time: float = 600.0
+    forget_after: float = 600.0
+    max_addresses: int = 10000
 
 
 @dataclass
@@ -375,13 +393,32 @@ def _parse_limits(check: _Checker, limits: _LineDict) -> Limits:
     if auth is not None:
         if not isinstance(auth, dict):
             raise check.fail(limits, "auth", "auth: expected {realm: ..., users: {name: password}}")
-        check.known(auth, {"realm", "users"}, "limits.auth")
+        check.known(auth, {"realm", "users", *_AUTH_GUARD_KEYS}, "limits.auth")
         users = check.get(auth, "users", dict, {})
         if not users:
             raise check.fail(auth, "users", "auth: users must name at least one user")
         result.auth = InboundAuth(check.get(auth, "realm", str, "ivr"),
                                   {str(k): str(v) for k, v in users.items()})
+        _parse_auth_guard(check, auth, result.auth)
     return result
+
+
+#: ``limits.auth`` keys of the password-guessing defence: (type, smallest value allowed).
+_AUTH_GUARD_KEYS: dict[str, tuple[type, float]] = {
+    "delay_after": (int, 0), "delay": (float, 0.0), "max_delay": (float, 0.0), "ban_after": (int, 1),
+    "ban_time": (float, 1.0), "forget_after": (float, 1.0), "max_addresses": (int, 10),
+}
+
+
+def _parse_auth_guard(check: _Checker, auth: _LineDict, result: InboundAuth) -> None:
+    for key, (kind, low) in _AUTH_GUARD_KEYS.items():
+        value = check.get(auth, key, kind, getattr(result, key))
+        if value < low:
+            raise check.fail(auth, key, f"auth: {key} must be >= {low:g}, got {value!r}")
+        setattr(result, key, value)
+    if result.max_delay < result.delay:
+        raise check.fail(auth, "max_delay", f"auth: max_delay ({result.max_delay:g}) must be >= delay "
+                                            f"({result.delay:g})")
 
 
 def _plain(value: Any) -> Any:

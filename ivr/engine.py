@@ -34,6 +34,7 @@ from ivr.sip_adapter import (
     headers_dict,
     make_endpoint,
     policy_headers,
+    policy_hold,
     rtp_stats,
     via_source,
 )
@@ -220,7 +221,7 @@ class Engine:
 
     async def _admit_and_run(self, sip_call: Any, call: CallContext) -> None:
         status = 503 if not self.accepting else (self.admission(sip_call, call) if self.admission else None)
-        headers = policy_headers(self.admission, status) if status is not None else None
+        headers = policy_headers(self.admission, status, call) if status is not None else None
         if status is None:
             decision = self._safe_hook(call, "ivr_incoming_call", call=call)
             if call.failed:
@@ -232,6 +233,7 @@ class Engine:
                 if call.flow is None:
                     status = 404
         if status is not None:
+            await policy_hold(self.admission, call)
             await call.controller.reject(status, headers)
             return
         await self._run_flow(call)

@@ -4,6 +4,7 @@ configuration. Kept apart from the engine so that the engine deals in ``CallCont
 
 from __future__ import annotations
 
+import inspect
 import logging
 from typing import Any
 
@@ -55,12 +56,22 @@ def via_source(headers: dict[str, str]) -> tuple[str, int] | None:
     return str(via.params.get("received") or via.host), port
 
 
-def policy_headers(admission: Any, status: int) -> dict[str, str]:
+def policy_headers(admission: Any, status: int, call: CallContext | None = None) -> dict[str, str]:
     """Headers the server's policy adds to a rejection (Retry-After, WWW-Authenticate)."""
     headers_for = getattr(admission, "reject_headers", None)
     if headers_for is not None:
+        if call is not None and "call" in inspect.signature(headers_for).parameters:
+            return headers_for(status, call=call)
         return headers_for(status)
     return {"Retry-After": "5"} if status == 503 else {}
+
+
+async def policy_hold(admission: Any, call: CallContext) -> None:
+    """Wait as long as the server's policy holds back ``call``'s rejection (a failed password
+    answered later and later, :meth:`ivr.admission.Admission.hold`); at once otherwise."""
+    hold = getattr(admission, "hold", None)
+    if hold is not None:
+        await hold(call)
 
 
 def make_endpoint(config: IvrConfig) -> Any:

@@ -80,6 +80,7 @@ class DigestVerifier:
         self.nonce_ttl = nonce_ttl
         self._lookup_password = lookup_password
         self._secret = secret or secrets.token_bytes(32)
+        self._decoy = secrets.token_hex(16)  # the password unknown users are checked against
         self._last_nc: dict[str, tuple[int, int]] = {}  # nonce -> (issue time, highest nc)
 
     def _sign(self, stamp: str, salt: str) -> str:
@@ -140,12 +141,17 @@ class DigestVerifier:
             return bad("qop, nc or cnonce missing or malformed")
         if not _HEX_DIGEST.fullmatch(creds.response):  # also keeps compare_digest on ASCII
             return bad("response is not a hex digest")
+        # An unknown user costs the same digest and comparison as a known one with a wrong
+        # password (against a random password no response can match): the answer and its timing
+        # must not tell a guesser which user names exist.
         password = self._lookup_password(user)
-        if password is None:
+        known = password is not None
+        expected = digest_response(self.algorithm, user, self.realm, password if known else self._decoy,
+                                   method, creds.uri, creds.nonce, creds.nc, creds.cnonce, creds.qop, body)
+        matches = hmac.compare_digest(expected, creds.response.lower())
+        if not known:
             return bad("unknown user")
-        expected = digest_response(self.algorithm, user, self.realm, password, method, creds.uri,
-                                   creds.nonce, creds.nc, creds.cnonce, creds.qop, body)
-        if not hmac.compare_digest(expected, creds.response.lower()):
+        if not matches:
             return bad("wrong response")
         if now - issued > self.nonce_ttl:
             return VerifyResult(VerifyOutcome.STALE, user, "nonce expired")

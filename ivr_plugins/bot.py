@@ -272,6 +272,7 @@ async def bot_action(session: Any, params: dict[str, Any]) -> str:
             call.start_recording(str(recording), stereo=True, beep=False, trim=False, finish_on_key="")
             result["recording"] = str(recording)
         session.trace("bot", f"streaming ({bridge.stream_sid})")
+        log.info("call %s: bridged to bot %s (stream %s)", call.id, url, bridge.stream_sid)
         outcome = await _bridge_until_end(session, bridge, finish_keys, max_duration)
         return outcome
     except BaseException:

@@ -58,6 +58,9 @@ ULAW_SILENCE = b"\xff"
 #: Close codes that mean the bot ended the session on purpose (1005: a close frame without a
 #: code); 3000-4999 (registered and private codes) count too.
 NORMAL_CLOSE_CODES = (1000, 1001, 1005)
+#: Bytes the socket may buffer before a send waits (about 0.6 s of media messages): a bot that
+#: reads slowly fills the send queue soon, where the drop-and-count policy applies.
+WRITE_LIMIT = 16 * 1024
 _MAX_VALUES_JSON = 16 * 1024
 _MAX_MARKS = 1024
 
@@ -146,7 +149,8 @@ class BotBridge:
             self._ws = await asyncio.wait_for(connect(
                 self.url, additional_headers=self.headers or None, open_timeout=None, compression=None,
                 max_size=self.settings.max_message_bytes, proxy=None, ssl=self.ssl_context,
-                close_timeout=self.settings.close_timeout, user_agent_header=f"simplesip-ivr websockets/{websockets.__version__}",
+                close_timeout=self.settings.close_timeout, write_limit=WRITE_LIMIT,
+                user_agent_header=f"simplesip-ivr websockets/{websockets.__version__}",
             ), self.connect_timeout)
         except TimeoutError:
             raise BotConnectError(f"no answer within {self.connect_timeout:g} s") from None
@@ -344,14 +348,17 @@ class BotBridge:
         except Exception as exc:  # a bug of ours must not leave the flow waiting forever
             log.error("call %s: bot bridge receive failed: %r", self.call.id, exc, exc_info=exc)
         self.streaming = False
-        self.close_code = ws.close_code
+        sent, received = ws.protocol.close_sent, ws.protocol.close_rcvd
+        if received is None and sent is not None:
+            self.close_code = int(sent.code)  # we failed the connection (1009: a giant frame)
+        else:
+            self.close_code = int(ws.close_code) if ws.close_code is not None else None
         self.close_reason = ws.close_reason or ""
         if self.close_code in NORMAL_CLOSE_CODES or 3000 <= (self.close_code or 0) <= 4999:
             outcome = "done"
         elif not self._closing:
             outcome = "broken"
-        sent = ws.protocol.close_sent
-        if sent is not None and sent.code == 1009:
+        if self.close_code == 1009:
             self.stats["too_big"] += 1
             self._warn("too_big", f"the bot sent a frame over {self.settings.max_message_bytes} bytes; "
                        "the socket is closed (1009)")
@@ -375,7 +382,7 @@ class BotBridge:
             event = parse_bot_message(text)
         except BotProtocolError as exc:
             self.stats[exc.kind] += 1
-            self._warn(exc.kind, f"frame from the bot ignored: {exc}")
+            self._warn(exc.what, f"frame from the bot ignored: {exc}")
             return
         if isinstance(event, BotMedia):
             self._add_audio(event.payload)

@@ -61,11 +61,13 @@ _FILE_MAGIC = {b"RIFF": "a WAV (RIFF) file", b"OggS": "an Ogg file", b"fLaC": "a
 
 class BotProtocolError(ValueError):
     """A frame from the bot that cannot be used; ``kind`` names the fault for counting
-    (``malformed``, ``bad_payload``, ``too_big``) and the message says what was wrong."""
+    (``malformed``, ``bad_payload``), ``what`` the particular fault (``not_json``, ``binary``,
+    ``linear_pcm``...: logs say each once) and the message says what was wrong."""
 
-    def __init__(self, kind: str, message: str) -> None:
+    def __init__(self, kind: str, message: str, what: str = "") -> None:
         super().__init__(message)
         self.kind = kind
+        self.what = what or kind
 
 
 @dataclass(frozen=True)
@@ -111,12 +113,12 @@ def check_ulaw_payload(payload: bytes) -> None:
     µ-law code 0x00 is the loudest negative sample and rare in speech)."""
     for magic, what in _FILE_MAGIC.items():
         if payload.startswith(magic):
-            raise BotProtocolError("bad_payload", f"payload is {what}, not raw µ-law")
+            raise BotProtocolError("bad_payload", f"payload is {what}, not raw µ-law", "file_header")
     if len(payload) >= 160 and len(payload) % 2 == 0:
         high = payload[1::2]
         zeros = high.count(0)
         if zeros * 3 >= len(high) and zeros + high.count(0xFF) >= len(high) * 0.8:
-            raise BotProtocolError("bad_payload", "payload looks like 16-bit linear PCM, not µ-law")
+            raise BotProtocolError("bad_payload", "payload looks like 16-bit linear PCM, not µ-law", "linear_pcm")
 
 
 def parse_bot_message(text: str | bytes) -> BotEvent:
@@ -125,39 +127,40 @@ def parse_bot_message(text: str | bytes) -> BotEvent:
     Binary frames are refused (Twilio's protocol is text). ``streamSid`` is not checked here.
     """
     if isinstance(text, (bytes, bytearray, memoryview)):
-        raise BotProtocolError("malformed", f"binary frame of {len(text)} bytes (the protocol is JSON text)")
+        raise BotProtocolError("malformed", f"binary frame of {len(text)} bytes (the protocol is JSON text)",
+                               "binary")
     try:
         message = json.loads(text)
     except (json.JSONDecodeError, RecursionError) as exc:
-        raise BotProtocolError("malformed", f"not JSON: {exc}: {text[:60]!r}") from None
+        raise BotProtocolError("malformed", f"not JSON: {exc}: {text[:60]!r}", "not_json") from None
     if not isinstance(message, dict):
-        raise BotProtocolError("malformed", f"not a JSON object: {text[:60]!r}")
+        raise BotProtocolError("malformed", f"not a JSON object: {text[:60]!r}", "not_object")
     event = message.get("event")
     if not isinstance(event, str):
-        raise BotProtocolError("malformed", f"no event name: {text[:60]!r}")
+        raise BotProtocolError("malformed", f"no event name: {text[:60]!r}", "no_event")
     if event == "media":
         media = message.get("media")
         payload = media.get("payload") if isinstance(media, dict) else None
         if not isinstance(payload, str):
-            raise BotProtocolError("malformed", "media without media.payload")
+            raise BotProtocolError("malformed", "media without media.payload", "no_payload")
         try:
             audio = base64.b64decode(payload, validate=True)
         except (binascii.Error, ValueError):
-            raise BotProtocolError("bad_payload", "media.payload is not base64") from None
+            raise BotProtocolError("bad_payload", "media.payload is not base64", "not_base64") from None
         check_ulaw_payload(audio)
         return BotMedia(audio)
     if event == "mark":
         mark = message.get("mark")
         name = mark.get("name") if isinstance(mark, dict) else None
         if not isinstance(name, str):
-            raise BotProtocolError("malformed", "mark without mark.name")
+            raise BotProtocolError("malformed", "mark without mark.name", "no_mark_name")
         return BotMark(name)
     if event == "clear":
         return BotClear()
     if event == "set":
         values = message.get("set")
         if not isinstance(values, dict):
-            raise BotProtocolError("malformed", "set without an object of values")
+            raise BotProtocolError("malformed", "set without an object of values", "bad_set")
         return BotSet(values)
     return BotUnknown(event, message)
 

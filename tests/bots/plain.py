@@ -130,7 +130,8 @@ class ScriptedBot:
                 await asyncio.wait([reader], timeout=5)
 
     async def __aenter__(self) -> Self:
-        self.server = await serve(self._handler, "127.0.0.1", 0, **self.serve_options)
+        where = {} if "sock" in self.serve_options else {"host": "127.0.0.1", "port": 0}
+        self.server = await serve(self._handler, **where, **self.serve_options)
         port = next(iter(self.server.sockets)).getsockname()[1]
         self.url = f"ws://127.0.0.1:{port}/twilio"
         return self

@@ -29,7 +29,6 @@ class BotObserver:
         self.messages: list[dict[str, Any]] = []
         self.ended: dict[str, tuple[str, dict[str, int], dict[str, Any]]] = {}
         self.vars: dict[str, dict[str, Any]] = {}
-        self.call_ended = asyncio.Event()
         self.extra_parameters: dict[str, str] = {}
         self.claim: set[str] = set()
 
@@ -53,7 +52,6 @@ class BotObserver:
     @hookimpl
     def ivr_call_ended(self, call, reason):
         self.vars[call.id] = dict(call.vars)
-        self.call_ended.set()
 
     def only(self) -> tuple[str, dict[str, int], dict[str, Any]]:
         assert len(self.ended) == 1, self.ended
@@ -75,16 +73,21 @@ class EngineRig:
         self.pm.register(self.observer, name="bot-observer")
         self.engine = Engine(self.config, self.pm, flows=FlowStoreRunner(self.config, self.pm))
 
-    @property
-    def uri(self) -> str:
-        return f"sip:bot@127.0.0.1:{self.engine.endpoint.local_address[1]}"
+    def uri(self, user: str = "bot") -> str:
+        return f"sip:{user}@127.0.0.1:{self.engine.endpoint.local_address[1]}"
 
-    async def call(self, **options: Any) -> CallReport:
+    async def call(self, user: str = "bot", **options: Any) -> CallReport:
+        """One call from simplesip's caller to ``user`` (the flow routes every user to the one
+        flow); ``options`` go to :func:`ivr.cli.place_call`."""
         options.setdefault("duration", 10)
-        return await place_call(self.uri, **options)
+        return await place_call(self.uri(user), **options)
 
-    async def wait_call_ended(self, timeout: float = 20) -> None:
-        await asyncio.wait_for(self.observer.call_ended.wait(), timeout)
+    async def wait_call_ended(self, count: int = 1, timeout: float = 20) -> None:
+        """Until ``count`` calls have ended (their ``ivr_call_ended`` ran)."""
+        async def ended() -> None:
+            while len(self.observer.vars) < count:
+                await asyncio.sleep(0.05)
+        await asyncio.wait_for(ended(), timeout)
 
     async def __aenter__(self) -> Self:
         await self.engine.start()

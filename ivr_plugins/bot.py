@@ -235,6 +235,12 @@ async def bot_action(session: Any, params: dict[str, Any]) -> str:
     finish_keys = str(params.get("finish_on_key", ""))
     max_duration = session.duration(params, "max_duration", 0.0) or None
     barge_in = _BARGE_IN[params.get("barge_in", "none")]
+    if getattr(session.loop, "real_io", None) is not None:
+        # `ivr simulate`: a virtual clock and no media; the outcome is what --set bot_result= says
+        outcome = str(session.config.get("bot_result", "done"))
+        session.vars[save_as] = {"stream_sid": None, "simulated": True}
+        session.trace("bot", f"{url}: not connected under simulate; outcome {outcome} (--set bot_result=...)")
+        return outcome
     bridge = BotBridge(
         call, url, parameters={str(k): str(v) for k, v in parameters.items()},
         headers={str(k): str(v) for k, v in (params.get("headers") or {}).items()},
@@ -316,7 +322,10 @@ async def _bridge_until_end(session: Any, bridge: BotBridge, finish_keys: str, m
 
 
 def _hook(call: CallContext, name: str, **kwargs: Any) -> None:
+    hook = getattr(call.hook, name, None)
+    if hook is None:  # a host without these hooks
+        return
     try:
-        getattr(call.hook, name)(call=call, **kwargs)
+        hook(call=call, **kwargs)
     except Exception:
         log.exception("call %s: a plugin raised in %s", call.id, name)

@@ -412,8 +412,8 @@ class BotBridge:
 
     def _observe(self, event: Any, text: str | bytes, message: dict[str, Any] | None) -> bool:
         """Hand a non-media message to ``ivr_bot_message``; True when a plugin claimed it."""
-        hook = self.call.hook
-        if not hook.ivr_bot_message.get_hookimpls():
+        caller = getattr(self.call.hook, "ivr_bot_message", None)
+        if caller is None or not caller.get_hookimpls():
             return False
         if message is None:
             try:
@@ -424,7 +424,7 @@ class BotBridge:
         if sid is not None and sid != self.stream_sid:
             self.stats["foreign_stream"] += 1
         try:
-            answers = hook.ivr_bot_message(call=self.call, bridge=self, message=message)
+            answers = caller(call=self.call, bridge=self, message=message)
         except Exception:
             log.exception("call %s: a plugin raised in ivr_bot_message", self.call.id)
             return False

@@ -217,3 +217,13 @@ def test_ivr_check_reports_bad_options_with_positions(tmp_path, capsys):
     assert f"{path}:6:12: nodes.talk.bot.url" in out
     assert f"{path}:7:17: nodes.talk.bot.barge_in" in out
     assert f"{path}:8:7: nodes.talk.bot: unknown key 'conect_timeout'" in out
+
+
+def test_simulate_takes_the_bots_outcome_from_bot_result(capsys):
+    from tests.helpers.paths import FLOWS
+
+    assert ivr_main(["simulate", str(FLOWS / "bot.yaml"), "--dtmf", "+1s 1", "--set", "bot_result=broken"]) == 0
+    trace = capsys.readouterr().out
+    assert "not connected under simulate; outcome broken" in trace
+    assert "sorry" in trace and "Connecting you to a person" in trace  # broken -> sorry -> operator
+    assert ivr_main(["check", str(FLOWS / "bot.yaml")]) == 0

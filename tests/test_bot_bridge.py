@@ -189,3 +189,20 @@ async def test_speech_barge_in_flushes_locally_and_recording_keeps_both_sides(tm
         both = np.frombuffer(w.readframes(w.getnframes()), "<i2").reshape(-1, 2)
     assert loud_spans(both[:, 0]), "the caller's speech is on the left"
     assert tone_share(both[:, 1], 1000) > 0.8, "the bot's tone is on the right"
+
+
+async def test_caller_hanging_up_sends_stop_and_the_outcome_is_hangup(tmp_path):
+    async def script(conn: BotConnection) -> None:
+        await conn.wait_for("stop", timeout=30)
+
+    bot, rig, report = await bridged_call(tmp_path, script, duration=2)
+    conn = bot.connections[0]
+    stop = conn.first("stop")
+    start = conn.first("start")
+    assert stop == {"event": "stop", "sequenceNumber": stop["sequenceNumber"], "streamSid": start["streamSid"],
+                    "stop": {"accountSid": start["start"]["accountSid"], "callSid": start["start"]["callSid"]}}
+    assert int(stop["sequenceNumber"]) == len(conn.received) - 1  # the last message, numbered in turn
+    outcome, _, _ = rig.observer.only()
+    assert outcome == "hangup" and report.end_reason == "local_hangup"
+    await asyncio.wait_for(conn.closed.wait(), 10)
+    assert conn.ws.close_code == 1000

@@ -46,6 +46,7 @@ import numpy as np
 from bench.bridge_tags import (
     KIND_BURST,
     KIND_CALLER,
+    KIND_PROBE,
     SAMPLE_EVERY,
     make_frame,
     read_tag,
@@ -58,6 +59,8 @@ from bench.systems import (
     terminate,
     wait_for_line,
 )
+
+__all__ = ["Caller", "Server", "Step", "analyse", "main", "run_step", "start_bot"]
 
 log = logging.getLogger("bench.bridge")
 
@@ -126,6 +129,7 @@ class Caller:
         self.sent_at: dict[int, float] = {}  # sampled tag -> send time
         self.echo_at: dict[int, float] = {}  # sampled tag -> kernel arrival time
         self.burst_last: dict[int, float] = {}  # index << 32 | burst -> last arrival of its audio
+        self.probe_at: dict[int, float] = {}  # latency probe frame -> kernel arrival time
         self.sending = False
 
     def _request(self, call: Call, method: str, cseq: int, body: bytes = b"") -> bytes:
@@ -194,6 +198,9 @@ class Caller:
             kind, index, counter = tag >> 48, (tag >> 32) & 0xFFFF, tag & 0xFFFFFFFF
             if kind == KIND_BURST:
                 self.burst_last[index << 32 | counter // 1000] = stamp
+                continue
+            if kind == KIND_PROBE:
+                self.probe_at[tag] = stamp
                 continue
             call = self.by_port.get(source[1])
             if call is not None:
@@ -269,6 +276,10 @@ class Step:
     rss_start_mb: float = 0.0
     rss_end_mb: float = 0.0
     rss_max_mb: float = 0.0
+    rss_samples_mb: list[float] = field(default_factory=list)
+    harness_cpu_percent: float = 0.0  # the caller (this process) and the echo bot together
+    load_average: float = 0.0  # of the machine, 1 minute, at the end of the hold
+    bridge_counters: dict[str, int] = field(default_factory=dict)  # summed over the step's bridges
     loss_in: float | None = None
     loss_out: float | None = None
     dropped_ticks: float | None = None
@@ -280,7 +291,7 @@ class Step:
 class Server:
     """``ivr serve`` with the two flows, its bot URL and a metrics port."""
 
-    def __init__(self, folder: Path, bot_port: int) -> None:
+    def __init__(self, folder: Path, bot_port: int, priority: str = "normal") -> None:
         self.folder = folder
         folder.mkdir(parents=True, exist_ok=True)
         for name, text in FLOWS.items():
@@ -293,6 +304,7 @@ class Server:
             f"rtp_ports: [{low}, {high}]\nflows: [bot.yaml, plain.yaml]\nrecordings: rec\n"
             f"limits: {{max_calls: 5000, rate: {{per_source: 100000, burst: 100000}}}}\n"
             f"metrics_port: {self.metrics_port}\nlogging: {{level: info}}\ndrain_timeout: 1\n"
+            f"priority: {priority}\n"
             f"variables: {{bot_url: 'ws://127.0.0.1:{bot_port}/'}}\n")
         self.log_path = folder / "serve.log"
         with self.log_path.open("wb") as out:
@@ -304,6 +316,24 @@ class Server:
         except RuntimeError:
             terminate(self.process)
             raise
+
+    def bridge_counters(self) -> dict[str, int]:
+        """The bridges' own counters (their INFO line at the end of each bridge), summed over
+        the bridges that ended since the last call."""
+        offset = getattr(self, "_offset", 0)
+        with self.log_path.open("rb") as log_file:
+            log_file.seek(offset)
+            data = log_file.read()
+        self._offset = offset + data.rfind(b"\n") + 1
+        totals: dict[str, int] = {}
+        for line in data.decode(errors="replace").splitlines():
+            if ": bot " not in line or " ended: " not in line or "; " not in line:
+                continue
+            for pair in line.rsplit("; ", 1)[1].split(", "):
+                name, _, value = pair.strip().rpartition(" ")
+                if value.isdigit():
+                    totals[name] = totals.get(name, 0) + int(value)
+        return totals
 
     def dropped_ticks(self) -> float | None:
         import urllib.request
@@ -321,7 +351,8 @@ class Server:
         terminate(self.process)
 
 
-async def run_step(server: Server, flow: str, calls: int, hold: float, first_index: int, rate: float) -> Step:
+async def run_step(server: Server, flow: str, calls: int, hold: float, first_index: int, rate: float,
+                   bot_pid: int) -> Step:
     step = Step(flow, calls, hold)
     caller = Caller(("127.0.0.1", server.sip_port), flow)
     placed = await caller.start(calls, first_index, rate)
@@ -330,22 +361,29 @@ async def run_step(server: Server, flow: str, calls: int, hold: float, first_ind
     await asyncio.sleep(2.0)  # bridges connect, jitter buffers fill
     pid = server.process.pid
     cpu_before, wall_before = cpu_seconds(pid) or 0.0, time.monotonic()
+    harness_before = (cpu_seconds(os.getpid()) or 0.0) + (cpu_seconds(bot_pid) or 0.0)
     ticks_before = server.dropped_ticks()
     rss = [rss_bytes(pid) or 0]
     end = time.monotonic() + hold
     while time.monotonic() < end:
         await asyncio.sleep(min(10.0, max(end - time.monotonic(), 0)))
         rss.append(rss_bytes(pid) or 0)
-    step.cpu_percent = 100 * ((cpu_seconds(pid) or 0.0) - cpu_before) / (time.monotonic() - wall_before)
+    wall = time.monotonic() - wall_before
+    step.cpu_percent = 100 * ((cpu_seconds(pid) or 0.0) - cpu_before) / wall
+    harness_after = (cpu_seconds(os.getpid()) or 0.0) + (cpu_seconds(bot_pid) or 0.0)
+    step.harness_cpu_percent = 100 * (harness_after - harness_before) / wall
+    step.load_average = os.getloadavg()[0]
     ticks_after = server.dropped_ticks()
     if ticks_before is not None and ticks_after is not None:
         step.dropped_ticks = ticks_after - ticks_before
     step.rss_start_mb, step.rss_end_mb, step.rss_max_mb = rss[0] / 2**20, rss[-1] / 2**20, max(rss) / 2**20
+    step.rss_samples_mb = [round(value / 2**20, 1) for value in rss]
     caller.sending = False
     await sender
     await asyncio.sleep(1.0)  # the last echoes come back
     await caller.hang_up(placed)
     await asyncio.sleep(2.0)
+    step.bridge_counters = server.bridge_counters()
     if flow == "bot":
         received = [c.echo_seen for c in placed if c.echo_seen[0] > 0]
         expected = sum(last - first + 1 for _, first, last in received)
@@ -368,9 +406,10 @@ def analyse(steps: list[Step], bot_file: Path, jitter_target_ms: int) -> dict[st
     report: dict[str, Any] = {"jitter_target_ms": jitter_target_ms, "steps": []}
     bot_calls = {int(row[0]): row[1:] for row in data["calls"]}
     for step in steps:
-        row: dict[str, Any] = {k: getattr(step, k) for k in ("flow", "calls", "hold", "answered", "cpu_percent",
-                                                           "rss_start_mb", "rss_end_mb", "rss_max_mb",
-                                                           "loss_out", "dropped_ticks")}
+        row: dict[str, Any] = {k: getattr(step, k) for k in (
+            "flow", "calls", "hold", "answered", "cpu_percent", "harness_cpu_percent", "load_average",
+            "rss_start_mb", "rss_end_mb", "rss_max_mb", "rss_samples_mb", "loss_out", "dropped_ticks",
+            "bridge_counters")}
         row["cpu_per_call_percent"] = step.per_call_cpu()
         if step.flow == "bot":
             caller = step.caller  # type: ignore[attr-defined]
@@ -381,7 +420,10 @@ def analyse(steps: list[Step], bot_file: Path, jitter_target_ms: int) -> dict[st
             out_ms = [(caller.echo_at[int(tags[i])] - echoed[i]) * 1000 for i in np.flatnonzero(mine)
                       if int(tags[i]) in caller.echo_at]
             row["rtp_to_ws_ms"] = percentiles(np.array(in_ms))
-            row["ws_to_rtp_ms"] = percentiles(np.array(out_ms))
+            row["echo_ws_to_rtp_ms"] = percentiles(np.array(out_ms))  # includes the echo's standing queue
+            probe_ms = [(caller.probe_at[int(t)] - sent) * 1000 for t, sent in zip(data["probes_tag"], data["probes_sent"])
+                        if ((int(t) >> 32) & 0xFFFF) in indices and int(t) in caller.probe_at]
+            row["ws_to_rtp_ms"] = percentiles(np.array(probe_ms))
             clears = []
             for key, at in zip(data["clears_tag"], data["clears_at"]):
                 if (int(key) >> 32) in indices and int(key) in caller.burst_last:
@@ -393,6 +435,7 @@ def analyse(steps: list[Step], bot_file: Path, jitter_target_ms: int) -> dict[st
             row["loss_in"] = 1 - sum(count for count, _, _ in seen) / expected if expected else None
         report["steps"].append(row)
     report["bot_connections"] = int(data["connections"])
+    report["machine"] = f"{os.cpu_count()} CPUs"
     return report
 
 
@@ -418,16 +461,16 @@ async def bench(args: argparse.Namespace, folder: Path, bot: subprocess.Popen, b
     steps: list[Step] = []
     index = 0
     try:
-        server = Server(folder / "serve", bot_port)
+        server = Server(folder / "serve", bot_port, args.priority)
         if args.plain:
             log.info("plain IVR: %d calls for %.0f s", args.plain, args.plain_hold)
-            steps.append(await run_step(server, "plain", args.plain, args.plain_hold, index, args.rate))
+            steps.append(await run_step(server, "plain", args.plain, args.plain_hold, index, args.rate, bot.pid))
             index += args.plain
             await asyncio.sleep(3)
         for number, calls in enumerate(args.steps):
             hold = args.hold if number == 0 else args.next_hold
             log.info("bridged: %d calls for %.0f s", calls, hold)
-            step = await run_step(server, "bot", calls, hold, index, args.rate)
+            step = await run_step(server, "bot", calls, hold, index, args.rate, bot.pid)
             steps.append(step)
             index += calls
             log.info("step done: %d answered, CPU %.0f %%", step.answered, step.cpu_percent)
@@ -453,6 +496,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--plain", type=int, default=100, help="plain IVR calls first, for CPU per call (0: skip)")
     parser.add_argument("--plain-hold", type=float, default=60.0)
     parser.add_argument("--rate", type=float, default=25.0, help="calls placed per second")
+    parser.add_argument("--priority", choices=("normal", "high", "realtime"), default="high",
+                        help="the server's `priority` setting (default high: nice -10, so that the "
+                             "harness, which shares the machine, cannot starve it)")
     parser.add_argument("--quick", action="store_true", help="5 plain and 5 bridged calls, 5 s each")
     parser.add_argument("--out", type=Path, help="write the JSON report here too")
     parser.add_argument("--keep", action="store_true", help="keep the working folder")

@@ -6,7 +6,7 @@ A ``websockets`` server speaking Twilio Media Streams. Each call is told its ind
 ``start`` message's custom parameter ``caller`` (``c<index>``, the SIP From user). Echo calls say
 back every ``media`` payload at once; on *clear probe* calls (index one less than a multiple of
 ``--clear-every``) the bot instead sends, every 2 s, one second of tagged audio in one message,
-then ``clear`` 0.4 s later. On SIGTERM it writes what it measured to ``--out``: for sampled
+then ``clear`` 0.4 s later; on *latency probe* calls (two less) one tagged frame every 200 ms. On SIGTERM it writes what it measured to ``--out``: for sampled
 tagged frames the time they arrived and the time their echo left (``time.time()``, comparable
 with the caller's kernel timestamps), per call the frames received and the first and last
 frame counters seen, and the time of every ``clear``.
@@ -26,7 +26,7 @@ import numpy as np
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
-from bench.bridge_tags import KIND_BURST, SAMPLE_EVERY, make_frame, read_tag
+from bench.bridge_tags import KIND_BURST, KIND_PROBE, SAMPLE_EVERY, make_frame, read_tag
 
 __all__ = ["main"]
 
@@ -36,6 +36,8 @@ class Measurements:
         self.tags = array("q")
         self.arrived = array("d")
         self.echoed = array("d")
+        self.probes_tag = array("q")
+        self.probes_sent = array("d")
         self.clears_tag = array("q")  # call index << 32 | burst number
         self.clears_at = array("d")
         self.calls: dict[int, list[int]] = {}  # index -> [frames received, first counter, last counter]
@@ -47,6 +49,7 @@ class Measurements:
         np.savez(path, tags=np.frombuffer(self.tags, np.int64), arrived=np.frombuffer(self.arrived),
                  echoed=np.frombuffer(self.echoed), clears_tag=np.frombuffer(self.clears_tag, np.int64),
                  clears_at=np.frombuffer(self.clears_at), calls=calls.reshape(-1, 4),
+                 probes_tag=np.frombuffer(self.probes_tag, np.int64), probes_sent=np.frombuffer(self.probes_sent),
                  connections=self.connections, closed_abnormally=self.closed_abnormally)
 
 
@@ -62,6 +65,19 @@ async def _bursts(ws: ServerConnection, sid: str, index: int, stats: Measurement
         stats.clears_tag.append(index << 32 | burst)
         stats.clears_at.append(time.time())
         await ws.send(json.dumps({"event": "clear", "streamSid": sid}))
+
+
+async def _probes(ws: ServerConnection, sid: str, index: int, stats: Measurements) -> None:
+    """One tagged frame every 200 ms, nothing else: it finds the play-out queue empty, so its
+    time to the caller is the bridge's own WS -> RTP latency."""
+    counter = 0
+    while True:
+        await asyncio.sleep(0.2)
+        counter += 1
+        payload = base64.b64encode(make_frame(KIND_PROBE, index, counter)).decode()
+        stats.probes_tag.append(KIND_PROBE << 48 | index << 32 | counter)
+        stats.probes_sent.append(time.time())
+        await ws.send('{"event": "media", "streamSid": "' + sid + '", "media": {"payload": "' + payload + '"}}')
 
 
 async def handle(ws: ServerConnection, stats: Measurements, clear_every: int) -> None:
@@ -98,6 +114,8 @@ async def handle(ws: ServerConnection, stats: Measurements, clear_every: int) ->
                 record = stats.calls.setdefault(index, [0, -1, -1])
                 if clear_every and index % clear_every == clear_every - 1:
                     bursts = asyncio.create_task(_bursts(ws, sid, index, stats))
+                elif clear_every and index % clear_every == clear_every - 2:
+                    bursts = asyncio.create_task(_probes(ws, sid, index, stats))
     except ConnectionClosed:
         stats.closed_abnormally += 1
     finally:

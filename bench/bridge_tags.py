@@ -6,11 +6,12 @@ and back."""
 
 from __future__ import annotations
 
-__all__ = ["KIND_BURST", "KIND_CALLER", "SAMPLE_EVERY", "make_frame", "read_tag"]
+__all__ = ["KIND_BURST", "KIND_CALLER", "KIND_PROBE", "SAMPLE_EVERY", "make_frame", "read_tag"]
 
 MAGIC = b"\x55\x66"
 KIND_CALLER = 0x21  # the caller's frames (echoed back by the bot)
 KIND_BURST = 0x22  # the bot's own audio on clear probe calls
+KIND_PROBE = 0x23  # single frames the bot sends on latency probe calls (its queue is empty)
 #: Frames whose counter is a multiple of this have their times recorded (memory stays small).
 SAMPLE_EVERY = 10
 _NIBBLE = 0x30  # nibbles are sent as codes 0x30..0x3F

@@ -57,6 +57,8 @@ from pipecat.transports.websocket.server import (
 )
 from pipecat.workers.runner import WorkerRunner
 
+__all__ = ["CallSerializer", "Parrot", "main", "serve_one_call"]
+
 RATE = 8000  # the phone's rate: no resampling anywhere
 KEYS = {"#": "transfer", "*": "voicemail"}
 

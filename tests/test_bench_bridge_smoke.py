@@ -28,7 +28,7 @@ def test_a_tiny_bridged_run_measures_every_figure(tmp_path):
     assert main(["--steps", "10", "--hold", "4", "--plain", "0", "--out", str(out)]) == 0
     (step,) = json.loads(out.read_text())["steps"]
     assert step["answered"] == step["bridged"] == 10
-    for figure in ("rtp_to_ws_ms", "ws_to_rtp_ms", "clear_to_last_old_packet_ms"):
+    for figure in ("rtp_to_ws_ms", "ws_to_rtp_ms", "echo_ws_to_rtp_ms", "clear_to_last_old_packet_ms"):
         assert step[figure].startswith("p50 "), (figure, step)
     assert step["loss_in"] is not None and step["loss_out"] is not None
     assert step["cpu_percent"] > 0 and step["rss_end_mb"] > 0

@@ -18,6 +18,7 @@ Hooks are grouped by lifecycle:
    ``ivr_stop_recording``, ``ivr_tts``, ``ivr_stt``
 5. events: ``ivr_dtmf_received`` (raw, from every source), ``ivr_dtmf`` (one per key press),
    ``ivr_speech``
+6. voice-bot bridge (the ``bot`` action): ``ivr_bot_start``, ``ivr_bot_message``, ``ivr_bot_ended``
 
 Error handling: an exception raised by an implementation fails that call (or, for a batched media
 hook, the engine re-runs the implementation call by call to find the call that raised, fails that
@@ -227,4 +228,42 @@ def ivr_speech(call: CallContext, event: str, utterance: Any) -> None:
     fires this hook and puts the same :class:`~ivr.call.SpeechEvent` on the call's events, and
     keeps ``call.voice`` (:class:`~ivr.call.VoiceActivity`) current on every frame. Return value
     ignored.
+    """
+
+
+# 6. voice-bot bridge --------------------------------------------------------------------
+
+
+@hookspec
+def ivr_bot_start(call: CallContext, bridge: Any, message: dict[str, Any]) -> None:
+    """Called when a ``bot`` action has connected to the bot, just before the ``start`` message
+    (Twilio Media Streams) is sent; ``message`` is that message as a dict.
+
+    An implementation may add to it, typically to ``message["start"]["customParameters"]``
+    (string values); ``bridge`` (``ivr_plugins.bot_bridge.BotBridge``) has ``stream_sid``,
+    ``url`` and ``send_event(name, body)``. Runs on the event loop: do not block. Return value
+    ignored.
+    """
+
+
+@hookspec
+def ivr_bot_message(call: CallContext, bridge: Any, message: dict[str, Any]) -> Any:
+    """Called for every JSON message the bot sends except ``media`` (``mark``, ``clear``,
+    ``set`` and events the bridge does not know), parsed, before the bridge acts on it.
+
+    Return ``True`` to claim an event the bridge does not know (it is then not counted or
+    logged as unknown); other return values are ignored. A plugin may answer through
+    ``bridge.send_event(name, body)``. Runs on the event loop: do not block.
+    """
+
+
+@hookspec
+def ivr_bot_ended(call: CallContext, bridge: Any, outcome: str) -> None:
+    """Called once when a ``bot`` action ends, whatever ended it, with the action's outcome
+    (``done``, ``failed``, ``broken``, ``hangup``, ``key``, ``max_duration``, ``error``).
+
+    ``bridge.stats`` holds the bridge's counters (media sent and dropped, audio received, played,
+    dropped and cleared in ms, marks, clears, barge-ins, faults), ``bridge.values`` what the bot
+    handed back, ``bridge.close_code`` / ``close_reason`` how the socket closed (``None`` when it
+    never opened). Return value ignored.
     """

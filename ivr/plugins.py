@@ -48,6 +48,7 @@ ENTRY_POINT_GROUP = "ivr"
 #: The built-in plugins, registered by module name (in this order: later ones run first, pluggy
 #: calls implementations last-registered-first unless tryfirst/trylast say otherwise).
 BUILTIN_PLUGINS: tuple[str, ...] = (
+    "ivr_plugins.bot",
     "ivr_plugins.stt",
     "ivr_plugins.recording",
     "ivr_plugins.tts",

@@ -157,11 +157,12 @@ def test_a_priority_changed_by_sighup_waits_for_the_next_start(tmp_path: Path, c
     from ivr.server import IvrServer
     from tests.helpers.engine_fakes import FakeEndpoint
 
+    (tmp_path / "bye.yaml").write_text("flow: bye\nstart: a\nnodes:\n  a: {hangup: }\n")
     config = tmp_path / "ivr.yaml"
-    config.write_text("flows: []\n")
+    config.write_text("flows: [bye.yaml]\n")
     server = IvrServer(config, endpoint_factory=lambda cfg: FakeEndpoint())
     try:
-        config.write_text("flows: []\npriority: realtime\n")
+        config.write_text("flows: [bye.yaml]\npriority: realtime\n")
         with caplog.at_level("WARNING", logger="ivr.server"):
             server.reload()
         assert "priority normal -> realtime takes effect at the next start" in caplog.text

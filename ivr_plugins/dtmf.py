@@ -58,6 +58,22 @@ MAX_REVERSE_TWIST_DB = 5.0  # column above row: 4 dB accepted, 6 rejected
 MIN_TONE_FRACTION = 0.8  # the two tones must carry this share of the window's power
 MAX_HARMONIC_DB = -15.0  # 2nd harmonic vs its fundamental: voiced speech has them, DTMF not
 MAX_SUBWINDOW_RATIO = 1.41  # amplitude change between sub-windows (3 dB): tone must be steady
+# Talk-down (a key pressed while speech or music plays): a *weak* window may pass looser tests
+# than the strict ones above, but a key needs WEAK_WINDOWS of them in a row (>= 40 ms of tone)
+# where STRICT windows need ONSET_WINDOWS. The loose total-power test only counts the power in
+# the DTMF band (bass, kick drums, the voice's low harmonics and sibilants no longer count against
+# the key), and two new tests keep talk-off at zero: each tone must stand SIDE_MIN_DB above what
+# the window sees SIDE_HZ either side of it (after cancelling both tones' own leakage there) --
+# broadband interference is flat around the tone, a vowel's neighbouring harmonics are not -- and
+# the frequency must be within 1.5 % (the ITU accept limit; the strict path still decides 1.5-3.5 %).
+WEAK_FREQ_DEVIATION = 0.015
+WEAK_SUBWINDOW_RATIO = 2.0  # 6 dB
+WEAK_BAND_FRACTION = 0.3  # the two tones' share of the 533-1800 Hz power
+WEAK_HARMONIC_DB = -10.0
+SIDE_HZ = 133.0  # the first null of the sub-window's response: a steady tone leaks nothing there
+SIDE_MIN_DB = 10.0
+WEAK_WINDOWS = 4
+_BAND_LO, _BAND_HI = 8, 28  # rfft bins (66.7 Hz) 533-1800 Hz: the DTMF tones' main lobes
 # A valid key needs two tones of at least MIN_TONE_DBFS each, i.e. a window mean power of about
 # A_min**2 (A_min**2 / 2 per tone), whatever the twist; partial cover of the window by a tone that
 # still passes the steadiness test lowers that to ~0.7 A_min**2. The gate sits 6 dB under it, so
@@ -68,7 +84,8 @@ ONSET_WINDOWS = 2  # consecutive windows agreeing -> key down (always met by a 4
 RELEASE_WINDOWS = 3  # consecutive windows without it -> key up (a 50 ms pause gives >= 3)
 
 _FUNDAMENTALS = np.array(DTMF_ROW_HZ + DTMF_COL_HZ)
-_ANALYSIS_HZ = np.concatenate([_FUNDAMENTALS, 2 * _FUNDAMENTALS])  # 8 tones + 8 2nd harmonics
+# 8 tones, their 8 2nd harmonics, and 2 x 8 side probes SIDE_HZ below and above each tone
+_ANALYSIS_HZ = np.concatenate([_FUNDAMENTALS, 2 * _FUNDAMENTALS, _FUNDAMENTALS - SIDE_HZ, _FUNDAMENTALS + SIDE_HZ])
 _HANN = np.hanning(SUB_LEN + 2)[1:-1]  # no zero end points: every sample counts
 _HANN_SUM = float(_HANN.sum())
 _HANN_SQ_SUM = float((_HANN**2).sum())
@@ -98,18 +115,23 @@ def classify_windows(buffer: np.ndarray) -> np.ndarray:
     """Find the DTMF key in each 20 ms window of ``buffer`` ((N, 240) float: 80 old + 160 new).
 
     Returns an ``(N, 2)`` int array: for the windows ending 10 ms before and at the end of the
-    buffer, the key's index into ``"123A456B789C*0#D"``, or -1 where no valid key is present.
+    buffer, the key's index into ``"123A456B789C*0#D"`` where the window passes the strict tests,
+    that index + 16 where it only passes the weak (talk-down) ones, or -1 where no key is present.
     """
     subs = sliding_window_view(buffer, SUB_LEN, axis=1)[:, ::SUB_LAG]  # (N, 4, 120)
     spectrum = subs @ _BASIS  # (N, 4, 16), phase relative to each sub-window's first sample
     power = ((subs * _HANN) ** 2).sum(axis=-1) / _HANN_SQ_SUM  # (N, 4) mean power
     early, late = spectrum[:, 0::2], spectrum[:, 1::2]  # (N, 2, 16): windows x frequencies
     total_power = (power[:, 0::2] + power[:, 1::2]) / 2
+    band = np.fft.rfft(subs * _HANN, axis=-1)[..., _BAND_LO:_BAND_HI]
+    band_power = 2 * (band.real**2 + band.imag**2).sum(axis=-1) / (SUB_LEN * _HANN_SQ_SUM)  # Parseval
+    band_power = (band_power[:, 0::2] + band_power[:, 1::2]) / 2
     magnitude = np.abs(early) + np.abs(late)
     row = magnitude[..., :4].argmax(axis=-1)
     col = magnitude[..., 4:8].argmax(axis=-1) + 4
 
     valid = np.ones(row.shape, dtype=bool)
+    weak = np.ones(row.shape, dtype=bool)
     tone_power, freq_est, amplitude_early, amplitude_late = [], [], [], []
     for index in (row, col):
         nominal = _FUNDAMENTALS[index]
@@ -122,8 +144,10 @@ def classify_windows(buffer: np.ndarray) -> np.ndarray:
         amp_a, amp_b = a / response, b / response  # complex half-amplitudes per sub-window
         amplitude = np.abs(amp_a) + np.abs(amp_b)  # mean of the two full amplitudes
         valid &= np.abs(offset) <= MAX_FREQ_DEVIATION * nominal
+        weak &= np.abs(offset) <= WEAK_FREQ_DEVIATION * nominal
         ratio = (np.abs(a) + 1e-9) / (np.abs(b) + 1e-9)
         valid &= (ratio < MAX_SUBWINDOW_RATIO) & (ratio > 1 / MAX_SUBWINDOW_RATIO)
+        weak &= (ratio < WEAK_SUBWINDOW_RATIO) & (ratio > 1 / WEAK_SUBWINDOW_RATIO)
         valid &= amplitude >= _MIN_TONE_AMPLITUDE
         tone_power.append(amplitude**2 / 2)
         freq_est.append(nominal + offset)
@@ -132,7 +156,9 @@ def classify_windows(buffer: np.ndarray) -> np.ndarray:
 
     twist_db = 10 * np.log10((tone_power[0] + 1e-9) / (tone_power[1] + 1e-9))
     valid &= (twist_db <= MAX_NORMAL_TWIST_DB) & (twist_db >= -MAX_REVERSE_TWIST_DB)
+    weak &= valid  # frequency (1.5 %), steadiness (6 dB), level and twist so far
     valid &= tone_power[0] + tone_power[1] >= MIN_TONE_FRACTION * total_power
+    weak &= tone_power[0] + tone_power[1] >= WEAK_BAND_FRACTION * band_power
 
     for tone, index in enumerate((row, col)):
         harmonic_hz = 2 * _FUNDAMENTALS[index]
@@ -144,9 +170,22 @@ def classify_windows(buffer: np.ndarray) -> np.ndarray:
             residual = residual + np.abs(harmonic)
         harmonic_power = (residual / _HANN_SUM) ** 2 / 2
         valid &= harmonic_power <= tone_power[tone] * 10 ** (MAX_HARMONIC_DB / 10)
+        weak &= harmonic_power <= tone_power[tone] * 10 ** (WEAK_HARMONIC_DB / 10)
+
+    for tone, index in enumerate((row, col)):  # the spectrum either side of each tone, tones removed
+        residual = 0.0
+        for spec, amps in ((early, amplitude_early), (late, amplitude_late)):
+            for side, sign in ((16, -1), (24, 1)):
+                probe = np.take_along_axis(spec, (index + side)[..., None], axis=-1)[..., 0]
+                probe_hz = _FUNDAMENTALS[index] + sign * SIDE_HZ
+                for source in range(2):
+                    probe = probe - amps[source] * _window_response(probe_hz - freq_est[source])
+                residual = residual + np.abs(probe)
+        side_power = (residual / 2 / _HANN_SUM) ** 2 / 2
+        weak &= tone_power[tone] >= side_power * 10 ** (SIDE_MIN_DB / 10)
 
     key = (row * 4 + (col - 4)).astype(np.intp)
-    return np.where(valid, key, -1)
+    return np.where(valid, key, np.where(weak, key + 16, -1))
 
 
 def window_powers(buffer: np.ndarray) -> np.ndarray:
@@ -186,6 +225,7 @@ class CallDtmf:
     tail: np.ndarray = field(default_factory=lambda: np.zeros(HOP))  # last 10 ms of audio
     candidate: int = -1  # key seen in the latest windows, and in how many in a row
     candidate_run: int = 0
+    strong_run: int = 0  # how many of those windows in a row passed the strict tests
     active: int = -1  # key currently held down (reported), -1 when none
     misses: int = 0
     onset: float = 0.0
@@ -284,6 +324,7 @@ def ivr_audio_in(batch: AudioBatch) -> None:
         state.tail = frames[slot, -HOP:]
         if state.active < 0 and state.candidate < 0 and window_keys[0] < 0 and window_keys[1] < 0:
             state.candidate_run += 2  # all that _advance would do: no key held, none seen now
+            state.strong_run += 2
             continue
         i = rows[slot]
         for window, key in enumerate(window_keys):
@@ -292,11 +333,15 @@ def ivr_audio_in(batch: AudioBatch) -> None:
 
 
 def _advance(call: CallContext, state: CallDtmf, key: int, at: float) -> None:
-    """Key-down / key-up state machine fed with one window's verdict."""
+    """Key-down / key-up state machine fed with one window's verdict (a weak key is key + 16)."""
+    strong = key < 16
+    key = key if strong else key - 16
     if key == state.candidate:
         state.candidate_run += 1
+        state.strong_run = state.strong_run + 1 if strong else 0
     else:
         state.candidate, state.candidate_run = key, 1
+        state.strong_run = 1 if strong else 0
     if state.active >= 0:
         if key == state.active:
             state.misses = 0
@@ -308,7 +353,7 @@ def _advance(call: CallContext, state: CallDtmf, key: int, at: float) -> None:
         log.debug("call %s: in-band %s up after %.0f ms", call.id, _KEY_ORDER[state.active],
                   (at - state.onset) * 1000)
         state.active = -1
-    if state.candidate >= 0 and state.candidate_run >= ONSET_WINDOWS:
+    if state.candidate >= 0 and (state.strong_run >= ONSET_WINDOWS or state.candidate_run >= WEAK_WINDOWS):
         state.active, state.misses = state.candidate, 0
         state.onset = at - (ONSET_WINDOWS + 1) * HOP / SAMPLE_RATE
         call.hook.ivr_dtmf_received(call=call, digit=_KEY_ORDER[key], source="inband", duration_ms=None)

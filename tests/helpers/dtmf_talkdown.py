@@ -154,6 +154,7 @@ class ClipSet:
     sir_db: float
     pcm: np.ndarray
     keys: str
+    spans: tuple[tuple[int, int], ...]  # each key's first sample and length
 
 
 def _frame_power(stream: np.ndarray) -> np.ndarray:
@@ -186,6 +187,7 @@ def build_clips(interferer: str, sir_db: float | None, count: int = 160, seed: i
     length = int(CLIP_SECONDS * RATE)
     keys = "".join(KEYS[i % len(KEYS)] for i in range(count))
     clips = np.zeros((count, length))
+    spans = []
     for i, key in enumerate(keys):
         on = int(rng.uniform(0.05, 0.10) * RATE)
         start = int(rng.uniform(0.14, 0.16) * RATE)
@@ -195,6 +197,7 @@ def build_clips(interferer: str, sir_db: float | None, count: int = 160, seed: i
         col_amp = 32768 * 10 ** ((row_dbfs - twist) / 20)
         tones = key_tones(key, on, row_amp, col_amp, rng.uniform(-0.01, 0.01), rng)
         clips[i, start : start + on] = tones
+        spans.append((start, on))
         if sir_db is None:
             continue
         key_power = (row_amp**2 + col_amp**2) / 2
@@ -206,7 +209,8 @@ def build_clips(interferer: str, sir_db: float | None, count: int = 160, seed: i
                 break
         clips[i] += segment * np.sqrt(key_power / local / 10 ** (sir_db / 10))
     pcm = np.clip(np.round(clips), -32768, 32767).astype(np.int16)
-    return ClipSet(interferer, sir_db, g711.decode(g711.encode(pcm, "PCMU"), "PCMU").reshape(pcm.shape), keys)
+    return ClipSet(interferer, sir_db, g711.decode(g711.encode(pcm, "PCMU"), "PCMU").reshape(pcm.shape), keys,
+                   tuple(spans))
 
 
 def detect_batch(pcm: np.ndarray, plugin: object | None = None) -> list[str]:

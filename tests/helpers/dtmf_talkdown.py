@@ -253,8 +253,13 @@ def stream_false_digits(pcm: np.ndarray, plugin: object | None = None) -> str:
 
 
 def music_talk_off_pcm(seconds: float = 30.0) -> np.ndarray:
-    """The music alone at -10 dBFS active level... through G.711 (for talk-off on music)."""
+    """Other music alone (another seed), -12 dBFS active level, through G.711: talk-off on music."""
     stream = music(seconds, seed=2024)
     stream = stream * 32768 * np.sqrt((32768 * 10 ** (-12 / 20)) ** 2 / active_level(stream * 32768))
     pcm = np.clip(np.round(stream), -32768, 32767).astype(np.int16)
+    return g711.decode(g711.encode(pcm, "PCMU"), "PCMU")
+
+
+def through_g711(pcm: np.ndarray) -> np.ndarray:
+    """``pcm`` after a mu-law encode/decode round trip."""
     return g711.decode(g711.encode(pcm, "PCMU"), "PCMU")

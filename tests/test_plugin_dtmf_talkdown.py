@@ -1,0 +1,58 @@
+"""In-band DTMF under speech and music (talk-down): the seeded set of tests/helpers/dtmf_talkdown.py.
+
+Figures and the command that prints them: docs/plugins.md, "In-band DTMF detection".
+The targets of issue 17 (95 % at 0 dB, 80 % at -7 dB) are not reached yet: they are kept here as
+strict xfails, so the day they pass the marker has to go; the floors below guard what is reached.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tests.helpers import dtmf_talkdown as td
+from tests.helpers.audio import PARAGRAPHS, VOICES, speech
+
+#: Reached by the detector (bench/dtmf_talkdown.py), a few points under the measured rate.
+FLOORS = {("speech", 0.0): 0.70, ("speech", -7.0): 0.33, ("music", 0.0): 0.25, ("music", -7.0): 0.0}
+TARGETS = {0.0: 0.95, -7.0: 0.80}
+CONDITIONS = [(kind, sir) for kind in td.INTERFERERS for sir in (0.0, -7.0)]
+
+
+@pytest.fixture(scope="module")
+def scores() -> dict[tuple[str, float], td.Score]:
+    out = {}
+    for kind, sir in CONDITIONS:
+        clips = td.build_clips(kind, sir)
+        out[kind, sir] = td.score(clips, td.detect_batch(clips.pcm))
+    return out
+
+
+def test_every_key_of_the_set_is_detected_without_interference() -> None:
+    for kind in td.INTERFERERS:
+        clips = td.build_clips(kind, None, count=32)
+        assert td.detect_batch(clips.pcm) == list(clips.keys)
+
+
+@pytest.mark.parametrize(("kind", "sir"), CONDITIONS)
+def test_talk_down_rate_floor_and_no_wrong_key(scores, kind: str, sir: float) -> None:
+    score = scores[kind, sir]
+    assert score.wrong == 0
+    assert score.rate >= FLOORS[kind, sir]
+
+
+@pytest.mark.xfail(strict=True, reason="issue 17 target not reached yet: see docs/plugins.md")
+@pytest.mark.parametrize(("kind", "sir"), CONDITIONS)
+def test_talk_down_issue_17_target(scores, kind: str, sir: float) -> None:
+    assert scores[kind, sir].rate >= TARGETS[sir]
+
+
+def test_no_talk_off_on_speech_through_g711() -> None:
+    signals = [td.through_g711(np.concatenate([speech(text, voice) for text in PARAGRAPHS])) for voice in VOICES]
+    length = max(len(s) for s in signals)
+    pcm = np.stack([np.concatenate([s, np.zeros(length - len(s), np.int16)]) for s in signals])
+    assert td.detect_batch(pcm) == [""] * len(VOICES)
+
+
+def test_no_talk_off_on_music() -> None:
+    assert td.stream_false_digits(td.music_talk_off_pcm()) == ""

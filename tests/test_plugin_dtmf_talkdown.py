@@ -1,8 +1,9 @@
 """In-band DTMF under speech and music (talk-down): the seeded set of tests/helpers/dtmf_talkdown.py.
 
 Figures and the command that prints them: docs/plugins.md, "In-band DTMF detection".
-The targets of issue 17 (95 % at 0 dB, 80 % at -7 dB) are not reached yet: they are kept here as
-strict xfails, so the day they pass the marker has to go; the floors below guard what is reached.
+The floors below sit a couple of points under the rates the detector reaches (bench/dtmf_talkdown.py).
+Issue 17's targets (95 % at 0 dB, 80 % at -7 dB) are not reached in any of the four conditions; a
+floor is raised to its target the day the target is reached.
 """
 
 from __future__ import annotations
@@ -13,9 +14,8 @@ import pytest
 from tests.helpers import dtmf_talkdown as td
 from tests.helpers.audio import PARAGRAPHS, VOICES, speech
 
-#: Reached by the detector (bench/dtmf_talkdown.py), a few points under the measured rate.
-FLOORS = {("speech", 0.0): 0.70, ("speech", -7.0): 0.33, ("music", 0.0): 0.25, ("music", -7.0): 0.0}
-TARGETS = {0.0: 0.95, -7.0: 0.80}
+#: Reached by the detector (bench/dtmf_talkdown.py: 86.2, 65.6, 76.9, 15.0 %), 2-3 points under.
+FLOORS = {("speech", 0.0): 0.84, ("speech", -7.0): 0.63, ("music", 0.0): 0.74, ("music", -7.0): 0.12}
 CONDITIONS = [(kind, sir) for kind in td.INTERFERERS for sir in (0.0, -7.0)]
 
 
@@ -39,12 +39,6 @@ def test_talk_down_rate_floor_and_no_wrong_key(scores, kind: str, sir: float) ->
     score = scores[kind, sir]
     assert score.wrong == 0
     assert score.rate >= FLOORS[kind, sir]
-
-
-@pytest.mark.xfail(strict=True, reason="issue 17 target not reached yet: see docs/plugins.md")
-@pytest.mark.parametrize(("kind", "sir"), CONDITIONS)
-def test_talk_down_issue_17_target(scores, kind: str, sir: float) -> None:
-    assert scores[kind, sir].rate >= TARGETS[sir]
 
 
 def test_no_talk_off_on_speech_through_g711() -> None:

@@ -70,6 +70,9 @@ MAX_SUBWINDOW_RATIO = 1.41  # amplitude change between sub-windows (3 dB): tone 
 # the previous valid window (at most LONG_GAP windows back) had the same key with both tones within
 # LONG_DRIFT of the same frequency: a speech harmonic glides with the pitch, a DTMF tone does not.
 # A confirmed window makes a key press where the strict path needs ONSET_WINDOWS strict windows.
+# Interference can bend one tone's interpolated frequency (a music partial 1 % away, a harmonic
+# passing by): HALF_WINDOWS windows in a row that confirm the key with only one tone steady make a
+# press too (two in a row gave wrong keys: a steady column with a vowel harmonic as the row).
 LONG_LEN = 320  # 40 ms
 LONG_NFFT = 320  # no zero padding (25 Hz bins): 512 gains ~2 points for 1.5x the FFT cost
 LONG_FREQ_DEVIATION = 0.015
@@ -79,6 +82,7 @@ LONG_REF_WINDOWS = 5  # 50 ms: the reference window ends where the first window 
 LONG_DRIFT = 0.003  # 0.3 % between the two windows (10-20 ms apart)
 LONG_GAP = 2  # windows from one valid window to the next that confirms it (2: one may fail between)
 LONG_HALF_RATIO = 2.0  # 6 dB between the window's two 20 ms halves
+HALF_WINDOWS = 3  # windows in a row confirming the key with only one tone steady (>= 70 ms of tone)
 LONG_RIVAL = 1.15  # the chosen tone's power over any other tone's of its group (0.6 dB)
 # A valid key needs two tones of at least MIN_TONE_DBFS each, i.e. a window mean power of about
 # A_min**2 (A_min**2 / 2 per tone), whatever the twist; partial cover of the window by a tone that
@@ -246,7 +250,7 @@ def long_classify(buffer: np.ndarray, memory: np.ndarray) -> tuple[np.ndarray, n
     Returns ``(keys, memory)``: ``keys`` ``(N, 2)`` per window: -1, the key's index + 16 where the
     window passes the long tests, + 32 where it also confirms the latest valid window before it
     (same key, both tones within LONG_DRIFT of their frequency there, at most LONG_GAP windows
-    back); and the calls' updated memory.
+    back), + 48 where it confirms it with only one tone that steady; and the calls' updated memory.
     """
     found = long_windows(buffer)
     power, freq = found["power"], found["freq"]
@@ -280,8 +284,10 @@ def long_classify(buffer: np.ndarray, memory: np.ndarray) -> tuple[np.ndarray, n
     prev_key = np.stack([memory[:, _PREV_KEY], np.where(valid0, key[:, 0], memory[:, _PREV_KEY])], axis=1)
     prev_freq = np.stack([memory[:, _PREV_FREQ], np.where(valid0[:, None], freq[:, 0], memory[:, _PREV_FREQ])], axis=1)
     age = np.stack([memory[:, _AGE], np.where(valid0, 1.0, memory[:, _AGE] + 1)], axis=1)
-    drift = np.abs(tone_freq - pick(prev_freq)) <= LONG_DRIFT * tone_freq
-    confirmed = valid & (key == prev_key) & (age <= LONG_GAP) & drift.all(axis=-1)
+    steady = np.abs(tone_freq - pick(prev_freq)) <= LONG_DRIFT * tone_freq
+    confirmed = valid & (key == prev_key) & (age <= LONG_GAP)
+    half = confirmed & steady.any(axis=-1) & ~steady.all(axis=-1)
+    confirmed &= steady.all(axis=-1)
 
     updated = np.empty_like(memory)
     updated[:, :HISTORY] = buffer[:, -HISTORY:]
@@ -293,7 +299,7 @@ def long_classify(buffer: np.ndarray, memory: np.ndarray) -> tuple[np.ndarray, n
     updated[:, _PREV_KEY] = np.where(valid1, key[:, 1], prev_key[:, 1])
     updated[:, _AGE] = np.where(valid1, 1.0, age[:, 1] + 1)
     updated[:, _TICKS] = np.minimum(memory[:, _TICKS] + 1, 2)
-    return np.where(confirmed, key + 32, np.where(valid, key + 16, -1)), updated
+    return np.where(confirmed, key + 32, np.where(half, key + 48, np.where(valid, key + 16, -1))), updated
 
 
 def window_powers(buffer: np.ndarray) -> np.ndarray:
@@ -350,6 +356,7 @@ class CallDtmf:
     candidate: int = -1  # key seen in the latest windows, and in how many in a row
     candidate_run: int = 0
     strong_run: int = 0  # how many of those windows in a row passed the strict tests
+    half_run: int = 0  # ... confirmed the long path's key with at least one tone steady
     active: int = -1  # key currently held down (reported), -1 when none
     misses: int = 0
     onset: float = 0.0
@@ -459,6 +466,7 @@ def ivr_audio_in(batch: AudioBatch) -> None:
         if state.active < 0 and state.candidate < 0 and window_keys[0] < 0 and window_keys[1] < 0:
             state.candidate_run += 2  # all that _advance would do: no key held, none seen now
             state.strong_run += 2
+            state.half_run = 0
             continue
         i = rows[slot]
         for window, key in enumerate(window_keys):
@@ -468,16 +476,19 @@ def ivr_audio_in(batch: AudioBatch) -> None:
 
 def _advance(call: CallContext, state: CallDtmf, key: int, at: float) -> None:
     """Key-down / key-up state machine fed with one window's verdict: a strict key (0-15), a long-path
-    key + 16, or a long-path key + 32 that confirms the previous window's (see long_classify)."""
+    key + 16, + 32 (confirmed) or + 48 (confirmed with one tone steady; see long_classify)."""
     strong = key < 16
-    confirmed = key >= 32
+    confirmed = 32 <= key < 48
+    half = key >= 48
     key = key if strong else key % 16
     if key == state.candidate:
         state.candidate_run += 1
         state.strong_run = state.strong_run + 1 if strong else 0
+        state.half_run = state.half_run + 1 if half or confirmed else 0
     else:
         state.candidate, state.candidate_run = key, 1
         state.strong_run = 1 if strong else 0
+        state.half_run = 1 if half or confirmed else 0
     if state.active >= 0:
         if key == state.active:
             state.misses = 0
@@ -489,7 +500,7 @@ def _advance(call: CallContext, state: CallDtmf, key: int, at: float) -> None:
         log.debug("call %s: in-band %s up after %.0f ms", call.id, _KEY_ORDER[state.active],
                   (at - state.onset) * 1000)
         state.active = -1
-    if state.candidate >= 0 and (state.strong_run >= ONSET_WINDOWS or confirmed):
+    if state.candidate >= 0 and (state.strong_run >= ONSET_WINDOWS or confirmed or state.half_run >= HALF_WINDOWS):
         state.active, state.misses = state.candidate, 0
         state.onset = at - (ONSET_WINDOWS + 1) * HOP / SAMPLE_RATE
         call.hook.ivr_dtmf_received(call=call, digit=_KEY_ORDER[key], source="inband", duration_ms=None)

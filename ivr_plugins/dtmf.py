@@ -1,4 +1,4 @@
-"""The ``dtmf`` plugin: one report per key press, and an in-band (Goertzel) DTMF detector.
+"""The ``dtmf`` plugin: one report per key press, and an in-band DTMF detector (DFT + talk-down FFT).
 
 Two jobs:
 
@@ -220,7 +220,7 @@ def long_windows(buffer: np.ndarray) -> dict[str, np.ndarray]:
     frequency), ``ring`` (mean power 60-200 Hz either side) and ``halves`` (amplitude ratio of the
     window's two 20 ms halves at the nominal frequency).
     """
-    windows = np.stack([buffer[:, :LONG_LEN], buffer[:, HOP : HOP + LONG_LEN]], axis=1)  # (N, 2, 320)
+    windows = sliding_window_view(buffer, LONG_LEN, axis=1)[:, ::HOP]  # (N, 2, 320), a view
     spectrum = np.fft.rfft(windows * _LONG_HANN, LONG_NFFT, axis=-1)[..., _BAND]
     power = spectrum.real**2 + spectrum.imag**2  # (N, 2, bins of the band)
     near = power[..., _LONG_NEAR]  # (N, 2, 8, 2 SEARCH + 3)
@@ -234,13 +234,13 @@ def long_windows(buffer: np.ndarray) -> dict[str, np.ndarray]:
     edges = np.take_along_axis(edges, (peak_bin[..., None] + _RING_EDGES).reshape(*peak_bin.shape[:2], -1), axis=-1)
     edges = edges.reshape(*peak_bin.shape, 4)
     ring = (edges[..., 1] - edges[..., 0] + edges[..., 3] - edges[..., 2]) / (2 * (RING_HI - RING_LO + 1))
-    halves = windows.reshape(*windows.shape[:2], 2, _HALF) @ _HALF_BASIS  # (N, 2, 2, 16): re, im
-    halves = halves[..., :8] ** 2 + halves[..., 8:] ** 2
+    halves = sliding_window_view(buffer, _HALF, axis=1)[:, ::HOP] @ _HALF_BASIS  # (N, 4, 16): re, im
+    halves = halves[..., :8] ** 2 + halves[..., 8:] ** 2  # 20 ms pieces starting 0, 10, 20, 30 ms in
     return {
         "power": np.exp(mid - 0.25 * (left - right) * shift),
         "freq": (peak_bin + _BAND.start + shift) * _LONG_DF,
         "ring": ring,
-        "halves": np.sqrt((halves[..., 0, :] + 1e-9) / (halves[..., 1, :] + 1e-9)),
+        "halves": np.sqrt((halves[:, :2] + 1e-9) / (halves[:, 2:] + 1e-9)),  # window 0: pieces 0, 2
     }
 
 

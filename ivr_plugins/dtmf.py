@@ -64,9 +64,9 @@ MAX_SUBWINDOW_RATIO = 1.41  # amplitude change between sub-windows (3 dB): tone 
 # power -- the peak's power minus what the window LONG_REF_WINDOWS x 10 ms earlier had there, so a
 # musical partial that was already sounding on 941 Hz does not take the key's place -- and a window
 # is valid when each of its two tones is: within 1.5 % of nominal (the peak interpolated between
-# bins), the strongest of its group by LONG_RIVAL, LONG_PROMINENCE above the mean power 60-200 Hz
-# either side, LONG_NOVELTY above its power in that earlier window, steady between the window's
-# two 20 ms halves, at level, and within the twist limits. A valid window confirms a key only if
+# bins), LONG_RIVAL above the runner-up of its group in new power, LONG_PROMINENCE above the mean
+# power 60-200 Hz either side, LONG_NOVELTY above its power in that earlier window, steady between
+# the window's two 20 ms halves, at level, and within the twist limits. A valid window confirms a key only if
 # the previous valid window (at most LONG_GAP windows back) had the same key with both tones within
 # LONG_DRIFT of the same frequency: a speech harmonic glides with the pitch, a DTMF tone does not.
 # A confirmed window makes a key press where the strict path needs ONSET_WINDOWS strict windows.
@@ -83,7 +83,7 @@ LONG_DRIFT = 0.003  # 0.3 % between the two windows (10-20 ms apart)
 LONG_GAP = 2  # windows from one valid window to the next that confirms it (2: one may fail between)
 LONG_HALF_RATIO = 2.0  # 6 dB between the window's two 20 ms halves
 HALF_WINDOWS = 3  # windows in a row confirming the key with only one tone steady (>= 70 ms of tone)
-LONG_RIVAL = 1.15  # the chosen tone's power over any other tone's of its group (0.6 dB)
+LONG_RIVAL = 1.15  # the chosen tone's new power over any other tone's of its group (0.6 dB)
 # A valid key needs two tones of at least MIN_TONE_DBFS each, i.e. a window mean power of about
 # A_min**2 (A_min**2 / 2 per tone), whatever the twist; partial cover of the window by a tone that
 # still passes the steadiness test lowers that to ~0.7 A_min**2. The gate sits 6 dB under it, so
@@ -265,9 +265,9 @@ def long_classify(buffer: np.ndarray, memory: np.ndarray) -> tuple[np.ndarray, n
         return np.take_along_axis(values, tones, axis=-1)
 
     tone, tone_freq, nominal = pick(power), pick(freq), _FUNDAMENTALS[tones]
-    # each tone the strongest of its group, by LONG_RIVAL over the runner-up
-    ranked = np.sort(power.reshape(*power.shape[:2], 2, 4), axis=-1)
-    ok = (tone >= ranked[..., -1]) & (ranked[..., -1] >= LONG_RIVAL * ranked[..., -2])
+    # each tone's new power LONG_RIVAL above the runner-up's of its group
+    ranked = np.sort(new.reshape(*new.shape[:2], 2, 4), axis=-1)
+    ok = ranked[..., -1] >= LONG_RIVAL * ranked[..., -2]
     ok &= np.abs(tone_freq - nominal) <= LONG_FREQ_DEVIATION * nominal
     ok &= tone >= LONG_PROMINENCE * pick(found["ring"])
     ok &= tone >= LONG_NOVELTY * pick(reference)

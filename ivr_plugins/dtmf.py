@@ -1,4 +1,4 @@
-"""The ``dtmf`` plugin: one report per key press, and an in-band (Goertzel) DTMF detector.
+"""The ``dtmf`` plugin: one report per key press, and an in-band DTMF detector (DFT + talk-down FFT).
 
 Two jobs:
 
@@ -21,9 +21,9 @@ it as always, and once the detector is off for a call there is no second report 
 keeps the detector on every call for its whole life (peers that mix both ways), ``off`` never
 runs it. A call's in-band detector can also be turned off alone: ``call.data["dtmf"].inband = False``.
 
-Cost per tick: the detector is one batched matrix product over the frames of all listening calls,
-and an energy gate first drops the frames too quiet to hold a valid key (silence and speech
-pauses), so only the remaining rows are analysed.
+Cost per tick: the detector is one batched matrix product (strict path) and one batched FFT
+(talk-down path) over the frames of all listening calls, and an energy gate first drops the frames
+too quiet to hold a valid key (silence and speech pauses), so only the remaining rows are analysed.
 """
 
 from __future__ import annotations
@@ -58,6 +58,32 @@ MAX_REVERSE_TWIST_DB = 5.0  # column above row: 4 dB accepted, 6 rejected
 MIN_TONE_FRACTION = 0.8  # the two tones must carry this share of the window's power
 MAX_HARMONIC_DB = -15.0  # 2nd harmonic vs its fundamental: voiced speech has them, DTMF not
 MAX_SUBWINDOW_RATIO = 1.41  # amplitude change between sub-windows (3 dB): tone must be steady
+# Talk-down (a key pressed while speech or music plays): a second, *long* path looks at 40 ms
+# windows (a per-call history of samples spans the tick boundary), where each tone is a narrow peak
+# of a 25 Hz-bin spectrum. In each group (rows, columns) it takes the tone with the most *new*
+# power -- the peak's power minus what the window LONG_REF_WINDOWS x 10 ms earlier had there, so a
+# musical partial that was already sounding on 941 Hz does not take the key's place -- and a window
+# is valid when each of its two tones is: within 1.5 % of nominal (the peak interpolated between
+# bins), LONG_RIVAL above the runner-up of its group in new power, LONG_PROMINENCE above the mean
+# power 60-200 Hz either side, LONG_NOVELTY above its power in that earlier window, steady between
+# the window's two 20 ms halves, at level, and within the twist limits. A valid window confirms a key only if
+# the previous valid window (at most LONG_GAP windows back) had the same key with both tones within
+# LONG_DRIFT of the same frequency: a speech harmonic glides with the pitch, a DTMF tone does not.
+# A confirmed window makes a key press where the strict path needs ONSET_WINDOWS strict windows.
+# Interference can bend one tone's interpolated frequency (a music partial 1 % away, a harmonic
+# passing by): HALF_WINDOWS windows in a row that confirm the key with only one tone steady make a
+# press too (two in a row gave wrong keys: a steady column with a vowel harmonic as the row).
+LONG_LEN = 320  # 40 ms
+LONG_NFFT = 320  # no zero padding (25 Hz bins): 512 gains ~2 points for 1.5x the FFT cost
+LONG_FREQ_DEVIATION = 0.015
+LONG_PROMINENCE = 6.0  # power ratio (7.8 dB); 5 gives talk-off on en-gb
+LONG_NOVELTY = 1.2  # power ratio vs LONG_REF_WINDOWS earlier; 1.0 gives wrong keys under music
+LONG_REF_WINDOWS = 5  # 50 ms: the reference window ends where the first window of a run begins
+LONG_DRIFT = 0.003  # 0.3 % between the two windows (10-20 ms apart)
+LONG_GAP = 2  # windows from one valid window to the next that confirms it (2: one may fail between)
+LONG_HALF_RATIO = 2.0  # 6 dB between the window's two 20 ms halves
+HALF_WINDOWS = 3  # windows in a row confirming the key with only one tone steady (>= 70 ms of tone)
+LONG_RIVAL = 1.15  # the chosen tone's new power over any other tone's of its group (0.6 dB)
 # A valid key needs two tones of at least MIN_TONE_DBFS each, i.e. a window mean power of about
 # A_min**2 (A_min**2 / 2 per tone), whatever the twist; partial cover of the window by a tone that
 # still passes the steadiness test lowers that to ~0.7 A_min**2. The gate sits 6 dB under it, so
@@ -149,19 +175,162 @@ def classify_windows(buffer: np.ndarray) -> np.ndarray:
     return np.where(valid, key, -1)
 
 
+_LONG_HANN = np.hanning(LONG_LEN + 2)[1:-1]
+_LONG_HANN_SUM = float(_LONG_HANN.sum())
+_LONG_DF = SAMPLE_RATE / LONG_NFFT
+_LONG_CENTER = np.round(_FUNDAMENTALS / _LONG_DF).astype(np.intp)  # (8,) bins of the nominal tones
+# The peak is searched SEARCH bins either side of the nominal bin (1.5 % is at most 25 Hz) and
+# interpolated with its two neighbours; around it, the tone's surroundings are the mean power
+# RING_LO..RING_HI bins (60-200 Hz) either side, outside the main lobe (50 Hz half-width), taken
+# from a cumulative sum over the bins the tones can reach (4 look-ups per tone).
+_SEARCH = int(np.ceil(25 / _LONG_DF))
+RING_LO, RING_HI = int(np.ceil(60 / _LONG_DF)), int(round(200 / _LONG_DF))
+_BAND = slice(int(_LONG_CENTER[0]) - _SEARCH - RING_HI - 1, int(_LONG_CENTER[-1]) + _SEARCH + RING_HI + 1)
+_LONG_NEAR = _LONG_CENTER[:, None] - _BAND.start + np.arange(-_SEARCH - 1, _SEARCH + 2)  # (8, 2 SEARCH + 3)
+_RING_EDGES = np.array([-RING_HI - 1, -RING_LO, RING_LO - 1, RING_HI])  # cumsum[b] - cumsum[a] = sum(a+1..b)
+_LONG_MIN_POWER = (_MIN_TONE_AMPLITUDE * _LONG_HANN_SUM / 2) ** 2  # a tone's peak power at MIN_TONE_DBFS
+_HALF = LONG_LEN // 2
+_half_basis = (np.hanning(_HALF + 2)[1:-1, None]
+               * np.exp(-2j * np.pi * np.outer(np.arange(_HALF), _FUNDAMENTALS) / SAMPLE_RATE))
+_HALF_BASIS = np.concatenate([_half_basis.real, _half_basis.imag], axis=1)  # real: (160, 16)
+#: Per-call memory of the long path, one float row: the last HISTORY samples, the peak powers of
+#: the last LONG_REF_WINDOWS windows (8 tones each; inf where a window reached back before the
+#: call: unheard, not silent), the latest valid window's key (-1 for none) and 8 tone frequencies,
+#: how many windows back it is, and the ticks seen (up to 2).
+HISTORY = LONG_LEN + HOP - FRAME_SAMPLES  # 240 samples before this tick's frame
+_PAST = slice(HISTORY, HISTORY + 8 * LONG_REF_WINDOWS)
+_PREV_FREQ = slice(_PAST.stop, _PAST.stop + 8)
+_PREV_KEY = _PREV_FREQ.stop
+_AGE = _PREV_KEY + 1  # windows since that key's window (1: the latest)
+_TICKS = _AGE + 1  # ticks seen, up to 2: until then the windows reach back before the call
+MEMORY = _TICKS + 1
+
+
+def new_memory() -> np.ndarray:
+    memory = np.zeros(MEMORY)
+    memory[_PAST] = np.inf  # what played before the call is unknown: nothing counts as new against it
+    memory[_PREV_KEY] = -1
+    return memory
+
+
+def long_windows(buffer: np.ndarray) -> dict[str, np.ndarray]:
+    """Tone peaks in the two 40 ms windows of ``buffer`` ((N, 400)) ending 10 ms before and at its end.
+
+    Returns ``(N, 2, 8)`` arrays: ``power`` (the peak's interpolated power), ``freq`` (its precise
+    frequency), ``ring`` (mean power 60-200 Hz either side) and ``halves`` (amplitude ratio of the
+    window's two 20 ms halves at the nominal frequency).
+    """
+    windows = sliding_window_view(buffer, LONG_LEN, axis=1)[:, ::HOP]  # (N, 2, 320), a view
+    spectrum = np.fft.rfft(windows * _LONG_HANN, LONG_NFFT, axis=-1)[..., _BAND]
+    power = spectrum.real**2 + spectrum.imag**2  # (N, 2, bins of the band)
+    near = power[..., _LONG_NEAR]  # (N, 2, 8, 2 SEARCH + 3)
+    at = near[..., 1:-1].argmax(axis=-1)[..., None] + 1  # the peak's place among them
+    # parabolic interpolation of the log power around the peak bin
+    left, mid, right = np.log(np.take_along_axis(near, at + np.array([-1, 0, 1]), axis=-1) + 1e-9).transpose(3, 0, 1, 2)
+    curve = left - 2 * mid + right
+    shift = np.clip(0.5 * (left - right) / np.where(curve < 0, curve, -1.0), -0.5, 0.5)
+    peak_bin = _LONG_NEAR[:, 0] + at[..., 0]  # (N, 2, 8), in the band
+    edges = np.cumsum(power, axis=-1)
+    edges = np.take_along_axis(edges, (peak_bin[..., None] + _RING_EDGES).reshape(*peak_bin.shape[:2], -1), axis=-1)
+    edges = edges.reshape(*peak_bin.shape, 4)
+    ring = (edges[..., 1] - edges[..., 0] + edges[..., 3] - edges[..., 2]) / (2 * (RING_HI - RING_LO + 1))
+    halves = sliding_window_view(buffer, _HALF, axis=1)[:, ::HOP] @ _HALF_BASIS  # (N, 4, 16): re, im
+    halves = halves[..., :8] ** 2 + halves[..., 8:] ** 2  # 20 ms pieces starting 0, 10, 20, 30 ms in
+    return {
+        "power": np.exp(mid - 0.25 * (left - right) * shift),
+        "freq": (peak_bin + _BAND.start + shift) * _LONG_DF,
+        "ring": ring,
+        "halves": np.sqrt((halves[:, :2] + 1e-9) / (halves[:, 2:] + 1e-9)),  # window 0: pieces 0, 2
+    }
+
+
+def long_classify(buffer: np.ndarray, memory: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The long path on ``buffer`` ((N, 400)) with the calls' ``memory`` ((N, MEMORY), see new_memory).
+
+    Returns ``(keys, memory)``: ``keys`` ``(N, 2)`` per window: -1, the key's index + 16 where the
+    window passes the long tests, + 32 where it also confirms the latest valid window before it
+    (same key, both tones within LONG_DRIFT of their frequency there, at most LONG_GAP windows
+    back), + 48 where it confirms it with only one tone that steady; and the calls' updated memory.
+    """
+    found = long_windows(buffer)
+    power, freq = found["power"], found["freq"]
+    past = memory[:, _PAST].reshape(-1, LONG_REF_WINDOWS, 8)
+    reference = past[:, :2]  # the windows LONG_REF_WINDOWS before each of the two
+    new = np.maximum(power - reference, 0.0)
+    row = new[..., :4].argmax(axis=-1)
+    col = new[..., 4:].argmax(axis=-1) + 4
+    tones = np.stack([row, col], axis=-1)  # (N, 2 windows, 2 tones)
+
+    def pick(values: np.ndarray) -> np.ndarray:
+        return np.take_along_axis(values, tones, axis=-1)
+
+    tone, tone_freq, nominal = pick(power), pick(freq), _FUNDAMENTALS[tones]
+    # each tone's new power LONG_RIVAL above the runner-up's of its group
+    ranked = np.sort(new.reshape(*new.shape[:2], 2, 4), axis=-1)
+    ok = ranked[..., -1] >= LONG_RIVAL * ranked[..., -2]
+    ok &= np.abs(tone_freq - nominal) <= LONG_FREQ_DEVIATION * nominal
+    ok &= tone >= LONG_PROMINENCE * pick(found["ring"])
+    ok &= tone >= LONG_NOVELTY * pick(reference)
+    halves = pick(found["halves"])
+    ok &= (halves < LONG_HALF_RATIO) & (halves > 1 / LONG_HALF_RATIO)
+    ok &= tone >= _LONG_MIN_POWER
+    twist_db = 10 * np.log10((tone[..., 0] + 1e-9) / (tone[..., 1] + 1e-9))
+    valid = ok.all(axis=-1) & (twist_db <= MAX_NORMAL_TWIST_DB) & (twist_db >= -MAX_REVERSE_TWIST_DB)
+    key = np.where(valid, row * 4 + (col - 4), -1)
+
+    # each window against the latest valid one before it, if no more than LONG_GAP windows back: the
+    # memory's for the first window, the first window's (if valid) for the second
+    valid0 = valid[:, 0]
+    prev_key = np.stack([memory[:, _PREV_KEY], np.where(valid0, key[:, 0], memory[:, _PREV_KEY])], axis=1)
+    prev_freq = np.stack([memory[:, _PREV_FREQ], np.where(valid0[:, None], freq[:, 0], memory[:, _PREV_FREQ])], axis=1)
+    age = np.stack([memory[:, _AGE], np.where(valid0, 1.0, memory[:, _AGE] + 1)], axis=1)
+    steady = np.abs(tone_freq - pick(prev_freq)) <= LONG_DRIFT * tone_freq
+    confirmed = valid & (key == prev_key) & (age <= LONG_GAP)
+    half = confirmed & steady.any(axis=-1) & ~steady.all(axis=-1)
+    confirmed &= steady.all(axis=-1)
+
+    updated = np.empty_like(memory)
+    updated[:, :HISTORY] = buffer[:, -HISTORY:]
+    # a window that reaches back before the call is no reference (its start is not silence, only unheard)
+    heard = np.where(memory[:, _TICKS, None] >= np.array([2, 1]), 0.0, np.inf)[..., None]
+    updated[:, _PAST] = np.concatenate([past[:, 2:], power + heard], axis=1).reshape(len(memory), -1)
+    valid1 = valid[:, 1]
+    updated[:, _PREV_FREQ] = np.where(valid1[:, None], freq[:, 1], prev_freq[:, 1])
+    updated[:, _PREV_KEY] = np.where(valid1, key[:, 1], prev_key[:, 1])
+    updated[:, _AGE] = np.where(valid1, 1.0, age[:, 1] + 1)
+    updated[:, _TICKS] = np.minimum(memory[:, _TICKS] + 1, 2)
+    return np.where(confirmed, key + 32, np.where(half, key + 48, np.where(valid, key + 16, -1))), updated
+
+
 def window_powers(buffer: np.ndarray) -> np.ndarray:
     """Mean power of the two 20 ms analysis windows of each row of ``buffer`` ((N, 240)): (N, 2)."""
     early, late = buffer[:, : 2 * HOP], buffer[:, HOP:]
     return np.stack([np.einsum("ij,ij->i", early, early), np.einsum("ij,ij->i", late, late)], axis=1) / (2 * HOP)
 
 
-def gated_classify(buffer: np.ndarray) -> np.ndarray:
-    """:func:`classify_windows` on the rows loud enough to hold a key; -1 for the others."""
+def gated_classify(buffer: np.ndarray, memory: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Both paths on the rows loud enough to hold a key (-1 for the others), and the updated memory.
+
+    ``buffer`` is ``(N, HISTORY + 160)``: the calls' history and this tick's frames. Per window:
+    the strict path's key where it finds one, else the long path's verdict (key + 16 or + 32).
+    """
     keys = np.full((buffer.shape[0], 2), -1, dtype=np.intp)
-    loud = window_powers(buffer).max(axis=1) >= ENERGY_GATE_POWER
+    updated = np.zeros_like(memory)  # quiet rows: no peaks, no previous key
+    updated[:, :HISTORY] = buffer[:, -HISTORY:]
+    updated[:, _PAST] = np.concatenate([memory[:, _PAST][:, 16:], np.zeros((len(memory), 16))], axis=1)
+    updated[:, _PREV_KEY] = -1
+    updated[:, _TICKS] = np.minimum(memory[:, _TICKS] + 1, 2)
+    loud = window_powers(buffer[:, -3 * HOP :]).max(axis=1) >= ENERGY_GATE_POWER
     if loud.any():
-        keys[loud] = classify_windows(buffer[loud])
-    return keys
+        keys[loud], updated[loud] = analyse(buffer[loud], memory[loud])
+    return keys, updated
+
+
+def analyse(buffer: np.ndarray, memory: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`gated_classify` without the gate: both paths on every row."""
+    strict = classify_windows(buffer[:, -3 * HOP :])
+    longer, updated = long_classify(buffer, memory)
+    return np.where(strict >= 0, strict, longer), updated
 
 
 _KEY_ORDER = "".join(DTMF_KEYS)
@@ -183,9 +352,11 @@ class CallDtmf:
 
     inband: bool = True
     presses: list[_Press] = field(default_factory=list)  # recent presses, for de-duplication
-    tail: np.ndarray = field(default_factory=lambda: np.zeros(HOP))  # last 10 ms of audio
+    memory: np.ndarray = field(default_factory=lambda: new_memory())  # recent audio and long-path state
     candidate: int = -1  # key seen in the latest windows, and in how many in a row
     candidate_run: int = 0
+    strong_run: int = 0  # how many of those windows in a row passed the strict tests
+    half_run: int = 0  # ... confirmed the long path's key with at least one tone steady
     active: int = -1  # key currently held down (reported), -1 when none
     misses: int = 0
     onset: float = 0.0
@@ -200,6 +371,11 @@ class _NoStateYet:
 
 
 _NOT_SEEN_YET = _NoStateYet()
+
+# The listening calls' states of the latest tick and their memory as one array (each state's
+# memory is a row of it): when the next tick has the same calls, the array is used as it is
+# instead of stacking 250 small arrays again.
+_last_batch: tuple[list[CallDtmf], np.ndarray] = ([], np.zeros((0, MEMORY)))
 
 _settings: dict[str, Any] = {"inband": "auto", "dedupe_window_ms": 300}
 
@@ -277,13 +453,20 @@ def ivr_audio_in(batch: AudioBatch) -> None:
     rows = [i for i, on in enumerate(listening) if on]
     states = [_state(batch.calls[i]) for i in rows]
     frames = batch.pcm[rows].astype(np.float64)
-    buffer = np.concatenate([np.stack([state.tail for state in states]), frames], axis=1)
-    keys = gated_classify(buffer)
+    global _last_batch
+    last_states, memory = _last_batch
+    if len(last_states) != len(states) or any(a is not b for a, b in zip(last_states, states)):
+        memory = np.stack([state.memory for state in states])  # else each state.memory is a row of it
+    buffer = np.concatenate([memory[:, :HISTORY], frames], axis=1)
+    keys, memory = gated_classify(buffer, memory)
+    _last_batch = states, memory
     for slot, window_keys in enumerate(keys.tolist()):
         state = states[slot]
-        state.tail = frames[slot, -HOP:]
+        state.memory = memory[slot]
         if state.active < 0 and state.candidate < 0 and window_keys[0] < 0 and window_keys[1] < 0:
             state.candidate_run += 2  # all that _advance would do: no key held, none seen now
+            state.strong_run += 2
+            state.half_run = 0
             continue
         i = rows[slot]
         for window, key in enumerate(window_keys):
@@ -292,11 +475,20 @@ def ivr_audio_in(batch: AudioBatch) -> None:
 
 
 def _advance(call: CallContext, state: CallDtmf, key: int, at: float) -> None:
-    """Key-down / key-up state machine fed with one window's verdict."""
+    """Key-down / key-up state machine fed with one window's verdict: a strict key (0-15), a long-path
+    key + 16, + 32 (confirmed) or + 48 (confirmed with one tone steady; see long_classify)."""
+    strong = key < 16
+    confirmed = 32 <= key < 48
+    half = key >= 48
+    key = key if strong else key % 16
     if key == state.candidate:
         state.candidate_run += 1
+        state.strong_run = state.strong_run + 1 if strong else 0
+        state.half_run = state.half_run + 1 if half or confirmed else 0
     else:
         state.candidate, state.candidate_run = key, 1
+        state.strong_run = 1 if strong else 0
+        state.half_run = 1 if half or confirmed else 0
     if state.active >= 0:
         if key == state.active:
             state.misses = 0
@@ -308,7 +500,7 @@ def _advance(call: CallContext, state: CallDtmf, key: int, at: float) -> None:
         log.debug("call %s: in-band %s up after %.0f ms", call.id, _KEY_ORDER[state.active],
                   (at - state.onset) * 1000)
         state.active = -1
-    if state.candidate >= 0 and state.candidate_run >= ONSET_WINDOWS:
+    if state.candidate >= 0 and (state.strong_run >= ONSET_WINDOWS or confirmed or state.half_run >= HALF_WINDOWS):
         state.active, state.misses = state.candidate, 0
         state.onset = at - (ONSET_WINDOWS + 1) * HOP / SAMPLE_RATE
         call.hook.ivr_dtmf_received(call=call, digit=_KEY_ORDER[key], source="inband", duration_ms=None)

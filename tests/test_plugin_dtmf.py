@@ -15,6 +15,7 @@ from tests.helpers.audio import (
     dtmf,
     silence,
     speech,
+    tones,
 )
 
 ALL_KEYS = "123A456B789C*0#D"
@@ -158,3 +159,12 @@ def _dtmf_events(call) -> list:
     from tests.helpers.audio import drain
 
     return [e for e in drain(call) if isinstance(e, DtmfEvent)]
+
+
+def test_a_key_under_a_steady_tone_on_another_row_is_that_key() -> None:
+    # A musical partial on 698.5 Hz (F5, 0.2 % from the 697 Hz row) plays all along, as loud as the
+    # key's own row tone: the strict path rejects every window (three tones), the talk-down path
+    # takes the row tone that is *new* (941 Hz), not the strongest one, and hears "0", never "2".
+    partial = tones([(698.5, -12.0)], 1.0)[:8000]
+    key = np.concatenate([silence(0.4), dtmf("0", 0.1, row_dbfs=-12.0, col_dbfs=-12.0), silence(0.5)])[:8000]
+    assert detect(partial + key) == "0"

@@ -94,9 +94,18 @@ def test_unknown_mode_is_logged_and_read_as_auto(caplog: pytest.LogCaptureFixtur
 
 
 def _buffers(signal: np.ndarray) -> np.ndarray:
-    """The detector's (N, 240) buffers over ``signal``: 80 old + 160 new samples per tick."""
-    ticks = (len(signal) - 80) // 160
-    return np.stack([signal[i * 160 : i * 160 + 240] for i in range(ticks)]).astype(np.float64)
+    """The detector's (N, 400) buffers over ``signal``: 240 old + 160 new samples per tick."""
+    ticks = (len(signal) - dtmf_plugin.HISTORY) // 160
+    return np.stack([signal[i * 160 : i * 160 + dtmf_plugin.HISTORY + 160] for i in range(ticks)]).astype(np.float64)
+
+
+def _run(classify, buffers: np.ndarray) -> np.ndarray:
+    """``classify(buffer, memory)`` tick by tick over ``buffers``, the long path's memory carried on."""
+    memory, keys = dtmf_plugin.new_memory()[None, :], []
+    for buffer in buffers:
+        found, memory = classify(buffer[None, :], memory)
+        keys.append(found[0])
+    return np.array(keys)
 
 
 def test_gate_skips_silence_and_quiet_noise_without_analysing_them(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -105,7 +114,7 @@ def test_gate_skips_silence_and_quiet_noise_without_analysing_them(monkeypatch: 
     monkeypatch.setattr(dtmf_plugin, "classify_windows", lambda b: (analysed.append(len(b)), real(b))[1])
     quiet = np.random.default_rng(1).normal(0, 30, 4000)  # about -61 dBFS of hiss
     signal = np.concatenate([silence(0.5), quiet, dtmf("1", 0.1), silence(0.5)])
-    keys = dtmf_plugin.gated_classify(_buffers(signal))
+    keys = _run(dtmf_plugin.gated_classify, _buffers(signal))
     assert sum(analysed) <= 10  # the ticks that overlap the 100 ms tone, not the 1.5 s around it
     assert 0 in keys  # "1" is index 0
 
@@ -115,8 +124,9 @@ def test_gate_keeps_keys_down_to_the_level_limit(level_dbfs: float) -> None:
     signal = np.concatenate([silence(0.1), dtmf("#", 0.2, row_dbfs=level_dbfs, col_dbfs=level_dbfs),
                              silence(0.1)])
     buffers = _buffers(signal)
-    np.testing.assert_array_equal(dtmf_plugin.gated_classify(buffers), dtmf_plugin.classify_windows(buffers))
-    assert (dtmf_plugin.gated_classify(buffers) == 14).sum() >= 4  # "#" held for 20 windows
+    gated = _run(dtmf_plugin.gated_classify, buffers)
+    np.testing.assert_array_equal(gated, _run(dtmf_plugin.analyse, buffers))
+    assert (gated == 14).sum() >= 4  # "#" held for 20 windows
 
 
 def test_gate_agrees_with_the_full_analysis_on_keys_noise_and_speech() -> None:
@@ -124,4 +134,4 @@ def test_gate_agrees_with_the_full_analysis_on_keys_noise_and_speech() -> None:
                            for i, k in enumerate("123A456B789C*0#D")])
     signal = np.concatenate([add_noise(keys, 15.0), speech(PARAGRAPHS[0]), keys * 0.012])
     buffers = _buffers(signal)
-    np.testing.assert_array_equal(dtmf_plugin.gated_classify(buffers), dtmf_plugin.classify_windows(buffers))
+    np.testing.assert_array_equal(_run(dtmf_plugin.gated_classify, buffers), _run(dtmf_plugin.analyse, buffers))

@@ -18,8 +18,8 @@ import numpy as np
 import pytest
 
 from tests.bots.plain import BotConnection, ScriptedBot, ulaw_tone
-from tests.helpers.bot_rig import EngineRig, heard
-from tests.helpers.e2e_audio import loud_spans, tone_share
+from tests.helpers.bot_rig import EngineRig, heard, sound_spans
+from tests.helpers.e2e_audio import tone_share
 from tests.helpers.speech_corpus import synthesise
 
 pytestmark = pytest.mark.timeout(60)
@@ -121,7 +121,7 @@ async def test_protocol_details_marks_dtmf_values_and_hooks(tmp_path):
     assert [m["event"] for m in rig.observer.messages] == ["mark", "ping", "dance", "set"]
     # and the caller heard the tone, 0.6 s of it
     audio = heard(report)
-    spans = loud_spans(audio)
+    spans = sound_spans(audio)
     assert len(spans) == 1 and 0.5 <= spans[0][1] - spans[0][0] <= 0.7, spans
     start_s, end_s = spans[0]
     assert tone_share(audio[int(start_s * 8000):int(end_s * 8000)], 1000) > 0.9
@@ -150,7 +150,7 @@ async def test_clear_flushes_at_once_and_echoes_pending_marks(tmp_path):
     outcome, stats, _ = rig.observer.only()
     assert outcome == "done" and stats["clears"] == 1 and stats["audio_cleared_ms"] >= 1500
     audio = heard(report)
-    spans = loud_spans(audio)
+    spans = sound_spans(audio)
     assert len(spans) == 2, spans
     first, second = spans
     assert first[1] - first[0] < 3.0  # of 4 s sent: the rest was cleared
@@ -181,13 +181,13 @@ async def test_speech_barge_in_flushes_locally_and_recording_keeps_both_sides(tm
     assert interrupt["source"] == "speech" and interrupt["clearedMs"] > 1000
     outcome, stats, _ = rig.observer.only()
     assert outcome == "done" and stats["barge_ins"] >= 1
-    spans = loud_spans(heard(report))
+    spans = sound_spans(heard(report))
     assert spans and spans[0][1] - spans[0][0] < 4.5  # the caller spoke after 1.5 s; 6 s were sent
     recording = next(iter(rig.observer.vars.values()))["bot"]["recording"]
     with wave.open(recording) as w:
         assert w.getnchannels() == 2
         both = np.frombuffer(w.readframes(w.getnframes()), "<i2").reshape(-1, 2)
-    assert loud_spans(both[:, 0]), "the caller's speech is on the left"
+    assert sound_spans(both[:, 0]), "the caller's speech is on the left"
     assert tone_share(both[:, 1], 1000) > 0.8, "the bot's tone is on the right"
 
 

@@ -18,8 +18,8 @@ from websockets.asyncio.server import serve
 
 from ivr.cli import main as ivr_main
 from tests.bots.plain import BotConnection, ScriptedBot, ulaw_tone
-from tests.helpers.bot_rig import EngineRig, heard
-from tests.helpers.e2e_audio import loud_spans, tone_share
+from tests.helpers.bot_rig import EngineRig, heard, sound_spans
+from tests.helpers.e2e_audio import tone_share
 from tests.helpers.net import free_port
 
 pytestmark = pytest.mark.timeout(60)
@@ -45,7 +45,7 @@ def flow(url: str, options: str = "") -> str:
 def outcome_tone(report) -> float:
     """The frequency of the last loud stretch the caller heard: the flow's verdict."""
     audio = heard(report)
-    spans = loud_spans(audio)
+    spans = sound_spans(audio)
     assert spans, "the caller heard nothing"
     start, end = spans[-1]
     stretch = audio[int(start * 8000):int(end * 8000)]
@@ -182,7 +182,7 @@ async def test_bad_frames_are_counted_logged_once_and_the_call_goes_on_beside_a_
     assert bad["audio_played_ms"] == good["audio_played_ms"] == 500
     assert not any(good[k] for k in ("malformed", "unknown", "bad_payload", "media_dropped"))
     for report in reports:  # both callers heard the 0.5 s tone, then the flow's 300 Hz
-        spans = loud_spans(heard(report))
+        spans = sound_spans(heard(report))
         assert len(spans) == 2 and outcome_tone(report) == 300.0, spans
     for what in ("not JSON", "unknown event 'dance'", "16-bit linear PCM", "binary frame"):
         assert caplog.text.count(what) == 1, what  # once per bridge at WARNING; the rest at DEBUG

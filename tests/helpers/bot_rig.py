@@ -17,8 +17,9 @@ from ivr.config import parse_config
 from ivr.engine import Engine
 from ivr.flow_runner import FlowStoreRunner
 from ivr.plugins import make_plugin_manager
+from tests.helpers.e2e_audio import loud_spans
 
-__all__ = ["BotObserver", "EngineRig", "heard"]
+__all__ = ["BotObserver", "EngineRig", "heard", "sound_spans"]
 
 
 class BotObserver:
@@ -100,3 +101,15 @@ class EngineRig:
 def heard(report: CallReport) -> np.ndarray:
     """Everything the caller heard, as one int16 array."""
     return np.concatenate(report.heard) if report.heard else np.zeros(0, np.int16)
+
+
+def sound_spans(audio: np.ndarray, bridge_gap: float = 0.1) -> list[tuple[float, float]]:
+    """:func:`loud_spans` with gaps shorter than ``bridge_gap`` seconds closed: a frame the
+    caller's jitter buffer concealed on a loaded machine must not split one tone in two."""
+    merged: list[tuple[float, float]] = []
+    for start, end in loud_spans(audio):
+        if merged and start - merged[-1][1] < bridge_gap:
+            merged[-1] = (merged[-1][0], end)
+        else:
+            merged.append((start, end))
+    return merged

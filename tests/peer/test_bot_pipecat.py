@@ -13,7 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.helpers.e2e_audio import assert_contains, loud_spans
+from tests.helpers.bot_rig import sound_spans
+from tests.helpers.e2e_audio import assert_contains
 from tests.helpers.net import free_port
 from tests.helpers.paths import PROJECT
 from tests.helpers.peers import BaresipRunner, PeerProcess, dominant_frequency, read_wav
@@ -92,7 +93,7 @@ def call_through_serve(tmp_path: Path, kind: str, microphone: np.ndarray, *, bot
 def spans_with_pitch(audio: np.ndarray) -> list[tuple[float, float, float]]:
     """(start s, end s, dominant Hz) of each loud stretch."""
     return [(start, end, dominant_frequency(audio[int(start * 8000):int(end * 8000)]))
-            for start, end in loud_spans(audio) if end - start >= 0.1]
+            for start, end in sound_spans(audio) if end - start >= 0.1]
 
 
 def test_pipecat_echo_bot_says_back_what_the_caller_said(tmp_path):

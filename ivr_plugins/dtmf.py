@@ -456,6 +456,12 @@ def ivr_audio_in(batch: AudioBatch) -> None:
     global _last_batch
     last_states, memory = _last_batch
     if len(last_states) != len(states) or any(a is not b for a, b in zip(last_states, states)):
+        # A call that left the batch (it stopped listening, or ended) keeps a row of its own, not
+        # a view that would keep the whole old matrix alive for as long as the call lasts.
+        staying = set(map(id, states))
+        for old in last_states:
+            if id(old) not in staying and old.memory.base is not None:
+                old.memory = old.memory.copy()
         memory = np.stack([state.memory for state in states])  # else each state.memory is a row of it
     buffer = np.concatenate([memory[:, :HISTORY], frames], axis=1)
     keys, memory = gated_classify(buffer, memory)

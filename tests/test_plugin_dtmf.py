@@ -168,3 +168,26 @@ def test_a_key_under_a_steady_tone_on_another_row_is_that_key() -> None:
     partial = tones([(698.5, -12.0)], 1.0)[:8000]
     key = np.concatenate([silence(0.4), dtmf("0", 0.1, row_dbfs=-12.0, col_dbfs=-12.0), silence(0.5)])[:8000]
     assert detect(partial + key) == "0"
+
+
+def test_calls_that_stop_listening_do_not_keep_old_batches_alive() -> None:
+    """Each listening call's detector state is a row of the batch's matrix; a call that stops
+    listening (its peer sent a key out of band) or ends must not keep that whole matrix alive
+    (400 calls once pinned 400 matrices, 120 MB)."""
+    from ivr.audio import FRAME_SAMPLES
+    from ivr.call import AudioBatch, CallContext
+
+    class NoHooks:
+        def __getattr__(self, name):
+            return lambda **kwargs: None
+
+    dtmf_plugin.ivr_configure({})
+    calls = [CallContext(f"pin-{i}", NoHooks()) for i in range(50)]
+    for tick in range(60):
+        if 0 < tick <= len(calls):
+            dtmf_plugin._state(calls[tick - 1]).inband = False
+        dtmf_plugin.ivr_audio_in(AudioBatch(calls, np.zeros((len(calls), FRAME_SAMPLES), np.int16),
+                                            tick * 0.02, tick))
+    pinned = {id(dtmf_plugin._state(call).memory.base) for call in calls
+              if dtmf_plugin._state(call).memory.base is not None}
+    assert len(pinned) <= 1  # at most the last batch's own matrix

@@ -40,6 +40,7 @@ from typing import Any
 import numpy as np
 
 from ivr.call import AudioBatch, CallContext, DtmfEvent
+from ivr.flows.paths import resolve_inside
 from ivr.hookspecs import hookimpl
 from ivr_plugins.bot_bridge import (
     FRAME_BYTES,
@@ -212,11 +213,7 @@ def _recording_path(session: Any, record: Any) -> Path:
     recordings folder; ``true`` means ``bot/<call id>.wav``."""
     raw = session.node.params.get("record") if session.node is not None else record
     relative = "bot/{{ call.id }}.wav" if raw is True else raw
-    rendered = str(session.render(relative, for_path=True))
-    folder = session.recordings_folder().resolve()
-    path = (folder / rendered).resolve()
-    if folder not in path.parents:
-        raise ValueError(f"recording path {rendered!r} leaves the recordings folder")
+    path = resolve_inside(session.recordings_folder(), str(session.render(relative, for_path=True)))
     path.parent.mkdir(parents=True, exist_ok=True)
     return path
 

@@ -113,10 +113,9 @@ async def test_in_hours_key_1_transfers_to_sales_with_refer(tmp_path: Path) -> N
 
 
 
-#: After the REFER: refuse it with STATUS, then (603) answer the BYE that ends the call, or
-#: (481: the dialog is gone for the transferee) end there.
-REFUSE_REFER = """  <send><![CDATA[
-SIP/2.0 STATUS Refused
+#: A response to the request SIPp last received.
+RESPONSE = """  <send><![CDATA[
+SIP/2.0 STATUS
 [last_Via:]
 [last_From:]
 [last_To:]
@@ -125,17 +124,9 @@ SIP/2.0 STATUS Refused
 Content-Length: 0
 ]]></send>
 """
-ANSWER_BYE = """  <recv request="BYE" timeout="20000"/>
-  <send><![CDATA[
-SIP/2.0 200 OK
-[last_Via:]
-[last_From:]
-[last_To:]
-[last_Call-ID:]
-[last_CSeq:]
-Content-Length: 0
-]]></send>
-"""
+#: After the REFER: refuse it, then (603) answer the BYE that ends the call, or (481: the dialog
+#: is gone for the transferee) end there.
+ANSWER_BYE = '  <recv request="BYE" timeout="20000"/>\n' + RESPONSE.replace("STATUS", "200 OK")
 
 
 @pytest.mark.parametrize("status", [603, 481])
@@ -148,7 +139,7 @@ async def test_a_refused_transfer_is_in_the_cdr_and_the_log(tmp_path: Path, stat
     tail = ANSWER_BYE if status == 603 else ""
     scenario = tmp_path / "uac_refuse_refer.xml"
     scenario.write_text(head + '  <recv request="REFER" timeout="12000"/>\n'
-                        + REFUSE_REFER.replace("STATUS", str(status)) + tail + "</scenario>\n")
+                        + RESPONSE.replace("STATUS", f"{status} Refused") + tail + "</scenario>\n")
     sales = f"sip:sales@127.0.0.1:{free_port()}"
     async with Attendant(tmp_path, OPEN_TIME, {"sales_uri": sales}) as ivr:
         cdr = CdrWriter(tmp_path / "cdr.jsonl")

@@ -44,6 +44,7 @@ from tests.helpers.net import free_port
 from tests.helpers.paths import DATA, PROJECT
 from tests.helpers.peers import BaresipRunner, SippRunner
 from tests.helpers.robust_server import IvrServeProcess
+from tests.helpers.sipp_xml import response, send
 
 pytestmark = [pytest.mark.peer, pytest.mark.timeout(30)]
 
@@ -113,20 +114,9 @@ async def test_in_hours_key_1_transfers_to_sales_with_refer(tmp_path: Path) -> N
 
 
 
-#: A response to the request SIPp last received.
-RESPONSE = """  <send><![CDATA[
-SIP/2.0 STATUS
-[last_Via:]
-[last_From:]
-[last_To:]
-[last_Call-ID:]
-[last_CSeq:]
-Content-Length: 0
-]]></send>
-"""
-#: After the REFER: refuse it, then (603) answer the BYE that ends the call, or (481: the dialog
-#: is gone for the transferee) end there.
-ANSWER_BYE = '  <recv request="BYE" timeout="20000"/>\n' + RESPONSE.replace("STATUS", "200 OK")
+#: After the REFER is refused, (603) the BYE that ends the call is answered; (481: the dialog is
+#: gone for the transferee) the scenario ends there.
+ANSWER_BYE = '  <recv request="BYE" timeout="20000"/>\n' + send(response("200 OK"))
 
 
 @pytest.mark.parametrize("status", [603, 481])
@@ -139,7 +129,7 @@ async def test_a_refused_transfer_is_in_the_cdr_and_the_log(tmp_path: Path, stat
     tail = ANSWER_BYE if status == 603 else ""
     scenario = tmp_path / "uac_refuse_refer.xml"
     scenario.write_text(head + '  <recv request="REFER" timeout="12000"/>\n'
-                        + RESPONSE.replace("STATUS", f"{status} Refused") + tail + "</scenario>\n")
+                        + send(response(f"{status} Refused")) + tail + "</scenario>\n")
     sales = f"sip:sales@127.0.0.1:{free_port()}"
     async with Attendant(tmp_path, OPEN_TIME, {"sales_uri": sales}) as ivr:
         cdr = CdrWriter(tmp_path / "cdr.jsonl")

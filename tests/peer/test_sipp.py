@@ -33,6 +33,7 @@ from tests.helpers.sipp_xml import (
     scenario,
     sdp,
     send,
+    uac_request,
 )
 
 pytestmark = [pytest.mark.peer, pytest.mark.timeout(30)]
@@ -301,3 +302,30 @@ async def test_refer_returns_the_final_notify_status(tmp_path: Path):
             assert await sipp.wait_async(5) == 0, sipp.log()
             assert "Refer-To: <sip:carol@127.0.0.1>" in sipp.messages() or \
                 "Refer-To: sip:carol@127.0.0.1" in sipp.messages()
+
+
+#: A SIPp caller offering only G.729: 100 Trying, then 488 at once. A 180 before it would be an
+#: unexpected message (SIPp fails the call): a caller is not told we ring when we cannot answer.
+UAC_G729_ONLY = scenario(
+    "uac g729 only",
+    send(uac_request("INVITE sip:ivr@[remote_ip]:[remote_port] SIP/2.0", "1 INVITE",
+                     to="<sip:ivr@[remote_ip]:[remote_port]>",
+                     headers=("Max-Forwards: 70", "Contact: <sip:sipp@[local_ip]:[local_port]>"),
+                     body=sdp("m=audio [media_port] RTP/AVP 18\na=rtpmap:18 G729/8000\n")), retrans=True),
+    '  <recv response="100" optional="true"/>\n',
+    '  <recv response="488"/>\n',
+    send(uac_request("ACK sip:ivr@[remote_ip]:[remote_port] SIP/2.0", "1 ACK",
+                     to="<sip:ivr@[remote_ip]:[remote_port]>[peer_tag_param]")),
+)
+
+
+async def test_an_offer_we_cannot_answer_gets_488_before_any_ringing(tmp_path: Path):
+    endpoint, answered = await _answering_endpoint()
+    try:
+        scenario_file = tmp_path / "uac_g729.xml"
+        scenario_file.write_text(UAC_G729_ONLY)
+        with SippRunner(tmp_path, scenario_file, remote=endpoint.local_address) as sipp:
+            assert await sipp.wait_async(12) == 0, sipp.log()
+        assert answered == [] and not endpoint.calls  # the application never saw the call
+    finally:
+        await endpoint.stop()

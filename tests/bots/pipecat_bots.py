@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import sys
 
 import numpy as np
@@ -42,32 +41,19 @@ from pipecat.pipeline.pipeline import Pipeline
 from pipecat.pipeline.worker import PipelineParams, PipelineWorker
 from pipecat.processors.audio.vad_processor import VADProcessor
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
-from pipecat.serializers.twilio import TwilioFrameSerializer
 from pipecat.transports.websocket.server import (
     SingleClientWebsocketServerParams,
     SingleClientWebsocketServerTransport,
 )
 from pipecat.workers.runner import WorkerRunner
 
+from examples.pipecat_bot import (
+    CallSerializer,  # the example's serializer: learns the streamSid
+)
+
 __all__ = ["main"]
 
 RATE = 8000
-
-
-class StreamSerializer(TwilioFrameSerializer):
-    """Pipecat's Twilio serializer, told the ``streamSid`` by the ``start`` message (the
-    server transport creates the serializer before any call arrives)."""
-
-    def __init__(self) -> None:
-        super().__init__("", params=TwilioFrameSerializer.InputParams(auto_hang_up=False))
-
-    async def deserialize(self, data: str | bytes) -> Frame | None:
-        if '"start"' in str(data)[:40]:
-            message = json.loads(data)
-            if message.get("event") == "start":
-                self._stream_sid = message["streamSid"]
-                logger.info(f"start: {message['start'].get('customParameters')}")
-        return await super().deserialize(data)
 
 
 def tone(hz: float, seconds: float, level: float = 8000.0) -> bytes:
@@ -143,7 +129,7 @@ class Talker(FrameProcessor):
 async def run(kind: str, port: int, seconds: float) -> None:
     transport = SingleClientWebsocketServerTransport(
         params=SingleClientWebsocketServerParams(
-            serializer=StreamSerializer(), audio_in_enabled=True, audio_out_enabled=True,
+            serializer=CallSerializer(), audio_in_enabled=True, audio_out_enabled=True,
             audio_in_sample_rate=RATE, audio_out_sample_rate=RATE, allowed_origins=[]),
         host="127.0.0.1", port=port)
     worker_ref: list = []

@@ -4,7 +4,6 @@ configuration. Kept apart from the engine so that the engine deals in ``CallCont
 
 from __future__ import annotations
 
-import inspect
 import logging
 from typing import Any
 
@@ -60,9 +59,7 @@ def policy_headers(admission: Any, status: int, call: CallContext | None = None)
     """Headers the server's policy adds to a rejection (Retry-After, WWW-Authenticate)."""
     headers_for = getattr(admission, "reject_headers", None)
     if headers_for is not None:
-        if call is not None and "call" in inspect.signature(headers_for).parameters:
-            return headers_for(status, call=call)
-        return headers_for(status)
+        return headers_for(status, call=call)
     return {"Retry-After": "5"} if status == 503 else {}
 
 

@@ -23,6 +23,7 @@ import numpy as np
 
 from ivr.audio import FRAME_SAMPLES, SAMPLE_RATE, read_wav, write_wav
 from ivr.caller_script import parse_dtmf_script
+from ivr.flows.cli import add_commands as add_flow_commands
 
 log = logging.getLogger(__name__)
 
@@ -157,14 +158,20 @@ def _cmd_call(args: argparse.Namespace) -> int:
 
 def _cmd_serve(args: argparse.Namespace) -> int:
     from ivr.config import ConfigError
+    from ivr.loading import SetupError
     from ivr.logs import configure_logging
     from ivr.server import IvrServer, NoFlowsError
 
     configure_logging("text", "debug" if args.verbose else "warning")  # until the config says
     try:
-        server = IvrServer(args.config, args.flows, listen=args.listen)
+        server = IvrServer(args.config, args.flows, listen=args.listen, overrides=args.set)
     except ConfigError as exc:
         print(f"ivr serve: {exc}", file=sys.stderr)
+        return 2
+    except SetupError as exc:
+        for line in exc.problems:
+            print(f"ivr serve: {line}", file=sys.stderr)
+        print("ivr serve: not starting", file=sys.stderr)
         return 2
     except NoFlowsError as exc:
         for line in exc.problems:
@@ -212,6 +219,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--listen", "-l", metavar="HOST:PORT", type=_host_port,
                        help="address to take calls on (default 127.0.0.1:5060, or the config's listen:); "
                             "port 0 picks a free one")
+    serve.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                       help="a configuration value on top of the file, e.g. limits.max_calls=5 or "
+                            "plugins.vad.aggressiveness=3 (value read as YAML); repeatable")
     serve.add_argument("--verbose", "-v", action="store_true", help="debug logging")
     serve.add_argument("flows", nargs="*", metavar="FLOW",
                        help="flow files or folders of *.yaml (default: the config's flows:, else "
@@ -228,12 +238,7 @@ def build_parser() -> argparse.ArgumentParser:
     call.add_argument("--timeout", type=float, default=15.0, help="give up unanswered after S seconds")
     call.set_defaults(func=_cmd_call)
 
-    try:
-        from ivr.flows.cli import add_commands
-    except ImportError as exc:  # the flow tools are optional while ivr.flows is incomplete
-        log.debug("flow commands unavailable: %s", exc)
-    else:
-        add_commands(commands)
+    add_flow_commands(commands)
     return parser
 
 

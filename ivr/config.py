@@ -52,11 +52,12 @@ A mistake is reported as :class:`ConfigError` whose text is ``file:line: what is
 from __future__ import annotations
 
 import datetime as dt
+import difflib
 import ipaddress
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
@@ -65,6 +66,12 @@ from ivr.priority import PRIORITIES
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 DEFAULT_FLOW_FILE = PROJECT_DIR / "flows" / "attendant.yaml"
+
+
+def did_you_mean(word: Any, choices: Any) -> str:
+    """`` (did you mean 'x'?)`` for the closest of ``choices`` to ``word``, else ``""``."""
+    close = difflib.get_close_matches(str(word), [str(c) for c in choices], n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 class ConfigError(ValueError):
@@ -186,6 +193,11 @@ class IvrConfig:
     source: str = "<defaults>"
     raw: dict[str, Any] = field(default_factory=dict)
 
+    def flow_config(self) -> dict[str, Any]:
+        """What flows read as ``{{ config.x }}``: the whole configuration, the recordings folder
+        as a path, and the free ``variables`` on top."""
+        return {**self.raw, "recordings": str(self.recordings), **(self.raw.get("variables") or {})}
+
 
 class _Checker:
     """Reads typed values out of the line-annotated YAML, raising ConfigError at the right line."""
@@ -212,7 +224,7 @@ class _Checker:
     def known(self, data: _LineDict, allowed: set[str], where: str) -> None:
         for key in data:
             if key not in allowed:
-                raise self.fail(data, key, f"unknown key {key!r} in {where} "
+                raise self.fail(data, key, f"unknown key {key!r} in {where}{did_you_mean(key, allowed)} "
                                            f"(expected one of: {', '.join(sorted(allowed))})")
 
     def get(self, data: _LineDict, key: str, kind: type | tuple[type, ...], default: Any) -> Any:
@@ -238,8 +250,14 @@ TOP_KEYS = {"variables", "listen", "rtp_ports", "accounts", "routes", "default_f
             "hangup_tail", "priority"}
 
 
-def parse_config(text: str, source: str = "<config>", base_dir: Path | None = None) -> IvrConfig:
-    """Parse configuration text; relative paths resolve against ``base_dir`` (default: cwd)."""
+def parse_config(text: str, source: str = "<config>", base_dir: Path | None = None,
+                 overrides: Sequence[str] = ()) -> IvrConfig:
+    """Parse configuration text; relative paths resolve against ``base_dir`` (default: cwd).
+
+    ``overrides`` are ``KEY=VALUE`` settings applied on top, as ``--set`` gives them: ``KEY`` is
+    a dotted path of configuration keys (``limits.max_calls``, ``variables.pbx``,
+    ``plugins.vad.aggressiveness``), ``VALUE`` is read as YAML (``5``, ``true``, ``[a, b]``).
+    """
     base = base_dir or Path.cwd()
     try:
         data = yaml.load(text, Loader=_LineLoader) or _LineDict()  # noqa: S506 - safe loader
@@ -251,6 +269,8 @@ def parse_config(text: str, source: str = "<config>", base_dir: Path | None = No
         raise ConfigError(source, 1, "the configuration must be a mapping")
     if not hasattr(data, "lines"):
         data.line, data.lines = 1, {}
+    for item in overrides:
+        _apply_override(data, item)
     check = _Checker(source)
     check.known(data, TOP_KEYS, "the configuration")
     cfg = IvrConfig(source=source, raw=_plain(data))
@@ -421,6 +441,31 @@ def _parse_auth_guard(check: _Checker, auth: _LineDict, result: InboundAuth) -> 
                                             f"({result.delay:g})")
 
 
+def _apply_override(data: _LineDict, item: str) -> None:
+    """Set one ``a.b.c=value`` of ``--set`` in the parsed YAML; ConfigError for a bad one."""
+    where = f"--set {item}"
+    key, sep, text = item.partition("=")
+    path = [part.strip() for part in key.split(".")]
+    if not sep or not all(path):
+        raise ConfigError(where, None, "expected KEY=VALUE with a dotted key, e.g. limits.max_calls=5")
+    if path[0] not in TOP_KEYS:
+        raise ConfigError(where, None, f"unknown configuration key {path[0]!r}{did_you_mean(path[0], TOP_KEYS)}")
+    try:
+        value = yaml.safe_load(text) if text.strip() else ""
+    except yaml.YAMLError as exc:
+        raise ConfigError(where, None, f"the value is not valid YAML: {getattr(exc, 'problem', exc)}") from None
+    node: dict[str, Any] = data
+    for depth, part in enumerate(path[:-1]):
+        child = node.get(part)
+        if child is None:
+            child = node[part] = _LineDict()
+            child.line, child.lines = 0, {}
+        if not isinstance(child, dict):
+            raise ConfigError(where, None, f"{'.'.join(path[:depth + 1])} is not a section")
+        node = child
+    node[path[-1]] = value
+
+
 def _plain(value: Any) -> Any:
     """The line-annotated YAML as plain dicts and lists (what ``ivr_configure`` receives)."""
     if isinstance(value, dict):
@@ -430,13 +475,14 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def load_config(path: str | Path | None = None) -> IvrConfig:
-    """Load the configuration file at ``path``; ``None`` gives the defaults (embedded mode)."""
+def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -> IvrConfig:
+    """Load the configuration file at ``path`` with ``overrides`` (``--set KEY=VALUE``, see
+    :func:`parse_config`) on top; ``None`` gives the defaults (embedded mode)."""
     if path is None:
-        return parse_config("", "<defaults>")
+        return parse_config("", "<defaults>", overrides=overrides)
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(str(path), None, f"cannot read: {exc.strerror}") from exc
-    return parse_config(text, str(path), path.resolve().parent)
+    return parse_config(text, str(path), path.resolve().parent, overrides)

@@ -12,6 +12,7 @@ import pluggy
 from ivr.call import CallContext
 from ivr.config import IvrConfig
 from ivr.flows.actions import collect_actions
+from ivr.flows.registry import ActionRegistry
 
 __all__ = ["FlowStoreRunner"]
 
@@ -23,9 +24,9 @@ class FlowStoreRunner:
     (a changed file is picked up by new calls; calls in progress keep their version), with the
     built-in actions plus those plugins register through ``ivr_register_actions``."""
 
-    def __init__(self, config: IvrConfig, pm: pluggy.PluginManager) -> None:
+    def __init__(self, config: IvrConfig, pm: pluggy.PluginManager, actions: ActionRegistry | None = None) -> None:
         self.pm = pm
-        self.actions = self._collect_actions()
+        self.actions = actions if actions is not None else self._collect_actions()
         self._paths: list[Path] = []
         self.store: Any = None
         self._variables: dict[str, Any] = {}
@@ -54,9 +55,7 @@ class FlowStoreRunner:
         else:
             self.store = FlowStore(paths, self.actions)
             self._paths = paths
-        # {{ config.x }} in flows: the whole configuration, with the free `variables` on top
-        self._variables = {**config.raw, "recordings": str(config.recordings),
-                           **(config.raw.get("variables") or {})}
+        self._variables = config.flow_config()
 
     def problems(self) -> list[str]:
         """One line per problem of a flow that is not served (see ``FlowStore.problems``)."""

@@ -12,6 +12,12 @@ then third-party plugins from the ``ivr`` entry-point group. Three environment v
 ``IVR_TRACE_HOOKS=1``
     Log every hook call made through ``pm.hook`` (pluggy tracing) at DEBUG on this module's logger.
 
+A plugin with a mistake that would make a hook never run, or fail on every call, is refused at
+load time with one line in ``pm.problems`` (and the log): a ``@hookimpl`` whose name is no hook
+("did you mean ivr_audio_in?"), an argument the hook does not pass, a module that cannot be
+imported. ``ivr serve`` and ``ivr check`` then stop before any call; the other tools go on
+without it.
+
 An exception raised by a plugin must fail only what it was working on: :func:`call_hook` fails
 the one hook call and names the plugin in the log; :class:`MediaHookDispatcher` calls the batched
 media hooks implementation by implementation and, when one raises, re-runs it call by call to
@@ -21,8 +27,10 @@ one engine tick: both media hooks over one batch.
 
 from __future__ import annotations
 
+import difflib
 import importlib
 import importlib.metadata
+import inspect
 import logging
 import os
 import traceback
@@ -68,6 +76,8 @@ class IvrPluginManager(pluggy.PluginManager):
         super().__init__(project_name)
         #: Incremented on every register/unregister.
         self.generation = 0
+        #: One line per plugin refused at load time (see :func:`hook_mistakes`).
+        self.problems: list[str] = []
 
     def register(self, plugin: object, name: str | None = None) -> str | None:
         registered = super().register(plugin, name)
@@ -124,13 +134,19 @@ def make_plugin_manager(
             _import_and_register(pm, module_name)
 
     if entry_points:
-        # Block the names the environment excludes before pluggy imports them: a plugin that is
-        # not wanted is not even imported.
+        # Names the environment excludes are not even imported.
+        loaded = 0
         for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
             if not allowed(ep.name):
                 pm.set_blocked(ep.name)
                 log.info("plugin %s not loaded (IVR_PLUGINS / IVR_DISABLE_PLUGINS)", ep.name)
-        loaded = pm.load_setuptools_entrypoints(ENTRY_POINT_GROUP)
+            elif not pm.has_plugin(ep.name) and not pm.is_blocked(ep.name):
+                try:
+                    plugin = ep.load()
+                except Exception as exc:  # a third party's import-time error: refuse that plugin
+                    _refuse(pm, ep.name, f"cannot be loaded ({ep.value}): {type(exc).__name__}: {exc}")
+                    continue
+                loaded += register_checked(pm, plugin, ep.name)
         if loaded:
             log.info("loaded %d plugin(s) from the %r entry-point group", loaded, ENTRY_POINT_GROUP)
 
@@ -161,14 +177,76 @@ def sync_extra_plugins(pm: pluggy.PluginManager, loaded: Sequence[str],
 
 
 def _import_and_register(pm: pluggy.PluginManager, module_name: str) -> bool:
-    """Import ``module_name`` and register it under that name; log and skip it when it cannot be."""
+    """Import ``module_name`` and register it under that name; refuse it (one line in
+    ``pm.problems``) when it cannot be imported or has a mistake."""
     try:
         module = importlib.import_module(module_name)
-    except ImportError as exc:
-        log.warning("plugin %s cannot be imported: %s", module_name, exc)
+    except Exception as exc:
+        _refuse(pm, module_name, f"cannot be imported: {type(exc).__name__}: {exc}")
         return False
-    pm.register(module, name=module_name)
-    return True
+    return register_checked(pm, module, module_name)
+
+
+def register_checked(pm: pluggy.PluginManager, plugin: object, name: str) -> bool:
+    """Register ``plugin`` as ``name`` unless :func:`hook_mistakes` finds a mistake in it, in
+    which case it is refused: one line per mistake in ``pm.problems`` and the log."""
+    mistakes = hook_mistakes(pm, plugin)
+    if not mistakes:
+        try:
+            pm.register(plugin, name=name)
+            return True
+        except (ValueError, pluggy.PluginValidationError) as exc:
+            mistakes = [str(exc).splitlines()[0]]
+    for mistake in mistakes:
+        _refuse(pm, name, mistake)
+    return False
+
+
+def hook_mistakes(pm: pluggy.PluginManager, plugin: object) -> list[str]:
+    """What would make a hook of ``plugin`` never run or fail on every call, one line each:
+    a ``@hookimpl`` whose name is no hook of ``pm``, an argument its hook does not pass, and a
+    function named like a hook but not marked ``@hookimpl``."""
+    mistakes = []
+    hooks = {name for name in dir(pm.hook) if not name.startswith("_")}
+    for attr in dir(plugin):
+        try:
+            function = getattr(plugin, attr)
+        except Exception:  # a property that raises is nothing pluggy would call
+            continue
+        if not callable(function):
+            continue
+        marked = pm.parse_hookimpl_opts(plugin, attr) is not None
+        if not marked:
+            if attr in hooks and attr.startswith(f"{PROJECT_NAME}_") and inspect.isfunction(function):
+                mistakes.append(f"{attr} is not marked @hookimpl, so it is never called "
+                                f"(add `from ivr import hookimpl` and `@hookimpl`)")
+            continue
+        if attr not in hooks:
+            close = difflib.get_close_matches(attr, sorted(hooks), n=1)
+            hint = f" (did you mean {close[0]}?)" if close else " (hooks: ivr/hookspecs.py)"
+            mistakes.append(f"{attr} is no hook{hint}")
+            continue
+        spec = getattr(pm.hook, attr).spec
+        passed = list(spec.argnames) if spec is not None else []
+        try:
+            parameters = inspect.signature(function).parameters.values()
+        except (TypeError, ValueError):
+            continue
+        unknown = [p.name for p in parameters
+                   if p.default is p.empty and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+                   and p.name not in passed]
+        if unknown:
+            mistakes.append(f"{attr}() takes {', '.join(repr(n) for n in unknown)}, which the hook does not "
+                            f"pass (it passes: {', '.join(passed) or 'nothing'})")
+    return mistakes
+
+
+def _refuse(pm: pluggy.PluginManager, name: str, mistake: str) -> None:
+    line = f"plugin {name}: {mistake}; not loaded"
+    log.debug("%s", line)  # the caller reports pm.problems
+    problems = getattr(pm, "problems", None)
+    if problems is not None:
+        problems.append(line)
 
 
 def enable_hook_tracing(pm: pluggy.PluginManager) -> None:

@@ -18,7 +18,7 @@ import gc
 import logging
 import signal
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from prometheus_client import CollectorRegistry, start_http_server
 
@@ -27,9 +27,10 @@ from ivr.cdr import CdrWriter
 from ivr.config import ConfigError, IvrConfig, load_config
 from ivr.engine import Engine
 from ivr.flow_runner import FlowStoreRunner
+from ivr.loading import SetupError, load_setup, plugins_to_load
 from ivr.logs import CallLog
 from ivr.metrics import CallMetrics, MediaClockCollector
-from ivr.plugins import make_plugin_manager, sync_extra_plugins
+from ivr.plugins import sync_extra_plugins
 from ivr.priority import raise_loop_priority
 
 __all__ = ["SERVING_GC_THRESHOLDS", "IvrServer", "NoFlowsError", "tune_gc_for_media"]
@@ -52,22 +53,27 @@ class NoFlowsError(Exception):
 class IvrServer:
     """The process: configuration, plugins, engine, limits, signals and observability.
 
-    Refuses to start (:class:`NoFlowsError`) when none of the configured flows can be served;
+    Refuses to start (:class:`ivr.loading.SetupError`) on a plugin or configuration problem
+    (one line each) and (:class:`NoFlowsError`) when none of the configured flows can be served;
     when some can, the others are named in the log and picked up once fixed on disk.
     """
 
     def __init__(self, config_path: str | Path | None = None, flow_paths: list[str] | None = None,
                  *, listen: tuple[str, int] | None = None, endpoint_factory: Any = None,
-                 flows: Any = None) -> None:
+                 flows: Any = None, overrides: Sequence[str] = ()) -> None:
         self.config_path = config_path
+        self.overrides = list(overrides)  # --set KEY=VALUE, applied again at every reload
         self.flow_paths = [Path(p).resolve() for p in flow_paths or []]
         self.listen = listen  # --listen: overrides the configuration's listen host and port
         self.config = self._load()
-        self.extra_plugins = _plugins_to_load(self.config)
-        self.pm = make_plugin_manager(extra_plugins=self.extra_plugins)
+        self.extra_plugins = plugins_to_load(self.config)
+        setup = load_setup(self.config)
+        if setup.problems:
+            raise SetupError(setup.problems)
+        self.pm = setup.plugins
         self.registry = CollectorRegistry()
         if flows is None:
-            flows = FlowStoreRunner(self.config, self.pm)
+            flows = FlowStoreRunner(self.config, self.pm, setup.actions)
             if not flows.flow_names():
                 raise NoFlowsError(flows.problems())
             for line in flows.problems():
@@ -82,7 +88,7 @@ class IvrServer:
         self._metrics_server: Any = None
 
     def _load(self) -> IvrConfig:
-        config = load_config(self.config_path)
+        config = load_config(self.config_path, self.overrides)
         if self.flow_paths:
             config.flows = list(self.flow_paths)
         if self.listen is not None:
@@ -164,7 +170,7 @@ class IvrServer:
             log.warning("priority %s -> %s takes effect at the next start", self.config.priority, config.priority)
         self.config = config
         self.admission.configure(config)
-        self._reload_plugins(_plugins_to_load(config))
+        self._reload_plugins(plugins_to_load(config))
         self.engine.reconfigure(config)
         log.info("configuration and flows reloaded: %s", ", ".join(self.engine.flows.flow_names()))
 
@@ -172,7 +178,10 @@ class IvrServer:
         """Register the ``plugins.load`` modules added since the last load, unregister those
         removed; a plugin's flow actions come and go with it. Calls in progress keep running
         (a removed plugin's hooks stop at once, also for them)."""
+        known_problems = len(self.pm.problems)
         added, removed = sync_extra_plugins(self.pm, self.extra_plugins, wanted)
+        for line in self.pm.problems[known_problems:]:
+            log.error("%s", line)
         self.extra_plugins = [name for name in wanted if self.pm.has_plugin(name)]
         if (added or removed) and hasattr(self.engine.flows, "refresh_actions"):
             self.engine.flows.refresh_actions()
@@ -200,9 +209,3 @@ def tune_gc_for_media() -> None:
     gc.collect()
     gc.freeze()
     gc.set_threshold(*SERVING_GC_THRESHOLDS)
-
-
-def _plugins_to_load(config: IvrConfig) -> list[str]:
-    """``plugins.load``: module names of extra plugins (a single name is accepted too)."""
-    names = config.plugins.get("load") or []
-    return [names] if isinstance(names, str) else [str(name) for name in names]

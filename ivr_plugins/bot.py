@@ -232,11 +232,11 @@ async def bot_action(session: Any, params: dict[str, Any]) -> str:
     finish_keys = str(params.get("finish_on_key", ""))
     max_duration = session.duration(params, "max_duration", 0.0) or None
     barge_in = _BARGE_IN[params.get("barge_in", "none")]
-    if getattr(session.loop, "real_io", None) is not None:
-        # `ivr simulate`: a virtual clock and no media; the outcome is what --set bot_result= says
-        outcome = str(session.config.get("bot_result", "done"))
+    if session.simulated:
+        # `ivr simulate`: a virtual clock and no media; the outcome is what --outcome bot=... says
+        outcome = session.simulated_outcome("bot", "done")
         session.vars[save_as] = {"stream_sid": None, "simulated": True}
-        session.trace("bot", f"{url}: not connected under simulate; outcome {outcome} (--set bot_result=...)")
+        session.trace("bot", f"{url}: not connected under simulate; outcome {outcome} (--outcome bot=...)")
         return outcome
     bridge = BotBridge(
         call, url, parameters={str(k): str(v) for k, v in parameters.items()},

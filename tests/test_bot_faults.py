@@ -222,7 +222,7 @@ def test_ivr_check_reports_bad_options_with_positions(tmp_path, capsys):
 def test_simulate_takes_the_bots_outcome_from_bot_result(capsys):
     from tests.helpers.paths import FLOWS
 
-    assert ivr_main(["simulate", str(FLOWS / "bot.yaml"), "--dtmf", "+1s 1", "--set", "bot_result=broken"]) == 0
+    assert ivr_main(["simulate", str(FLOWS / "bot.yaml"), "--dtmf", "+1s 1", "--outcome", "bot=broken"]) == 0
     trace = capsys.readouterr().out
     assert "not connected under simulate; outcome broken" in trace
     assert "sorry" in trace and "Connecting you to a person" in trace  # broken -> sorry -> operator

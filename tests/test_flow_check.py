@@ -11,6 +11,7 @@ import pytest
 
 from ivr.flows import FlowError, check_file, collect_actions, load_flow
 from ivr.flows.cli import add_commands, cmd_check, cmd_schema
+from ivr.testing import make_setup
 
 BROKEN = Path(__file__).parent / "flows"
 FLOWS = Path(__file__).parent.parent / "flows"
@@ -141,26 +142,26 @@ def test_plugin_cannot_replace_a_builtin_action() -> None:
 def test_cli_check_exit_codes_and_output() -> None:
     out = io.StringIO()
     args = argparse.Namespace(files=[str(FLOWS / "attendant.yaml"), str(BROKEN / "bad_value.yaml")], strict=False)
-    assert cmd_check(args, collect_actions(), out) == 1
+    assert cmd_check(args, make_setup(), out) == 1
     lines = out.getvalue().splitlines()
     assert lines[0].endswith("attendant.yaml: ok (18 nodes)")
     assert lines[1] == f"{BROKEN / 'bad_value.yaml'}:8:20: nodes.a.menu.max_invalid: 0 is less than the minimum of 1"
 
     out = io.StringIO()
     args = argparse.Namespace(files=[str(BROKEN / "unreachable.yaml")], strict=False)
-    assert cmd_check(args, collect_actions(), out) == 0
+    assert cmd_check(args, make_setup(), out) == 0
     args.strict = True
-    assert cmd_check(args, collect_actions(), io.StringIO()) == 1
+    assert cmd_check(args, make_setup(), io.StringIO()) == 1
 
 
 def test_cli_schema_is_json_schema_with_plugin_actions() -> None:
     async def handler(session, params):  # pragma: no cover
         return "ok"
 
-    actions = collect_actions()
-    actions.register("lookup_crm", handler, {"type": "object"}, outcomes=("found",))
+    setup = make_setup()
+    setup.actions.register("lookup_crm", handler, {"type": "object"}, outcomes=("found",))
     out = io.StringIO()
-    assert cmd_schema(argparse.Namespace(), actions, out) == 0
+    assert cmd_schema(argparse.Namespace(), setup, out) == 0
     schema = json.loads(out.getvalue())
     assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
     node = schema["$defs"]["node"]["properties"]
@@ -169,7 +170,7 @@ def test_cli_schema_is_json_schema_with_plugin_actions() -> None:
 
 def test_add_commands_registers_the_three_subcommands() -> None:
     parser = argparse.ArgumentParser()
-    add_commands(parser.add_subparsers(), actions_factory=collect_actions)
+    add_commands(parser.add_subparsers(), setup_factory=lambda args: make_setup())
     args = parser.parse_args(["check", str(BROKEN / "bad_pattern.yaml")])
     assert args.func(args) == 1
     args = parser.parse_args(["simulate", str(FLOWS / "voicemail.yaml"), "--dtmf", "+6s hangup"])

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import io
 import time
 from pathlib import Path
@@ -10,9 +9,11 @@ from pathlib import Path
 import pytest
 
 from ivr.caller_script import parse_dtmf_script
-from ivr.flows import collect_actions, run_simulation, simulate
+from ivr.cli import build_parser
+from ivr.flows import run_simulation, simulate
 from ivr.flows.cli import cmd_simulate
 from ivr.flows.simulate import parse_speech_script
+from ivr.testing import make_setup
 
 FLOWS = Path(__file__).parent.parent / "flows"
 
@@ -80,10 +81,9 @@ def test_attendant_transfer_failure_falls_back_to_voicemail() -> None:
 
 def test_cli_prints_the_trace_line_by_line() -> None:
     out = io.StringIO()
-    args = argparse.Namespace(flow=str(FLOWS / "attendant.yaml"), dtmf="+2s 0", speech="",
-                              at="2026-12-25T11:00", tz="Europe/Paris", caller="sip:1001@127.0.0.1",
-                              callee="sip:ivr@127.0.0.1", transfer_result="ok", set=[])
-    assert cmd_simulate(args, collect_actions(), out) == 0
+    args = build_parser().parse_args(["simulate", str(FLOWS / "attendant.yaml"), "--dtmf", "+2s 0",
+                                      "--at", "2026-12-25T11:00", "--tz", "Europe/Paris"])
+    assert cmd_simulate(args, make_setup(), out) == 0
     lines = out.getvalue().splitlines()
     assert lines[3].split() == ["0.000", "office_schedule", "hours", "office", "at", "Fri", "2026-12-25",
                                 "11:00", "CET:", "holiday"]
@@ -92,7 +92,6 @@ def test_cli_prints_the_trace_line_by_line() -> None:
 
 def test_cli_reports_a_bad_script() -> None:
     out = io.StringIO()
-    args = argparse.Namespace(flow=str(FLOWS / "voicemail.yaml"), dtmf="oops", speech="", at=None, tz="UTC",
-                              caller="sip:a@127.0.0.1", callee="sip:b@127.0.0.1", transfer_result="ok", set=[])
-    assert cmd_simulate(args, collect_actions(), out) == 2
+    args = build_parser().parse_args(["simulate", str(FLOWS / "voicemail.yaml"), "--dtmf", "oops"])
+    assert cmd_simulate(args, make_setup(), out) == 2
     assert "bad DTMF script token 'oops'" in out.getvalue()

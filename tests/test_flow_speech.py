@@ -4,7 +4,6 @@ cancelling speech, barge-in with a minimum speech length, ``ivr simulate --say``
 
 from __future__ import annotations
 
-import argparse
 import io
 import textwrap
 from pathlib import Path
@@ -14,11 +13,12 @@ import pytest
 
 import ivr_plugins.vad as vad_plugin
 from ivr.call import SpeechEvent
+from ivr.cli import build_parser
 from ivr.flows import check_file, run_simulation
-from ivr.flows.actions import collect_actions
 from ivr.flows.cli import cmd_simulate
 from ivr.flows.session import TraceEntry
 from ivr.flows.speech import match_text, option_phrases, spoken_digits
+from ivr.testing import make_setup
 from tests.helpers.audio import Rig, drain, frames, silence, speech
 from tests.helpers.peers import write_wav
 from tests.helpers.speech_corpus import synthesise
@@ -186,9 +186,8 @@ def test_simulate_runs_a_wav_through_the_real_recogniser(tmp_path: Path) -> None
     wav = write_wav(tmp_path / "support.wav", synthesise("support", "en-us", 150))
     path = write(tmp_path, MENU.format(extra=""))
     out = io.StringIO()
-    args = argparse.Namespace(flow=str(path), dtmf="", speech="", say="", speech_wav=f"{wav}@2.5", at=None,
-                              tz="UTC", caller="sip:1@x", callee="sip:2@x", transfer_result="ok", set=[])
-    assert cmd_simulate(args, collect_actions(), out) == 0
+    args = build_parser().parse_args(["simulate", str(path), "--speech-wav", f"{wav}@2.5"])
+    assert cmd_simulate(args, make_setup(), out) == 0
     assert "recognised 'support'" in out.getvalue()
     assert "support          enter     play" in out.getvalue()
 

@@ -1,7 +1,8 @@
 """The flow subcommands of ``ivr``: ``check``, ``schema`` and ``simulate``.
 
 :func:`add_commands` adds them to the ``ivr`` argument parser; each sets ``func`` to a function
-taking the parsed arguments and returning the exit status.
+taking the parsed arguments and returning the exit status. All three take ``--config`` and
+``--set`` as ``ivr serve`` does, and run with the same plugins, configured the same way.
 """
 
 from __future__ import annotations
@@ -13,58 +14,86 @@ import sys
 from pathlib import Path
 from typing import Callable, TextIO
 
-from ivr.flows.actions import collect_actions
+from ivr.config import ConfigError
 from ivr.flows.checker import check_file
 from ivr.flows.diagnostics import FlowError
-from ivr.flows.registry import ActionRegistry
 from ivr.flows.schema import flow_schema
 from ivr.flows.store import flow_files
+from ivr.loading import Setup, load_setup
 
 log = logging.getLogger(__name__)
 
-
-def default_actions() -> ActionRegistry:
-    """The built-in actions plus those of every plugin the engine would load."""
-    try:
-        from ivr.plugins import make_plugin_manager
-    except ImportError as exc:  # the flow tools still work on built-in actions alone
-        log.debug("plugin actions unavailable: %s", exc)
-        return collect_actions()
-    return collect_actions(make_plugin_manager())
+#: ``setup_factory(args) -> Setup``: what the commands run with (tests pass their own).
+SetupFactory = Callable[[argparse.Namespace], Setup]
 
 
-def add_commands(
-    subparsers: argparse._SubParsersAction,
-    actions_factory: Callable[[], ActionRegistry] = default_actions,
-) -> None:
+def default_setup(args: argparse.Namespace) -> Setup:
+    """The configuration of ``--config`` and ``--set``, with the plugins and actions ``ivr
+    serve`` would load (:func:`ivr.loading.load_setup`)."""
+    return load_setup(getattr(args, "config", None), getattr(args, "set", []) or [])
+
+
+def add_config_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--config`` and ``--set``, as ``ivr serve`` takes them."""
+    parser.add_argument("--config", "-c", help="the YAML configuration `ivr serve` runs with "
+                                               "(plugins, their sections, variables)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="a configuration value on top, e.g. variables.pbx=10.0.0.5 or "
+                             "plugins.acme.table=accounts.csv (value read as YAML); repeatable")
+
+
+def add_simulation_arguments(parser: argparse.ArgumentParser) -> None:
+    """What a simulated call does: the caller's keys and speech, the date, the peers' answers."""
+    parser.add_argument("--dtmf", default="", help='keys and times, e.g. "1 +2s 2# @10 hangup"')
+    parser.add_argument("--speech", default="", help='VAD events, e.g. "start@1.0,end@2.5"')
+    parser.add_argument("--say", default="", help='spoken text, matched against the grammar, e.g. "support@2.0"')
+    parser.add_argument("--speech-wav", default="", help='a WAV file said at a time, through the real recogniser, '
+                                                         'e.g. "support.wav@2.0"')
+    parser.add_argument("--at", help="date and time the call arrives, e.g. 2026-11-26T10:00")
+    parser.add_argument("--tz", default="UTC", help="time zone of --at (default UTC)")
+    parser.add_argument("--from", dest="caller", default="sip:1001@127.0.0.1", help="caller URI")
+    parser.add_argument("--to", dest="callee", default="sip:ivr@127.0.0.1", help="called URI")
+    parser.add_argument("--transfer-result", default="ok", choices=["ok", "failed", "busy", "no_answer"],
+                        help="what a transfer returns (default ok)")
+    parser.add_argument("--outcome", action="append", default=[], metavar="ACTION=OUTCOME",
+                        help="the outcome of an action that needs a real peer, e.g. bot=failed; repeatable")
+
+
+def add_commands(subparsers: argparse._SubParsersAction, setup_factory: SetupFactory = default_setup) -> None:
     """Register ``check``, ``schema`` and ``simulate`` on ``subparsers``."""
     check = subparsers.add_parser("check", help="validate flow files (errors as file:line:col: message)")
     check.add_argument("files", nargs="+", metavar="FLOW", help="flow files or folders of *.yaml")
     check.add_argument("--strict", action="store_true", help="treat warnings as errors")
-    check.set_defaults(func=lambda args: cmd_check(args, actions_factory()))
+    add_config_arguments(check)
+    check.set_defaults(func=lambda args: _with_setup(args, setup_factory, cmd_check, "check"))
 
     schema = subparsers.add_parser("schema", help="print the flow JSON Schema (plugin actions included)")
-    schema.set_defaults(func=lambda args: cmd_schema(args, actions_factory()))
+    add_config_arguments(schema)
+    schema.set_defaults(func=lambda args: _with_setup(args, setup_factory, cmd_schema, "schema"))
 
     simulate = subparsers.add_parser("simulate", help="run a flow on a virtual call and print the trace")
     simulate.add_argument("flow", metavar="FLOW")
-    simulate.add_argument("--dtmf", default="", help='keys and times, e.g. "1 +2s 2# @10 hangup"')
-    simulate.add_argument("--speech", default="", help='VAD events, e.g. "start@1.0,end@2.5"')
-    simulate.add_argument("--say", default="", help='spoken text, matched against the grammar, e.g. "support@2.0"')
-    simulate.add_argument("--speech-wav", default="", help='a WAV file said at a time, through the real recogniser, '
-                                                           'e.g. "support.wav@2.0"')
-    simulate.add_argument("--at", help="date and time the call arrives, e.g. 2026-11-26T10:00")
-    simulate.add_argument("--tz", default="UTC", help="time zone of --at (default UTC)")
-    simulate.add_argument("--from", dest="caller", default="sip:1001@127.0.0.1", help="caller URI")
-    simulate.add_argument("--to", dest="callee", default="sip:ivr@127.0.0.1", help="called URI")
-    simulate.add_argument("--transfer-result", default="ok", choices=["ok", "failed", "busy", "no_answer"],
-                          help="what a transfer returns (default ok)")
-    simulate.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                          help="a config value for templates ({{ config.KEY }}); repeatable")
-    simulate.set_defaults(func=lambda args: cmd_simulate(args, actions_factory()))
+    add_simulation_arguments(simulate)
+    add_config_arguments(simulate)
+    simulate.set_defaults(func=lambda args: _with_setup(args, setup_factory, cmd_simulate, "simulate"))
 
 
-def cmd_check(args: argparse.Namespace, actions: ActionRegistry, out: TextIO | None = None) -> int:
+def _with_setup(args: argparse.Namespace, setup_factory: SetupFactory,
+                command: Callable[[argparse.Namespace, Setup], int], name: str) -> int:
+    """Load the setup; a configuration that cannot be read stops the command (status 2), the
+    setup's problems are printed (``check`` fails on them, the others go on)."""
+    try:
+        setup = setup_factory(args)
+    except ConfigError as exc:
+        print(f"ivr {name}: {exc}", file=sys.stderr)
+        return 2
+    for line in setup.problems:
+        print(f"ivr {name}: {line}", file=sys.stderr)
+    status = command(args, setup)
+    return max(status, 1) if name == "check" and setup.problems else status
+
+
+def cmd_check(args: argparse.Namespace, setup: Setup, out: TextIO | None = None) -> int:
     """Print every diagnostic of every file; 1 when any file has an error."""
     out = out or sys.stdout
     failed = False
@@ -72,7 +101,7 @@ def cmd_check(args: argparse.Namespace, actions: ActionRegistry, out: TextIO | N
         out.write(f"{folder}: no *.yaml or *.yml flow files in this folder\n")
         failed = True
     for name in flow_files(args.files):
-        flow, diagnostics = check_file(name, actions)
+        flow, diagnostics = check_file(name, setup.actions)
         for diagnostic in diagnostics:
             out.write(f"{diagnostic}\n")
         strict_failure = getattr(args, "strict", False) and diagnostics
@@ -83,27 +112,35 @@ def cmd_check(args: argparse.Namespace, actions: ActionRegistry, out: TextIO | N
     return 1 if failed else 0
 
 
-def cmd_schema(args: argparse.Namespace, actions: ActionRegistry, out: TextIO | None = None) -> int:
+def cmd_schema(args: argparse.Namespace, setup: Setup, out: TextIO | None = None) -> int:
     """Print the flow JSON Schema."""
-    (out or sys.stdout).write(json.dumps(flow_schema(actions), indent=2) + "\n")
+    (out or sys.stdout).write(json.dumps(flow_schema(setup.actions), indent=2) + "\n")
     return 0
 
 
-def cmd_simulate(args: argparse.Namespace, actions: ActionRegistry, out: TextIO | None = None) -> int:
-    """Run the flow on a virtual call, print the trace line by line; 1 if it cannot run."""
+def parse_outcomes(items: list[str]) -> dict[str, str]:
+    """``["bot=failed"]`` -> ``{"bot": "failed"}``; ValueError for an item without ``=``."""
+    outcomes = {}
+    for item in items:
+        action, sep, outcome = item.partition("=")
+        if not sep or not action.strip() or not outcome.strip():
+            raise ValueError(f"--outcome {item!r}: expected ACTION=OUTCOME, e.g. bot=failed")
+        outcomes[action.strip()] = outcome.strip()
+    return outcomes
+
+
+def cmd_simulate(args: argparse.Namespace, setup: Setup, out: TextIO | None = None) -> int:
+    """Run the flow on a virtual call, print the trace line by line; 1 if the flow ended in
+    ``error`` or ran into the time limit, 2 for bad arguments."""
     from ivr.flows.simulate import run_simulation
 
     out = out or sys.stdout
-    config = {}
-    for item in args.set:
-        key, _, value = item.partition("=")
-        config[key] = value
     try:
         result = run_simulation(
-            args.flow, dtmf=args.dtmf, speech=args.speech, say=getattr(args, "say", ""),
-            speech_wav=getattr(args, "speech_wav", ""), at=args.at, tz=args.tz, caller=args.caller,
-            callee=args.callee, config=config, actions=actions, transfer_result=args.transfer_result,
-            trace_out=lambda entry: out.write(f"{entry}\n"),
+            args.flow, dtmf=args.dtmf, speech=args.speech, say=args.say, speech_wav=args.speech_wav,
+            at=args.at, tz=args.tz, caller=args.caller, callee=args.callee, config=setup.flow_config(),
+            actions=setup.actions, plugins=setup.plugins, transfer_result=args.transfer_result,
+            outcomes=parse_outcomes(args.outcome), trace_out=lambda entry: out.write(f"{entry}\n"),
         )
     except FlowError as exc:
         out.write(f"{exc}\n")
@@ -111,4 +148,7 @@ def cmd_simulate(args: argparse.Namespace, actions: ActionRegistry, out: TextIO 
     except (ValueError, KeyError) as exc:  # bad script, date or time zone
         out.write(f"ivr simulate: {exc}\n")
         return 2
+    if result.outcome == "time_limit":
+        out.write("ivr simulate: the flow was still running at the time limit; stopped\n")
+        return 1
     return 0 if result.outcome != "error" else 1

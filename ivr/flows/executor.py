@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 from ivr.call import CallContext
 from ivr.flows.diagnostics import FlowRuntimeError
@@ -135,6 +135,7 @@ async def run_flow(
     *,
     wall_clock: Callable[[], dt.datetime] | None = None,
     trace: TraceSink | None = None,
+    simulated_outcomes: Mapping[str, str] | None = None,
 ) -> str:
     """Run ``flow`` on ``call`` until it ends; return the final outcome.
 
@@ -143,10 +144,11 @@ async def run_flow(
     this returns; the result is one of ``hangup`` (the flow hung up, also when it simply ran out
     of nodes), ``caller_hangup``, ``rejected``, ``transferred`` or ``error``.
     ``wall_clock`` (for ``hours``) and ``trace`` (one :class:`TraceEntry` per step) are for
-    tests and ``ivr simulate``.
+    tests and ``ivr simulate``; ``simulated_outcomes`` (not ``None``) marks a simulated call
+    (:attr:`FlowSession.simulated`) and holds the outcomes of actions that need a real peer.
     """
     session = FlowSession(flow, call, config, actions, walk=run_graph, wall_clock=wall_clock,
-                          trace_sink=trace)
+                          trace_sink=trace, simulated_outcomes=simulated_outcomes)
     call.flow = flow.name
     result: str | None = None
     try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import logging
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable, Iterable
@@ -47,6 +48,8 @@ class ActionRegistry:
 
     _specs: dict[str, ActionSpec] = field(default_factory=dict)
     _reserved: set[str] = field(default_factory=set)
+    #: One line per action a plugin could not register (a bad name, a wrong handler signature).
+    problems: list[str] = field(default_factory=list)
 
     def register(
         self,
@@ -72,10 +75,31 @@ class ActionRegistry:
             raise ValueError(f"bad action name {name!r}")
         if name in self._reserved:
             raise ValueError(f"action {name!r} is built in and cannot be replaced")
+        _check_handler(name, handler)
         if name in self._specs:
             log.warning("action %r registered twice; the later registration wins", name)
         self._specs[name] = ActionSpec(name, handler, schema, tuple(outcomes), routes, enters,
                                        needs_media, renders_params)
+
+    def register_from(self, plugin: str, register_actions: Callable[..., Any]) -> None:
+        """Run one plugin's ``ivr_register_actions`` implementation; an action it cannot register
+        (or an exception) becomes one line in :attr:`problems` and its other actions still count."""
+
+        def register(name: str, *args: Any, **kwargs: Any) -> None:
+            try:
+                self.register(name, *args, **kwargs)
+            except (TypeError, ValueError) as exc:
+                self._problem(plugin, str(exc))
+
+        try:
+            register_actions(register=register)
+        except Exception as exc:
+            self._problem(plugin, f"ivr_register_actions raised {type(exc).__name__}: {exc}")
+
+    def _problem(self, plugin: str, message: str) -> None:
+        line = f"plugin {plugin}: {message}"
+        log.debug("%s", line)  # the caller reports the problems
+        self.problems.append(line)
 
     def reserve(self) -> None:
         """Make every action registered so far permanent: registering one of their names again
@@ -93,3 +117,21 @@ class ActionRegistry:
 
     def specs(self) -> list[ActionSpec]:
         return [self._specs[name] for name in sorted(self._specs)]
+
+
+def _check_handler(name: str, handler: Any) -> None:
+    """TypeError unless ``handler`` is an ``async def`` callable as ``handler(session, params)``."""
+    expected = f"action {name!r}: the handler must be `async def handler(session, params) -> outcome`"
+    if not callable(handler):
+        raise TypeError(f"{expected}, not {handler!r}")
+    label = getattr(handler, "__qualname__", type(handler).__qualname__)
+    if not (inspect.iscoroutinefunction(handler) or inspect.iscoroutinefunction(getattr(handler, "__call__", None))):
+        raise TypeError(f"{expected}; {label} is not async")
+    try:
+        signature = inspect.signature(handler)
+    except (TypeError, ValueError):
+        return
+    try:
+        signature.bind(None, None)
+    except TypeError:
+        raise TypeError(f"{expected}; {label}{signature} cannot be called so") from None

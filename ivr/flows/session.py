@@ -8,11 +8,13 @@ sees them first, unless that node says ``flush_dtmf``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
+import functools
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Awaitable, Callable
+from typing import Any, Awaitable, Callable, Mapping, TypeVar
 
 from ivr.audio import FRAME_SECONDS, parse_duration
 from ivr.call import (
@@ -36,6 +38,8 @@ __all__ = ["CALLER_END_REASONS", "CallerHungUp", "FlowFinished", "FlowSession", 
 log = logging.getLogger(__name__)
 
 TraceSink = Callable[["TraceEntry"], None]
+
+_T = TypeVar("_T")
 
 #: End reasons that mean the caller (not we, not a fault) ended the call.
 CALLER_END_REASONS = frozenset({"remote_hangup", "cancelled"})
@@ -97,6 +101,7 @@ class FlowSession:
         walk: GraphWalker,
         wall_clock: Callable[[], dt.datetime] | None = None,
         trace_sink: TraceSink | None = None,
+        simulated_outcomes: Mapping[str, str] | None = None,
     ) -> None:
         self.flow = flow
         self.call = call
@@ -123,6 +128,42 @@ class FlowSession:
         self.sub_depth = 0
         self._walk = walk
         self._pending_get: asyncio.Task | None = None
+        self._simulated_outcomes = simulated_outcomes
+
+    # -- services for action handlers ---------------------------------------------------------
+
+    async def run_blocking(self, func: Callable[..., _T], /, *args: Any, **kwargs: Any) -> _T:
+        """Run the blocking ``func(*args, **kwargs)`` in a worker thread and return its result.
+
+        The way for an action to do blocking work (a file, a database driver, a sync HTTP
+        client) without stalling every other call: the event loop serves them meanwhile. Under
+        ``ivr simulate`` and :mod:`ivr.testing` the virtual clock waits for the thread, and the
+        work takes no virtual time. The log tags of the call travel with it into the thread.
+        """
+        return await asyncio.to_thread(functools.partial(func, *args, **kwargs))
+
+    async def run_io(self, awaitable: Awaitable[_T]) -> _T:
+        """Await ``awaitable``, network I/O on the event loop (an async HTTP or database client),
+        and return its result.
+
+        On a real call this is a plain ``await``; under ``ivr simulate`` and :mod:`ivr.testing`
+        it makes the virtual clock wait for the real sockets instead of jumping ahead to the
+        next timer (the I/O takes no virtual time unless it outlasts one: a timeout still fires).
+        """
+        outside_work = getattr(self.loop, "outside_work", None)  # the simulator's loop has it
+        with outside_work() if outside_work is not None else contextlib.nullcontext():
+            return await awaitable
+
+    @property
+    def simulated(self) -> bool:
+        """``True`` under ``ivr simulate`` and :mod:`ivr.testing`: no media, a virtual clock."""
+        return self._simulated_outcomes is not None
+
+    def simulated_outcome(self, action: str, default: str) -> str:
+        """Under simulation, the outcome an action that needs a real peer (a bot, say) reports
+        instead of running: what ``ivr simulate --outcome ACTION=OUTCOME`` says, else
+        ``default``."""
+        return (self._simulated_outcomes or {}).get(action, default)
 
     async def run_graph(self, flow: Flow, start: str) -> str:
         """Walk ``flow`` from node ``start`` as the executor does; return its last outcome

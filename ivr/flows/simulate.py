@@ -3,7 +3,8 @@
 The event loop's clock is virtual: whenever the loop has nothing ready it jumps straight to its
 next timer, so a flow with a 30 s menu runs in milliseconds and gives the same trace every time.
 Prompts "play" for their real length (a WAV's duration; ``say`` text 70 ms per character).
-While an action does real network I/O (``http``) the clock follows real time instead.
+While an action works outside the loop (a thread, real network I/O: ``http``, a plugin's
+``session.run_blocking``) the simulation waits for it; that work takes no virtual time.
 
 Scripts (virtual time starts at 0 when the call arrives):
 
@@ -22,12 +23,13 @@ import datetime as dt
 import re
 import selectors
 import tempfile
-import time
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Mapping
 from zoneinfo import ZoneInfo
+
+import pluggy
 
 from ivr.audio import parse_duration, wav_duration
 from ivr.call import CallContext, HangupEvent, PlaybackDone, PlayItem, RecordingDone
@@ -65,10 +67,13 @@ class _VirtualSelector:
         self._real = real
 
     def select(self, timeout: float | None = None) -> list:
-        if self._loop.real_io_depth:
-            began = time.monotonic()
+        if self._loop.outside_work_pending:
+            # Work outside the loop (a thread, a socket) is running: wait for it in real time.
+            # It takes no virtual time unless it outlasts the next timer, which then falls due
+            # (so a timeout fires at its virtual time and the trace stays the same every run).
             ready = self._real.select(timeout)
-            self._loop.virtual_now += time.monotonic() - began
+            if not ready and timeout is not None:
+                self._loop.virtual_now += timeout
             return ready
         ready = self._real.select(0)
         if ready:
@@ -83,25 +88,39 @@ class _VirtualSelector:
 
 
 class VirtualTimeLoop(asyncio.SelectorEventLoop):
-    """An asyncio loop whose ``time()`` is virtual and jumps to the next timer when idle."""
+    """An asyncio loop whose ``time()`` is virtual and jumps to the next timer when idle.
+
+    Work outside the loop does not let time jump while it runs: every ``run_in_executor`` job
+    (``asyncio.to_thread``, :meth:`FlowSession.run_blocking`) and every block inside
+    :meth:`outside_work` (:meth:`FlowSession.run_io`) is waited for in real time.
+    """
 
     def __init__(self) -> None:
         self.virtual_now = 0.0
-        self.real_io_depth = 0
+        self.outside_work_pending = 0
         selector = _VirtualSelector(self, selectors.DefaultSelector())
         super().__init__(selector=selector)  # type: ignore[arg-type]
 
     def time(self) -> float:
         return self.virtual_now
 
+    def run_in_executor(self, executor: Any, func: Callable[..., Any], *args: Any) -> asyncio.Future:
+        future = super().run_in_executor(executor, func, *args)
+        self.outside_work_pending += 1
+        future.add_done_callback(self._outside_work_done)
+        return future
+
+    def _outside_work_done(self, _future: asyncio.Future) -> None:
+        self.outside_work_pending -= 1
+
     @contextlib.contextmanager
-    def real_io(self) -> Iterator[None]:
-        """While inside, the clock follows real time (real sockets are being waited on)."""
-        self.real_io_depth += 1
+    def outside_work(self) -> Iterator[None]:
+        """While inside, the loop waits for real sockets instead of jumping to its next timer."""
+        self.outside_work_pending += 1
         try:
             yield
         finally:
-            self.real_io_depth -= 1
+            self.outside_work_pending -= 1
 
 
 # -- the simulated media plugin and call controller -------------------------------------------
@@ -138,6 +157,7 @@ class SimulatedMedia:
         self.recording: _Recording | None = None
         self.recordings: list[RecordingDone] = []
         self.speech: SimulatedSpeech | None = None
+        self.prompts: list[PlayItem] = []  # every item queued, in order
 
     def ivr_stt(self, call: CallContext, pcm: Any, options: dict[str, Any]) -> tuple[str, float] | None:
         """Recognition of a scripted utterance (see :class:`SimulatedSpeech`)."""
@@ -146,6 +166,7 @@ class SimulatedMedia:
         return self.speech.ivr_stt(call, pcm, options)
 
     def ivr_play(self, call: CallContext, item: PlayItem) -> bool:
+        self.prompts.append(item)
         self.queue.append(item)
         if self.current is None:
             self._start_next(call)
@@ -230,15 +251,48 @@ class SimulatedMedia:
             self._stop(call, "key")
 
 
-class SimulatedController:
-    """The signalling side of a virtual call; ``transfer`` answers ``transfer_result``."""
+#: The call services :class:`SimulatedMedia` provides on a virtual call instead of plugins.
+SIMULATED_SERVICES = frozenset({"ivr_play", "ivr_stop_playback", "ivr_start_recording", "ivr_stop_recording",
+                                "ivr_stt"})
+#: The call events both :class:`SimulatedMedia` and the plugins see.
+SHARED_EVENTS = frozenset({"ivr_dtmf", "ivr_speech"})
 
-    def __init__(self, transfer_result: str = "ok") -> None:
+
+class PluginRelay:
+    """The ``call.hook`` of a virtual call with plugins: the call services go to the simulated
+    media (there is no audio), the events to it and to every plugin, other hooks to the plugins."""
+
+    def __init__(self, media: SimulatedMedia, hook: Any) -> None:
+        self._media = media
+        self._hook = hook
+
+    def __getattr__(self, name: str) -> Any:
+        if name in SIMULATED_SERVICES:
+            return getattr(self._media, name)
+        if name in SHARED_EVENTS:
+            ours, theirs = getattr(self._media, name), getattr(self._hook, name)
+
+            def both(**kwargs: Any) -> None:
+                ours(**kwargs)
+                theirs(**kwargs)
+
+            return both
+        return getattr(self._hook, name)
+
+
+class SimulatedController:
+    """The signalling side of a virtual call; ``transfer`` answers ``transfer_result``.
+    ``on_answer`` runs when the flow answers (the plugins' ``ivr_call_started``)."""
+
+    def __init__(self, transfer_result: str = "ok", on_answer: Callable[[], None] | None = None) -> None:
         self.transfer_result = transfer_result
         self.actions: list[tuple[str, Any]] = []
+        self._on_answer = on_answer
 
     async def answer(self) -> None:
         self.actions.append(("answer", None))
+        if self._on_answer is not None:
+            self._on_answer()
 
     async def hangup(self) -> None:
         self.actions.append(("hangup", None))
@@ -270,13 +324,16 @@ def parse_speech_script(script: str) -> list[tuple[float, str]]:
 
 @dataclass
 class SimulationResult:
-    """What a simulated call did: the trace, the final outcome, the variables, the signalling."""
+    """What a simulated call did: the trace, the final outcome, the variables, the signalling,
+    the prompts queued, the recordings made, and the call itself."""
 
     trace: list[TraceEntry]
     outcome: str
     vars: dict[str, Any]
     controller_actions: list[tuple[str, Any]]
     recordings: list[RecordingDone]
+    prompts: list[PlayItem]
+    call: CallContext
 
 
 def run_simulation(
@@ -292,18 +349,27 @@ def run_simulation(
     callee: str = "sip:ivr@127.0.0.1",
     config: dict[str, Any] | None = None,
     actions: ActionRegistry | None = None,
+    plugins: pluggy.PluginManager | None = None,
     transfer_result: str = "ok",
+    outcomes: Mapping[str, str] | None = None,
     time_limit: float = 3600.0,
     trace_out: Callable[[TraceEntry], None] | None = None,
 ) -> SimulationResult:
     """Run ``flow`` once on a virtual call (see the module doc for the scripts).
 
     ``say`` and ``speech_wav`` script what the caller says (text matched against the grammar,
-    or WAV files for the real recogniser). ``at`` is the wall-clock date and time when the call arrives (naive values are read in
-    ``tz``). ``trace_out`` receives each trace entry as it happens. Must be called outside a
-    running event loop.
+    or WAV files for the real recogniser). ``at`` is the wall-clock date and time when the call
+    arrives (naive values are read in ``tz``). ``config`` is what the flow reads as
+    ``{{ config.x }}`` (:meth:`ivr.config.IvrConfig.flow_config`). ``plugins``, a plugin manager
+    already configured, gives the actions (unless ``actions`` is given) and sees the call's
+    events: ``ivr_call_started`` when the flow answers, ``ivr_dtmf``, ``ivr_speech``,
+    ``ivr_call_ended``; the media services (play, record, recognise) stay simulated.
+    ``outcomes`` (``{"bot": "failed"}``) are the outcomes of actions that need a real peer
+    (:meth:`FlowSession.simulated_outcome`). A run that reaches ``time_limit`` (virtual
+    seconds) ends with outcome ``time_limit``. ``trace_out`` receives each trace entry as it
+    happens. Must be called outside a running event loop.
     """
-    actions = actions or collect_actions()
+    actions = actions or collect_actions(plugins)
     if not isinstance(flow, Flow):
         flow = load_flow(flow, actions)
     config = dict(config or {})
@@ -317,7 +383,7 @@ def run_simulation(
     try:
         return loop.run_until_complete(
             _simulate(flow, loop, dtmf, speech, utterances, start, caller, callee, config, actions, transfer_result,
-                      time_limit, trace_out)
+                      plugins, dict(outcomes or {}), time_limit, trace_out)
         )
     finally:
         loop.close()
@@ -338,6 +404,10 @@ def _start_time(at: dt.datetime | str | None, tz: str) -> dt.datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=zone)
 
 
+#: Flow outcomes -> the ``ivr_call_ended`` reason a real call would have.
+_END_REASONS = {"rejected": "rejected", "transferred": "transferred", "error": "error"}
+
+
 def _user_of(uri: str) -> str:
     match = re.match(r"^(?:sips?:)?([^@;>]+)@", uri)
     return match.group(1) if match else uri
@@ -345,13 +415,16 @@ def _user_of(uri: str) -> str:
 
 async def _simulate(
     flow: Flow, loop: VirtualTimeLoop, dtmf: str, speech: str, utterances: list, start: dt.datetime, caller: str,
-    callee: str, config: dict[str, Any], actions: ActionRegistry, transfer_result: str, time_limit: float,
+    callee: str, config: dict[str, Any], actions: ActionRegistry, transfer_result: str,
+    plugins: pluggy.PluginManager | None, outcomes: dict[str, str], time_limit: float,
     trace_out: Callable[[TraceEntry], None] | None,
 ) -> SimulationResult:
     media = SimulatedMedia(loop)
-    call = CallContext("sim-1", media, from_uri=caller, to_uri=callee,
+    hook = media if plugins is None else PluginRelay(media, plugins.hook)
+    call = CallContext("sim-1", hook, from_uri=caller, to_uri=callee,
                        from_user=_user_of(caller), to_user=_user_of(callee), clock=loop.time)
-    controller = SimulatedController(transfer_result)
+    on_answer = None if plugins is None else (lambda: plugins.hook.ivr_call_started(call=call))
+    controller = SimulatedController(transfer_result, on_answer)
     call.controller = controller
     t0 = loop.time()
     if utterances:
@@ -381,9 +454,15 @@ async def _simulate(
 
     try:
         outcome = await asyncio.wait_for(
-            run_flow(flow, call, config, actions, wall_clock=wall_clock, trace=record), time_limit
+            run_flow(flow, call, config, actions, wall_clock=wall_clock, trace=record,
+                     simulated_outcomes=outcomes),
+            time_limit,
         )
     except asyncio.TimeoutError:
         record(TraceEntry(round(loop.time() - t0, 3), "-", "stopped", f"time limit {time_limit:g}s"))
         outcome = "time_limit"
-    return SimulationResult(trace, outcome, dict(call.vars), controller.actions, media.recordings)
+    if plugins is not None:
+        reason = "remote_hangup" if outcome == "caller_hangup" else _END_REASONS.get(outcome, "local_hangup")
+        plugins.hook.ivr_call_ended(call=call, reason=reason)
+    return SimulationResult(trace, outcome, dict(call.vars), controller.actions, media.recordings, media.prompts,
+                            call)

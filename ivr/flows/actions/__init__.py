@@ -27,11 +27,14 @@ def ivr_register_actions(register: Callable[..., None]) -> None:
 
 def collect_actions(pm: pluggy.PluginManager | None = None) -> ActionRegistry:
     """The built-in actions (reserved: a plugin cannot replace one), then every action the
-    plugins of ``pm`` register through ``ivr_register_actions``."""
+    plugins of ``pm`` register through ``ivr_register_actions`` (a registration that fails is
+    one line in the registry's ``problems``)."""
     registry = ActionRegistry()
     ivr_register_actions(registry.register)
     registry.reserve()
     if pm is not None:
-        pm.hook.ivr_register_actions(register=registry.register)
+        # one implementation at a time: a mistake in one plugin costs only that plugin's action
+        for impl in reversed(pm.hook.ivr_register_actions.get_hookimpls()):
+            registry.register_from(impl.plugin_name, impl.function)
     return registry
 

@@ -4,7 +4,6 @@ audio looped to the caller while the reply is awaited."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import weakref
@@ -46,19 +45,16 @@ async def http_action(session: FlowSession, params: dict[str, Any]) -> str:
     session.trace("http", f"{method} {url}")
     if filler is not None:
         await session.ensure_answered()
-    # Under `ivr simulate` the loop's clock is virtual; real sockets need it to follow real time.
-    real_io = getattr(session.loop, "real_io", None)
-    with real_io() if real_io else contextlib.nullcontext():
-        request = asyncio.ensure_future(
-            _client(session.loop).request(
-                method, url, headers=headers, json=body_json, content=body, timeout=timeout + 1.0
-            )
+    request = asyncio.ensure_future(
+        _client(session.loop).request(
+            method, url, headers=headers, json=body_json, content=body, timeout=timeout + 1.0
         )
-        try:
-            reply = await _await_with_filler(session, request, filler, timeout)
-        finally:
-            if not request.done():
-                request.cancel()
+    )
+    try:
+        reply = await session.run_io(_await_with_filler(session, request, filler, timeout))
+    finally:
+        if not request.done():
+            request.cancel()
     session.vars["http_status"] = 0
     if reply is None:
         session.trace("http", f"no reply within {timeout:g}s")

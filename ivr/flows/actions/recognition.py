@@ -5,7 +5,6 @@ result (the rules are in :mod:`ivr.flows.speech`)."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from typing import Any
 
@@ -57,17 +56,14 @@ async def recognise(session: FlowSession, params: Any, grammar: list[str] | str 
         session.trace("speech", "no utterance audio (is the vad plugin loaded?)")
         return None
     options = stt_options(session, params, grammar)
-    job = session.loop.run_in_executor(None, lambda: call.hook.ivr_stt(call=call, pcm=pcm, options=options))
-    # under ivr simulate the clock is virtual: let it follow real time while the thread works
-    real_io = getattr(session.loop, "real_io", None)
-    with real_io() if real_io is not None else contextlib.nullcontext():
-        while not job.done():
-            event = await session.next_event(None, until=job)
-            if isinstance(event, DtmfEvent):
-                session.typeahead.append(event.digit)
-                session.trace("speech", f"cancelled by dtmf {event.digit}")
-                job.add_done_callback(_discard)
-                raise SpeechCancelled(event.digit)
+    job = asyncio.ensure_future(session.run_blocking(call.hook.ivr_stt, call=call, pcm=pcm, options=options))
+    while not job.done():
+        event = await session.next_event(None, until=job)
+        if isinstance(event, DtmfEvent):
+            session.typeahead.append(event.digit)
+            session.trace("speech", f"cancelled by dtmf {event.digit}")
+            job.add_done_callback(_discard)
+            raise SpeechCancelled(event.digit)
     answer = job.result()
     if not answer:
         session.trace("recognised", "nothing")

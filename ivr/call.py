@@ -154,6 +154,9 @@ class CallContext:
         #: Each transfer tried: ``{"to": target, "status": SIP status, "outcome": flow outcome}``.
         self.transfers: list[dict[str, Any]] = []
         self.failed: str | None = None  # set when a plugin raised for this call
+        #: Errors the flow met, in order (``"flow/node: ValueError: ..."``): an action that
+        #: raised, also when the flow's ``on_error`` handled it.
+        self.errors: list[str] = []
         self.events: asyncio.Queue = asyncio.Queue()
         self.voice: VoiceActivity | None = None
         # set by the engine: async callables for signalling actions

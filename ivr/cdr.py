@@ -37,7 +37,7 @@ class CdrWriter:
             "flow_outcome": call.data.get("engine", {}).get("flow_outcome"),
             "digits": "".join(call.digits), "recordings": list(call.recordings),
             "transfers": list(call.transfers),
-            "error": call.failed,
+            "error": call.failed or "; ".join(call.errors) or None,
         }
         self._file.write(json.dumps(record) + "\n")
 

@@ -25,7 +25,7 @@ from ivr.flows.model import Flow, Node, Schedule
 from ivr.flows.paths import PathEscapeError, resolve_inside
 from ivr.flows.registry import ActionRegistry
 from ivr.flows.schema import NODE_KEYS, validate_document
-from ivr.flows.templating import is_template, template_syntax_error
+from ivr.flows.templating import is_template, template_name_problems, template_syntax_error
 from ivr.flows.values import parse_days, parse_time_ranges
 
 log = logging.getLogger(__name__)
@@ -282,8 +282,8 @@ class _Checker:
                 self.check_templates(item, where + [index])
         elif is_template(value):
             problem = template_syntax_error(value)
-            if problem:
-                self.report(where, problem)
+            for message in [problem] if problem else template_name_problems(value):
+                self.report(where, message)
 
 
 def _build_flow(document: MarkedMap, path: Path, actions: ActionRegistry) -> Flow:

@@ -107,14 +107,32 @@ async def run_graph(session: FlowSession, flow: Flow, start: str) -> str:
         session.flow = previous_flow
 
 
+#: What the caller hears when the flow fails and routes no error itself (no ``on_error``).
+ERROR_PROMPT = "Sorry, something went wrong. Please call again later. Goodbye."
+
+
+async def _apologise(session: FlowSession) -> None:
+    """Say :data:`ERROR_PROMPT` to an answered caller before the failed flow hangs up, so that
+    a failure is not silence; whatever goes wrong here only shortens the apology."""
+    session.node = None
+    try:
+        await session.play({"say": ERROR_PROMPT}, barge_in=set())
+    except CallerHungUp:
+        pass
+    except Exception as exc:  # no TTS, say: the call still ends
+        log.warning("call %s: the error prompt could not be played: %r", session.call.id, exc)
+
+
 def _error_target(session: FlowSession, flow: Flow, node: Node, exc: Exception) -> str:
-    message = str(exc) or type(exc).__name__
     if isinstance(exc, FlowRuntimeError):
+        message = str(exc)
         log.warning("call %s: flow %s node %s: %s", session.call.id, flow.name, node.name, message)
-    else:
-        log.exception("call %s: flow %s node %s: action %s raised",
-                      session.call.id, flow.name, node.name, node.action)
+    else:  # a bug or an outage in an action: its type matters as much as its text
+        message = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        log.error("call %s: flow %s node %s: action %s raised %s", session.call.id, flow.name, node.name,
+                  node.action, message, exc_info=exc)
     session.vars["error"] = message
+    session.call.errors.append(f"{flow.name}/{node.name}: {message}")
     session.trace("error", message)
     if "error" in node.on:
         return node.on["error"]
@@ -152,15 +170,19 @@ async def run_flow(
     call.flow = flow.name
     result: str | None = None
     try:
-        await run_graph(session, flow, flow.start)
-    except FlowFinished as finished:
-        result = finished.outcome
-    except SubReturn as returned:
-        session.trace("return", returned.outcome)
-    except FlowRuntimeError as exc:
-        log.warning("call %s: flow %s stopped: %s", call.id, flow.name, exc)
-        session.trace("error", str(exc))
-        result = "error"
+        try:
+            await run_graph(session, flow, flow.start)
+        except FlowFinished as finished:
+            result = finished.outcome
+        except SubReturn as returned:
+            session.trace("return", returned.outcome)
+        except FlowRuntimeError as exc:
+            log.warning("call %s: flow %s stopped: %s", call.id, flow.name, exc)
+            call.errors.append(f"{flow.name}: {exc}")
+            session.trace("error", str(exc))
+            result = "error"
+        if result == "error" and session.answered and not session.caller_gone:
+            await _apologise(session)
     finally:
         session.close()
     if session.caller_gone:

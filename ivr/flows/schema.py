@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import jsonschema
 from jsonschema.exceptions import ValidationError, best_match
 
+from ivr.config import did_you_mean
 from ivr.flows.diagnostics import Diagnostic
 from ivr.flows.loader import position_of
 
@@ -72,11 +73,12 @@ def _diagnostics_for(error: ValidationError, document: Any, filename: str) -> li
     path = list(error.absolute_path)
     if error.validator == "additionalProperties" and isinstance(error.instance, dict):
         in_node = len(path) == 2 and path[0] == "nodes"
+        known = list(error.schema.get("properties", {}))
         found = []
         for key in _unexpected_keys(error):
             line, col = position_of(document, path + [key], key=True)
             what = "unknown action or node key" if in_node else "unknown key"
-            found.append(Diagnostic(filename, line, col, f"{_dotted(path)}: {what} {key!r}"))
+            found.append(Diagnostic(filename, line, col, f"{_dotted(path)}: {what} {key!r}{did_you_mean(key, known)}"))
         if found:
             return found
     if error.validator in ("anyOf", "oneOf") and "title" in error.schema:

@@ -12,10 +12,16 @@ import re
 from functools import lru_cache
 from typing import Any, Callable
 
-from jinja2 import StrictUndefined, TemplateError, TemplateSyntaxError
+from jinja2 import StrictUndefined, TemplateError, TemplateSyntaxError, meta, nodes
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
+from ivr.config import did_you_mean
 from ivr.flows.diagnostics import FlowRuntimeError
+
+#: The names a template reads (:meth:`ivr.flows.session.FlowSession.template_context`).
+TEMPLATE_ROOTS = ("call", "vars", "config")
+#: The keys of ``call`` in a template.
+CALL_KEYS = ("id", "from", "to", "from_uri", "to_uri", "from_user", "to_user", "headers")
 
 _UNSAFE_NAME_CHARS = re.compile(r"[^A-Za-z0-9_.+-]")
 
@@ -59,6 +65,26 @@ def template_syntax_error(source: str) -> str | None:
     except TemplateSyntaxError as exc:
         return f"template syntax error: {exc.message}"
     return None
+
+
+def template_name_problems(source: str) -> list[str]:
+    """What in ``source`` (which compiles) names nothing a flow template can read: a name other
+    than ``call``, ``vars``, ``config`` (and the loop variables it sets itself), or a key of
+    ``call`` that does not exist. One message each, with a "did you mean"."""
+    try:
+        tree = _TEXT_ENV.parse(source)
+    except TemplateSyntaxError:
+        return []
+    problems = []
+    for name in sorted(meta.find_undeclared_variables(tree) - set(TEMPLATE_ROOTS) - set(_TEXT_ENV.globals)):
+        hint = did_you_mean(name, TEMPLATE_ROOTS) or f" (did you mean 'vars.{name}'?)"
+        problems.append(f"template {source!r}: {name!r} is undefined: a template reads call, vars and "
+                        f"config{hint}")
+    for node in tree.find_all(nodes.Getattr):
+        if isinstance(node.node, nodes.Name) and node.node.name == "call" and node.attr not in CALL_KEYS:
+            problems.append(f"template {source!r}: call has no {node.attr!r}{did_you_mean(node.attr, CALL_KEYS)} "
+                            f"(call keys: {', '.join(CALL_KEYS)})")
+    return problems
 
 
 def render(source: Any, context: dict[str, Any], *, for_path: bool = False) -> Any:

@@ -17,12 +17,12 @@ from typing import Any, Sequence
 
 import pluggy
 
-from ivr.config import IvrConfig, did_you_mean, load_config
+from ivr.config import ConfigError, IvrConfig, did_you_mean, load_config
 from ivr.flows.actions import collect_actions
 from ivr.flows.registry import ActionRegistry
 from ivr.plugins import make_plugin_manager
 
-__all__ = ["Setup", "SetupError", "configure_plugins", "load_setup", "plugins_to_load"]
+__all__ = ["Setup", "SetupError", "configure_plugins", "load_setup", "plugin_names", "plugins_to_load"]
 
 log = logging.getLogger(__name__)
 
@@ -61,12 +61,19 @@ def load_setup(config: IvrConfig | str | Path | None = None, overrides: Sequence
     are ``--set KEY=VALUE`` items), build the plugin manager as ``ivr serve`` does (or take
     ``plugins``), hand every plugin its configuration and collect the actions.
 
-    Raises :class:`ivr.config.ConfigError` for a configuration that cannot be read; every other
-    mistake is a line in :attr:`Setup.problems`.
+    Raises :class:`ivr.config.ConfigError` for a configuration that cannot be read or a
+    ``--set plugins.NAME...`` naming no plugin; every other mistake is a line in
+    :attr:`Setup.problems`.
     """
     if not isinstance(config, IvrConfig):
         config = load_config(config, overrides)
     pm = plugins if plugins is not None else make_plugin_manager(extra_plugins=plugins_to_load(config))
+    names = plugin_names(pm)
+    for item in overrides:  # a --set for a plugin that is not there is a typo: stop at once
+        path = item.partition("=")[0].split(".")
+        if path[0] == "plugins" and len(path) > 2 and path[1] not in names:
+            raise ConfigError(f"--set {item}", None, f"no plugin named {path[1]!r} is loaded"
+                                                     f"{did_you_mean(path[1], names)}")
     problems = list(getattr(pm, "problems", []))
     problems += configure_plugins(pm, config)
     actions = collect_actions(pm)
@@ -74,14 +81,21 @@ def load_setup(config: IvrConfig | str | Path | None = None, overrides: Sequence
     return Setup(config, pm, actions, problems)
 
 
+def plugin_names(pm: pluggy.PluginManager) -> set[str]:
+    """The names a ``plugins.NAME`` section may use: every plugin's name and its last dotted
+    part, blocked plugins included (their sections are not typos)."""
+    names: set[str] = set()
+    for name, _ in pm.list_name_plugin():
+        names.update((name, name.rsplit(".", 1)[-1]))
+    return names
+
+
 def configure_plugins(pm: pluggy.PluginManager, config: IvrConfig) -> list[str]:
     """Call every plugin's ``ivr_configure`` with ``config``, one at a time; return one line per
     plugin that refused its section (raised) and per ``plugins.NAME`` section that names no
     plugin. (The engine makes the historic call, for plugins registered later, when it starts.)"""
     problems = []
-    names: set[str] = set()
-    for name, _ in pm.list_name_plugin():  # blocked plugins too: their sections are not typos
-        names.update((name, name.rsplit(".", 1)[-1]))
+    names = plugin_names(pm)
     for section in config.plugins:
         if section != "load" and section not in names:
             problems.append(f"{config.source}: plugins.{section}: no plugin of that name is loaded"

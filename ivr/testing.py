@@ -24,6 +24,7 @@ or ``pytest_plugins = ["ivr.testing"]`` in ``conftest.py``) are the two rigs.
 from __future__ import annotations
 
 import datetime as dt
+import importlib.metadata
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
@@ -38,9 +39,9 @@ from ivr.flows.model import Flow
 from ivr.flows.session import TraceEntry
 from ivr.flows.simulate import SimulationResult, run_simulation
 from ivr.loading import Setup, SetupError, load_setup
-from ivr.plugins import make_plugin_manager, register_checked
+from ivr.plugins import ENTRY_POINT_GROUP, make_plugin_manager, register_checked
 
-__all__ = ["AudioRig", "CallResult", "events", "frames", "make_setup", "simulate_call"]
+__all__ = ["AudioRig", "CallResult", "events", "frames", "make_setup", "plugin_name", "simulate_call"]
 
 ConfigLike = IvrConfig | Mapping[str, Any] | str | Path | None
 
@@ -49,8 +50,9 @@ def make_setup(*plugins: object, config: ConfigLike = None, overrides: Sequence[
                builtins: bool = False, entry_points: bool = False, strict: bool = True) -> Setup:
     """The configuration, plugins and actions a test runs with, loaded as ``ivr serve`` loads them.
 
-    ``plugins`` are modules or objects with ``@hookimpl`` functions, registered under their
-    ``__name__`` (or class name). ``config`` is a configuration mapping as the YAML file would
+    ``plugins`` are modules or objects with ``@hookimpl`` functions, registered under
+    :func:`plugin_name` (or ``(name, plugin)`` pairs, to name one yourself: the name is its
+    configuration section). ``config`` is a configuration mapping as the YAML file would
     hold it (``{"plugins": {"acme": {"table": "accounts.csv"}}, "variables": {...}}``), a path to
     such a file, or ``None``; ``overrides`` are ``--set KEY=VALUE`` items. ``builtins`` adds the
     built-in plugins (vad, dtmf, playback, ...), ``entry_points`` the installed ones (off by
@@ -59,12 +61,26 @@ def make_setup(*plugins: object, config: ConfigLike = None, overrides: Sequence[
     """
     pm = make_plugin_manager(builtins, entry_points=entry_points, environ={})
     for plugin in plugins:
-        name = getattr(plugin, "__name__", None) or type(plugin).__name__
-        register_checked(pm, plugin, name)
+        name, plugin = plugin if isinstance(plugin, tuple) else (plugin_name(plugin), plugin)
+        if not pm.has_plugin(name):
+            register_checked(pm, plugin, name)
     setup = load_setup(_config(config, overrides), plugins=pm)
     if strict and setup.problems:
         raise SetupError(setup.problems)
     return setup
+
+
+def plugin_name(plugin: object) -> str:
+    """The name the server would register ``plugin`` under: its entry-point name when it is an
+    installed plugin module (``example = "ivr_example_plugin"`` gives ``example``), else its
+    module or class name."""
+    module = getattr(plugin, "__name__", None)
+    if isinstance(module, str):
+        for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+            if ep.value == module:
+                return ep.name
+        return module
+    return type(plugin).__name__
 
 
 def _config(config: ConfigLike, overrides: Sequence[str]) -> IvrConfig:

@@ -39,9 +39,9 @@ from typing import Any
 
 import numpy as np
 
+from ivr import hookimpl
 from ivr.call import AudioBatch, CallContext, DtmfEvent
 from ivr.flows.paths import resolve_inside
-from ivr.hookspecs import hookimpl
 from ivr_plugins.bot_bridge import (
     FRAME_BYTES,
     BotBridge,

@@ -35,9 +35,9 @@ from typing import Any
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
+from ivr import hookimpl
 from ivr.audio import FRAME_SAMPLES, SAMPLE_RATE
 from ivr.call import AudioBatch, CallContext
-from ivr.hookspecs import hookimpl
 from ivr_plugins.tones import DTMF_COL_HZ, DTMF_KEYS, DTMF_ROW_HZ
 
 log = logging.getLogger(__name__)

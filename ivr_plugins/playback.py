@@ -37,9 +37,9 @@ from typing import Any
 
 import numpy as np
 
+from ivr import hookimpl
 from ivr.audio import FRAME_SAMPLES, SAMPLE_RATE, parse_duration, read_wav
 from ivr.call import AudioBatch, CallContext, PlaybackDone, PlayItem
-from ivr.hookspecs import hookimpl
 from ivr_plugins.tones import make_tone, parse_tone_spec
 
 log = logging.getLogger(__name__)

@@ -45,6 +45,7 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
+from ivr import hookimpl
 from ivr.audio import (
     FRAME_SECONDS,
     SAMPLE_RATE,
@@ -53,7 +54,6 @@ from ivr.audio import (
     wav_header,
 )
 from ivr.call import AudioBatch, CallContext, RecordingDone
-from ivr.hookspecs import hookimpl
 
 log = logging.getLogger(__name__)
 

@@ -51,8 +51,8 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 import numpy as np
 import soxr
 
+from ivr import hookimpl
 from ivr.audio import SAMPLE_RATE
-from ivr.hookspecs import hookimpl
 
 # Grammar and normalise_phrase are part of this plugin's public API (defined beside it).
 from ivr_plugins.stt_grammar import (  # noqa: F401

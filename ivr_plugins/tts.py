@@ -21,7 +21,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from ivr.hookspecs import hookimpl
+from ivr import hookimpl
 
 log = logging.getLogger(__name__)
 

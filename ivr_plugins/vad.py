@@ -42,9 +42,9 @@ from typing import Any
 import numpy as np
 import webrtcvad
 
+from ivr import hookimpl
 from ivr.audio import FRAME_BYTES, FRAME_MS, FRAME_SECONDS, SAMPLE_RATE
 from ivr.call import AudioBatch, CallContext
-from ivr.hookspecs import hookimpl
 
 log = logging.getLogger(__name__)
 

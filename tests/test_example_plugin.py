@@ -1,16 +1,24 @@
-"""The example third-party plugin package: pip-installed, found through the `ivr` entry points."""
+"""The example third-party plugin package (examples/ivr-example-plugin), as its author ships it:
+pip-installed, found through the `ivr` entry points, its own tests on the shipped kit
+(`ivr.testing`), shown by `ivr schema`, checked and simulated with its configuration, serving a
+real call."""
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
 import subprocess
 import sys
-import textwrap
+import time
 from pathlib import Path
 
 import pytest
 
+from tests.helpers.net import free_port
+
 PACKAGE = Path(__file__).resolve().parents[1] / "examples" / "ivr-example-plugin"
+IVR = [sys.executable, "-m", "ivr"]
 
 
 @pytest.fixture(scope="module")
@@ -28,35 +36,73 @@ def installed():
         shutil.rmtree(PACKAGE / "ivr_example_plugin.egg-info", ignore_errors=True)
 
 
-CHECK = textwrap.dedent(
-    """
-    import asyncio, pluggy
-    import ivr.hookspecs
-    from ivr.call import CallContext
-    pm = pluggy.PluginManager("ivr")
-    pm.add_hookspecs(ivr.hookspecs)
-    pm.load_setuptools_entrypoints("ivr")
-    plugin = pm.get_plugin("example")
-    assert plugin is not None, pm.list_name_plugin()
-    pm.hook.ivr_configure.call_historic(kwargs={"config": {"plugins": {"example": {"greeting": "Hi"}}}})
-    call = CallContext("c1", pm.hook, from_user="alice")
-    pm.hook.ivr_call_started(call=call)
-    for digit in "123":
-        call.report_dtmf(digit, "rfc4733")
-    actions = {}
-    pm.hook.ivr_register_actions(register=lambda name, handler, schema=None, outcomes=(): actions.update({name: (handler, outcomes)}))
-    handler, outcomes = actions["example_key_count"]
-    class Session: pass
-    session = Session(); session.call = call
-    outcome = asyncio.run(handler(session, {"at_least": 3}))
-    print(call.vars["greeting"], call.data["example"]["keys"], outcome, *sorted(outcomes))
-    pm.hook.ivr_call_ended(call=call, reason="remote_hangup")
-    assert "example" not in call.data
-    """
-)
+def ivr(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
+    return subprocess.run([*IVR, *args], cwd=PACKAGE, capture_output=True, text=True, timeout=timeout)
 
 
-def test_entry_point_plugin_is_discovered_and_its_hooks_run(installed) -> None:
-    result = subprocess.run([sys.executable, "-c", CHECK], capture_output=True, text=True, timeout=60)
+def test_the_packages_own_tests_pass_on_the_shipped_kit(installed) -> None:
+    result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests"],
+                            cwd=PACKAGE, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "6 passed" in result.stdout.splitlines()[-1]
+    source = (PACKAGE / "tests" / "test_example.py").read_text()
+    assert "from tests" not in source and "ivr.testing" in source  # nothing from our own tests/
+
+
+def test_schema_shows_the_plugin_action_with_its_outcomes(installed) -> None:
+    result = ivr("schema")
     assert result.returncode == 0, result.stderr
-    assert result.stdout.split() == ["Hi,", "alice", "3", "many", "few", "many"]
+    node = json.loads(result.stdout)["$defs"]["node"]["properties"]
+    assert node["lookup_account"]["required"] == ["number"]
+
+
+def test_check_and_simulate_run_with_the_plugins_configuration(installed) -> None:
+    checked = ivr("check", "--config", "example.yaml", "flows/account.yaml")
+    assert checked.returncode == 0 and checked.stdout.strip() == "flows/account.yaml: ok (6 nodes)", checked
+    run = ivr("simulate", "--config", "example.yaml", "flows/account.yaml", "--dtmf", "+1s 1001#", "--from",
+              "sip:alice@example.com")
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "say 'Welcome, alice. Please type your account number" in run.stdout
+    assert "say 'Alice, your balance is 12.50 dollars.'" in run.stdout
+    # --set reaches the plugin's section as the file does
+    other = ivr("simulate", "--config", "example.yaml", "--set", "plugins.example.greeting=Howdy",
+                "flows/account.yaml", "--dtmf", "+1s 2002#")
+    assert "say 'Howdy, 1001." in other.stdout and "Bob, your balance is 0.00 dollars." in other.stdout
+    refused = ivr("check", "--config", "example.yaml", "--set", "plugins.example.accounts=missing.csv",
+                  "flows/account.yaml")
+    assert refused.returncode == 1
+    assert refused.stderr.splitlines() == [
+        "ivr check: plugin example: refuses its configuration: accounts: missing.csv is not a file"]
+
+
+def test_serve_takes_a_real_call_through_the_plugin(installed, tmp_path: Path) -> None:
+    port = free_port()
+    cdr = tmp_path / "cdr.jsonl"
+    log = (tmp_path / "serve.log").open("w")
+    env = {**os.environ, "PYTHONPATH": str(PACKAGE.parents[1])}
+    server = subprocess.Popen([*IVR, "serve", "--config", "example.yaml", "--listen", f"127.0.0.1:{port}",
+                               "--set", f"cdr={cdr}", "--set", "logging.level=info"],
+                              cwd=PACKAGE, stdout=log, stderr=subprocess.STDOUT, env=env)
+    try:
+        deadline = time.monotonic() + 15
+        while "ivr serving on" not in (tmp_path / "serve.log").read_text():
+            assert server.poll() is None and time.monotonic() < deadline, (tmp_path / "serve.log").read_text()
+            time.sleep(0.05)
+        speech = PACKAGE.parents[1] / "flows" / "prompts" / "main_menu.wav"  # the caller talks, then types
+        call = subprocess.run([*IVR, "call", f"sip:account@127.0.0.1:{port}", "--dtmf", "+1s 1001#",
+                               "--play", str(speech), "--duration", "20"],
+                              capture_output=True, text=True, timeout=60, env=env)
+        assert call.returncode == 0, call.stderr
+        while not cdr.exists() or not cdr.read_text().strip():
+            assert time.monotonic() < deadline + 30, (tmp_path / "serve.log").read_text()
+            time.sleep(0.05)
+    finally:
+        server.terminate()
+        server.wait(15)
+        log.close()
+    record = json.loads(cdr.read_text().splitlines()[0])
+    assert record["flow"] == "account" and record["digits"] == "1001#" and record["error"] is None
+    assert record["flow_outcome"] == "hangup"
+    text = (tmp_path / "serve.log").read_text()
+    level = float(text.split("caller level ")[1].split()[0])  # the plugin's audio hook heard the caller
+    assert -60 < level < -3, text

@@ -12,8 +12,8 @@ import pytest
 
 import ivr_plugins.dtmf as dtmf_plugin
 import ivr_plugins.playback as playback_plugin
+from ivr import hookimpl
 from ivr.call import PlaybackDone, PlayItem
-from ivr.hookspecs import hookimpl
 from tests.helpers.audio import Rig, dominant_frequency, drain, wav_file
 
 

@@ -25,7 +25,11 @@ from ivr.flows.model import Flow, Node, Schedule
 from ivr.flows.paths import PathEscapeError, resolve_inside
 from ivr.flows.registry import ActionRegistry
 from ivr.flows.schema import NODE_KEYS, validate_document
-from ivr.flows.templating import is_template, template_name_problems, template_syntax_error
+from ivr.flows.templating import (
+    is_template,
+    template_name_problems,
+    template_syntax_error,
+)
 from ivr.flows.values import parse_days, parse_time_ranges
 
 log = logging.getLogger(__name__)

@@ -10,9 +10,9 @@ from typing import Callable
 
 import pluggy
 
+from ivr import hookimpl
 from ivr.flows.actions import control, digits, http, listen, media
 from ivr.flows.registry import ActionRegistry
-from ivr.hookspecs import hookimpl
 
 __all__ = ["collect_actions", "ivr_register_actions"]
 

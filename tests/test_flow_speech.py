@@ -187,7 +187,7 @@ def test_simulate_runs_a_wav_through_the_real_recogniser(tmp_path: Path) -> None
     path = write(tmp_path, MENU.format(extra=""))
     out = io.StringIO()
     args = build_parser().parse_args(["simulate", str(path), "--speech-wav", f"{wav}@2.5"])
-    assert cmd_simulate(args, make_setup(), out) == 0
+    assert cmd_simulate(args, make_setup(builtins=True), out) == 0  # the stt plugin recognises
     assert "recognised 'support'" in out.getvalue()
     assert "support          enter     play" in out.getvalue()
 

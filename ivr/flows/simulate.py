@@ -428,7 +428,7 @@ async def _simulate(
     call.controller = controller
     t0 = loop.time()
     if utterances:
-        media.speech = SimulatedSpeech(loop, call)
+        media.speech = SimulatedSpeech(loop, call, None if plugins is None else plugins.hook)
         media.speech.schedule(t0, utterances)
     # One timer per instant, running its events in script order: the loop's timer heap does
     # not keep the order of timers due at the same time.

@@ -67,14 +67,16 @@ def parse_wav_script(script: str) -> list[ScriptedUtterance]:
 
 class SimulatedSpeech:
     """Plays scripted utterances into a virtual call as a VAD plugin would report them, and
-    answers ``ivr_stt`` for them (the simulated media's hook delegates here)."""
+    answers ``ivr_stt`` for them (the simulated media's hook delegates here). WAV utterances go
+    to the ``ivr_stt`` of ``recogniser`` (a plugin manager's ``hook``; by default the plugins
+    the engine would load)."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, call: CallContext) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, call: CallContext, recogniser: Any = None) -> None:
         self.loop = loop
         self.call = call
         self._text_of: dict[int, str | None] = {}  # utterance number -> scripted text
         self._ended = 0  # utterances ended so far
-        self._engine: Any = None
+        self._engine: Any = recogniser
 
     def schedule(self, t0: float, utterances: list[ScriptedUtterance]) -> None:
         for utterance in utterances:

@@ -1,7 +1,8 @@
 """The ``ivr`` engine: a pluggy-based IVR that runs YAML call flows on simplesip calls.
 
-Plugin authors need only :data:`hookimpl` (``@ivr.hookimpl``) and the types in :mod:`ivr.call`;
-every hook is specified in :mod:`ivr.hookspecs`.
+Plugin authors need only :data:`hookimpl` (``from ivr import hookimpl``), the types in
+:mod:`ivr.call` and, for their tests, :mod:`ivr.testing`; every hook is specified in
+:mod:`ivr.hookspecs` (docs/plugins.md).
 """
 
 from ivr.hookspecs import hookimpl, hookspec

@@ -49,7 +49,8 @@ def ivr_configure(config: dict[str, Any]) -> None:
     ``config`` is the whole parsed configuration; a plugin reads its own section
     (``config["plugins"].get("<its name>", {})``) and falls back to defaults for every key it
     lacks. Historic: a plugin registered later is called with the latest configuration too.
-    Raise ``ValueError`` for a section it cannot use. Return value ignored.
+    Raise ``ValueError`` for a section it cannot use: ``ivr serve`` and ``ivr check`` stop with
+    ``plugin <name>: refuses its configuration: <message>``. Return value ignored.
     """
 
 
@@ -58,9 +59,11 @@ def ivr_register_actions(register: Callable[..., None]) -> None:
     """Called once at start-up so plugins can add flow actions.
 
     Call ``register(name, handler, schema=None, outcomes=())`` for each action: ``handler`` is an
-    ``async def handler(session, params) -> str`` returning the outcome name; ``schema`` is the JSON
-    Schema of the action's parameters (used by ``ivr check`` and ``ivr schema``). Return value
-    ignored.
+    ``async def handler(session, params) -> str`` returning the outcome name (checked when it is
+    registered: another signature is refused in one line, before any call); ``schema`` is the
+    JSON Schema of the action's parameters (used by ``ivr check`` and ``ivr schema``). Blocking
+    work in a handler goes through ``session.run_blocking``, network I/O through
+    ``session.run_io`` (docs/plugins.md, "Flow actions"). Return value ignored.
     """
 
 

@@ -13,7 +13,7 @@ then third-party plugins from the ``ivr`` entry-point group. Three environment v
     Log every hook call made through ``pm.hook`` (pluggy tracing) at DEBUG on this module's logger.
 
 A plugin with a mistake that would make a hook never run, or fail on every call, is refused at
-load time with one line in ``pm.problems`` (and the log): a ``@hookimpl`` whose name is no hook
+load time with one line in ``pm.problems`` (the caller reports them): a ``@hookimpl`` whose name is no hook
 ("did you mean ivr_audio_in?"), an argument the hook does not pass, a module that cannot be
 imported. ``ivr serve`` and ``ivr check`` then stop before any call; the other tools go on
 without it.
@@ -189,7 +189,7 @@ def _import_and_register(pm: pluggy.PluginManager, module_name: str) -> bool:
 
 def register_checked(pm: pluggy.PluginManager, plugin: object, name: str) -> bool:
     """Register ``plugin`` as ``name`` unless :func:`hook_mistakes` finds a mistake in it, in
-    which case it is refused: one line per mistake in ``pm.problems`` and the log."""
+    which case it is refused: one line per mistake in ``pm.problems``."""
     mistakes = hook_mistakes(pm, plugin)
     if not mistakes:
         try:

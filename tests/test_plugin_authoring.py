@@ -245,3 +245,8 @@ def test_check_strict_refuses_a_template_name_outside_call_vars_config(tmp_path,
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].endswith("'name' is undefined: a template reads call, vars and config (did you mean 'vars.name'?)")
     assert "call has no 'fromm' (did you mean 'from'?)" in lines[1]
+
+
+def test_simulate_outcome_names_an_action(capsys) -> None:
+    assert ivr_main(["simulate", str(ROOT / "flows" / "bot.yaml"), "--outcome", "bto=failed"]) == 2
+    assert "no action named 'bto' (did you mean 'bot'?)" in capsys.readouterr().out

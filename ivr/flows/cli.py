@@ -14,9 +14,10 @@ import sys
 from pathlib import Path
 from typing import Callable, TextIO
 
-from ivr.config import ConfigError
+from ivr.config import ConfigError, did_you_mean
 from ivr.flows.checker import check_file
 from ivr.flows.diagnostics import FlowError
+from ivr.flows.registry import ActionRegistry
 from ivr.flows.schema import flow_schema
 from ivr.flows.store import flow_files
 from ivr.loading import Setup, load_setup
@@ -118,14 +119,17 @@ def cmd_schema(args: argparse.Namespace, setup: Setup, out: TextIO | None = None
     return 0
 
 
-def parse_outcomes(items: list[str]) -> dict[str, str]:
-    """``["bot=failed"]`` -> ``{"bot": "failed"}``; ValueError for an item without ``=``."""
+def parse_outcomes(items: list[str], actions: ActionRegistry) -> dict[str, str]:
+    """``["bot=failed"]`` -> ``{"bot": "failed"}``; ValueError for an item without ``=`` or
+    naming no action."""
     outcomes = {}
     for item in items:
-        action, sep, outcome = item.partition("=")
-        if not sep or not action.strip() or not outcome.strip():
+        action, sep, outcome = (part.strip() for part in item.partition("="))
+        if not sep or not action or not outcome:
             raise ValueError(f"--outcome {item!r}: expected ACTION=OUTCOME, e.g. bot=failed")
-        outcomes[action.strip()] = outcome.strip()
+        if action not in actions:
+            raise ValueError(f"--outcome {item!r}: no action named {action!r}{did_you_mean(action, actions.names())}")
+        outcomes[action] = outcome
     return outcomes
 
 
@@ -140,7 +144,7 @@ def cmd_simulate(args: argparse.Namespace, setup: Setup, out: TextIO | None = No
             args.flow, dtmf=args.dtmf, speech=args.speech, say=args.say, speech_wav=args.speech_wav,
             at=args.at, tz=args.tz, caller=args.caller, callee=args.callee, config=setup.flow_config(),
             actions=setup.actions, plugins=setup.plugins, transfer_result=args.transfer_result,
-            outcomes=parse_outcomes(args.outcome), trace_out=lambda entry: out.write(f"{entry}\n"),
+            outcomes=parse_outcomes(args.outcome, setup.actions), trace_out=lambda entry: out.write(f"{entry}\n"),
         )
     except FlowError as exc:
         out.write(f"{exc}\n")

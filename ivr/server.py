@@ -32,6 +32,7 @@ from ivr.logs import CallLog
 from ivr.metrics import CallMetrics, MediaClockCollector
 from ivr.plugins import sync_extra_plugins
 from ivr.priority import raise_loop_priority
+from simplesip.wire.grammar import format_host
 
 __all__ = ["SERVING_GC_THRESHOLDS", "IvrServer", "NoFlowsError", "tune_gc_for_media"]
 
@@ -108,8 +109,8 @@ class IvrServer:
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, self.request_stop)
         loop.add_signal_handler(signal.SIGHUP, self.reload)
-        log.info("ivr serving on %s:%s (%s), flows: %s", self.config.listen_host,
-                 self.bound_port(), "+".join(self.config.transports),
+        log.info("ivr serving on %s (%s), flows: %s", format_host(self.config.listen_host, self.bound_port()),
+                 "+".join(self.config.transports),
                  ", ".join(self.engine.flows.flow_names()))
         try:
             await self._stopping.wait()

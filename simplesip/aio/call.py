@@ -16,7 +16,9 @@ import numpy as np
 
 from simplesip.aio.media import FRAME_SAMPLES
 from simplesip.core.rtpsession import RtpSession
+from simplesip.errors import SIPParseError
 from simplesip.wire import g711
+from simplesip.wire.grammar import parse_host
 from simplesip.wire.sdp import SDPNegotiationError
 
 if TYPE_CHECKING:
@@ -327,5 +329,9 @@ def split_target(target: str) -> tuple[str | None, str | None, int | None]:
     if "@" not in text and not target.strip().strip("<>").lower().startswith("sip"):
         return text, None, None  # an extension or number: the server's domain
     user, _, hostport = text.rpartition("@")
-    host, _, port = hostport.partition(":")
-    return user or None, host, int(port) if port.isdigit() else None
+    try:
+        host, port = parse_host(hostport, "target")  # [v6]:port too
+    except SIPParseError:
+        host, _, port_text = hostport.partition(":")
+        port = int(port_text) if port_text.isdigit() else None
+    return user or None, host, port

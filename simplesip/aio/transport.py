@@ -26,6 +26,8 @@ import socket
 import sys
 from typing import Callable
 
+from simplesip.wire.grammar import format_host
+
 log = logging.getLogger(__name__)
 
 __all__ = ["MAX_MESSAGE_SIZE", "SipTransport", "frame_stream"]
@@ -33,7 +35,8 @@ __all__ = ["MAX_MESSAGE_SIZE", "SipTransport", "frame_stream"]
 #: Largest SIP message we accept (§18.1.1 allows up to 65535 octets over UDP; TCP is held to it too).
 MAX_MESSAGE_SIZE = 65535
 
-_IP_RECVERR = getattr(socket, "IP_RECVERR", 11)  # Linux value; Python 3.11 does not export it
+_IP_RECVERR = getattr(socket, "IP_RECVERR", 11)  # Linux values; Python 3.11 does not export them
+_IPV6_RECVERR = getattr(socket, "IPV6_RECVERR", 25)
 _HEADER_END = b"\r\n\r\n"
 # Content-Length or its compact form "l", at the start of a header line (no folding allowed here).
 _CONTENT_LENGTH = re.compile(rb"\r\n(?:content-length|l)[ \t]*:[ \t]*(\d+)", re.IGNORECASE)
@@ -210,13 +213,17 @@ class SipTransport:
             self._udp = transport  # type: ignore[assignment]
         if self._server is not None:
             self._sweeper = self._loop.create_task(self._sweep_idle_connections())
-        log.info("SIP transports %s listening on %s:%d", "/".join(self.transports), self.host, port)
+        log.info("SIP transports %s listening on %s", "/".join(self.transports), format_host(self.host, port))
 
     def _bind_udp(self) -> socket.socket:
-        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        v6 = ":" in self.host
+        sock = socket.socket(socket.AF_INET6 if v6 else socket.AF_INET, socket.SOCK_DGRAM)
         try:
             if sys.platform.startswith("linux"):
-                sock.setsockopt(socket.IPPROTO_IP, _IP_RECVERR, 1)
+                if v6:
+                    sock.setsockopt(socket.IPPROTO_IPV6, _IPV6_RECVERR, 1)
+                else:
+                    sock.setsockopt(socket.IPPROTO_IP, _IP_RECVERR, 1)
             sock.bind((self.host, self.port))
             sock.setblocking(False)
         except OSError:

@@ -14,7 +14,7 @@ from typing import Iterable
 from simplesip.core.config import Address, UAConfig
 from simplesip.core.transaction import MAGIC_COOKIE
 from simplesip.errors import SIPParseError
-from simplesip.wire.grammar import split_list
+from simplesip.wire.grammar import format_host, split_list
 from simplesip.wire.headers import Headers, default_reason
 from simplesip.wire.message import Request, Response
 from simplesip.wire.uri import NameAddr, SipURI, Via
@@ -66,7 +66,8 @@ class MessageFactory:
     def aor(self) -> str:
         """Our address-of-record, ``sip:user@domain``."""
         user = self.config.username
-        return f"sip:{user}@{self.domain}" if user else f"sip:{self.domain}"
+        domain = format_host(self.domain, None)
+        return f"sip:{user}@{domain}" if user else f"sip:{domain}"
 
     def contact(self, transport: str | None = None) -> str:
         """Our Contact value: where peers reach this process directly."""
@@ -75,7 +76,7 @@ class MessageFactory:
         user = f"{cfg.username}@" if cfg.username else ""
         suffix = ";transport=tcp" if transport == "tcp" else ""
         host, port = self.public_address or (cfg.local_host, cfg.local_port)
-        return f"<sip:{user}{host}:{port}{suffix}>"
+        return f"<sip:{user}{format_host(host, port)}{suffix}>"
 
     def from_value(self, tag: str) -> str:
         """Our From (or UAS To) value with ``tag``."""
@@ -91,7 +92,7 @@ class MessageFactory:
         """A Via for a request we originate, asking for rport (RFC 3581)."""
         cfg = self.config
         return (
-            f"SIP/2.0/{transport.upper()} {cfg.local_host}:{cfg.local_port}"
+            f"SIP/2.0/{transport.upper()} {format_host(cfg.local_host, cfg.local_port)}"
             f";branch={branch or new_branch()};rport"
         )
 
@@ -104,7 +105,7 @@ class MessageFactory:
             return target
         if "@" in target:
             return f"sip:{target}"
-        return f"sip:{target}@{self.domain}"
+        return f"sip:{target}@{format_host(self.domain, None)}"
 
     # --- requests --------------------------------------------------------------------------------
 

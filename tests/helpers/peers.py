@@ -155,8 +155,9 @@ class SippRunner(PeerProcess):
 
     def __init__(self, workdir: Path, scenario: str | Path, *, remote: tuple[str, int] | None = None,
                  port: int | None = None, media_port: int | None = None, service: str = "test",
-                 calls: int = 1, extra: Sequence[str] = (), name: str = "sipp"):
+                 calls: int = 1, extra: Sequence[str] = (), name: str = "sipp", host: str = "127.0.0.1"):
         workdir.mkdir(parents=True, exist_ok=True)
+        self.host = host  # "::1": SIPp signals and sends media over IPv6
         pcap_link = workdir / "pcap"
         if not pcap_link.exists():
             pcap_link.symlink_to(SIPP_PCAPS)
@@ -169,8 +170,8 @@ class SippRunner(PeerProcess):
         else:
             argv += ["-sn", scenario]
         if remote is not None:
-            argv.append(f"{remote[0]}:{remote[1]}")
-        argv += ["-i", "127.0.0.1", "-p", str(self.port), "-mi", "127.0.0.1",
+            argv.append(f"[{remote[0]}]:{remote[1]}" if ":" in remote[0] else f"{remote[0]}:{remote[1]}")
+        argv += ["-i", host, "-p", str(self.port), "-mi", host,
                  "-mp", str(self.media_port), "-s", service, "-m", str(calls), "-nostdin",
                  "-trace_err", "-trace_msg", "-message_file", str(workdir / f"{name}_messages.log"),
                  "-error_file", str(workdir / f"{name}_errors.log"), *extra]
@@ -180,7 +181,7 @@ class SippRunner(PeerProcess):
 
     @property
     def address(self) -> tuple[str, int]:
-        return ("127.0.0.1", self.port)
+        return (self.host, self.port)
 
     def wait_listening(self, timeout: float = 5.0) -> None:
         """Block until SIPp has bound its SIP port (a datagram sent earlier would bounce)."""
@@ -189,9 +190,9 @@ class SippRunner(PeerProcess):
             if self.proc.poll() is not None:
                 raise RuntimeError(f"sipp exited early:\n{self.log()}")
             for kind in (socket.SOCK_DGRAM, socket.SOCK_STREAM):  # -t u1 or -t t1
-                with socket.socket(socket.AF_INET, kind) as probe:
+                with socket.socket(socket.AF_INET6 if ":" in self.host else socket.AF_INET, kind) as probe:
                     try:
-                        probe.bind(("127.0.0.1", self.port))
+                        probe.bind((self.host, self.port))
                     except OSError:
                         return  # taken: SIPp is listening
             time.sleep(0.02)
@@ -385,7 +386,7 @@ class KamailioRunner(PeerProcess):
 
     @property
     def address(self) -> tuple[str, int]:
-        return ("127.0.0.1", self.port)
+        return (self.host, self.port)
 
     def _wait_ready(self, timeout: float = 8.0) -> None:
         """Probe with OPTIONS until Kamailio answers anything."""

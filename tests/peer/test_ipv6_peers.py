@@ -1,0 +1,58 @@
+"""``ivr serve`` on the IPv6 loopback, called by SIPp over IPv6: its audio and RFC 4733 digit
+reach the flow, the CDR has the call; and ``ivr serve --listen [::1]:PORT`` answers in brackets."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from tests.helpers.net import free_port
+from tests.helpers.peers import SippRunner
+
+ROOT = Path(__file__).resolve().parents[2]
+
+FLOW = """\
+flow: sipp
+start: ask
+nodes:
+  ask:
+    collect:
+      prompt: {tone: "440", duration: 2s}
+      max_digits: 3            # SIPp hangs up 1 s after its digit, before the inter-digit timeout
+      timeout: 20s
+    on: {ok: thanks, timeout: bye, invalid: bye}
+  thanks: {play: {tone: "880", duration: 500ms}, next: bye}
+  bye: {hangup: {}}
+"""
+
+
+def test_sipp_calls_ivr_serve_over_ipv6(tmp_path: Path) -> None:
+    (tmp_path / "sipp.yaml").write_text(FLOW)
+    port = free_port()
+    log_path = tmp_path / "serve.log"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    with log_path.open("w") as log:
+        server = subprocess.Popen([sys.executable, "-m", "ivr", "serve", "--listen", f"[::1]:{port}", "--set",
+                                   "cdr=cdr.jsonl", "--set", "listen.transports=[udp]", "sipp.yaml"],
+                                  cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT, env=env)
+        try:
+            deadline = time.monotonic() + 15
+            while "ivr serving on" not in log_path.read_text():
+                assert server.poll() is None and time.monotonic() < deadline, log_path.read_text()
+                time.sleep(0.05)
+            # SIPp's built-in uac_pcap: 8 s of PCMA audio, an RFC 4733 '1', 1 s pause, BYE
+            with SippRunner(tmp_path / "sipp", "uac_pcap", remote=("::1", port), service="sipp", host="::1",
+                            extra=["-timeout", "13s", "-timeout_error"]) as sipp:
+                status = sipp.wait(15)
+            assert status == 0, sipp.log()[-3000:] + log_path.read_text()
+            messages = sipp.messages()
+        finally:
+            server.terminate()
+            server.wait(15)
+    assert f"Contact: <sip:[::1]:{port}>" in messages and "c=IN IP6 ::1" in messages
+    [record] = [json.loads(line) for line in (tmp_path / "cdr.jsonl").read_text().splitlines()]
+    assert record["flow"] == "sipp" and record["digits"] == "1" and record["outcome"] == "remote_hangup"

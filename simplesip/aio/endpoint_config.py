@@ -35,3 +35,11 @@ class EndpointConfig:
     tcp_idle_timeout: float = 64.0  # close a TCP connection that carried nothing for this long
     tcp_message_timeout: float = 10.0  # close one whose message started and is still incomplete
     jitter_target_ms: int = 60
+    #: RFC 3263: find servers named by domain through NAPTR and SRV records (priority, weight,
+    #: failover to the next on timeout, ICMP error or 503). False: a name is only looked up as a
+    #: host (A record), on the port given (``server_port``, or the URI's, else 5060).
+    dns_srv: bool = True
+    #: DNS servers to ask ("192.0.2.53" or "127.0.0.1:5353"); None: the system's (resolv.conf).
+    dns_nameservers: tuple[str, ...] | None = None
+    dns_timeout: float = 3.0  # seconds one lookup may take
+    failover_timeout: float = 4.0  # a target silent this long is left for the next one

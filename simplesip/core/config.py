@@ -6,10 +6,25 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-__all__ = ["Address", "UAConfig"]
+__all__ = ["Address", "Target", "UAConfig"]
 
 #: A transport address: (host, port).
 Address = tuple[str, int]
+
+
+@dataclass(frozen=True)
+class Target:
+    """One place a request may go: an address and the transport to reach it by. The shell
+    resolves names (RFC 3263: NAPTR, SRV, A) into an ordered list of these; the core sends to the
+    first and moves on to the next when one times out, is unreachable or answers 503."""
+
+    host: str
+    port: int
+    transport: str = "udp"
+
+    @property
+    def address(self) -> Address:
+        return (self.host, self.port)
 
 
 @dataclass
@@ -44,6 +59,9 @@ class UAConfig:
     auth_username: str | None = None  # digest user when it differs from ``username``
     supported: tuple[str, ...] = ()  # option tags we implement (Require of others gets 420)
     accept_content_types: tuple[str, ...] = ("application/sdp",)
+    #: With more than one target for a request (RFC 3263), how long one may stay silent (no
+    #: response at all, not even 100) before the request moves on to the next.
+    failover_timeout: float = 4.0
 
     def __post_init__(self) -> None:
         if self.transport not in ("udp", "tcp"):

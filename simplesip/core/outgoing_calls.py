@@ -12,6 +12,7 @@ import logging
 from typing import Iterable
 
 from simplesip.core.calls import CALLING, CONFIRMED, EARLY, ENDED, CallLeg, CallManager
+from simplesip.core.config import Target
 from simplesip.core.dialog import Dialog
 from simplesip.core.events import CallAnswered, CallProgress
 from simplesip.core.message_factory import new_branch, new_tag, uri_address
@@ -39,27 +40,33 @@ class OutgoingCalls:
     def invite(
         self, target: str, sdp: bytes, now: float,
         headers: dict[str, str] | Iterable[tuple[str, str]] | None = None,
+        targets: list[Target] | None = None,
     ) -> str:
-        """Start an outgoing call to ``target``; returns its Call-ID."""
+        """Start an outgoing call to ``target``; returns its Call-ID. ``targets``: where the first
+        hop is, best first (RFC 3263); the INVITE moves on to the next when one fails."""
         uri = self.factory.target_uri(target)
         call_id = self.factory.new_call_id()
         tag = new_tag()
         extra = list(headers.items() if isinstance(headers, dict) else headers or ())
-        transport = self.config.transport
+        first, alternates = (targets[0], targets[1:]) if targets else (None, [])
+        transport = first.transport if first is not None else self.config.transport
         request = self.factory.new_request(
             "INVITE", uri, f"<{uri}>", tag, call_id, 1, transport, body=sdp, extra=extra
         )
         call = CallLeg(self.calls, call_id, "uac", transport, CALLING, tag, request, local_sdp=sdp)
         self.calls.calls[call_id] = call
+        dest = first.address if first is not None else self.factory.first_hop(request)
         call.outgoing = OutgoingRequest(
-            self.layer, request, self.factory.first_hop(request), transport,
+            self.layer, request, dest, transport,
             lambda out, resp, at: self._uac_response(call, out, resp, at),
-            lambda out, at: self._uac_timeout(call, at),
+            lambda out, at: self._uac_timeout(call, out, at),
+            alternates=alternates,
         ).start(now)
         return call_id
 
     def _uac_response(self, call: CallLeg, out: OutgoingRequest, response: Response, now: float) -> None:
         call.invite = out.request  # what was really sent, credentials included
+        call.transport = out.transport  # a failover may have moved to another transport
         if response.status < 200:
             if call.state not in (CALLING, EARLY):
                 return
@@ -141,9 +148,15 @@ class OutgoingCalls:
             return False
         return True
 
-    def _uac_timeout(self, call: CallLeg, now: float) -> None:
-        if call.state in (CALLING, EARLY):
-            self.calls.end(call, "cancelled" if call.cancel_requested else "timeout", 408)
+    def _uac_timeout(self, call: CallLeg, out: OutgoingRequest, now: float) -> None:
+        if call.state not in (CALLING, EARLY):
+            return
+        if call.cancel_requested:
+            self.calls.end(call, "cancelled", 408)
+        elif out.failure == "unreachable":
+            self.calls.end(call, "error", 503)
+        else:
+            self.calls.end(call, "timeout", 408)
 
     def cancel(self, call_id: str, now: float) -> None:
         """Cancel our unanswered INVITE (sent once a provisional response has arrived)."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from typing import Callable
 
-from simplesip.core.config import UAConfig
+from simplesip.core.config import Target, UAConfig
 from simplesip.core.events import Event, RegistrationFailed, RegistrationSucceeded
 from simplesip.core.message_factory import MessageFactory, new_tag
 from simplesip.core.transaction_layer import (
@@ -48,6 +48,8 @@ class Registration:
         self.requested_expires = config.register_expires
         self.granted_expires = 0
         self.pending: OutgoingRequest | None = None
+        # Where the registrar is, best first (RFC 3263, resolved by the shell); empty: cfg.server.
+        self.targets: list[Target] = []
         # The registrar's last challenge: refreshes answer it in advance (nonce count + 1).
         self.digest = DigestCache()
 
@@ -56,8 +58,11 @@ class Registration:
         """True while the registrar holds a live binding for us (as far as we know)."""
         return self.granted_expires > 0
 
-    def register(self, now: float, expires: int) -> None:
-        """Send REGISTER asking for ``expires`` seconds; refreshes follow on their own."""
+    def register(self, now: float, expires: int, targets: list[Target] | None = None) -> None:
+        """Send REGISTER asking for ``expires`` seconds; refreshes follow on their own.
+        ``targets``: where the registrar is, best first (each REGISTER starts at the first)."""
+        if targets is not None:
+            self.targets = list(targets)
         self.requested_expires = expires
         self._send(now, expires)
 
@@ -84,10 +89,17 @@ class Registration:
             request.headers.set("Contact", "*")
         if cfg.password is not None:
             self.digest.authorize(request, cfg.auth_username or cfg.username, cfg.password)
-        dest = cfg.server or self.factory.first_hop(request)
+        dest, transport, alternates = cfg.server or self.factory.first_hop(request), cfg.transport, []
+        if self.targets and not cfg.outbound_proxy:
+            first, *alternates = self.targets
+            dest, transport = first.address, first.transport
+            if transport != cfg.transport:
+                top = request.vias[0]
+                top.transport = transport.upper()
+                request.headers.set("Via", str(top))
         self.pending = OutgoingRequest(
-            self.layer, request, dest, cfg.transport, self._on_response, self._on_timeout,
-            digest_cache=self.digest,
+            self.layer, request, dest, transport, self._on_response, self._on_timeout,
+            digest_cache=self.digest, alternates=alternates,
         ).start(now)
 
     def _on_response(self, outgoing: OutgoingRequest, response: Response, now: float) -> None:
@@ -126,7 +138,10 @@ class Registration:
         if outgoing is self.pending:
             self.pending = None
         self.granted_expires = 0
-        self.emit(RegistrationFailed(408, "Request Timeout"))
+        if outgoing.failure == "unreachable":
+            self.emit(RegistrationFailed(503, f"{outgoing.dest[0]}:{outgoing.dest[1]} is unreachable"))
+        else:
+            self.emit(RegistrationFailed(408, "Request Timeout"))
 
     def _learn_public_address(self, response: Response) -> bool:
         """Use the received/rport the registrar saw (RFC 3581) when it is not our local address.

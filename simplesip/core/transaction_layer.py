@@ -11,10 +11,10 @@ import heapq
 import itertools
 import logging
 import secrets
-from typing import TYPE_CHECKING, Callable, Protocol
+from typing import TYPE_CHECKING, Callable, Protocol, Sequence
 
 from simplesip.core.auth import Challenge, build_authorization
-from simplesip.core.config import Address, UAConfig
+from simplesip.core.config import Address, Target, UAConfig
 from simplesip.core.message_factory import new_branch, replace_top_via
 from simplesip.core.transaction import (
     ClientInviteTransaction,
@@ -31,6 +31,7 @@ from simplesip.core.transaction import (
     Terminate,
     TimedOut,
     TimerConfig,
+    TxState,
     client_key,
     server_key,
 )
@@ -245,6 +246,19 @@ class TransactionLayer:
         """Answer through a server transaction."""
         self.apply(entry, entry.tx.send_response(response), now)
 
+    def unreachable(self, addr: Address, now: float) -> int:
+        """The network says nothing listens at ``addr`` (ICMP port unreachable): every client
+        transaction still waiting there for its first response times out now instead of after
+        Timer B/F. Returns how many did."""
+        waiting = (TxState.CALLING, TxState.TRYING)
+        hit = [entry for entry in self.clients.values()
+               if tuple(entry.dest) == tuple(addr) and entry.tx.state in waiting]
+        for entry in hit:
+            self.forget(entry)
+            if entry.on_timeout is not None:
+                entry.on_timeout("unreachable", now)
+        return len(hit)
+
     def on_request(self, request: Request, now: float) -> bool:
         """Give a request to the server transaction it retransmits (or ACKs); False if none."""
         entry = self.find_server(request)
@@ -298,6 +312,11 @@ class OutgoingRequest:
     On a digest challenge the request is sent again with credentials: once per challenge, and once
     more when the second challenge says ``stale=true`` (the nonce merely expired). The retry has a new
     branch and CSeq + 1 (in a dialog, the dialog's next CSeq).
+
+    ``alternates`` are further targets for the same request (RFC 3263 4.3): when the current one
+    times out, is unreachable or answers 503, the request goes to the next in a new transaction
+    (same CSeq, new branch). ``failure`` says why the last target failed (``"timeout"`` or
+    ``"unreachable"``) when ``on_timeout`` is finally called.
     """
 
     def __init__(
@@ -310,6 +329,7 @@ class OutgoingRequest:
         on_timeout: TimeoutHandler,
         dialog: "Dialog | None" = None,
         digest_cache: DigestCache | None = None,
+        alternates: Sequence[Target] = (),
     ) -> None:
         self.layer = layer
         self.request = request
@@ -320,6 +340,9 @@ class OutgoingRequest:
         self.dialog = dialog
         self.digest_cache = digest_cache
         self.entry: TransactionEntry | None = None
+        self.alternates = list(alternates)
+        self.failure = "timeout"
+        self.answered = False  # any response (even 1xx) came: no failover past this point
         self._challenges = 0
         self._stale_retry_used = False
 
@@ -327,14 +350,53 @@ class OutgoingRequest:
         """Send (or re-send) the current request in a new client transaction."""
         self.entry = self.layer.start_client(self.request, self.dest, self.transport, now)
         self.entry.on_deliver = self._delivered
-        self.entry.on_timeout = lambda _timer, at: self.on_timeout(self, at)
+        self.entry.on_timeout = self._timed_out
+        if self.alternates:
+            # With somewhere else to go, a silent target is left well before Timer B/F (32 s).
+            self.layer.timers.set(self, "failover", now + self.layer.config.failover_timeout)
         return self
+
+    def fire(self, name: str, now: float) -> None:
+        """Timer callback: the current target stayed silent for ``failover_timeout``."""
+        if name == "failover" and not self.answered and self.alternates:
+            self._timed_out("failover", now)
+
+    def _timed_out(self, timer: str, now: float) -> None:
+        self.failure = "unreachable" if timer == "unreachable" else "timeout"
+        if not self.answered and self._fail_over(now, self.failure):
+            return
+        self.on_timeout(self, now)
 
     def _delivered(self, response: Request | Response, now: float) -> None:
         assert isinstance(response, Response)
+        if response.status == 503 and not self.answered and self._fail_over(now, "503"):
+            return
+        self.answered = True
+        self.layer.timers.cancel(self, "failover")
         if response.status in (401, 407) and self._retry_with_credentials(response, now):
             return
         self.on_response(self, response, now)
+
+    def _fail_over(self, now: float, why: str) -> bool:
+        """Send the request to the next target, if there is one (RFC 3263 4.3)."""
+        if not self.alternates:
+            return False
+        target = self.alternates.pop(0)
+        self.layer.timers.cancel(self, "failover")
+        logger.info("%s to %s:%d failed (%s): trying %s:%d/%s", self.request.method, *self.dest,
+                    why, target.host, target.port, target.transport)
+        if self.entry is not None and why != "503":
+            self.layer.forget(self.entry)  # a 503's transaction stays to ACK its retransmissions
+        retry = Request(self.request.method, self.request.uri, self.request.headers.copy(),
+                        self.request.body)
+        top = retry.vias[0]
+        top.params["branch"] = new_branch()
+        top.transport = target.transport.upper()
+        retry.headers = replace_top_via(retry.headers, str(top))
+        self.request = retry
+        self.dest, self.transport = target.address, target.transport
+        self.start(now)
+        return True
 
     def _retry_with_credentials(self, response: Response, now: float) -> bool:
         cfg = self.layer.config

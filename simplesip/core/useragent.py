@@ -15,7 +15,7 @@ from collections import deque
 from typing import Iterable
 
 from simplesip.core.calls import CALLING, EARLY, INCOMING, CallManager
-from simplesip.core.config import Address, UAConfig
+from simplesip.core.config import Address, Target, UAConfig
 from simplesip.core.events import Event, MessageRejected
 from simplesip.core.in_dialog import InDialogHandler, options_response
 from simplesip.core.incoming_calls import IncomingCalls
@@ -31,7 +31,7 @@ from simplesip.core.transaction_layer import TransactionEntry, TransactionLayer
 from simplesip.errors import SIPParseError
 from simplesip.wire.message import Request, Response, parse_message
 
-__all__ = ["UAConfig", "UserAgentCore", "KNOWN_METHODS"]
+__all__ = ["UAConfig", "Target", "UserAgentCore", "KNOWN_METHODS"]
 
 logger = logging.getLogger(__name__)
 
@@ -91,9 +91,30 @@ class UserAgentCore:
 
     # --- commands --------------------------------------------------------------------------------
 
-    def register(self, now: float, expires: int | None = None) -> None:
-        """Register our Contact (refreshed automatically); events: RegistrationSucceeded/Failed."""
-        self._registration.register(now, self.config.register_expires if expires is None else expires)
+    def register(self, now: float, expires: int | None = None,
+                 targets: list[Target] | None = None) -> None:
+        """Register our Contact (refreshed automatically); events: RegistrationSucceeded/Failed.
+
+        ``targets``: the registrar's addresses, best first (RFC 3263, resolved by the shell);
+        every REGISTER starts at the first and fails over down the list. Without them the
+        request goes to ``config.server``."""
+        expires = self.config.register_expires if expires is None else expires
+        self._registration.register(now, expires, targets)
+
+    def set_registrar_targets(self, targets: list[Target]) -> None:
+        """New registrar addresses for the next refresh (the shell re-resolved the name)."""
+        self._registration.targets = list(targets)
+
+    def transport_error(self, addr: Address, now: float) -> None:
+        """Nothing listens at ``addr`` (ICMP port unreachable): requests waiting there for their
+        first response fail over to their next target, or fail now (503)."""
+        self._layer.unreachable(addr, now)
+
+    def hop_uri(self, target: str) -> str | None:
+        """The SIP URI naming the first hop of a call to ``target`` (to resolve, RFC 3263), or
+        None when it goes to the configured server. ValueError when it cannot be routed."""
+        uri = self._factory.hop_uri(target)
+        return None if uri is None else str(uri)
 
     def unregister(self, now: float) -> None:
         """Remove our bindings; RegistrationSucceeded(0) when done."""
@@ -107,9 +128,11 @@ class UserAgentCore:
     def invite(
         self, target: str, sdp: bytes, now: float,
         headers: dict[str, str] | Iterable[tuple[str, str]] | None = None,
+        targets: list[Target] | None = None,
     ) -> str:
-        """Call ``target`` (``sip:`` URI, ``user@host`` or an extension) offering ``sdp``; Call-ID."""
-        return self._outgoing.invite(target, sdp, now, headers)
+        """Call ``target`` (``sip:`` URI, ``user@host`` or an extension) offering ``sdp``; Call-ID.
+        ``targets``: the first hop's addresses, best first (RFC 3263, resolved by the shell)."""
+        return self._outgoing.invite(target, sdp, now, headers, targets)
 
     def ringing(self, call_id: str, now: float) -> None:
         """Send 180 Ringing (only needed when ``auto_ringing`` is off)."""

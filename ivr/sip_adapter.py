@@ -14,7 +14,8 @@ log = logging.getLogger(__name__)
 
 #: simplesip end reasons (simplesip.core.events.END_REASONS) -> ivr_call_ended reasons.
 SIP_END_REASONS = {"remote_bye": "remote_hangup", "local_bye": "local_hangup", "rejected": "rejected",
-                   "cancelled": "cancelled", "timeout": "error", "no_ack": "error", "error": "error"}
+                   "cancelled": "cancelled", "timeout": "error", "no_ack": "error", "error": "error",
+                   "session_expired": "error"}
 
 
 def rtp_stats(call: CallContext) -> dict[str, Any]:

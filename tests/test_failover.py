@@ -11,9 +11,14 @@ import pytest
 
 from simplesip.aio.locator import parse_nameserver, srv_order
 from simplesip.core.config import Target, UAConfig
-from simplesip.core.events import CallAnswered, CallEnded, RegistrationFailed, RegistrationSucceeded
+from simplesip.core.events import (
+    CallAnswered,
+    CallEnded,
+    RegistrationFailed,
+    RegistrationSucceeded,
+)
 from simplesip.core.useragent import UserAgentCore
-from tests.helpers.sipmem import ANSWER, OFFER, Datagram, Network, request
+from tests.helpers.sipmem import ANSWER, OFFER, Datagram, Network
 
 ALICE = ("127.0.0.1", 15161)
 FIRST = ("127.0.0.1", 15170)

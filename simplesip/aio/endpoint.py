@@ -128,6 +128,7 @@ class Endpoint:
             register_expires=cfg.register_expires, answer_reinvite=self._answer_reoffer,
             auto_ringing=False,  # 180 only once the offer is known to be answerable
             failover_timeout=cfg.failover_timeout,
+            session_expires=cfg.session_expires, min_se=cfg.min_se,
         )
 
     def _answer_reoffer(self, call_id: str, offer: bytes) -> bytes | None:

@@ -43,3 +43,8 @@ class EndpointConfig:
     dns_nameservers: tuple[str, ...] | None = None
     dns_timeout: float = 3.0  # seconds one lookup may take
     failover_timeout: float = 4.0  # a target silent this long is left for the next one
+    #: Session timers (RFC 4028): the interval asked for and granted, in seconds; 0 turns them
+    #: off. Whoever refreshes sends a re-INVITE or UPDATE every half interval; a call whose peer
+    #: should refresh and does not is ended with BYE (end reason ``session_expired``).
+    session_expires: int = 1800
+    min_se: int = 90  # the shortest interval accepted (shorter requests get 422); RFC: >= 90

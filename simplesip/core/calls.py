@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Callable, Iterable
+from typing import Any, Callable, Iterable
 
 from simplesip.core.config import Address, UAConfig
 from simplesip.core.dialog import Dialog
@@ -74,6 +74,9 @@ class CallLeg:
     # retransmitted 2xx gets its ACK again and not another BYE.
     unwanted_acks: dict[str, tuple[Request, Address]] = field(default_factory=dict)
     offer_in_2xx: bool = False  # the (re-)INVITE we answered had no SDP: the ACK brings the answer
+    session: Any = None  # SessionTimer (RFC 4028) while one runs, see session_timers.py
+    refreshing: bool = False  # our session refresh is in flight
+    peer_allows_update: bool = False  # the peer's Allow lists UPDATE (refresh with it)
 
     def fire(self, name: str, now: float) -> None:
         """A call timer is due (2xx retransmission, missing ACK, CANCEL guard)."""
@@ -105,6 +108,8 @@ class CallManager:
         self.awaiting_ack: dict[tuple[str, str, str], CallLeg] = {}
         # Outgoing calls that ended, newest last: a 2xx can still arrive for them (13.2.2.4).
         self.ended_uac: OrderedDict[str, CallLeg] = OrderedDict()
+        #: Session timers (set by the UserAgentCore): fire(call, name, now) for "session_*".
+        self.session_timers: Any = None
 
     # --- helpers ---------------------------------------------------------------------------------
 
@@ -125,7 +130,8 @@ class CallManager:
             return
         call.state = ENDED
         if keep_2xx_timers and call.dialog is not None:
-            self.layer.timers.cancel(call, "cancel_guard")
+            for name in ("cancel_guard", "session_refresh", "session_expire"):
+                self.layer.timers.cancel(call, name)
             self.awaiting_ack[call.dialog.key] = call
         else:
             self.layer.timers.cancel_all(call)
@@ -190,13 +196,16 @@ class CallManager:
 
     # --- our 2xx, retransmitted until its ACK (13.3.1.4) ----------------------------------------
 
-    def ok_with_sdp(self, call: CallLeg, request: Request, sdp: bytes) -> Response:
-        """A 200 to an INVITE/UPDATE: Contact, Allow, Record-Route copied (12.1.1), SDP body."""
+    def ok_with_sdp(self, call: CallLeg, request: Request, sdp: bytes,
+                    more: Iterable[tuple[str, str]] = ()) -> Response:
+        """A 200 to an INVITE/UPDATE: Contact, Allow, Record-Route copied (12.1.1), SDP body,
+        then ``more`` headers (Session-Expires...)."""
         extra = [("Record-Route", rr) for rr in request.headers.get_all("Record-Route")]
         extra += [("Contact", self.factory.contact(call.transport)),
                   ("Allow", ", ".join(self.config.allow_methods))]
-        if self.config.supported:
-            extra.append(("Supported", ", ".join(self.config.supported)))
+        if self.config.option_tags:
+            extra.append(("Supported", ", ".join(self.config.option_tags)))
+        extra += list(more)
         return self.factory.response(request, 200, to_tag=call.local_tag, body=sdp, extra=extra)
 
     def start_2xx_retransmit(self, call: CallLeg, response: Response, dest: Address, now: float) -> None:
@@ -253,6 +262,8 @@ class CallManager:
             self.layer.timers.cancel(call, "2xx")
             self.send_bye(call, now)
             self.end(call, "no_ack", 408)
+        elif name.startswith("session_") and self.session_timers is not None:
+            self.session_timers.fire(call, name, now)
         elif name == "cancel_guard" and call.state in (CALLING, EARLY):
             if call.outgoing is not None and call.outgoing.entry is not None:
                 self.layer.forget(call.outgoing.entry)

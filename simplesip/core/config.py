@@ -62,6 +62,18 @@ class UAConfig:
     #: With more than one target for a request (RFC 3263), how long one may stay silent (no
     #: response at all, not even 100) before the request moves on to the next.
     failover_timeout: float = 4.0
+    #: Session timers (RFC 4028): the interval we ask for and grant (0 turns them off), and the
+    #: shortest we accept (RFC 4028 says 90 s; tests lower it to run in seconds).
+    session_expires: int = 1800
+    min_se: int = 90
+
+    @property
+    def option_tags(self) -> tuple[str, ...]:
+        """What we put in Supported and accept in Require: ``supported`` plus our extensions."""
+        tags = list(self.supported)
+        if self.session_expires > 0 and "timer" not in tags:
+            tags.append("timer")
+        return tuple(tags)
 
     def __post_init__(self) -> None:
         if self.transport not in ("udp", "tcp"):
@@ -69,3 +81,5 @@ class UAConfig:
         # A zero T1 would re-arm retransmission timers at the same instant, forever.
         if not 0 < self.t1 <= self.t2 or self.t4 <= 0:
             raise ValueError("timers need 0 < t1 <= t2 and t4 > 0")
+        if self.session_expires and not 0 < self.min_se <= self.session_expires:
+            raise ValueError("session timers need 0 < min_se <= session_expires")

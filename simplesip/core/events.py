@@ -36,7 +36,8 @@ __all__ = [
 #: ``no_ack`` we answered but the ACK never came (RFC 3261 13.3.1.4, we sent BYE);
 #: ``error`` a transport or protocol failure inside an established call (e.g. our BYE timed out).
 END_REASONS = frozenset(
-    {"local_bye", "remote_bye", "rejected", "cancelled", "timeout", "no_ack", "error"}
+    {"local_bye", "remote_bye", "rejected", "cancelled", "timeout", "no_ack", "error",
+     "session_expired"}
 )
 
 

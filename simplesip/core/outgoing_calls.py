@@ -26,6 +26,11 @@ __all__ = ["OutgoingCalls"]
 logger = logging.getLogger(__name__)
 
 
+def _allows(message: Request | Response, method: str) -> bool:
+    return any(method == part.strip().upper() for value in message.headers.get_all("Allow")
+               for part in value.split(","))
+
+
 class OutgoingCalls:
     """The commands and response handlers for calls we place."""
 
@@ -48,6 +53,11 @@ class OutgoingCalls:
         call_id = self.factory.new_call_id()
         tag = new_tag()
         extra = list(headers.items() if isinstance(headers, dict) else headers or ())
+        given = {name.lower() for name, _ in extra}
+        if self.config.option_tags and "supported" not in given:
+            extra.append(("Supported", ", ".join(self.config.option_tags)))
+        if "session-expires" not in given:
+            extra += self.calls.session_timers.request_headers()
         first, alternates = (targets[0], targets[1:]) if targets else (None, [])
         transport = first.transport if first is not None else self.config.transport
         request = self.factory.new_request(
@@ -80,6 +90,9 @@ class OutgoingCalls:
         if response.status < 300:
             self._uac_2xx(call, out.request, response, now)
             return
+        if response.status == 422 and call.state in (CALLING, EARLY) and not call.cancel_requested:
+            if self.calls.session_timers.retry_after_422(out, response, now):
+                return
         if call.state in (CALLING, EARLY):
             self.calls.end(call, "cancelled" if call.cancel_requested else "rejected", response.status)
 
@@ -98,6 +111,8 @@ class OutgoingCalls:
             self.calls.end(call, "cancelled", response.status)
             return
         call.state = CONFIRMED
+        call.peer_allows_update = _allows(response, "UPDATE")
+        self.calls.session_timers.uac_answered(call, response, now)
         self.calls.emit(CallAnswered(call.call_id, response.body or None))
 
     def _send_ack(self, call: CallLeg, dialog: Dialog, invite: Request) -> None:

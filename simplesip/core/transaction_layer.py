@@ -345,6 +345,7 @@ class OutgoingRequest:
         self.answered = False  # any response (even 1xx) came: no failover past this point
         self._challenges = 0
         self._stale_retry_used = False
+        self._resent = False
 
     def start(self, now: float) -> "OutgoingRequest":
         """Send (or re-send) the current request in a new client transaction."""
@@ -360,6 +361,20 @@ class OutgoingRequest:
         """Timer callback: the current target stayed silent for ``failover_timeout``."""
         if name == "failover" and not self.answered and self.alternates:
             self._timed_out("failover", now)
+
+    def resend(self, adjust: Callable[[Request], None], now: float) -> bool:
+        """Send the request again, changed by ``adjust``, in a new transaction (new branch, next
+        CSeq): what a 422 (RFC 4028) asks for. Once per request; False if already used."""
+        if self._resent:
+            return False
+        self._resent = True
+        retry = Request(self.request.method, self.request.uri, self.request.headers.copy(),
+                        self.request.body)
+        adjust(retry)
+        self._renumber(retry)
+        self.request = retry
+        self.start(now)
+        return True
 
     def _timed_out(self, timer: str, now: float) -> None:
         self.failure = "unreachable" if timer == "unreachable" else "timeout"

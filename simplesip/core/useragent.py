@@ -27,6 +27,7 @@ from simplesip.core.message_factory import (
 )
 from simplesip.core.outgoing_calls import OutgoingCalls
 from simplesip.core.registration import Registration
+from simplesip.core.session_timers import SessionTimers
 from simplesip.core.transaction_layer import TransactionEntry, TransactionLayer
 from simplesip.errors import SIPParseError
 from simplesip.wire.message import Request, Response, parse_message
@@ -53,6 +54,7 @@ class UserAgentCore:
         self._factory = MessageFactory(config)
         self._registration = Registration(config, self._layer, self._factory, self._events.append)
         self._calls = CallManager(config, self._layer, self._factory, self._events.append)
+        self._calls.session_timers = SessionTimers(self._calls)
         self._incoming = IncomingCalls(self._calls)
         self._outgoing = OutgoingCalls(self._calls)
         self._in_dialog = InDialogHandler(self._calls)
@@ -279,7 +281,7 @@ class UserAgentCore:
             return 483, None, []
         if request.method != "CANCEL":
             required = [tag.strip() for tag in request.headers.get_all("Require") if tag.strip()]
-            unsupported = [tag for tag in required if tag not in cfg.supported]
+            unsupported = [tag for tag in required if tag not in cfg.option_tags]
             if unsupported:
                 return 420, None, [("Unsupported", ", ".join(unsupported))]
         if request.body and request.method in ("INVITE", "UPDATE"):

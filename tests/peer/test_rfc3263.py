@@ -17,7 +17,7 @@ from simplesip.errors import LocationError
 from tests.helpers.dnsmasq import DnsmasqRunner
 from tests.helpers.net import free_port
 from tests.helpers.peers import SippRunner
-from tests.helpers.sipp_xml import UAS_CONTACT, response, scenario, send
+from tests.helpers.sipp_xml import response, scenario, send
 
 pytestmark = [pytest.mark.peer, pytest.mark.timeout(40)]
 

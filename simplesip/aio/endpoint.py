@@ -129,6 +129,7 @@ class Endpoint:
             auto_ringing=False,  # 180 only once the offer is known to be answerable
             failover_timeout=cfg.failover_timeout,
             session_expires=cfg.session_expires, min_se=cfg.min_se,
+            reliable_provisionals=cfg.reliable_provisionals,
         )
 
     def _answer_reoffer(self, call_id: str, offer: bytes) -> bytes | None:

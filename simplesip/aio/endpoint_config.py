@@ -48,3 +48,7 @@ class EndpointConfig:
     #: should refresh and does not is ended with BYE (end reason ``session_expired``).
     session_expires: int = 1800
     min_se: int = 90  # the shortest interval accepted (shorter requests get 422); RFC: >= 90
+    #: RFC 3262: PRACK a peer's reliable 18x; ring reliably (RSeq, retransmitted until PRACK,
+    #: the 200 after it) when the caller sends ``Require: 100rel``. False: a caller requiring
+    #: 100rel gets 420.
+    reliable_provisionals: bool = True

@@ -77,6 +77,14 @@ class CallLeg:
     session: Any = None  # SessionTimer (RFC 4028) while one runs, see session_timers.py
     refreshing: bool = False  # our session refresh is in flight
     peer_allows_update: bool = False  # the peer's Allow lists UPDATE (refresh with it)
+    # RFC 3262, UAS: our last RSeq, the reliable 18x awaiting its PRACK, its retransmit interval,
+    # and the answer held back until that PRACK; UAC: last RSeq seen and early dialog by To tag.
+    rseq: int = 0
+    unacked_1xx: Response | None = None
+    rel_interval: float = 0.0
+    deferred_answer: bytes | None = None
+    rseq_seen: dict[str, int] = field(default_factory=dict)
+    early_dialogs: dict[str, Dialog] = field(default_factory=dict)
 
     def fire(self, name: str, now: float) -> None:
         """A call timer is due (2xx retransmission, missing ACK, CANCEL guard)."""
@@ -110,6 +118,8 @@ class CallManager:
         self.ended_uac: OrderedDict[str, CallLeg] = OrderedDict()
         #: Session timers (set by the UserAgentCore): fire(call, name, now) for "session_*".
         self.session_timers: Any = None
+        #: Reliable provisionals (set by the UserAgentCore): fire(call, name, now) for "rel1xx*".
+        self.reliable: Any = None
 
     # --- helpers ---------------------------------------------------------------------------------
 
@@ -152,9 +162,9 @@ class CallManager:
         """A request inside ``call``'s dialog with our Via on top."""
         assert call.dialog is not None
         base = call.dialog.create_request(method, self.config.max_forwards)
-        return self._finish_request(call, base, body, content_type, extra)
+        return self.finish_request(call, base, body, content_type, extra)
 
-    def _finish_request(
+    def finish_request(
         self, call: CallLeg, base: Request, body: bytes = b"", content_type: str | None = None,
         extra: Iterable[tuple[str, str]] = (),
     ) -> Request:
@@ -202,7 +212,7 @@ class CallManager:
         then ``more`` headers (Session-Expires...)."""
         extra = [("Record-Route", rr) for rr in request.headers.get_all("Record-Route")]
         extra += [("Contact", self.factory.contact(call.transport)),
-                  ("Allow", ", ".join(self.config.allow_methods))]
+                  ("Allow", ", ".join(self.config.methods_allowed))]
         if self.config.option_tags:
             extra.append(("Supported", ", ".join(self.config.option_tags)))
         extra += list(more)
@@ -262,6 +272,8 @@ class CallManager:
             self.layer.timers.cancel(call, "2xx")
             self.send_bye(call, now)
             self.end(call, "no_ack", 408)
+        elif name.startswith("rel1xx") and self.reliable is not None:
+            self.reliable.fire(call, name, now)
         elif name.startswith("session_") and self.session_timers is not None:
             self.session_timers.fire(call, name, now)
         elif name == "cancel_guard" and call.state in (CALLING, EARLY):

@@ -66,11 +66,23 @@ class UAConfig:
     #: shortest we accept (RFC 4028 says 90 s; tests lower it to run in seconds).
     session_expires: int = 1800
     min_se: int = 90
+    #: RFC 3262 (100rel): PRACK reliable 18x we receive; send ours reliably when the INVITE
+    #: requires it. False: neither, and ``Require: 100rel`` gets 420.
+    reliable_provisionals: bool = True
+
+    @property
+    def methods_allowed(self) -> tuple[str, ...]:
+        """``allow_methods`` plus PRACK when reliable provisionals are on (our Allow header)."""
+        if self.reliable_provisionals and "PRACK" not in self.allow_methods:
+            return (*self.allow_methods, "PRACK")
+        return self.allow_methods
 
     @property
     def option_tags(self) -> tuple[str, ...]:
         """What we put in Supported and accept in Require: ``supported`` plus our extensions."""
         tags = list(self.supported)
+        if self.reliable_provisionals and "100rel" not in tags:
+            tags.append("100rel")
         if self.session_expires > 0 and "timer" not in tags:
             tags.append("timer")
         return tuple(tags)

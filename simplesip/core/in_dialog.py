@@ -51,9 +51,10 @@ class InDialogHandler:
             "NOTIFY": self._on_notify,
             "REFER": self._on_refer,
             "OPTIONS": self._on_options,
+            "PRACK": self.calls.reliable.on_prack,
         }.get(request.method)
         if handler is None:
-            allow = ", ".join(self.config.allow_methods)
+            allow = ", ".join(self.config.methods_allowed)
             self.layer.respond(entry, self.factory.response(request, 405, extra=[("Allow", allow)]),
                                now)
             return
@@ -223,7 +224,7 @@ def options_response(factory: MessageFactory, request: Request) -> Response:
     """200 to OPTIONS (11.2): what we allow, accept and support."""
     config = factory.config
     extra = [
-        ("Allow", ", ".join(config.allow_methods)),
+        ("Allow", ", ".join(config.methods_allowed)),
         ("Accept", ", ".join(config.accept_content_types)),
         ("Supported", ", ".join(config.option_tags)),
     ]

@@ -63,6 +63,11 @@ class IncomingCalls:
             call.invite, 180, to_tag=call.local_tag,
             extra=[("Contact", self.factory.contact(call.transport))],
         )
+        reliable = self.calls.reliable
+        if reliable.wanted(call):
+            if call.unacked_1xx is None:  # one reliable 18x at a time (RFC 3262 3)
+                reliable.send(call, response, now)
+            return
         self.layer.respond(call.server_entry, response, now)
 
     def answer(self, call_id: str, sdp: bytes, now: float) -> None:
@@ -70,6 +75,14 @@ class IncomingCalls:
         call = self.calls.get(call_id)
         if call.role != "uas" or call.state != INCOMING or call.server_entry is None:
             raise CallError(f"call {call_id!r} is not an unanswered incoming call")
+        if call.unacked_1xx is not None:
+            call.deferred_answer = sdp  # the 2xx follows the PRACK of our reliable 18x
+            return
+        self.answer_now(call, sdp, now)
+
+    def answer_now(self, call: CallLeg, sdp: bytes, now: float) -> None:
+        """Send the 200 (see :meth:`answer`)."""
+        assert call.server_entry is not None
         call.local_sdp = sdp
         call.offer_in_2xx = not call.invite.body
         timers = self.calls.session_timers

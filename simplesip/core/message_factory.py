@@ -144,7 +144,7 @@ class MessageFactory:
         if method in ("INVITE", "REGISTER", "SUBSCRIBE", "REFER", "UPDATE", "NOTIFY"):
             headers.add("Contact", self.contact(transport))
         if method in ("INVITE", "UPDATE", "OPTIONS"):
-            headers.add("Allow", ", ".join(self.config.allow_methods))
+            headers.add("Allow", ", ".join(self.config.methods_allowed))
         headers.add("User-Agent", self.config.user_agent)
 
     def _proxy_uri(self) -> SipURI:

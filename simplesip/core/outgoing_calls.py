@@ -82,6 +82,8 @@ class OutgoingCalls:
                 return
             call.state = EARLY
             call.provisional_seen = True
+            if self.calls.reliable.on_provisional(call, response, now):
+                return
             self.calls.emit(CallProgress(call.call_id, response.status, response.reason,
                                    response.body or None))
             if call.cancel_requested and not call.cancel_sent:
@@ -102,6 +104,7 @@ class OutgoingCalls:
             self._acknowledge_extra_2xx(call, response, now)
             return
         dialog = Dialog.for_uac(invite, response)
+        self.calls.reliable.local_seq_after(call, dialog)
         call.dialog = dialog
         self.calls.dialogs[dialog.key] = call
         self._send_ack(call, dialog, invite)

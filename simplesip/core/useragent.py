@@ -27,6 +27,7 @@ from simplesip.core.message_factory import (
 )
 from simplesip.core.outgoing_calls import OutgoingCalls
 from simplesip.core.registration import Registration
+from simplesip.core.reliable_provisionals import ReliableProvisionals
 from simplesip.core.session_timers import SessionTimers
 from simplesip.core.transaction_layer import TransactionEntry, TransactionLayer
 from simplesip.errors import SIPParseError
@@ -56,6 +57,7 @@ class UserAgentCore:
         self._calls = CallManager(config, self._layer, self._factory, self._events.append)
         self._calls.session_timers = SessionTimers(self._calls)
         self._incoming = IncomingCalls(self._calls)
+        self._calls.reliable = ReliableProvisionals(self._calls, self._incoming.answer_now)
         self._outgoing = OutgoingCalls(self._calls)
         self._in_dialog = InDialogHandler(self._calls)
 
@@ -269,10 +271,10 @@ class UserAgentCore:
     def _screen(self, request: Request) -> tuple[int, str | None, list[tuple[str, str]]] | None:
         """The checks of RFC 3261 8.2.1-8.2.3 in order: a (status, reason, headers) refusal or None."""
         cfg = self.config
-        allow = [("Allow", ", ".join(cfg.allow_methods))]
+        allow = [("Allow", ", ".join(cfg.methods_allowed))]
         if request.method not in KNOWN_METHODS:
             return 501, None, allow
-        if request.method not in cfg.allow_methods:
+        if request.method not in cfg.methods_allowed:
             return 405, None, allow
         scheme = request.uri.split(":", 1)[0].lower()
         if scheme not in _URI_SCHEMES:
@@ -332,4 +334,4 @@ class UserAgentCore:
             self._respond(entry, request, 481, now)  # these only exist inside a dialog
         else:
             self._layer.respond(entry, self._factory.response(
-                request, 405, extra=[("Allow", ", ".join(self.config.allow_methods))]), now)
+                request, 405, extra=[("Allow", ", ".join(self.config.methods_allowed))]), now)

@@ -129,7 +129,7 @@ class Endpoint:
             auto_ringing=False,  # 180 only once the offer is known to be answerable
             failover_timeout=cfg.failover_timeout,
             session_expires=cfg.session_expires, min_se=cfg.min_se,
-            reliable_provisionals=cfg.reliable_provisionals,
+            reliable_provisionals=cfg.reliable_provisionals, max_redirects=cfg.max_redirects,
         )
 
     def _answer_reoffer(self, call_id: str, offer: bytes) -> bytes | None:
@@ -444,7 +444,10 @@ class Endpoint:
         call = self.calls.get(event.call_id)
         if call is None:
             return
-        if isinstance(event, ev.CallProgress):
+        if isinstance(event, ev.CallRedirected):
+            assert self._loop is not None
+            self._loop.create_task(self._follow_redirect(event.call_id, event.uri))
+        elif isinstance(event, ev.CallProgress):
             if event.status >= 180 and call.state is CallState.INVITING:
                 call.state = CallState.RINGING
         elif isinstance(event, ev.CallAnswered):
@@ -461,6 +464,16 @@ class Endpoint:
             call.refer_progress(event.status, event.final)
         elif isinstance(event, ev.CallEnded):
             self.finish_call(call, event.reason, event.status)
+
+    async def _follow_redirect(self, call_id: str, uri: str) -> None:
+        """Locate a 3xx's new target (RFC 3263, as for any call) and let the INVITE go there."""
+        try:
+            targets = await self._call_targets(uri)
+        except CallError as exc:
+            log.warning("call %s: redirect target %s: %s", call_id, uri, exc)
+            targets = []
+        if self._driver is not None and call_id in self.calls:
+            self.submit(lambda core, now: core.follow_redirect(call_id, targets, now))
 
     def _on_incoming(self, event: ev.IncomingCall) -> None:
         request = event.request

@@ -52,3 +52,4 @@ class EndpointConfig:
     #: the 200 after it) when the caller sends ``Require: 100rel``. False: a caller requiring
     #: 100rel gets 420.
     reliable_provisionals: bool = True
+    max_redirects: int = 5  # 3xx to our INVITEs: new targets tried in all (0: a 3xx is final)

@@ -85,6 +85,13 @@ class CallLeg:
     deferred_answer: bytes | None = None
     rseq_seen: dict[str, int] = field(default_factory=dict)
     early_dialogs: dict[str, Dialog] = field(default_factory=dict)
+    # 3xx recursion (redirects.py): URIs tried, targets still to try, how many were, the one
+    # being located by the shell, and the 3xx status to end with when none is left.
+    tried_uris: set[str] = field(default_factory=set)
+    redirect_queue: list[str] = field(default_factory=list)
+    redirects: int = 0
+    redirect_uri: str | None = None
+    redirect_status: int | None = None
 
     def fire(self, name: str, now: float) -> None:
         """A call timer is due (2xx retransmission, missing ACK, CANCEL guard)."""

@@ -69,6 +69,8 @@ class UAConfig:
     #: RFC 3262 (100rel): PRACK reliable 18x we receive; send ours reliably when the INVITE
     #: requires it. False: neither, and ``Require: 100rel`` gets 420.
     reliable_provisionals: bool = True
+    #: 3xx to our INVITEs: how many new targets to try in all (0: a 3xx ends the call).
+    max_redirects: int = 5
 
     @property
     def methods_allowed(self) -> tuple[str, ...]:

@@ -19,6 +19,7 @@ __all__ = [
     "CallConfirmed",
     "CallEnded",
     "CallProgress",
+    "CallRedirected",
     "Event",
     "IncomingCall",
     "InfoReceived",
@@ -67,6 +68,15 @@ class CallProgress:
     def __post_init__(self) -> None:
         if not 100 <= self.status <= 199:
             raise ValueError(f"CallProgress needs a 1xx status, got {self.status}")
+
+
+@dataclass(frozen=True)
+class CallRedirected:
+    """A 3xx sent our INVITE elsewhere: locate ``uri`` (DNS) and call
+    ``UserAgentCore.follow_redirect(call_id, targets, now)``; the call goes on meanwhile."""
+
+    call_id: str
+    uri: str
 
 
 @dataclass(frozen=True)
@@ -164,6 +174,7 @@ class MessageRejected:
 Event = Union[
     IncomingCall,
     CallProgress,
+    CallRedirected,
     CallAnswered,
     CallConfirmed,
     RemoteOfferReceived,

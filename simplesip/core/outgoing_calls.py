@@ -16,6 +16,7 @@ from simplesip.core.config import Target
 from simplesip.core.dialog import Dialog
 from simplesip.core.events import CallAnswered, CallProgress
 from simplesip.core.message_factory import new_branch, new_tag, uri_address
+from simplesip.core.redirects import Redirects
 from simplesip.core.transaction_layer import OutgoingRequest
 from simplesip.errors import CallError
 from simplesip.wire.headers import Headers
@@ -39,6 +40,7 @@ class OutgoingCalls:
         self.config = calls.config
         self.layer = calls.layer
         self.factory = calls.factory
+        self.redirects = Redirects(calls, self._uac_response)
 
     # --- outgoing calls --------------------------------------------------------------------------
 
@@ -91,6 +93,14 @@ class OutgoingCalls:
             return
         if response.status < 300:
             self._uac_2xx(call, out.request, response, now)
+            return
+        if 300 <= response.status < 400 and call.state in (CALLING, EARLY):
+            call.redirect_status = response.status
+            if self.redirects.on_3xx(call, response, now):
+                return
+        if response.status >= 400 and call.state in (CALLING, EARLY) and \
+                response.status not in (401, 407, 422) and \
+                self.redirects.after_failure(call, response.status, now):
             return
         if response.status == 422 and call.state in (CALLING, EARLY) and not call.cancel_requested:
             if self.calls.session_timers.retry_after_422(out, response, now):
@@ -175,6 +185,12 @@ class OutgoingCalls:
             self.calls.end(call, "error", 503)
         else:
             self.calls.end(call, "timeout", 408)
+
+    def follow_redirect(self, call_id: str, targets: list[Target] | None, now: float) -> None:
+        """Send the redirected INVITE (see :mod:`simplesip.core.redirects`)."""
+        call = self.calls.calls.get(call_id)
+        if call is not None:
+            self.redirects.follow(call, targets, now)
 
     def cancel(self, call_id: str, now: float) -> None:
         """Cancel our unanswered INVITE (sent once a provisional response has arrived)."""

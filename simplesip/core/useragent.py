@@ -154,6 +154,11 @@ class UserAgentCore:
         (503), WWW-Authenticate (401) or Contact (3xx) are added to the response."""
         self._incoming.reject(call_id, status, now, headers)
 
+    def follow_redirect(self, call_id: str, targets: list[Target] | None, now: float) -> None:
+        """Go on after :class:`~simplesip.core.events.CallRedirected`: ``targets`` are where the
+        new URI is (None: its host and port as written; []: nowhere, try the next Contact)."""
+        self._outgoing.follow_redirect(call_id, targets, now)
+
     def cancel(self, call_id: str, now: float) -> None:
         """Cancel an outgoing call that is not answered yet."""
         self._outgoing.cancel(call_id, now)

@@ -54,6 +54,7 @@ A complete file with the defaults (every section is optional; an empty file is v
       min_se: 90               # the shortest session interval accepted (422 below it)
       reliable_provisionals: true  # RFC 3262 100rel: PRACK, and reliable 180 when required
       max_redirects: 5         # 3xx to our calls: new targets tried in all; 0 = 3xx is final
+      keepalive_interval: 30   # seconds between CRLF keep-alives to the registrar; 0 = none
 
 A mistake is reported as :class:`ConfigError` whose text is ``file:line: what is wrong``.
 """
@@ -359,6 +360,7 @@ SIP_OPTIONS: dict[str, tuple[type, float | None]] = {
     "dns_srv": (bool, None), "dns_nameservers": (list, None), "dns_timeout": (float, 0.1),
     "failover_timeout": (float, 0.1), "session_expires": (int, 0), "min_se": (int, 1),
     "reliable_provisionals": (bool, None), "max_redirects": (int, 0),
+    "keepalive_interval": (float, 0),
 }
 
 

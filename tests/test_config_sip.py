@@ -18,11 +18,12 @@ def test_defaults_leave_simplesip_defaults():
 def test_sip_options_reach_the_endpoint():
     config = parse_config("sip: {dns_srv: false, dns_nameservers: ['127.0.0.1:5353'], dns_timeout: 1,\n"
                           "      failover_timeout: 2.5, session_expires: 0, min_se: 30,\n"
-                          "      reliable_provisionals: false}\n")
+                          "      reliable_provisionals: false, max_redirects: 0, keepalive_interval: 0}\n")
     cfg = make_endpoint(config).config
     assert (cfg.dns_srv, cfg.dns_nameservers, cfg.dns_timeout) == (False, ("127.0.0.1:5353",), 1.0)
     assert (cfg.failover_timeout, cfg.session_expires, cfg.min_se) == (2.5, 0, 30)
     assert cfg.reliable_provisionals is False
+    assert (cfg.max_redirects, cfg.keepalive_interval) == (0, 0.0)
 
 
 @pytest.mark.parametrize("text, message", [

@@ -91,6 +91,11 @@ class Endpoint:
         return self._transport.local_address
 
     @property
+    def keepalive_pongs(self) -> int:
+        """CRLF pongs the registrar sent back to our keep-alives over TCP (RFC 5626 4.4.1)."""
+        return self._transport.keepalive_pongs if self._transport is not None else 0
+
+    @property
     def running(self) -> bool:
         return self._transport is not None
 
@@ -130,6 +135,7 @@ class Endpoint:
             failover_timeout=cfg.failover_timeout,
             session_expires=cfg.session_expires, min_se=cfg.min_se,
             reliable_provisionals=cfg.reliable_provisionals, max_redirects=cfg.max_redirects,
+            keepalive_interval=cfg.keepalive_interval,
         )
 
     def _answer_reoffer(self, call_id: str, offer: bytes) -> bytes | None:

@@ -53,3 +53,7 @@ class EndpointConfig:
     #: 100rel gets 420.
     reliable_provisionals: bool = True
     max_redirects: int = 5  # 3xx to our INVITEs: new targets tried in all (0: a 3xx is final)
+    #: While registered, a CRLF keep-alive to the registrar every this many seconds (RFC 5626:
+    #: holds a NAT binding or the TCP connection open; over TCP the registrar answers a CRLF,
+    #: counted in ``Endpoint.keepalive_pongs``). 0: none.
+    keepalive_interval: float = 30.0

@@ -71,6 +71,10 @@ class UAConfig:
     reliable_provisionals: bool = True
     #: 3xx to our INVITEs: how many new targets to try in all (0: a 3xx ends the call).
     max_redirects: int = 5
+    #: While registered, a CRLF keep-alive (RFC 5626 4.4.1: "\r\n\r\n") goes to the registrar
+    #: this often, in seconds, holding NAT bindings and TCP connections open. 0: none (the
+    #: core's default; the Endpoint's is 30 s).
+    keepalive_interval: float = 0.0
 
     @property
     def methods_allowed(self) -> tuple[str, ...]:

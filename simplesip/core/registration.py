@@ -26,6 +26,9 @@ __all__ = ["Registration"]
 logger = logging.getLogger(__name__)
 
 REFRESH_TIMER = "refresh"
+KEEPALIVE_TIMER = "keepalive"
+#: RFC 5626 4.4.1: a double CRLF "ping" (over TCP the server answers a single CRLF "pong").
+KEEPALIVE = b"\r\n\r\n"
 
 
 class Registration:
@@ -50,6 +53,7 @@ class Registration:
         self.pending: OutgoingRequest | None = None
         # Where the registrar is, best first (RFC 3263, resolved by the shell); empty: cfg.server.
         self.targets: list[Target] = []
+        self.keepalive_to: tuple[tuple[str, int], str] | None = None  # the registrar that answered
         # The registrar's last challenge: refreshes answer it in advance (nonce count + 1).
         self.digest = DigestCache()
 
@@ -69,12 +73,17 @@ class Registration:
     def unregister(self, now: float) -> None:
         """Remove every binding of our AOR (``Contact: *``, ``Expires: 0``) and stop refreshing."""
         self.layer.timers.cancel(self, REFRESH_TIMER)
+        self.layer.timers.cancel(self, KEEPALIVE_TIMER)
         self._send(now, 0)
 
     def fire(self, name: str, now: float) -> None:
         """Timer callback: time to refresh."""
         if name == REFRESH_TIMER:
             self._send(now, self.requested_expires)
+        elif name == KEEPALIVE_TIMER and self.keepalive_to is not None and self.registered:
+            dest, transport = self.keepalive_to
+            self.layer.outbox.append((KEEPALIVE, dest, transport))
+            self.layer.timers.set(self, KEEPALIVE_TIMER, now + self.config.keepalive_interval)
 
     def _send(self, now: float, expires: int) -> None:
         cfg = self.config
@@ -122,6 +131,9 @@ class Registration:
             self.emit(RegistrationSucceeded(self.granted_expires))
             if self.granted_expires > 0:
                 self.layer.timers.set(self, REFRESH_TIMER, now + self.granted_expires / 2)
+                if self.config.keepalive_interval > 0:
+                    self.keepalive_to = (outgoing.dest, outgoing.transport)
+                    self.layer.timers.set(self, KEEPALIVE_TIMER, now + self.config.keepalive_interval)
             return
         if response.status == 423 and asked:
             minimum = response.headers.get("Min-Expires")
@@ -130,6 +142,7 @@ class Registration:
                 self._send(now, self.requested_expires)
                 return
         self.granted_expires = 0
+        self.layer.timers.cancel(self, KEEPALIVE_TIMER)
         if response.status in (401, 403, 407):
             self.digest.clear()  # the next attempt starts from a fresh challenge
         self.emit(RegistrationFailed(response.status, response.reason))
@@ -138,6 +151,7 @@ class Registration:
         if outgoing is self.pending:
             self.pending = None
         self.granted_expires = 0
+        self.layer.timers.cancel(self, KEEPALIVE_TIMER)
         if outgoing.failure == "unreachable":
             self.emit(RegistrationFailed(503, f"{outgoing.dest[0]}:{outgoing.dest[1]} is unreachable"))
         else:

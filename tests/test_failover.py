@@ -190,3 +190,14 @@ def test_parse_nameserver(text, expected):
 def test_a_nameserver_must_be_an_address():
     with pytest.raises(ValueError):
         parse_nameserver("dns.example:53")
+
+
+async def test_without_a_working_dns_server_names_still_resolve_through_the_hosts_file():
+    """NAPTR/SRV cannot be asked (nothing listens at the nameserver): A via /etc/hosts."""
+    from simplesip.aio.locator import ServerLocator
+    from tests.helpers.net import free_port
+
+    locator = ServerLocator([f"127.0.0.1:{free_port()}"], timeout=0.3)
+    assert await locator.locate("sip:bob@localhost") == [Target("127.0.0.1", 5060, "udp")]
+    assert await locator.locate("sip:bob@localhost:5070;transport=tcp") == [
+        Target("127.0.0.1", 5070, "tcp")]

@@ -99,7 +99,13 @@ class ServerLocator:
             resolver.nameservers = [dns.nameserver.Do53Nameserver(*parse_nameserver(ns))
                                     for ns in nameservers]
         else:
-            resolver = dns.asyncresolver.Resolver()
+            try:
+                resolver = dns.asyncresolver.Resolver()
+            except dns.resolver.NoResolverConfiguration:
+                # No resolv.conf (a bare container): NAPTR/SRV cannot be asked, but A lookups
+                # still go through the operating system (getaddrinfo, /etc/hosts).
+                log.warning("no DNS resolver configured: SRV lookups are off")
+                resolver = dns.asyncresolver.Resolver(configure=False)
         resolver.lifetime = timeout
         resolver.cache = dns.resolver.Cache()
         self.resolver = resolver

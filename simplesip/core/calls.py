@@ -20,11 +20,8 @@ from simplesip.core.config import Address, UAConfig
 from simplesip.core.dialog import Dialog
 from simplesip.core.events import CallConfirmed, CallEnded, Event
 from simplesip.core.message_factory import MessageFactory, uri_address
-from simplesip.core.transaction_layer import (
-    OutgoingRequest,
-    TransactionEntry,
-    TransactionLayer,
-)
+from simplesip.core.outgoing_request import OutgoingRequest
+from simplesip.core.transaction_layer import TransactionEntry, TransactionLayer
 from simplesip.errors import CallError
 from simplesip.wire.headers import Headers
 from simplesip.wire.message import Request, Response

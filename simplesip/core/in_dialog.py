@@ -14,7 +14,8 @@ from simplesip.core.calls import ANSWERING, CONFIRMED, INCOMING, CallLeg, CallMa
 from simplesip.core.dialog import Dialog
 from simplesip.core.events import InfoReceived, ReferProgress, RemoteOfferReceived
 from simplesip.core.message_factory import MessageFactory
-from simplesip.core.transaction_layer import OutgoingRequest, TransactionEntry
+from simplesip.core.outgoing_request import OutgoingRequest
+from simplesip.core.transaction_layer import TransactionEntry
 from simplesip.errors import CallError
 from simplesip.wire.message import Request, Response
 

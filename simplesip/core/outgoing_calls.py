@@ -16,8 +16,8 @@ from simplesip.core.config import Target
 from simplesip.core.dialog import Dialog
 from simplesip.core.events import CallAnswered, CallProgress
 from simplesip.core.message_factory import new_branch, new_tag, uri_address
+from simplesip.core.outgoing_request import OutgoingRequest
 from simplesip.core.redirects import Redirects
-from simplesip.core.transaction_layer import OutgoingRequest
 from simplesip.errors import CallError
 from simplesip.wire.headers import Headers
 from simplesip.wire.message import Request, Response

@@ -21,7 +21,7 @@ from simplesip.core.calls import CALLING, EARLY, CallLeg, CallManager
 from simplesip.core.config import Target
 from simplesip.core.events import CallRedirected
 from simplesip.core.message_factory import new_branch, replace_top_via, uri_address
-from simplesip.core.transaction_layer import OutgoingRequest
+from simplesip.core.outgoing_request import OutgoingRequest
 from simplesip.wire.message import Request, Response
 from simplesip.wire.uri import NameAddr, SipURI
 

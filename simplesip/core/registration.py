@@ -13,11 +13,8 @@ from typing import Callable
 from simplesip.core.config import Target, UAConfig
 from simplesip.core.events import Event, RegistrationFailed, RegistrationSucceeded
 from simplesip.core.message_factory import MessageFactory, new_tag
-from simplesip.core.transaction_layer import (
-    DigestCache,
-    OutgoingRequest,
-    TransactionLayer,
-)
+from simplesip.core.outgoing_request import DigestCache, OutgoingRequest
+from simplesip.core.transaction_layer import TransactionLayer
 from simplesip.wire.message import Response
 from simplesip.wire.uri import NameAddr, SipURI
 

@@ -23,7 +23,8 @@ from typing import Callable
 from simplesip.core.calls import INCOMING, CallLeg, CallManager
 from simplesip.core.dialog import Dialog
 from simplesip.core.message_factory import uri_address
-from simplesip.core.transaction_layer import OutgoingRequest, TransactionEntry
+from simplesip.core.outgoing_request import OutgoingRequest
+from simplesip.core.transaction_layer import TransactionEntry
 from simplesip.wire.message import Message, Request, Response
 
 __all__ = ["ReliableProvisionals", "requires_100rel"]

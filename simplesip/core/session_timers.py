@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from simplesip.core.calls import CONFIRMED, CallLeg, CallManager
 from simplesip.core.message_factory import new_branch, uri_address
-from simplesip.core.transaction_layer import OutgoingRequest
+from simplesip.core.outgoing_request import OutgoingRequest
 from simplesip.wire.headers import Headers
 from simplesip.wire.message import Message, Request, Response
 

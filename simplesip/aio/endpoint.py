@@ -74,6 +74,7 @@ class Endpoint:
         self._media_calls: list[Call] = []
         self._register_waiter: asyncio.Future | None = None
         self._locator: ServerLocator | None = None  # RFC 3263 (from start(), with dns_srv)
+        self._lookups: set[asyncio.Task] = set()  # DNS lookups under way (held: not collected)
 
     # --- lifecycle -------------------------------------------------------------------------------
 
@@ -156,6 +157,8 @@ class Endpoint:
             except Exception as exc:  # shutting down anyway
                 log.info("unregister on stop failed: %s", exc)
         self._clock.stop()
+        for task in list(self._lookups):
+            task.cancel()
         if self._driver is not None:
             self._driver.close()
         for call in list(self.calls.values()):
@@ -235,7 +238,13 @@ class Endpoint:
             if targets and self._driver is not None:
                 self._driver.core.set_registrar_targets(targets)
 
-        self._loop.create_task(relocate())
+        self._spawn(relocate())
+
+    def _spawn(self, coroutine: Any) -> None:
+        assert self._loop is not None
+        task = self._loop.create_task(coroutine)
+        self._lookups.add(task)
+        task.add_done_callback(self._lookups.discard)
 
     def _on_registration(self, event: ev.RegistrationSucceeded | ev.RegistrationFailed) -> None:
         waiter = self._register_waiter
@@ -257,7 +266,8 @@ class Endpoint:
     def _on_unreachable(self, addr: tuple[str, int]) -> None:
         # The core fails requests waiting at ``addr`` over to their next target, or ends them:
         # a registration with RegistrationFailed(503), a call with CallEnded("error", 503).
-        assert self._driver is not None
+        if self._driver is None:
+            return
         waiting = [call for call in self.calls.values() if call.state is CallState.INVITING
                    and self._driver.core.first_hop(call.id) == tuple(addr)]
         for call in waiting:
@@ -451,8 +461,7 @@ class Endpoint:
         if call is None:
             return
         if isinstance(event, ev.CallRedirected):
-            assert self._loop is not None
-            self._loop.create_task(self._follow_redirect(event.call_id, event.uri))
+            self._spawn(self._follow_redirect(event.call_id, event.uri))
         elif isinstance(event, ev.CallProgress):
             if event.status >= 180 and call.state is CallState.INVITING:
                 call.state = CallState.RINGING

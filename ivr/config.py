@@ -45,6 +45,16 @@ A complete file with the defaults (every section is optional; an empty file is v
     priority: normal           # the event loop's scheduling priority: normal | high (nice -10) |
                                # realtime (SCHED_RR 10); needs CAP_SYS_NICE; read at start only
                                # (ivr/priority.py, docs/deploy.md)
+    sip:                       # SIP protocol features (docs/deploy.md); read at start only
+      dns_srv: true            # RFC 3263: find a server named by domain via NAPTR/SRV, fail over
+      dns_nameservers: null    # ["10.0.0.53", "127.0.0.1:5353"]; null = the system's
+      dns_timeout: 3           # seconds one DNS lookup may take
+      failover_timeout: 4      # seconds a silent server is given before the next one is tried
+      session_expires: 1800    # RFC 4028 session interval in seconds; 0 = no session timers
+      min_se: 90               # the shortest session interval accepted (422 below it)
+      reliable_provisionals: true  # RFC 3262 100rel: PRACK, and reliable 180 when required
+      max_redirects: 5         # 3xx to our calls: new targets tried in all; 0 = 3xx is final
+      keepalive_interval: 30   # seconds between CRLF keep-alives to the registrar; 0 = none
 
 A mistake is reported as :class:`ConfigError` whose text is ``file:line: what is wrong``.
 """
@@ -190,6 +200,8 @@ class IvrConfig:
     tcp_message_timeout: float = 10.0
     hangup_tail: float = 0.25
     priority: str = "normal"
+    #: ``sip:`` options, passed to simplesip's EndpointConfig as they are (checked here).
+    sip: dict[str, Any] = field(default_factory=dict)
     source: str = "<defaults>"
     raw: dict[str, Any] = field(default_factory=dict)
 
@@ -247,7 +259,7 @@ class _Checker:
 
 TOP_KEYS = {"variables", "listen", "rtp_ports", "accounts", "routes", "default_flow", "flows", "recordings",
             "limits", "logging", "cdr", "metrics_port", "drain_timeout", "plugins", "clock",
-            "hangup_tail", "priority"}
+            "hangup_tail", "priority", "sip"}
 
 
 def parse_config(text: str, source: str = "<config>", base_dir: Path | None = None,
@@ -359,7 +371,38 @@ def parse_config(text: str, source: str = "<config>", base_dir: Path | None = No
     cfg.priority = check.get(data, "priority", str, cfg.priority)
     if cfg.priority not in PRIORITIES:
         raise check.fail(data, "priority", f"priority: {cfg.priority!r} is not one of {', '.join(PRIORITIES)}")
+    cfg.sip = _parse_sip(check, data)
     return cfg
+
+
+#: ``sip:`` keys -> (type, smallest allowed value or None).
+SIP_OPTIONS: dict[str, tuple[type, float | None]] = {
+    "dns_srv": (bool, None), "dns_nameservers": (list, None), "dns_timeout": (float, 0.1),
+    "failover_timeout": (float, 0.1), "session_expires": (int, 0), "min_se": (int, 1),
+    "reliable_provisionals": (bool, None), "max_redirects": (int, 0),
+    "keepalive_interval": (float, 0),
+}
+
+
+def _parse_sip(check: _Checker, data: _LineDict) -> dict[str, Any]:
+    section = check.section(data, "sip")
+    check.known(section, set(SIP_OPTIONS), "sip")
+    options: dict[str, Any] = {}
+    for key, (kind, low) in SIP_OPTIONS.items():
+        if key not in section or section[key] is None:
+            continue
+        value = check.get(section, key, kind, None)
+        if low is not None and value < low:
+            raise check.fail(section, key, f"{key}: must be at least {low}")
+        if key == "dns_nameservers":
+            if not all(isinstance(ns, str) for ns in value):
+                raise check.fail(section, key, "dns_nameservers: expected a list of addresses")
+            value = tuple(value)
+        options[key] = value
+    expires, minimum = options.get("session_expires", 1800), options.get("min_se", 90)
+    if expires and minimum > expires:
+        raise check.fail(section, "min_se", "min_se: must not exceed session_expires")
+    return options
 
 
 def _parse_clock(check: _Checker, data: _LineDict) -> FixedClock | None:

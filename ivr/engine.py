@@ -284,6 +284,8 @@ class Engine:
         ours = self._pending_reason.get(call.id)
         if ours is None:
             ours = SIP_END_REASONS.get(str(reason), "remote_hangup" if call.answer_time else "cancelled")
+        if reason == "session_expired":  # the CDR says why this "error" happened (RFC 4028)
+            call.failed = call.failed or "session expired: the peer stopped refreshing the session"
         if self._loop is not None and call.end_time is None:
             self._loop.create_task(self.end_call(call, ours))
 

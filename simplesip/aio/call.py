@@ -99,7 +99,8 @@ class Call:
         self._outbound = bytearray()  # 16-bit PCM waiting for the media clock
         self._setup: asyncio.Future | None = None  # outbound: resolved on answer / failure
         self._refer_waiter: asyncio.Future | None = None
-        self.first_hop: tuple[str, int] | None = None  # where our INVITE went (ICMP errors)
+        self.first_hop: tuple[str, int] | None = None  # where our INVITE went first
+        self.unreachable_hop: tuple[str, int] | None = None  # set while an ICMP error is handled
 
     def __repr__(self) -> str:
         return f"<Call {self.id} {self.direction} {self.state.value}>"

@@ -30,17 +30,19 @@ from typing import Any, Callable
 from simplesip.aio.call import Call, CallState, split_target
 from simplesip.aio.driver import CoreDriver
 from simplesip.aio.endpoint_config import EndpointConfig
+from simplesip.aio.locator import ServerLocator
 from simplesip.aio.media import MediaClock, OnTick, run_tick, send_rtcp_reports
 from simplesip.aio.rtpsocket import RtpReader, RtpSocket, open_rtp_socket
 from simplesip.aio.transport import SipTransport
 from simplesip.core import events as ev
-from simplesip.core.config import UAConfig
+from simplesip.core.config import Target, UAConfig
 from simplesip.core.offeranswer import SdpSession, media_params_from_answer
 from simplesip.core.useragent import UserAgentCore
 from simplesip.errors import (
     AuthenticationError,
     CallError,
     ConnectionError,
+    LocationError,
     SIPParseError,
 )
 from simplesip.wire.dtmf_payloads import parse_info_dtmf
@@ -71,6 +73,8 @@ class Endpoint:
         self._rtp_reader: RtpReader | None = None  # reads every call's RTP (from start())
         self._media_calls: list[Call] = []
         self._register_waiter: asyncio.Future | None = None
+        self._locator: ServerLocator | None = None  # RFC 3263 (from start(), with dns_srv)
+        self._lookups: set[asyncio.Task] = set()  # DNS lookups under way (held: not collected)
 
     # --- lifecycle -------------------------------------------------------------------------------
 
@@ -86,6 +90,11 @@ class Endpoint:
         if self._transport is None:
             return (self.config.local_host, self.config.sip_port)
         return self._transport.local_address
+
+    @property
+    def keepalive_pongs(self) -> int:
+        """CRLF pongs the registrar sent back to our keep-alives over TCP (RFC 5626 4.4.1)."""
+        return self._transport.keepalive_pongs if self._transport is not None else 0
 
     @property
     def running(self) -> bool:
@@ -106,6 +115,9 @@ class Endpoint:
         core = UserAgentCore(self._ua_config(transport.local_address[1]))
         self._driver = CoreDriver(core, transport, self._dispatch)
         self._rtp_reader = RtpReader.create(self._loop)
+        if cfg.dns_srv:
+            self._locator = ServerLocator(cfg.dns_nameservers, timeout=cfg.dns_timeout,
+                                          transports=cfg.transports, ipv6=":" in cfg.local_host)
         self._clock.start()
 
     def _ua_config(self, port: int) -> UAConfig:
@@ -121,6 +133,10 @@ class Endpoint:
             display_name=cfg.display_name, user_agent=cfg.user_agent,
             register_expires=cfg.register_expires, answer_reinvite=self._answer_reoffer,
             auto_ringing=False,  # 180 only once the offer is known to be answerable
+            failover_timeout=cfg.failover_timeout,
+            session_expires=cfg.session_expires, min_se=cfg.min_se,
+            reliable_provisionals=cfg.reliable_provisionals, max_redirects=cfg.max_redirects,
+            keepalive_interval=cfg.keepalive_interval,
         )
 
     def _answer_reoffer(self, call_id: str, offer: bytes) -> bytes | None:
@@ -141,6 +157,8 @@ class Endpoint:
             except Exception as exc:  # shutting down anyway
                 log.info("unregister on stop failed: %s", exc)
         self._clock.stop()
+        for task in list(self._lookups):
+            task.cancel()
         if self._driver is not None:
             self._driver.close()
         for call in list(self.calls.values()):
@@ -167,7 +185,9 @@ class Endpoint:
         if not self.config.server:
             raise ValueError("no registration server configured")
         expires = self.config.register_expires if expires is None else expires
-        status = await self._run_registration(lambda core, now: core.register(now, expires=expires))
+        targets = await self._registrar_targets()
+        status = await self._run_registration(
+            lambda core, now: core.register(now, expires=expires, targets=targets))
         self.registered = expires > 0
         log.info("registered with %s (status %s, expires %d)", self.config.server, status, expires)
 
@@ -187,9 +207,50 @@ class Endpoint:
         finally:
             self._register_waiter = None
 
+    def _server_uri(self) -> str:
+        """The registrar as a SIP URI to locate: a name with the default port 5060 gets the full
+        RFC 3263 lookup (NAPTR, SRV); any other port means that port on the name's addresses."""
+        cfg = self.config
+        host = f"[{cfg.server}]" if ":" in (cfg.server or "") else cfg.server
+        port = f":{cfg.server_port}" if cfg.server_port != 5060 else ""
+        transport = ";transport=tcp" if cfg.transport == "tcp" else ""
+        return f"sip:{host}{port}{transport}"
+
+    async def _registrar_targets(self) -> list[Target] | None:
+        """Where the registrar is, best first (None without RFC 3263: the core uses ``server``).
+        Raises LocationError (a ConnectionError) when DNS says there is none."""
+        if self._locator is None or self.config.outbound_proxy or not self.config.server:
+            return None
+        return await self._locator.locate(self._server_uri(), self.config.transport)
+
+    def _relocate_registrar(self) -> None:
+        """Look the registrar up again for the next refresh (the cache keeps this to one query
+        per TTL), so a changed SRV set is followed without re-registering by hand."""
+        if self._locator is None or self._loop is None:
+            return
+
+        async def relocate() -> None:
+            try:
+                targets = await self._registrar_targets()
+            except LocationError as exc:
+                log.warning("registrar lookup failed (keeping the last answer): %s", exc)
+                return
+            if targets and self._driver is not None:
+                self._driver.core.set_registrar_targets(targets)
+
+        self._spawn(relocate())
+
+    def _spawn(self, coroutine: Any) -> None:
+        assert self._loop is not None
+        task = self._loop.create_task(coroutine)
+        self._lookups.add(task)
+        task.add_done_callback(self._lookups.discard)
+
     def _on_registration(self, event: ev.RegistrationSucceeded | ev.RegistrationFailed) -> None:
         waiter = self._register_waiter
         if isinstance(event, ev.RegistrationSucceeded):
+            if event.expires > 0:
+                self._relocate_registrar()
             if waiter is not None and not waiter.done():
                 waiter.set_result(200)
             return
@@ -203,16 +264,17 @@ class Endpoint:
             waiter.set_exception(ConnectionError(f"registration failed: {event.status} {event.reason}"))
 
     def _on_unreachable(self, addr: tuple[str, int]) -> None:
-        cfg = self.config
-        waiter = self._register_waiter
-        if waiter is not None and not waiter.done() and addr[1] == cfg.server_port:
-            waiter.set_exception(ConnectionError(f"{addr[0]}:{addr[1]} is unreachable"))
-        for call in list(self.calls.values()):
-            if call.state is CallState.INVITING and call.first_hop == addr:
-                self.submit(lambda core, now, cid=call.id: core.hangup(cid, now))
-                call.setup_done(CallError(f"nothing answers SIP at {addr[0]}:{addr[1]} "
-                                          "(ICMP port unreachable)", 503))
-                self.finish_call(call, "error", 503)
+        # The core fails requests waiting at ``addr`` over to their next target, or ends them:
+        # a registration with RegistrationFailed(503), a call with CallEnded("error", 503).
+        if self._driver is None:
+            return
+        waiting = [call for call in self.calls.values() if call.state is CallState.INVITING
+                   and self._driver.core.first_hop(call.id) == tuple(addr)]
+        for call in waiting:
+            call.unreachable_hop = tuple(addr)  # for the message, should this end the call
+        self.submit(lambda core, now: core.transport_error(addr, now))
+        for call in waiting:
+            call.unreachable_hop = None
 
     # --- calls -----------------------------------------------------------------------------------
 
@@ -227,13 +289,14 @@ class Endpoint:
         """
         if self._driver is None or self._loop is None:
             raise ConnectionError("endpoint not started")
-        await self._check_host(target)
+        targets = await self._call_targets(target)
         rtp_socket, port = await self._open_rtp_socket()
         sdp_session = self._sdp_session(port)
         offer = sdp_session.offer().serialize()
         extra = list(headers.items()) if isinstance(headers, dict) else headers
         try:
-            call_id = self._driver.core.invite(target, offer, self._loop.time(), headers=extra)
+            call_id = self._driver.core.invite(target, offer, self._loop.time(), headers=extra,
+                                               targets=targets)
         except ValueError as exc:  # the core cannot route or parse the target
             rtp_socket.close()
             raise CallError(f"cannot call {target!r}: {exc}") from exc
@@ -295,6 +358,27 @@ class Endpoint:
             raise
         call.state = CallState.CONNECTED
         call.answered_at = self._loop.time()
+
+    async def _call_targets(self, target: str) -> list[Target] | None:
+        """Where the first hop of a call to ``target`` is, best first (RFC 3263); None without
+        ``dns_srv`` (the core sends to the URI's host). CallError at once when DNS says there is
+        no such place, rather than "no answer" once the INVITE has timed out."""
+        if self._locator is None:
+            await self._check_host(target)
+            return None
+        assert self._driver is not None
+        try:
+            uri = self._driver.core.hop_uri(target)
+            if uri is None:
+                return await self._registrar_targets()
+            return await self._locator.locate(uri, self.config.transport)
+        except ValueError as exc:
+            raise CallError(f"cannot call {target!r}: {exc}") from exc
+        except LocationError as exc:
+            host = split_target(target)[1]
+            if str(exc).startswith("no such domain"):
+                raise CallError(f"cannot call {target!r}: host {host!r} not found ({exc})", 404) from None
+            raise CallError(f"cannot call {target!r}: {exc}", 503) from None
 
     async def _check_host(self, target: str) -> None:
         """A call we send straight to a host name: CallError at once when the name does not
@@ -376,7 +460,9 @@ class Endpoint:
         call = self.calls.get(event.call_id)
         if call is None:
             return
-        if isinstance(event, ev.CallProgress):
+        if isinstance(event, ev.CallRedirected):
+            self._spawn(self._follow_redirect(event.call_id, event.uri))
+        elif isinstance(event, ev.CallProgress):
             if event.status >= 180 and call.state is CallState.INVITING:
                 call.state = CallState.RINGING
         elif isinstance(event, ev.CallAnswered):
@@ -393,6 +479,16 @@ class Endpoint:
             call.refer_progress(event.status, event.final)
         elif isinstance(event, ev.CallEnded):
             self.finish_call(call, event.reason, event.status)
+
+    async def _follow_redirect(self, call_id: str, uri: str) -> None:
+        """Locate a 3xx's new target (RFC 3263, as for any call) and let the INVITE go there."""
+        try:
+            targets = await self._call_targets(uri)
+        except CallError as exc:
+            log.warning("call %s: redirect target %s: %s", call_id, uri, exc)
+            targets = []
+        if self._driver is not None and call_id in self.calls:
+            self.submit(lambda core, now: core.follow_redirect(call_id, targets, now))
 
     def _on_incoming(self, event: ev.IncomingCall) -> None:
         request = event.request
@@ -463,6 +559,10 @@ class Endpoint:
         self.calls.pop(call.id, None)
         call.ended.set()
         text = {"cancelled": "call cancelled", "timeout": "no answer"}.get(reason, f"call {reason}")
+        hop = call.unreachable_hop
+        if reason == "error" and status == 503 and hop is not None:
+            text = f"nothing answers SIP at {hop[0]}:{hop[1]} (ICMP port unreachable)"
+            call.setup_done(CallError(text, status))
         call.setup_done(CallError(f"{text} ({status})", status))
         if call.on_ended is not None:
             call.run_callback(call.on_ended, reason)

@@ -35,3 +35,25 @@ class EndpointConfig:
     tcp_idle_timeout: float = 64.0  # close a TCP connection that carried nothing for this long
     tcp_message_timeout: float = 10.0  # close one whose message started and is still incomplete
     jitter_target_ms: int = 60
+    #: RFC 3263: find servers named by domain through NAPTR and SRV records (priority, weight,
+    #: failover to the next on timeout, ICMP error or 503). False: a name is only looked up as a
+    #: host (A record), on the port given (``server_port``, or the URI's, else 5060).
+    dns_srv: bool = True
+    #: DNS servers to ask ("192.0.2.53" or "127.0.0.1:5353"); None: the system's (resolv.conf).
+    dns_nameservers: tuple[str, ...] | None = None
+    dns_timeout: float = 3.0  # seconds one lookup may take
+    failover_timeout: float = 4.0  # a target silent this long is left for the next one
+    #: Session timers (RFC 4028): the interval asked for and granted, in seconds; 0 turns them
+    #: off. Whoever refreshes sends a re-INVITE or UPDATE every half interval; a call whose peer
+    #: should refresh and does not is ended with BYE (end reason ``session_expired``).
+    session_expires: int = 1800
+    min_se: int = 90  # the shortest interval accepted (shorter requests get 422); RFC: >= 90
+    #: RFC 3262: PRACK a peer's reliable 18x; ring reliably (RSeq, retransmitted until PRACK,
+    #: the 200 after it) when the caller sends ``Require: 100rel``. False: a caller requiring
+    #: 100rel gets 420.
+    reliable_provisionals: bool = True
+    max_redirects: int = 5  # 3xx to our INVITEs: new targets tried in all (0: a 3xx is final)
+    #: While registered, a CRLF keep-alive to the registrar every this many seconds (RFC 5626:
+    #: holds a NAT binding or the TCP connection open; over TCP the registrar answers a CRLF,
+    #: counted in ``Endpoint.keepalive_pongs``). 0: none.
+    keepalive_interval: float = 30.0

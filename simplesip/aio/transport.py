@@ -116,6 +116,12 @@ class _TcpConnection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         now = self.owner._loop.time()
         self.last_activity = now
+        if not self.buffer and data and not data.strip(b"\r\n"):
+            if data == b"\r\n\r\n":  # a keep-alive ping (RFC 5626 4.4.1): answer the pong
+                self.write(b"\r\n")
+            else:
+                self.owner.keepalive_pongs += 1  # the answer to one of ours
+            return
         self.buffer += data
         try:
             messages = frame_stream(self.buffer)
@@ -172,6 +178,8 @@ class SipTransport:
         self.tcp_message_timeout = min(tcp_message_timeout, tcp_idle_timeout)
         self.on_message = on_message
         self.on_unreachable = on_unreachable
+        #: CRLF pongs received (RFC 5626 4.4.1): the answers to our keep-alive pings over TCP.
+        self.keepalive_pongs = 0
         self._loop: asyncio.AbstractEventLoop  # set by start()
         self._udp_sock: socket.socket | None = None
         self._udp: asyncio.DatagramTransport | None = None

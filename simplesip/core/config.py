@@ -6,10 +6,25 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-__all__ = ["Address", "UAConfig"]
+__all__ = ["Address", "Target", "UAConfig"]
 
 #: A transport address: (host, port).
 Address = tuple[str, int]
+
+
+@dataclass(frozen=True)
+class Target:
+    """One place a request may go: an address and the transport to reach it by. The shell
+    resolves names (RFC 3263: NAPTR, SRV, A) into an ordered list of these; the core sends to the
+    first and moves on to the next when one times out, is unreachable or answers 503."""
+
+    host: str
+    port: int
+    transport: str = "udp"
+
+    @property
+    def address(self) -> Address:
+        return (self.host, self.port)
 
 
 @dataclass
@@ -44,6 +59,39 @@ class UAConfig:
     auth_username: str | None = None  # digest user when it differs from ``username``
     supported: tuple[str, ...] = ()  # option tags we implement (Require of others gets 420)
     accept_content_types: tuple[str, ...] = ("application/sdp",)
+    #: With more than one target for a request (RFC 3263), how long one may stay silent (no
+    #: response at all, not even 100) before the request moves on to the next.
+    failover_timeout: float = 4.0
+    #: Session timers (RFC 4028): the interval we ask for and grant (0 turns them off), and the
+    #: shortest we accept (RFC 4028 says 90 s; tests lower it to run in seconds).
+    session_expires: int = 1800
+    min_se: int = 90
+    #: RFC 3262 (100rel): PRACK reliable 18x we receive; send ours reliably when the INVITE
+    #: requires it. False: neither, and ``Require: 100rel`` gets 420.
+    reliable_provisionals: bool = True
+    #: 3xx to our INVITEs: how many new targets to try in all (0: a 3xx ends the call).
+    max_redirects: int = 5
+    #: While registered, a CRLF keep-alive (RFC 5626 4.4.1: "\r\n\r\n") goes to the registrar
+    #: this often, in seconds, holding NAT bindings and TCP connections open. 0: none (the
+    #: core's default; the Endpoint's is 30 s).
+    keepalive_interval: float = 0.0
+
+    @property
+    def methods_allowed(self) -> tuple[str, ...]:
+        """``allow_methods`` plus PRACK when reliable provisionals are on (our Allow header)."""
+        if self.reliable_provisionals and "PRACK" not in self.allow_methods:
+            return (*self.allow_methods, "PRACK")
+        return self.allow_methods
+
+    @property
+    def option_tags(self) -> tuple[str, ...]:
+        """What we put in Supported and accept in Require: ``supported`` plus our extensions."""
+        tags = list(self.supported)
+        if self.reliable_provisionals and "100rel" not in tags:
+            tags.append("100rel")
+        if self.session_expires > 0 and "timer" not in tags:
+            tags.append("timer")
+        return tuple(tags)
 
     def __post_init__(self) -> None:
         if self.transport not in ("udp", "tcp"):
@@ -51,3 +99,5 @@ class UAConfig:
         # A zero T1 would re-arm retransmission timers at the same instant, forever.
         if not 0 < self.t1 <= self.t2 or self.t4 <= 0:
             raise ValueError("timers need 0 < t1 <= t2 and t4 > 0")
+        if self.session_expires and not 0 < self.min_se <= self.session_expires:
+            raise ValueError("session timers need 0 < min_se <= session_expires")

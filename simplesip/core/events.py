@@ -19,6 +19,7 @@ __all__ = [
     "CallConfirmed",
     "CallEnded",
     "CallProgress",
+    "CallRedirected",
     "Event",
     "IncomingCall",
     "InfoReceived",
@@ -36,7 +37,8 @@ __all__ = [
 #: ``no_ack`` we answered but the ACK never came (RFC 3261 13.3.1.4, we sent BYE);
 #: ``error`` a transport or protocol failure inside an established call (e.g. our BYE timed out).
 END_REASONS = frozenset(
-    {"local_bye", "remote_bye", "rejected", "cancelled", "timeout", "no_ack", "error"}
+    {"local_bye", "remote_bye", "rejected", "cancelled", "timeout", "no_ack", "error",
+     "session_expired"}
 )
 
 
@@ -66,6 +68,15 @@ class CallProgress:
     def __post_init__(self) -> None:
         if not 100 <= self.status <= 199:
             raise ValueError(f"CallProgress needs a 1xx status, got {self.status}")
+
+
+@dataclass(frozen=True)
+class CallRedirected:
+    """A 3xx sent our INVITE elsewhere: locate ``uri`` (DNS) and call
+    ``UserAgentCore.follow_redirect(call_id, targets, now)``; the call goes on meanwhile."""
+
+    call_id: str
+    uri: str
 
 
 @dataclass(frozen=True)
@@ -163,6 +174,7 @@ class MessageRejected:
 Event = Union[
     IncomingCall,
     CallProgress,
+    CallRedirected,
     CallAnswered,
     CallConfirmed,
     RemoteOfferReceived,

@@ -14,7 +14,8 @@ from simplesip.core.calls import ANSWERING, CONFIRMED, INCOMING, CallLeg, CallMa
 from simplesip.core.dialog import Dialog
 from simplesip.core.events import InfoReceived, ReferProgress, RemoteOfferReceived
 from simplesip.core.message_factory import MessageFactory
-from simplesip.core.transaction_layer import OutgoingRequest, TransactionEntry
+from simplesip.core.outgoing_request import OutgoingRequest
+from simplesip.core.transaction_layer import TransactionEntry
 from simplesip.errors import CallError
 from simplesip.wire.message import Request, Response
 
@@ -51,9 +52,10 @@ class InDialogHandler:
             "NOTIFY": self._on_notify,
             "REFER": self._on_refer,
             "OPTIONS": self._on_options,
+            "PRACK": self.calls.reliable.on_prack,
         }.get(request.method)
         if handler is None:
-            allow = ", ".join(self.config.allow_methods)
+            allow = ", ".join(self.config.methods_allowed)
             self.layer.respond(entry, self.factory.response(request, 405, extra=[("Allow", allow)]),
                                now)
             return
@@ -87,6 +89,8 @@ class InDialogHandler:
                 entry, self.factory.response(request, 500, extra=[("Retry-After", "1")]), now
             )
             return
+        if self._session_too_small(request, entry, now):
+            return
         answer = self._answer_offer(call, request.body)
         if answer is None:
             self.layer.respond(entry, self.factory.response(request, 488), now)
@@ -94,7 +98,8 @@ class InDialogHandler:
         assert call.dialog is not None
         call.dialog.refresh_target(request)
         entry.on_deliver = lambda ack, at: self.calls.on_ack(call, ack, at)
-        response = self.calls.ok_with_sdp(call, request, answer)
+        session_headers = self._session_refreshed(call, request, now)
+        response = self.calls.ok_with_sdp(call, request, answer, session_headers)
         self.layer.respond(entry, response, now)
         call.local_sdp = answer
         call.offer_in_2xx = not request.body
@@ -102,19 +107,41 @@ class InDialogHandler:
         if request.body:
             self.calls.emit(RemoteOfferReceived(call.call_id, request.body))
 
+    def _session_too_small(self, request: Request, entry: TransactionEntry, now: float) -> bool:
+        """Answer 422 (RFC 4028) to a refresh asking for less than our Min-SE."""
+        too_small = self.calls.session_timers.too_small(request)
+        if too_small is None:
+            return False
+        self.layer.respond(entry, self.factory.response(
+            request, 422, "Session Interval Too Small", extra=too_small), now)
+        return True
+
+    def _session_refreshed(self, call: CallLeg, request: Request, now: float) -> list[tuple[str, str]]:
+        """A re-INVITE or UPDATE we answer 2xx is a session refresh: restart the session's
+        clock; the Session-Expires (and Require) for our 2xx."""
+        timers = self.calls.session_timers
+        headers, session = timers.answer_headers(call, request)
+        if session is not None and call.state == CONFIRMED:
+            timers.start(call, session.interval, session.we_refresh, now)
+        return headers
+
     def _on_update(self, call: CallLeg, request: Request, entry: TransactionEntry, now: float) -> None:
+        if self._session_too_small(request, entry, now):
+            return
         answer = self._answer_offer(call, request.body) if request.body else b""
         if answer is None:
             self.layer.respond(entry, self.factory.response(request, 488), now)
             return
         assert call.dialog is not None
         call.dialog.refresh_target(request)
+        session_headers = self._session_refreshed(call, request, now)
         if request.body:
             call.local_sdp = answer
-            response = self.calls.ok_with_sdp(call, request, answer)
+            response = self.calls.ok_with_sdp(call, request, answer, session_headers)
         else:
             response = self.factory.response(
-                request, 200, extra=[("Contact", self.factory.contact(call.transport))]
+                request, 200,
+                extra=[("Contact", self.factory.contact(call.transport)), *session_headers],
             )
         self.layer.respond(entry, response, now)
         if request.body:
@@ -198,9 +225,9 @@ def options_response(factory: MessageFactory, request: Request) -> Response:
     """200 to OPTIONS (11.2): what we allow, accept and support."""
     config = factory.config
     extra = [
-        ("Allow", ", ".join(config.allow_methods)),
+        ("Allow", ", ".join(config.methods_allowed)),
         ("Accept", ", ".join(config.accept_content_types)),
-        ("Supported", ", ".join(config.supported)),
+        ("Supported", ", ".join(config.option_tags)),
     ]
     return factory.response(request, 200, extra=extra)
 

@@ -145,11 +145,18 @@ class MessageFactory:
         if method in ("INVITE", "REGISTER", "SUBSCRIBE", "REFER", "UPDATE", "NOTIFY"):
             headers.add("Contact", self.contact(transport))
         if method in ("INVITE", "UPDATE", "OPTIONS"):
-            headers.add("Allow", ", ".join(self.config.allow_methods))
+            headers.add("Allow", ", ".join(self.config.methods_allowed))
         headers.add("User-Agent", self.config.user_agent)
 
+    def _proxy_uri(self) -> SipURI:
+        """The outbound proxy as a URI: ``host[:port]`` is ``sip:host[:port]`` (not a user)."""
+        proxy = (self.config.outbound_proxy or "").strip().strip("<>")
+        if not re.match(r"^sips?:", proxy, re.IGNORECASE):
+            proxy = f"sip:{proxy}"
+        return SipURI.parse(proxy)
+
     def _proxy_route(self) -> str:
-        proxy = SipURI.parse(self.target_uri(self.config.outbound_proxy or ""))
+        proxy = self._proxy_uri()
         if "lr" not in proxy.params:
             proxy.params["lr"] = None
         return f"<{proxy}>"
@@ -173,6 +180,22 @@ class MessageFactory:
         if uri.opaque is not None:
             raise ValueError(f"cannot route {request.uri!r} without a server")
         return uri_address(uri)
+
+    def hop_uri(self, target: str) -> SipURI | None:
+        """The URI whose host names the first hop of a new request to ``target`` (what the shell
+        resolves with RFC 3263): the outbound proxy, else the target itself; None when the
+        request goes to the configured server (the shell knows how to find that one)."""
+        if self.config.outbound_proxy:
+            proxy = self._proxy_uri()
+            proxy.params.pop("lr", None)
+            return proxy
+        uri = SipURI.parse(self.target_uri(target))
+        server = self.config.server
+        if server is not None and (uri.opaque is not None or self._served_by(uri, server)):
+            return None
+        if uri.opaque is not None:
+            raise ValueError(f"cannot route {target!r} without a server")
+        return uri
 
     def _served_by(self, uri: SipURI, server: Address) -> bool:
         """Whether ``uri`` is in our domain and names no other port than the server's."""

@@ -368,17 +368,21 @@ def _netstrings(buf: bytes) -> list[dict]:
 
 class KamailioRunner(PeerProcess):
     """Kamailio as registrar (digest auth, users alice/secret and ivr/ivrpass) and dispatcher
-    (INVITEs to user ``ivr`` go to ``dispatch_to``), on a free UDP port."""
+    (INVITEs to user ``ivr`` go to ``dispatch_to``), on a free UDP port (and TCP on the same
+    port with ``tcp=True``)."""
 
-    def __init__(self, workdir: Path, *, dispatch_to: Sequence[tuple[str, int]] = ()):
+    def __init__(self, workdir: Path, *, dispatch_to: Sequence[tuple[str, int]] = (),
+                 tcp: bool = False):
         workdir.mkdir(parents=True, exist_ok=True)
         (workdir / "run").mkdir(exist_ok=True)
         self.port = free_port()
         shutil.copytree(PEER_DATA / "kamailio-db", workdir / "db", dirs_exist_ok=True)
         (workdir / "dispatcher.list").write_text(
             "".join(f"1 sip:{host}:{port}\n" for host, port in dispatch_to) or "1 sip:127.0.0.1:9\n")
-        cfg = render_template("kamailio.cfg", workdir / "kamailio.cfg", {
-            "@DIR@": str(workdir), "127.0.0.1:5060": f"127.0.0.1:{self.port}"})
+        replacements = {"@DIR@": str(workdir), "127.0.0.1:5060": f"127.0.0.1:{self.port}"}
+        if tcp:
+            replacements["disable_tcp=yes"] = f"disable_tcp=no\nlisten=tcp:127.0.0.1:{self.port}"
+        cfg = render_template("kamailio.cfg", workdir / "kamailio.cfg", replacements)
         argv = ["kamailio", "-f", str(cfg), "-P", str(workdir / "kamailio.pid"), "-Y",
                 str(workdir / "run"), "-m", "64", "-M", "8", "-DD", "-E"]
         super().__init__("kamailio", argv, workdir)

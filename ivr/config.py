@@ -3,7 +3,9 @@
 A complete file with the defaults (every section is optional; an empty file is valid)::
 
     listen:
-      host: 127.0.0.1          # address the SIP transports bind
+      host: 127.0.0.1          # address the SIP transports bind (0.0.0.0 / :: = every interface)
+      advertise: null          # address written in Via, Contact and SDP; null = host, or for a
+                               # wildcard host the address the default route leaves from
       port: 5060               # 0 = any free port
       transports: [udp, tcp]
       tcp_idle_timeout: 64     # seconds: close a TCP connection that carried nothing this long
@@ -180,6 +182,7 @@ class IvrConfig:
     """The parsed configuration; ``raw`` is the plain dict handed to ``ivr_configure``."""
 
     listen_host: str = "127.0.0.1"
+    advertise: str | None = None
     listen_port: int = 5060
     transports: list[str] = field(default_factory=lambda: ["udp", "tcp"])
     rtp_ports: tuple[int, int] = (20000, 30000)
@@ -288,8 +291,15 @@ def parse_config(text: str, source: str = "<config>", base_dir: Path | None = No
     cfg = IvrConfig(source=source, raw=_plain(data))
 
     listen = check.section(data, "listen")
-    check.known(listen, {"host", "port", "transports", "tcp_idle_timeout", "tcp_message_timeout"}, "listen")
+    check.known(listen, {"host", "advertise", "port", "transports", "tcp_idle_timeout", "tcp_message_timeout"},
+                "listen")
     cfg.listen_host = check.get(listen, "host", str, cfg.listen_host)
+    cfg.advertise = check.get(listen, "advertise", str, None)
+    if cfg.advertise is not None:
+        try:
+            ipaddress.ip_address(cfg.advertise)
+        except ValueError:
+            raise check.fail(listen, "advertise", f"advertise: {cfg.advertise!r} is not an IP address") from None
     try:
         ipaddress.ip_address(cfg.listen_host)
     except ValueError:

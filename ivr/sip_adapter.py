@@ -78,7 +78,7 @@ def make_endpoint(config: IvrConfig) -> Any:
     from simplesip.aio.endpoint_config import EndpointConfig
 
     options: dict[str, Any] = dict(
-        local_host=config.listen_host, sip_port=config.listen_port,
+        local_host=config.listen_host, advertised_host=config.advertise, sip_port=config.listen_port,
         transports=tuple(config.transports), rtp_port_range=tuple(config.rtp_ports),
         tcp_idle_timeout=config.tcp_idle_timeout, tcp_message_timeout=config.tcp_message_timeout,
         **config.sip,

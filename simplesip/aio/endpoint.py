@@ -27,6 +27,7 @@ import logging
 import socket
 from typing import Any, Callable
 
+from simplesip.aio.addresses import advertised_address
 from simplesip.aio.call import Call, CallState, split_target
 from simplesip.aio.driver import CoreDriver
 from simplesip.aio.endpoint_config import EndpointConfig
@@ -46,6 +47,7 @@ from simplesip.errors import (
     SIPParseError,
 )
 from simplesip.wire.dtmf_payloads import parse_info_dtmf
+from simplesip.wire.grammar import format_host
 from simplesip.wire.sdp import SDPNegotiationError
 
 log = logging.getLogger(__name__)
@@ -74,6 +76,8 @@ class Endpoint:
         self._media_calls: list[Call] = []
         self._register_waiter: asyncio.Future | None = None
         self._locator: ServerLocator | None = None  # RFC 3263 (from start(), with dns_srv)
+        #: The address peers are told about (Via, Contact, SDP); see EndpointConfig.advertised_host.
+        self.advertised_host = self.config.advertised_host or self.config.local_host
         self._lookups: set[asyncio.Task] = set()  # DNS lookups under way (held: not collected)
 
     # --- lifecycle -------------------------------------------------------------------------------
@@ -112,6 +116,7 @@ class Endpoint:
                                  on_unreachable=self._on_unreachable)
         await transport.start()
         self._transport = transport
+        self.advertised_host = cfg.advertised_host or advertised_address(cfg.local_host)
         core = UserAgentCore(self._ua_config(transport.local_address[1]))
         self._driver = CoreDriver(core, transport, self._dispatch)
         self._rtp_reader = RtpReader.create(self._loop)
@@ -123,7 +128,7 @@ class Endpoint:
     def _ua_config(self, port: int) -> UAConfig:
         cfg = self.config
         return UAConfig(
-            local_host=cfg.local_host, local_port=port, transport=cfg.transport,
+            local_host=cfg.local_host, advertised_host=self.advertised_host, local_port=port, transport=cfg.transport,
             # Our AoR domain is the registrar's unless configured: "100" dials sip:100@server and
             # we register as user@server. Routing also compares the port, so a peer on the
             # server's host but another port is still called directly.
@@ -420,7 +425,7 @@ class Endpoint:
             self._media_calls.append(call)
 
     def _sdp_session(self, port: int) -> SdpSession:
-        return SdpSession(self.config.local_host, port, self.config.codecs,
+        return SdpSession(self.advertised_host, port, self.config.codecs,
                           self.config.dtmf_payload_type)
 
     async def _open_rtp_socket(self) -> tuple[RtpSocket, int]:
@@ -432,7 +437,7 @@ class Endpoint:
 
     def _aor(self) -> str:
         user = f"{self.config.username}@" if self.config.username else ""
-        return f"sip:{user}{self.config.domain or self.config.server or self.config.local_host}"
+        return f"sip:{user}{self.config.domain or self.config.server or format_host(self.advertised_host, None)}"
 
     # --- the sans-IO core (driven by simplesip.aio.driver.CoreDriver) ------------------------------
 

@@ -14,6 +14,10 @@ class EndpointConfig:
 
     local_host: str = "127.0.0.1"
     sip_port: int = 5060  # 0: any free port (see Endpoint.local_address)
+    #: The address written in Via, Contact and SDP. None: ``local_host``, or when that is a
+    #: wildcard (0.0.0.0, ::) the address the default route leaves from. Set it to a public
+    #: address when a static NAT is in front (a registrar's rport/received still overrides it).
+    advertised_host: str | None = None
     transports: tuple[str, ...] = ("udp", "tcp")
     username: str | None = None
     password: str | None = None

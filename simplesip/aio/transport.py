@@ -232,6 +232,8 @@ class SipTransport:
                     sock.setsockopt(socket.IPPROTO_IPV6, _IPV6_RECVERR, 1)
                 else:
                     sock.setsockopt(socket.IPPROTO_IP, _IP_RECVERR, 1)
+            if v6:  # "::" is every IPv6 interface only, as asyncio makes the TCP listener
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
             sock.bind((self.host, self.port))
             sock.setblocking(False)
         except OSError:

@@ -38,6 +38,9 @@ class UAConfig:
 
     local_host: str = "127.0.0.1"
     local_port: int = 5060
+    #: The address peers reach us at, for Via, Contact, our domain and Call-IDs; empty: local_host.
+    #: Needed when local_host is a wildcard (0.0.0.0, ::), which no peer can send to.
+    advertised_host: str = ""
     transport: str = "udp"  # "udp" | "tcp"
     username: str = ""
     password: str | None = None
@@ -92,6 +95,11 @@ class UAConfig:
         if self.session_expires > 0 and "timer" not in tags:
             tags.append("timer")
         return tuple(tags)
+
+    @property
+    def contact_host(self) -> str:
+        """The host we put in Via and Contact: :attr:`advertised_host`, else :attr:`local_host`."""
+        return self.advertised_host or self.local_host
 
     def __post_init__(self) -> None:
         if self.transport not in ("udp", "tcp"):

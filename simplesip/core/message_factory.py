@@ -61,7 +61,7 @@ class MessageFactory:
     @property
     def domain(self) -> str:
         """Our SIP domain: the configured one, or our own address for direct calls."""
-        return self.config.domain or self.config.local_host
+        return self.config.domain or self.config.contact_host
 
     def aor(self) -> str:
         """Our address-of-record, ``sip:user@domain``."""
@@ -75,7 +75,7 @@ class MessageFactory:
         transport = transport or cfg.transport
         user = f"{cfg.username}@" if cfg.username else ""
         suffix = ";transport=tcp" if transport == "tcp" else ""
-        host, port = self.public_address or (cfg.local_host, cfg.local_port)
+        host, port = self.public_address or (cfg.contact_host, cfg.local_port)
         return f"<sip:{user}{format_host(host, port)}{suffix}>"
 
     def from_value(self, tag: str) -> str:
@@ -86,13 +86,13 @@ class MessageFactory:
 
     def new_call_id(self) -> str:
         """A fresh Call-ID."""
-        return f"{secrets.token_hex(12)}@{self.config.local_host}"
+        return f"{secrets.token_hex(12)}@{self.config.contact_host}"
 
     def via(self, transport: str, branch: str | None = None) -> str:
         """A Via for a request we originate, asking for rport (RFC 3581)."""
         cfg = self.config
         return (
-            f"SIP/2.0/{transport.upper()} {format_host(cfg.local_host, cfg.local_port)}"
+            f"SIP/2.0/{transport.upper()} {format_host(cfg.contact_host, cfg.local_port)}"
             f";branch={branch or new_branch()};rport"
         )
 

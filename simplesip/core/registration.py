@@ -161,8 +161,8 @@ class Registration:
         to peers; the registrar's view of it is what they can reach. True if our Contact changed.
         """
         top = response.vias[0]
-        seen = (top.received or self.config.local_host, top.rport or self.config.local_port)
-        current = self.factory.public_address or (self.config.local_host, self.config.local_port)
+        seen = (top.received or self.config.contact_host, top.rport or self.config.local_port)
+        current = self.factory.public_address or (self.config.contact_host, self.config.local_port)
         if seen == current:
             return False
         logger.info("registrar sees us at %s:%d; using that in our Contact", *seen)

@@ -317,7 +317,7 @@ class UserAgentCore:
             return False
         if uri.opaque is not None:
             return False
-        hosts = {self.config.local_host.lower(), self._factory.domain.lower()}
+        hosts = {self.config.local_host.lower(), self.config.contact_host.lower(), self._factory.domain.lower()}
         return uri.host.lower() in hosts or bool(self.config.username and uri.user == self.config.username)
 
     def _respond(self, entry: TransactionEntry, request: Request, status: int, now: float) -> None:

@@ -1,15 +1,21 @@
-"""``ivr serve`` on the IPv6 loopback, called by SIPp over IPv6: its audio and RFC 4733 digit
-reach the flow, the CDR has the call; and ``ivr serve --listen [::1]:PORT`` answers in brackets."""
+"""``ivr serve`` listening on the IPv6 loopback and on the wildcard addresses (0.0.0.0, ::),
+called by SIPp: its audio and RFC 4733 digit reach the flow and the CDR has the call; IPv6 hosts
+are bracketed, and a wildcard is never what peers are told to send to (Contact, SDP c=)."""
 
 from __future__ import annotations
 
 import json
+import re
 import os
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import pytest
+
+from simplesip.aio.addresses import advertised_address, is_wildcard
+from simplesip.wire.grammar import format_host
 from tests.helpers.net import free_port
 from tests.helpers.peers import SippRunner
 
@@ -30,13 +36,14 @@ nodes:
 """
 
 
-def test_sipp_calls_ivr_serve_over_ipv6(tmp_path: Path) -> None:
+@pytest.mark.parametrize("listen, caller", [("[::1]", "::1"), ("0.0.0.0", "127.0.0.1"), ("[::]", "::1")])
+def test_sipp_calls_ivr_serve(tmp_path: Path, listen: str, caller: str) -> None:
     (tmp_path / "sipp.yaml").write_text(FLOW)
     port = free_port()
     log_path = tmp_path / "serve.log"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     with log_path.open("w") as log:
-        server = subprocess.Popen([sys.executable, "-m", "ivr", "serve", "--listen", f"[::1]:{port}", "--set",
+        server = subprocess.Popen([sys.executable, "-m", "ivr", "serve", "--listen", f"{listen}:{port}", "--set",
                                    "cdr=cdr.jsonl", "--set", "listen.transports=[udp]", "sipp.yaml"],
                                   cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT, env=env)
         try:
@@ -45,7 +52,7 @@ def test_sipp_calls_ivr_serve_over_ipv6(tmp_path: Path) -> None:
                 assert server.poll() is None and time.monotonic() < deadline, log_path.read_text()
                 time.sleep(0.05)
             # SIPp's built-in uac_pcap: 8 s of PCMA audio, an RFC 4733 '1', 1 s pause, BYE
-            with SippRunner(tmp_path / "sipp", "uac_pcap", remote=("::1", port), service="sipp", host="::1",
+            with SippRunner(tmp_path / "sipp", "uac_pcap", remote=(caller, port), service="sipp", host=caller,
                             extra=["-timeout", "13s", "-timeout_error"]) as sipp:
                 status = sipp.wait(15)
             assert status == 0, sipp.log()[-3000:] + log_path.read_text()
@@ -53,6 +60,10 @@ def test_sipp_calls_ivr_serve_over_ipv6(tmp_path: Path) -> None:
         finally:
             server.terminate()
             server.wait(15)
-    assert f"Contact: <sip:[::1]:{port}>" in messages and "c=IN IP6 ::1" in messages
+    advertised = advertised_address(listen.strip("[]"))
+    assert not is_wildcard(advertised)
+    assert f"Contact: <sip:{format_host(advertised, port)}>" in messages
+    family = 6 if ":" in advertised else 4
+    assert re.search(rf"^c=IN IP{family} {re.escape(advertised)}\s*$", messages, re.MULTILINE), messages
     [record] = [json.loads(line) for line in (tmp_path / "cdr.jsonl").read_text().splitlines()]
     assert record["flow"] == "sipp" and record["digits"] == "1" and record["outcome"] == "remote_hangup"

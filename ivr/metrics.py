@@ -50,6 +50,8 @@ class CallMetrics:
 class MediaClockCollector:
     """Prometheus view of the endpoint's media clock, read at scrape time.
 
+    ``ivr_sip_rejected_messages_total``: SIP messages the endpoint refused (malformed, unacceptable).
+
     ``ivr_media_clock_dropped_ticks_total``: 20 ms ticks the clock skipped because the process
     could not keep up (overload: no audio moved for any call in that tick);
     ``ivr_media_clock_catch_up_ticks_total``: ticks run late after a stall, inbound only. Read from
@@ -60,7 +62,13 @@ class MediaClockCollector:
         self._engine = engine
 
     def collect(self) -> Any:
-        clock = getattr(getattr(self._engine, "endpoint", None), "media_clock", None)
+        endpoint = getattr(self._engine, "endpoint", None)
+        rejected = CounterMetricFamily("ivr_sip_rejected_messages",
+                                       "SIP messages refused as malformed or unacceptable (a flood shows here, "
+                                       "not line by line in the log)")
+        rejected.add_metric([], float(getattr(endpoint, "rejected_messages", 0) or 0))
+        yield rejected
+        clock = getattr(endpoint, "media_clock", None)
         for name, attribute, text in (
             ("ivr_media_clock_dropped_ticks", "dropped_ticks", "Media clock ticks dropped under overload"),
             ("ivr_media_clock_catch_up_ticks", "catch_up_ticks", "Media clock ticks run late after a stall"),

@@ -76,6 +76,8 @@ class Endpoint:
         self._media_calls: list[Call] = []
         self._register_waiter: asyncio.Future | None = None
         self._locator: ServerLocator | None = None  # RFC 3263 (from start(), with dns_srv)
+        #: SIP messages refused as malformed or unacceptable (answered 4xx or dropped), ever.
+        self.rejected_messages = 0
         #: The address peers are told about (Via, Contact, SDP); see EndpointConfig.advertised_host.
         self.advertised_host = self.config.advertised_host or self.config.local_host
         self._lookups: set[asyncio.Task] = set()  # DNS lookups under way (held: not collected)
@@ -460,6 +462,7 @@ class Endpoint:
             self._on_incoming(event)
             return
         if isinstance(event, ev.MessageRejected):
+            self.rejected_messages += 1
             log.info("rejected message from %s: %s", event.addr, event.reason)
             return
         call = self.calls.get(event.call_id)

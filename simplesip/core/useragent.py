@@ -236,7 +236,7 @@ class UserAgentCore:
     def _reject_unparsable(
         self, data: bytes, addr: Address, transport: str, exc: SIPParseError
     ) -> None:
-        logger.info("unparsable message from %s: %s", addr, exc.reason)
+        logger.debug("unparsable message from %s: %s", addr, exc.reason)  # the shell logs the event
         self._events.append(MessageRejected(addr, exc.reason))
         response = answer_unparsable(data, exc.status, exc.reason)
         if response is not None:

@@ -485,6 +485,8 @@ class Endpoint:
                 call.report_dtmf(parsed[0], "info", parsed[1] or 0)
         elif isinstance(event, ev.ReferProgress):
             call.refer_progress(event.status, event.final)
+        elif isinstance(event, ev.ReofferAnswered):
+            self._on_reoffer_answered(call, event)
         elif isinstance(event, ev.CallEnded):
             self.finish_call(call, event.reason, event.status)
 
@@ -552,6 +554,21 @@ class Endpoint:
         if params is not None:
             self._start_media(call, params)
             log.info("call %s: media renegotiated (%s, hold=%s)", call.id, params.codec, call.on_hold)
+
+    def _on_reoffer_answered(self, call: Call, event: ev.ReofferAnswered) -> None:
+        """Our re-INVITE (hold, resume) was answered: with a 2xx, media follows the answer."""
+        offer = call.take_local_reoffer()
+        if 200 <= event.status < 300 and offer is not None:
+            try:
+                params = media_params_from_answer(offer, event.sdp or b"")
+            except (SDPNegotiationError, ValueError) as exc:
+                log.warning("call %s: unusable answer to our re-offer (%s): hanging up", call.id, exc)
+                self.submit(lambda core, now: core.bye(call.id, now))
+                call.reoffer_answered(488)
+                return
+            call.local_sdp = offer
+            self._start_media(call, params)
+        call.reoffer_answered(event.status)
 
     def finish_call(self, call: Call, reason: str, status: int | None) -> None:
         """Mark ``call`` ended (``reason`` from END_REASONS) and release its media: taken off the

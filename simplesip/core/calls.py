@@ -19,7 +19,7 @@ from typing import Any, Callable, Iterable
 from simplesip.core.config import Address, UAConfig
 from simplesip.core.dialog import Dialog
 from simplesip.core.events import CallConfirmed, CallEnded, Event
-from simplesip.core.message_factory import MessageFactory, uri_address
+from simplesip.core.message_factory import MessageFactory, new_branch, uri_address
 from simplesip.core.outgoing_request import OutgoingRequest
 from simplesip.core.transaction_layer import TransactionEntry, TransactionLayer
 from simplesip.errors import CallError
@@ -73,6 +73,7 @@ class CallLeg:
     offer_in_2xx: bool = False  # the (re-)INVITE we answered had no SDP: the ACK brings the answer
     session: Any = None  # SessionTimer (RFC 4028) while one runs, see session_timers.py
     refreshing: bool = False  # our session refresh is in flight
+    reoffering: bool = False  # our re-INVITE (hold, resume) is in flight
     peer_allows_update: bool = False  # the peer's Allow lists UPDATE (refresh with it)
     # RFC 3262, UAS: our last RSeq, the reliable 18x awaiting its PRACK, its retransmit interval,
     # and the answer held back until that PRACK; UAC: last RSeq seen and early dialog by To tag.
@@ -207,6 +208,13 @@ class CallManager:
         return OutgoingRequest(
             self.layer, request, dest, call.transport, responded, timed_out, dialog=call.dialog
         ).start(now)
+
+    def ack_2xx(self, call: CallLeg, invite: Request, response: Response) -> None:
+        """ACK the 2xx to our re-INVITE ``invite`` (13.2.2.4): a new transaction-less request."""
+        assert call.dialog is not None
+        base = call.dialog.create_ack(invite.cseq[0], self.config.max_forwards)
+        headers = Headers([("Via", self.factory.via(call.transport, new_branch())), *base.headers.items()])
+        self.layer.send(Request("ACK", base.uri, headers), uri_address(call.dialog.next_hop()), call.transport)
 
     # --- our 2xx, retransmitted until its ACK (13.3.1.4) ----------------------------------------
 

@@ -25,6 +25,7 @@ __all__ = [
     "InfoReceived",
     "MessageRejected",
     "ReferProgress",
+    "ReofferAnswered",
     "RegistrationFailed",
     "RegistrationSucceeded",
     "RemoteOfferReceived",
@@ -149,6 +150,16 @@ class ReferProgress:
 
 
 @dataclass(frozen=True)
+class ReofferAnswered:
+    """The final answer to our re-INVITE (hold, resume): ``status``, and with a 2xx the peer's
+    SDP answer in ``sdp`` (491: another offer was in progress, ours was not sent)."""
+
+    call_id: str
+    status: int
+    sdp: bytes | None = None
+
+
+@dataclass(frozen=True)
 class RegistrationSucceeded:
     """The registrar accepted our binding for ``expires`` seconds (0: we are now unregistered)."""
 
@@ -181,6 +192,7 @@ Event = Union[
     CallEnded,
     InfoReceived,
     ReferProgress,
+    ReofferAnswered,
     RegistrationSucceeded,
     RegistrationFailed,
     MessageRejected,

@@ -12,7 +12,12 @@ import re
 
 from simplesip.core.calls import ANSWERING, CONFIRMED, INCOMING, CallLeg, CallManager
 from simplesip.core.dialog import Dialog
-from simplesip.core.events import InfoReceived, ReferProgress, RemoteOfferReceived
+from simplesip.core.events import (
+    InfoReceived,
+    ReferProgress,
+    RemoteOfferReceived,
+    ReofferAnswered,
+)
 from simplesip.core.message_factory import MessageFactory
 from simplesip.core.outgoing_request import OutgoingRequest
 from simplesip.core.transaction_layer import TransactionEntry
@@ -211,6 +216,35 @@ class InDialogHandler:
             if call.refer_active:
                 call.refer_active = False
                 self.calls.emit(ReferProgress(call.call_id, 408, True))
+
+        self.calls.send_in_dialog(call, request, now, on_response, on_timeout)
+
+    def reoffer(self, call_id: str, sdp: bytes, now: float) -> None:
+        """Send a re-INVITE offering ``sdp`` (hold: ``a=sendonly``/``inactive``, resume:
+        ``sendrecv``); the event :class:`ReofferAnswered` gives the outcome. While another offer
+        is in progress (ours, a refresh, or the peer's) it answers 491 at once, as RFC 3261 14.1
+        asks of a UAC that would cross one."""
+        call = self._established(call_id)
+        if call.reoffering or call.refreshing or call.pending_2xx is not None:
+            self.calls.emit(ReofferAnswered(call_id, 491))
+            return
+        request = self.calls.in_dialog_request(call, "INVITE", body=sdp)
+        call.reoffering = True
+
+        def on_response(out: OutgoingRequest, response: Response, _now: float) -> None:
+            if response.status < 200 or not call.reoffering:
+                return
+            call.reoffering = False
+            if response.status < 300:
+                self.calls.ack_2xx(call, out.request, response)
+                call.local_sdp = sdp
+            self.calls.emit(ReofferAnswered(call_id, response.status,
+                                            response.body if response.status < 300 else None))
+
+        def on_timeout(_out: OutgoingRequest, _now: float) -> None:
+            if call.reoffering:
+                call.reoffering = False
+                self.calls.emit(ReofferAnswered(call_id, 408))
 
         self.calls.send_in_dialog(call, request, now, on_response, on_timeout)
 

@@ -18,9 +18,7 @@ import logging
 from dataclasses import dataclass
 
 from simplesip.core.calls import CONFIRMED, CallLeg, CallManager
-from simplesip.core.message_factory import new_branch, uri_address
 from simplesip.core.outgoing_request import OutgoingRequest
-from simplesip.wire.headers import Headers
 from simplesip.wire.message import Message, Request, Response
 
 __all__ = ["SessionTimer", "SessionTimers", "parse_session_expires"]
@@ -191,7 +189,7 @@ class SessionTimers:
                 return
             call.refreshing = False
             if method == "INVITE" and response.status < 300:
-                self._ack(call, out.request, response)
+                self.calls.ack_2xx(call, out.request, response)
             if response.status == 422 and self.retry_after_422(out, response, at):
                 call.refreshing = True
                 return
@@ -202,11 +200,3 @@ class SessionTimers:
                 self.layer.timers.set(call, REFRESH, at + min(call.session.interval / 4, 10))
 
         self.calls.send_in_dialog(call, request, now, responded)
-
-    def _ack(self, call: CallLeg, invite: Request, response: Response) -> None:
-        assert call.dialog is not None
-        base = call.dialog.create_ack(invite.cseq[0], self.config.max_forwards)
-        headers = Headers([("Via", self.calls.factory.via(call.transport, new_branch())),
-                           *base.headers.items()])
-        self.layer.send(Request("ACK", base.uri, headers), uri_address(call.dialog.next_hop()),
-                        call.transport)

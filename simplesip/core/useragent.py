@@ -181,6 +181,10 @@ class UserAgentCore:
         """Blind-transfer the peer of ``call_id`` to ``target``; events: ReferProgress."""
         self._in_dialog.refer(call_id, target, now)
 
+    def reoffer(self, call_id: str, sdp: bytes, now: float) -> None:
+        """Re-INVITE with a new offer (hold, resume); events: ReofferAnswered."""
+        self._in_dialog.reoffer(call_id, sdp, now)
+
     def send_info(self, call_id: str, content_type: str, body: bytes, now: float) -> None:
         """Send INFO in the call's dialog."""
         self._in_dialog.send_info(call_id, content_type, body, now)

@@ -69,7 +69,7 @@ def _node_attrs(node: GraphNode) -> dict[str, str]:
     if node.unreachable:
         attrs.update(style="rounded,dashed,filled", fillcolor="#f0f0f0", fontcolor="#777777", color="#999999")
         attrs["class"] += " unreachable"
-    if node.visits:
+    if node.visits and node.kind != "entry":
         attrs.update(fillcolor=_VISITED_FILL, penwidth="2.5")
         attrs["class"] += " visited"
     return attrs

@@ -50,28 +50,32 @@ def _node_label(node: GraphNode) -> str:
 
 
 def _node_attrs(node: GraphNode) -> dict[str, str]:
-    attrs = {"shape": "box", "style": "rounded,filled", "fillcolor": "white", "class": node.kind}
+    attrs = {"shape": "box", "style": "rounded,filled", "fillcolor": "white"}
+    marks = [node.kind] if node.kind != "node" else [node.action]
     if node.kind == "entry":
         attrs.update(shape="circle", fillcolor="#1f77b4", fontcolor="white", width="0.5", fixedsize="true")
     elif node.kind == "event":
         attrs.update(shape="box", style="dotted", fontcolor="#555555")
     elif node.kind == "end":
-        attrs.update(shape="box", style="rounded,dashed", color=_PATH_COLOR, fontcolor=_PATH_COLOR,
-                     **{"class": "end dangling"})
+        attrs.update(shape="box", style="rounded,dashed", color=_PATH_COLOR, fontcolor=_PATH_COLOR)
+        marks.append("dangling")
     elif node.ending in ("hangs up", "rejects"):
-        attrs.update(shape="octagon", style="filled", fillcolor="#fde0dc", color="#c62828",
-                     **{"class": "node hangup"})
+        attrs.update(shape="octagon", style="filled", fillcolor="#fde0dc", color="#c62828")
+        marks.append("hangup")
     elif node.ending == "returns":
-        attrs.update(shape="cds", style="filled", fillcolor="#eeeeee", **{"class": "node return"})
+        attrs.update(shape="cds", style="filled", fillcolor="#eeeeee")
+        marks.append("return")
     if node.start:
         attrs.update(penwidth="3", color="#1f77b4", fillcolor="#e3f2fd")
-        attrs["class"] += " start"
+        marks.append("start")
     if node.unreachable:
         attrs.update(style="rounded,dashed,filled", fillcolor="#f0f0f0", fontcolor="#777777", color="#999999")
-        attrs["class"] += " unreachable"
+        marks.append("unreachable")
     if node.visits and node.kind != "entry":
         attrs.update(fillcolor=_VISITED_FILL, penwidth="2.5")
-        attrs["class"] += " visited"
+    if node.visits:
+        marks.append("visited")
+    attrs["class"] = " ".join(marks)
     return attrs
 
 

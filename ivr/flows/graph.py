@@ -164,7 +164,8 @@ def summarize(node: Node) -> tuple[str, ...]:
         target = params if isinstance(params, str) else params.get("node") or params.get("flow")
         lines = [f"sub {target}"]
     elif isinstance(params, dict) and params:
-        lines = [action] + [f"{key} {value}" for key, value in list(params.items())[:2]]
+        settings = [f"{key} {value}" for key, value in list(params.items())[:2]]
+        lines = [f"{action} {settings[0]}", *settings[1:]]
     else:
         lines = [f"{action} {params}" if params not in (None, "") else action]
     return tuple(_short(line) for line in lines)
@@ -258,13 +259,13 @@ class _Builder:
         for special in ("hangup", "error"):
             if special in node.on:
                 groups.setdefault((node.on[special], "on" if special == "hangup" else "error"), []).append(special)
+        every = set(outcomes) | ({"*"} if open_ended else set())
         for (target, rule), names in groups.items():
-            if rule in ("next", "default") and (set(names) == set(outcomes) | ({"*"} if open_ended else set())):
-                label = rule  # everything the node returns goes there
+            listed = ", ".join(n for n in names if n != "*")
+            if rule in ("next", "default"):  # "next" alone: every outcome of the node goes there
+                label = rule if set(names) == every or not listed else f"{listed} ({rule})"
             else:
-                label = ", ".join(n for n in names if n != "*") or rule
-                if rule in ("next", "default"):
-                    label += f" ({rule})"
+                label = listed or "any"
             if target is None:
                 end_id = f"{node_id}@end"
                 text = "returns" if cluster else "flow ends"

@@ -21,7 +21,12 @@ from ivr.cdr import CdrWriter
 from ivr.cli import build_parser
 from ivr.flows import collect_actions, run_simulation
 from ivr.flows.cli import cmd_graph, cmd_simulate, default_actions
-from ivr.flows.trace_file import MAX_PATH_STEPS, parse_trace_text, path_recorder, read_trace_file
+from ivr.flows.trace_file import (
+    MAX_PATH_STEPS,
+    parse_trace_text,
+    path_recorder,
+    read_trace_file,
+)
 from ivr.hookspecs import hookimpl
 
 ROOT = Path(__file__).parent.parent

@@ -301,6 +301,7 @@ def build_graph(flow: Flow, actions: ActionRegistry) -> FlowGraph:
     """The graph of ``flow`` (checked: from :func:`ivr.flows.checker.check_file`), its sub-flows
     drawn as clusters; ``actions`` must be the registry it was checked with."""
     builder = _Builder(flow, actions)
+    builder.flow_prefix[flow.path.resolve()] = ""  # a sub-flow calling this file back enters it
     builder.graph.nodes["@start"] = GraphNode("@start", "call", kind="entry")
     builder.graph.edges.append(GraphEdge("@start", flow.start, "", "start"))
     builder.add_flow(flow, "", "")

@@ -160,7 +160,9 @@ def render(graph: FlowGraph, fmt: str) -> bytes:
 
 
 def _mermaid_text(text: str) -> str:
-    return html.escape(text, quote=True).replace("&quot;", "#quot;").replace("&#x27;", "'")
+    # Mermaid reads #name; as an entity (hence #35; for #) and ends a label at a double quote
+    text = html.escape(text.replace("#", "#35;"), quote=True)
+    return text.replace("&quot;", "#quot;").replace("&#x27;", "'")
 
 
 def to_mermaid(graph: FlowGraph) -> str:
@@ -179,7 +181,8 @@ def to_mermaid(graph: FlowGraph) -> str:
                 text.append("<i>unreachable</i>")
             if node.visits:
                 text.append(", ".join(f"#{n}" for n in node.visits))
-            opening, closing = ("{{", "}}") if node.ending in ("hangs up", "rejects") else ("[", "]")
+            opening, closing = {"hangs up": ("{{", "}}"), "rejects": ("{{", "}}"), "returns": (">", "]")}.get(
+                node.ending, ("[", "]"))
         else:
             text = [_mermaid_text(node.label)]
             opening, closing = shapes[node.kind]

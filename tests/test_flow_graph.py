@@ -440,3 +440,21 @@ def _subparser(name: str) -> argparse.ArgumentParser:
     parser = build_parser()
     [sub] = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
     return sub.choices[name]
+
+
+def test_trace_of_errors_follows_on_error_and_a_nodes_own_error_route(tmp_path: Path) -> None:
+    flow = write(tmp_path, "errors.yaml",
+                 "start: a\non_error: sorry\nnodes:\n"
+                 "  a: {set: {x: '{{ vars.missing }}'}, on: {error: b}, next: bye}\n"
+                 "  b: {set: {y: '{{ vars.missing }}'}, next: bye}\n"
+                 "  sorry: {play: {say: Sorry}, next: bye}\n  bye: {hangup: }\n")
+    status, dot, err = graph([str(flow), "--trace"])
+    assert status == 0, err
+    assert [(tail, head) for _, tail, head, _ in path_of(dot)] == [
+        ("@start", "a"), ("a", "b"), ("b", "sorry"), ("sorry", "bye")]
+    _, edges, _ = parsed(dot)
+    [own] = edges[("a", "b")]
+    assert "error" in classes(own) and own["label"].startswith("error<BR/>")  # the node's on: {error: b}
+    [jump] = edges[("b", "sorry")]  # on_error: no edge of the flow goes there, the trace draws one
+    assert "trace" in classes(jump) and jump["label"].startswith("error<BR/>")
+    assert labels(edges, "@error", "sorry") == ["on_error"]

@@ -11,6 +11,8 @@ import shutil
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
+from dataclasses import replace
+from functools import lru_cache
 from pathlib import Path
 
 import graphviz
@@ -20,7 +22,7 @@ from ivr import hookspecs
 from ivr.cdr import CdrWriter
 from ivr.cli import build_parser
 from ivr.flows import collect_actions, run_simulation
-from ivr.flows.cli import cmd_graph, cmd_simulate, default_actions
+from ivr.flows.cli import cmd_graph, cmd_simulate
 from ivr.flows.trace_file import (
     MAX_PATH_STEPS,
     parse_trace_text,
@@ -28,6 +30,7 @@ from ivr.flows.trace_file import (
     read_trace_file,
 )
 from ivr.hookspecs import hookimpl
+from ivr.loading import Setup, load_setup
 
 ROOT = Path(__file__).parent.parent
 FLOWS = ROOT / "flows"
@@ -36,11 +39,18 @@ SVG = "{http://www.w3.org/2000/svg}"
 DIAL_204 = ["--at", "2026-11-26T10:00", "--tz", "Europe/Paris", "--dtmf", "+3s 9 +1s 204"]
 
 
+@lru_cache(maxsize=1)
+def default_setup() -> Setup:
+    """What ``ivr graph`` runs with when given no --config: the plugins ``ivr serve`` loads."""
+    return load_setup()
+
+
 def graph(argv: list[str], actions=None) -> tuple[int, bytes, str]:
     """Run ``ivr graph ARGV``; (exit status, stdout bytes, stderr text)."""
     args = build_parser().parse_args(["graph", *argv])
     out, err = io.BytesIO(), io.StringIO()
-    status = cmd_graph(args, actions or default_actions(), out=out, err=err)
+    setup = replace(default_setup(), actions=actions) if actions is not None else default_setup()
+    status = cmd_graph(args, setup, out=out, err=err)
     return status, out.getvalue(), err.getvalue()
 
 
@@ -323,7 +333,7 @@ def test_a_menu_loop_numbers_every_pass(tmp_path: Path) -> None:
 def test_trace_file_from_simulate_output_draws_the_same_path(tmp_path: Path) -> None:
     args = build_parser().parse_args(["simulate", str(FLOWS / "attendant.yaml"), *DIAL_204])
     text = io.StringIO()
-    assert cmd_simulate(args, default_actions(), out=text) == 0
+    assert cmd_simulate(args, default_setup(), out=text) == 0
     trace = write(tmp_path, "call.txt", text.getvalue())
     traced = graph([str(FLOWS / "attendant.yaml"), "--trace", *DIAL_204])
     from_file = graph([str(FLOWS / "attendant.yaml"), "--trace-file", str(trace)])

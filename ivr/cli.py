@@ -1,4 +1,5 @@
-"""The ``ivr`` command: ``serve``, ``call``, and the flow tools ``check``, ``schema``, ``simulate``.
+"""The ``ivr`` command: ``serve``, ``call``, and the flow tools ``check``, ``schema``, ``simulate``,
+``graph``.
 
 ``ivr serve [--config FILE] [FLOW...]``
     Run the auto-attendant. With no arguments: 127.0.0.1:5060 over UDP and TCP with

@@ -73,3 +73,32 @@ async def test_a_second_reoffer_while_one_is_in_flight_gets_491(connected) -> No
 def test_sdp_offers_carry_the_asked_direction() -> None:
     session = SdpSession("127.0.0.1", 4000)
     assert b"a=inactive" in session.offer("inactive").serialize()
+
+
+async def test_early_media_flows_both_ways_before_the_answer() -> None:
+    caller = Endpoint(EndpointConfig(sip_port=0, rtp_port_range=(40000, 49000)))
+    callee = Endpoint(EndpointConfig(sip_port=0, rtp_port_range=(40000, 49000)))
+    await caller.start()
+    await callee.start()
+    incoming: list[Call] = []
+    callee.on_incoming_call = incoming.append
+    try:
+        host, port = callee.local_address
+        outgoing = asyncio.ensure_future(caller.call(f"sip:bob@{host}:{port}"))
+        await until(lambda: bool(incoming))
+        (theirs,) = incoming
+        assert await theirs.early_media()
+        theirs.queue_pcm(b"\x00\x10" * 4000)  # an announcement before the answer
+        await until(lambda: caller.calls and next(iter(caller.calls.values())).stats().get("packets_in", 0) > 10)
+        ours = next(iter(caller.calls.values()))
+        assert ours.state is CallState.RINGING and not outgoing.done()  # still unanswered
+        assert theirs.stats()["packets_in"] > 0  # the caller's stream reaches us too
+        await theirs.answer()
+        call = await asyncio.wait_for(outgoing, 5)
+        assert call is ours and call.state in (CallState.CONNECTED, CallState.STREAMING)
+        packets = call.stats()["packets_in"]
+        await until(lambda: call.stats()["packets_in"] > packets + 5)  # media goes on after the 200
+        await call.hangup()
+    finally:
+        await caller.stop()
+        await callee.stop()

@@ -50,6 +50,7 @@ class CallControl(Protocol):
     way the call's commands reach the SIP core, and its end."""
 
     async def answer_call(self, call: Call) -> None: ...
+    async def early_media_call(self, call: Call) -> bool: ...
     def submit(self, command: Callable[[UserAgentCore, float], Any]) -> Any: ...
     def finish_call(self, call: Call, reason: str, status: int | None) -> None: ...
 
@@ -130,6 +131,14 @@ class Call:
         if self.direction != "inbound" or self.state != CallState.RINGING:
             raise RuntimeError(f"cannot answer a call in state {self.state.value}")
         await self.endpoint.answer_call(self)
+
+    async def early_media(self) -> bool:
+        """Start media before answering: 183 Session Progress with our SDP answer, RTP both
+        ways at once (an announcement the caller hears without being charged); :meth:`answer`
+        still sends the 200. False when the INVITE had no offer (nothing is sent)."""
+        if self.direction != "inbound" or self.state != CallState.RINGING:
+            raise RuntimeError(f"cannot start early media in state {self.state.value}")
+        return await self.endpoint.early_media_call(self)
 
     async def reject(self, status: int = 486,
                      headers: "dict[str, str] | list[tuple[str, str]] | None" = None) -> None:

@@ -326,13 +326,39 @@ class Endpoint:
 
     async def answer_call(self, call: Call) -> None:
         """Answer ``call`` (what :meth:`Call.answer` does): open its RTP socket, answer the SDP
-        offer (or offer in the 200 when the INVITE had none), send 200 OK.
+        offer (or offer in the 200 when the INVITE had none), send 200 OK. After early media the
+        200 repeats the answer of the 183 and media goes on.
 
         Whatever fails on the way, the caller gets a final response and nothing opened for the
         call stays open: no free RTP port gives 503, an offer that cannot be parsed or answered
         its status (400/488), anything else 500; then CallError (with ``.status``) is raised.
         CallError too when the caller gave up meanwhile."""
         assert self._loop is not None
+        if call.local_sdp is None:
+            await self._open_answer_media(call)
+        if call.ended.is_set():
+            raise CallError("the caller gave up before the answer", call.end_status or 487)
+        self.submit(lambda core, now: core.answer(call.id, call.local_sdp, now))
+        call.state = CallState.CONNECTED
+        call.answered_at = self._loop.time()
+
+    async def early_media_call(self, call: Call) -> bool:
+        """Start media before answering (what :meth:`Call.early_media` does): our SDP answer goes
+        in a 183 Session Progress and RTP flows both ways; :meth:`answer_call` later sends the 200.
+        False (nothing sent) when the INVITE carried no offer to answer early. Failures as
+        :meth:`answer_call`."""
+        if not call.remote_sdp:
+            return False
+        if call.local_sdp is None:
+            await self._open_answer_media(call)
+        if call.ended.is_set():
+            raise CallError("the caller gave up before early media", call.end_status or 487)
+        self.submit(lambda core, now: core.progress(call.id, call.local_sdp, now))
+        return True
+
+    async def _open_answer_media(self, call: Call) -> None:
+        """Open ``call``'s RTP socket, answer its offer (or make ours, without one) and start
+        media; on failure refuse the call (503/400/488/500) and raise CallError."""
         try:
             rtp_socket, port = await self._open_rtp_socket()
         except CallError as exc:
@@ -351,11 +377,11 @@ class Endpoint:
             call.local_sdp = answer.serialize()
             if params is not None:
                 self._start_media(call, params)
-            self.submit(lambda core, now: core.answer(call.id, call.local_sdp, now))
         except BaseException as exc:
             if call in self._media_calls:
                 self._media_calls.remove(call)
             call.rtp_socket = None
+            call.local_sdp = None
             rtp_socket.close()
             status = exc.status if isinstance(exc, SIPParseError) and exc.status else 500
             reason = exc.reason if isinstance(exc, SIPParseError) else repr(exc)
@@ -363,8 +389,6 @@ class Endpoint:
             if isinstance(exc, Exception):
                 raise CallError(f"cannot answer: {reason}", status) from exc
             raise
-        call.state = CallState.CONNECTED
-        call.answered_at = self._loop.time()
 
     async def _call_targets(self, target: str) -> list[Target] | None:
         """Where the first hop of a call to ``target`` is, best first (RFC 3263); None without
@@ -473,6 +497,8 @@ class Endpoint:
         elif isinstance(event, ev.CallProgress):
             if event.status >= 180 and call.state is CallState.INVITING:
                 call.state = CallState.RINGING
+            if event.remote_sdp and call.rtp is None:
+                self._start_early_media(call, event.remote_sdp)
         elif isinstance(event, ev.CallAnswered):
             self._on_answered(call, event)
         elif isinstance(event, ev.CallConfirmed):
@@ -534,6 +560,16 @@ class Endpoint:
             return  # the INVITE held the offer: media runs already
         call.remote_sdp = event.remote_sdp or call.remote_sdp
         self._start_media_from_answer(call, event.remote_sdp)
+
+    def _start_early_media(self, call: Call, answer: bytes) -> None:
+        """A 183 carried the peer's answer: hear (and send) early media until the 200 repeats
+        or changes it. An unusable one is ignored: the 200 still has its say."""
+        try:
+            params = media_params_from_answer(call.local_sdp or b"", answer)
+        except (SDPNegotiationError, ValueError) as exc:
+            log.info("call %s: unusable early-media answer ignored (%s)", call.id, exc)
+            return
+        self._start_media(call, params)
 
     def _start_media_from_answer(self, call: Call, answer: bytes | None) -> bool:
         """Start media from the peer's answer to our offer; a missing or unusable one leaves no way

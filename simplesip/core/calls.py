@@ -81,6 +81,7 @@ class CallLeg:
     unacked_1xx: Response | None = None
     rel_interval: float = 0.0
     deferred_answer: bytes | None = None
+    deferred_1xx: Response | None = None  # a reliable 18x waiting for the PRACK of the one before
     rseq_seen: dict[str, int] = field(default_factory=dict)
     early_dialogs: dict[str, Dialog] = field(default_factory=dict)
     # 3xx recursion (redirects.py): URIs tried, targets still to try, how many were, the one

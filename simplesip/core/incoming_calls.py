@@ -70,6 +70,26 @@ class IncomingCalls:
             return
         self.layer.respond(call.server_entry, response, now)
 
+    def progress(self, call_id: str, sdp: bytes, now: float) -> None:
+        """Send 183 Session Progress carrying our SDP answer ``sdp``: early media (RFC 3960's
+        gateway model) before the call is answered; reliable when the caller requires 100rel.
+        The 200 of :meth:`answer` repeats the same answer."""
+        call = self.calls.get(call_id)
+        if call.role != "uas" or call.state != INCOMING or call.server_entry is None:
+            raise CallError(f"call {call_id!r} is not an unanswered incoming call")
+        response = self.factory.response(
+            call.invite, 183, to_tag=call.local_tag, body=sdp,
+            extra=[("Contact", self.factory.contact(call.transport))],
+        )
+        reliable = self.calls.reliable
+        if reliable.wanted(call):
+            if call.unacked_1xx is None:
+                reliable.send(call, response, now)
+            else:  # one reliable 18x at a time (RFC 3262 3): this one follows the PRACK
+                call.deferred_1xx = response
+            return
+        self.layer.respond(call.server_entry, response, now)
+
     def answer(self, call_id: str, sdp: bytes, now: float) -> None:
         """Answer an incoming call with 200 OK carrying ``sdp``."""
         call = self.calls.get(call_id)

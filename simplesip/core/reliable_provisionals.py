@@ -88,7 +88,7 @@ class ReliableProvisionals:
         elif name == GIVE_UP:
             logger.warning("call %s: no PRACK for our reliable %d: 504", call.call_id,
                            call.unacked_1xx.status)
-            call.unacked_1xx = call.deferred_answer = None
+            call.unacked_1xx = call.deferred_answer = call.deferred_1xx = None
             response = self.factory.response(call.invite, 504, "No PRACK", to_tag=call.local_tag)
             self.layer.respond(call.server_entry, response, now)
             self.calls.end(call, "error", 504)
@@ -107,6 +107,10 @@ class ReliableProvisionals:
         call.unacked_1xx = None
         self.layer.timers.cancel(call, RETRANSMIT)
         self.layer.timers.cancel(call, GIVE_UP)
+        if call.deferred_1xx is not None and call.state == INCOMING:  # e.g. a 183 after our 180
+            response, call.deferred_1xx = call.deferred_1xx, None
+            self.send(call, response, now)
+            return  # a deferred answer waits for this one's PRACK in turn
         deferred, call.deferred_answer = call.deferred_answer, None
         if deferred is not None and call.state == INCOMING:
             self.answer_now(call, deferred, now)

@@ -142,6 +142,10 @@ class UserAgentCore:
         """Send 180 Ringing (only needed when ``auto_ringing`` is off)."""
         self._incoming.ringing(call_id, now)
 
+    def progress(self, call_id: str, sdp: bytes, now: float) -> None:
+        """183 Session Progress with our SDP answer: early media before the answer."""
+        self._incoming.progress(call_id, sdp, now)
+
     def answer(self, call_id: str, sdp: bytes, now: float) -> None:
         """Answer an incoming call with ``sdp``."""
         self._incoming.answer(call_id, sdp, now)

@@ -390,7 +390,7 @@ class KamailioRunner(PeerProcess):
 
     @property
     def address(self) -> tuple[str, int]:
-        return (self.host, self.port)
+        return ("127.0.0.1", self.port)
 
     def _wait_ready(self, timeout: float = 8.0) -> None:
         """Probe with OPTIONS until Kamailio answers anything."""

@@ -231,7 +231,8 @@ class BaresipRunner(PeerProcess):
     hears to ``rec/dump-*-dec.wav``, auto-answers, and takes commands on a free ctrl_tcp port."""
 
     def __init__(self, workdir: Path, *, microphone: np.ndarray | None = None,
-                 account: str | None = None, commands: Sequence[str] = (), run_seconds: int = 20):
+                 account: str | None = None, commands: Sequence[str] = (), run_seconds: int = 20,
+                 extra_config: Sequence[str] = ()):
         workdir.mkdir(parents=True, exist_ok=True)
         (workdir / "rec").mkdir(exist_ok=True)
         (workdir / "contacts").touch()
@@ -246,6 +247,9 @@ class BaresipRunner(PeerProcess):
             "127.0.0.1:4444": f"127.0.0.1:{self.ctrl_port}",
             "30000-30100": f"{rtp_base}-{rtp_base + 200}",
         })
+        if extra_config:  # e.g. "sip_certificate FILE", "sip_cafile FILE" for SIP over TLS
+            with open(workdir / "config", "a") as config:
+                config.write("".join(f"{line}\n" for line in extra_config))
         (workdir / "accounts").write_text(
             (account or "<sip:caller@127.0.0.1>;regint=0;audio_codecs=pcmu,pcma;answermode=auto") + "\n")
         argv = ["timeout", "-k", "3", str(run_seconds + 5), "baresip", "-f", str(workdir),
@@ -257,6 +261,11 @@ class BaresipRunner(PeerProcess):
     @property
     def address(self) -> tuple[str, int]:
         return ("127.0.0.1", self.sip_port)
+
+    @property
+    def tls_address(self) -> tuple[str, int]:
+        """baresip's SIP-over-TLS listener (with ``sip_certificate``): the SIP port + 1."""
+        return ("127.0.0.1", self.sip_port + 1)
 
     def wait_ready(self, timeout: float = 5.0) -> None:
         """Block until the ctrl_tcp port accepts connections (baresip finished starting)."""

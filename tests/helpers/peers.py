@@ -378,10 +378,11 @@ def _netstrings(buf: bytes) -> list[dict]:
 class KamailioRunner(PeerProcess):
     """Kamailio as registrar (digest auth, users alice/secret and ivr/ivrpass) and dispatcher
     (INVITEs to user ``ivr`` go to ``dispatch_to``), on a free UDP port (and TCP on the same
-    port with ``tcp=True``)."""
+    port with ``tcp=True``; with ``tls=(cert_file, key_file)`` TLS too, on ``tls_port``, through
+    the tls module)."""
 
     def __init__(self, workdir: Path, *, dispatch_to: Sequence[tuple[str, int]] = (),
-                 tcp: bool = False):
+                 tcp: bool = False, tls: tuple[str, str] | None = None):
         workdir.mkdir(parents=True, exist_ok=True)
         (workdir / "run").mkdir(exist_ok=True)
         self.port = free_port()
@@ -391,6 +392,16 @@ class KamailioRunner(PeerProcess):
         replacements = {"@DIR@": str(workdir), "127.0.0.1:5060": f"127.0.0.1:{self.port}"}
         if tcp:
             replacements["disable_tcp=yes"] = f"disable_tcp=no\nlisten=tcp:127.0.0.1:{self.port}"
+        self.tls_port = free_port(socket.SOCK_STREAM) if tls else None
+        if tls:
+            render_template("kamailio-tls.cfg", workdir / "tls.cfg", {
+                "@DIR@/cert.pem": tls[0], "@DIR@/key.pem": tls[1]})
+            listen = replacements.get("disable_tcp=yes", "disable_tcp=no")
+            replacements["disable_tcp=yes"] = (
+                f"{listen}\nenable_tls=yes\nlisten=tls:127.0.0.1:{self.tls_port}\n"
+                f'alias="127.0.0.1:{self.tls_port}"')
+            replacements['loadmodule "kex.so"'] = (
+                f'loadmodule "tls.so"\nmodparam("tls", "config", "{workdir}/tls.cfg")\nloadmodule "kex.so"')
         cfg = render_template("kamailio.cfg", workdir / "kamailio.cfg", replacements)
         argv = ["kamailio", "-f", str(cfg), "-P", str(workdir / "kamailio.pid"), "-Y",
                 str(workdir / "run"), "-m", "64", "-M", "8", "-DD", "-E"]

@@ -1,0 +1,101 @@
+"""SIP over TLS through Kamailio with its tls module (Debian kamailio-tls-modules): we register
+over TLS (digest auth), a caller on UDP reaches us through Kamailio over that TLS connection, and
+our call over TLS is dispatched by Kamailio to a UDP user agent; BYE from each side. Kamailio's
+certificate comes from a test CA (tests/helpers/certs.py) that we verify; a Kamailio whose
+certificate we do not trust fails registration at once, naming the TLS problem."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from simplesip import Call, ConnectionError, Endpoint, EndpointConfig
+from tests.helpers.certs import CertSet, make_test_pki
+from tests.helpers.net import free_port
+from tests.helpers.peers import KamailioRunner
+
+pytestmark = [pytest.mark.peer, pytest.mark.timeout(40)]
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory) -> CertSet:
+    return make_test_pki(tmp_path_factory.mktemp("pki"))
+
+
+@pytest.fixture(scope="module")
+def kamailio(tmp_path_factory, pki: CertSet):
+    dispatch_port = free_port()
+    runner = KamailioRunner(tmp_path_factory.mktemp("kamailio"), dispatch_to=[("127.0.0.1", dispatch_port)],
+                            tls=(pki.cert("server"), pki.key("server")))
+    runner.dispatch_port = dispatch_port  # type: ignore[attr-defined]
+    yield runner
+    runner.stop()
+
+
+def _tls_endpoint(pki: CertSet, kamailio: KamailioRunner, **kw) -> Endpoint:
+    kw.setdefault("tls_ca_file", pki.ca)
+    return Endpoint(EndpointConfig(
+        sip_port=0, transports=("udp", "tls"), transport="tls", server="127.0.0.1",
+        server_port=kamailio.tls_port, rtp_port_range=(40000, 49000), **kw))
+
+
+async def _answer_into(sink: list[Call], call: Call) -> None:
+    sink.append(call)
+    await call.answer()
+
+
+async def test_register_over_tls_and_take_a_call_through_kamailio(pki: CertSet, kamailio: KamailioRunner):
+    ours = _tls_endpoint(pki, kamailio, username="alice", password="secret")
+    caller = Endpoint(EndpointConfig(sip_port=0, rtp_port_range=(40000, 49000)))
+    incoming: list[Call] = []
+    ours.on_incoming_call = lambda call: _answer_into(incoming, call)
+    async with ours, caller:
+        await ours.register()
+        bindings = kamailio.registrations()
+        assert "transport=tls" in bindings and "alice" in bindings, bindings
+
+        # UDP caller -> Kamailio -> our TLS connection; our BYE goes back the same way
+        call = await caller.call(f"sip:alice@127.0.0.1:{kamailio.port}", timeout=10)
+        (remote,) = incoming
+        assert remote.headers.get("Via").startswith(f"SIP/2.0/TLS 127.0.0.1:{kamailio.tls_port}")
+        await asyncio.sleep(0.3)
+        await remote.hangup()
+        await asyncio.wait_for(call.ended.wait(), 5)
+        assert call.end_reason == "remote_bye"
+
+        # a second call, which the UDP caller ends
+        call = await caller.call(f"sip:alice@127.0.0.1:{kamailio.port}", timeout=10)
+        await asyncio.sleep(0.3)
+        await call.hangup()
+        await asyncio.wait_for(incoming[1].ended.wait(), 5)
+        assert incoming[1].end_reason == "remote_bye"
+        await ours.unregister()
+        assert ours.tls_handshake_failures == {"inbound": 0, "outbound": 0}
+
+
+async def test_call_over_tls_dispatched_by_kamailio(pki: CertSet, kamailio: KamailioRunner):
+    ours = _tls_endpoint(pki, kamailio)
+    ivr = Endpoint(EndpointConfig(sip_port=kamailio.dispatch_port, rtp_port_range=(40000, 49000)))
+    incoming: list[Call] = []
+    ivr.on_incoming_call = lambda call: _answer_into(incoming, call)
+    async with ours, ivr:
+        call = await ours.call(f"sip:ivr@127.0.0.1:{kamailio.tls_port};transport=tls", timeout=10)
+        (remote,) = incoming
+        await asyncio.sleep(0.3)
+        await call.hangup()  # over TLS to Kamailio, then UDP to the dispatched user agent
+        await asyncio.wait_for(remote.ended.wait(), 5)
+        assert remote.end_reason == "remote_bye"
+        assert ours._transport.tls_connection_count == 1
+
+
+async def test_registration_to_an_untrusted_kamailio_fails_at_once(tmp_path, kamailio: KamailioRunner):
+    stranger_ca = make_test_pki(tmp_path / "other-ca")  # Kamailio's CA is not this one
+    ours = _tls_endpoint(stranger_ca, kamailio, username="alice", password="secret")
+    async with ours:
+        started = time.monotonic()
+        with pytest.raises(ConnectionError, match="TLS: certificate verification failed"):
+            await ours.register()
+        assert time.monotonic() - started < 3
+        assert ours.tls_handshake_failures["outbound"] == 1

@@ -178,6 +178,11 @@ class Endpoint:
             return {"inbound": 0, "outbound": 0}
         return dict(self._transport.tls_handshake_failures)
 
+    def close_connections(self, transport: str | None = None) -> int:
+        """Close our TCP/TLS connections (only ``transport``'s if given); how many were open.
+        The next message to each peer connects (and over TLS, handshakes) again."""
+        return self._transport.close_connections(transport) if self._transport is not None else 0
+
     def _on_tls_failure(self, addr: tuple[str, int], reason: str) -> None:
         # The transport reports the connection failure (on_unreachable) next, which ends or
         # fails over what waited on it; this says why, for the CallError.

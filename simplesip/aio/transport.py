@@ -445,6 +445,16 @@ class SipTransport:
         """How many TCP connections are open (for tests and metrics)."""
         return sum(1 for c in self._connections.values() if not c.closed and c.kind == "tcp")
 
+    def close_connections(self, transport: str | None = None) -> int:
+        """Close every TCP/TLS connection (only those of ``transport`` if given); how many.
+        The next message to a peer opens a new one (a fresh TLS handshake: a certificate
+        renewed on either side is used from then on)."""
+        conns = [c for c in self._connections.values()
+                 if not c.closed and (transport is None or c.kind == transport)]
+        for conn in conns:
+            conn.close()
+        return len(conns)
+
     @property
     def tls_connection_count(self) -> int:
         """How many TLS connections are open (handshake done or under way, opened by us)."""

@@ -195,3 +195,30 @@ async def test_transport_without_a_server_context_connects_out_only(pki):
     finally:
         await client.close()
         await server.close()
+
+
+async def test_close_connections_makes_the_next_call_handshake_again(pki):
+    async with _server(pki) as callee, _client(pki) as caller:
+        _answer_all(callee, [])
+        call = await caller.call(f"sips:bob@127.0.0.1:{callee.tls_port}")
+        await call.hangup()
+        assert caller.close_connections("tcp") == 0
+        assert caller.close_connections("tls") == 1
+        await _until(lambda: caller._transport.tls_connection_count == 0)
+        call = await caller.call(f"sips:bob@127.0.0.1:{callee.tls_port}")
+        await call.hangup()
+        assert caller._transport.tls_connection_count == 1
+
+
+async def test_ivr_call_over_tls_with_transport_option(pki):
+    from ivr.cli import place_call
+
+    async with _server(pki) as callee:
+        incoming: list[Call] = []
+        _answer_all(callee, incoming)
+        report = await place_call(f"sip:bob@127.0.0.1:{callee.tls_port}", transport="tls", duration=0.3,
+                                  tls={"tls_ca_file": pki.ca})
+        assert report.answered, report.end_reason
+        assert incoming[0].headers.get("Via").startswith("SIP/2.0/TLS ")
+        report = await place_call(f"sip:bob@127.0.0.1:{callee.tls_port}", transport="tls", duration=0.3)
+        assert not report.answered and report.end_reason.startswith("TLS: certificate verification failed")

@@ -1,6 +1,7 @@
 """SIP over TLS through Kamailio with its tls module (Debian kamailio-tls-modules): we register
 over TLS (digest auth), a caller on UDP reaches us through Kamailio over that TLS connection, and
-our call over TLS is dispatched by Kamailio to a UDP user agent; BYE from each side. Kamailio's
+our call over TLS is dispatched by Kamailio to a UDP user agent; BYE from each side; baresip
+calling us through Kamailio, its DTMF, and our transfer (REFER, NOTIFY) over the TLS leg. Kamailio's
 certificate comes from a test CA (tests/helpers/certs.py) that we verify; a Kamailio whose
 certificate we do not trust fails registration at once, naming the TLS problem."""
 
@@ -11,10 +12,10 @@ import time
 
 import pytest
 
-from simplesip import Call, ConnectionError, Endpoint, EndpointConfig
+from simplesip import Call, CallState, ConnectionError, Endpoint, EndpointConfig
 from tests.helpers.certs import CertSet, make_test_pki
 from tests.helpers.net import free_port
-from tests.helpers.peers import KamailioRunner
+from tests.helpers.peers import BaresipRunner, KamailioRunner
 
 pytestmark = [pytest.mark.peer, pytest.mark.timeout(40)]
 
@@ -99,3 +100,42 @@ async def test_registration_to_an_untrusted_kamailio_fails_at_once(tmp_path, kam
             await ours.register()
         assert time.monotonic() - started < 3
         assert ours.tls_handshake_failures["outbound"] == 1
+
+
+async def test_baresip_through_kamailio_to_us_over_tls_dtmf_and_transfer(tmp_path, pki: CertSet,
+                                                                        kamailio: KamailioRunner):
+    """baresip (UDP) calls alice at Kamailio, which reaches us over our TLS registration; its
+    RFC 4733 digit reaches us; we transfer it (REFER over TLS through Kamailio) to user ivr,
+    which Kamailio dispatches to another agent; baresip's NOTIFY 200 comes back the same way."""
+    ours = _tls_endpoint(pki, kamailio, username="alice", password="secret")
+    sales = Endpoint(EndpointConfig(sip_port=kamailio.dispatch_port, rtp_port_range=(40000, 49000)))
+    incoming: list[Call] = []
+    transferred: list[Call] = []
+    digits: list[str] = []
+
+    async def on_call(call: Call) -> None:
+        incoming.append(call)
+        call.on_dtmf = lambda digit, source, ms: digits.append(digit)
+        await call.answer()
+
+    ours.on_incoming_call = on_call
+    sales.on_incoming_call = lambda call: _answer_into(transferred, call)
+    async with ours, sales:
+        await ours.register()
+        baresip = BaresipRunner(tmp_path / "baresip", commands=[f"/dial sip:alice@127.0.0.1:{kamailio.port}"])
+        with baresip:
+            deadline = time.monotonic() + 10
+            while not incoming or incoming[0].state not in (CallState.CONNECTED, CallState.STREAMING):
+                assert time.monotonic() < deadline, baresip.log()
+                await asyncio.sleep(0.05)
+            await asyncio.sleep(1.0)
+            await asyncio.to_thread(baresip.command, "sndcode", "4")
+            deadline = time.monotonic() + 3
+            while not digits:
+                assert time.monotonic() < deadline, baresip.log()
+                await asyncio.sleep(0.05)
+            assert digits == ["4"]
+            status = await incoming[0].refer(f"sip:ivr@127.0.0.1:{kamailio.port}", timeout=10)
+            assert status == 200, baresip.log()
+            assert transferred and transferred[0].from_user == "caller"
+            await transferred[0].hangup()

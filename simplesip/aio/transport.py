@@ -31,12 +31,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import socket
 import ssl
 import sys
 from typing import Callable
 
+from simplesip.aio.stream import MAX_MESSAGE_SIZE, StreamConnection, frame_stream
 from simplesip.aio.tls import client_context, describe_tls_error
 from simplesip.wire.grammar import format_host
 
@@ -44,52 +44,14 @@ log = logging.getLogger(__name__)
 
 __all__ = ["MAX_MESSAGE_SIZE", "SipTransport", "frame_stream"]
 
-#: Largest SIP message we accept (§18.1.1 allows up to 65535 octets over UDP; TCP is held to it too).
-MAX_MESSAGE_SIZE = 65535
-
 _IP_RECVERR = getattr(socket, "IP_RECVERR", 11)  # Linux values; Python 3.11 does not export them
 _IPV6_RECVERR = getattr(socket, "IPV6_RECVERR", 25)
-_HEADER_END = b"\r\n\r\n"
-# Content-Length or its compact form "l", at the start of a header line (no folding allowed here).
-_CONTENT_LENGTH = re.compile(rb"\r\n(?:content-length|l)[ \t]*:[ \t]*(\d+)", re.IGNORECASE)
 
 MessageHandler = Callable[[bytes, tuple[str, int], str], None]
 UnreachableHandler = Callable[[tuple[str, int]], None]
 TlsFailureHandler = Callable[[tuple[str, int], str], None]
 #: Connections are kept per (transport, remote address): "tcp" and "tls" to one address differ.
 ConnectionKey = tuple[str, tuple[str, int]]
-
-
-def frame_stream(buffer: bytearray) -> list[bytes]:
-    """Cut every complete SIP message off the front of a TCP receive buffer (in place).
-
-    RFC 3261 §18.3: on a stream, Content-Length is mandatory and delimits the body; CRLF keep-alives
-    (RFC 5626 §3.5.1) before a message are skipped. Raises ValueError when the stream cannot be
-    framed (no Content-Length, or a message larger than MAX_MESSAGE_SIZE): the connection must close.
-    """
-    messages: list[bytes] = []
-    while True:
-        start = 0
-        while buffer[start:start + 2] == b"\r\n":
-            start += 2
-        if start:
-            del buffer[:start]
-        end = buffer.find(_HEADER_END)
-        if end < 0:
-            if len(buffer) > MAX_MESSAGE_SIZE:
-                raise ValueError("header section larger than the maximum message size")
-            return messages
-        head = bytes(buffer[:end + 2])
-        match = _CONTENT_LENGTH.search(head)
-        if match is None:
-            raise ValueError("message on a stream without Content-Length")
-        total = end + 4 + int(match.group(1))
-        if total > MAX_MESSAGE_SIZE:
-            raise ValueError(f"message of {total} octets is too large")
-        if len(buffer) < total:
-            return messages
-        messages.append(bytes(buffer[:total]))
-        del buffer[:total]
 
 
 class _UdpProtocol(asyncio.DatagramProtocol):
@@ -99,88 +61,11 @@ class _UdpProtocol(asyncio.DatagramProtocol):
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
         if len(data) > MAX_MESSAGE_SIZE:
             return
-        self.owner._deliver(data, addr, "udp")
+        self.owner.deliver(data, addr, "udp")
 
     def error_received(self, exc: Exception) -> None:
         # With IP_RECVERR the kernel queues the ICMP error with the original destination address.
         self.owner._drain_icmp_errors(exc)
-
-
-class _TcpConnection(asyncio.Protocol):
-    """One SIP-over-TCP (or over TLS: ``kind`` "tls") connection, accepted or opened by us."""
-
-    def __init__(self, owner: "SipTransport", remote: tuple[str, int] | None = None, kind: str = "tcp"):
-        self.owner = owner
-        self.kind = kind
-        self.outbound = False  # opened by us (set by SipTransport._send_stream)
-        self.received_any = False
-        self.remote = remote
-        self.transport: asyncio.Transport | None = None
-        self.buffer = bytearray()
-        self.pending: list[bytes] = []  # written before the connection was established
-        self.last_activity = owner._loop.time()
-        self.message_started: float | None = None  # first byte of the incomplete message, if any
-        self.closed = False
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
-        peer = transport.get_extra_info("peername")
-        self.remote = (peer[0], peer[1])
-        self.owner._connections[(self.kind, self.remote)] = self
-        for data in self.pending:
-            transport.write(data)
-        self.pending.clear()
-
-    def data_received(self, data: bytes) -> None:
-        self.received_any = True
-        now = self.owner._loop.time()
-        self.last_activity = now
-        if not self.buffer and data and not data.strip(b"\r\n"):
-            if data == b"\r\n\r\n":  # a keep-alive ping (RFC 5626 4.4.1): answer the pong
-                self.write(b"\r\n")
-            else:
-                self.owner.keepalive_pongs += 1  # the answer to one of ours
-            return
-        self.buffer += data
-        try:
-            messages = frame_stream(self.buffer)
-        except ValueError as exc:
-            log.warning("closing %s connection from %s: %s", self.kind.upper(), self.remote, exc)
-            self.close()
-            return
-        if not self.buffer:
-            self.message_started = None
-        elif messages or self.message_started is None:
-            # What is left started in this chunk: the next message's clock starts now.
-            self.message_started = now
-        assert self.remote is not None
-        for message in messages:
-            self.owner._deliver(message, self.remote, self.kind)
-
-    def write(self, data: bytes) -> None:
-        self.last_activity = self.owner._loop.time()
-        if self.transport is None:
-            self.pending.append(data)
-        else:
-            self.transport.write(data)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        closed_by_us, self.closed = self.closed, True
-        if (self.kind == "tls" and self.outbound and not closed_by_us and not self.received_any
-                and self.transport is not None and self.remote is not None):
-            # TLS 1.3: the server checks our certificate after our side of the handshake is
-            # done; a refusal arrives as an alert or a bare close before any SIP comes back.
-            self.owner._tls_failed(self.remote, exc or ConnectionResetError(
-                "the server closed the connection after the handshake, before answering "
-                "(does it require a client certificate?)"))
-        key = (self.kind, self.remote) if self.remote is not None else None
-        if key is not None and self.owner._connections.get(key) is self:
-            del self.owner._connections[key]
-
-    def close(self) -> None:
-        self.closed = True
-        if self.transport is not None:
-            self.transport.close()
 
 
 class _TlsAccept(asyncio.Protocol):
@@ -239,7 +124,7 @@ class SipTransport:
         self._udp_sock: socket.socket | None = None
         self._udp: asyncio.DatagramTransport | None = None
         self._server: asyncio.Server | None = None
-        self._connections: dict[ConnectionKey, _TcpConnection] = {}
+        self._connections: dict[ConnectionKey, StreamConnection] = {}
         self._connecting: set[asyncio.Task] = set()
         self._sweeper: asyncio.Task | None = None
 
@@ -262,7 +147,7 @@ class SipTransport:
             try:
                 if "tcp" in self.transports:
                     self._server = await self._loop.create_server(
-                        lambda: _TcpConnection(self), self.host, port, reuse_address=True)
+                        lambda: StreamConnection(self), self.host, port, reuse_address=True)
                     port = self._server.sockets[0].getsockname()[1]
             except OSError:
                 if udp_sock:
@@ -306,7 +191,7 @@ class SipTransport:
     async def _server_handshake(self, raw: asyncio.Transport, remote: tuple[str, int]) -> None:
         # The remote is known before the handshake: data decrypted together with its last
         # flight is delivered before start_tls returns.
-        conn = _TcpConnection(self, remote, "tls")
+        conn = StreamConnection(self, remote, "tls")
         try:
             secure = await self._loop.start_tls(raw, conn, self.tls_server_context, server_side=True,
                                                 ssl_handshake_timeout=self.tls_handshake_timeout)
@@ -354,7 +239,7 @@ class SipTransport:
     def _send_stream(self, data: bytes, addr: tuple[str, int], kind: str) -> None:
         conn = self._connections.get((kind, addr))
         if conn is None or conn.closed:
-            conn = _TcpConnection(self, addr, kind)
+            conn = StreamConnection(self, addr, kind)
             conn.outbound = True
             self._connections[(kind, addr)] = conn
             task = self._loop.create_task(self._connect(conn, addr))
@@ -362,7 +247,7 @@ class SipTransport:
             task.add_done_callback(self._connecting.discard)
         conn.write(data)
 
-    async def _connect(self, conn: _TcpConnection, addr: tuple[str, int]) -> None:
+    async def _connect(self, conn: StreamConnection, addr: tuple[str, int]) -> None:
         tls: dict = {}
         if conn.kind == "tls":
             if self.tls_client_context is None:
@@ -378,13 +263,35 @@ class SipTransport:
             # Refused or unreachable is a TCP failure; what breaks once connected is the handshake.
             if conn.kind == "tls" and isinstance(exc, (ssl.SSLError, ConnectionResetError,
                                                        ConnectionAbortedError, asyncio.TimeoutError)):
-                self._tls_failed(addr, exc)
+                self.tls_failed(addr, exc)
                 return
             log.info("%s connection to %s failed: %s", conn.kind.upper(), format_host(*addr), exc)
             if self.on_unreachable is not None:
                 self.on_unreachable(addr)
 
-    def _tls_failed(self, addr: tuple[str, int], exc: BaseException) -> None:
+    # --- what our StreamConnections report (simplesip.aio.stream.StreamOwner) ---------------------
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        """The event loop the transport runs in (from start())."""
+        return self._loop
+
+    def connection_opened(self, conn: StreamConnection) -> None:
+        """``conn`` is established: later messages to its remote address go over it."""
+        assert conn.remote is not None
+        self._connections[(conn.kind, conn.remote)] = conn
+
+    def connection_closed(self, conn: StreamConnection) -> None:
+        """``conn`` is gone: forget it (unless a newer connection took its place)."""
+        key = (conn.kind, conn.remote) if conn.remote is not None else None
+        if key is not None and self._connections.get(key) is conn:
+            del self._connections[key]
+
+    def pong_received(self) -> None:
+        """A CRLF pong, the answer to one of our keep-alive pings."""
+        self.keepalive_pongs += 1
+
+    def tls_failed(self, addr: tuple[str, int], exc: BaseException) -> None:
         """A TLS connection we opened failed its handshake: count, log, tell the owner why, then
         that ``addr`` cannot be reached (what waited there fails over or fails)."""
         reason = describe_tls_error(exc)
@@ -395,7 +302,8 @@ class SipTransport:
         if self.on_unreachable is not None:
             self.on_unreachable(addr)
 
-    def _deliver(self, data: bytes, addr: tuple[str, int], transport: str) -> None:
+    def deliver(self, data: bytes, addr: tuple[str, int], transport: str) -> None:
+        """Hand one received message to ``on_message`` (an exception there is logged, not raised)."""
         try:
             self.on_message(data, addr, transport)
         except Exception:  # one bad message must never stop the receive loop

@@ -222,3 +222,26 @@ async def test_ivr_call_over_tls_with_transport_option(pki):
         assert incoming[0].headers.get("Via").startswith("SIP/2.0/TLS ")
         report = await place_call(f"sip:bob@127.0.0.1:{callee.tls_port}", transport="tls", duration=0.3)
         assert not report.answered and report.end_reason.startswith("TLS: certificate verification failed")
+
+
+async def test_a_silent_client_on_the_tls_port_is_dropped_after_the_handshake_timeout(pki):
+    async with _server(pki, tls_handshake_timeout=0.5) as callee:
+        reader, writer = await asyncio.open_connection("127.0.0.1", callee.tls_port)
+        try:
+            started = time.monotonic()
+            assert await asyncio.wait_for(reader.read(), 3) == b""  # closed by the server
+            assert 0.4 < time.monotonic() - started < 2
+            await _until(lambda: callee.tls_handshake_failures["inbound"] == 1)
+        finally:
+            writer.close()
+
+
+async def test_tls_over_ipv6(pki):
+    v6 = {"local_host": "::1"}
+    async with _server(pki, **v6) as callee, _client(pki, listen=True, **v6) as caller:
+        incoming: list[Call] = []
+        _answer_all(callee, incoming)
+        call = await caller.call(f"sips:bob@[::1]:{callee.tls_port}")  # the certificate's IP:::1
+        assert incoming[0].headers.get("Via").startswith(f"SIP/2.0/TLS [::1]:{caller.tls_port};")
+        await call.hangup()
+        await asyncio.wait_for(incoming[0].ended.wait(), 2)

@@ -99,7 +99,7 @@ class Endpoint:
 
     @property
     def keepalive_pongs(self) -> int:
-        """CRLF pongs the registrar sent back to our keep-alives over TCP (RFC 5626 4.4.1)."""
+        """CRLF pongs the registrar sent back to our keep-alives over TCP or TLS (RFC 5626 4.4.1)."""
         return self._transport.keepalive_pongs if self._transport is not None else 0
 
     @property

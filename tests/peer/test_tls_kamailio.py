@@ -139,3 +139,14 @@ async def test_baresip_through_kamailio_to_us_over_tls_dtmf_and_transfer(tmp_pat
             assert status == 200, baresip.log()
             assert transferred and transferred[0].from_user == "caller"
             await transferred[0].hangup()
+
+
+async def test_kamailio_answers_our_keepalives_over_tls(pki: CertSet, kamailio: KamailioRunner):
+    ours = _tls_endpoint(pki, kamailio, username="alice", password="secret", keepalive_interval=0.3)
+    async with ours:
+        await ours.register()
+        deadline = time.monotonic() + 5
+        while ours.keepalive_pongs < 3 and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        assert ours.keepalive_pongs >= 3, kamailio.log()[-2000:]
+        assert ours._transport.tls_connection_count == 1  # the pings went down the TLS connection

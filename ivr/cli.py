@@ -65,8 +65,13 @@ class CallReport:
 
 
 async def place_call(uri: str, *, dtmf: str = "", play: str | None = None, duration: float = 10.0,
-                     local_host: str = "127.0.0.1", answer_timeout: float = 15.0) -> CallReport:
-    """Dial ``uri`` from an ephemeral local endpoint and run the script; see :class:`CallReport`."""
+                     local_host: str = "127.0.0.1", answer_timeout: float = 15.0,
+                     transport: str = "udp", tls: dict[str, Any] | None = None) -> CallReport:
+    """Dial ``uri`` from an ephemeral local endpoint and run the script; see :class:`CallReport`.
+
+    ``transport``: how to reach a URI that does not say (a ``sips:`` URI or ``;transport=tls``
+    always means TLS); ``tls``: EndpointConfig TLS options (``tls_ca_file``, ``tls_verify``,
+    ``tls_client_cert_file``...)."""
     from simplesip.aio.endpoint import Endpoint
     from simplesip.aio.endpoint_config import EndpointConfig
 
@@ -75,7 +80,13 @@ async def place_call(uri: str, *, dtmf: str = "", play: str | None = None, durat
     uri = sip_uri(uri)
     outgoing = read_wav(play) if play else np.zeros(0, dtype=np.int16)
     played = 0
-    endpoint = Endpoint(EndpointConfig(local_host=local_host, sip_port=0, transports=("udp",)))
+    transports = ("udp",) if transport == "udp" else ("udp", transport)
+    if "tls" not in transports and (uri[:5].lower() == "sips:" or ";transport=tls" in uri.lower()):
+        transports += ("tls",)
+    if "tcp" not in transports and ";transport=tcp" in uri.lower():
+        transports += ("tcp",)
+    endpoint = Endpoint(EndpointConfig(local_host=local_host, sip_port=0, transports=transports,
+                                       transport=transport, **(tls or {})))
 
     def on_tick(calls: list[Any], pcm_in: np.ndarray, now: float, tick: int) -> np.ndarray | None:
         nonlocal played
@@ -139,8 +150,11 @@ async def _send_digit(call: Any, digit: str) -> None:
 
 def _cmd_call(args: argparse.Namespace) -> int:
     try:
+        tls = {"tls_ca_file": args.ca, "tls_verify": not args.no_verify,
+               "tls_client_cert_file": args.cert, "tls_client_key_file": args.key}
         report = asyncio.run(place_call(args.uri, dtmf=args.dtmf or "", play=args.play,
-                                        duration=args.duration, answer_timeout=args.timeout))
+                                        duration=args.duration, answer_timeout=args.timeout,
+                                        transport=args.transport, tls=tls))
     except (OSError, ValueError) as exc:
         print(f"ivr call: {exc}", file=sys.stderr)
         return 2
@@ -237,6 +251,14 @@ def build_parser() -> argparse.ArgumentParser:
     call.add_argument("--record", metavar="FILE", help="write what the caller hears to this WAV")
     call.add_argument("--duration", type=float, default=10.0, help="hang up after S seconds (default 10)")
     call.add_argument("--timeout", type=float, default=15.0, help="give up unanswered after S seconds")
+    call.add_argument("--transport", choices=("udp", "tcp", "tls"), default="udp",
+                      help="transport when the URI does not say (sips: or ;transport=tls: TLS)")
+    call.add_argument("--ca", metavar="FILE", help="TLS: CAs (PEM) that vouch for the server (default: "
+                                                   "the system's)")
+    call.add_argument("--no-verify", action="store_true",
+                      help="TLS: accept any server certificate (a lab only)")
+    call.add_argument("--cert", metavar="FILE", help="TLS: our client certificate (mutual TLS)")
+    call.add_argument("--key", metavar="FILE", help="TLS: the client certificate's key")
     call.set_defaults(func=_cmd_call)
 
     add_flow_commands(commands)

@@ -7,12 +7,23 @@ A complete file with the defaults (every section is optional; an empty file is v
       advertise: null          # address written in Via, Contact and SDP; null = host, or for a
                                # wildcard host the address the default route leaves from
       port: 5060               # 0 = any free port
-      transports: [udp, tcp]
+      transports: [udp, tcp]   # add tls for SIP over TLS (then tls: below; docs/deploy.md)
       tcp_idle_timeout: 64     # seconds: close a TCP connection that carried nothing this long
       tcp_message_timeout: 10  # seconds: close one whose message started and is still incomplete
+      tls:                     # SIP over TLS; read only with tls in transports
+        port: 5061             # the TLS listener's port (0 = any free port)
+        cert: null             # our certificate chain (PEM; relative to this file); required
+        key: null              # its private key (PEM); null = inside cert
+        ca: null               # CAs that vouch for servers we connect to; null = the system's
+        verify: true           # check servers' certificates and names (false: lab only)
+        client_cert: null      # our client certificate for trunks requiring mutual TLS
+        client_key: null       # its key; null = inside client_cert
+        client_ca: null        # require TLS clients to present a certificate from these CAs
+        handshake_timeout: 10  # seconds a TLS handshake may take
     rtp_ports: [20000, 30000]  # RTP/RTCP port range handed out to calls
     accounts: []               # the registration to a PBX/registrar (at most one per process):
       # - {username: ivr, password: ivrpass, server: 127.0.0.1, port: 5060, transport: udp}
+      #   (transport: udp | tcp | tls; over tls the port defaults to 5061)
     routes: {}                 # called user/number -> flow name, e.g. {"100": attendant}
     default_flow: null         # flow for calls no route matches (null: the first flow loaded)
     flows: [flows/attendant.yaml]   # flow files or folders of *.yaml (relative to this file)
@@ -185,6 +196,8 @@ class IvrConfig:
     advertise: str | None = None
     listen_port: int = 5060
     transports: list[str] = field(default_factory=lambda: ["udp", "tcp"])
+    #: ``listen.tls:`` as simplesip EndpointConfig options (tls_port, tls_cert_file...); {} without TLS.
+    tls: dict[str, Any] = field(default_factory=dict)
     rtp_ports: tuple[int, int] = (20000, 30000)
     accounts: list[Account] = field(default_factory=list)
     routes: dict[str, str] = field(default_factory=dict)
@@ -291,8 +304,8 @@ def parse_config(text: str, source: str = "<config>", base_dir: Path | None = No
     cfg = IvrConfig(source=source, raw=_plain(data))
 
     listen = check.section(data, "listen")
-    check.known(listen, {"host", "advertise", "port", "transports", "tcp_idle_timeout", "tcp_message_timeout"},
-                "listen")
+    check.known(listen, {"host", "advertise", "port", "transports", "tcp_idle_timeout", "tcp_message_timeout",
+                         "tls"}, "listen")
     cfg.listen_host = check.get(listen, "host", str, cfg.listen_host)
     cfg.advertise = check.get(listen, "advertise", str, None)
     if cfg.advertise is not None:
@@ -307,8 +320,9 @@ def parse_config(text: str, source: str = "<config>", base_dir: Path | None = No
     cfg.listen_port = check.port(listen, "port", cfg.listen_port)
     cfg.transports = check.get(listen, "transports", list, cfg.transports)
     for transport in cfg.transports:
-        if transport not in ("udp", "tcp"):
-            raise check.fail(listen, "transports", f"transports: {transport!r} is not udp or tcp")
+        if transport not in ("udp", "tcp", "tls"):
+            raise check.fail(listen, "transports", f"transports: {transport!r} is not udp, tcp or tls")
+    cfg.tls = _parse_tls(check, listen, cfg.transports, base)
     for key in ("tcp_idle_timeout", "tcp_message_timeout"):
         value = check.get(listen, key, float, getattr(cfg, key))
         if value <= 0:
@@ -332,11 +346,14 @@ def parse_config(text: str, source: str = "<config>", base_dir: Path | None = No
             if required not in entry:
                 raise check.fail(entry, None, f"account: {required!r} is missing")
         transport = check.get(entry, "transport", str, "udp")
-        if transport not in ("udp", "tcp"):
-            raise check.fail(entry, "transport", f"transport: {transport!r} is not udp or tcp")
+        if transport not in ("udp", "tcp", "tls"):
+            raise check.fail(entry, "transport", f"transport: {transport!r} is not udp, tcp or tls")
+        if transport == "tls" and "tls" not in cfg.transports:
+            raise check.fail(entry, "transport", "transport: tls needs tls in listen.transports")
+        default_port = 5061 if transport == "tls" else 5060
         cfg.accounts.append(Account(str(entry["username"]), str(entry["password"]),
                                     check.get(entry, "server", str, ""),
-                                    check.port(entry, "port", 5060) or 5060, transport))
+                                    check.port(entry, "port", default_port) or default_port, transport))
 
     routes = check.section(data, "routes")
     for called, flow in routes.items():
@@ -392,6 +409,46 @@ SIP_OPTIONS: dict[str, tuple[type, float | None]] = {
     "reliable_provisionals": (bool, None), "max_redirects": (int, 0),
     "keepalive_interval": (float, 0),
 }
+
+
+#: ``listen.tls:`` file keys -> EndpointConfig fields.
+TLS_FILES = {"cert": "tls_cert_file", "key": "tls_key_file", "ca": "tls_ca_file",
+             "client_cert": "tls_client_cert_file", "client_key": "tls_client_key_file",
+             "client_ca": "tls_client_ca_file"}
+
+
+def _parse_tls(check: _Checker, listen: _LineDict, transports: list[str], base: Path) -> dict[str, Any]:
+    """``listen.tls:`` -> EndpointConfig options. Files are relative to the configuration file
+    and must be readable now (a typo fails at start, not at the first TLS call)."""
+    if "tls" not in transports:
+        if listen.get("tls") is not None:
+            raise check.fail(listen, "tls", "tls: given, but tls is not in transports")
+        return {}
+    section = check.section(listen, "tls")
+    check.known(section, {*TLS_FILES, "port", "verify", "handshake_timeout"}, "listen.tls")
+    options: dict[str, Any] = {"tls_port": check.port(section, "port", 5061),
+                               "tls_verify": check.get(section, "verify", bool, True)}
+    timeout = check.get(section, "handshake_timeout", float, 10.0)
+    if timeout <= 0:
+        raise check.fail(section, "handshake_timeout", "handshake_timeout: must be > 0 seconds")
+    options["tls_handshake_timeout"] = timeout
+    for key, option in TLS_FILES.items():
+        name = check.get(section, key, str, None)
+        if name is None:
+            continue
+        path = base / name
+        if not path.is_file():
+            raise check.fail(section, key, f"{key}: no such file {str(path)!r}")
+        options[option] = str(path)
+    if "tls_cert_file" not in options:
+        raise check.fail(section, None, "listen.tls: cert (our certificate, PEM) is required with tls "
+                                        "in transports")
+    try:  # a key that does not match the certificate, or a file that is not PEM
+        from simplesip.aio.tls import server_context
+        server_context(options["tls_cert_file"], options.get("tls_key_file"))
+    except (OSError, ValueError) as exc:
+        raise check.fail(section, "cert", f"cert/key: cannot be loaded: {exc}") from None
+    return options
 
 
 def _parse_sip(check: _Checker, data: _LineDict) -> dict[str, Any]:

@@ -12,7 +12,7 @@ from ivr.call import CallContext
 from ivr.cdr import call_outcome
 from ivr.engine import Engine
 
-__all__ = ["CallMetrics", "MediaClockCollector"]
+__all__ = ["CallMetrics", "MediaClockCollector", "TlsCollector"]
 
 
 class CallMetrics:
@@ -87,3 +87,20 @@ class MediaClockCollector:
                 family = HistogramMetricFamily(name, text)
                 family.add_metric([], timings.cumulative(), sum_value=timings.total)
                 yield family
+
+
+class TlsCollector:
+    """``ivr_tls_handshake_failures_total{direction}``: TLS handshakes that failed, ``inbound``
+    (a client to our listener: plain TCP on the TLS port, a refused client certificate) and
+    ``outbound`` (a server whose certificate or name we refused), read from the endpoint."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+
+    def collect(self) -> Any:
+        failures = getattr(getattr(self._engine, "endpoint", None), "tls_handshake_failures", None)
+        family = CounterMetricFamily("ivr_tls_handshake_failures", "TLS handshakes that failed",
+                                     labels=["direction"])
+        for direction in ("inbound", "outbound"):
+            family.add_metric([direction], float((failures or {}).get(direction, 0)))
+        yield family

@@ -29,7 +29,7 @@ from ivr.engine import Engine
 from ivr.flow_runner import FlowStoreRunner
 from ivr.loading import SetupError, load_setup, plugins_to_load
 from ivr.logs import CallLog
-from ivr.metrics import CallMetrics, MediaClockCollector
+from ivr.metrics import CallMetrics, MediaClockCollector, TlsCollector
 from ivr.plugins import sync_extra_plugins
 from ivr.priority import raise_loop_priority
 from simplesip.wire.grammar import format_host
@@ -85,6 +85,7 @@ class IvrServer:
         self.engine.admission = self.admission
         self.engine.observers += [CallLog(), CallMetrics(self.registry)] + ([self.cdr] if self.cdr else [])
         self.registry.register(MediaClockCollector(self.engine))
+        self.registry.register(TlsCollector(self.engine))
         self._stopping = asyncio.Event()
         self._metrics_server: Any = None
 

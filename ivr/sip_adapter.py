@@ -82,6 +82,7 @@ def make_endpoint(config: IvrConfig) -> Any:
         transports=tuple(config.transports), rtp_port_range=tuple(config.rtp_ports),
         tcp_idle_timeout=config.tcp_idle_timeout, tcp_message_timeout=config.tcp_message_timeout,
         **config.sip,
+        **config.tls,  # listen.tls: (SIP over TLS)
     )
     if config.accounts:
         account = config.accounts[0]

@@ -34,6 +34,7 @@ from simplesip.aio.endpoint_config import EndpointConfig
 from simplesip.aio.locator import ServerLocator
 from simplesip.aio.media import MediaClock, OnTick, run_tick, send_rtcp_reports
 from simplesip.aio.rtpsocket import RtpReader, RtpSocket, open_rtp_socket
+from simplesip.aio.tls import client_context, server_context
 from simplesip.aio.transport import SipTransport
 from simplesip.core import events as ev
 from simplesip.core.config import Target, UAConfig
@@ -81,6 +82,7 @@ class Endpoint:
         #: The address peers are told about (Via, Contact, SDP); see EndpointConfig.advertised_host.
         self.advertised_host = self.config.advertised_host or self.config.local_host
         self._lookups: set[asyncio.Task] = set()  # DNS lookups under way (held: not collected)
+        self._tls_failures: dict[tuple[str, int], str] = {}  # why the last TLS connection failed
 
     # --- lifecycle -------------------------------------------------------------------------------
 
@@ -99,7 +101,7 @@ class Endpoint:
 
     @property
     def keepalive_pongs(self) -> int:
-        """CRLF pongs the registrar sent back to our keep-alives over TCP (RFC 5626 4.4.1)."""
+        """CRLF pongs the registrar sent back to our keep-alives over TCP or TLS (RFC 5626 4.4.1)."""
         return self._transport.keepalive_pongs if self._transport is not None else 0
 
     @property
@@ -115,7 +117,7 @@ class Endpoint:
         transport = SipTransport(cfg.local_host, cfg.sip_port, self._on_sip_message,
                                  transports=cfg.transports, tcp_idle_timeout=cfg.tcp_idle_timeout,
                                  tcp_message_timeout=cfg.tcp_message_timeout,
-                                 on_unreachable=self._on_unreachable)
+                                 on_unreachable=self._on_unreachable, **self._tls_settings())
         await transport.start()
         self._transport = transport
         self.advertised_host = cfg.advertised_host or advertised_address(cfg.local_host)
@@ -130,12 +132,13 @@ class Endpoint:
     def _ua_config(self, port: int) -> UAConfig:
         cfg = self.config
         return UAConfig(
+            tls_port=self.tls_port or 0,
             local_host=cfg.local_host, advertised_host=self.advertised_host, local_port=port, transport=cfg.transport,
             # Our AoR domain is the registrar's unless configured: "100" dials sip:100@server and
             # we register as user@server. Routing also compares the port, so a peer on the
             # server's host but another port is still called directly.
             username=cfg.username or "", password=cfg.password, domain=cfg.domain or cfg.server or "",
-            server=(cfg.server, cfg.server_port) if cfg.server else None,
+            server=(cfg.server, self._server_port()) if cfg.server else None,
             outbound_proxy=cfg.outbound_proxy,
             display_name=cfg.display_name, user_agent=cfg.user_agent,
             register_expires=cfg.register_expires, answer_reinvite=self._answer_reoffer,
@@ -145,6 +148,60 @@ class Endpoint:
             reliable_provisionals=cfg.reliable_provisionals, max_redirects=cfg.max_redirects,
             keepalive_interval=cfg.keepalive_interval,
         )
+
+    # --- SIP over TLS ----------------------------------------------------------------------------
+
+    def _tls_settings(self) -> dict[str, Any]:
+        """The TLS arguments of our SipTransport (none without "tls" in ``transports``)."""
+        cfg = self.config
+        if "tls" not in cfg.transports:
+            return {}
+        return {
+            "tls_port": cfg.tls_port, "tls_handshake_timeout": cfg.tls_handshake_timeout,
+            "on_tls_failure": self._on_tls_failure,
+            "tls_server_context": server_context(cfg.tls_cert_file, cfg.tls_key_file,
+                                                 client_ca_file=cfg.tls_client_ca_file)
+            if cfg.tls_cert_file else None,
+            "tls_client_context": client_context(ca_file=cfg.tls_ca_file, verify=cfg.tls_verify,
+                                                 cert_file=cfg.tls_client_cert_file,
+                                                 key_file=cfg.tls_client_key_file),
+        }
+
+    @property
+    def tls_port(self) -> int | None:
+        """The port our TLS listener is on, once started (None: no TLS listener)."""
+        transport = self._transport
+        return transport.tls_port if transport is not None and transport.tls_listening else None
+
+    @property
+    def tls_handshake_failures(self) -> dict[str, int]:
+        """TLS handshakes that failed: ``inbound`` (to our listener) and ``outbound``."""
+        if self._transport is None:
+            return {"inbound": 0, "outbound": 0}
+        return dict(self._transport.tls_handshake_failures)
+
+    def close_connections(self, transport: str | None = None) -> int:
+        """Close our TCP/TLS connections (only ``transport``'s if given); how many were open.
+        The next message to each peer connects (and over TLS, handshakes) again."""
+        return self._transport.close_connections(transport) if self._transport is not None else 0
+
+    def _on_tls_failure(self, addr: tuple[str, int], reason: str) -> None:
+        # The transport reports the connection failure (on_unreachable) next, which ends or
+        # fails over what waited on it; this says why, for the CallError.
+        self._tls_failures[tuple(addr)] = reason  # type: ignore[index]
+
+    async def _locate(self, uri: str, default_transport: str) -> list[Target]:
+        """RFC 3263 lookup; TLS targets found from a host name are verified against that name
+        (RFC 5922 7.2: the domain asked for, not the SRV target)."""
+        assert self._locator is not None
+        targets = await self._locator.locate(uri, default_transport)
+        if self._transport is not None:
+            host = split_target(uri)[1].strip("[]")
+            if host and not _is_ip(host):
+                for target in targets:
+                    if target.transport == "tls":
+                        self._transport.set_tls_server_name(target.address, host)
+        return targets
 
     def _answer_reoffer(self, call_id: str, offer: bytes) -> bytes | None:
         """The core asks for our answer to a re-INVITE/UPDATE (hold, resume, new address)."""
@@ -214,13 +271,18 @@ class Endpoint:
         finally:
             self._register_waiter = None
 
+    def _server_port(self) -> int:
+        """The registrar's port: ``server_port``, but over TLS the default 5060 means 5061."""
+        cfg = self.config
+        return 5061 if cfg.transport == "tls" and cfg.server_port == 5060 else cfg.server_port
+
     def _server_uri(self) -> str:
         """The registrar as a SIP URI to locate: a name with the default port 5060 gets the full
         RFC 3263 lookup (NAPTR, SRV); any other port means that port on the name's addresses."""
         cfg = self.config
         host = f"[{cfg.server}]" if ":" in (cfg.server or "") else cfg.server
-        port = f":{cfg.server_port}" if cfg.server_port != 5060 else ""
-        transport = ";transport=tcp" if cfg.transport == "tcp" else ""
+        port = f":{self._server_port()}" if cfg.server_port != 5060 else ""
+        transport = f";transport={cfg.transport}" if cfg.transport in ("tcp", "tls") else ""
         return f"sip:{host}{port}{transport}"
 
     async def _registrar_targets(self) -> list[Target] | None:
@@ -228,7 +290,7 @@ class Endpoint:
         Raises LocationError (a ConnectionError) when DNS says there is none."""
         if self._locator is None or self.config.outbound_proxy or not self.config.server:
             return None
-        return await self._locator.locate(self._server_uri(), self.config.transport)
+        return await self._locate(self._server_uri(), self.config.transport)
 
     def _relocate_registrar(self) -> None:
         """Look the registrar up again for the next refresh (the cache keeps this to one query
@@ -267,6 +329,9 @@ class Endpoint:
             return
         if event.status in (401, 403, 407):
             waiter.set_exception(AuthenticationError(f"{event.status} {event.reason}"))
+        elif self._tls_failures:  # the registrar's TLS handshake failed just now
+            reason = "; ".join(self._tls_failures.values())
+            waiter.set_exception(ConnectionError(f"registration failed: {reason}"))
         else:
             waiter.set_exception(ConnectionError(f"registration failed: {event.status} {event.reason}"))
 
@@ -279,7 +344,10 @@ class Endpoint:
                    and self._driver.core.first_hop(call.id) == tuple(addr)]
         for call in waiting:
             call.unreachable_hop = tuple(addr)  # for the message, should this end the call
-        self.submit(lambda core, now: core.transport_error(addr, now))
+        try:
+            self.submit(lambda core, now: core.transport_error(addr, now))
+        finally:
+            self._tls_failures.pop(tuple(addr), None)  # type: ignore[arg-type]
         for call in waiting:
             call.unreachable_hop = None
 
@@ -402,7 +470,7 @@ class Endpoint:
             uri = self._driver.core.hop_uri(target)
             if uri is None:
                 return await self._registrar_targets()
-            return await self._locator.locate(uri, self.config.transport)
+            return await self._locate(uri, self.config.transport)
         except ValueError as exc:
             raise CallError(f"cannot call {target!r}: {exc}") from exc
         except LocationError as exc:
@@ -622,7 +690,11 @@ class Endpoint:
         text = {"cancelled": "call cancelled", "timeout": "no answer"}.get(reason, f"call {reason}")
         hop = call.unreachable_hop
         if reason == "error" and status == 503 and hop is not None:
-            text = f"nothing answers SIP at {hop[0]}:{hop[1]} (ICMP port unreachable)"
+            tls_failure = self._tls_failures.get(hop)
+            if tls_failure is not None:
+                text = f"{tls_failure} with {format_host(*hop)}"
+            else:
+                text = f"nothing answers SIP at {hop[0]}:{hop[1]} (ICMP port unreachable)"
             call.setup_done(CallError(text, status))
         call.setup_done(CallError(f"{text} ({status})", status))
         if call.on_ended is not None:
@@ -642,3 +714,11 @@ class Endpoint:
         if tick % 25 == 0:  # RTCP is due every ~5 s; checking twice a second is plenty
             send_rtcp_reports(calls, now)
 
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+        return True
+    except ValueError:
+        return False

@@ -61,3 +61,21 @@ class EndpointConfig:
     #: holds a NAT binding or the TCP connection open; over TCP the registrar answers a CRLF,
     #: counted in ``Endpoint.keepalive_pongs``). 0: none.
     keepalive_interval: float = 30.0
+
+    # --- SIP over TLS (RFC 3261 26, RFC 5630); on with "tls" in ``transports`` ---------------
+    #: The TLS listener's port (0: any free one, see Endpoint.tls_port). The listener opens only
+    #: with ``tls_cert_file``; without one, TLS is used for outbound connections alone.
+    tls_port: int = 5061
+    tls_cert_file: str | None = None  # our certificate (chain), PEM
+    tls_key_file: str | None = None  # its private key (None: inside tls_cert_file)
+    #: CAs that vouch for servers we connect to (PEM); None: the system's store.
+    tls_ca_file: str | None = None
+    #: Verify the server's certificate and host name (the target's name, or its IP for an IP
+    #: literal). False accepts any certificate: for a lab, never towards a carrier.
+    tls_verify: bool = True
+    #: Our client certificate and key, for servers that require mutual TLS (trunks).
+    tls_client_cert_file: str | None = None
+    tls_client_key_file: str | None = None
+    #: Require a certificate from every TLS client, signed by one of these CAs (mutual TLS).
+    tls_client_ca_file: str | None = None
+    tls_handshake_timeout: float = 10.0  # seconds a TLS handshake may take, either way

@@ -4,18 +4,22 @@
 :class:`~simplesip.core.config.Target` (address + transport), best first; the sans-IO core sends
 to the first and fails over down the list (timeout, ICMP unreachable, 503). The rules, RFC 3263 4:
 
-- a numeric host: that address, the URI's port (5060) and ``transport`` parameter (UDP);
+- a numeric host: that address, the URI's port (5060; 5061 over TLS) and ``transport``
+  parameter (UDP);
 - a name with a port: its A (and AAAA) records, on that port;
-- a name with a ``transport`` parameter but no port: SRV ``_sip._<transport>.<name>``;
-- a bare name: NAPTR records whose service we support (``SIP+D2U``, ``SIP+D2T``) in order and
-  preference, each followed to its SRV; no NAPTR: SRV for each of our transports in turn;
-  no SRV either: the A records on port 5060 over UDP.
+- a name with a ``transport`` parameter but no port: SRV ``_sip._<transport>.<name>``
+  (``_sips._tcp`` for TLS);
+- a bare name: NAPTR records whose service we support (``SIP+D2U``, ``SIP+D2T``, ``SIPS+D2T``)
+  in order and preference, each followed to its SRV; no NAPTR: SRV for each of our transports in
+  turn; no SRV either: the A records on port 5060 over UDP.
+- ``sips:`` (RFC 5630, RFC 3263 4.1): TLS only, whatever the ``transport`` parameter says: NAPTR
+  ``SIPS+D2T`` only, SRV ``_sips._tcp``, else the A records on port 5061. Without "tls" among our
+  transports, LocationError.
 
 SRV records are tried by priority, and within one priority in an order drawn by weight (RFC 2782).
 Answers are cached for their TTL (dnspython's own cache). A name that does not exist raises
 :class:`~simplesip.errors.LocationError` "no such domain <name>"; one that exists without a SIP
-service we can use, "no SIP service for <name>". ``sips:`` needs TLS, which simplesip does not
-have: LocationError too.
+service we can use, "no SIP service for <name>".
 """
 
 from __future__ import annotations
@@ -41,8 +45,15 @@ __all__ = ["ServerLocator", "parse_nameserver"]
 log = logging.getLogger(__name__)
 
 #: NAPTR services (RFC 3263 4.1) -> our transport names.
-NAPTR_SERVICES = {"SIP+D2U": "udp", "SIP+D2T": "tcp"}
+NAPTR_SERVICES = {"SIP+D2U": "udp", "SIP+D2T": "tcp", "SIPS+D2T": "tls"}
 DEFAULT_PORT = 5060
+TLS_PORT = 5061
+#: SRV service names (RFC 3263 4.2): TLS over TCP is "_sips._tcp".
+SRV_PREFIX = {"udp": "_sip._udp", "tcp": "_sip._tcp", "tls": "_sips._tcp"}
+
+
+def _default_port(transport: str) -> int:
+    return TLS_PORT if transport == "tls" else DEFAULT_PORT
 
 
 def parse_nameserver(text: str) -> tuple[str, int]:
@@ -109,7 +120,7 @@ class ServerLocator:
         resolver.lifetime = timeout
         resolver.cache = dns.resolver.Cache()
         self.resolver = resolver
-        self.transports = tuple(t for t in transports if t in ("udp", "tcp"))
+        self.transports = tuple(t for t in transports if t in NAPTR_SERVICES.values())
         self.ipv6 = ipv6
         self.rng = rng or random.Random()
 
@@ -119,36 +130,45 @@ class ServerLocator:
             uri = SipURI.parse(uri)
         if uri.opaque is not None:
             raise LocationError(f"cannot locate a server for {uri}")
-        if uri.scheme.lower() == "sips":
-            raise LocationError(f"{uri} needs TLS (sips:), which simplesip does not support")
         host = (uri.params.get("maddr") or uri.host).strip("[]")
         param = (uri.params.get("transport") or "").lower() or None
+        secure = uri.scheme.lower() == "sips"
+        if secure:  # RFC 5630 3.1.3: sips: is TLS on every hop; transport=tls is a relic
+            if "tls" not in self.transports:
+                raise LocationError(f"{uri} needs TLS (sips:), and TLS is not among our transports")
+            param = "tls"
         if param is not None and param not in self.transports:
             raise LocationError(f"transport {param!r} of {uri} is not one we use")
         if _is_address(host):
-            return [Target(host, uri.port or DEFAULT_PORT, param or default_transport)]
+            transport = param or default_transport
+            return [Target(host, uri.port or _default_port(transport), transport)]
         if uri.port is not None:
             return await self._addresses(host, uri.port, param or default_transport, origin=host)
         if param is not None:
-            targets = await self._srv(host, param)
-            return targets or await self._addresses(host, DEFAULT_PORT, param, origin=host)
+            # sips: with a bare name still asks NAPTR first, for SIPS+D2T only (RFC 3263 4.1).
+            targets = await self._naptr(host, only="tls") if secure else []
+            targets = targets or await self._srv(host, param)
+            return targets or await self._addresses(host, _default_port(param), param, origin=host)
         targets = await self._naptr(host)
         if not targets:
             for transport in self.transports:
                 targets += await self._srv(host, transport)
         if not targets:
-            targets = await self._addresses(host, DEFAULT_PORT, default_transport, origin=host)
+            targets = await self._addresses(host, _default_port(default_transport), default_transport,
+                                            origin=host)
         log.debug("%s is at %s", uri, targets)
         return targets
 
     # --- the three lookups ----------------------------------------------------------------------
 
-    async def _naptr(self, domain: str) -> list[Target]:
+    async def _naptr(self, domain: str, only: str | None = None) -> list[Target]:
         answer = await self._query(domain, "NAPTR", origin=domain)
         usable = []
         for record in answer:
             service = record.service.decode().upper()
             transport = NAPTR_SERVICES.get(service)
+            if only is not None and transport != only:
+                continue
             if transport in self.transports and record.flags.decode().lower() == "s":
                 usable.append((record.order, record.preference, transport,
                                record.replacement.to_text(omit_final_dot=True)))
@@ -161,7 +181,7 @@ class ServerLocator:
         return targets
 
     async def _srv(self, domain: str, transport: str) -> list[Target]:
-        return await self._srv_records(f"_sip._{transport}.{domain}", transport, origin=domain)
+        return await self._srv_records(f"{SRV_PREFIX[transport]}.{domain}", transport, origin=domain)
 
     async def _srv_records(self, name: str, transport: str, origin: str) -> list[Target]:
         answer = await self._query(name, "SRV", origin=origin, missing_ok=True)

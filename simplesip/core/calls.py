@@ -224,7 +224,7 @@ class CallManager:
         """A 200 to an INVITE/UPDATE: Contact, Allow, Record-Route copied (12.1.1), SDP body,
         then ``more`` headers (Session-Expires...)."""
         extra = [("Record-Route", rr) for rr in request.headers.get_all("Record-Route")]
-        extra += [("Contact", self.factory.contact(call.transport)),
+        extra += [("Contact", self.factory.contact(call.transport, request.uri[:5].lower() == "sips:")),
                   ("Allow", ", ".join(self.config.methods_allowed))]
         if self.config.option_tags:
             extra.append(("Supported", ", ".join(self.config.option_tags)))

@@ -3,13 +3,30 @@ module of the core uses."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Callable
 
-__all__ = ["Address", "Target", "UAConfig"]
+__all__ = ["TRANSPORTS", "Address", "Target", "UAConfig", "uri_transport"]
 
 #: A transport address: (host, port).
 Address = tuple[str, int]
+
+#: The SIP transports we speak. Every one but UDP is reliable (no retransmissions, 17.1.1.1).
+TRANSPORTS = ("udp", "tcp", "tls")
+
+
+def uri_transport(uri: str, default: str) -> str:
+    """The transport a request to ``uri`` must use when nothing resolved it (RFC 3263 4.1 with a
+    numeric host): ``sips:`` means TLS (RFC 5630), else the ``transport`` parameter, else
+    ``default``. Only the URI's own parameters count (a header part is not looked at)."""
+    text = uri.strip().strip("<>")
+    if text[:5].lower() == "sips:":
+        return "tls"
+    match = re.search(r";transport=([A-Za-z]+)", text.split("?", 1)[0], re.IGNORECASE)
+    if match and match.group(1).lower() in TRANSPORTS:
+        return match.group(1).lower()
+    return default
 
 
 @dataclass(frozen=True)
@@ -41,7 +58,10 @@ class UAConfig:
     #: The address peers reach us at, for Via, Contact, our domain and Call-IDs; empty: local_host.
     #: Needed when local_host is a wildcard (0.0.0.0, ::), which no peer can send to.
     advertised_host: str = ""
-    transport: str = "udp"  # "udp" | "tcp"
+    transport: str = "udp"  # "udp" | "tcp" | "tls"
+    #: Our TLS listener's port (RFC 3261 26.2.1; 5061 by convention), written in the Via and
+    #: Contact of what we send over TLS. 0: no TLS listener; TLS messages then name local_port.
+    tls_port: int = 0
     username: str = ""
     password: str | None = None
     domain: str = ""
@@ -101,9 +121,15 @@ class UAConfig:
         """The host we put in Via and Contact: :attr:`advertised_host`, else :attr:`local_host`."""
         return self.advertised_host or self.local_host
 
+    def port_for(self, transport: str) -> int:
+        """The port we listen on for ``transport``: Via sent-by and Contact use it."""
+        if transport.lower() == "tls" and self.tls_port:
+            return self.tls_port
+        return self.local_port
+
     def __post_init__(self) -> None:
-        if self.transport not in ("udp", "tcp"):
-            raise ValueError(f"transport must be 'udp' or 'tcp', not {self.transport!r}")
+        if self.transport not in TRANSPORTS:
+            raise ValueError(f"transport must be one of {', '.join(TRANSPORTS)}, not {self.transport!r}")
         # A zero T1 would re-arm retransmission timers at the same instant, forever.
         if not 0 < self.t1 <= self.t2 or self.t4 <= 0:
             raise ValueError("timers need 0 < t1 <= t2 and t4 > 0")

@@ -61,7 +61,7 @@ class IncomingCalls:
             raise CallError(f"call {call_id!r} is not an unanswered incoming call")
         response = self.factory.response(
             call.invite, 180, to_tag=call.local_tag,
-            extra=[("Contact", self.factory.contact(call.transport))],
+            extra=[("Contact", self.factory.contact(call.transport, call.invite.uri[:5].lower() == "sips:"))],
         )
         reliable = self.calls.reliable
         if reliable.wanted(call):

@@ -69,13 +69,21 @@ class MessageFactory:
         domain = format_host(self.domain, None)
         return f"sip:{user}@{domain}" if user else f"sip:{domain}"
 
-    def contact(self, transport: str | None = None) -> str:
-        """Our Contact value: where peers reach this process directly."""
+    def contact(self, transport: str | None = None, sips: bool = False) -> str:
+        """Our Contact value: where peers reach this process directly.
+
+        Over TLS it names our TLS port with ``;transport=tls`` on a ``sip:`` URI, which baresip
+        and Kamailio both route over TLS; a ``sips:`` Contact is written only where RFC 3261
+        8.1.1.8 requires one (``sips``: the request or its Request-URI was ``sips:``), since a
+        ``sips:`` Contact obliges the peer to use TLS on every hop of the dialog (RFC 5630).
+        """
         cfg = self.config
-        transport = transport or cfg.transport
+        transport = (transport or cfg.transport).lower()
         user = f"{cfg.username}@" if cfg.username else ""
-        suffix = ";transport=tcp" if transport == "tcp" else ""
-        host, port = self.public_address or (cfg.contact_host, cfg.local_port)
+        host, port = self.public_address or (cfg.contact_host, cfg.port_for(transport))
+        if sips and transport == "tls":
+            return f"<sips:{user}{format_host(host, port)}>"
+        suffix = f";transport={transport}" if transport in ("tcp", "tls") else ""
         return f"<sip:{user}{format_host(host, port)}{suffix}>"
 
     def from_value(self, tag: str) -> str:
@@ -92,7 +100,7 @@ class MessageFactory:
         """A Via for a request we originate, asking for rport (RFC 3581)."""
         cfg = self.config
         return (
-            f"SIP/2.0/{transport.upper()} {format_host(cfg.contact_host, cfg.local_port)}"
+            f"SIP/2.0/{transport.upper()} {format_host(cfg.contact_host, cfg.port_for(transport))}"
             f";branch={branch or new_branch()};rport"
         )
 
@@ -133,17 +141,17 @@ class MessageFactory:
         headers.add("To", to)
         headers.add("Call-ID", call_id)
         headers.add("CSeq", f"{cseq} {method}")
-        self.add_common(headers, method, transport)
+        self.add_common(headers, method, transport, sips=uri[:5].lower() == "sips:")
         for name, value in extra:
             headers.add(name, value)
         if body:
             headers.add("Content-Type", content_type or "application/sdp")
         return Request(method, uri, headers, body)
 
-    def add_common(self, headers: Headers, method: str, transport: str) -> None:
+    def add_common(self, headers: Headers, method: str, transport: str, sips: bool = False) -> None:
         """Contact (for dialog-forming and target-refresh methods), Allow and User-Agent."""
         if method in ("INVITE", "REGISTER", "SUBSCRIBE", "REFER", "UPDATE", "NOTIFY"):
-            headers.add("Contact", self.contact(transport))
+            headers.add("Contact", self.contact(transport, sips))
         if method in ("INVITE", "UPDATE", "OPTIONS"):
             headers.add("Allow", ", ".join(self.config.methods_allowed))
         headers.add("User-Agent", self.config.user_agent)

@@ -12,7 +12,7 @@ import logging
 from typing import Iterable
 
 from simplesip.core.calls import CALLING, CONFIRMED, EARLY, ENDED, CallLeg, CallManager
-from simplesip.core.config import Target
+from simplesip.core.config import Target, uri_transport
 from simplesip.core.dialog import Dialog
 from simplesip.core.events import CallAnswered, CallProgress
 from simplesip.core.message_factory import new_branch, new_tag, uri_address
@@ -61,7 +61,7 @@ class OutgoingCalls:
         if "session-expires" not in given:
             extra += self.calls.session_timers.request_headers()
         first, alternates = (targets[0], targets[1:]) if targets else (None, [])
-        transport = first.transport if first is not None else self.config.transport
+        transport = first.transport if first is not None else uri_transport(uri, self.config.transport)
         request = self.factory.new_request(
             "INVITE", uri, f"<{uri}>", tag, call_id, 1, transport, body=sdp, extra=extra
         )

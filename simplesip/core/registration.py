@@ -117,7 +117,7 @@ class Registration:
             self.pending = None
         asked = int(outgoing.request.headers.get("Expires") or "0")
         if 200 <= response.status < 300:
-            if asked and self._learn_public_address(response):
+            if asked and self._learn_public_address(response, outgoing.transport):
                 self._send(now, asked)  # register again with a Contact the registrar can reach
                 return
             if asked == 0:
@@ -154,15 +154,16 @@ class Registration:
         else:
             self.emit(RegistrationFailed(408, "Request Timeout"))
 
-    def _learn_public_address(self, response: Response) -> bool:
+    def _learn_public_address(self, response: Response, transport: str) -> bool:
         """Use the received/rport the registrar saw (RFC 3581) when it is not our local address.
 
         Behind a NAT (or when bound to a wildcard address) our own idea of our address is useless
         to peers; the registrar's view of it is what they can reach. True if our Contact changed.
         """
         top = response.vias[0]
-        seen = (top.received or self.config.contact_host, top.rport or self.config.local_port)
-        current = self.factory.public_address or (self.config.contact_host, self.config.local_port)
+        port = self.config.port_for(transport)
+        seen = (top.received or self.config.contact_host, top.rport or port)
+        current = self.factory.public_address or (self.config.contact_host, port)
         if seen == current:
             return False
         logger.info("registrar sees us at %s:%d; using that in our Contact", *seen)

@@ -233,7 +233,7 @@ class UserAgentCore:
             return
         if isinstance(message, Response):
             # 18.1.2: a response whose top Via does not name our port was not meant for us.
-            if (message.vias[0].port or 5060) != self.config.local_port:
+            if (message.vias[0].port or 5060) not in (self.config.local_port, self.config.tls_port):
                 logger.info("dropped a response from %s for another sent-by", addr)
                 self._events.append(MessageRejected(addr, "response Via is not ours"))
             elif not self._layer.on_response(message, now):

@@ -231,7 +231,8 @@ class BaresipRunner(PeerProcess):
     hears to ``rec/dump-*-dec.wav``, auto-answers, and takes commands on a free ctrl_tcp port."""
 
     def __init__(self, workdir: Path, *, microphone: np.ndarray | None = None,
-                 account: str | None = None, commands: Sequence[str] = (), run_seconds: int = 20):
+                 account: str | None = None, commands: Sequence[str] = (), run_seconds: int = 20,
+                 extra_config: Sequence[str] = ()):
         workdir.mkdir(parents=True, exist_ok=True)
         (workdir / "rec").mkdir(exist_ok=True)
         (workdir / "contacts").touch()
@@ -246,6 +247,9 @@ class BaresipRunner(PeerProcess):
             "127.0.0.1:4444": f"127.0.0.1:{self.ctrl_port}",
             "30000-30100": f"{rtp_base}-{rtp_base + 200}",
         })
+        if extra_config:  # e.g. "sip_certificate FILE", "sip_cafile FILE" for SIP over TLS
+            with open(workdir / "config", "a") as config:
+                config.write("".join(f"{line}\n" for line in extra_config))
         (workdir / "accounts").write_text(
             (account or "<sip:caller@127.0.0.1>;regint=0;audio_codecs=pcmu,pcma;answermode=auto") + "\n")
         argv = ["timeout", "-k", "3", str(run_seconds + 5), "baresip", "-f", str(workdir),
@@ -257,6 +261,11 @@ class BaresipRunner(PeerProcess):
     @property
     def address(self) -> tuple[str, int]:
         return ("127.0.0.1", self.sip_port)
+
+    @property
+    def tls_address(self) -> tuple[str, int]:
+        """baresip's SIP-over-TLS listener (with ``sip_certificate``): the SIP port + 1."""
+        return ("127.0.0.1", self.sip_port + 1)
 
     def wait_ready(self, timeout: float = 5.0) -> None:
         """Block until the ctrl_tcp port accepts connections (baresip finished starting)."""
@@ -369,10 +378,11 @@ def _netstrings(buf: bytes) -> list[dict]:
 class KamailioRunner(PeerProcess):
     """Kamailio as registrar (digest auth, users alice/secret and ivr/ivrpass) and dispatcher
     (INVITEs to user ``ivr`` go to ``dispatch_to``), on a free UDP port (and TCP on the same
-    port with ``tcp=True``)."""
+    port with ``tcp=True``; with ``tls=(cert_file, key_file)`` TLS too, on ``tls_port``, through
+    the tls module)."""
 
     def __init__(self, workdir: Path, *, dispatch_to: Sequence[tuple[str, int]] = (),
-                 tcp: bool = False):
+                 tcp: bool = False, tls: tuple[str, str] | None = None):
         workdir.mkdir(parents=True, exist_ok=True)
         (workdir / "run").mkdir(exist_ok=True)
         self.port = free_port()
@@ -382,6 +392,16 @@ class KamailioRunner(PeerProcess):
         replacements = {"@DIR@": str(workdir), "127.0.0.1:5060": f"127.0.0.1:{self.port}"}
         if tcp:
             replacements["disable_tcp=yes"] = f"disable_tcp=no\nlisten=tcp:127.0.0.1:{self.port}"
+        self.tls_port = free_port(socket.SOCK_STREAM) if tls else None
+        if tls:
+            render_template("kamailio-tls.cfg", workdir / "tls.cfg", {
+                "@DIR@/cert.pem": tls[0], "@DIR@/key.pem": tls[1]})
+            listen = replacements.get("disable_tcp=yes", "disable_tcp=no")
+            replacements["disable_tcp=yes"] = (
+                f"{listen}\nenable_tls=yes\nlisten=tls:127.0.0.1:{self.tls_port}\n"
+                f'alias="127.0.0.1:{self.tls_port}"')
+            replacements['loadmodule "kex.so"'] = (
+                f'loadmodule "tls.so"\nmodparam("tls", "config", "{workdir}/tls.cfg")\nloadmodule "kex.so"')
         cfg = render_template("kamailio.cfg", workdir / "kamailio.cfg", replacements)
         argv = ["kamailio", "-f", str(cfg), "-P", str(workdir / "kamailio.pid"), "-Y",
                 str(workdir / "run"), "-m", "64", "-M", "8", "-DD", "-E"]

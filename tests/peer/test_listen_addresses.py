@@ -5,8 +5,8 @@ are bracketed, and a wildcard is never what peers are told to send to (Contact, 
 from __future__ import annotations
 
 import json
-import re
 import os
+import re
 import subprocess
 import sys
 import time

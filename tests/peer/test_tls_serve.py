@@ -109,6 +109,9 @@ def test_baresip_calls_ivr_serve_over_tls(tmp_path: Path, pki: CertSet):
             time.sleep(1.2)
             baresip.command("sndcode", "5")
             [record] = serve.cdr()
+            deadline = time.monotonic() + 10
+            while "terminated" not in baresip.log() and time.monotonic() < deadline:  # the BYE's news
+                time.sleep(0.1)
             log = baresip.log()
     finally:
         serve.stop()

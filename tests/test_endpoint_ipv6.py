@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import asyncio
+import socket
+import uuid
 
 import numpy as np
 import pytest
@@ -82,3 +84,38 @@ async def test_a_call_over_ipv6_carries_audio_and_dtmf(transport) -> None:
     finally:
         await caller.stop()
         await callee.stop()
+
+
+async def test_an_ipv4_invite_offering_ipv6_media_gets_ipv6_media_from_the_first_packet() -> None:
+    loop = asyncio.get_running_loop()
+    endpoint = Endpoint(EndpointConfig(sip_port=0, transports=("udp",), rtp_port_range=(40000, 49000)))
+    endpoint.on_incoming_call = lambda call: asyncio.ensure_future(call.answer())
+    sip = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sip.bind(("127.0.0.1", 0))
+    sip.setblocking(False)
+    rtp = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+    rtp.bind(("::1", 0))
+    rtp.setblocking(False)
+    await endpoint.start()
+    try:
+        host, port = endpoint.local_address
+        sdp = (f"v=0\r\no=peer 1 1 IN IP6 ::1\r\ns=-\r\nc=IN IP6 ::1\r\nt=0 0\r\n"
+               f"m=audio {rtp.getsockname()[1]} RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n")
+        invite = (f"INVITE sip:ivr@{host}:{port} SIP/2.0\r\n"
+                  f"Via: SIP/2.0/UDP 127.0.0.1:{sip.getsockname()[1]};branch=z9hG4bK{uuid.uuid4().hex[:10]};rport\r\n"
+                  f"Max-Forwards: 70\r\nFrom: <sip:peer@127.0.0.1>;tag=p1\r\nTo: <sip:ivr@{host}>\r\n"
+                  f"Call-ID: {uuid.uuid4().hex}@peer\r\nCSeq: 1 INVITE\r\n"
+                  f"Contact: <sip:peer@127.0.0.1:{sip.getsockname()[1]}>\r\nContent-Type: application/sdp\r\n"
+                  f"Content-Length: {len(sdp)}\r\n\r\n{sdp}").encode()
+        await loop.sock_sendto(sip, invite, (host, port))
+        while True:
+            data = await asyncio.wait_for(loop.sock_recv(sip, 65535), 5)
+            if data.startswith(b"SIP/2.0 200"):
+                break
+        assert b"c=IN IP6 " in data  # our answer is in the family of the offer...
+        packet, source = await asyncio.wait_for(loop.sock_recvfrom(rtp, 2048), 5)
+        assert packet[0] >> 6 == 2 and ":" in source[0]  # ...and RTP v2 arrives over IPv6
+    finally:
+        await endpoint.stop()
+        sip.close()
+        rtp.close()

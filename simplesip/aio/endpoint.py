@@ -49,7 +49,7 @@ from simplesip.errors import (
 )
 from simplesip.wire.dtmf_payloads import parse_info_dtmf
 from simplesip.wire.grammar import format_host
-from simplesip.wire.sdp import SDPNegotiationError
+from simplesip.wire.sdp import SDPNegotiationError, SessionDescription
 
 log = logging.getLogger(__name__)
 
@@ -428,7 +428,8 @@ class Endpoint:
         """Open ``call``'s RTP socket, answer its offer (or make ours, without one) and start
         media; on failure refuse the call (503/400/488/500) and raise CallError."""
         try:
-            rtp_socket, port = await self._open_rtp_socket()
+            bind_host, media_host = self._media_hosts(call.remote_sdp)
+            rtp_socket, port = await self._open_rtp_socket(bind_host)
         except CallError as exc:
             self._refuse(call, exc.status or 503, str(exc))
             raise
@@ -436,7 +437,7 @@ class Endpoint:
             rtp_socket.close()
             raise CallError("the caller gave up before the answer", call.end_status or 487)
         try:
-            call.sdp_session = self._sdp_session(port)
+            call.sdp_session = self._sdp_session(port, media_host)
             if call.remote_sdp:
                 answer, params = call.sdp_session.answer(call.remote_sdp)
             else:  # no offer in the INVITE: our offer goes in the 200, the answer in the ACK
@@ -518,16 +519,34 @@ class Endpoint:
         if call.start_media(params, self.config.jitter_target_ms):
             self._media_calls.append(call)
 
-    def _sdp_session(self, port: int) -> SdpSession:
-        return SdpSession(self.advertised_host, port, self.config.codecs,
+    def _sdp_session(self, port: int, host: str | None = None) -> SdpSession:
+        return SdpSession(host or self.advertised_host, port, self.config.codecs,
                           self.config.dtmf_payload_type)
 
-    async def _open_rtp_socket(self) -> tuple[RtpSocket, int]:
+    async def _open_rtp_socket(self, host: str | None = None) -> tuple[RtpSocket, int]:
         try:
-            return await open_rtp_socket(self.config.local_host, self.config.rtp_port_range,
+            return await open_rtp_socket(host or self.config.local_host, self.config.rtp_port_range,
                                          self._rtp_reader)
         except OSError as exc:
             raise CallError(str(exc), 503) from exc
+
+    def _media_hosts(self, remote_sdp: bytes | None) -> tuple[str | None, str | None]:
+        """Where to bind a call's RTP and what to put in our SDP for it: in the address family
+        of the caller's ``c=`` line, which may differ from the family it signals over (an
+        IPv4 INVITE offering IPv6 media gets IPv6 media from the first packet). ``(None, None)``:
+        our own listen address will do."""
+        if not remote_sdp:
+            return None, None
+        try:
+            description = SessionDescription.parse(remote_sdp)
+            connections = [description.connection_for(m) for m in description.media]
+            remote_v6 = any(c is not None and c.addr_type == "IP6" for c in connections)
+        except (SIPParseError, ValueError):
+            return None, None
+        if remote_v6 == (":" in self.advertised_host):
+            return None, None
+        wildcard = "::" if remote_v6 else "0.0.0.0"
+        return wildcard, advertised_address(wildcard)
 
     def _aor(self) -> str:
         user = f"{self.config.username}@" if self.config.username else ""

@@ -31,6 +31,7 @@ from typing import Sequence
 import numpy as np
 
 from bench.sipp_driver import CallerMediaPorts
+from simplesip.wire.grammar import format_host
 from tests.helpers.net import free_port
 from tests.helpers.paths import DATA
 
@@ -232,9 +233,10 @@ class BaresipRunner(PeerProcess):
 
     def __init__(self, workdir: Path, *, microphone: np.ndarray | None = None,
                  account: str | None = None, commands: Sequence[str] = (), run_seconds: int = 20,
-                 extra_config: Sequence[str] = ()):
+                 extra_config: Sequence[str] = (), host: str = "127.0.0.1"):
         workdir.mkdir(parents=True, exist_ok=True)
         (workdir / "rec").mkdir(exist_ok=True)
+        self.host = host  # "::1": SIP and RTP over IPv6 (the control port stays on 127.0.0.1)
         (workdir / "contacts").touch()
         self.sip_port = free_port()
         self.ctrl_port = free_port(socket.SOCK_STREAM)
@@ -243,7 +245,8 @@ class BaresipRunner(PeerProcess):
         rtp_base = random.randrange(20000, 29800, 2)
         render_template("baresip/config", workdir / "config", {
             "@DIR@": str(workdir),
-            "127.0.0.1:5070": f"127.0.0.1:{self.sip_port}",
+            "127.0.0.1:5070": f"{format_host(host, self.sip_port)}",
+            "net_interface\t\t127.0.0.1": f"net_interface\t\t{host}",
             "127.0.0.1:4444": f"127.0.0.1:{self.ctrl_port}",
             "30000-30100": f"{rtp_base}-{rtp_base + 200}",
         })
@@ -251,7 +254,8 @@ class BaresipRunner(PeerProcess):
             with open(workdir / "config", "a") as config:
                 config.write("".join(f"{line}\n" for line in extra_config))
         (workdir / "accounts").write_text(
-            (account or "<sip:caller@127.0.0.1>;regint=0;audio_codecs=pcmu,pcma;answermode=auto") + "\n")
+            (account or f"<sip:caller@{format_host(host, None)}>;regint=0;audio_codecs=pcmu,pcma;answermode=auto")
+            + "\n")
         argv = ["timeout", "-k", "3", str(run_seconds + 5), "baresip", "-f", str(workdir),
                 "-t", str(run_seconds)]
         for command in commands:
@@ -260,7 +264,7 @@ class BaresipRunner(PeerProcess):
 
     @property
     def address(self) -> tuple[str, int]:
-        return ("127.0.0.1", self.sip_port)
+        return (self.host, self.sip_port)
 
     @property
     def tls_address(self) -> tuple[str, int]:

@@ -9,6 +9,7 @@ import pytest
 
 from simplesip import Call, CallError, CallState, Endpoint, EndpointConfig
 from simplesip.wire import g711
+from tests.helpers.waiting import wait_for
 
 
 def _config(**kw) -> EndpointConfig:
@@ -29,14 +30,6 @@ async def pair():
 def _uri(ep: Endpoint, user: str = "bob") -> str:
     host, port = ep.local_address
     return f"sip:{user}@{host}:{port}"
-
-
-async def _until(predicate, timeout: float = 3.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not predicate():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.01)
 
 
 def _answer_all(callee: Endpoint, sink: list[Call]):
@@ -61,12 +54,14 @@ async def test_call_answer_audio_both_ways_and_bye(pair):
 
     noise = np.random.default_rng(1).integers(-8000, 8000, 8000).astype(np.int16)  # 1 s, no period
     call.queue_pcm(noise.tobytes())
-    await _until(lambda: call.state is CallState.STREAMING and remote.state is CallState.STREAMING)
-    await _until(lambda: call.queued_audio_bytes == 0, 3)
-    await asyncio.sleep(0.3)  # the jitter buffer delay
+    await wait_for(lambda: call.state is CallState.STREAMING and remote.state is CallState.STREAMING)
+    await wait_for(lambda: call.queued_audio_bytes == 0)
+    expected = g711.decode(g711.encode(noise, call.codec), call.codec)
+    last_frame = expected[-160:].astype("<i2").tobytes()
+    # the jitter buffer delay: until the last frame sent has been heard (then check all of it)
+    await wait_for(lambda: last_frame in heard_by_callee, message="the last frame heard")
     pcm = np.frombuffer(b"".join(heard_by_callee), dtype="<i2")
     # every sample arrives, in order, exactly as G.711 encodes/decodes it: no gap, no repeat
-    expected = g711.decode(g711.encode(noise, call.codec), call.codec)
     starts = [i for i in range(0, len(pcm) - 160, 160) if np.array_equal(pcm[i:i + 160], expected[:160])]
     assert len(starts) == 1
     np.testing.assert_array_equal(pcm[starts[0]:starts[0] + len(expected)], expected)
@@ -86,7 +81,7 @@ async def test_rfc4733_dtmf_arrives_once_per_digit(pair):
     digits: list[tuple[str, str, int]] = []
     incoming[0].on_dtmf = lambda d, src, ms: digits.append((d, src, ms))
     call.send_dtmf("159#", duration_ms=80)
-    await _until(lambda: len(digits) == 4, 4)
+    await wait_for(lambda: len(digits) == 4, 4)
     await asyncio.sleep(0.3)
     assert [d for d, _, _ in digits] == ["1", "5", "9", "#"]
     assert all(src == "rfc4733" and 60 <= ms <= 120 for _, src, ms in digits)
@@ -114,8 +109,8 @@ async def test_cancel_before_answer(pair):
     ringing: list[Call] = []
     callee.on_incoming_call = ringing.append  # never answers
     task = asyncio.ensure_future(caller.call(_uri(callee)))
-    await _until(lambda: bool(ringing))
-    await _until(lambda: any(c.state is CallState.RINGING for c in caller.calls.values()))
+    await wait_for(lambda: bool(ringing))
+    await wait_for(lambda: any(c.state is CallState.RINGING for c in caller.calls.values()))
     (outgoing,) = caller.calls.values()
     await outgoing.hangup()
     with pytest.raises(CallError) as err:
@@ -131,7 +126,7 @@ async def test_call_timeout_cancels(pair):
     with pytest.raises(CallError) as err:
         await caller.call(_uri(callee), timeout=0.5)
     assert err.value.status == 408
-    await _until(lambda: not callee.calls)
+    await wait_for(lambda: not callee.calls)
 
 
 async def test_on_tick_batches_every_call(pair):
@@ -149,7 +144,7 @@ async def test_on_tick_batches_every_call(pair):
     calls = [await caller.call(_uri(callee)) for _ in range(3)]
     heard: list[bytes] = []
     calls[2].on_audio = heard.append
-    await _until(lambda: len(heard) > 5)
+    await wait_for(lambda: len(heard) > 5)
     assert max(batches) == 3
     level = np.frombuffer(heard[-1], dtype="<i2")
     assert abs(int(np.median(level)) - 500) < 40  # G.711 quantisation of the constant

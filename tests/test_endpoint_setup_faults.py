@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 
 from simplesip import Call, Endpoint, EndpointConfig
 from tests.helpers.robust_server import SDP_OFFER, SipClient, ack_for, invite, status_of
+from tests.helpers.waiting import wait_for
 
 GOOD = SDP_OFFER.format(port=4000)
 
@@ -75,11 +76,7 @@ async def _ack_and_bye(client: SipClient, endpoint: Endpoint, message: bytes, ok
 
 async def settled(endpoint: Endpoint) -> None:
     """Until the endpoint holds no call (a refused call ends once its response is sent)."""
-    for _ in range(200):
-        if not endpoint.calls:
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError(f"calls left: {list(endpoint.calls)}")
+    await wait_for(lambda: not endpoint.calls, message="the endpoint holding no call")
 
 
 @pytest.fixture

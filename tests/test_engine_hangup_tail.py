@@ -6,6 +6,7 @@ caller's jitter buffer."""
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 
 import numpy as np
@@ -35,18 +36,36 @@ def tone_seconds(heard: np.ndarray) -> tuple[float, float]:
     return float(loud.sum()) * 0.02, after * 0.02
 
 
-async def heard_tone(tmp_path: Path, hangup_tail: float) -> tuple[float, float]:
+async def heard_tone(tmp_path: Path, hangup_tail: float, stall_at_loud_tick: int = 0) -> tuple[float, float]:
+    """What ``ivr call`` heard of the goodbye flow; with ``stall_at_loud_tick``, the engine's
+    tick that sends that many-th frame of the prompt blocks the event loop for 0.2 s."""
     (tmp_path / "goodbye.yaml").write_text(GOODBYE_FLOW)
     config = parse_config(f"listen: {{port: 0, transports: [udp]}}\nflows: [goodbye.yaml]\n"
                           f"hangup_tail: {hangup_tail}\n", base_dir=tmp_path)
     pm = make_plugin_manager(builtins=True, entry_points=False, environ={"IVR_PLUGINS": "playback"})
     engine = Engine(config, pm, flows=FlowStoreRunner(config, pm))
+    if stall_at_loud_tick:
+        on_tick, loud = engine.on_tick, 0
+
+        def stalling_on_tick(calls, pcm_in, now, tick):
+            nonlocal loud
+            outbound = on_tick(calls, pcm_in, now, tick)
+            if outbound is not None and outbound.any():
+                loud += 1
+                if loud == stall_at_loud_tick:
+                    time.sleep(0.2)  # ten ticks overdue: the next firing catches up
+            return outbound
+
+        engine.on_tick = stalling_on_tick  # type: ignore[method-assign]
     await engine.start()
     try:
         port = engine.endpoint.local_address[1]
         report = await asyncio.wait_for(place_call(f"sip:goodbye@127.0.0.1:{port}", duration=6), 10)
     finally:
+        catch_up_ticks = engine.endpoint.media_clock.catch_up_ticks
         await engine.stop()
+    if stall_at_loud_tick:
+        assert catch_up_ticks >= 8, catch_up_ticks  # the stall made the clock catch up
     assert report.answered and report.end_reason == "remote_hangup"
     return tone_seconds(np.concatenate(report.heard))
 
@@ -55,6 +74,17 @@ async def test_the_whole_final_prompt_is_heard_then_the_tail(tmp_path: Path) -> 
     tone, silence_after = await heard_tone(tmp_path, 0.3)
     assert tone >= PROMPT_SECONDS - 0.02, tone  # at most one frame short
     assert 0.2 <= silence_after < 1.0, silence_after  # hangup_tail, heard as silence
+
+
+async def test_a_stall_in_the_middle_of_the_prompt_delays_it_and_loses_none_of_it(tmp_path: Path) -> None:
+    """After a loop stall the media clock runs the overdue ticks without sending (a gap, not a
+    burst); the prompt holds its place through them (AudioBatch.send) and resumes after the gap.
+    It used to go on playing into ticks that were never sent: a 0.2 s stall cut 0.1 s or more
+    out of the prompt, and a loaded machine (the process not scheduled for a while) did the same
+    to this file's first test now and then."""
+    tone, silence_after = await heard_tone(tmp_path, 0.3, stall_at_loud_tick=20)
+    assert tone >= PROMPT_SECONDS - 0.02, tone
+    assert 0.2 <= silence_after < 1.0, silence_after
 
 
 async def test_a_bye_right_after_the_last_frame_loses_the_end(tmp_path: Path, monkeypatch) -> None:

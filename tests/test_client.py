@@ -102,7 +102,7 @@ def test_answer_call_by_hand_pcm_format_and_dtmf(pair):
     dialler = threading.Thread(target=alice.make_call, args=(_bob_uri(bob),))
     dialler.start()
     wait_for_sync(lambda: bob.call_state is CallState.RINGING)
-    assert alice.call_state is CallState.RINGING
+    wait_for_sync(lambda: alice.call_state is CallState.RINGING)  # once her side has read the 180
     assert bob.answer_call() is True
     dialler.join(10)  # returns as soon as make_call does; the bound is for a busy machine
     assert alice.call_state in (CallState.CONNECTED, CallState.STREAMING)

@@ -72,7 +72,7 @@ async def test_call_answer_audio_both_ways_and_bye(pair):
     assert call.stats()["packets_out"] > 40 and remote.stats()["packets_in"] > 40
 
     await call.hangup()
-    await asyncio.wait_for(remote.ended.wait(), 2)
+    await asyncio.wait_for(remote.ended.wait(), 10)
     assert call.end_reason == "local_bye" and remote.end_reason == "remote_bye"
     assert not caller.calls and not callee.calls
 
@@ -85,7 +85,7 @@ async def test_rfc4733_dtmf_arrives_once_per_digit(pair):
     digits: list[tuple[str, str, int]] = []
     incoming[0].on_dtmf = lambda d, src, ms: digits.append((d, src, ms))
     call.send_dtmf("159#", duration_ms=80)
-    await wait_for(lambda: len(digits) == 4, 4)
+    await wait_for(lambda: len(digits) == 4)
     await asyncio.sleep(0.3)
     assert [d for d, _, _ in digits] == ["1", "5", "9", "#"]
     assert all(src == "rfc4733" and 60 <= ms <= 120 for _, src, ms in digits)
@@ -120,7 +120,7 @@ async def test_cancel_before_answer(pair):
     with pytest.raises(CallError) as err:
         await task
     assert err.value.status == 487
-    await asyncio.wait_for(ringing[0].ended.wait(), 2)
+    await asyncio.wait_for(ringing[0].ended.wait(), 10)
     assert ringing[0].end_reason == "cancelled"
 
 
@@ -161,7 +161,7 @@ async def test_stop_hangs_up_every_call(pair):
     _answer_all(callee, incoming)
     call = await caller.call(_uri(callee))
     await caller.stop()
-    await asyncio.wait_for(incoming[0].ended.wait(), 2)
+    await asyncio.wait_for(incoming[0].ended.wait(), 10)
     assert incoming[0].end_reason == "remote_bye" and call.ended.is_set()
     assert not caller.running
 
@@ -175,7 +175,7 @@ async def test_call_over_tcp():
         call = await caller.call(_uri(callee) + ";transport=tcp")
         assert caller._transport.tcp_connection_count == 1
         await call.hangup()
-        await asyncio.wait_for(incoming[0].ended.wait(), 2)
+        await asyncio.wait_for(incoming[0].ended.wait(), 10)
 
 
 async def test_register_without_server_is_a_value_error(pair):

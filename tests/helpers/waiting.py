@@ -9,6 +9,8 @@ with ``message`` (and the condition's last value when it is not a plain bool).
     await wait_for(lambda: len(frames) == 60, timeout=10, message="frames")   # in a coroutine
     wait_for_sync(lambda: bob.call_state is CallState.STREAMING, timeout=5)  # in a plain test
 
+``message`` may be a callable, called only on failure (say, to append a peer's log).
+
 The deadline is in ``time.monotonic()`` seconds (the event loop's clock): a loop that is not
 scheduled for a while still sees the condition checked once more after the deadline passes.
 """
@@ -17,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Callable, TypeVar
+from typing import Callable, TypeVar, Union
 
 __all__ = ["wait_for", "wait_for_sync", "DEFAULT_TIMEOUT"]
 
@@ -27,12 +29,14 @@ T = TypeVar("T")
 DEFAULT_TIMEOUT = 10.0
 _INTERVAL = 0.01
 
+Message = Union[str, Callable[[], str]]
+
 
 class _Poll:
     """One condition and its deadline: ``done()`` says whether it holds (keeping its value) and
     raises AssertionError once the deadline has passed and it still does not."""
 
-    def __init__(self, condition: Callable[[], T], timeout: float, message: str) -> None:
+    def __init__(self, condition: Callable[[], T], timeout: float, message: Message) -> None:
         self.condition, self.timeout, self.message = condition, timeout, message
         self.deadline = time.monotonic() + timeout
         self.value: object = None
@@ -46,13 +50,14 @@ class _Poll:
         self.value = self.condition()  # the process may have been starved: one last look
         if self.value:
             return True
-        text = f"{self.message or 'condition'} not met within {self.timeout} s"
+        message = self.message() if callable(self.message) else self.message
+        text = f"{message or 'condition'} not met within {self.timeout} s"
         if self.value is not False and self.value is not None:
             text += f" (last value: {self.value!r})"
         raise AssertionError(text)
 
 
-async def wait_for(condition: Callable[[], T], timeout: float = DEFAULT_TIMEOUT, message: str = "",
+async def wait_for(condition: Callable[[], T], timeout: float = DEFAULT_TIMEOUT, message: Message = "",
                    interval: float = _INTERVAL) -> T:
     """Poll ``condition()`` every ``interval`` seconds on the running loop until it is truthy and
     return its value; fail with AssertionError once ``timeout`` seconds have passed."""
@@ -62,7 +67,7 @@ async def wait_for(condition: Callable[[], T], timeout: float = DEFAULT_TIMEOUT,
     return poll.value  # type: ignore[return-value]
 
 
-def wait_for_sync(condition: Callable[[], T], timeout: float = DEFAULT_TIMEOUT, message: str = "",
+def wait_for_sync(condition: Callable[[], T], timeout: float = DEFAULT_TIMEOUT, message: Message = "",
                   interval: float = _INTERVAL) -> T:
     """:func:`wait_for` for code without an event loop (the threaded client): blocks the caller."""
     poll = _Poll(condition, timeout, message)

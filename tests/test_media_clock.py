@@ -333,6 +333,19 @@ def test_a_late_firing_followed_by_a_stall_is_caught_up_not_shed():
     assert [k for k, send in fired if not send] == [2, 3] + list(range(6, 19))
 
 
+def test_sending_tells_a_consumer_without_the_send_argument_which_ticks_send():
+    """The batched on_tick is not passed ``send``: it reads ``clock.sending`` (the engine turns it
+    into AudioBatch.send so that playback holds its place through a stall's catch-up ticks)."""
+    clock, loop, fired = _stepped_clock()
+    seen: list[tuple[bool, bool]] = []
+    clock.on_tick = lambda now, k, send: seen.append((send, clock.sending))
+    loop.fire_at(0.020)
+    loop.fire_at(0.200)  # 9 ticks due: 7 catch up without sending, the last 2 send
+    assert [send for send, _ in seen] == [True] + [False] * 7 + [True] * 2
+    assert all(send == sending for send, sending in seen)
+    assert clock.sending  # between firings
+
+
 def test_sustained_overload_sheds_ticks_and_recovers_when_ticks_get_cheap():
     clock, loop, fired = _stepped_clock(cost=0.030)  # every tick costs 30 ms: more than real time
     for _ in range(12):

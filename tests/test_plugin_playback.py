@@ -29,6 +29,25 @@ def play_all(rig: Rig, call, limit_ticks: int = 1000) -> tuple[np.ndarray, list[
     return np.concatenate(out), done
 
 
+def test_a_catch_up_tick_plays_nothing_and_the_prompt_holds_its_place() -> None:
+    """A tick the media clock runs late after a stall sends nothing (AudioBatch.send False): the
+    prompt must not move on through it, or the caller never hears that part."""
+    path = str(wav_file(8000, 1, 16, 0.3, 1000.0))
+    rig = Rig(playback_plugin)
+    call = rig.call()
+    call.play(PlayItem("file", path))
+    before = [rig.step([call])[0].copy() for _ in range(5)]
+    held = [rig.step([call], send=False)[0].copy() for _ in range(8)]
+    after, done = play_all(rig, call)
+    assert not any(frame.any() for frame in held)
+    other = Rig(playback_plugin)
+    again = other.call()
+    again.play(PlayItem("file", path))
+    whole, _ = play_all(other, again)
+    np.testing.assert_array_equal(np.concatenate(before + [after]), whole)  # every sample, in order
+    assert len(done) == 1
+
+
 @pytest.mark.parametrize(("rate", "channels", "bits"), [(44100, 2, 24), (8000, 1, 16), (16000, 1, 8),
                                                         (48000, 2, 32), (22050, 3, 16)])  # fmt: skip
 def test_file_of_any_format_is_resampled_right(rate: int, channels: int, bits: int) -> None:

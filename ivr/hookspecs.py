@@ -130,7 +130,7 @@ def ivr_audio_out(batch: AudioBatch) -> None:
     ``batch.send`` is False on a catch-up tick run after the event loop stalled: the frames are
     not sent (the caller hears a gap, as in the recording of our side). A source of audio should
     then write nothing and keep its place, so that its audio resumes after the gap instead of
-    losing a stall's worth of it (the built-in playback and bot bridge do).
+    losing a stall's worth of it (the built-in playback does).
     """
 
 

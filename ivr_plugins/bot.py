@@ -139,9 +139,8 @@ def ivr_audio_in(batch: AudioBatch) -> None:
 
 @hookimpl
 def ivr_audio_out(batch: AudioBatch) -> None:
-    """Mix the next 20 ms of each bridged call's bot audio into its outbound frame (nothing on a
-    catch-up tick, whose frames are not sent: the bot's audio waits for the next sending tick)."""
-    if not _bridged or not batch.send:
+    """Mix the next 20 ms of each bridged call's bot audio into its outbound frame."""
+    if not _bridged:
         return
     rows: list[int] = []
     frames: list[bytes] = []

@@ -62,8 +62,13 @@ def make_setup(*plugins: object, config: ConfigLike = None, overrides: Sequence[
     pm = make_plugin_manager(builtins, entry_points=entry_points, environ={})
     for plugin in plugins:
         name, plugin = plugin if isinstance(plugin, tuple) else (plugin_name(plugin), plugin)
-        if not pm.has_plugin(name):
-            register_checked(pm, plugin, name)
+        if pm.is_registered(plugin):
+            continue
+        unique, number = name, 1
+        while pm.has_plugin(unique):  # two objects of one class: both register
+            number += 1
+            unique = f"{name}#{number}"
+        register_checked(pm, plugin, unique)
     setup = load_setup(_config(config, overrides), plugins=pm)
     if strict and setup.problems:
         raise SetupError(setup.problems)
@@ -223,9 +228,11 @@ class AudioRig:
         """End ``call``: the plugins' ``ivr_call_ended``."""
         self.pm.hook.ivr_call_ended(call=call, reason=reason)
 
-    def step(self, calls: Sequence[CallContext], inbound: np.ndarray | None = None) -> np.ndarray:
+    def step(self, calls: Sequence[CallContext], inbound: np.ndarray | None = None,
+             send: bool = True) -> np.ndarray:
         """One 20 ms tick: the callers' frames ``(N, FRAME_SAMPLES)`` in (silence when
-        ``None``), what the plugins send them ``(N, FRAME_SAMPLES)`` out."""
+        ``None``), what the plugins send them ``(N, FRAME_SAMPLES)`` out. ``send=False`` is a
+        catch-up tick after a stall (:attr:`ivr.call.AudioBatch.send`)."""
         calls = list(calls)
         if inbound is None:
             inbound = np.zeros((len(calls), FRAME_SAMPLES), dtype=np.int16)
@@ -233,9 +240,9 @@ class AudioRig:
         inbound.flags.writeable = False
         self.now = round(self.now + FRAME_SECONDS, 6)
         self.tick += 1
-        self.pm.hook.ivr_audio_in(batch=AudioBatch(calls, inbound, self.now, self.tick))
+        self.pm.hook.ivr_audio_in(batch=AudioBatch(calls, inbound, self.now, self.tick, send))
         out = np.zeros((len(calls), FRAME_SAMPLES), dtype=np.int16)
-        self.pm.hook.ivr_audio_out(batch=AudioBatch(calls, out, self.now, self.tick))
+        self.pm.hook.ivr_audio_out(batch=AudioBatch(calls, out, self.now, self.tick, send))
         return out
 
     def feed(self, call: CallContext, signal: np.ndarray) -> np.ndarray:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from simplesip.core.srtp import SRTP_SUITES, check_policy, check_suites
+
 __all__ = ["EndpointConfig"]
 
 
@@ -35,3 +37,14 @@ class EndpointConfig:
     tcp_idle_timeout: float = 64.0  # close a TCP connection that carried nothing for this long
     tcp_message_timeout: float = 10.0  # close one whose message started and is still incomplete
     jitter_target_ms: int = 60
+    #: SRTP (RFC 3711, SDES keys in the SDP): "off", "optional" (offer RTP/AVP with crypto lines,
+    #: take SRTP whenever the peer does) or "mandatory" (offer RTP/SAVP; an INVITE without an
+    #: acceptable crypto line gets 488). Incoming calls use it; ``Endpoint.call(srtp=...)``
+    #: overrides it per outbound call. SDES keys travel in the SDP: use it with SIP over TLS.
+    srtp: str = "off"
+    #: The SDES suites offered and accepted, our preference first.
+    srtp_suites: tuple[str, ...] = SRTP_SUITES
+
+    def __post_init__(self) -> None:
+        check_policy(self.srtp)
+        self.srtp_suites = check_suites(self.srtp_suites)

@@ -256,9 +256,11 @@ def test_wrong_key_and_replays_are_counted_and_dropped():
     plain = RtpSession(0, "PCMU", None).build_packet(b"\x33" * 160)
     b.receive(plain, ("127.0.0.1", 1000), 1.02)  # clear RTP on an SRTP call
     b.receive(b"\x80", ("127.0.0.1", 1000), 1.03)  # runt
+    b.receive(bytes.fromhex("80cc0003a87ca93350494e47504f4e47"), ("127.0.0.1", 1001), 1.04)  # baresip's clear RTCP APP
     stats = b.stats()
     assert stats["packets_in"] == 1 and b.latched_addr == ("127.0.0.1", 1000)
-    assert stats["srtp_replay_failures"] == 1 and stats["srtp_auth_failures"] == 7
+    assert stats["srtp_replay_failures"] == 1 and stats["srtp_auth_failures"] == 6
+    assert stats["srtp_malformed"] == 2
 
 
 def test_srtcp_reports_are_protected_and_read():

@@ -464,7 +464,8 @@ class RtpSession:
             ticks_skipped=self.ticks_skipped,
         )
         result.update(self.srtp.stats() if self.srtp is not None
-                      else {"srtp": 0, "srtp_auth_failures": 0, "srtp_replay_failures": 0})
+                      else {"srtp": 0, "srtp_auth_failures": 0, "srtp_replay_failures": 0,
+                         "srtp_malformed": 0})
         return result
 
     def update(

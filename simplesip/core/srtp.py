@@ -102,8 +102,10 @@ class SrtpContext:
 
     ``protect``/``protect_rtcp`` return b"" if libsrtp refuses (a packet too large): the caller
     sends nothing rather than clear text. ``unprotect``/``unprotect_rtcp`` return None for a
-    packet that fails, counted in ``auth_failures`` (authentication, or anything else libsrtp
-    cannot decrypt) or ``replay_failures`` (replay check).
+    packet that fails, counted in ``auth_failures`` (the authentication tag does not match: a
+    wrong key, a forged or corrupted packet), ``replay_failures`` (replay check) or ``malformed``
+    (anything else, e.g. too short to carry the SRTP trailer: baresip's clear RTCP "PING" sent
+    before its SRTP starts).
     """
 
     def __init__(self, params: SrtpParams) -> None:
@@ -115,6 +117,7 @@ class SrtpContext:
         self._rx = _session(params.suite, params.remote_key, inbound=True)
         self.auth_failures = 0
         self.replay_failures = 0
+        self.malformed = 0
         self.protect_failures = 0
 
     @property
@@ -168,10 +171,15 @@ class SrtpContext:
             return None
 
     def _count(self, exc: Exception) -> None:
-        if "replay" in str(exc):
+        reason = str(exc)
+        if "replay" in reason:
             self.replay_failures += 1
-        else:
+        elif "authentication" in reason:
             self.auth_failures += 1
+        else:
+            self.malformed += 1
+            logger.debug("SRTP: dropped an unreadable packet (%s)", reason)
+            return
         failures = self.auth_failures + self.replay_failures
         if failures & (failures - 1) == 0:  # 1, 2, 4, 8...: visible without flooding the log
             logger.info("SRTP: dropped a packet (%s); %d auth and %d replay failures so far",
@@ -179,4 +187,4 @@ class SrtpContext:
 
     def stats(self) -> dict[str, int]:
         return {"srtp": 1, "srtp_auth_failures": self.auth_failures,
-                "srtp_replay_failures": self.replay_failures}
+                "srtp_replay_failures": self.replay_failures, "srtp_malformed": self.malformed}

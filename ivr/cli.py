@@ -3,7 +3,7 @@
 ``ivr serve [--config FILE] [FLOW...]``
     Run the auto-attendant. With no arguments: 127.0.0.1:5060 over UDP and TCP with
     ``flows/attendant.yaml`` of the project, no PBX needed.
-``ivr call URI [--dtmf "+1s 1 2#"] [--play FILE] [--record FILE] [--duration S]``
+``ivr call URI [--dtmf "+1s 1 2#"] [--play FILE] [--record FILE] [--duration S] [--srtp POLICY]``
     A scripted caller: dials, waits for the answer, plays a file and/or sends digits, records what
     it hears to a WAV file and hangs up. Exit status 0 when the call was answered and completed.
 """
@@ -61,11 +61,14 @@ class CallReport:
     heard: list[np.ndarray] = field(default_factory=list)
     digits_sent: str = ""
     duration: float = 0.0
+    srtp_suite: str | None = None  # the SRTP suite of the answered call, None for plain RTP
 
 
 async def place_call(uri: str, *, dtmf: str = "", play: str | None = None, duration: float = 10.0,
-                     local_host: str = "127.0.0.1", answer_timeout: float = 15.0) -> CallReport:
-    """Dial ``uri`` from an ephemeral local endpoint and run the script; see :class:`CallReport`."""
+                     local_host: str = "127.0.0.1", answer_timeout: float = 15.0,
+                     srtp: str = "off") -> CallReport:
+    """Dial ``uri`` from an ephemeral local endpoint and run the script; see :class:`CallReport`.
+    ``srtp`` is the call's SRTP policy (off, optional, mandatory)."""
     from simplesip.aio.endpoint import Endpoint
     from simplesip.aio.endpoint_config import EndpointConfig
 
@@ -74,7 +77,7 @@ async def place_call(uri: str, *, dtmf: str = "", play: str | None = None, durat
     uri = sip_uri(uri)
     outgoing = read_wav(play) if play else np.zeros(0, dtype=np.int16)
     played = 0
-    endpoint = Endpoint(EndpointConfig(local_host=local_host, sip_port=0, transports=("udp",)))
+    endpoint = Endpoint(EndpointConfig(local_host=local_host, sip_port=0, transports=("udp",), srtp=srtp))
 
     def on_tick(calls: list[Any], pcm_in: np.ndarray, now: float, tick: int) -> np.ndarray | None:
         nonlocal played
@@ -100,6 +103,7 @@ async def place_call(uri: str, *, dtmf: str = "", play: str | None = None, durat
             report.end_reason = str(exc) or type(exc).__name__
             return report
         report.answered = True
+        report.srtp_suite = getattr(call, "srtp_suite", None)
         started = time.monotonic()
         ended = asyncio.ensure_future(call.ended.wait())
         last_key = float("-inf")
@@ -139,7 +143,8 @@ async def _send_digit(call: Any, digit: str) -> None:
 def _cmd_call(args: argparse.Namespace) -> int:
     try:
         report = asyncio.run(place_call(args.uri, dtmf=args.dtmf or "", play=args.play,
-                                        duration=args.duration, answer_timeout=args.timeout))
+                                        duration=args.duration, answer_timeout=args.timeout,
+                                        srtp=args.srtp))
     except (OSError, ValueError) as exc:
         print(f"ivr call: {exc}", file=sys.stderr)
         return 2
@@ -149,7 +154,8 @@ def _cmd_call(args: argparse.Namespace) -> int:
         print(f"not answered: {report.status or ''} {report.end_reason}".replace("  ", " "), file=sys.stderr)
         return 1
     print(f"answered; sent {report.digits_sent or 'no digits'}; {report.end_reason} after "
-          f"{report.duration:.1f} s; heard {len(report.heard) * FRAME_SAMPLES / SAMPLE_RATE:.1f} s of audio")
+          f"{report.duration:.1f} s; heard {len(report.heard) * FRAME_SAMPLES / SAMPLE_RATE:.1f} s of audio"
+          f"{'; SRTP ' + report.srtp_suite if report.srtp_suite else ''}")
     return 0
 
 
@@ -236,6 +242,9 @@ def build_parser() -> argparse.ArgumentParser:
     call.add_argument("--record", metavar="FILE", help="write what the caller hears to this WAV")
     call.add_argument("--duration", type=float, default=10.0, help="hang up after S seconds (default 10)")
     call.add_argument("--timeout", type=float, default=15.0, help="give up unanswered after S seconds")
+    call.add_argument("--srtp", choices=("off", "optional", "mandatory"), default="off",
+                      help="SRTP policy of the call: optional offers RTP/AVP with crypto lines, mandatory "
+                           "RTP/SAVP (default off)")
     call.set_defaults(func=_cmd_call)
 
     add_flow_commands(commands)

@@ -80,6 +80,7 @@ def make_endpoint(config: IvrConfig) -> Any:
         local_host=config.listen_host, sip_port=config.listen_port,
         transports=tuple(config.transports), rtp_port_range=tuple(config.rtp_ports),
         tcp_idle_timeout=config.tcp_idle_timeout, tcp_message_timeout=config.tcp_message_timeout,
+        srtp=config.srtp, srtp_suites=tuple(config.srtp_suites),
     )
     if config.accounts:
         account = config.accounts[0]

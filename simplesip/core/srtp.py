@@ -2,7 +2,11 @@
 line, and :class:`SrtpContext`, which protects what we send and unprotects what we receive.
 
 The cryptography is libsrtp's, through the ``pylibsrtp`` binding; nothing here does any itself.
-Still sans-IO: a context turns bytes into bytes and counts what it drops.
+Still sans-IO: a context turns bytes into bytes and counts what it drops. The per-packet calls go
+to libsrtp through the binding's public cffi ``lib``/``ffi`` with one buffer per direction reused,
+rather than through ``pylibsrtp.Session``, whose allocation and copies per packet cost as much
+as the cryptography itself (bench/srtp_bench.py); sessions are still created and freed by the
+binding's own functions.
 
 Policies (per listener, per outbound call):
 
@@ -92,9 +96,45 @@ class SrtpParams:
             raise ValueError(f"SRTP master key and salt must be {MASTER_KEY_LENGTH} bytes")
 
 
-def _session(suite: str, key: bytes, inbound: bool) -> pylibsrtp.Session:
-    ssrc_type = pylibsrtp.Policy.SSRC_ANY_INBOUND if inbound else pylibsrtp.Policy.SSRC_ANY_OUTBOUND
-    return pylibsrtp.Session(pylibsrtp.Policy(key=key, ssrc_type=ssrc_type, srtp_profile=_PROFILES[suite]))
+_ffi, _lib = pylibsrtp.ffi, pylibsrtp.lib
+#: libsrtp's status codes (srtp_err_status_t) that name a failure we count apart.
+_AUTH_FAIL: Final = pylibsrtp.ERRORS.index("authentication failure")
+_REPLAY_FAILS: Final = frozenset({pylibsrtp.ERRORS.index("replay check failed (bad index)"),
+                                  pylibsrtp.ERRORS.index("replay check failed (index too old)")})
+_BUFFER_SIZE: Final = 1500
+#: The largest packet handed to libsrtp: room is left for the longest trailer it may append.
+_MAX_PACKET: Final = _BUFFER_SIZE - pylibsrtp.SRTP_MAX_SRTCP_TRAILER_LEN
+
+
+class _LibsrtpSession:
+    """One libsrtp session (one direction of a call) with its reusable packet buffer."""
+
+    def __init__(self, suite: str, key: bytes, inbound: bool) -> None:
+        policy = pylibsrtp.Policy(key=key, srtp_profile=_PROFILES[suite], ssrc_type=(
+            pylibsrtp.Policy.SSRC_ANY_INBOUND if inbound else pylibsrtp.Policy.SSRC_ANY_OUTBOUND))
+        # pylibsrtp.Session creates (and frees, when collected) the libsrtp session; libsrtp
+        # derives its keys at creation, so the policy need not outlive this.
+        self._owner = pylibsrtp.Session(policy)
+        self._srtp = self._owner._srtp[0]
+        self._buffer = _ffi.new("char[]", _BUFFER_SIZE)
+        self._view = _ffi.buffer(self._buffer)
+        self._length = _ffi.new("int *")
+
+    def process(self, function, data: bytes) -> tuple[int, bytes]:
+        """``function`` (srtp_protect, srtp_unprotect, ..._rtcp) on ``data``: (status, result)."""
+        size = len(data)
+        if size > _MAX_PACKET:
+            return -1, b""
+        self._view[0:size] = data
+        self._length[0] = size
+        status = function(self._srtp, self._buffer, self._length)
+        if status:
+            return status, b""
+        return 0, self._view[0:self._length[0]]
+
+
+def _session(suite: str, key: bytes, inbound: bool) -> _LibsrtpSession:
+    return _LibsrtpSession(suite, key, inbound)
 
 
 class SrtpContext:
@@ -112,7 +152,7 @@ class SrtpContext:
         self.params = params
         # Sending sessions by (suite, key): a renegotiation back to a key used before continues
         # its session, so no packet index is ever encrypted twice under one key.
-        self._senders: dict[tuple[str, bytes], pylibsrtp.Session] = {}
+        self._senders: dict[tuple[str, bytes], _LibsrtpSession] = {}
         self._tx = self._sender(params)
         self._rx = _session(params.suite, params.remote_key, inbound=True)
         self.auth_failures = 0
@@ -124,7 +164,7 @@ class SrtpContext:
     def suite(self) -> str:
         return self.params.suite
 
-    def _sender(self, params: SrtpParams) -> pylibsrtp.Session:
+    def _sender(self, params: SrtpParams) -> _LibsrtpSession:
         key = (params.suite, params.local_key)
         if key not in self._senders:
             self._senders[key] = _session(params.suite, params.local_key, inbound=False)
@@ -141,50 +181,56 @@ class SrtpContext:
         self.params = params
 
     def protect(self, packet: bytes) -> bytes:
-        try:
-            return self._tx.protect(packet)
-        except (pylibsrtp.Error, ValueError) as exc:
-            self.protect_failures += 1
-            logger.debug("SRTP protect failed: %s", exc)
-            return b""
+        status, data = self._tx.process(_lib.srtp_protect, packet)
+        if status:
+            self._protect_failed(status)
+        return data
 
     def protect_rtcp(self, packet: bytes) -> bytes:
-        try:
-            return self._tx.protect_rtcp(packet)
-        except (pylibsrtp.Error, ValueError) as exc:
-            self.protect_failures += 1
-            logger.debug("SRTCP protect failed: %s", exc)
-            return b""
+        status, data = self._tx.process(_lib.srtp_protect_rtcp, packet)
+        if status:
+            self._protect_failed(status)
+        return data
 
     def unprotect(self, data: bytes) -> bytes | None:
-        try:
-            return self._rx.unprotect(data)
-        except (pylibsrtp.Error, ValueError, TypeError) as exc:
-            self._count(exc)
+        status, clear = self._rx.process(_lib.srtp_unprotect, data)
+        if status:
+            self._count(status)
             return None
+        return clear
 
     def unprotect_rtcp(self, data: bytes) -> bytes | None:
-        try:
-            return self._rx.unprotect_rtcp(data)
-        except (pylibsrtp.Error, ValueError, TypeError) as exc:
-            self._count(exc)
+        status, clear = self._rx.process(_lib.srtp_unprotect_rtcp, data)
+        if status:
+            self._count(status)
             return None
+        return clear
 
-    def _count(self, exc: Exception) -> None:
-        reason = str(exc)
-        if "replay" in reason:
+    def _protect_failed(self, status: int) -> None:
+        self.protect_failures += 1
+        logger.debug("SRTP protect failed: %s", _reason(status))
+
+    def _count(self, status: int) -> None:
+        if status in _REPLAY_FAILS:
             self.replay_failures += 1
-        elif "authentication" in reason:
+        elif status == _AUTH_FAIL:
             self.auth_failures += 1
         else:
             self.malformed += 1
-            logger.debug("SRTP: dropped an unreadable packet (%s)", reason)
+            logger.debug("SRTP: dropped an unreadable packet (%s)", _reason(status))
             return
         failures = self.auth_failures + self.replay_failures
         if failures & (failures - 1) == 0:  # 1, 2, 4, 8...: visible without flooding the log
             logger.info("SRTP: dropped a packet (%s); %d auth and %d replay failures so far",
-                        exc, self.auth_failures, self.replay_failures)
+                        _reason(status), self.auth_failures, self.replay_failures)
 
     def stats(self) -> dict[str, int]:
+        """The counters as RtpSession.stats() reports them."""
         return {"srtp": 1, "srtp_auth_failures": self.auth_failures,
                 "srtp_replay_failures": self.replay_failures, "srtp_malformed": self.malformed}
+
+
+def _reason(status: int) -> str:
+    if 0 <= status < len(pylibsrtp.ERRORS):
+        return pylibsrtp.ERRORS[status]
+    return "packet too large" if status == -1 else f"libsrtp status {status}"

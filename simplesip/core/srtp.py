@@ -2,11 +2,10 @@
 line, and :class:`SrtpContext`, which protects what we send and unprotects what we receive.
 
 The cryptography is libsrtp's, through the ``pylibsrtp`` binding; nothing here does any itself.
-Still sans-IO: a context turns bytes into bytes and counts what it drops. The per-packet calls go
-to libsrtp through the binding's public cffi ``lib``/``ffi`` with one buffer per direction reused,
-rather than through ``pylibsrtp.Session``, whose allocation and copies per packet cost as much
-as the cryptography itself (bench/srtp_bench.py); sessions are still created and freed by the
-binding's own functions.
+Still sans-IO: a context turns bytes into bytes and counts what it drops. Calls go to libsrtp
+through the binding's public cffi ``lib``/``ffi`` with one buffer per call reused, rather than
+through ``pylibsrtp.Session``, whose allocations per packet cost as much as the cryptography
+itself (bench/srtp_bench.py).
 
 Policies (per listener, per outbound call):
 
@@ -19,7 +18,7 @@ Policies (per listener, per outbound call):
   with 488, an answer without one ends the call.
 
 Receive failures never raise: a packet that fails authentication (wrong key, forged, corrupted)
-or the replay check (a copy, or older than the 64-packet window) is counted and dropped.
+or the replay check (a copy, or older than the 128-packet window) is counted and dropped.
 """
 
 from __future__ import annotations
@@ -27,7 +26,7 @@ from __future__ import annotations
 import logging
 import secrets
 from dataclasses import dataclass, field
-from typing import Final, Sequence
+from typing import Any, Final, Sequence
 
 import pylibsrtp
 
@@ -101,40 +100,33 @@ _ffi, _lib = pylibsrtp.ffi, pylibsrtp.lib
 _AUTH_FAIL: Final = pylibsrtp.ERRORS.index("authentication failure")
 _REPLAY_FAILS: Final = frozenset({pylibsrtp.ERRORS.index("replay check failed (bad index)"),
                                   pylibsrtp.ERRORS.index("replay check failed (index too old)")})
+_srtp_protect, _srtp_unprotect = _lib.srtp_protect, _lib.srtp_unprotect
+_srtp_protect_rtcp, _srtp_unprotect_rtcp = _lib.srtp_protect_rtcp, _lib.srtp_unprotect_rtcp
 _BUFFER_SIZE: Final = 1500
 #: The largest packet handed to libsrtp: room is left for the longest trailer it may append.
 _MAX_PACKET: Final = _BUFFER_SIZE - pylibsrtp.SRTP_MAX_SRTCP_TRAILER_LEN
 
 
-class _LibsrtpSession:
-    """One libsrtp session (one direction of a call) with its reusable packet buffer."""
-
-    def __init__(self, suite: str, key: bytes, inbound: bool) -> None:
-        policy = pylibsrtp.Policy(key=key, srtp_profile=_PROFILES[suite], ssrc_type=(
-            pylibsrtp.Policy.SSRC_ANY_INBOUND if inbound else pylibsrtp.Policy.SSRC_ANY_OUTBOUND))
-        # pylibsrtp.Session creates (and frees, when collected) the libsrtp session; libsrtp
-        # derives its keys at creation, so the policy need not outlive this.
-        self._owner = pylibsrtp.Session(policy)
-        self._srtp = self._owner._srtp[0]
-        self._buffer = _ffi.new("char[]", _BUFFER_SIZE)
-        self._view = _ffi.buffer(self._buffer)
-        self._length = _ffi.new("int *")
-
-    def process(self, function, data: bytes) -> tuple[int, bytes]:
-        """``function`` (srtp_protect, srtp_unprotect, ..._rtcp) on ``data``: (status, result)."""
-        size = len(data)
-        if size > _MAX_PACKET:
-            return -1, b""
-        self._view[0:size] = data
-        self._length[0] = size
-        status = function(self._srtp, self._buffer, self._length)
-        if status:
-            return status, b""
-        return 0, self._view[0:self._length[0]]
+def _libsrtp_session(suite: str, key: bytes, inbound: bool) -> tuple[Any, Any]:
+    """A libsrtp session (``srtp_t``) for one direction of a call, freed when collected. Made
+    with the binding's cffi functions as ``pylibsrtp.Session`` makes one; libsrtp derives the
+    session keys at creation, so the policy and key buffers need not outlive this call."""
+    policy = _ffi.new("srtp_policy_t *")
+    profile = _PROFILES[suite]
+    _check(_lib.srtp_crypto_policy_set_from_profile_for_rtp(_ffi.addressof(policy.rtp), profile))
+    _check(_lib.srtp_crypto_policy_set_from_profile_for_rtcp(_ffi.addressof(policy.rtcp), profile))
+    key_buffer = _ffi.new("unsigned char[]", key)
+    policy.key = key_buffer
+    policy.ssrc.type = _lib.ssrc_any_inbound if inbound else _lib.ssrc_any_outbound
+    session = _ffi.new("srtp_t *")
+    _check(_lib.srtp_create(session, policy))
+    owner = _ffi.gc(session, lambda created: _lib.srtp_dealloc(created[0]))
+    return owner[0], owner  # the srtp_t, and what must be kept alive for it
 
 
-def _session(suite: str, key: bytes, inbound: bool) -> _LibsrtpSession:
-    return _LibsrtpSession(suite, key, inbound)
+def _check(status: int) -> None:
+    if status:
+        raise ValueError(f"libsrtp: {_reason(status)}")
 
 
 class SrtpContext:
@@ -152,9 +144,14 @@ class SrtpContext:
         self.params = params
         # Sending sessions by (suite, key): a renegotiation back to a key used before continues
         # its session, so no packet index is ever encrypted twice under one key.
-        self._senders: dict[tuple[str, bytes], _LibsrtpSession] = {}
-        self._tx = self._sender(params)
-        self._rx = _session(params.suite, params.remote_key, inbound=True)
+        self._senders: dict[tuple[str, bytes], tuple[Any, Any]] = {}
+        self._tx, self._tx_owner = self._sender(params)
+        self._rx, self._rx_owner = _libsrtp_session(params.suite, params.remote_key, inbound=True)
+        # One buffer for both directions: calls are handled one packet at a time, and one buffer
+        # per call (not per direction) keeps hundreds of calls' buffers out of each other's cache.
+        self._buffer = _ffi.new("char[]", _BUFFER_SIZE)
+        self._view = _ffi.buffer(self._buffer)
+        self._length = _ffi.new("int *")
         self.auth_failures = 0
         self.replay_failures = 0
         self.malformed = 0
@@ -164,10 +161,10 @@ class SrtpContext:
     def suite(self) -> str:
         return self.params.suite
 
-    def _sender(self, params: SrtpParams) -> _LibsrtpSession:
+    def _sender(self, params: SrtpParams) -> tuple[Any, Any]:
         key = (params.suite, params.local_key)
         if key not in self._senders:
-            self._senders[key] = _session(params.suite, params.local_key, inbound=False)
+            self._senders[key] = _libsrtp_session(params.suite, params.local_key, inbound=False)
         return self._senders[key]
 
     def update(self, params: SrtpParams) -> None:
@@ -176,35 +173,64 @@ class SrtpContext:
         if params == self.params:
             return
         if (params.suite, params.remote_key) != (self.params.suite, self.params.remote_key):
-            self._rx = _session(params.suite, params.remote_key, inbound=True)
-        self._tx = self._sender(params)
+            self._rx, self._rx_owner = _libsrtp_session(params.suite, params.remote_key, inbound=True)
+        self._tx, self._tx_owner = self._sender(params)
         self.params = params
 
+    # The four below are the per-packet path: written out rather than sharing a helper, which
+    # would cost a Python call per packet.
+
     def protect(self, packet: bytes) -> bytes:
-        status, data = self._tx.process(_lib.srtp_protect, packet)
+        size = len(packet)
+        if size > _MAX_PACKET:
+            self._protect_failed(-1)
+            return b""
+        self._view[0:size] = packet
+        self._length[0] = size
+        status = _srtp_protect(self._tx, self._buffer, self._length)
         if status:
             self._protect_failed(status)
-        return data
+            return b""
+        return self._view[0:self._length[0]]
 
     def protect_rtcp(self, packet: bytes) -> bytes:
-        status, data = self._tx.process(_lib.srtp_protect_rtcp, packet)
+        size = len(packet)
+        if size > _MAX_PACKET:
+            self._protect_failed(-1)
+            return b""
+        self._view[0:size] = packet
+        self._length[0] = size
+        status = _srtp_protect_rtcp(self._tx, self._buffer, self._length)
         if status:
             self._protect_failed(status)
-        return data
+            return b""
+        return self._view[0:self._length[0]]
 
     def unprotect(self, data: bytes) -> bytes | None:
-        status, clear = self._rx.process(_lib.srtp_unprotect, data)
+        size = len(data)
+        if size > _MAX_PACKET:
+            self._count(-1)
+            return None
+        self._view[0:size] = data
+        self._length[0] = size
+        status = _srtp_unprotect(self._rx, self._buffer, self._length)
         if status:
             self._count(status)
             return None
-        return clear
+        return self._view[0:self._length[0]]
 
     def unprotect_rtcp(self, data: bytes) -> bytes | None:
-        status, clear = self._rx.process(_lib.srtp_unprotect_rtcp, data)
+        size = len(data)
+        if size > _MAX_PACKET:
+            self._count(-1)
+            return None
+        self._view[0:size] = data
+        self._length[0] = size
+        status = _srtp_unprotect_rtcp(self._rx, self._buffer, self._length)
         if status:
             self._count(status)
             return None
-        return clear
+        return self._view[0:self._length[0]]
 
     def _protect_failed(self, status: int) -> None:
         self.protect_failures += 1

@@ -7,7 +7,8 @@ First, and closest to service (``--server-calls``, 0 skips it): ``ivr serve`` wi
 benchmark's flow (a prompt, a DTMF menu, VAD on every call) takes N calls from simplesip callers in
 this process, once with ``media: {srtp: mandatory}`` and once without, alternating, ``--rounds``
 times; the server's CPU time (``/proc``) over ``--hold`` seconds of N established calls gives its
-CPU per call, plain against SRTP, in the same run.
+CPU per call, plain against SRTP, in the same run. ``--bare-calls`` does the same with a bare
+``Endpoint`` that only answers (no IVR, no plugins) as the server.
 
 The capacity benchmark's callers are SIPp, which speaks no SRTP here, so SRTP is measured on the
 media hot path itself (:mod:`bench.media_bench`'s workload): each of N calls gets one 20 ms PCMU
@@ -117,12 +118,58 @@ def packet_costs(count: int = 20000) -> dict[str, float]:
     return {name: min(times) * 1e6 / count for name, times in results.items()}
 
 
-async def _server_cpu_per_call(calls: int, hold: float, srtp: bool, work_dir: Path) -> float:
-    """``ivr serve`` CPU per established call, as a percentage of one core."""
+#: A server that only answers: ``python -c BARE_SERVER POLICY PORT``; it stops on SIGTERM.
+BARE_SERVER = """
+import asyncio, signal, sys
+from simplesip import Endpoint, EndpointConfig
+async def main():
+    endpoint = Endpoint(EndpointConfig(sip_port=int(sys.argv[2]), transports=("udp",),
+                                       srtp=sys.argv[1], rtp_port_range=(30000, 39998)))
+    endpoint.on_incoming_call = lambda call: asyncio.ensure_future(call.answer())
+    await endpoint.start()
+    stop = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+    print("answering", flush=True)
+    await stop.wait()
+    await endpoint.stop()
+asyncio.run(main())
+"""
+
+
+class _BareServer:
+    """The bare Endpoint server above in a subprocess, for :func:`_server_cpu_per_call`."""
+
+    def __init__(self, srtp: bool) -> None:
+        import subprocess
+
+        from bench.systems import free_udp_port, terminate
+
+        self.sip_port = free_udp_port()
+        self._terminate = terminate
+        self.process = subprocess.Popen([sys.executable, "-c", BARE_SERVER, "mandatory" if srtp else "off",
+                                         str(self.sip_port)], stdout=subprocess.PIPE)
+        assert self.process.stdout is not None
+        self.process.stdout.readline()  # "answering": listening
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def stop(self) -> None:
+        self._terminate(self.process)
+
+
+async def _server_cpu_per_call(calls: int, hold: float, srtp: bool, work_dir: Path,
+                               bare: bool = False) -> float:
+    """``ivr serve`` (or the bare Endpoint server) CPU per established call, % of one core."""
     from simplesip import Endpoint, EndpointConfig
 
-    server = IvrServerUnderTest(work_dir, extra_config="media: {srtp: mandatory}\n" if srtp else "")
-    server.start()
+    server: Any
+    if bare:
+        server = _BareServer(srtp)
+    else:
+        server = IvrServerUnderTest(work_dir, extra_config="media: {srtp: mandatory}\n" if srtp else "")
+        server.start()
     caller = Endpoint(EndpointConfig(sip_port=0, transports=("udp",), rtp_port_range=(42000, 59998)))
     try:
         await caller.start()
@@ -160,11 +207,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--server-calls", type=int, default=100,
                         help="calls held on ivr serve, plain then SRTP, per round (0: skip)")
     parser.add_argument("--hold", type=float, default=20.0, help="seconds the server's CPU is measured")
+    parser.add_argument("--bare-calls", type=int, default=0,
+                        help="the same with a bare Endpoint as the server (0: skip)")
     args = parser.parse_args(argv)
 
-    if args.server_calls:
-        print(f"ivr serve (bench flow), {args.server_calls} calls held {args.hold:.0f} s: server CPU per call "
-              "(% of one core)")
+    for calls, bare, name in ((args.server_calls, False, "ivr serve (bench flow)"),
+                              (args.bare_calls, True, "bare Endpoint")):
+        if not calls:
+            continue
+        print(f"{name}, {calls} calls held {args.hold:.0f} s: server CPU per call (% of one core)")
         print(f"{'round':>5} {'plain':>8} {'SRTP':>8} {'extra %':>8}")
         with tempfile.TemporaryDirectory(prefix="srtp-bench-") as folder:
             for round_number in range(args.rounds):
@@ -172,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
                 result = {}
                 for srtp in order:
                     result[srtp] = asyncio.run(_server_cpu_per_call(
-                        args.server_calls, args.hold, srtp, Path(folder) / f"r{round_number}{int(srtp)}"))
+                        calls, args.hold, srtp, Path(folder) / f"r{round_number}{int(srtp)}", bare))
                 print(f"{round_number + 1:>5} {result[False]:>8.3f} {result[True]:>8.3f} "
                       f"{100 * (result[True] - result[False]) / result[False]:>7.1f}%")
         print()

@@ -11,7 +11,7 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
 from ivr.call import CallContext
-from ivr.cli import place_call
+from ivr.cli import main, place_call
 from ivr.config import ConfigError, parse_config
 from ivr.engine import Engine
 from ivr.metrics import CallMetrics
@@ -89,3 +89,18 @@ def test_metrics_count_srtp_calls_and_dropped_packets():
     assert 'ivr_srtp_dropped_packets_total{reason="auth"} 25.0' in text
     assert 'ivr_srtp_dropped_packets_total{reason="replay"} 2.0' in text
     assert 'ivr_srtp_dropped_packets_total{reason="malformed"} 1.0' in text
+
+
+async def test_ivr_call_srtp_option(capsys):
+    pm = make_plugin_manager(builtins=False, entry_points=False, environ={})
+    config = parse_config("listen: {port: 0, transports: [udp]}\nmedia: {srtp: mandatory}\n")
+    engine = Engine(config, pm, flows=ScriptedFlows())
+    await engine.start()
+    try:
+        uri = f"sip:attendant@127.0.0.1:{engine.endpoint.local_address[1]}"
+        assert await asyncio.to_thread(main, ["call", uri, "--srtp", "mandatory", "--duration", "1"]) == 0
+        assert "; SRTP AES_CM_128_HMAC_SHA1_80" in capsys.readouterr().out
+        assert await asyncio.to_thread(main, ["call", uri, "--duration", "1"]) == 1  # --srtp off
+        assert "not answered: 488" in capsys.readouterr().err
+    finally:
+        await engine.stop()

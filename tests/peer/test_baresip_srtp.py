@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from simplesip import Call, CallError, CallState, Endpoint, EndpointConfig
+from simplesip.core.srtp import SrtpParams, new_master_key
 from simplesip.wire.sdp import SessionDescription
 from tests.helpers.peers import BaresipRunner, dominant_frequency, read_wav, tone
 
@@ -182,3 +183,91 @@ async def test_mandatory_baresip_refuses_an_rtp_avp_offer(tmp_path: Path, policy
             assert not endpoint.calls
     finally:
         baresip.stop()
+
+
+def _tone_in(frames: list[bytes]) -> float:
+    pcm = _after_onset(np.frombuffer(b"".join(frames), dtype="<i2"), 8000)
+    assert len(pcm) >= 4000, "less than half a second of tone"
+    return dominant_frequency(pcm[:4000])
+
+
+async def test_baresip_holds_and_resumes_an_srtp_call(tmp_path: Path):
+    """A hold re-INVITE and a resume re-INVITE, each with its crypto line: the SRTP session follows
+    both and audio flows again after the resume, nothing failing authentication."""
+    endpoint = _endpoint("optional")
+    answered: list[Call] = []
+    heard: list[bytes] = []
+
+    async def on_call(call: Call) -> None:
+        answered.append(call)
+        call.on_audio = heard.append
+        await call.answer()
+
+    endpoint.on_incoming_call = on_call
+    async with endpoint:
+        host, port = endpoint.local_address
+        baresip = BaresipRunner(tmp_path, microphone=_microphone(), account=_account("srtp"),
+                                commands=[f"/dial sip:ivr@{host}:{port}"], extra_config=SRTP_MODULE)
+        with baresip:
+            await _wait(lambda: answered and answered[0].state is CallState.STREAMING, 8)
+            (call,) = answered
+            await asyncio.sleep(1.0)
+            await asyncio.to_thread(baresip.command, "hold")
+            await _wait(lambda: call.on_hold, 5)
+            await asyncio.sleep(1.0)
+            await asyncio.to_thread(baresip.command, "resume")
+            await _wait(lambda: not call.on_hold, 5)
+            heard.clear()
+            await asyncio.sleep(1.5)
+            assert abs(_tone_in(heard) - BARESIP_TONE_HZ) < 10  # decrypted after the resume
+            stats = call.stats()
+            assert stats["srtp"] == 1 and call.srtp_suite == "AES_CM_128_HMAC_SHA1_80"
+            assert stats["srtp_auth_failures"] == 0 and stats["srtp_replay_failures"] == 0, stats
+            await call.hangup()
+        assert baresip.log().count("SRTP is Enabled") >= 3, baresip.log()  # call, hold, resume
+
+
+async def test_wrong_key_on_one_baresip_call_is_counted_and_the_other_call_goes_on(tmp_path: Path):
+    """Two baresips call us over SRTP; then one call's receiving key is replaced by a wrong one
+    (what a peer keyed differently from its SDP looks like): its packets are counted as
+    authentication failures and dropped, nothing of them is heard, and both calls go on."""
+    endpoint = _endpoint("mandatory")
+    answered: list[Call] = []
+    heard: dict[str, list[bytes]] = {}
+
+    async def on_call(call: Call) -> None:
+        answered.append(call)
+        heard[call.id] = []
+        call.on_audio = heard[call.id].append
+        await call.answer()
+
+    endpoint.on_incoming_call = on_call
+    async with endpoint:
+        host, port = endpoint.local_address
+        peers = [BaresipRunner(tmp_path / name, microphone=_microphone(), account=_account("srtp-mand"),
+                               commands=[f"/dial sip:ivr@{host}:{port}"], extra_config=SRTP_MODULE)
+                 for name in ("broken", "healthy")]
+        try:
+            await _wait(lambda: len(answered) == 2 and all(c.state is CallState.STREAMING for c in answered), 10)
+            await asyncio.sleep(1.0)
+            broken, healthy = answered
+            assert broken.rtp is not None and broken.rtp.srtp is not None
+            params = broken.rtp.srtp.params
+            broken.rtp.srtp.update(SrtpParams(params.suite, params.local_key, new_master_key()))
+            heard[broken.id].clear()
+            heard[healthy.id].clear()
+            await asyncio.sleep(2.0)
+            broken_stats, healthy_stats = broken.stats(), healthy.stats()
+            assert broken_stats["srtp_auth_failures"] >= 50, broken_stats  # 50 packets a second
+            # nothing of it played: past what the jitter buffer held and its loss concealment
+            pcm = np.frombuffer(b"".join(heard[broken.id]), dtype="<i2")[4000:]
+            assert len(pcm) > 4000 and np.abs(pcm.astype(np.int32)).max() < 1000
+            assert healthy_stats["srtp_auth_failures"] == 0, healthy_stats
+            assert abs(_tone_in(heard[healthy.id]) - BARESIP_TONE_HZ) < 10
+            assert broken.is_live and healthy.is_live
+            for call in answered:
+                await call.hangup()
+                assert call.end_reason == "local_bye"
+        finally:
+            for peer in peers:
+                peer.stop()

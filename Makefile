@@ -3,7 +3,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: serve test venv bench fuzz clean
+.PHONY: serve test venv bench fuzz clean graphs
 
 $(BIN)/ivr: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -18,6 +18,10 @@ serve: venv
 
 test: venv
 	$(BIN)/python -m pytest -q
+
+# The shipped flows' pictures in docs/flows.md and docs/img/ (needs Graphviz: apt-get install graphviz).
+graphs: venv
+	$(BIN)/python docs/make_graphs.py
 
 bench: venv
 	$(BIN)/python -m bench

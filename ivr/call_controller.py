@@ -19,8 +19,9 @@ class CallOwner(Protocol):
     def claim_end_reason(self, call: CallContext, reason: str) -> str:
         """Record why we are ending ``call`` (first claim wins); return the reason that stands."""
 
-    def media_up(self, call: CallContext) -> None:
-        """``call`` was answered: it joins the media clock."""
+    def media_up(self, call: CallContext, answered: bool = True) -> None:
+        """``call``'s media is up (answered, or early media before the answer): it joins the
+        media clock."""
 
     async def end_call(self, call: CallContext, reason: str) -> None:
         """End ``call`` once (HangupEvent, ivr_call_ended, observers)."""
@@ -33,7 +34,8 @@ class CallOwner(Protocol):
 
 
 class CallController:
-    """``call.controller`` for one call: ``answer``, ``hangup``, ``reject``, ``transfer``."""
+    """``call.controller`` for one call: ``answer``, ``early_media``, ``hangup``, ``reject``,
+    ``transfer``."""
 
     def __init__(self, owner: CallOwner, sip_call: Any, call: CallContext) -> None:
         self._owner = owner
@@ -53,6 +55,18 @@ class CallController:
         await self._sip_call.answer()
         call.answer_time = time.time()
         self._owner.media_up(call)
+
+    async def early_media(self) -> bool:
+        """Media before the answer (183 Session Progress): the call joins the media clock, and
+        prompts play, while the caller is not yet charged. False when the caller's INVITE had no
+        SDP offer (the flow then answers to play)."""
+        call = self._call
+        if call.answer_time is not None or call.end_time is not None:
+            return call.answer_time is not None
+        if not await self._sip_call.early_media():
+            return False
+        self._owner.media_up(call, answered=False)
+        return True
 
     async def hangup(self, reason: str = "local_hangup") -> None:
         """Hang up: BYE when answered, else reject with 480 (the flow ended before answering) or

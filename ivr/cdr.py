@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from ivr.call import CallContext
+from ivr.flows.trace_file import MAX_PATH_STEPS
 
 __all__ = ["CdrWriter", "call_outcome"]
 
@@ -38,7 +39,12 @@ class CdrWriter:
             "digits": "".join(call.digits), "recordings": list(call.recordings),
             "transfers": list(call.transfers),
             "error": call.failed or "; ".join(call.errors) or None,
+            # [seconds, node, event, detail] for each enter/outcome/sub/return/error/end of the
+            # flow (ivr.flows.trace_file; `ivr graph FLOW --trace-file CDR` draws it)
+            "path": call.data.get("flow_path", []),
         }
+        if len(record["path"]) > MAX_PATH_STEPS:
+            record["path_truncated"] = True
         self._file.write(json.dumps(record) + "\n")
 
     def close(self) -> None:

@@ -1,4 +1,5 @@
-"""The ``ivr`` command: ``serve``, ``call``, and the flow tools ``check``, ``schema``, ``simulate``.
+"""The ``ivr`` command: ``serve``, ``call``, and the flow tools ``check``, ``schema``, ``simulate``,
+``graph``.
 
 ``ivr serve [--config FILE] [FLOW...]``
     Run the auto-attendant. With no arguments: 127.0.0.1:5060 over UDP and TCP with
@@ -66,9 +67,13 @@ class CallReport:
 
 async def place_call(uri: str, *, dtmf: str = "", play: str | None = None, duration: float = 10.0,
                      local_host: str = "127.0.0.1", answer_timeout: float = 15.0,
+                     transport: str = "udp", tls: dict[str, Any] | None = None,
                      srtp: str = "off") -> CallReport:
     """Dial ``uri`` from an ephemeral local endpoint and run the script; see :class:`CallReport`.
-    ``srtp`` is the call's SRTP policy (off, optional, mandatory)."""
+
+    ``transport``: how to reach a URI that does not say (a ``sips:`` URI or ``;transport=tls``
+    always means TLS); ``tls``: EndpointConfig TLS options (``tls_ca_file``, ``tls_verify``,
+    ``tls_client_cert_file``...); ``srtp``: the call's SRTP policy (off, optional, mandatory)."""
     from simplesip.aio.endpoint import Endpoint
     from simplesip.aio.endpoint_config import EndpointConfig
 
@@ -77,7 +82,13 @@ async def place_call(uri: str, *, dtmf: str = "", play: str | None = None, durat
     uri = sip_uri(uri)
     outgoing = read_wav(play) if play else np.zeros(0, dtype=np.int16)
     played = 0
-    endpoint = Endpoint(EndpointConfig(local_host=local_host, sip_port=0, transports=("udp",), srtp=srtp))
+    transports = ("udp",) if transport == "udp" else ("udp", transport)
+    if "tls" not in transports and (uri[:5].lower() == "sips:" or ";transport=tls" in uri.lower()):
+        transports += ("tls",)
+    if "tcp" not in transports and ";transport=tcp" in uri.lower():
+        transports += ("tcp",)
+    endpoint = Endpoint(EndpointConfig(local_host=local_host, sip_port=0, transports=transports,
+                                       transport=transport, srtp=srtp, **(tls or {})))
 
     def on_tick(calls: list[Any], pcm_in: np.ndarray, now: float, tick: int) -> np.ndarray | None:
         nonlocal played
@@ -142,9 +153,11 @@ async def _send_digit(call: Any, digit: str) -> None:
 
 def _cmd_call(args: argparse.Namespace) -> int:
     try:
+        tls = {"tls_ca_file": args.ca, "tls_verify": not args.no_verify,
+               "tls_client_cert_file": args.cert, "tls_client_key_file": args.key}
         report = asyncio.run(place_call(args.uri, dtmf=args.dtmf or "", play=args.play,
                                         duration=args.duration, answer_timeout=args.timeout,
-                                        srtp=args.srtp))
+                                        transport=args.transport, tls=tls, srtp=args.srtp))
     except (OSError, ValueError) as exc:
         print(f"ivr call: {exc}", file=sys.stderr)
         return 2
@@ -242,6 +255,14 @@ def build_parser() -> argparse.ArgumentParser:
     call.add_argument("--record", metavar="FILE", help="write what the caller hears to this WAV")
     call.add_argument("--duration", type=float, default=10.0, help="hang up after S seconds (default 10)")
     call.add_argument("--timeout", type=float, default=15.0, help="give up unanswered after S seconds")
+    call.add_argument("--transport", choices=("udp", "tcp", "tls"), default="udp",
+                      help="transport when the URI does not say (sips: or ;transport=tls: TLS)")
+    call.add_argument("--ca", metavar="FILE", help="TLS: CAs (PEM) that vouch for the server (default: "
+                                                   "the system's)")
+    call.add_argument("--no-verify", action="store_true",
+                      help="TLS: accept any server certificate (a lab only)")
+    call.add_argument("--cert", metavar="FILE", help="TLS: our client certificate (mutual TLS)")
+    call.add_argument("--key", metavar="FILE", help="TLS: the client certificate's key")
     call.add_argument("--srtp", choices=("off", "optional", "mandatory"), default="off",
                       help="SRTP policy of the call: optional offers RTP/AVP with crypto lines, mandatory "
                            "RTP/SAVP (default off)")

@@ -3,11 +3,23 @@
 A complete file with the defaults (every section is optional; an empty file is valid)::
 
     listen:
-      host: 127.0.0.1          # address the SIP transports bind
+      host: 127.0.0.1          # address the SIP transports bind (0.0.0.0 / :: = every interface)
+      advertise: null          # address written in Via, Contact and SDP; null = host, or for a
+                               # wildcard host the address the default route leaves from
       port: 5060               # 0 = any free port
-      transports: [udp, tcp]
+      transports: [udp, tcp]   # add tls for SIP over TLS (then tls: below; docs/deploy.md)
       tcp_idle_timeout: 64     # seconds: close a TCP connection that carried nothing this long
       tcp_message_timeout: 10  # seconds: close one whose message started and is still incomplete
+      tls:                     # SIP over TLS; read only with tls in transports
+        port: 5061             # the TLS listener's port (0 = any free port)
+        cert: null             # our certificate chain (PEM; relative to this file); required
+        key: null              # its private key (PEM); null = inside cert
+        ca: null               # CAs that vouch for servers we connect to; null = the system's
+        verify: true           # check servers' certificates and names (false: lab only)
+        client_cert: null      # our client certificate for trunks requiring mutual TLS
+        client_key: null       # its key; null = inside client_cert
+        client_ca: null        # require TLS clients to present a certificate from these CAs
+        handshake_timeout: 10  # seconds a TLS handshake may take
     rtp_ports: [20000, 30000]  # RTP/RTCP port range handed out to calls
     media:
       srtp: "off"              # SRTP (RFC 3711, keys in the SDP per RFC 4568): "off" | optional |
@@ -16,6 +28,7 @@ A complete file with the defaults (every section is optional; an empty file is v
       srtp_suites: [AES_CM_128_HMAC_SHA1_80, AES_CM_128_HMAC_SHA1_32]   # preference order
     accounts: []               # the registration to a PBX/registrar (at most one per process):
       # - {username: ivr, password: ivrpass, server: 127.0.0.1, port: 5060, transport: udp}
+      #   (transport: udp | tcp | tls; over tls the port defaults to 5061)
     routes: {}                 # called user/number -> flow name, e.g. {"100": attendant}
     default_flow: null         # flow for calls no route matches (null: the first flow loaded)
     flows: [flows/attendant.yaml]   # flow files or folders of *.yaml (relative to this file)
@@ -50,6 +63,16 @@ A complete file with the defaults (every section is optional; an empty file is v
     priority: normal           # the event loop's scheduling priority: normal | high (nice -10) |
                                # realtime (SCHED_RR 10); needs CAP_SYS_NICE; read at start only
                                # (ivr/priority.py, docs/deploy.md)
+    sip:                       # SIP protocol features (docs/deploy.md); read at start only
+      dns_srv: true            # RFC 3263: find a server named by domain via NAPTR/SRV, fail over
+      dns_nameservers: null    # ["10.0.0.53", "127.0.0.1:5353"]; null = the system's
+      dns_timeout: 3           # seconds one DNS lookup may take
+      failover_timeout: 4      # seconds a silent server is given before the next one is tried
+      session_expires: 1800    # RFC 4028 session interval in seconds; 0 = no session timers
+      min_se: 90               # the shortest session interval accepted (422 below it)
+      reliable_provisionals: true  # RFC 3262 100rel: PRACK, and reliable 180 when required
+      max_redirects: 5         # 3xx to our calls: new targets tried in all; 0 = 3xx is final
+      keepalive_interval: 30   # seconds between CRLF keep-alives to the registrar; 0 = none
 
 A mistake is reported as :class:`ConfigError` whose text is ``file:line: what is wrong``.
 """
@@ -176,8 +199,11 @@ class IvrConfig:
     """The parsed configuration; ``raw`` is the plain dict handed to ``ivr_configure``."""
 
     listen_host: str = "127.0.0.1"
+    advertise: str | None = None
     listen_port: int = 5060
     transports: list[str] = field(default_factory=lambda: ["udp", "tcp"])
+    #: ``listen.tls:`` as simplesip EndpointConfig options (tls_port, tls_cert_file...); {} without TLS.
+    tls: dict[str, Any] = field(default_factory=dict)
     rtp_ports: tuple[int, int] = (20000, 30000)
     srtp: str = "off"
     srtp_suites: tuple[str, ...] = SRTP_SUITES
@@ -198,6 +224,8 @@ class IvrConfig:
     tcp_message_timeout: float = 10.0
     hangup_tail: float = 0.25
     priority: str = "normal"
+    #: ``sip:`` options, passed to simplesip's EndpointConfig as they are (checked here).
+    sip: dict[str, Any] = field(default_factory=dict)
     source: str = "<defaults>"
     raw: dict[str, Any] = field(default_factory=dict)
 
@@ -255,7 +283,7 @@ class _Checker:
 
 TOP_KEYS = {"variables", "listen", "rtp_ports", "media", "accounts", "routes", "default_flow", "flows", "recordings",
             "limits", "logging", "cdr", "metrics_port", "drain_timeout", "plugins", "clock",
-            "hangup_tail", "priority"}
+            "hangup_tail", "priority", "sip"}
 
 
 def parse_config(text: str, source: str = "<config>", base_dir: Path | None = None,
@@ -284,8 +312,15 @@ def parse_config(text: str, source: str = "<config>", base_dir: Path | None = No
     cfg = IvrConfig(source=source, raw=_plain(data))
 
     listen = check.section(data, "listen")
-    check.known(listen, {"host", "port", "transports", "tcp_idle_timeout", "tcp_message_timeout"}, "listen")
+    check.known(listen, {"host", "advertise", "port", "transports", "tcp_idle_timeout", "tcp_message_timeout",
+                         "tls"}, "listen")
     cfg.listen_host = check.get(listen, "host", str, cfg.listen_host)
+    cfg.advertise = check.get(listen, "advertise", str, None)
+    if cfg.advertise is not None:
+        try:
+            ipaddress.ip_address(cfg.advertise)
+        except ValueError:
+            raise check.fail(listen, "advertise", f"advertise: {cfg.advertise!r} is not an IP address") from None
     try:
         ipaddress.ip_address(cfg.listen_host)
     except ValueError:
@@ -293,8 +328,9 @@ def parse_config(text: str, source: str = "<config>", base_dir: Path | None = No
     cfg.listen_port = check.port(listen, "port", cfg.listen_port)
     cfg.transports = check.get(listen, "transports", list, cfg.transports)
     for transport in cfg.transports:
-        if transport not in ("udp", "tcp"):
-            raise check.fail(listen, "transports", f"transports: {transport!r} is not udp or tcp")
+        if transport not in ("udp", "tcp", "tls"):
+            raise check.fail(listen, "transports", f"transports: {transport!r} is not udp, tcp or tls")
+    cfg.tls = _parse_tls(check, listen, cfg.transports, base)
     for key in ("tcp_idle_timeout", "tcp_message_timeout"):
         value = check.get(listen, key, float, getattr(cfg, key))
         if value <= 0:
@@ -319,11 +355,14 @@ def parse_config(text: str, source: str = "<config>", base_dir: Path | None = No
             if required not in entry:
                 raise check.fail(entry, None, f"account: {required!r} is missing")
         transport = check.get(entry, "transport", str, "udp")
-        if transport not in ("udp", "tcp"):
-            raise check.fail(entry, "transport", f"transport: {transport!r} is not udp or tcp")
+        if transport not in ("udp", "tcp", "tls"):
+            raise check.fail(entry, "transport", f"transport: {transport!r} is not udp, tcp or tls")
+        if transport == "tls" and "tls" not in cfg.transports:
+            raise check.fail(entry, "transport", "transport: tls needs tls in listen.transports")
+        default_port = 5061 if transport == "tls" else 5060
         cfg.accounts.append(Account(str(entry["username"]), str(entry["password"]),
                                     check.get(entry, "server", str, ""),
-                                    check.port(entry, "port", 5060) or 5060, transport))
+                                    check.port(entry, "port", default_port) or default_port, transport))
 
     routes = check.section(data, "routes")
     for called, flow in routes.items():
@@ -368,6 +407,7 @@ def parse_config(text: str, source: str = "<config>", base_dir: Path | None = No
     cfg.priority = check.get(data, "priority", str, cfg.priority)
     if cfg.priority not in PRIORITIES:
         raise check.fail(data, "priority", f"priority: {cfg.priority!r} is not one of {', '.join(PRIORITIES)}")
+    cfg.sip = _parse_sip(check, data)
     return cfg
 
 
@@ -389,6 +429,76 @@ def _parse_media(check: _Checker, media: _LineDict, cfg: IvrConfig) -> None:
     if not suites:
         raise check.fail(media, "srtp_suites", "srtp_suites: name at least one suite")
     cfg.srtp_suites = tuple(suites)
+
+
+#: ``sip:`` keys -> (type, smallest allowed value or None).
+SIP_OPTIONS: dict[str, tuple[type, float | None]] = {
+    "dns_srv": (bool, None), "dns_nameservers": (list, None), "dns_timeout": (float, 0.1),
+    "failover_timeout": (float, 0.1), "session_expires": (int, 0), "min_se": (int, 1),
+    "reliable_provisionals": (bool, None), "max_redirects": (int, 0),
+    "keepalive_interval": (float, 0),
+}
+
+
+#: ``listen.tls:`` file keys -> EndpointConfig fields.
+TLS_FILES = {"cert": "tls_cert_file", "key": "tls_key_file", "ca": "tls_ca_file",
+             "client_cert": "tls_client_cert_file", "client_key": "tls_client_key_file",
+             "client_ca": "tls_client_ca_file"}
+
+
+def _parse_tls(check: _Checker, listen: _LineDict, transports: list[str], base: Path) -> dict[str, Any]:
+    """``listen.tls:`` -> EndpointConfig options. Files are relative to the configuration file
+    and must be readable now (a typo fails at start, not at the first TLS call)."""
+    if "tls" not in transports:
+        if listen.get("tls") is not None:
+            raise check.fail(listen, "tls", "tls: given, but tls is not in transports")
+        return {}
+    section = check.section(listen, "tls")
+    check.known(section, {*TLS_FILES, "port", "verify", "handshake_timeout"}, "listen.tls")
+    options: dict[str, Any] = {"tls_port": check.port(section, "port", 5061),
+                               "tls_verify": check.get(section, "verify", bool, True)}
+    timeout = check.get(section, "handshake_timeout", float, 10.0)
+    if timeout <= 0:
+        raise check.fail(section, "handshake_timeout", "handshake_timeout: must be > 0 seconds")
+    options["tls_handshake_timeout"] = timeout
+    for key, option in TLS_FILES.items():
+        name = check.get(section, key, str, None)
+        if name is None:
+            continue
+        path = base / name
+        if not path.is_file():
+            raise check.fail(section, key, f"{key}: no such file {str(path)!r}")
+        options[option] = str(path)
+    if "tls_cert_file" not in options:
+        raise check.fail(section, None, "listen.tls: cert (our certificate, PEM) is required with tls "
+                                        "in transports")
+    try:  # a key that does not match the certificate, or a file that is not PEM
+        from simplesip.aio.tls import server_context
+        server_context(options["tls_cert_file"], options.get("tls_key_file"))
+    except (OSError, ValueError) as exc:
+        raise check.fail(section, "cert", f"cert/key: cannot be loaded: {exc}") from None
+    return options
+
+
+def _parse_sip(check: _Checker, data: _LineDict) -> dict[str, Any]:
+    section = check.section(data, "sip")
+    check.known(section, set(SIP_OPTIONS), "sip")
+    options: dict[str, Any] = {}
+    for key, (kind, low) in SIP_OPTIONS.items():
+        if key not in section or section[key] is None:
+            continue
+        value = check.get(section, key, kind, None)
+        if low is not None and value < low:
+            raise check.fail(section, key, f"{key}: must be at least {low}")
+        if key == "dns_nameservers":
+            if not all(isinstance(ns, str) for ns in value):
+                raise check.fail(section, key, "dns_nameservers: expected a list of addresses")
+            value = tuple(value)
+        options[key] = value
+    expires, minimum = options.get("session_expires", 1800), options.get("min_se", 90)
+    if expires and minimum > expires:
+        raise check.fail(section, "min_se", "min_se: must not exceed session_expires")
+    return options
 
 
 def _parse_clock(check: _Checker, data: _LineDict) -> FixedClock | None:

@@ -284,6 +284,8 @@ class Engine:
         ours = self._pending_reason.get(call.id)
         if ours is None:
             ours = SIP_END_REASONS.get(str(reason), "remote_hangup" if call.answer_time else "cancelled")
+        if reason == "session_expired":  # the CDR says why this "error" happened (RFC 4028)
+            call.failed = call.failed or "session expired: the peer stopped refreshing the session"
         if self._loop is not None and call.end_time is None:
             self._loop.create_task(self.end_call(call, ours))
 
@@ -294,11 +296,15 @@ class Engine:
         BYE is under way, and the first reason claimed is the one that stands."""
         return self._pending_reason.setdefault(call.id, reason)
 
-    def media_up(self, call: CallContext) -> None:
-        """``call`` was answered: it joins the media clock and ``ivr_call_started`` runs."""
+    def media_up(self, call: CallContext, answered: bool = True) -> None:
+        """``call``'s media is up: answered, or early media before the answer. The first time,
+        it joins the media clock and ``ivr_call_started`` runs; observers hear of the answer."""
+        first = call.id not in self._media
         self._media[call.id] = call
-        self.notify("answered", call, {})
-        self._safe_hook(call, "ivr_call_started", call=call)
+        if answered:
+            self.notify("answered", call, {})
+        if first:
+            self._safe_hook(call, "ivr_call_started", call=call)
 
     async def end_call(self, call: CallContext, reason: str) -> None:
         """End ``call`` once: out of the media clock, HangupEvent to the flow, ivr_call_ended."""

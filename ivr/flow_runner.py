@@ -68,9 +68,13 @@ class FlowStoreRunner:
     async def run(self, name: str, call: CallContext) -> str:
         """Run flow ``name`` on ``call`` (the version current now) to its end; its outcome."""
         from ivr.flows import run_flow
+        from ivr.flows.trace_file import path_recorder
 
         try:
             flow = self.store.get(name)
         except KeyError:
             raise LookupError(f"no flow named {name!r} (serving: {', '.join(self.flow_names())})") from None
-        return await run_flow(flow, call, self._variables, self.actions, wall_clock=self.wall_clock)
+        # The steps through the flow, for the CDR's "path" (ivr graph --trace-file draws them).
+        steps = call.data["flow_path"] = []
+        return await run_flow(flow, call, self._variables, self.actions, wall_clock=self.wall_clock,
+                              trace=path_recorder(steps))

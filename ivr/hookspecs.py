@@ -93,7 +93,8 @@ def ivr_incoming_call(call: CallContext) -> Any:
 
 @hookspec
 def ivr_call_started(call: CallContext) -> None:
-    """Called once the call is answered and its media is up, before the flow starts."""
+    """Called once the call's media is up: when it is answered, or earlier when the flow plays
+    early media (183) before answering. Once per call."""
 
 
 @hookspec

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import Any
+import time
+from typing import Any, Callable
 
 from ivr.call import CallContext, current_call
 
-__all__ = ["CallContextFilter", "CallLog", "JsonLogFormatter", "call_log", "configure_logging"]
+__all__ = ["CallContextFilter", "CallLog", "FloodFilter", "JsonLogFormatter", "call_log", "configure_logging"]
 
 #: The logger of call events: one record per event, its fields in ``record.fields``.
 call_log = logging.getLogger("ivr.calls")
@@ -47,6 +48,44 @@ class CallContextFilter(logging.Filter):
         return True
 
 
+class FloodFilter(logging.Filter):
+    """Keeps a flood from writing one line per bad request: at most ``burst`` records of the same
+    kind (logger and message template, whatever their arguments) per ``interval`` seconds; the
+    rest are counted, and the first record of the kind after the window says how many were left
+    out (``(1234 more like this in the last 10 s)``). Call events (``ivr.calls``) and the
+    security log (``ivr.security``, fail2ban's input) are never held back. What was left out
+    still counts where it matters: the metrics count every rejected message."""
+
+    EXEMPT = ("ivr.calls", "ivr.security")
+
+    def __init__(self, burst: int = 20, interval: float = 10.0, clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__()
+        self.burst = burst
+        self.interval = interval
+        self.clock = clock
+        self._kinds: dict[tuple[str, str], list[float | int]] = {}  # kind -> [window start, seen, left out]
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.name.startswith(self.EXEMPT) or record.levelno >= logging.ERROR:
+            return True
+        now = self.clock()
+        kind = (record.name, str(record.msg))
+        state = self._kinds.get(kind)
+        if state is None or now - state[0] >= self.interval:
+            left_out = int(state[2]) if state else 0
+            self._kinds[kind] = [now, 1, 0]
+            if left_out:
+                record.msg = f"{record.msg} ({left_out} more like this in the last {self.interval:g} s)"
+            if len(self._kinds) > 10_000:  # kinds come from code, not from peers; a safety net
+                self._kinds.clear()
+            return True
+        state[1] += 1
+        if state[1] <= self.burst:
+            return True
+        state[2] += 1
+        return False
+
+
 class JsonLogFormatter(logging.Formatter):
     """One JSON object per line: time, level, logger, message and any call-event fields."""
 
@@ -63,6 +102,7 @@ class JsonLogFormatter(logging.Formatter):
 def configure_logging(log_format: str = "text", level: str = "info") -> None:
     """Set up the root logger of the ``ivr`` process (applications only, never a library)."""
     handler = logging.StreamHandler()
+    handler.addFilter(FloodFilter())
     handler.addFilter(CallContextFilter())
     handler.setFormatter(JsonLogFormatter() if log_format == "json" else
                          logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s%(call_tag)s"))

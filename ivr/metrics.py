@@ -12,7 +12,7 @@ from ivr.call import CallContext
 from ivr.cdr import call_outcome
 from ivr.engine import Engine
 
-__all__ = ["CallMetrics", "MediaClockCollector"]
+__all__ = ["CallMetrics", "MediaClockCollector", "TlsCollector"]
 
 
 class CallMetrics:
@@ -63,6 +63,8 @@ class CallMetrics:
 class MediaClockCollector:
     """Prometheus view of the endpoint's media clock, read at scrape time.
 
+    ``ivr_sip_rejected_messages_total``: SIP messages the endpoint refused (malformed, unacceptable).
+
     ``ivr_media_clock_dropped_ticks_total``: 20 ms ticks the clock skipped because the process
     could not keep up (overload: no audio moved for any call in that tick);
     ``ivr_media_clock_catch_up_ticks_total``: ticks run late after a stall, inbound only. Read from
@@ -73,7 +75,13 @@ class MediaClockCollector:
         self._engine = engine
 
     def collect(self) -> Any:
-        clock = getattr(getattr(self._engine, "endpoint", None), "media_clock", None)
+        endpoint = getattr(self._engine, "endpoint", None)
+        rejected = CounterMetricFamily("ivr_sip_rejected_messages",
+                                       "SIP messages refused as malformed or unacceptable (a flood shows here, "
+                                       "not line by line in the log)")
+        rejected.add_metric([], float(getattr(endpoint, "rejected_messages", 0) or 0))
+        yield rejected
+        clock = getattr(endpoint, "media_clock", None)
         for name, attribute, text in (
             ("ivr_media_clock_dropped_ticks", "dropped_ticks", "Media clock ticks dropped under overload"),
             ("ivr_media_clock_catch_up_ticks", "catch_up_ticks", "Media clock ticks run late after a stall"),
@@ -92,3 +100,20 @@ class MediaClockCollector:
                 family = HistogramMetricFamily(name, text)
                 family.add_metric([], timings.cumulative(), sum_value=timings.total)
                 yield family
+
+
+class TlsCollector:
+    """``ivr_tls_handshake_failures_total{direction}``: TLS handshakes that failed, ``inbound``
+    (a client to our listener: plain TCP on the TLS port, a refused client certificate) and
+    ``outbound`` (a server whose certificate or name we refused), read from the endpoint."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+
+    def collect(self) -> Any:
+        failures = getattr(getattr(self._engine, "endpoint", None), "tls_handshake_failures", None)
+        family = CounterMetricFamily("ivr_tls_handshake_failures", "TLS handshakes that failed",
+                                     labels=["direction"])
+        for direction in ("inbound", "outbound"):
+            family.add_metric([direction], float((failures or {}).get(direction, 0)))
+        yield family

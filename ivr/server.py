@@ -29,9 +29,10 @@ from ivr.engine import Engine
 from ivr.flow_runner import FlowStoreRunner
 from ivr.loading import SetupError, load_setup, plugins_to_load
 from ivr.logs import CallLog
-from ivr.metrics import CallMetrics, MediaClockCollector
+from ivr.metrics import CallMetrics, MediaClockCollector, TlsCollector
 from ivr.plugins import sync_extra_plugins
 from ivr.priority import raise_loop_priority
+from simplesip.wire.grammar import format_host
 
 __all__ = ["SERVING_GC_THRESHOLDS", "IvrServer", "NoFlowsError", "tune_gc_for_media"]
 
@@ -84,6 +85,7 @@ class IvrServer:
         self.engine.admission = self.admission
         self.engine.observers += [CallLog(), CallMetrics(self.registry)] + ([self.cdr] if self.cdr else [])
         self.registry.register(MediaClockCollector(self.engine))
+        self.registry.register(TlsCollector(self.engine))
         self._stopping = asyncio.Event()
         self._metrics_server: Any = None
 
@@ -108,8 +110,8 @@ class IvrServer:
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, self.request_stop)
         loop.add_signal_handler(signal.SIGHUP, self.reload)
-        log.info("ivr serving on %s:%s (%s), flows: %s", self.config.listen_host,
-                 self.bound_port(), "+".join(self.config.transports),
+        log.info("ivr serving on %s (%s), flows: %s", format_host(self.config.listen_host, self.bound_port()),
+                 "+".join(self.config.transports),
                  ", ".join(self.engine.flows.flow_names()))
         try:
             await self._stopping.wait()

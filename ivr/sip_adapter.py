@@ -14,7 +14,8 @@ log = logging.getLogger(__name__)
 
 #: simplesip end reasons (simplesip.core.events.END_REASONS) -> ivr_call_ended reasons.
 SIP_END_REASONS = {"remote_bye": "remote_hangup", "local_bye": "local_hangup", "rejected": "rejected",
-                   "cancelled": "cancelled", "timeout": "error", "no_ack": "error", "error": "error"}
+                   "cancelled": "cancelled", "timeout": "error", "no_ack": "error", "error": "error",
+                   "session_expired": "error"}
 
 
 def rtp_stats(call: CallContext) -> dict[str, Any]:
@@ -77,9 +78,11 @@ def make_endpoint(config: IvrConfig) -> Any:
     from simplesip.aio.endpoint_config import EndpointConfig
 
     options: dict[str, Any] = dict(
-        local_host=config.listen_host, sip_port=config.listen_port,
+        local_host=config.listen_host, advertised_host=config.advertise, sip_port=config.listen_port,
         transports=tuple(config.transports), rtp_port_range=tuple(config.rtp_ports),
         tcp_idle_timeout=config.tcp_idle_timeout, tcp_message_timeout=config.tcp_message_timeout,
+        **config.sip,
+        **config.tls,  # listen.tls: (SIP over TLS)
         srtp=config.srtp, srtp_suites=tuple(config.srtp_suites),
     )
     if config.accounts:

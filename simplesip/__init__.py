@@ -15,6 +15,7 @@ from simplesip.errors import (
     AuthenticationError,
     CallError,
     ConnectionError,
+    LocationError,
     SIPParseError,
 )
 
@@ -51,6 +52,7 @@ __all__ = [
     "ConnectionError",
     "Endpoint",
     "EndpointConfig",
+    "LocationError",
     "SIPParseError",
     "SimpleSIPClient",
     "alaw_to_pcm",

@@ -11,11 +11,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-import socket
 import threading
 from concurrent.futures import TimeoutError as FutureTimeoutError
 from typing import Any, Callable, Coroutine
 
+from simplesip.aio.addresses import route_source
 from simplesip.aio.call import Call, CallState
 from simplesip.aio.endpoint import Endpoint
 from simplesip.aio.endpoint_config import EndpointConfig
@@ -53,7 +53,7 @@ class SimpleSIPClient:
         self.server, self.port = server, port
         self.timeout = timeout
         self.config = EndpointConfig(
-            local_host=local_host or _route_to(server, port), sip_port=local_port,
+            local_host=local_host or route_source(server, port) or "127.0.0.1", sip_port=local_port,
             transports=tuple(dict.fromkeys((transport, "udp", "tcp"))), username=username,
             password=password, server=server, server_port=port, transport=transport,
             register_timeout=min(timeout, 32.0), **endpoint_options)
@@ -279,13 +279,3 @@ class SimpleSIPClient:
             await call.reject(486)
         elif isinstance(decision, int):
             await call.reject(decision)
-
-
-def _route_to(server: str, port: int) -> str:
-    """Our address on the route to ``server`` (no packet is sent: UDP connect only)."""
-    try:
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-            s.connect((server, port))
-            return s.getsockname()[0]
-    except OSError:
-        return "127.0.0.1"

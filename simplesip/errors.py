@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import builtins
 
-__all__ = ["AuthenticationError", "CallError", "ConnectionError", "SIPParseError"]
+__all__ = ["AuthenticationError", "CallError", "ConnectionError", "LocationError", "SIPParseError"]
 
 
 class SIPParseError(ValueError):
@@ -31,6 +31,11 @@ class SIPParseError(ValueError):
 
 class ConnectionError(builtins.ConnectionError):  # the shadowing name is the documented API
     """The transport could not reach the peer or lost its connection."""
+
+
+class LocationError(ConnectionError):
+    """DNS cannot say where a SIP server is (RFC 3263): the domain does not exist, it publishes no
+    SIP service we can use, or the lookup failed. The message names the domain."""
 
 
 class AuthenticationError(Exception):

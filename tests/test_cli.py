@@ -64,7 +64,7 @@ def test_bad_config_exit_status_and_message(tmp_path, capsys):
     path = tmp_path / "bad.yaml"
     path.write_text("listen:\n  transports: [sctp]\n")
     assert main(["serve", "--config", str(path)]) == 2
-    assert f"{path}:2: transports: 'sctp' is not udp or tcp" in capsys.readouterr().err
+    assert f"{path}:2: transports: 'sctp' is not udp, tcp or tls" in capsys.readouterr().err
 
 
 async def test_ivr_call_exit_status_when_rejected(capsys):

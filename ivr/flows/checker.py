@@ -52,6 +52,7 @@ class _Checker:
         self.actions = actions
         self.diagnostics: list[Diagnostic] = []
         self.nodes: MarkedMap = document["nodes"]
+        self.unreachable: list[str] = []  # filled by check_reachability, kept on the Flow
 
     def report(self, where: list[Any], message: str, *, key: bool = False, severity: str = "error") -> None:
         line, col = position_of(self.doc, where, key=key)
@@ -253,9 +254,9 @@ class _Checker:
                 continue
             seen.add(name)
             stack.extend(t for t in self.successors(name) if t in self.nodes)
-        for name in self.nodes:
-            if name not in seen:
-                self.report(["nodes", name], f"node {name!r} is unreachable", key=True, severity="warning")
+        self.unreachable = [name for name in self.nodes if name not in seen]
+        for name in self.unreachable:
+            self.report(["nodes", name], f"node {name!r} is unreachable", key=True, severity="warning")
         self.check_reject_after_answer()
 
     def check_reject_after_answer(self) -> None:
@@ -336,16 +337,19 @@ def check_file(
         return None, diagnostics + [Diagnostic(str(path), 1, 1, message)]
     schema_problems = validate_document(document, str(path), actions)
     diagnostics += schema_problems
+    unreachable: list[str] = []
     if not schema_problems:
         diagnostics += hoist_inner_routes(document, str(path))
         checker = _Checker(document, path, actions)
         checker.run()
         diagnostics += checker.diagnostics
+        unreachable = checker.unreachable
     diagnostics.sort(key=lambda d: (d.line, d.col))
     if any(d.severity == "error" for d in diagnostics):
         return None, diagnostics
     flow = _build_flow(document, path, actions)
     flow.warnings = [d for d in diagnostics if d.severity == "warning"]
+    flow.unreachable = tuple(unreachable)
     flow.mtimes[path.resolve()] = path.stat().st_mtime
     diagnostics += _load_subflows(flow, document, actions, _depth)
     if any(d.severity == "error" for d in diagnostics):

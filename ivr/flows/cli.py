@@ -1,22 +1,25 @@
-"""The flow subcommands of ``ivr``: ``check``, ``schema`` and ``simulate``.
+"""The flow subcommands of ``ivr``: ``check``, ``schema``, ``simulate`` and ``graph``.
 
 :func:`add_commands` adds them to the ``ivr`` argument parser; each sets ``func`` to a function
-taking the parsed arguments and returning the exit status. All three take ``--config`` and
+taking the parsed arguments and returning the exit status. All of them take ``--config`` and
 ``--set`` as ``ivr serve`` does, and run with the same plugins, configured the same way.
 """
 
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import logging
+import os
 import sys
 from pathlib import Path
-from typing import Callable, TextIO
+from typing import BinaryIO, Callable, TextIO
 
 from ivr.config import ConfigError, did_you_mean
 from ivr.flows.checker import check_file
 from ivr.flows.diagnostics import FlowError
+from ivr.flows.graph_render import FORMATS as GRAPH_FORMATS
 from ivr.flows.registry import ActionRegistry
 from ivr.flows.schema import flow_schema
 from ivr.flows.store import flow_files
@@ -61,7 +64,7 @@ def add_simulation_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def add_commands(subparsers: argparse._SubParsersAction, setup_factory: SetupFactory = default_setup) -> None:
-    """Register ``check``, ``schema`` and ``simulate`` on ``subparsers``."""
+    """Register ``check``, ``schema``, ``simulate`` and ``graph`` on ``subparsers``."""
     check = subparsers.add_parser("check", help="validate flow files (errors as file:line:col: message)")
     check.add_argument("files", nargs="+", metavar="FLOW", help="flow files or folders of *.yaml")
     check.add_argument("--strict", action="store_true", help="treat warnings as errors")
@@ -77,6 +80,22 @@ def add_commands(subparsers: argparse._SubParsersAction, setup_factory: SetupFac
     add_simulation_arguments(simulate)
     add_config_arguments(simulate)
     simulate.set_defaults(func=lambda args: _with_setup(args, setup_factory, cmd_simulate, "simulate"))
+
+    graph = subparsers.add_parser("graph", help="draw a flow (DOT, SVG, PNG, Mermaid), or a call's path through it")
+    graph.add_argument("flow", metavar="FLOW")
+    graph.add_argument("-o", "--output", metavar="FILE",
+                       help="write FILE: .svg, .png, .dot/.gv or .mmd (Mermaid); default: DOT to stdout")
+    graph.add_argument("--format", choices=sorted(set(GRAPH_FORMATS.values())),
+                       help="the output format when the file name does not tell (or for stdout)")
+    traced = graph.add_mutually_exclusive_group()
+    traced.add_argument("--trace", action="store_true",
+                        help="simulate a call (the arguments below, as ivr simulate) and draw its path")
+    traced.add_argument("--trace-file", metavar="FILE",
+                        help="draw the path of a recorded call: ivr simulate's output, or a CDR file of ivr serve")
+    graph.add_argument("--call-id", help="with --trace-file CDR: the call to draw (default: the last line)")
+    add_simulation_arguments(graph)
+    add_config_arguments(graph)
+    graph.set_defaults(func=lambda args: _with_setup(args, setup_factory, cmd_graph, "graph"))
 
 
 def _with_setup(args: argparse.Namespace, setup_factory: SetupFactory,
@@ -156,3 +175,52 @@ def cmd_simulate(args: argparse.Namespace, setup: Setup, out: TextIO | None = No
         out.write("ivr simulate: the flow was still running at the time limit; stopped\n")
         return 1
     return 0 if result.outcome != "error" else 1
+
+
+def cmd_graph(args: argparse.Namespace, setup: Setup, out: BinaryIO | None = None,
+              err: TextIO | None = None) -> int:
+    """Draw the flow (with ``--trace`` / ``--trace-file``, a call's path over it) to
+    ``args.output`` or ``out``. A flow with errors prints its diagnostics to ``err`` and writes
+    nothing (exit 1); so does a picture Graphviz cannot draw. Bad scripts or trace files: 2."""
+    from ivr.flows.graph import build_graph, mark_path, path_of_trace
+    from ivr.flows.graph_render import RenderError, render
+    from ivr.flows.trace_file import parse_trace_text, read_trace_file
+
+    err = err or sys.stderr
+    output = Path(args.output) if args.output else None
+    fmt = args.format or (GRAPH_FORMATS.get(output.suffix.lower()) if output else "dot")
+    if fmt is None:
+        err.write(f"ivr graph: cannot tell the format of {output} (use .svg, .png, .dot, .gv, .mmd or --format)\n")
+        return 2
+    flow, diagnostics = check_file(args.flow, setup.actions)
+    for diagnostic in diagnostics:
+        err.write(f"{diagnostic}\n")
+    if flow is None:
+        return 1
+    graph = build_graph(flow, setup.actions)
+    try:
+        if args.trace:
+            trace_text = io.StringIO()
+            if cmd_simulate(args, setup, out=trace_text) == 2:
+                err.write(trace_text.getvalue())
+                return 2
+            entries = parse_trace_text(trace_text.getvalue())
+        elif args.trace_file:
+            entries = read_trace_file(args.trace_file, args.call_id)
+        if args.trace or args.trace_file:
+            graph = mark_path(graph, *path_of_trace(graph, entries))
+        data = render(graph, fmt)
+    except (OSError, ValueError) as exc:
+        err.write(f"ivr graph: {exc}\n")
+        return 2
+    except RenderError as exc:
+        err.write(f"ivr graph: {exc}\n")
+        return 1
+    if output is None:
+        (out or sys.stdout.buffer).write(data)
+        return 0
+    # Written whole or not at all: a half-drawn picture never replaces a good one.
+    partial = output.with_name(f".{output.name}.partial")
+    partial.write_bytes(data)
+    os.replace(partial, output)
+    return 0

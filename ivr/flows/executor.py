@@ -18,6 +18,7 @@ from ivr.call import CallContext
 from ivr.flows.diagnostics import FlowRuntimeError
 from ivr.flows.model import Flow, Node
 from ivr.flows.registry import ActionRegistry, ActionSpec
+from ivr.flows.routing import outcome_route
 from ivr.flows.session import (
     CallerHungUp,
     FlowFinished,
@@ -36,18 +37,13 @@ _MAX_STEPS_WITHOUT_WAITING = 1000
 
 def route(session: FlowSession, flow: Flow, node: Node, spec: ActionSpec, outcome: str) -> str | None:
     """The node an outcome leads to, or ``None`` when this graph walk ends (module doc)."""
-    if outcome in node.on:
-        return node.on[outcome]
-    if spec.routes is not None:
-        own = spec.routes(node.params)
-        if outcome in own:
-            return own[outcome]
-    if outcome == "hangup" and session.caller_gone:
-        if flow.on_hangup and not session.in_hangup_handler:
+    target, rule = outcome_route(flow, node, spec, outcome, caller_gone=session.caller_gone)
+    if rule == "on_hangup":
+        if target and not session.in_hangup_handler:
             session.in_hangup_handler = True
-            return flow.on_hangup
+            return target
         return None
-    return node.next or flow.default
+    return target
 
 
 async def run_node(session: FlowSession, node: Node) -> str:

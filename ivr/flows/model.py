@@ -87,6 +87,8 @@ class Flow:
     on_error: str | None = None
     subflows: dict[str, "Flow"] = field(default_factory=dict)  # sub: {flow: file} -> its Flow
     warnings: list[Diagnostic] = field(default_factory=list)
+    #: Nodes no call can reach (``ivr check`` warns about them; ``ivr graph`` marks them).
+    unreachable: tuple[str, ...] = ()
     mtimes: dict[Path, float] = field(default_factory=dict)  # every file this flow was built from
 
     @property

@@ -118,6 +118,7 @@ class FlowSession:
         self.typeahead: list[str] = []
         self.utterance: Any = None  # the audio of the last SpeechEvent "end" (int16), for ivr_stt
         self.answered = False
+        self.early_media = False  # media up before the answer (183): the early_media action
         self.caller_gone = False
         #: Why the call ended under the flow (the HangupEvent's reason), once it has.
         self.end_reason: str | None = None
@@ -244,6 +245,19 @@ class FlowSession:
 
     # -- call control -----------------------------------------------------------------------
 
+    async def ensure_early_media(self) -> None:
+        """Media without answering (183 Session Progress) unless the call is answered already;
+        a caller whose INVITE had no offer is answered instead (no early media without one)."""
+        if self.caller_gone:
+            raise CallerHungUp()
+        if self.answered or self.early_media:
+            return
+        if await self.call.controller.early_media():
+            self.early_media = True
+            self.trace("early", "media before the answer (183)")
+        else:
+            await self.ensure_answered()
+
     async def ensure_answered(self) -> None:
         """Answer the call if not yet done (media needs it); a gone caller is reported."""
         if self.caller_gone:
@@ -339,11 +353,13 @@ class FlowSession:
                 raise FlowRuntimeError(f"nothing to play in {entry!r}")
         return items
 
-    async def play(self, spec: Any, barge_in: set[str] | None = None, min_speech: float | None = None) -> str | None:
+    async def play(self, spec: Any, barge_in: set[str] | None = None, min_speech: float | None = None,
+                   early: bool = False) -> str | None:
         """Play ``spec`` to the end; return what barged in (``"dtmf"``, ``"speech"``) or ``None``.
 
         Digits heard while playing go to the type-ahead buffer (with DTMF barge-in the first one
-        also stops the prompt). Speech barges in once the utterance has ``min_speech`` seconds
+        also stops the prompt); ``early`` plays it as early media when the call is not yet
+        answered. Speech barges in once the utterance has ``min_speech`` seconds
         of voice (default: the flow's ``min_speech``, else 120 ms), so that a cough does not
         stop the prompt; an utterance that ends shorter is ignored.
         """
@@ -353,7 +369,7 @@ class FlowSession:
         if min_speech is None:
             min_speech = self.duration(None, "min_speech", speech.DEFAULT_MIN_SPEECH)
         items = self.play_items(spec)
-        await self.ensure_answered()
+        await (self.ensure_early_media() if early else self.ensure_answered())
         for item in items:
             self.trace("play", _describe(item))
             self.call.play(item)

@@ -290,9 +290,16 @@ class SimulatedController:
         self._on_answer = on_answer
 
     async def answer(self) -> None:
+        early = ("early_media", None) in self.actions
         self.actions.append(("answer", None))
+        if self._on_answer is not None and not early:
+            self._on_answer()
+
+    async def early_media(self) -> bool:
+        self.actions.append(("early_media", None))
         if self._on_answer is not None:
             self._on_answer()
+        return True
 
     async def hangup(self) -> None:
         self.actions.append(("hangup", None))

@@ -16,7 +16,9 @@ import numpy as np
 
 from simplesip.aio.media import FRAME_SAMPLES
 from simplesip.core.rtpsession import RtpSession
+from simplesip.errors import SIPParseError
 from simplesip.wire import g711
+from simplesip.wire.grammar import parse_host
 from simplesip.wire.sdp import SDPNegotiationError
 
 if TYPE_CHECKING:
@@ -48,6 +50,7 @@ class CallControl(Protocol):
     way the call's commands reach the SIP core, and its end."""
 
     async def answer_call(self, call: Call) -> None: ...
+    async def early_media_call(self, call: Call) -> bool: ...
     def submit(self, command: Callable[[UserAgentCore, float], Any]) -> Any: ...
     def finish_call(self, call: Call, reason: str, status: int | None) -> None: ...
 
@@ -97,7 +100,12 @@ class Call:
         self._outbound = bytearray()  # 16-bit PCM waiting for the media clock
         self._setup: asyncio.Future | None = None  # outbound: resolved on answer / failure
         self._refer_waiter: asyncio.Future | None = None
-        self.first_hop: tuple[str, int] | None = None  # where our INVITE went (ICMP errors)
+        self._reoffer_waiter: asyncio.Future | None = None
+        self._local_reoffer: bytes | None = None  # the offer of our re-INVITE in flight
+        #: True while we hold the peer (:meth:`hold`); ``on_hold``: we send no media now.
+        self.held = False
+        self.first_hop: tuple[str, int] | None = None  # where our INVITE went first
+        self.unreachable_hop: tuple[str, int] | None = None  # set while an ICMP error is handled
 
     def __repr__(self) -> str:
         return f"<Call {self.id} {self.direction} {self.state.value}>"
@@ -123,6 +131,14 @@ class Call:
         if self.direction != "inbound" or self.state != CallState.RINGING:
             raise RuntimeError(f"cannot answer a call in state {self.state.value}")
         await self.endpoint.answer_call(self)
+
+    async def early_media(self) -> bool:
+        """Start media before answering: 183 Session Progress with our SDP answer, RTP both
+        ways at once (an announcement the caller hears without being charged); :meth:`answer`
+        still sends the 200. False when the INVITE had no offer (nothing is sent)."""
+        if self.direction != "inbound" or self.state != CallState.RINGING:
+            raise RuntimeError(f"cannot start early media in state {self.state.value}")
+        return await self.endpoint.early_media_call(self)
 
     async def reject(self, status: int = 486,
                      headers: "dict[str, str] | list[tuple[str, str]] | None" = None) -> None:
@@ -158,6 +174,50 @@ class Call:
             return 408
         finally:
             self._refer_waiter = None
+
+    async def hold(self, mode: str = "sendonly", timeout: float = 32.0) -> int:
+        """Put the peer on hold with a re-INVITE: ``sendonly`` (we may still play audio: music
+        on hold) or ``inactive`` (no media either way). Returns the final status (2xx: held;
+        491: another offer was in progress; 408: no answer); media follows the answer."""
+        if mode not in ("sendonly", "inactive"):
+            raise ValueError(f"hold mode must be sendonly or inactive, not {mode!r}")
+        status = await self._reoffer(mode, timeout)
+        if 200 <= status < 300:
+            self.held = True
+        return status
+
+    async def resume(self, timeout: float = 32.0) -> int:
+        """Take the peer off hold (re-INVITE with ``sendrecv``); the final status as :meth:`hold`."""
+        status = await self._reoffer("sendrecv", timeout)
+        if 200 <= status < 300:
+            self.held = False
+        return status
+
+    async def _reoffer(self, direction: str, timeout: float) -> int:
+        if self.state not in (CallState.CONNECTED, CallState.STREAMING) or self.sdp_session is None:
+            raise RuntimeError("a re-INVITE needs an established call")
+        if self._reoffer_waiter is not None:
+            return 491
+        offer = self.sdp_session.offer(direction).serialize()
+        self._local_reoffer = offer
+        self._reoffer_waiter = asyncio.get_running_loop().create_future()
+        self.endpoint.submit(lambda core, now: core.reoffer(self.id, offer, now))
+        try:
+            return await asyncio.wait_for(asyncio.shield(self._reoffer_waiter), timeout)
+        except asyncio.TimeoutError:
+            return 408
+        finally:
+            self._reoffer_waiter = None
+
+    def take_local_reoffer(self) -> bytes | None:
+        """The SDP of our re-INVITE in flight (None if none), forgotten once taken."""
+        offer, self._local_reoffer = self._local_reoffer, None
+        return offer
+
+    def reoffer_answered(self, status: int) -> None:
+        """The final status of our re-INVITE (the Endpoint reports it)."""
+        if self._reoffer_waiter is not None and not self._reoffer_waiter.done():
+            self._reoffer_waiter.set_result(status)
 
     def send_dtmf(self, digits: str, duration_ms: int = 100) -> None:
         """Send ``digits`` as RFC 4733 events on the media stream (they replace audio meanwhile).
@@ -223,7 +283,9 @@ class Call:
             self.rtp_socket.session = self.rtp
         else:
             self.rtp.update(params)
-        self.on_hold = params.on_hold or params.direction in ("recvonly", "inactive")
+        # Not ours to send: the peer holds us (its sendonly or inactive, a c=0.0.0.0) or we hold it
+        # inactive; with our own sendonly hold we keep sending (music on hold).
+        self.on_hold = params.direction in ("recvonly", "inactive")
         return created
 
     def answer_reoffer(self, offer: bytes) -> bytes | None:
@@ -337,5 +399,9 @@ def split_target(target: str) -> tuple[str | None, str | None, int | None]:
     if "@" not in text and not target.strip().strip("<>").lower().startswith("sip"):
         return text, None, None  # an extension or number: the server's domain
     user, _, hostport = text.rpartition("@")
-    host, _, port = hostport.partition(":")
-    return user or None, host, int(port) if port.isdigit() else None
+    try:
+        host, port = parse_host(hostport, "target")  # [v6]:port too
+    except SIPParseError:
+        host, _, port_text = hostport.partition(":")
+        port = int(port_text) if port_text.isdigit() else None
+    return user or None, host, port

@@ -27,14 +27,17 @@ import logging
 import socket
 from typing import Any, Callable
 
+from simplesip.aio.addresses import advertised_address
 from simplesip.aio.call import Call, CallState, split_target
 from simplesip.aio.driver import CoreDriver
 from simplesip.aio.endpoint_config import EndpointConfig
+from simplesip.aio.locator import ServerLocator
 from simplesip.aio.media import MediaClock, OnTick, run_tick, send_rtcp_reports
 from simplesip.aio.rtpsocket import RtpReader, RtpSocket, open_rtp_socket
+from simplesip.aio.tls import client_context, server_context
 from simplesip.aio.transport import SipTransport
 from simplesip.core import events as ev
-from simplesip.core.config import UAConfig
+from simplesip.core.config import Target, UAConfig
 from simplesip.core.offeranswer import SdpSession, media_params_from_answer
 from simplesip.core.srtp import check_policy
 from simplesip.core.useragent import UserAgentCore
@@ -42,10 +45,12 @@ from simplesip.errors import (
     AuthenticationError,
     CallError,
     ConnectionError,
+    LocationError,
     SIPParseError,
 )
 from simplesip.wire.dtmf_payloads import parse_info_dtmf
-from simplesip.wire.sdp import SDPNegotiationError
+from simplesip.wire.grammar import format_host
+from simplesip.wire.sdp import SDPNegotiationError, SessionDescription
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +77,13 @@ class Endpoint:
         self._rtp_reader: RtpReader | None = None  # reads every call's RTP (from start())
         self._media_calls: list[Call] = []
         self._register_waiter: asyncio.Future | None = None
+        self._locator: ServerLocator | None = None  # RFC 3263 (from start(), with dns_srv)
+        #: SIP messages refused as malformed or unacceptable (answered 4xx or dropped), ever.
+        self.rejected_messages = 0
+        #: The address peers are told about (Via, Contact, SDP); see EndpointConfig.advertised_host.
+        self.advertised_host = self.config.advertised_host or self.config.local_host
+        self._lookups: set[asyncio.Task] = set()  # DNS lookups under way (held: not collected)
+        self._tls_failures: dict[tuple[str, int], str] = {}  # why the last TLS connection failed
 
     # --- lifecycle -------------------------------------------------------------------------------
 
@@ -89,6 +101,11 @@ class Endpoint:
         return self._transport.local_address
 
     @property
+    def keepalive_pongs(self) -> int:
+        """CRLF pongs the registrar sent back to our keep-alives over TCP or TLS (RFC 5626 4.4.1)."""
+        return self._transport.keepalive_pongs if self._transport is not None else 0
+
+    @property
     def running(self) -> bool:
         return self._transport is not None
 
@@ -101,28 +118,91 @@ class Endpoint:
         transport = SipTransport(cfg.local_host, cfg.sip_port, self._on_sip_message,
                                  transports=cfg.transports, tcp_idle_timeout=cfg.tcp_idle_timeout,
                                  tcp_message_timeout=cfg.tcp_message_timeout,
-                                 on_unreachable=self._on_unreachable)
+                                 on_unreachable=self._on_unreachable, **self._tls_settings())
         await transport.start()
         self._transport = transport
+        self.advertised_host = cfg.advertised_host or advertised_address(cfg.local_host)
         core = UserAgentCore(self._ua_config(transport.local_address[1]))
         self._driver = CoreDriver(core, transport, self._dispatch)
         self._rtp_reader = RtpReader.create(self._loop)
+        if cfg.dns_srv:
+            self._locator = ServerLocator(cfg.dns_nameservers, timeout=cfg.dns_timeout,
+                                          transports=cfg.transports, ipv6=":" in cfg.local_host)
         self._clock.start()
 
     def _ua_config(self, port: int) -> UAConfig:
         cfg = self.config
         return UAConfig(
-            local_host=cfg.local_host, local_port=port, transport=cfg.transport,
+            tls_port=self.tls_port or 0,
+            local_host=cfg.local_host, advertised_host=self.advertised_host, local_port=port, transport=cfg.transport,
             # Our AoR domain is the registrar's unless configured: "100" dials sip:100@server and
             # we register as user@server. Routing also compares the port, so a peer on the
             # server's host but another port is still called directly.
             username=cfg.username or "", password=cfg.password, domain=cfg.domain or cfg.server or "",
-            server=(cfg.server, cfg.server_port) if cfg.server else None,
+            server=(cfg.server, self._server_port()) if cfg.server else None,
             outbound_proxy=cfg.outbound_proxy,
             display_name=cfg.display_name, user_agent=cfg.user_agent,
             register_expires=cfg.register_expires, answer_reinvite=self._answer_reoffer,
             auto_ringing=False,  # 180 only once the offer is known to be answerable
+            failover_timeout=cfg.failover_timeout,
+            session_expires=cfg.session_expires, min_se=cfg.min_se,
+            reliable_provisionals=cfg.reliable_provisionals, max_redirects=cfg.max_redirects,
+            keepalive_interval=cfg.keepalive_interval,
         )
+
+    # --- SIP over TLS ----------------------------------------------------------------------------
+
+    def _tls_settings(self) -> dict[str, Any]:
+        """The TLS arguments of our SipTransport (none without "tls" in ``transports``)."""
+        cfg = self.config
+        if "tls" not in cfg.transports:
+            return {}
+        return {
+            "tls_port": cfg.tls_port, "tls_handshake_timeout": cfg.tls_handshake_timeout,
+            "on_tls_failure": self._on_tls_failure,
+            "tls_server_context": server_context(cfg.tls_cert_file, cfg.tls_key_file,
+                                                 client_ca_file=cfg.tls_client_ca_file)
+            if cfg.tls_cert_file else None,
+            "tls_client_context": client_context(ca_file=cfg.tls_ca_file, verify=cfg.tls_verify,
+                                                 cert_file=cfg.tls_client_cert_file,
+                                                 key_file=cfg.tls_client_key_file),
+        }
+
+    @property
+    def tls_port(self) -> int | None:
+        """The port our TLS listener is on, once started (None: no TLS listener)."""
+        transport = self._transport
+        return transport.tls_port if transport is not None and transport.tls_listening else None
+
+    @property
+    def tls_handshake_failures(self) -> dict[str, int]:
+        """TLS handshakes that failed: ``inbound`` (to our listener) and ``outbound``."""
+        if self._transport is None:
+            return {"inbound": 0, "outbound": 0}
+        return dict(self._transport.tls_handshake_failures)
+
+    def close_connections(self, transport: str | None = None) -> int:
+        """Close our TCP/TLS connections (only ``transport``'s if given); how many were open.
+        The next message to each peer connects (and over TLS, handshakes) again."""
+        return self._transport.close_connections(transport) if self._transport is not None else 0
+
+    def _on_tls_failure(self, addr: tuple[str, int], reason: str) -> None:
+        # The transport reports the connection failure (on_unreachable) next, which ends or
+        # fails over what waited on it; this says why, for the CallError.
+        self._tls_failures[tuple(addr)] = reason  # type: ignore[index]
+
+    async def _locate(self, uri: str, default_transport: str) -> list[Target]:
+        """RFC 3263 lookup; TLS targets found from a host name are verified against that name
+        (RFC 5922 7.2: the domain asked for, not the SRV target)."""
+        assert self._locator is not None
+        targets = await self._locator.locate(uri, default_transport)
+        if self._transport is not None:
+            host = split_target(uri)[1].strip("[]")
+            if host and not _is_ip(host):
+                for target in targets:
+                    if target.transport == "tls":
+                        self._transport.set_tls_server_name(target.address, host)
+        return targets
 
     def _answer_reoffer(self, call_id: str, offer: bytes) -> bytes | None:
         """The core asks for our answer to a re-INVITE/UPDATE (hold, resume, new address)."""
@@ -142,6 +222,8 @@ class Endpoint:
             except Exception as exc:  # shutting down anyway
                 log.info("unregister on stop failed: %s", exc)
         self._clock.stop()
+        for task in list(self._lookups):
+            task.cancel()
         if self._driver is not None:
             self._driver.close()
         for call in list(self.calls.values()):
@@ -168,7 +250,9 @@ class Endpoint:
         if not self.config.server:
             raise ValueError("no registration server configured")
         expires = self.config.register_expires if expires is None else expires
-        status = await self._run_registration(lambda core, now: core.register(now, expires=expires))
+        targets = await self._registrar_targets()
+        status = await self._run_registration(
+            lambda core, now: core.register(now, expires=expires, targets=targets))
         self.registered = expires > 0
         log.info("registered with %s (status %s, expires %d)", self.config.server, status, expires)
 
@@ -188,9 +272,55 @@ class Endpoint:
         finally:
             self._register_waiter = None
 
+    def _server_port(self) -> int:
+        """The registrar's port: ``server_port``, but over TLS the default 5060 means 5061."""
+        cfg = self.config
+        return 5061 if cfg.transport == "tls" and cfg.server_port == 5060 else cfg.server_port
+
+    def _server_uri(self) -> str:
+        """The registrar as a SIP URI to locate: a name with the default port 5060 gets the full
+        RFC 3263 lookup (NAPTR, SRV); any other port means that port on the name's addresses."""
+        cfg = self.config
+        host = f"[{cfg.server}]" if ":" in (cfg.server or "") else cfg.server
+        port = f":{self._server_port()}" if cfg.server_port != 5060 else ""
+        transport = f";transport={cfg.transport}" if cfg.transport in ("tcp", "tls") else ""
+        return f"sip:{host}{port}{transport}"
+
+    async def _registrar_targets(self) -> list[Target] | None:
+        """Where the registrar is, best first (None without RFC 3263: the core uses ``server``).
+        Raises LocationError (a ConnectionError) when DNS says there is none."""
+        if self._locator is None or self.config.outbound_proxy or not self.config.server:
+            return None
+        return await self._locate(self._server_uri(), self.config.transport)
+
+    def _relocate_registrar(self) -> None:
+        """Look the registrar up again for the next refresh (the cache keeps this to one query
+        per TTL), so a changed SRV set is followed without re-registering by hand."""
+        if self._locator is None or self._loop is None:
+            return
+
+        async def relocate() -> None:
+            try:
+                targets = await self._registrar_targets()
+            except LocationError as exc:
+                log.warning("registrar lookup failed (keeping the last answer): %s", exc)
+                return
+            if targets and self._driver is not None:
+                self._driver.core.set_registrar_targets(targets)
+
+        self._spawn(relocate())
+
+    def _spawn(self, coroutine: Any) -> None:
+        assert self._loop is not None
+        task = self._loop.create_task(coroutine)
+        self._lookups.add(task)
+        task.add_done_callback(self._lookups.discard)
+
     def _on_registration(self, event: ev.RegistrationSucceeded | ev.RegistrationFailed) -> None:
         waiter = self._register_waiter
         if isinstance(event, ev.RegistrationSucceeded):
+            if event.expires > 0:
+                self._relocate_registrar()
             if waiter is not None and not waiter.done():
                 waiter.set_result(200)
             return
@@ -200,20 +330,27 @@ class Endpoint:
             return
         if event.status in (401, 403, 407):
             waiter.set_exception(AuthenticationError(f"{event.status} {event.reason}"))
+        elif self._tls_failures:  # the registrar's TLS handshake failed just now
+            reason = "; ".join(self._tls_failures.values())
+            waiter.set_exception(ConnectionError(f"registration failed: {reason}"))
         else:
             waiter.set_exception(ConnectionError(f"registration failed: {event.status} {event.reason}"))
 
     def _on_unreachable(self, addr: tuple[str, int]) -> None:
-        cfg = self.config
-        waiter = self._register_waiter
-        if waiter is not None and not waiter.done() and addr[1] == cfg.server_port:
-            waiter.set_exception(ConnectionError(f"{addr[0]}:{addr[1]} is unreachable"))
-        for call in list(self.calls.values()):
-            if call.state is CallState.INVITING and call.first_hop == addr:
-                self.submit(lambda core, now, cid=call.id: core.hangup(cid, now))
-                call.setup_done(CallError(f"nothing answers SIP at {addr[0]}:{addr[1]} "
-                                          "(ICMP port unreachable)", 503))
-                self.finish_call(call, "error", 503)
+        # The core fails requests waiting at ``addr`` over to their next target, or ends them:
+        # a registration with RegistrationFailed(503), a call with CallEnded("error", 503).
+        if self._driver is None:
+            return
+        waiting = [call for call in self.calls.values() if call.state is CallState.INVITING
+                   and self._driver.core.first_hop(call.id) == tuple(addr)]
+        for call in waiting:
+            call.unreachable_hop = tuple(addr)  # for the message, should this end the call
+        try:
+            self.submit(lambda core, now: core.transport_error(addr, now))
+        finally:
+            self._tls_failures.pop(tuple(addr), None)  # type: ignore[arg-type]
+        for call in waiting:
+            call.unreachable_hop = None
 
     # --- calls -----------------------------------------------------------------------------------
 
@@ -233,13 +370,14 @@ class Endpoint:
             raise ConnectionError("endpoint not started")
         if srtp is not None:
             check_policy(srtp)
-        await self._check_host(target)
+        targets = await self._call_targets(target)
         rtp_socket, port = await self._open_rtp_socket()
-        sdp_session = self._sdp_session(port, srtp)
+        sdp_session = self._sdp_session(port, srtp=srtp)
         offer = sdp_session.offer().serialize()
         extra = list(headers.items()) if isinstance(headers, dict) else headers
         try:
-            call_id = self._driver.core.invite(target, offer, self._loop.time(), headers=extra)
+            call_id = self._driver.core.invite(target, offer, self._loop.time(), headers=extra,
+                                               targets=targets)
         except ValueError as exc:  # the core cannot route or parse the target
             rtp_socket.close()
             raise CallError(f"cannot call {target!r}: {exc}") from exc
@@ -262,15 +400,42 @@ class Endpoint:
 
     async def answer_call(self, call: Call) -> None:
         """Answer ``call`` (what :meth:`Call.answer` does): open its RTP socket, answer the SDP
-        offer (or offer in the 200 when the INVITE had none), send 200 OK.
+        offer (or offer in the 200 when the INVITE had none), send 200 OK. After early media the
+        200 repeats the answer of the 183 and media goes on.
 
         Whatever fails on the way, the caller gets a final response and nothing opened for the
         call stays open: no free RTP port gives 503, an offer that cannot be parsed or answered
         its status (400/488), anything else 500; then CallError (with ``.status``) is raised.
         CallError too when the caller gave up meanwhile."""
         assert self._loop is not None
+        if call.local_sdp is None:
+            await self._open_answer_media(call)
+        if call.ended.is_set():
+            raise CallError("the caller gave up before the answer", call.end_status or 487)
+        self.submit(lambda core, now: core.answer(call.id, call.local_sdp, now))
+        call.state = CallState.CONNECTED
+        call.answered_at = self._loop.time()
+
+    async def early_media_call(self, call: Call) -> bool:
+        """Start media before answering (what :meth:`Call.early_media` does): our SDP answer goes
+        in a 183 Session Progress and RTP flows both ways; :meth:`answer_call` later sends the 200.
+        False (nothing sent) when the INVITE carried no offer to answer early. Failures as
+        :meth:`answer_call`."""
+        if not call.remote_sdp:
+            return False
+        if call.local_sdp is None:
+            await self._open_answer_media(call)
+        if call.ended.is_set():
+            raise CallError("the caller gave up before early media", call.end_status or 487)
+        self.submit(lambda core, now: core.progress(call.id, call.local_sdp, now))
+        return True
+
+    async def _open_answer_media(self, call: Call) -> None:
+        """Open ``call``'s RTP socket, answer its offer (or make ours, without one) and start
+        media; on failure refuse the call (503/400/488/500) and raise CallError."""
         try:
-            rtp_socket, port = await self._open_rtp_socket()
+            bind_host, media_host = self._media_hosts(call.remote_sdp)
+            rtp_socket, port = await self._open_rtp_socket(bind_host)
         except CallError as exc:
             self._refuse(call, exc.status or 503, str(exc))
             raise
@@ -278,7 +443,7 @@ class Endpoint:
             rtp_socket.close()
             raise CallError("the caller gave up before the answer", call.end_status or 487)
         try:
-            call.sdp_session = self._sdp_session(port)
+            call.sdp_session = self._sdp_session(port, media_host)
             if call.remote_sdp:
                 answer, params = call.sdp_session.answer(call.remote_sdp)
             else:  # no offer in the INVITE: our offer goes in the 200, the answer in the ACK
@@ -287,11 +452,11 @@ class Endpoint:
             call.local_sdp = answer.serialize()
             if params is not None:
                 self._start_media(call, params)
-            self.submit(lambda core, now: core.answer(call.id, call.local_sdp, now))
         except BaseException as exc:
             if call in self._media_calls:
                 self._media_calls.remove(call)
             call.rtp_socket = None
+            call.local_sdp = None
             rtp_socket.close()
             status = exc.status if isinstance(exc, SIPParseError) and exc.status else 500
             reason = exc.reason if isinstance(exc, SIPParseError) else repr(exc)
@@ -299,8 +464,27 @@ class Endpoint:
             if isinstance(exc, Exception):
                 raise CallError(f"cannot answer: {reason}", status) from exc
             raise
-        call.state = CallState.CONNECTED
-        call.answered_at = self._loop.time()
+
+    async def _call_targets(self, target: str) -> list[Target] | None:
+        """Where the first hop of a call to ``target`` is, best first (RFC 3263); None without
+        ``dns_srv`` (the core sends to the URI's host). CallError at once when DNS says there is
+        no such place, rather than "no answer" once the INVITE has timed out."""
+        if self._locator is None:
+            await self._check_host(target)
+            return None
+        assert self._driver is not None
+        try:
+            uri = self._driver.core.hop_uri(target)
+            if uri is None:
+                return await self._registrar_targets()
+            return await self._locate(uri, self.config.transport)
+        except ValueError as exc:
+            raise CallError(f"cannot call {target!r}: {exc}") from exc
+        except LocationError as exc:
+            host = split_target(target)[1]
+            if str(exc).startswith("no such domain"):
+                raise CallError(f"cannot call {target!r}: host {host!r} not found ({exc})", 404) from None
+            raise CallError(f"cannot call {target!r}: {exc}", 503) from None
 
     async def _check_host(self, target: str) -> None:
         """A call we send straight to a host name: CallError at once when the name does not
@@ -341,21 +525,39 @@ class Endpoint:
         if call.start_media(params, self.config.jitter_target_ms):
             self._media_calls.append(call)
 
-    def _sdp_session(self, port: int, srtp: str | None = None) -> SdpSession:
+    def _sdp_session(self, port: int, host: str | None = None, srtp: str | None = None) -> SdpSession:
         cfg = self.config
-        return SdpSession(cfg.local_host, port, cfg.codecs, cfg.dtmf_payload_type,
+        return SdpSession(host or self.advertised_host, port, cfg.codecs, cfg.dtmf_payload_type,
                           srtp=srtp or cfg.srtp, srtp_suites=cfg.srtp_suites)
 
-    async def _open_rtp_socket(self) -> tuple[RtpSocket, int]:
+    async def _open_rtp_socket(self, host: str | None = None) -> tuple[RtpSocket, int]:
         try:
-            return await open_rtp_socket(self.config.local_host, self.config.rtp_port_range,
+            return await open_rtp_socket(host or self.config.local_host, self.config.rtp_port_range,
                                          self._rtp_reader)
         except OSError as exc:
             raise CallError(str(exc), 503) from exc
 
+    def _media_hosts(self, remote_sdp: bytes | None) -> tuple[str | None, str | None]:
+        """Where to bind a call's RTP and what to put in our SDP for it: in the address family
+        of the caller's ``c=`` line, which may differ from the family it signals over (an
+        IPv4 INVITE offering IPv6 media gets IPv6 media from the first packet). ``(None, None)``:
+        our own listen address will do."""
+        if not remote_sdp:
+            return None, None
+        try:
+            description = SessionDescription.parse(remote_sdp)
+            connections = [description.connection_for(m) for m in description.media]
+            remote_v6 = any(c is not None and c.addr_type == "IP6" for c in connections)
+        except (SIPParseError, ValueError):
+            return None, None
+        if remote_v6 == (":" in self.advertised_host):
+            return None, None
+        wildcard = "::" if remote_v6 else "0.0.0.0"
+        return wildcard, advertised_address(wildcard)
+
     def _aor(self) -> str:
         user = f"{self.config.username}@" if self.config.username else ""
-        return f"sip:{user}{self.config.domain or self.config.server or self.config.local_host}"
+        return f"sip:{user}{self.config.domain or self.config.server or format_host(self.advertised_host, None)}"
 
     # --- the sans-IO core (driven by simplesip.aio.driver.CoreDriver) ------------------------------
 
@@ -378,14 +580,19 @@ class Endpoint:
             self._on_incoming(event)
             return
         if isinstance(event, ev.MessageRejected):
+            self.rejected_messages += 1
             log.info("rejected message from %s: %s", event.addr, event.reason)
             return
         call = self.calls.get(event.call_id)
         if call is None:
             return
-        if isinstance(event, ev.CallProgress):
+        if isinstance(event, ev.CallRedirected):
+            self._spawn(self._follow_redirect(event.call_id, event.uri))
+        elif isinstance(event, ev.CallProgress):
             if event.status >= 180 and call.state is CallState.INVITING:
                 call.state = CallState.RINGING
+            if event.remote_sdp and call.rtp is None:
+                self._start_early_media(call, event.remote_sdp)
         elif isinstance(event, ev.CallAnswered):
             self._on_answered(call, event)
         elif isinstance(event, ev.CallConfirmed):
@@ -398,8 +605,20 @@ class Endpoint:
                 call.report_dtmf(parsed[0], "info", parsed[1] or 0)
         elif isinstance(event, ev.ReferProgress):
             call.refer_progress(event.status, event.final)
+        elif isinstance(event, ev.ReofferAnswered):
+            self._on_reoffer_answered(call, event)
         elif isinstance(event, ev.CallEnded):
             self.finish_call(call, event.reason, event.status)
+
+    async def _follow_redirect(self, call_id: str, uri: str) -> None:
+        """Locate a 3xx's new target (RFC 3263, as for any call) and let the INVITE go there."""
+        try:
+            targets = await self._call_targets(uri)
+        except CallError as exc:
+            log.warning("call %s: redirect target %s: %s", call_id, uri, exc)
+            targets = []
+        if self._driver is not None and call_id in self.calls:
+            self.submit(lambda core, now: core.follow_redirect(call_id, targets, now))
 
     def _on_incoming(self, event: ev.IncomingCall) -> None:
         request = event.request
@@ -436,6 +655,16 @@ class Endpoint:
         call.remote_sdp = event.remote_sdp or call.remote_sdp
         self._start_media_from_answer(call, event.remote_sdp)
 
+    def _start_early_media(self, call: Call, answer: bytes) -> None:
+        """A 183 carried the peer's answer: hear (and send) early media until the 200 repeats
+        or changes it. An unusable one is ignored: the 200 still has its say."""
+        try:
+            params = media_params_from_answer(call.local_sdp or b"", answer)
+        except (SDPNegotiationError, ValueError) as exc:
+            log.info("call %s: unusable early-media answer ignored (%s)", call.id, exc)
+            return
+        self._start_media(call, params)
+
     def _start_media_from_answer(self, call: Call, answer: bytes | None) -> bool:
         """Start media from the peer's answer to our offer; a missing or unusable one leaves no way
         to fix the session but ending it (RFC 3261 13.2.1): BYE, and False."""
@@ -456,6 +685,21 @@ class Endpoint:
             self._start_media(call, params)
             log.info("call %s: media renegotiated (%s, hold=%s)", call.id, params.codec, call.on_hold)
 
+    def _on_reoffer_answered(self, call: Call, event: ev.ReofferAnswered) -> None:
+        """Our re-INVITE (hold, resume) was answered: with a 2xx, media follows the answer."""
+        offer = call.take_local_reoffer()
+        if 200 <= event.status < 300 and offer is not None:
+            try:
+                params = media_params_from_answer(offer, event.sdp or b"")
+            except (SDPNegotiationError, ValueError) as exc:
+                log.warning("call %s: unusable answer to our re-offer (%s): hanging up", call.id, exc)
+                self.submit(lambda core, now: core.bye(call.id, now))
+                call.reoffer_answered(488)
+                return
+            call.local_sdp = offer
+            self._start_media(call, params)
+        call.reoffer_answered(event.status)
+
     def finish_call(self, call: Call, reason: str, status: int | None) -> None:
         """Mark ``call`` ended (``reason`` from END_REASONS) and release its media: taken off the
         clock, RTP socket closed, waiters failed, ``on_ended`` called. Idempotent."""
@@ -470,6 +714,14 @@ class Endpoint:
         self.calls.pop(call.id, None)
         call.ended.set()
         text = {"cancelled": "call cancelled", "timeout": "no answer"}.get(reason, f"call {reason}")
+        hop = call.unreachable_hop
+        if reason == "error" and status == 503 and hop is not None:
+            tls_failure = self._tls_failures.get(hop)
+            if tls_failure is not None:
+                text = f"{tls_failure} with {format_host(*hop)}"
+            else:
+                text = f"nothing answers SIP at {hop[0]}:{hop[1]} (ICMP port unreachable)"
+            call.setup_done(CallError(text, status))
         call.setup_done(CallError(f"{text} ({status})", status))
         if call.on_ended is not None:
             call.run_callback(call.on_ended, reason)
@@ -488,3 +740,11 @@ class Endpoint:
         if tick % 25 == 0:  # RTCP is due every ~5 s; checking twice a second is plenty
             send_rtcp_reports(calls, now)
 
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+        return True
+    except ValueError:
+        return False

@@ -1,9 +1,19 @@
-"""asyncio SIP transports: one UDP socket and one TCP listener on the same port (RFC 3261 §18).
+"""asyncio SIP transports: one UDP socket and one TCP listener on the same port (RFC 3261 §18),
+and a TLS listener on its own port (§26.2, 5061 by default).
 
-The transport layer moves bytes and nothing else: every datagram (UDP) or framed message (TCP)
-goes to one callback as ``(data, source_addr, "udp" | "tcp")``, and :meth:`SipTransport.send`
-writes bytes to an address over the transport the user agent core chose. The core fills
-``received``/``rport`` (RFC 3581) from the source address handed to it here.
+The transport layer moves bytes and nothing else: every datagram (UDP) or framed message (TCP,
+TLS) goes to one callback as ``(data, source_addr, "udp" | "tcp" | "tls")``, and
+:meth:`SipTransport.send` writes bytes to an address over the transport the user agent core chose.
+The core fills ``received``/``rport`` (RFC 3581) from the source address handed to it here.
+
+TLS: messages are framed as on TCP, inside a TLS connection. The listener accepts a plain TCP
+connection and then runs the server handshake itself (``loop.start_tls``), so that a handshake
+that fails (plain TCP bytes sent to the TLS port, a client certificate refused) is logged and
+counted (``tls_handshake_failures``) and only that connection closes. Outbound connections verify
+the server's certificate and its name (see :mod:`simplesip.aio.tls`): the name is the one set
+with :meth:`SipTransport.set_tls_server_name` for that address, else the address itself. A
+handshake that fails is reported to ``on_tls_failure(addr, reason)`` (and then, like any
+connection failure, to ``on_unreachable``), so a call fails at once with the reason.
 
 TCP: a connection is kept per remote address, whichever side opened it, so that responses go back
 over the connection their request came on (§18.2.2) and our own requests reuse a connection to the
@@ -21,57 +31,27 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import socket
+import ssl
 import sys
 from typing import Callable
+
+from simplesip.aio.stream import MAX_MESSAGE_SIZE, StreamConnection, frame_stream
+from simplesip.aio.tls import client_context, describe_tls_error
+from simplesip.wire.grammar import format_host
 
 log = logging.getLogger(__name__)
 
 __all__ = ["MAX_MESSAGE_SIZE", "SipTransport", "frame_stream"]
 
-#: Largest SIP message we accept (§18.1.1 allows up to 65535 octets over UDP; TCP is held to it too).
-MAX_MESSAGE_SIZE = 65535
-
-_IP_RECVERR = getattr(socket, "IP_RECVERR", 11)  # Linux value; Python 3.11 does not export it
-_HEADER_END = b"\r\n\r\n"
-# Content-Length or its compact form "l", at the start of a header line (no folding allowed here).
-_CONTENT_LENGTH = re.compile(rb"\r\n(?:content-length|l)[ \t]*:[ \t]*(\d+)", re.IGNORECASE)
+_IP_RECVERR = getattr(socket, "IP_RECVERR", 11)  # Linux values; Python 3.11 does not export them
+_IPV6_RECVERR = getattr(socket, "IPV6_RECVERR", 25)
 
 MessageHandler = Callable[[bytes, tuple[str, int], str], None]
 UnreachableHandler = Callable[[tuple[str, int]], None]
-
-
-def frame_stream(buffer: bytearray) -> list[bytes]:
-    """Cut every complete SIP message off the front of a TCP receive buffer (in place).
-
-    RFC 3261 §18.3: on a stream, Content-Length is mandatory and delimits the body; CRLF keep-alives
-    (RFC 5626 §3.5.1) before a message are skipped. Raises ValueError when the stream cannot be
-    framed (no Content-Length, or a message larger than MAX_MESSAGE_SIZE): the connection must close.
-    """
-    messages: list[bytes] = []
-    while True:
-        start = 0
-        while buffer[start:start + 2] == b"\r\n":
-            start += 2
-        if start:
-            del buffer[:start]
-        end = buffer.find(_HEADER_END)
-        if end < 0:
-            if len(buffer) > MAX_MESSAGE_SIZE:
-                raise ValueError("header section larger than the maximum message size")
-            return messages
-        head = bytes(buffer[:end + 2])
-        match = _CONTENT_LENGTH.search(head)
-        if match is None:
-            raise ValueError("message on a stream without Content-Length")
-        total = end + 4 + int(match.group(1))
-        if total > MAX_MESSAGE_SIZE:
-            raise ValueError(f"message of {total} octets is too large")
-        if len(buffer) < total:
-            return messages
-        messages.append(bytes(buffer[:total]))
-        del buffer[:total]
+TlsFailureHandler = Callable[[tuple[str, int], str], None]
+#: Connections are kept per (transport, remote address): "tcp" and "tls" to one address differ.
+ConnectionKey = tuple[str, tuple[str, int]]
 
 
 class _UdpProtocol(asyncio.DatagramProtocol):
@@ -81,86 +61,46 @@ class _UdpProtocol(asyncio.DatagramProtocol):
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
         if len(data) > MAX_MESSAGE_SIZE:
             return
-        self.owner._deliver(data, addr, "udp")
+        self.owner.deliver(data, addr, "udp")
 
     def error_received(self, exc: Exception) -> None:
         # With IP_RECVERR the kernel queues the ICMP error with the original destination address.
         self.owner._drain_icmp_errors(exc)
 
 
-class _TcpConnection(asyncio.Protocol):
-    """One SIP-over-TCP connection, accepted or opened by us."""
+class _TlsAccept(asyncio.Protocol):
+    """An accepted TCP connection on the TLS port, until our server handshake is done."""
 
-    def __init__(self, owner: "SipTransport", remote: tuple[str, int] | None = None):
+    def __init__(self, owner: "SipTransport"):
         self.owner = owner
-        self.remote = remote
-        self.transport: asyncio.Transport | None = None
-        self.buffer = bytearray()
-        self.pending: list[bytes] = []  # written before the connection was established
-        self.last_activity = owner._loop.time()
-        self.message_started: float | None = None  # first byte of the incomplete message, if any
-        self.closed = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
-        peer = transport.get_extra_info("peername")
-        self.remote = (peer[0], peer[1])
-        self.owner._connections[self.remote] = self
-        for data in self.pending:
-            transport.write(data)
-        self.pending.clear()
-
-    def data_received(self, data: bytes) -> None:
-        now = self.owner._loop.time()
-        self.last_activity = now
-        self.buffer += data
-        try:
-            messages = frame_stream(self.buffer)
-        except ValueError as exc:
-            log.warning("closing TCP connection from %s: %s", self.remote, exc)
-            self.close()
-            return
-        if not self.buffer:
-            self.message_started = None
-        elif messages or self.message_started is None:
-            # What is left started in this chunk: the next message's clock starts now.
-            self.message_started = now
-        assert self.remote is not None
-        for message in messages:
-            self.owner._deliver(message, self.remote, "tcp")
-
-    def write(self, data: bytes) -> None:
-        self.last_activity = self.owner._loop.time()
-        if self.transport is None:
-            self.pending.append(data)
-        else:
-            self.transport.write(data)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.closed = True
-        if self.remote is not None and self.owner._connections.get(self.remote) is self:
-            del self.owner._connections[self.remote]
-
-    def close(self) -> None:
-        self.closed = True
-        if self.transport is not None:
-            self.transport.close()
+        self.owner._accept_tls(transport)  # type: ignore[arg-type]
 
 
 class SipTransport:
-    """UDP and TCP SIP transports sharing one local address.
+    """UDP and TCP SIP transports sharing one local address, and TLS on ``tls_port``.
 
     ``on_message(data, addr, transport)`` receives every inbound message; ``on_unreachable(addr)``
-    is told when a datagram we sent to ``addr`` bounced (ICMP port/host unreachable).
+    is told when a datagram we sent to ``addr`` bounced (ICMP port/host unreachable) or a
+    connection to it failed. With "tls" in ``transports``: ``tls_server_context`` (see
+    :func:`simplesip.aio.tls.server_context`) opens the TLS listener; without one we only
+    connect out over TLS. ``tls_client_context`` verifies servers (default: the system CAs).
     """
 
     def __init__(self, host: str, port: int, on_message: MessageHandler, *,
                  transports: tuple[str, ...] = ("udp", "tcp"), tcp_idle_timeout: float = 64.0,
                  tcp_message_timeout: float = 10.0,
-                 on_unreachable: UnreachableHandler | None = None):
-        unknown = set(transports) - {"udp", "tcp"}
+                 on_unreachable: UnreachableHandler | None = None,
+                 tls_port: int = 5061, tls_server_context: ssl.SSLContext | None = None,
+                 tls_client_context: ssl.SSLContext | None = None,
+                 tls_handshake_timeout: float = 10.0,
+                 on_tls_failure: TlsFailureHandler | None = None):
+        unknown = set(transports) - {"udp", "tcp", "tls"}
         if unknown or not transports:
             raise ValueError(f"unsupported transports: {sorted(unknown) or 'none given'}")
+        if tls_server_context is not None and "tls" not in transports:
+            raise ValueError("a TLS server context needs 'tls' among the transports")
         self.host = host
         self.port = port
         self.transports = tuple(transports)
@@ -169,18 +109,34 @@ class SipTransport:
         self.tcp_message_timeout = min(tcp_message_timeout, tcp_idle_timeout)
         self.on_message = on_message
         self.on_unreachable = on_unreachable
+        #: CRLF pongs received (RFC 5626 4.4.1): the answers to our keep-alive pings over TCP.
+        self.keepalive_pongs = 0
+        self.tls_port = tls_port
+        self.tls_server_context = tls_server_context
+        self.tls_client_context = tls_client_context
+        self.tls_handshake_timeout = tls_handshake_timeout
+        self.on_tls_failure = on_tls_failure
+        #: TLS handshakes that failed, accepted (``inbound``) and opened by us (``outbound``).
+        self.tls_handshake_failures = {"inbound": 0, "outbound": 0}
+        self._tls_server: asyncio.Server | None = None
+        self._tls_names: dict[tuple[str, int], str] = {}
         self._loop: asyncio.AbstractEventLoop  # set by start()
         self._udp_sock: socket.socket | None = None
         self._udp: asyncio.DatagramTransport | None = None
         self._server: asyncio.Server | None = None
-        self._connections: dict[tuple[str, int], _TcpConnection] = {}
+        self._connections: dict[ConnectionKey, StreamConnection] = {}
         self._connecting: set[asyncio.Task] = set()
         self._sweeper: asyncio.Task | None = None
 
     @property
     def local_address(self) -> tuple[str, int]:
-        """The (host, port) both transports listen on."""
+        """The (host, port) UDP and TCP listen on."""
         return (self.host, self.port)
+
+    @property
+    def tls_listening(self) -> bool:
+        """Whether the TLS listener is open (its port: :attr:`tls_port`)."""
+        return self._tls_server is not None
 
     async def start(self) -> None:
         """Bind the sockets; with port 0, find one port free for both UDP and TCP."""
@@ -191,7 +147,7 @@ class SipTransport:
             try:
                 if "tcp" in self.transports:
                     self._server = await self._loop.create_server(
-                        lambda: _TcpConnection(self), self.host, port, reuse_address=True)
+                        lambda: StreamConnection(self), self.host, port, reuse_address=True)
                     port = self._server.sockets[0].getsockname()[1]
             except OSError:
                 if udp_sock:
@@ -208,15 +164,56 @@ class SipTransport:
             transport, _ = await self._loop.create_datagram_endpoint(
                 lambda: _UdpProtocol(self), sock=udp_sock)
             self._udp = transport  # type: ignore[assignment]
-        if self._server is not None:
+        if self.tls_server_context is not None:
+            await self._start_tls_listener()
+        if self._server is not None or "tls" in self.transports:
             self._sweeper = self._loop.create_task(self._sweep_idle_connections())
-        log.info("SIP transports %s listening on %s:%d", "/".join(self.transports), self.host, port)
+        log.info("SIP transports %s listening on %s", "/".join(t for t in self.transports if t != "tls"),
+                 format_host(self.host, port))
+
+    async def _start_tls_listener(self) -> None:
+        try:
+            self._tls_server = await self._loop.create_server(
+                lambda: _TlsAccept(self), self.host, self.tls_port, reuse_address=True)
+        except OSError:
+            await self.close()
+            raise
+        self.tls_port = self._tls_server.sockets[0].getsockname()[1]
+        log.info("SIP over TLS listening on %s", format_host(self.host, self.tls_port))
+
+    def _accept_tls(self, raw: asyncio.Transport) -> None:
+        raw.pause_reading()  # nothing is read before the handshake starts
+        peer = raw.get_extra_info("peername")
+        task = self._loop.create_task(self._server_handshake(raw, (peer[0], peer[1])))
+        self._connecting.add(task)
+        task.add_done_callback(self._connecting.discard)
+
+    async def _server_handshake(self, raw: asyncio.Transport, remote: tuple[str, int]) -> None:
+        # The remote is known before the handshake: data decrypted together with its last
+        # flight is delivered before start_tls returns.
+        conn = StreamConnection(self, remote, "tls")
+        try:
+            secure = await self._loop.start_tls(raw, conn, self.tls_server_context, server_side=True,
+                                                ssl_handshake_timeout=self.tls_handshake_timeout)
+        except (OSError, asyncio.TimeoutError, ConnectionError) as exc:
+            self.tls_handshake_failures["inbound"] += 1
+            log.warning("TLS handshake with %s failed, connection closed: %s",
+                        format_host(*remote), describe_tls_error(exc))
+            raw.close()
+            return
+        conn.connection_made(secure)
 
     def _bind_udp(self) -> socket.socket:
-        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        v6 = ":" in self.host
+        sock = socket.socket(socket.AF_INET6 if v6 else socket.AF_INET, socket.SOCK_DGRAM)
         try:
             if sys.platform.startswith("linux"):
-                sock.setsockopt(socket.IPPROTO_IP, _IP_RECVERR, 1)
+                if v6:
+                    sock.setsockopt(socket.IPPROTO_IPV6, _IPV6_RECVERR, 1)
+                else:
+                    sock.setsockopt(socket.IPPROTO_IP, _IP_RECVERR, 1)
+            if v6:  # "::" is every IPv6 interface only, as asyncio makes the TCP listener
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
             sock.bind((self.host, self.port))
             sock.setblocking(False)
         except OSError:
@@ -224,37 +221,89 @@ class SipTransport:
             raise
         return sock
 
+    def set_tls_server_name(self, addr: tuple[str, int], name: str) -> None:
+        """The name the certificate of the TLS server at ``addr`` must carry (and the SNI we
+        send): the host name the address was looked up from (RFC 5922 7.2). Unset: the host
+        part of ``addr`` itself (an IP literal, or a name when ``addr`` holds one)."""
+        self._tls_names[(addr[0], int(addr[1]))] = name
+
     def send(self, data: bytes, addr: tuple[str, int], transport: str = "udp") -> None:
-        """Send one message; over TCP, reuse the connection to ``addr`` or open one."""
-        if transport == "tcp":
-            self._send_tcp(data, (addr[0], int(addr[1])))
+        """Send one message; over TCP or TLS, reuse the connection to ``addr`` or open one."""
+        if transport in ("tcp", "tls"):
+            self._send_stream(data, (addr[0], int(addr[1])), transport)
         elif self._udp is not None:
             self._udp.sendto(data, (addr[0], int(addr[1])))
         else:
             log.warning("no UDP transport: dropped %d octets to %s", len(data), addr)
 
-    def _send_tcp(self, data: bytes, addr: tuple[str, int]) -> None:
-        conn = self._connections.get(addr)
+    def _send_stream(self, data: bytes, addr: tuple[str, int], kind: str) -> None:
+        conn = self._connections.get((kind, addr))
         if conn is None or conn.closed:
-            conn = _TcpConnection(self, addr)
-            self._connections[addr] = conn
+            conn = StreamConnection(self, addr, kind)
+            conn.outbound = True
+            self._connections[(kind, addr)] = conn
             task = self._loop.create_task(self._connect(conn, addr))
             self._connecting.add(task)
             task.add_done_callback(self._connecting.discard)
         conn.write(data)
 
-    async def _connect(self, conn: _TcpConnection, addr: tuple[str, int]) -> None:
+    async def _connect(self, conn: StreamConnection, addr: tuple[str, int]) -> None:
+        tls: dict = {}
+        if conn.kind == "tls":
+            if self.tls_client_context is None:
+                self.tls_client_context = client_context()
+            tls = {"ssl": self.tls_client_context, "ssl_handshake_timeout": self.tls_handshake_timeout,
+                   "server_hostname": self._tls_names.get(addr, addr[0].strip("[]"))}
         try:
-            await self._loop.create_connection(lambda: conn, addr[0], addr[1])
-        except OSError as exc:
-            log.info("TCP connection to %s:%d failed: %s", addr[0], addr[1], exc)
+            await self._loop.create_connection(lambda: conn, addr[0], addr[1], **tls)
+        except (OSError, asyncio.TimeoutError) as exc:
             conn.closed = True
-            if self._connections.get(addr) is conn:
-                del self._connections[addr]
+            if self._connections.get((conn.kind, addr)) is conn:
+                del self._connections[(conn.kind, addr)]
+            # Refused or unreachable is a TCP failure; what breaks once connected is the handshake.
+            if conn.kind == "tls" and isinstance(exc, (ssl.SSLError, ConnectionResetError,
+                                                       ConnectionAbortedError, asyncio.TimeoutError)):
+                self.tls_failed(addr, exc)
+                return
+            log.info("%s connection to %s failed: %s", conn.kind.upper(), format_host(*addr), exc)
             if self.on_unreachable is not None:
                 self.on_unreachable(addr)
 
-    def _deliver(self, data: bytes, addr: tuple[str, int], transport: str) -> None:
+    # --- what our StreamConnections report (simplesip.aio.stream.StreamOwner) ---------------------
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        """The event loop the transport runs in (from start())."""
+        return self._loop
+
+    def connection_opened(self, conn: StreamConnection) -> None:
+        """``conn`` is established: later messages to its remote address go over it."""
+        assert conn.remote is not None
+        self._connections[(conn.kind, conn.remote)] = conn
+
+    def connection_closed(self, conn: StreamConnection) -> None:
+        """``conn`` is gone: forget it (unless a newer connection took its place)."""
+        key = (conn.kind, conn.remote) if conn.remote is not None else None
+        if key is not None and self._connections.get(key) is conn:
+            del self._connections[key]
+
+    def pong_received(self) -> None:
+        """A CRLF pong, the answer to one of our keep-alive pings."""
+        self.keepalive_pongs += 1
+
+    def tls_failed(self, addr: tuple[str, int], exc: BaseException) -> None:
+        """A TLS connection we opened failed its handshake: count, log, tell the owner why, then
+        that ``addr`` cannot be reached (what waited there fails over or fails)."""
+        reason = describe_tls_error(exc)
+        self.tls_handshake_failures["outbound"] += 1
+        log.warning("TLS connection to %s failed: %s", format_host(*addr), reason)
+        if self.on_tls_failure is not None:
+            self.on_tls_failure(addr, reason)
+        if self.on_unreachable is not None:
+            self.on_unreachable(addr)
+
+    def deliver(self, data: bytes, addr: tuple[str, int], transport: str) -> None:
+        """Hand one received message to ``on_message`` (an exception there is logged, not raised)."""
         try:
             self.on_message(data, addr, transport)
         except Exception:  # one bad message must never stop the receive loop
@@ -289,10 +338,10 @@ class SipTransport:
             if conn.closed:
                 continue
             if conn.last_activity < idle_limit:
-                log.debug("closing idle TCP connection to %s", conn.remote)
+                log.debug("closing idle %s connection to %s", conn.kind.upper(), conn.remote)
             elif conn.message_started is not None and conn.message_started < message_limit:
-                log.info("closing TCP connection from %s: a message took longer than %.1f s",
-                         conn.remote, self.tcp_message_timeout)
+                log.info("closing %s connection from %s: a message took longer than %.1f s",
+                         conn.kind.upper(), conn.remote, self.tcp_message_timeout)
             else:
                 continue
             conn.close()
@@ -302,7 +351,22 @@ class SipTransport:
     @property
     def tcp_connection_count(self) -> int:
         """How many TCP connections are open (for tests and metrics)."""
-        return sum(1 for c in self._connections.values() if not c.closed)
+        return sum(1 for c in self._connections.values() if not c.closed and c.kind == "tcp")
+
+    def close_connections(self, transport: str | None = None) -> int:
+        """Close every TCP/TLS connection (only those of ``transport`` if given); how many.
+        The next message to a peer opens a new one (a fresh TLS handshake: a certificate
+        renewed on either side is used from then on)."""
+        conns = [c for c in self._connections.values()
+                 if not c.closed and (transport is None or c.kind == transport)]
+        for conn in conns:
+            conn.close()
+        return len(conns)
+
+    @property
+    def tls_connection_count(self) -> int:
+        """How many TLS connections are open (handshake done or under way, opened by us)."""
+        return sum(1 for c in self._connections.values() if not c.closed and c.kind == "tls")
 
     async def close(self) -> None:
         """Close every socket and connection."""
@@ -313,10 +377,11 @@ class SipTransport:
         for conn in list(self._connections.values()):
             conn.close()
         self._connections.clear()
-        if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
-            self._server = None
+        for server in (self._server, self._tls_server):
+            if server is not None:
+                server.close()
+                await server.wait_closed()
+        self._server = self._tls_server = None
         if self._udp is not None:
             self._udp.close()
             self._udp = None

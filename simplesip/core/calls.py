@@ -14,17 +14,14 @@ from __future__ import annotations
 import logging
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Callable, Iterable
+from typing import Any, Callable, Iterable
 
 from simplesip.core.config import Address, UAConfig
 from simplesip.core.dialog import Dialog
 from simplesip.core.events import CallConfirmed, CallEnded, Event
-from simplesip.core.message_factory import MessageFactory, uri_address
-from simplesip.core.transaction_layer import (
-    OutgoingRequest,
-    TransactionEntry,
-    TransactionLayer,
-)
+from simplesip.core.message_factory import MessageFactory, new_branch, uri_address
+from simplesip.core.outgoing_request import OutgoingRequest
+from simplesip.core.transaction_layer import TransactionEntry, TransactionLayer
 from simplesip.errors import CallError
 from simplesip.wire.headers import Headers
 from simplesip.wire.message import Request, Response
@@ -74,6 +71,26 @@ class CallLeg:
     # retransmitted 2xx gets its ACK again and not another BYE.
     unwanted_acks: dict[str, tuple[Request, Address]] = field(default_factory=dict)
     offer_in_2xx: bool = False  # the (re-)INVITE we answered had no SDP: the ACK brings the answer
+    session: Any = None  # SessionTimer (RFC 4028) while one runs, see session_timers.py
+    refreshing: bool = False  # our session refresh is in flight
+    reoffering: bool = False  # our re-INVITE (hold, resume) is in flight
+    peer_allows_update: bool = False  # the peer's Allow lists UPDATE (refresh with it)
+    # RFC 3262, UAS: our last RSeq, the reliable 18x awaiting its PRACK, its retransmit interval,
+    # and the answer held back until that PRACK; UAC: last RSeq seen and early dialog by To tag.
+    rseq: int = 0
+    unacked_1xx: Response | None = None
+    rel_interval: float = 0.0
+    deferred_answer: bytes | None = None
+    deferred_1xx: Response | None = None  # a reliable 18x waiting for the PRACK of the one before
+    rseq_seen: dict[str, int] = field(default_factory=dict)
+    early_dialogs: dict[str, Dialog] = field(default_factory=dict)
+    # 3xx recursion (redirects.py): URIs tried, targets still to try, how many were, the one
+    # being located by the shell, and the 3xx status to end with when none is left.
+    tried_uris: set[str] = field(default_factory=set)
+    redirect_queue: list[str] = field(default_factory=list)
+    redirects: int = 0
+    redirect_uri: str | None = None
+    redirect_status: int | None = None
 
     def fire(self, name: str, now: float) -> None:
         """A call timer is due (2xx retransmission, missing ACK, CANCEL guard)."""
@@ -105,6 +122,10 @@ class CallManager:
         self.awaiting_ack: dict[tuple[str, str, str], CallLeg] = {}
         # Outgoing calls that ended, newest last: a 2xx can still arrive for them (13.2.2.4).
         self.ended_uac: OrderedDict[str, CallLeg] = OrderedDict()
+        #: Session timers (set by the UserAgentCore): fire(call, name, now) for "session_*".
+        self.session_timers: Any = None
+        #: Reliable provisionals (set by the UserAgentCore): fire(call, name, now) for "rel1xx*".
+        self.reliable: Any = None
 
     # --- helpers ---------------------------------------------------------------------------------
 
@@ -125,7 +146,8 @@ class CallManager:
             return
         call.state = ENDED
         if keep_2xx_timers and call.dialog is not None:
-            self.layer.timers.cancel(call, "cancel_guard")
+            for name in ("cancel_guard", "session_refresh", "session_expire"):
+                self.layer.timers.cancel(call, name)
             self.awaiting_ack[call.dialog.key] = call
         else:
             self.layer.timers.cancel_all(call)
@@ -146,9 +168,9 @@ class CallManager:
         """A request inside ``call``'s dialog with our Via on top."""
         assert call.dialog is not None
         base = call.dialog.create_request(method, self.config.max_forwards)
-        return self._finish_request(call, base, body, content_type, extra)
+        return self.finish_request(call, base, body, content_type, extra)
 
-    def _finish_request(
+    def finish_request(
         self, call: CallLeg, base: Request, body: bytes = b"", content_type: str | None = None,
         extra: Iterable[tuple[str, str]] = (),
     ) -> Request:
@@ -188,15 +210,25 @@ class CallManager:
             self.layer, request, dest, call.transport, responded, timed_out, dialog=call.dialog
         ).start(now)
 
+    def ack_2xx(self, call: CallLeg, invite: Request, response: Response) -> None:
+        """ACK the 2xx to our re-INVITE ``invite`` (13.2.2.4): a new transaction-less request."""
+        assert call.dialog is not None
+        base = call.dialog.create_ack(invite.cseq[0], self.config.max_forwards)
+        headers = Headers([("Via", self.factory.via(call.transport, new_branch())), *base.headers.items()])
+        self.layer.send(Request("ACK", base.uri, headers), uri_address(call.dialog.next_hop()), call.transport)
+
     # --- our 2xx, retransmitted until its ACK (13.3.1.4) ----------------------------------------
 
-    def ok_with_sdp(self, call: CallLeg, request: Request, sdp: bytes) -> Response:
-        """A 200 to an INVITE/UPDATE: Contact, Allow, Record-Route copied (12.1.1), SDP body."""
+    def ok_with_sdp(self, call: CallLeg, request: Request, sdp: bytes,
+                    more: Iterable[tuple[str, str]] = ()) -> Response:
+        """A 200 to an INVITE/UPDATE: Contact, Allow, Record-Route copied (12.1.1), SDP body,
+        then ``more`` headers (Session-Expires...)."""
         extra = [("Record-Route", rr) for rr in request.headers.get_all("Record-Route")]
-        extra += [("Contact", self.factory.contact(call.transport)),
-                  ("Allow", ", ".join(self.config.allow_methods))]
-        if self.config.supported:
-            extra.append(("Supported", ", ".join(self.config.supported)))
+        extra += [("Contact", self.factory.contact(call.transport, request.uri[:5].lower() == "sips:")),
+                  ("Allow", ", ".join(self.config.methods_allowed))]
+        if self.config.option_tags:
+            extra.append(("Supported", ", ".join(self.config.option_tags)))
+        extra += list(more)
         return self.factory.response(request, 200, to_tag=call.local_tag, body=sdp, extra=extra)
 
     def start_2xx_retransmit(self, call: CallLeg, response: Response, dest: Address, now: float) -> None:
@@ -253,6 +285,10 @@ class CallManager:
             self.layer.timers.cancel(call, "2xx")
             self.send_bye(call, now)
             self.end(call, "no_ack", 408)
+        elif name.startswith("rel1xx") and self.reliable is not None:
+            self.reliable.fire(call, name, now)
+        elif name.startswith("session_") and self.session_timers is not None:
+            self.session_timers.fire(call, name, now)
         elif name == "cancel_guard" and call.state in (CALLING, EARLY):
             if call.outgoing is not None and call.outgoing.entry is not None:
                 self.layer.forget(call.outgoing.entry)

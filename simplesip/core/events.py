@@ -19,11 +19,13 @@ __all__ = [
     "CallConfirmed",
     "CallEnded",
     "CallProgress",
+    "CallRedirected",
     "Event",
     "IncomingCall",
     "InfoReceived",
     "MessageRejected",
     "ReferProgress",
+    "ReofferAnswered",
     "RegistrationFailed",
     "RegistrationSucceeded",
     "RemoteOfferReceived",
@@ -36,7 +38,8 @@ __all__ = [
 #: ``no_ack`` we answered but the ACK never came (RFC 3261 13.3.1.4, we sent BYE);
 #: ``error`` a transport or protocol failure inside an established call (e.g. our BYE timed out).
 END_REASONS = frozenset(
-    {"local_bye", "remote_bye", "rejected", "cancelled", "timeout", "no_ack", "error"}
+    {"local_bye", "remote_bye", "rejected", "cancelled", "timeout", "no_ack", "error",
+     "session_expired"}
 )
 
 
@@ -66,6 +69,15 @@ class CallProgress:
     def __post_init__(self) -> None:
         if not 100 <= self.status <= 199:
             raise ValueError(f"CallProgress needs a 1xx status, got {self.status}")
+
+
+@dataclass(frozen=True)
+class CallRedirected:
+    """A 3xx sent our INVITE elsewhere: locate ``uri`` (DNS) and call
+    ``UserAgentCore.follow_redirect(call_id, targets, now)``; the call goes on meanwhile."""
+
+    call_id: str
+    uri: str
 
 
 @dataclass(frozen=True)
@@ -138,6 +150,16 @@ class ReferProgress:
 
 
 @dataclass(frozen=True)
+class ReofferAnswered:
+    """The final answer to our re-INVITE (hold, resume): ``status``, and with a 2xx the peer's
+    SDP answer in ``sdp`` (491: another offer was in progress, ours was not sent)."""
+
+    call_id: str
+    status: int
+    sdp: bytes | None = None
+
+
+@dataclass(frozen=True)
 class RegistrationSucceeded:
     """The registrar accepted our binding for ``expires`` seconds (0: we are now unregistered)."""
 
@@ -163,12 +185,14 @@ class MessageRejected:
 Event = Union[
     IncomingCall,
     CallProgress,
+    CallRedirected,
     CallAnswered,
     CallConfirmed,
     RemoteOfferReceived,
     CallEnded,
     InfoReceived,
     ReferProgress,
+    ReofferAnswered,
     RegistrationSucceeded,
     RegistrationFailed,
     MessageRejected,

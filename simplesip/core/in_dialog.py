@@ -12,9 +12,15 @@ import re
 
 from simplesip.core.calls import ANSWERING, CONFIRMED, INCOMING, CallLeg, CallManager
 from simplesip.core.dialog import Dialog
-from simplesip.core.events import InfoReceived, ReferProgress, RemoteOfferReceived
+from simplesip.core.events import (
+    InfoReceived,
+    ReferProgress,
+    RemoteOfferReceived,
+    ReofferAnswered,
+)
 from simplesip.core.message_factory import MessageFactory
-from simplesip.core.transaction_layer import OutgoingRequest, TransactionEntry
+from simplesip.core.outgoing_request import OutgoingRequest
+from simplesip.core.transaction_layer import TransactionEntry
 from simplesip.errors import CallError
 from simplesip.wire.message import Request, Response
 
@@ -51,9 +57,10 @@ class InDialogHandler:
             "NOTIFY": self._on_notify,
             "REFER": self._on_refer,
             "OPTIONS": self._on_options,
+            "PRACK": self.calls.reliable.on_prack,
         }.get(request.method)
         if handler is None:
-            allow = ", ".join(self.config.allow_methods)
+            allow = ", ".join(self.config.methods_allowed)
             self.layer.respond(entry, self.factory.response(request, 405, extra=[("Allow", allow)]),
                                now)
             return
@@ -87,6 +94,8 @@ class InDialogHandler:
                 entry, self.factory.response(request, 500, extra=[("Retry-After", "1")]), now
             )
             return
+        if self._session_too_small(request, entry, now):
+            return
         answer = self._answer_offer(call, request.body)
         if answer is None:
             self.layer.respond(entry, self.factory.response(request, 488), now)
@@ -94,7 +103,8 @@ class InDialogHandler:
         assert call.dialog is not None
         call.dialog.refresh_target(request)
         entry.on_deliver = lambda ack, at: self.calls.on_ack(call, ack, at)
-        response = self.calls.ok_with_sdp(call, request, answer)
+        session_headers = self._session_refreshed(call, request, now)
+        response = self.calls.ok_with_sdp(call, request, answer, session_headers)
         self.layer.respond(entry, response, now)
         call.local_sdp = answer
         call.offer_in_2xx = not request.body
@@ -102,19 +112,41 @@ class InDialogHandler:
         if request.body:
             self.calls.emit(RemoteOfferReceived(call.call_id, request.body))
 
+    def _session_too_small(self, request: Request, entry: TransactionEntry, now: float) -> bool:
+        """Answer 422 (RFC 4028) to a refresh asking for less than our Min-SE."""
+        too_small = self.calls.session_timers.too_small(request)
+        if too_small is None:
+            return False
+        self.layer.respond(entry, self.factory.response(
+            request, 422, "Session Interval Too Small", extra=too_small), now)
+        return True
+
+    def _session_refreshed(self, call: CallLeg, request: Request, now: float) -> list[tuple[str, str]]:
+        """A re-INVITE or UPDATE we answer 2xx is a session refresh: restart the session's
+        clock; the Session-Expires (and Require) for our 2xx."""
+        timers = self.calls.session_timers
+        headers, session = timers.answer_headers(call, request)
+        if session is not None and call.state == CONFIRMED:
+            timers.start(call, session.interval, session.we_refresh, now)
+        return headers
+
     def _on_update(self, call: CallLeg, request: Request, entry: TransactionEntry, now: float) -> None:
+        if self._session_too_small(request, entry, now):
+            return
         answer = self._answer_offer(call, request.body) if request.body else b""
         if answer is None:
             self.layer.respond(entry, self.factory.response(request, 488), now)
             return
         assert call.dialog is not None
         call.dialog.refresh_target(request)
+        session_headers = self._session_refreshed(call, request, now)
         if request.body:
             call.local_sdp = answer
-            response = self.calls.ok_with_sdp(call, request, answer)
+            response = self.calls.ok_with_sdp(call, request, answer, session_headers)
         else:
             response = self.factory.response(
-                request, 200, extra=[("Contact", self.factory.contact(call.transport))]
+                request, 200,
+                extra=[("Contact", self.factory.contact(call.transport)), *session_headers],
             )
         self.layer.respond(entry, response, now)
         if request.body:
@@ -187,6 +219,35 @@ class InDialogHandler:
 
         self.calls.send_in_dialog(call, request, now, on_response, on_timeout)
 
+    def reoffer(self, call_id: str, sdp: bytes, now: float) -> None:
+        """Send a re-INVITE offering ``sdp`` (hold: ``a=sendonly``/``inactive``, resume:
+        ``sendrecv``); the event :class:`ReofferAnswered` gives the outcome. While another offer
+        is in progress (ours, a refresh, or the peer's) it answers 491 at once, as RFC 3261 14.1
+        asks of a UAC that would cross one."""
+        call = self._established(call_id)
+        if call.reoffering or call.refreshing or call.pending_2xx is not None:
+            self.calls.emit(ReofferAnswered(call_id, 491))
+            return
+        request = self.calls.in_dialog_request(call, "INVITE", body=sdp)
+        call.reoffering = True
+
+        def on_response(out: OutgoingRequest, response: Response, _now: float) -> None:
+            if response.status < 200 or not call.reoffering:
+                return
+            call.reoffering = False
+            if response.status < 300:
+                self.calls.ack_2xx(call, out.request, response)
+                call.local_sdp = sdp
+            self.calls.emit(ReofferAnswered(call_id, response.status,
+                                            response.body if response.status < 300 else None))
+
+        def on_timeout(_out: OutgoingRequest, _now: float) -> None:
+            if call.reoffering:
+                call.reoffering = False
+                self.calls.emit(ReofferAnswered(call_id, 408))
+
+        self.calls.send_in_dialog(call, request, now, on_response, on_timeout)
+
     def send_info(self, call_id: str, content_type: str, body: bytes, now: float) -> None:
         """Send INFO (e.g. ``application/dtmf-relay``) in the call's dialog."""
         call = self._established(call_id)
@@ -198,9 +259,9 @@ def options_response(factory: MessageFactory, request: Request) -> Response:
     """200 to OPTIONS (11.2): what we allow, accept and support."""
     config = factory.config
     extra = [
-        ("Allow", ", ".join(config.allow_methods)),
+        ("Allow", ", ".join(config.methods_allowed)),
         ("Accept", ", ".join(config.accept_content_types)),
-        ("Supported", ", ".join(config.supported)),
+        ("Supported", ", ".join(config.option_tags)),
     ]
     return factory.response(request, 200, extra=extra)
 

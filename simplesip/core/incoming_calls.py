@@ -39,6 +39,14 @@ class IncomingCalls:
             # Calls are named by Call-ID, so a second call reusing one cannot be told apart.
             self.layer.respond(entry, self.factory.response(request, 482, to_tag=tag), now)
             return
+        too_small = self.calls.session_timers.too_small(request)
+        if too_small is not None:  # RFC 4028 8.1: 422 Session Interval Too Small
+            self.layer.respond(entry, self.factory.response(
+                request, 422, "Session Interval Too Small", to_tag=tag, extra=too_small), now)
+            return
+        call.peer_allows_update = any(
+            part.strip().upper() == "UPDATE"
+            for value in request.headers.get_all("Allow") for part in value.split(","))
         self.calls.calls[call.call_id] = call
         call.dialog = Dialog.for_uas(request, tag)
         self.calls.dialogs[call.dialog.key] = call
@@ -53,8 +61,33 @@ class IncomingCalls:
             raise CallError(f"call {call_id!r} is not an unanswered incoming call")
         response = self.factory.response(
             call.invite, 180, to_tag=call.local_tag,
+            extra=[("Contact", self.factory.contact(call.transport, call.invite.uri[:5].lower() == "sips:"))],
+        )
+        reliable = self.calls.reliable
+        if reliable.wanted(call):
+            if call.unacked_1xx is None:  # one reliable 18x at a time (RFC 3262 3)
+                reliable.send(call, response, now)
+            return
+        self.layer.respond(call.server_entry, response, now)
+
+    def progress(self, call_id: str, sdp: bytes, now: float) -> None:
+        """Send 183 Session Progress carrying our SDP answer ``sdp``: early media (RFC 3960's
+        gateway model) before the call is answered; reliable when the caller requires 100rel.
+        The 200 of :meth:`answer` repeats the same answer."""
+        call = self.calls.get(call_id)
+        if call.role != "uas" or call.state != INCOMING or call.server_entry is None:
+            raise CallError(f"call {call_id!r} is not an unanswered incoming call")
+        response = self.factory.response(
+            call.invite, 183, to_tag=call.local_tag, body=sdp,
             extra=[("Contact", self.factory.contact(call.transport))],
         )
+        reliable = self.calls.reliable
+        if reliable.wanted(call):
+            if call.unacked_1xx is None:
+                reliable.send(call, response, now)
+            else:  # one reliable 18x at a time (RFC 3262 3): this one follows the PRACK
+                call.deferred_1xx = response
+            return
         self.layer.respond(call.server_entry, response, now)
 
     def answer(self, call_id: str, sdp: bytes, now: float) -> None:
@@ -62,12 +95,24 @@ class IncomingCalls:
         call = self.calls.get(call_id)
         if call.role != "uas" or call.state != INCOMING or call.server_entry is None:
             raise CallError(f"call {call_id!r} is not an unanswered incoming call")
+        if call.unacked_1xx is not None:
+            call.deferred_answer = sdp  # the 2xx follows the PRACK of our reliable 18x
+            return
+        self.answer_now(call, sdp, now)
+
+    def answer_now(self, call: CallLeg, sdp: bytes, now: float) -> None:
+        """Send the 200 (see :meth:`answer`)."""
+        assert call.server_entry is not None
         call.local_sdp = sdp
         call.offer_in_2xx = not call.invite.body
-        response = self.calls.ok_with_sdp(call, call.invite, sdp)
+        timers = self.calls.session_timers
+        session_headers, session = timers.answer_headers(call, call.invite)
+        response = self.calls.ok_with_sdp(call, call.invite, sdp, session_headers)
         self.layer.respond(call.server_entry, response, now)
         call.state = ANSWERING
         self.calls.start_2xx_retransmit(call, response, call.server_entry.dest, now)
+        if session is not None:
+            timers.start(call, session.interval, session.we_refresh, now)
 
     def reject(
         self, call_id: str, status: int, now: float,

@@ -14,7 +14,7 @@ from typing import Iterable
 from simplesip.core.config import Address, UAConfig
 from simplesip.core.transaction import MAGIC_COOKIE
 from simplesip.errors import SIPParseError
-from simplesip.wire.grammar import split_list
+from simplesip.wire.grammar import format_host, split_list
 from simplesip.wire.headers import Headers, default_reason
 from simplesip.wire.message import Request, Response
 from simplesip.wire.uri import NameAddr, SipURI, Via
@@ -61,21 +61,30 @@ class MessageFactory:
     @property
     def domain(self) -> str:
         """Our SIP domain: the configured one, or our own address for direct calls."""
-        return self.config.domain or self.config.local_host
+        return self.config.domain or self.config.contact_host
 
     def aor(self) -> str:
         """Our address-of-record, ``sip:user@domain``."""
         user = self.config.username
-        return f"sip:{user}@{self.domain}" if user else f"sip:{self.domain}"
+        domain = format_host(self.domain, None)
+        return f"sip:{user}@{domain}" if user else f"sip:{domain}"
 
-    def contact(self, transport: str | None = None) -> str:
-        """Our Contact value: where peers reach this process directly."""
+    def contact(self, transport: str | None = None, sips: bool = False) -> str:
+        """Our Contact value: where peers reach this process directly.
+
+        Over TLS it names our TLS port with ``;transport=tls`` on a ``sip:`` URI, which baresip
+        and Kamailio both route over TLS; a ``sips:`` Contact is written only where RFC 3261
+        8.1.1.8 requires one (``sips``: the request or its Request-URI was ``sips:``), since a
+        ``sips:`` Contact obliges the peer to use TLS on every hop of the dialog (RFC 5630).
+        """
         cfg = self.config
-        transport = transport or cfg.transport
+        transport = (transport or cfg.transport).lower()
         user = f"{cfg.username}@" if cfg.username else ""
-        suffix = ";transport=tcp" if transport == "tcp" else ""
-        host, port = self.public_address or (cfg.local_host, cfg.local_port)
-        return f"<sip:{user}{host}:{port}{suffix}>"
+        host, port = self.public_address or (cfg.contact_host, cfg.port_for(transport))
+        if sips and transport == "tls":
+            return f"<sips:{user}{format_host(host, port)}>"
+        suffix = f";transport={transport}" if transport in ("tcp", "tls") else ""
+        return f"<sip:{user}{format_host(host, port)}{suffix}>"
 
     def from_value(self, tag: str) -> str:
         """Our From (or UAS To) value with ``tag``."""
@@ -85,13 +94,13 @@ class MessageFactory:
 
     def new_call_id(self) -> str:
         """A fresh Call-ID."""
-        return f"{secrets.token_hex(12)}@{self.config.local_host}"
+        return f"{secrets.token_hex(12)}@{self.config.contact_host}"
 
     def via(self, transport: str, branch: str | None = None) -> str:
         """A Via for a request we originate, asking for rport (RFC 3581)."""
         cfg = self.config
         return (
-            f"SIP/2.0/{transport.upper()} {cfg.local_host}:{cfg.local_port}"
+            f"SIP/2.0/{transport.upper()} {format_host(cfg.contact_host, cfg.port_for(transport))}"
             f";branch={branch or new_branch()};rport"
         )
 
@@ -104,7 +113,7 @@ class MessageFactory:
             return target
         if "@" in target:
             return f"sip:{target}"
-        return f"sip:{target}@{self.domain}"
+        return f"sip:{target}@{format_host(self.domain, None)}"
 
     # --- requests --------------------------------------------------------------------------------
 
@@ -132,23 +141,30 @@ class MessageFactory:
         headers.add("To", to)
         headers.add("Call-ID", call_id)
         headers.add("CSeq", f"{cseq} {method}")
-        self.add_common(headers, method, transport)
+        self.add_common(headers, method, transport, sips=uri[:5].lower() == "sips:")
         for name, value in extra:
             headers.add(name, value)
         if body:
             headers.add("Content-Type", content_type or "application/sdp")
         return Request(method, uri, headers, body)
 
-    def add_common(self, headers: Headers, method: str, transport: str) -> None:
+    def add_common(self, headers: Headers, method: str, transport: str, sips: bool = False) -> None:
         """Contact (for dialog-forming and target-refresh methods), Allow and User-Agent."""
         if method in ("INVITE", "REGISTER", "SUBSCRIBE", "REFER", "UPDATE", "NOTIFY"):
-            headers.add("Contact", self.contact(transport))
+            headers.add("Contact", self.contact(transport, sips))
         if method in ("INVITE", "UPDATE", "OPTIONS"):
-            headers.add("Allow", ", ".join(self.config.allow_methods))
+            headers.add("Allow", ", ".join(self.config.methods_allowed))
         headers.add("User-Agent", self.config.user_agent)
 
+    def _proxy_uri(self) -> SipURI:
+        """The outbound proxy as a URI: ``host[:port]`` is ``sip:host[:port]`` (not a user)."""
+        proxy = (self.config.outbound_proxy or "").strip().strip("<>")
+        if not re.match(r"^sips?:", proxy, re.IGNORECASE):
+            proxy = f"sip:{proxy}"
+        return SipURI.parse(proxy)
+
     def _proxy_route(self) -> str:
-        proxy = SipURI.parse(self.target_uri(self.config.outbound_proxy or ""))
+        proxy = self._proxy_uri()
         if "lr" not in proxy.params:
             proxy.params["lr"] = None
         return f"<{proxy}>"
@@ -172,6 +188,22 @@ class MessageFactory:
         if uri.opaque is not None:
             raise ValueError(f"cannot route {request.uri!r} without a server")
         return uri_address(uri)
+
+    def hop_uri(self, target: str) -> SipURI | None:
+        """The URI whose host names the first hop of a new request to ``target`` (what the shell
+        resolves with RFC 3263): the outbound proxy, else the target itself; None when the
+        request goes to the configured server (the shell knows how to find that one)."""
+        if self.config.outbound_proxy:
+            proxy = self._proxy_uri()
+            proxy.params.pop("lr", None)
+            return proxy
+        uri = SipURI.parse(self.target_uri(target))
+        server = self.config.server
+        if server is not None and (uri.opaque is not None or self._served_by(uri, server)):
+            return None
+        if uri.opaque is not None:
+            raise ValueError(f"cannot route {target!r} without a server")
+        return uri
 
     def _served_by(self, uri: SipURI, server: Address) -> bool:
         """Whether ``uri`` is in our domain and names no other port than the server's."""

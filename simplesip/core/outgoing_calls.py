@@ -12,10 +12,12 @@ import logging
 from typing import Iterable
 
 from simplesip.core.calls import CALLING, CONFIRMED, EARLY, ENDED, CallLeg, CallManager
+from simplesip.core.config import Target, uri_transport
 from simplesip.core.dialog import Dialog
 from simplesip.core.events import CallAnswered, CallProgress
 from simplesip.core.message_factory import new_branch, new_tag, uri_address
-from simplesip.core.transaction_layer import OutgoingRequest
+from simplesip.core.outgoing_request import OutgoingRequest
+from simplesip.core.redirects import Redirects
 from simplesip.errors import CallError
 from simplesip.wire.headers import Headers
 from simplesip.wire.message import Request, Response
@@ -23,6 +25,11 @@ from simplesip.wire.message import Request, Response
 __all__ = ["OutgoingCalls"]
 
 logger = logging.getLogger(__name__)
+
+
+def _allows(message: Request | Response, method: str) -> bool:
+    return any(method == part.strip().upper() for value in message.headers.get_all("Allow")
+               for part in value.split(","))
 
 
 class OutgoingCalls:
@@ -33,38 +40,52 @@ class OutgoingCalls:
         self.config = calls.config
         self.layer = calls.layer
         self.factory = calls.factory
+        self.redirects = Redirects(calls, self._uac_response)
 
     # --- outgoing calls --------------------------------------------------------------------------
 
     def invite(
         self, target: str, sdp: bytes, now: float,
         headers: dict[str, str] | Iterable[tuple[str, str]] | None = None,
+        targets: list[Target] | None = None,
     ) -> str:
-        """Start an outgoing call to ``target``; returns its Call-ID."""
+        """Start an outgoing call to ``target``; returns its Call-ID. ``targets``: where the first
+        hop is, best first (RFC 3263); the INVITE moves on to the next when one fails."""
         uri = self.factory.target_uri(target)
         call_id = self.factory.new_call_id()
         tag = new_tag()
         extra = list(headers.items() if isinstance(headers, dict) else headers or ())
-        transport = self.config.transport
+        given = {name.lower() for name, _ in extra}
+        if self.config.option_tags and "supported" not in given:
+            extra.append(("Supported", ", ".join(self.config.option_tags)))
+        if "session-expires" not in given:
+            extra += self.calls.session_timers.request_headers()
+        first, alternates = (targets[0], targets[1:]) if targets else (None, [])
+        transport = first.transport if first is not None else uri_transport(uri, self.config.transport)
         request = self.factory.new_request(
             "INVITE", uri, f"<{uri}>", tag, call_id, 1, transport, body=sdp, extra=extra
         )
         call = CallLeg(self.calls, call_id, "uac", transport, CALLING, tag, request, local_sdp=sdp)
         self.calls.calls[call_id] = call
+        dest = first.address if first is not None else self.factory.first_hop(request)
         call.outgoing = OutgoingRequest(
-            self.layer, request, self.factory.first_hop(request), transport,
+            self.layer, request, dest, transport,
             lambda out, resp, at: self._uac_response(call, out, resp, at),
-            lambda out, at: self._uac_timeout(call, at),
+            lambda out, at: self._uac_timeout(call, out, at),
+            alternates=alternates,
         ).start(now)
         return call_id
 
     def _uac_response(self, call: CallLeg, out: OutgoingRequest, response: Response, now: float) -> None:
         call.invite = out.request  # what was really sent, credentials included
+        call.transport = out.transport  # a failover may have moved to another transport
         if response.status < 200:
             if call.state not in (CALLING, EARLY):
                 return
             call.state = EARLY
             call.provisional_seen = True
+            if self.calls.reliable.on_provisional(call, response, now):
+                return
             self.calls.emit(CallProgress(call.call_id, response.status, response.reason,
                                    response.body or None))
             if call.cancel_requested and not call.cancel_sent:
@@ -73,6 +94,17 @@ class OutgoingCalls:
         if response.status < 300:
             self._uac_2xx(call, out.request, response, now)
             return
+        if 300 <= response.status < 400 and call.state in (CALLING, EARLY):
+            call.redirect_status = response.status
+            if self.redirects.on_3xx(call, response, now):
+                return
+        if response.status >= 400 and call.state in (CALLING, EARLY) and \
+                response.status not in (401, 407, 422) and \
+                self.redirects.after_failure(call, response.status, now):
+            return
+        if response.status == 422 and call.state in (CALLING, EARLY) and not call.cancel_requested:
+            if self.calls.session_timers.retry_after_422(out, response, now):
+                return
         if call.state in (CALLING, EARLY):
             self.calls.end(call, "cancelled" if call.cancel_requested else "rejected", response.status)
 
@@ -82,6 +114,7 @@ class OutgoingCalls:
             self._acknowledge_extra_2xx(call, response, now)
             return
         dialog = Dialog.for_uac(invite, response)
+        self.calls.reliable.local_seq_after(call, dialog)
         call.dialog = dialog
         self.calls.dialogs[dialog.key] = call
         self._send_ack(call, dialog, invite)
@@ -91,6 +124,8 @@ class OutgoingCalls:
             self.calls.end(call, "cancelled", response.status)
             return
         call.state = CONFIRMED
+        call.peer_allows_update = _allows(response, "UPDATE")
+        self.calls.session_timers.uac_answered(call, response, now)
         self.calls.emit(CallAnswered(call.call_id, response.body or None))
 
     def _send_ack(self, call: CallLeg, dialog: Dialog, invite: Request) -> None:
@@ -141,9 +176,21 @@ class OutgoingCalls:
             return False
         return True
 
-    def _uac_timeout(self, call: CallLeg, now: float) -> None:
-        if call.state in (CALLING, EARLY):
-            self.calls.end(call, "cancelled" if call.cancel_requested else "timeout", 408)
+    def _uac_timeout(self, call: CallLeg, out: OutgoingRequest, now: float) -> None:
+        if call.state not in (CALLING, EARLY):
+            return
+        if call.cancel_requested:
+            self.calls.end(call, "cancelled", 408)
+        elif out.failure == "unreachable":
+            self.calls.end(call, "error", 503)
+        else:
+            self.calls.end(call, "timeout", 408)
+
+    def follow_redirect(self, call_id: str, targets: list[Target] | None, now: float) -> None:
+        """Send the redirected INVITE (see :mod:`simplesip.core.redirects`)."""
+        call = self.calls.calls.get(call_id)
+        if call is not None:
+            self.redirects.follow(call, targets, now)
 
     def cancel(self, call_id: str, now: float) -> None:
         """Cancel our unanswered INVITE (sent once a provisional response has arrived)."""

@@ -1,8 +1,9 @@
 """The transaction layer under the user agent core (private to :mod:`simplesip.core.useragent`).
 
 It owns the transactions, carries out the effects they return (send, timers, deliver, terminate),
-keeps one table of deadlines for everything time-driven in the core, and re-sends requests with
-digest credentials when a 401/407 comes back.
+and keeps one table of deadlines for everything time-driven in the core. Requests the user agent
+sends (with digest retries, RFC 3263 failover and 422 retries) are
+:class:`~simplesip.core.outgoing_request.OutgoingRequest`, in their own module.
 """
 
 from __future__ import annotations
@@ -10,12 +11,9 @@ from __future__ import annotations
 import heapq
 import itertools
 import logging
-import secrets
 from typing import TYPE_CHECKING, Callable, Protocol
 
-from simplesip.core.auth import Challenge, build_authorization
 from simplesip.core.config import Address, UAConfig
-from simplesip.core.message_factory import new_branch, replace_top_via
 from simplesip.core.transaction import (
     ClientInviteTransaction,
     ClientNonInviteTransaction,
@@ -31,18 +29,16 @@ from simplesip.core.transaction import (
     Terminate,
     TimedOut,
     TimerConfig,
+    TxState,
     client_key,
     server_key,
 )
-from simplesip.errors import AuthenticationError
 from simplesip.wire.message import Request, Response
 
 if TYPE_CHECKING:
-    from simplesip.core.dialog import Dialog
+    pass
 
 __all__ = [
-    "DigestCache",
-    "OutgoingRequest",
     "TimerOwner",
     "TimerTable",
     "TransactionEntry",
@@ -50,10 +46,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
-ResponseHandler = Callable[["OutgoingRequest", Response, float], None]
-TimeoutHandler = Callable[["OutgoingRequest", float], None]
-
 
 class TimerOwner(Protocol):
     """Anything with timers in the table: a transaction entry, a call, the registration."""
@@ -245,6 +237,19 @@ class TransactionLayer:
         """Answer through a server transaction."""
         self.apply(entry, entry.tx.send_response(response), now)
 
+    def unreachable(self, addr: Address, now: float) -> int:
+        """The network says nothing listens at ``addr`` (ICMP port unreachable): every client
+        transaction still waiting there for its first response times out now instead of after
+        Timer B/F. Returns how many did."""
+        waiting = (TxState.CALLING, TxState.TRYING)
+        hit = [entry for entry in self.clients.values()
+               if tuple(entry.dest) == tuple(addr) and entry.tx.state in waiting]
+        for entry in hit:
+            self.forget(entry)
+            if entry.on_timeout is not None:
+                entry.on_timeout("unreachable", now)
+        return len(hit)
+
     def on_request(self, request: Request, now: float) -> bool:
         """Give a request to the server transaction it retransmits (or ACKs); False if none."""
         entry = self.find_server(request)
@@ -252,157 +257,3 @@ class TransactionLayer:
             return False
         self.apply(entry, entry.tx.on_request(request), now)
         return True
-
-
-class DigestCache:
-    """The last digest challenge a stream of requests answered (REGISTER and its refreshes).
-
-    Reusing it, with the nonce count going up (RFC 7616 3.4), lets a refresh go out with
-    credentials and skip the 401 round trip; when the server has moved on to a new nonce it
-    challenges again (``stale=true``) and the answer to that becomes the cached one.
-    """
-
-    def __init__(self) -> None:
-        self.challenge: Challenge | None = None
-        self.header = "Authorization"
-        self.nc = 0
-        self.cnonce: str | None = None
-
-    def remember(self, challenge: Challenge, header: str, cnonce: str | None) -> None:
-        """``challenge`` was just answered with nonce count 1 and ``cnonce``."""
-        self.challenge, self.header, self.nc, self.cnonce = challenge, header, 1, cnonce
-
-    def clear(self) -> None:
-        """Forget the challenge (the server refused what it gave us)."""
-        self.challenge = None
-
-    def authorize(self, request: Request, username: str, password: str) -> bool:
-        """Add credentials for the cached challenge to ``request``; False when there is none."""
-        if self.challenge is None:
-            return False
-        self.nc += 1
-        try:
-            value = build_authorization(self.challenge, request.method, request.uri, username,
-                                        password, body=request.body, nc=self.nc, cnonce=self.cnonce)
-        except AuthenticationError:
-            self.challenge = None
-            return False
-        request.headers.remove(self.header)
-        request.headers.add(self.header, value)
-        return True
-
-
-class OutgoingRequest:
-    """A request we send, answered by ``on_response`` (every response but the 401/407 we handle).
-
-    On a digest challenge the request is sent again with credentials: once per challenge, and once
-    more when the second challenge says ``stale=true`` (the nonce merely expired). The retry has a new
-    branch and CSeq + 1 (in a dialog, the dialog's next CSeq).
-    """
-
-    def __init__(
-        self,
-        layer: TransactionLayer,
-        request: Request,
-        dest: Address,
-        transport: str,
-        on_response: ResponseHandler,
-        on_timeout: TimeoutHandler,
-        dialog: "Dialog | None" = None,
-        digest_cache: DigestCache | None = None,
-    ) -> None:
-        self.layer = layer
-        self.request = request
-        self.dest = dest
-        self.transport = transport
-        self.on_response = on_response
-        self.on_timeout = on_timeout
-        self.dialog = dialog
-        self.digest_cache = digest_cache
-        self.entry: TransactionEntry | None = None
-        self._challenges = 0
-        self._stale_retry_used = False
-
-    def start(self, now: float) -> "OutgoingRequest":
-        """Send (or re-send) the current request in a new client transaction."""
-        self.entry = self.layer.start_client(self.request, self.dest, self.transport, now)
-        self.entry.on_deliver = self._delivered
-        self.entry.on_timeout = lambda _timer, at: self.on_timeout(self, at)
-        return self
-
-    def _delivered(self, response: Request | Response, now: float) -> None:
-        assert isinstance(response, Response)
-        if response.status in (401, 407) and self._retry_with_credentials(response, now):
-            return
-        self.on_response(self, response, now)
-
-    def _retry_with_credentials(self, response: Response, now: float) -> bool:
-        cfg = self.layer.config
-        if cfg.password is None:
-            return False
-        if self._challenges > 0:
-            if self._stale_retry_used or not self._any_stale(response):
-                return False
-            self._stale_retry_used = True
-        answered = self._authorization(response)
-        if answered is None:
-            return False
-        authorization, challenge, cnonce = answered
-        self._challenges += 1
-        header = "Authorization" if response.status == 401 else "Proxy-Authorization"
-        if self.digest_cache is not None:
-            self.digest_cache.remember(challenge, header, cnonce)
-        retry = Request(self.request.method, self.request.uri, self.request.headers.copy(),
-                        self.request.body)
-        retry.headers.remove(header)
-        retry.headers.add(header, authorization)
-        self._renumber(retry)
-        self.request = retry
-        self.start(now)
-        return True
-
-    def _challenge_values(self, response: Response) -> list[str]:
-        wanted = "www-authenticate" if response.status == 401 else "proxy-authenticate"
-        # items() keeps each header line whole: a Digest challenge is itself a comma list.
-        return [value for name, value in response.headers.items() if name.lower() == wanted]
-
-    def _any_stale(self, response: Response) -> bool:
-        for value in self._challenge_values(response):
-            try:
-                if getattr(Challenge.parse(value), "stale", False):
-                    return True
-            except ValueError:
-                continue
-        return False
-
-    def _authorization(self, response: Response) -> tuple[str, Challenge, str | None] | None:
-        """(header value, the challenge it answers, its cnonce) for the first usable challenge."""
-        cfg = self.layer.config
-        for value in self._challenge_values(response):
-            try:
-                challenge = Challenge.parse(value)
-                # Only qop and the -sess algorithms use a cnonce; some servers refuse a stray one.
-                uses_cnonce = bool(challenge.qop) or challenge.algorithm.endswith("-sess")
-                cnonce = secrets.token_hex(8) if uses_cnonce else None
-                authorization = build_authorization(
-                    challenge, self.request.method, self.request.uri,
-                    cfg.auth_username or cfg.username, cfg.password or "", body=self.request.body,
-                    cnonce=cnonce,
-                )
-                return authorization, challenge, cnonce
-            except (ValueError, AuthenticationError) as exc:  # e.g. an unknown algorithm: next one
-                logger.debug("challenge %r not usable: %s", value, exc)
-        logger.info("no usable challenge in %d response", response.status)
-        return None
-
-    def _renumber(self, request: Request) -> None:
-        number, method = request.cseq
-        if self.dialog is not None:
-            self.dialog.local_seq += 1
-            number = self.dialog.local_seq
-        else:
-            number += 1
-        request.headers.set("CSeq", f"{number} {method}")
-        top = request.vias[0]
-        top.params["branch"] = new_branch()
-        request.headers = replace_top_via(request.headers, str(top))

@@ -15,7 +15,7 @@ from collections import deque
 from typing import Iterable
 
 from simplesip.core.calls import CALLING, EARLY, INCOMING, CallManager
-from simplesip.core.config import Address, UAConfig
+from simplesip.core.config import Address, Target, UAConfig
 from simplesip.core.events import Event, MessageRejected
 from simplesip.core.in_dialog import InDialogHandler, options_response
 from simplesip.core.incoming_calls import IncomingCalls
@@ -27,11 +27,13 @@ from simplesip.core.message_factory import (
 )
 from simplesip.core.outgoing_calls import OutgoingCalls
 from simplesip.core.registration import Registration
+from simplesip.core.reliable_provisionals import ReliableProvisionals
+from simplesip.core.session_timers import SessionTimers
 from simplesip.core.transaction_layer import TransactionEntry, TransactionLayer
 from simplesip.errors import SIPParseError
 from simplesip.wire.message import Request, Response, parse_message
 
-__all__ = ["UAConfig", "UserAgentCore", "KNOWN_METHODS"]
+__all__ = ["UAConfig", "Target", "UserAgentCore", "KNOWN_METHODS"]
 
 logger = logging.getLogger(__name__)
 
@@ -53,7 +55,9 @@ class UserAgentCore:
         self._factory = MessageFactory(config)
         self._registration = Registration(config, self._layer, self._factory, self._events.append)
         self._calls = CallManager(config, self._layer, self._factory, self._events.append)
+        self._calls.session_timers = SessionTimers(self._calls)
         self._incoming = IncomingCalls(self._calls)
+        self._calls.reliable = ReliableProvisionals(self._calls, self._incoming.answer_now)
         self._outgoing = OutgoingCalls(self._calls)
         self._in_dialog = InDialogHandler(self._calls)
 
@@ -91,9 +95,30 @@ class UserAgentCore:
 
     # --- commands --------------------------------------------------------------------------------
 
-    def register(self, now: float, expires: int | None = None) -> None:
-        """Register our Contact (refreshed automatically); events: RegistrationSucceeded/Failed."""
-        self._registration.register(now, self.config.register_expires if expires is None else expires)
+    def register(self, now: float, expires: int | None = None,
+                 targets: list[Target] | None = None) -> None:
+        """Register our Contact (refreshed automatically); events: RegistrationSucceeded/Failed.
+
+        ``targets``: the registrar's addresses, best first (RFC 3263, resolved by the shell);
+        every REGISTER starts at the first and fails over down the list. Without them the
+        request goes to ``config.server``."""
+        expires = self.config.register_expires if expires is None else expires
+        self._registration.register(now, expires, targets)
+
+    def set_registrar_targets(self, targets: list[Target]) -> None:
+        """New registrar addresses for the next refresh (the shell re-resolved the name)."""
+        self._registration.targets = list(targets)
+
+    def transport_error(self, addr: Address, now: float) -> None:
+        """Nothing listens at ``addr`` (ICMP port unreachable): requests waiting there for their
+        first response fail over to their next target, or fail now (503)."""
+        self._layer.unreachable(addr, now)
+
+    def hop_uri(self, target: str) -> str | None:
+        """The SIP URI naming the first hop of a call to ``target`` (to resolve, RFC 3263), or
+        None when it goes to the configured server. ValueError when it cannot be routed."""
+        uri = self._factory.hop_uri(target)
+        return None if uri is None else str(uri)
 
     def unregister(self, now: float) -> None:
         """Remove our bindings; RegistrationSucceeded(0) when done."""
@@ -107,13 +132,19 @@ class UserAgentCore:
     def invite(
         self, target: str, sdp: bytes, now: float,
         headers: dict[str, str] | Iterable[tuple[str, str]] | None = None,
+        targets: list[Target] | None = None,
     ) -> str:
-        """Call ``target`` (``sip:`` URI, ``user@host`` or an extension) offering ``sdp``; Call-ID."""
-        return self._outgoing.invite(target, sdp, now, headers)
+        """Call ``target`` (``sip:`` URI, ``user@host`` or an extension) offering ``sdp``; Call-ID.
+        ``targets``: the first hop's addresses, best first (RFC 3263, resolved by the shell)."""
+        return self._outgoing.invite(target, sdp, now, headers, targets)
 
     def ringing(self, call_id: str, now: float) -> None:
         """Send 180 Ringing (only needed when ``auto_ringing`` is off)."""
         self._incoming.ringing(call_id, now)
+
+    def progress(self, call_id: str, sdp: bytes, now: float) -> None:
+        """183 Session Progress with our SDP answer: early media before the answer."""
+        self._incoming.progress(call_id, sdp, now)
 
     def answer(self, call_id: str, sdp: bytes, now: float) -> None:
         """Answer an incoming call with ``sdp``."""
@@ -126,6 +157,11 @@ class UserAgentCore:
         """Refuse an incoming call with ``status`` (3xx-6xx); ``headers`` such as Retry-After
         (503), WWW-Authenticate (401) or Contact (3xx) are added to the response."""
         self._incoming.reject(call_id, status, now, headers)
+
+    def follow_redirect(self, call_id: str, targets: list[Target] | None, now: float) -> None:
+        """Go on after :class:`~simplesip.core.events.CallRedirected`: ``targets`` are where the
+        new URI is (None: its host and port as written; []: nowhere, try the next Contact)."""
+        self._outgoing.follow_redirect(call_id, targets, now)
 
     def cancel(self, call_id: str, now: float) -> None:
         """Cancel an outgoing call that is not answered yet."""
@@ -148,6 +184,10 @@ class UserAgentCore:
     def refer(self, call_id: str, target: str, now: float) -> None:
         """Blind-transfer the peer of ``call_id`` to ``target``; events: ReferProgress."""
         self._in_dialog.refer(call_id, target, now)
+
+    def reoffer(self, call_id: str, sdp: bytes, now: float) -> None:
+        """Re-INVITE with a new offer (hold, resume); events: ReofferAnswered."""
+        self._in_dialog.reoffer(call_id, sdp, now)
 
     def send_info(self, call_id: str, content_type: str, body: bytes, now: float) -> None:
         """Send INFO in the call's dialog."""
@@ -193,7 +233,7 @@ class UserAgentCore:
             return
         if isinstance(message, Response):
             # 18.1.2: a response whose top Via does not name our port was not meant for us.
-            if (message.vias[0].port or 5060) != self.config.local_port:
+            if (message.vias[0].port or 5060) not in (self.config.local_port, self.config.tls_port):
                 logger.info("dropped a response from %s for another sent-by", addr)
                 self._events.append(MessageRejected(addr, "response Via is not ours"))
             elif not self._layer.on_response(message, now):
@@ -204,7 +244,7 @@ class UserAgentCore:
     def _reject_unparsable(
         self, data: bytes, addr: Address, transport: str, exc: SIPParseError
     ) -> None:
-        logger.info("unparsable message from %s: %s", addr, exc.reason)
+        logger.debug("unparsable message from %s: %s", addr, exc.reason)  # the shell logs the event
         self._events.append(MessageRejected(addr, exc.reason))
         response = answer_unparsable(data, exc.status, exc.reason)
         if response is not None:
@@ -244,10 +284,10 @@ class UserAgentCore:
     def _screen(self, request: Request) -> tuple[int, str | None, list[tuple[str, str]]] | None:
         """The checks of RFC 3261 8.2.1-8.2.3 in order: a (status, reason, headers) refusal or None."""
         cfg = self.config
-        allow = [("Allow", ", ".join(cfg.allow_methods))]
+        allow = [("Allow", ", ".join(cfg.methods_allowed))]
         if request.method not in KNOWN_METHODS:
             return 501, None, allow
-        if request.method not in cfg.allow_methods:
+        if request.method not in cfg.methods_allowed:
             return 405, None, allow
         scheme = request.uri.split(":", 1)[0].lower()
         if scheme not in _URI_SCHEMES:
@@ -256,7 +296,7 @@ class UserAgentCore:
             return 483, None, []
         if request.method != "CANCEL":
             required = [tag.strip() for tag in request.headers.get_all("Require") if tag.strip()]
-            unsupported = [tag for tag in required if tag not in cfg.supported]
+            unsupported = [tag for tag in required if tag not in cfg.option_tags]
             if unsupported:
                 return 420, None, [("Unsupported", ", ".join(unsupported))]
         if request.body and request.method in ("INVITE", "UPDATE"):
@@ -285,7 +325,7 @@ class UserAgentCore:
             return False
         if uri.opaque is not None:
             return False
-        hosts = {self.config.local_host.lower(), self._factory.domain.lower()}
+        hosts = {self.config.local_host.lower(), self.config.contact_host.lower(), self._factory.domain.lower()}
         return uri.host.lower() in hosts or bool(self.config.username and uri.user == self.config.username)
 
     def _respond(self, entry: TransactionEntry, request: Request, status: int, now: float) -> None:
@@ -307,4 +347,4 @@ class UserAgentCore:
             self._respond(entry, request, 481, now)  # these only exist inside a dialog
         else:
             self._layer.respond(entry, self._factory.response(
-                request, 405, extra=[("Allow", ", ".join(self.config.allow_methods))]), now)
+                request, 405, extra=[("Allow", ", ".join(self.config.methods_allowed))]), now)

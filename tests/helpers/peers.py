@@ -31,6 +31,7 @@ from typing import Sequence
 import numpy as np
 
 from bench.sipp_driver import CallerMediaPorts
+from simplesip.wire.grammar import format_host
 from tests.helpers.net import free_port
 from tests.helpers.paths import DATA
 
@@ -155,8 +156,9 @@ class SippRunner(PeerProcess):
 
     def __init__(self, workdir: Path, scenario: str | Path, *, remote: tuple[str, int] | None = None,
                  port: int | None = None, media_port: int | None = None, service: str = "test",
-                 calls: int = 1, extra: Sequence[str] = (), name: str = "sipp"):
+                 calls: int = 1, extra: Sequence[str] = (), name: str = "sipp", host: str = "127.0.0.1"):
         workdir.mkdir(parents=True, exist_ok=True)
+        self.host = host  # "::1": SIPp signals and sends media over IPv6
         pcap_link = workdir / "pcap"
         if not pcap_link.exists():
             pcap_link.symlink_to(SIPP_PCAPS)
@@ -169,8 +171,8 @@ class SippRunner(PeerProcess):
         else:
             argv += ["-sn", scenario]
         if remote is not None:
-            argv.append(f"{remote[0]}:{remote[1]}")
-        argv += ["-i", "127.0.0.1", "-p", str(self.port), "-mi", "127.0.0.1",
+            argv.append(f"[{remote[0]}]:{remote[1]}" if ":" in remote[0] else f"{remote[0]}:{remote[1]}")
+        argv += ["-i", host, "-p", str(self.port), "-mi", host,
                  "-mp", str(self.media_port), "-s", service, "-m", str(calls), "-nostdin",
                  "-trace_err", "-trace_msg", "-message_file", str(workdir / f"{name}_messages.log"),
                  "-error_file", str(workdir / f"{name}_errors.log"), *extra]
@@ -180,7 +182,7 @@ class SippRunner(PeerProcess):
 
     @property
     def address(self) -> tuple[str, int]:
-        return ("127.0.0.1", self.port)
+        return (self.host, self.port)
 
     def wait_listening(self, timeout: float = 5.0) -> None:
         """Block until SIPp has bound its SIP port (a datagram sent earlier would bounce)."""
@@ -189,9 +191,9 @@ class SippRunner(PeerProcess):
             if self.proc.poll() is not None:
                 raise RuntimeError(f"sipp exited early:\n{self.log()}")
             for kind in (socket.SOCK_DGRAM, socket.SOCK_STREAM):  # -t u1 or -t t1
-                with socket.socket(socket.AF_INET, kind) as probe:
+                with socket.socket(socket.AF_INET6 if ":" in self.host else socket.AF_INET, kind) as probe:
                     try:
-                        probe.bind(("127.0.0.1", self.port))
+                        probe.bind((self.host, self.port))
                     except OSError:
                         return  # taken: SIPp is listening
             time.sleep(0.02)
@@ -232,9 +234,10 @@ class BaresipRunner(PeerProcess):
 
     def __init__(self, workdir: Path, *, microphone: np.ndarray | None = None,
                  account: str | None = None, commands: Sequence[str] = (), run_seconds: int = 20,
-                 extra_config: Sequence[str] = ()):
+                 extra_config: Sequence[str] = (), host: str = "127.0.0.1"):
         workdir.mkdir(parents=True, exist_ok=True)
         (workdir / "rec").mkdir(exist_ok=True)
+        self.host = host  # "::1": SIP and RTP over IPv6 (the control port stays on 127.0.0.1)
         (workdir / "contacts").touch()
         self.sip_port = free_port()
         self.ctrl_port = free_port(socket.SOCK_STREAM)
@@ -243,15 +246,17 @@ class BaresipRunner(PeerProcess):
         rtp_base = random.randrange(20000, 29800, 2)
         render_template("baresip/config", workdir / "config", {
             "@DIR@": str(workdir),
-            "127.0.0.1:5070": f"127.0.0.1:{self.sip_port}",
+            "127.0.0.1:5070": f"{format_host(host, self.sip_port)}",
+            "net_interface\t\t127.0.0.1": f"net_interface\t\t{host}",
             "127.0.0.1:4444": f"127.0.0.1:{self.ctrl_port}",
             "30000-30100": f"{rtp_base}-{rtp_base + 200}",
         })
-        if extra_config:  # e.g. "module srtp.so" for mediaenc=srtp accounts
+        if extra_config:  # e.g. "module srtp.so", or "sip_cafile FILE" for SIP over TLS
             with open(workdir / "config", "a") as config:
                 config.write("".join(f"{line}\n" for line in extra_config))
         (workdir / "accounts").write_text(
-            (account or "<sip:caller@127.0.0.1>;regint=0;audio_codecs=pcmu,pcma;answermode=auto") + "\n")
+            (account or f"<sip:caller@{format_host(host, None)}>;regint=0;audio_codecs=pcmu,pcma;answermode=auto")
+            + "\n")
         argv = ["timeout", "-k", "3", str(run_seconds + 5), "baresip", "-f", str(workdir),
                 "-t", str(run_seconds)]
         for command in commands:
@@ -260,7 +265,12 @@ class BaresipRunner(PeerProcess):
 
     @property
     def address(self) -> tuple[str, int]:
-        return ("127.0.0.1", self.sip_port)
+        return (self.host, self.sip_port)
+
+    @property
+    def tls_address(self) -> tuple[str, int]:
+        """baresip's SIP-over-TLS listener (with ``sip_certificate``): the SIP port + 1."""
+        return ("127.0.0.1", self.sip_port + 1)
 
     def wait_ready(self, timeout: float = 5.0) -> None:
         """Block until the ctrl_tcp port accepts connections (baresip finished starting)."""
@@ -372,17 +382,32 @@ def _netstrings(buf: bytes) -> list[dict]:
 
 class KamailioRunner(PeerProcess):
     """Kamailio as registrar (digest auth, users alice/secret and ivr/ivrpass) and dispatcher
-    (INVITEs to user ``ivr`` go to ``dispatch_to``), on a free UDP port."""
+    (INVITEs to user ``ivr`` go to ``dispatch_to``), on a free UDP port (and TCP on the same
+    port with ``tcp=True``; with ``tls=(cert_file, key_file)`` TLS too, on ``tls_port``, through
+    the tls module)."""
 
-    def __init__(self, workdir: Path, *, dispatch_to: Sequence[tuple[str, int]] = ()):
+    def __init__(self, workdir: Path, *, dispatch_to: Sequence[tuple[str, int]] = (),
+                 tcp: bool = False, tls: tuple[str, str] | None = None):
         workdir.mkdir(parents=True, exist_ok=True)
         (workdir / "run").mkdir(exist_ok=True)
         self.port = free_port()
         shutil.copytree(PEER_DATA / "kamailio-db", workdir / "db", dirs_exist_ok=True)
         (workdir / "dispatcher.list").write_text(
             "".join(f"1 sip:{host}:{port}\n" for host, port in dispatch_to) or "1 sip:127.0.0.1:9\n")
-        cfg = render_template("kamailio.cfg", workdir / "kamailio.cfg", {
-            "@DIR@": str(workdir), "127.0.0.1:5060": f"127.0.0.1:{self.port}"})
+        replacements = {"@DIR@": str(workdir), "127.0.0.1:5060": f"127.0.0.1:{self.port}"}
+        if tcp:
+            replacements["disable_tcp=yes"] = f"disable_tcp=no\nlisten=tcp:127.0.0.1:{self.port}"
+        self.tls_port = free_port(socket.SOCK_STREAM) if tls else None
+        if tls:
+            render_template("kamailio-tls.cfg", workdir / "tls.cfg", {
+                "@DIR@/cert.pem": tls[0], "@DIR@/key.pem": tls[1]})
+            listen = replacements.get("disable_tcp=yes", "disable_tcp=no")
+            replacements["disable_tcp=yes"] = (
+                f"{listen}\nenable_tls=yes\nlisten=tls:127.0.0.1:{self.tls_port}\n"
+                f'alias="127.0.0.1:{self.tls_port}"')
+            replacements['loadmodule "kex.so"'] = (
+                f'loadmodule "tls.so"\nmodparam("tls", "config", "{workdir}/tls.cfg")\nloadmodule "kex.so"')
+        cfg = render_template("kamailio.cfg", workdir / "kamailio.cfg", replacements)
         argv = ["kamailio", "-f", str(cfg), "-P", str(workdir / "kamailio.pid"), "-Y",
                 str(workdir / "run"), "-m", "64", "-M", "8", "-DD", "-E"]
         super().__init__("kamailio", argv, workdir)

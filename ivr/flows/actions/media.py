@@ -28,6 +28,14 @@ async def play_action(session: FlowSession, params: Any) -> str:
     return "interrupted" if interrupted else "done"
 
 
+async def early_media_action(session: FlowSession, params: Any) -> str:
+    """Play prompts before answering, as early media (183 Session Progress): the caller
+    hears them, is not charged, and the call can still be rejected or transferred unanswered.
+    Outcome ``done`` or ``interrupted`` as ``play``."""
+    interrupted = await session.play(params, early=True)
+    return "interrupted" if interrupted else "done"
+
+
 async def pause_action(session: FlowSession, params: Any) -> str:
     """Wait; digits typed meanwhile are kept for the next collect. Outcome ``done``.
 
@@ -102,6 +110,8 @@ async def record_action(session: FlowSession, params: dict[str, Any]) -> str:
 
 SPECS = [
     ActionSpec("play", play_action, outcomes=("done", "interrupted", "hangup"), renders_params=False),
+    ActionSpec("early_media", early_media_action, outcomes=("done", "interrupted", "hangup"), needs_media=False,
+               renders_params=False),
     ActionSpec("pause", pause_action, outcomes=("done", "hangup"), needs_media=False, renders_params=False),
     ActionSpec("record", record_action, outcomes=("complete", "no_audio", "hangup"), renders_params=False),
 ]

@@ -187,3 +187,31 @@ async def test_wrong_key_is_counted_and_no_call_fails():
     finally:
         await caller.stop()
         await callee.stop()
+
+
+async def test_hold_and_resume_keep_srtp_and_the_profile():
+    """Our own hold re-INVITE on an SRTP call: same keys, the profile the call runs in (the
+    callee under ``mandatory`` answered RTP/AVP with crypto and re-offers RTP/AVP), media and DTMF
+    flowing after the resume with nothing failing authentication."""
+    caller, callee = await _endpoint(), await _endpoint("mandatory")
+    try:
+        incoming = _answer_all(callee)
+        call = await caller.call(_uri(callee), srtp="optional")
+        (remote,) = incoming
+        await _until(lambda: remote.state is CallState.STREAMING)
+        for holder, other in ((remote, call), (call, remote)):
+            assert await holder.hold() == 200
+            await _until(lambda: other.on_hold)
+            reoffer = SessionDescription.parse(holder.sdp_session.offer().serialize())
+            assert reoffer.media[0].proto == "RTP/AVP" and reoffer.media[0].crypto
+            assert await holder.resume() == 200
+            await _until(lambda: not other.on_hold and not holder.on_hold)
+            await _check_audio_and_dtmf(holder, other)
+        for side in (call, remote):
+            assert side.srtp_suite == "AES_CM_128_HMAC_SHA1_80"
+            stats = side.stats()
+            assert stats["srtp_auth_failures"] == stats["srtp_replay_failures"] == 0, stats
+        await call.hangup()
+    finally:
+        await caller.stop()
+        await callee.stop()

@@ -299,7 +299,9 @@ class SdpSession:
 
     ``srtp`` is the SRTP policy (``off``, ``optional``, ``mandatory``) and ``srtp_suites`` the SDES
     suites offered and accepted, in our order of preference. Our master key per suite is drawn
-    fresh for each SdpSession (each call) and kept for its re-offers and re-answers.
+    fresh for each SdpSession (each call) and kept for its re-offers and re-answers. A re-offer
+    keeps the profile the call runs in (RTP/AVP or RTP/SAVP) once an answer of ours settled it:
+    a peer that offered RTP/AVP with crypto lines is not asked to switch to RTP/SAVP on hold.
     """
 
     def __init__(self, address: str, port: int, codecs: tuple[str, ...] = ("PCMU", "PCMA"),
@@ -314,6 +316,7 @@ class SdpSession:
         self.session_id = session_id or _new_session_id()
         self.version = 1
         self._last_sent: bytes | None = None  # the last body we produced, minus v= and o=
+        self._secure_profile: bool | None = None  # RTP/SAVP in use, once our answer said so
 
     def _stamp(self, sdp: SessionDescription, always_bump: bool) -> SessionDescription:
         body = sdp.serialize().split(b"\r\n", 2)[2]
@@ -329,7 +332,8 @@ class SdpSession:
                   for tag, (suite, key) in enumerate(self._srtp_keys.items(), 1)]
         sdp = make_offer(self.address, self.port, self.codecs, self.dtmf_payload_type, self.ptime,
                          direction, self.session_id, self.version, crypto,
-                         secure_profile=self.srtp == "mandatory")
+                         secure_profile=bool(crypto) and (self._secure_profile if self._secure_profile
+                                                          is not None else self.srtp == "mandatory"))
         return self._stamp(sdp, always_bump=True)
 
     def answer(self, offer: SessionDescription | bytes | str,
@@ -338,4 +342,7 @@ class SdpSession:
         sdp, params = make_answer(offer, self.address, self.port, self.codecs, self.ptime,
                                   direction, self.session_id, self.version, self.srtp,
                                   self._srtp_keys)
+        accepted = next((m for m in sdp.media if m.port != 0), None)
+        if accepted is not None:
+            self._secure_profile = accepted.proto.upper() in SECURE_PROTOS
         return self._stamp(sdp, always_bump=False), params

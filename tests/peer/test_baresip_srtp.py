@@ -1,7 +1,9 @@
 """SRTP against baresip's ``srtp`` media encryption module (SDES): it calls us and we call it, best
 effort (``mediaenc=srtp``, our ``optional``) and mandatory (``srtp-mand``, RTP/SAVP, our
-``mandatory``). Audio is checked by FFT both ways (its microphone is a tone WAV, its recording of
-what it decrypted is a WAV), DTMF both ways, and refusals where one side insists on SRTP."""
+``mandatory``), over UDP and over SIP over TLS (the keys inside TLS, as a secure trunk has them).
+Audio is checked by FFT both ways (its microphone is a tone WAV, its recording of what it
+decrypted is a WAV), DTMF both ways, hold and resume, a wrong key on one of two calls, and
+refusals where one side insists on SRTP."""
 
 from __future__ import annotations
 
@@ -271,3 +273,89 @@ async def test_wrong_key_on_one_baresip_call_is_counted_and_the_other_call_goes_
         finally:
             for peer in peers:
                 peer.stop()
+
+
+# --- SRTP over SIP over TLS: what a secure trunk asks for (the keys travel inside TLS) ---------
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory):
+    from tests.helpers.certs import make_test_pki
+
+    return make_test_pki(tmp_path_factory.mktemp("pki"))
+
+
+def _tls_endpoint(pki, policy: str) -> Endpoint:
+    return Endpoint(EndpointConfig(
+        sip_port=0, tls_port=0, transports=("udp", "tls"), username="ivr", srtp=policy,
+        tls_cert_file=pki.cert("server"), tls_key_file=pki.key("server"), tls_ca_file=pki.ca,
+        rtp_port_range=(40000, 49000)))
+
+
+def _tls_baresip(tmp_path: Path, pki, mediaenc: str, commands=()) -> BaresipRunner:
+    pem = tmp_path / "baresip.pem"  # baresip wants its certificate and key in one file
+    pem.write_text(Path(pki.cert("server")).read_text() + Path(pki.key("server")).read_text())
+    return BaresipRunner(tmp_path / "baresip", microphone=_microphone(), account=_account(mediaenc),
+                         commands=commands,
+                         extra_config=[*SRTP_MODULE, f"sip_certificate\t{pem}", f"sip_cafile\t{pki.ca}"])
+
+
+@pytest.mark.parametrize("mediaenc, policy, profile", [
+    ("srtp-mand", "mandatory", "RTP/SAVP"), ("srtp", "optional", "RTP/AVP")])
+async def test_baresip_calls_us_over_tls_with_srtp(tmp_path: Path, pki, mediaenc: str, policy: str,
+                                                   profile: str):
+    endpoint = _tls_endpoint(pki, policy)
+    answered: list[Call] = []
+    heard: list[bytes] = []
+    digits: list[str] = []
+
+    async def on_call(call: Call) -> None:
+        answered.append(call)
+        call.on_audio = heard.append
+        call.on_dtmf = lambda digit, _source, _ms: digits.append(digit)
+        call.queue_pcm(tone(OUR_TONE_HZ, 3).tobytes())
+        await call.answer()
+
+    endpoint.on_incoming_call = on_call
+    async with endpoint:
+        baresip = _tls_baresip(tmp_path, pki, mediaenc,
+                               [f"/dial sip:ivr@127.0.0.1:{endpoint.tls_port};transport=tls"])
+        with baresip:
+            await _wait(lambda: answered and answered[0].state is CallState.STREAMING, 10)
+            (call,) = answered
+            assert call.headers.get("Via").startswith("SIP/2.0/TLS ")
+            await asyncio.sleep(1.5)
+            await asyncio.to_thread(baresip.command, "sndcode", "7")
+            await _wait(lambda: digits, 3)
+            assert digits == ["7"]
+            await asyncio.sleep(0.5)
+            _check_srtp(call, profile)
+            await call.hangup()
+            await asyncio.sleep(0.5)
+            log = baresip.log()
+        assert "SRTP is Enabled (cryptosuite=AES_CM_128_HMAC_SHA1_80)" in log, log
+        _check_tones(heard, baresip)
+
+
+@pytest.mark.parametrize("mediaenc, policy, profile", [
+    ("srtp-mand", "mandatory", "RTP/SAVP"), ("srtp", "optional", "RTP/AVP")])
+async def test_we_call_baresip_over_tls_with_srtp(tmp_path: Path, pki, mediaenc: str, policy: str,
+                                                  profile: str):
+    endpoint = _tls_endpoint(pki, "off")  # the call's own policy below
+    heard: list[bytes] = []
+    async with endpoint:
+        baresip = _tls_baresip(tmp_path, pki, mediaenc)
+        with baresip:
+            await asyncio.to_thread(baresip.wait_ready)
+            host, port = baresip.tls_address
+            call = await endpoint.call(f"sip:caller@{host}:{port};transport=tls", timeout=10, srtp=policy)
+            call.on_audio = heard.append
+            call.queue_pcm(tone(OUR_TONE_HZ, 3).tobytes())
+            await _wait(lambda: call.state is CallState.STREAMING, 5)
+            await asyncio.sleep(3.0)
+            _check_srtp(call, profile)
+            await asyncio.to_thread(baresip.command, "hangup")
+            await asyncio.wait_for(call.ended.wait(), 5)
+            assert call.end_reason == "remote_bye"
+            await asyncio.sleep(0.5)
+        assert "SRTP is Enabled (cryptosuite=AES_CM_128_HMAC_SHA1_80)" in baresip.log()
+        _check_tones(heard, baresip)

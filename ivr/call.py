@@ -99,16 +99,22 @@ class ReferEvent:
 
 @dataclass
 class AudioBatch:
-    """One media tick: row ``i`` of ``pcm`` belongs to ``calls[i]``."""
+    """One media tick: row ``i`` of ``pcm`` belongs to ``calls[i]``.
+
+    ``send`` is False on a catch-up tick the media clock runs after the loop stalled: its
+    outbound frames are not sent (the caller hears a gap), so a source of audio writes nothing
+    and keeps its place, or that audio would be lost (see :func:`ivr.hookspecs.ivr_audio_out`).
+    """
 
     calls: list["CallContext"]
     pcm: np.ndarray  # (N, FRAME_SAMPLES) int16 (ivr.audio)
     now: float
     tick: int
+    send: bool = True
 
     def subset(self, index: int) -> "AudioBatch":
         """A batch of the one call at ``index`` sharing memory with this one."""
-        return AudioBatch([self.calls[index]], self.pcm[index : index + 1], self.now, self.tick)
+        return AudioBatch([self.calls[index]], self.pcm[index : index + 1], self.now, self.tick, self.send)
 
 
 class CallContext:

@@ -366,14 +366,18 @@ class Engine:
     def on_tick(self, calls: list[Any], pcm_in: np.ndarray, now: float, tick: int) -> np.ndarray | None:
         """The endpoint's 20 ms tick: one batched ``ivr_audio_in`` then ``ivr_audio_out`` over
         every answered call, at the media clock's ``now`` and ``tick`` (``AudioBatch.now`` and
-        ``.tick``); returns the outbound frames (rows of other calls stay silent)."""
+        ``.tick``); returns the outbound frames (rows of other calls stay silent). On a catch-up
+        tick after a stall (the clock is not ``sending``) ``AudioBatch.send`` is False, so that
+        playback holds its place instead of losing the frames that will not be sent."""
         media = self._media
         rows = [i for i, sip_call in enumerate(calls) if sip_call.id in media]
         if not rows:
             return None
         contexts = [media[calls[i].id] for i in rows]
         all_rows = len(rows) == len(calls)
-        outbound, failures = self._pipeline.run(contexts, pcm_in if all_rows else pcm_in[rows], now, tick)
+        clock = getattr(self.endpoint, "media_clock", None)
+        send = clock is None or clock.sending
+        outbound, failures = self._pipeline.run(contexts, pcm_in if all_rows else pcm_in[rows], now, tick, send)
         for failure in failures:
             self.fail_call(contexts[failure.index], failure.plugin, failure.hook_name, failure.error)
         for index in np.flatnonzero(np.any(outbound != 0, axis=1)):

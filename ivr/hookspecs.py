@@ -130,6 +130,11 @@ def ivr_audio_out(batch: AudioBatch) -> None:
     row, and leaves the other rows alone. An implementation marked ``trylast=True`` sees the
     frames as finally sent (what a recorder of our side needs). Must not block. Return value
     ignored.
+
+    ``batch.send`` is False on a catch-up tick run after the event loop stalled: the frames are
+    not sent (the caller hears a gap, as in the recording of our side). A source of audio should
+    then write nothing and keep its place, so that its audio resumes after the gap instead of
+    losing a stall's worth of it (the built-in playback does).
     """
 
 

@@ -393,13 +393,14 @@ class MediaPipeline:
         self.audio_out = MediaHookDispatcher(pm, "ivr_audio_out")
 
     def run(self, calls: Sequence[CallContext], inbound: np.ndarray, now: float,
-            tick: int) -> tuple[np.ndarray, list[MediaFailure]]:
-        """The outbound frames of ``calls`` and the calls that failed this tick."""
+            tick: int, send: bool = True) -> tuple[np.ndarray, list[MediaFailure]]:
+        """The outbound frames of ``calls`` and the calls that failed this tick (``send``: see
+        :class:`~ivr.call.AudioBatch`)."""
         inbound = inbound.view()
         inbound.flags.writeable = False
-        failures = self.audio_in.dispatch(AudioBatch(list(calls), inbound, now, tick))
+        failures = self.audio_in.dispatch(AudioBatch(list(calls), inbound, now, tick, send))
         outbound = np.zeros((len(calls), FRAME_SAMPLES), dtype=np.int16)
-        out_failures = self.audio_out.dispatch(AudioBatch(list(calls), outbound, now, tick))
+        out_failures = self.audio_out.dispatch(AudioBatch(list(calls), outbound, now, tick, send))
         for failure in out_failures:
             outbound[failure.index] = 0  # never send half-written audio of a failed call
         return outbound, failures + out_failures

@@ -246,7 +246,10 @@ def _fill(call: CallContext, state: CallPlayback, out: np.ndarray) -> None:
 
 @hookimpl
 def ivr_audio_out(batch: AudioBatch) -> None:
-    """Write the next frame of every playing call into its row of ``batch.pcm``."""
+    """Write the next frame of every playing call into its row of ``batch.pcm`` (nothing on a
+    catch-up tick, whose frames are not sent: the prompt resumes where it was after the gap)."""
+    if not batch.send:
+        return
     out = batch.pcm
     # The common case, a call in the middle of an item with samples, costs one byte slice per
     # call; those frames are joined and written with one assignment for the whole batch. Item

@@ -45,7 +45,7 @@ class RawPeer(asyncio.DatagramProtocol):
         assert self.transport is not None
         self.transport.sendto(data, addr)
 
-    async def final_response(self, timeout: float = 3.0) -> Response:
+    async def final_response(self, timeout: float = 10.0) -> Response:
         while True:
             data, _ = await asyncio.wait_for(self.received.get(), timeout)
             message = parse_message(data)
@@ -135,7 +135,7 @@ async def test_late_offer_media_starts_from_the_sdp_in_the_ack(callee_and_peer):
         peer.send(_ack(ok, peer, SDP_ANSWER.format(port=rtp.port)), endpoint.local_address)
         call = calls[0]
         call.queue_pcm(b"\x00\x10" * 1600)
-        data, _ = await asyncio.wait_for(rtp.received.get(), 2)  # our media reaches the ACK's port
+        data, _ = await asyncio.wait_for(rtp.received.get(), 10)  # our media reaches the ACK's port
         packet = RtpPacket.parse(data)
         assert packet.payload_type == 8 and call.codec == "PCMA"
         assert call.remote_rtp == ("127.0.0.1", rtp.port)
@@ -157,7 +157,7 @@ async def test_offerless_reinvite_moves_media_to_the_address_in_its_ack(callee_a
         peer.send(_ack(ok, peer), endpoint.local_address)
         call = calls[0]
         call.queue_pcm(b"\x00\x10" * 8000)
-        await asyncio.wait_for(first.received.get(), 2)
+        await asyncio.wait_for(first.received.get(), 10)
         reinvite = parse_message(_invite(endpoint, peer)[0])
         for name in ("Call-ID", "To"):
             reinvite.headers.set(name, ok.headers.get(name) or "")
@@ -167,7 +167,7 @@ async def test_offerless_reinvite_moves_media_to_the_address_in_its_ack(callee_a
         assert reoffer.status == 200 and b"m=audio" in reoffer.body
         peer.send(_ack(reoffer, peer, SDP_ANSWER.format(port=second.port)).replace(
             b"CSeq: 1 ACK", b"CSeq: 2 ACK"), endpoint.local_address)
-        await asyncio.wait_for(second.received.get(), 2)
+        await asyncio.wait_for(second.received.get(), 10)
         assert call.remote_rtp == ("127.0.0.1", second.port)
     finally:
         first.close()
@@ -182,10 +182,10 @@ async def test_late_offer_without_an_answer_in_the_ack_is_hung_up(callee_and_pee
     ok = await peer.final_response()
     peer.send(_ack(ok, peer), endpoint.local_address)
     while True:
-        data, _ = await asyncio.wait_for(peer.received.get(), 3)
+        data, _ = await asyncio.wait_for(peer.received.get(), 10)
         if data.startswith(b"BYE "):
             break
-    await asyncio.wait_for(calls[0].ended.wait(), 2)
+    await asyncio.wait_for(calls[0].ended.wait(), 10)
 
 
 async def test_call_to_another_port_on_the_servers_host_goes_direct():

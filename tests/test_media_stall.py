@@ -22,6 +22,7 @@ from simplesip.aio.media import FRAME_SAMPLES, MediaClock, run_tick
 from simplesip.aio.rtpsocket import RtpReader, open_rtp_socket
 from simplesip.core.rtpsession import RtpSession
 from simplesip.wire import g711
+from tests.helpers.waiting import wait_for
 
 FRAMES = 60  # 1.2 s of audio
 STALL = 0.3
@@ -113,7 +114,12 @@ async def test_every_frame_arrives_once_and_in_order_across_a_loop_stall(consume
         clock.start()
         if not batched:
             loop.call_later(0.45, time.sleep, STALL)  # a blocking callback unrelated to media
-        await asyncio.sleep(FRAMES * 0.020 + STALL + 0.25)
+        # until the last frame sent has been consumed (the sender and the clock run late on a
+        # busy machine: a fixed sleep would cut the stream short)
+        last = g711.ulaw_to_pcm(frame_payload(FRAMES - 1))
+        rows = consumed if batched else leg.delivered
+        await wait_for(lambda: any(row.astype("<i2").tobytes() == last for row in rows),
+                       timeout=FRAMES * 0.020 + STALL + 10, message="the last frame consumed")
     finally:
         clock.stop()
         sender.join(2)

@@ -15,6 +15,7 @@ import ivr_plugins.playback as playback_plugin
 from ivr import hookimpl
 from ivr.call import PlaybackDone, PlayItem
 from tests.helpers.audio import Rig, dominant_frequency, drain, wav_file
+from tests.helpers.waiting import wait_for_sync
 
 
 def play_all(rig: Rig, call, limit_ticks: int = 1000) -> tuple[np.ndarray, list[PlaybackDone]]:
@@ -26,6 +27,25 @@ def play_all(rig: Rig, call, limit_ticks: int = 1000) -> tuple[np.ndarray, list[
         out.append(rig.step([call])[0])
         done += [e for e in drain(call) if isinstance(e, PlaybackDone)]
     return np.concatenate(out), done
+
+
+def test_a_catch_up_tick_plays_nothing_and_the_prompt_holds_its_place() -> None:
+    """A tick the media clock runs late after a stall sends nothing (AudioBatch.send False): the
+    prompt must not move on through it, or the caller never hears that part."""
+    path = str(wav_file(8000, 1, 16, 0.3, 1000.0))
+    rig = Rig(playback_plugin)
+    call = rig.call()
+    call.play(PlayItem("file", path))
+    before = [rig.step([call])[0].copy() for _ in range(5)]
+    held = [rig.step([call], send=False)[0].copy() for _ in range(8)]
+    after, done = play_all(rig, call)
+    assert not any(frame.any() for frame in held)
+    other = Rig(playback_plugin)
+    again = other.call()
+    again.play(PlayItem("file", path))
+    whole, _ = play_all(other, again)
+    np.testing.assert_array_equal(np.concatenate(before + [after]), whole)  # every sample, in order
+    assert len(done) == 1
 
 
 @pytest.mark.parametrize(("rate", "channels", "bits"), [(44100, 2, 24), (8000, 1, 16), (16000, 1, 8),
@@ -128,11 +148,13 @@ class SlowTts:
         self.path = path
         self.release = threading.Event()
         self.thread: str | None = None
+        self.returned = False
 
     @hookimpl
     def ivr_tts(self, text: str, options: dict) -> str:
         self.thread = threading.current_thread().name
         self.release.wait(5)
+        self.returned = True
         return self.path
 
 
@@ -141,19 +163,14 @@ def test_say_runs_tts_off_the_media_clock() -> None:
     rig = Rig(playback_plugin, tts)
     call = rig.call()
     item = call.play(PlayItem("say", "hello"))
-    started = time.monotonic()
     for _ in range(10):
         assert not np.any(rig.step([call])[0])  # silence while TTS runs
-    assert time.monotonic() - started < 0.5  # ticks were not held up
-    deadline = time.monotonic() + 5  # the worker may start late on a loaded machine
-    while tts.thread is None and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert tts.thread is not None and tts.thread != threading.current_thread().name
+    assert not tts.returned  # ticks were not held up: ten ran while TTS was still busy
+    wait_for_sync(lambda: tts.thread is not None, message="the TTS worker started")
+    assert tts.thread != threading.current_thread().name
     tts.release.set()
-    for _ in range(100):
-        if np.any(rig.step([call])[0]):
-            break
-        time.sleep(0.005)
+    # ticks run on until the speech is ready (the frame with its first sound is not in `sent`)
+    wait_for_sync(lambda: np.any(rig.step([call])[0]), interval=0.005, message="the speech ready")
     sent, done = play_all(rig, call)
     assert done == [PlaybackDone(item.id)]
     assert abs(len(sent) + 160 - 2400) < 160 and abs(dominant_frequency(sent) - 700) < 3
@@ -163,12 +180,12 @@ def test_failed_tts_is_reported_interrupted() -> None:
     rig = Rig(playback_plugin)  # no TTS plugin at all
     call = rig.call()
     item = call.play(PlayItem("say", "hello"))
-    for _ in range(100):
+
+    def reported() -> list:
         rig.step([call])
-        events = drain(call)
-        if events:
-            break
-        time.sleep(0.005)
+        return drain(call)
+
+    events = wait_for_sync(reported, interval=0.005, message="the playback reported")
     assert events == [PlaybackDone(item.id, interrupted=True)]
 
 

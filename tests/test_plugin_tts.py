@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import pytest
@@ -12,6 +11,7 @@ import ivr_plugins.tts as tts_plugin
 from ivr.audio import decode_wav
 from ivr.call import PlaybackDone, PlayItem
 from tests.helpers.audio import Rig, drain
+from tests.helpers.waiting import wait_for_sync
 
 
 @pytest.fixture
@@ -56,12 +56,14 @@ def test_say_plays_through_playback(rig: Rig) -> None:
     call = rig.call()
     item = call.play(PlayItem("say", "One moment please."))
     sent, events = 0, []
-    for _ in range(800):
-        time.sleep(0.005)  # let the worker thread run, as the real 20 ms clock would
+
+    def step() -> list:  # a tick every 5 ms lets the worker thread run, as the real clock would
+        nonlocal sent
         frame = rig.step([call])[0]
         sent += int(abs(frame.astype(int)).max() > 0)
-        events += drain(call)
-        if events:
-            break
+        events.extend(drain(call))
+        return events
+
+    wait_for_sync(step, timeout=20, interval=0.005, message="the spoken prompt played")
     assert events == [PlaybackDone(item.id)]
     assert sent > 20  # about a second of speech was sent

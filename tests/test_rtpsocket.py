@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import select
 import socket
 import time
 
 import pytest
 
 from simplesip.aio.rtpsocket import RtpReader, open_rtp_socket
+from tests.helpers.waiting import wait_for
 
 PORTS = (46000, 59998)
 
@@ -21,13 +23,6 @@ class RecordingSession:
 
     def receive(self, data: bytes, addr: tuple[str, int], now: float) -> None:
         self.received.append((data, addr, now))
-
-
-async def _wait_for(condition, timeout: float = 2.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        await asyncio.sleep(0.005)
 
 
 @pytest.fixture
@@ -57,7 +52,7 @@ async def test_each_socket_gets_its_own_packets_in_order_with_rising_arrival_tim
         for index, (_, port) in enumerate(opened):
             sender.sendto(bytes([index, n]), ("127.0.0.1", port))
         await asyncio.sleep(0.002)
-    await _wait_for(lambda: all(len(s.received) == 20 for s in sessions))
+    await wait_for(lambda: all(len(s.received) == 20 for s in sessions))
     for index, session in enumerate(sessions):
         assert [data for data, _, _ in session.received] == [bytes([index, n]) for n in range(20)]
         assert {addr for _, addr, _ in session.received} == {sender.getsockname()}
@@ -73,7 +68,7 @@ async def test_rtcp_stays_with_the_loop_and_reaches_the_same_session(reader, sen
     rtp_socket.session = session = RecordingSession()
     sender.sendto(b"rtcp", ("127.0.0.1", port + 1))
     sender.sendto(b"rtp", ("127.0.0.1", port))
-    await _wait_for(lambda: len(session.received) == 2)
+    await wait_for(lambda: len(session.received) == 2)
     assert sorted(data for data, _, _ in session.received) == [b"rtcp", b"rtp"]
     rtp_socket.close()
 
@@ -83,14 +78,15 @@ async def test_a_closed_socket_is_forgotten_and_a_new_one_on_its_descriptor_is_r
     old_fd = old._rtp_sock.fileno()
     old.session = old_session = RecordingSession()
     old.transport.close()  # the socket goes away without RtpSocket.close (say, a transport error)
-    await asyncio.sleep(0.01)  # the transport closes its socket on the next loop pass
+    # the transport closes its socket on a later loop pass
+    await wait_for(lambda: old._rtp_sock.fileno() == -1, message="the old socket closed")
     new, port = await open_rtp_socket("127.0.0.1", PORTS, reader)
     new.session = new_session = RecordingSession()
     assert new._rtp_sock.fileno() == old_fd  # the kernel hands out the lowest free number
     old.close()  # must not unhook the newer socket that now has the same number
     assert len(reader) == 1
     sender.sendto(b"x", ("127.0.0.1", port))
-    await _wait_for(lambda: len(new_session.received) == 1)
+    await wait_for(lambda: len(new_session.received) == 1)
     assert not old_session.received
     new.close()
     assert len(reader) == 0
@@ -138,10 +134,11 @@ async def test_a_socket_the_loop_reads_has_no_reader() -> None:
 async def test_a_packet_before_the_session_exists_is_dropped_quietly(reader, sender):
     rtp_socket, port = await open_rtp_socket("127.0.0.1", PORTS, reader)
     sender.sendto(b"early", ("127.0.0.1", port))
-    await asyncio.sleep(0.05)
+    # until the reader has taken it off the socket (and dropped it: no session yet)
+    await wait_for(lambda: not select.select([rtp_socket._rtp_sock], [], [], 0)[0], message="the early packet read")
     rtp_socket.session = session = RecordingSession()
     sender.sendto(b"late", ("127.0.0.1", port))
-    await _wait_for(lambda: len(session.received) == 1)
+    await wait_for(lambda: len(session.received) == 1)
     assert session.received[0][0] == b"late"
     rtp_socket.close()
 

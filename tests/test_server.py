@@ -16,6 +16,7 @@ from ivr.logs import CallLog, JsonLogFormatter
 from ivr.server import IvrServer
 from tests.helpers.engine_fakes import FakeCall, FakeEndpoint, ScriptedFlows, settle
 from tests.helpers.net import free_port
+from tests.helpers.waiting import wait_for
 
 
 def write_config(folder: Path, text: str) -> Path:
@@ -33,11 +34,9 @@ def make_server(tmp_path: Path, text: str, **kwargs) -> tuple[IvrServer, FakeEnd
 
 async def start(server: IvrServer) -> asyncio.Task:
     task = asyncio.get_running_loop().create_task(server.run())
-    for _ in range(100):
-        if server.engine.endpoint is not None and server.engine.endpoint.started:
-            return task
-        await asyncio.sleep(0.01)
-    raise AssertionError("server did not start")
+    await wait_for(lambda: server.engine.endpoint is not None and server.engine.endpoint.started,
+                   message="server started")
+    return task
 
 
 async def test_max_calls_rejects_with_503_and_retry_after(tmp_path):

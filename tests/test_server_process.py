@@ -18,6 +18,7 @@ import pytest
 
 from tests.helpers.net import free_port
 from tests.helpers.peers import SippRunner
+from tests.helpers.waiting import wait_for_sync
 
 ROOT = Path(__file__).resolve().parent.parent
 IVR = [sys.executable, "-m", "ivr"]
@@ -167,14 +168,22 @@ def test_sigterm_with_live_call_sends_bye_and_finalises_recording(serve, tmp_pat
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                               env={**os.environ, "PYTHONPATH": str(ROOT)})
     server.wait_for_log(" answered")
-    time.sleep(1.5)  # some audio recorded
+    recording = tmp_path / "rec" / "msg.wav"
+
+    def recorded_frames() -> int:  # the header's sizes are rewritten every second
+        try:
+            with wave.open(str(recording)) as wav:
+                return wav.getnframes()
+        except (FileNotFoundError, EOFError, wave.Error):
+            return 0
+
+    wait_for_sync(lambda: recorded_frames() >= 8000, timeout=20, message="a second recorded")
     server.proc.send_signal(signal.SIGTERM)
     assert server.proc.wait(10) == 0
     out, err = caller.communicate(timeout=10)
     assert caller.returncode == 0 and "remote_hangup" in out, out + err  # BYE from the server
     [record] = server.cdr()
     assert record["outcome"] == "shutdown"
-    recording = tmp_path / "rec" / "msg.wav"
     assert record["recordings"] == [str(recording)]
     with wave.open(str(recording)) as wav:  # a valid header: sizes match the data written
         assert wav.getframerate() == 8000 and wav.getnframes() >= 8000

@@ -10,6 +10,7 @@ import pytest
 
 from simplesip.aio.transport import MAX_MESSAGE_SIZE, SipTransport, frame_stream
 from tests.helpers.net import free_port
+from tests.helpers.waiting import wait_for
 
 OPTIONS = (b"OPTIONS sip:a@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/TCP 127.0.0.1:1;branch=z9hG4bKx\r\n"
            b"Call-ID: c1\r\nCSeq: 1 OPTIONS\r\nl: 5\r\n\r\nhello")
@@ -169,10 +170,7 @@ async def test_handler_exception_does_not_stop_receiving():
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
             s.sendto(b"boom", t.local_address)
             s.sendto(b"after", t.local_address)
-        for _ in range(100):
-            if len(seen) == 2:
-                break
-            await asyncio.sleep(0.01)
+        await wait_for(lambda: len(seen) == 2, message="both datagrams handled")
         assert seen == [b"boom", b"after"]
     finally:
         await t.close()

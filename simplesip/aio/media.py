@@ -7,7 +7,9 @@ ticks are overdue, every one of them still runs, in order, because each owes the
 received frame per call (a recording must hold every sample that arrived). Only their outbound
 side is limited: the last ``max_burst`` overdue ticks send, the older ones skip their packet and
 move the RTP timestamp on, so the peer sees a gap rather than a burst that would overflow its
-jitter buffer.
+jitter buffer. No outbound audio is lost in the gap: the plain path leaves its send queue alone,
+and a batched consumer reads :attr:`MediaClock.sending` to hold its place (the IVR engine tells
+its plugins, ``AudioBatch.send``), so a prompt resumes after the gap where it stopped.
 
 Each tick (:func:`run_tick`) pulls one frame per live call, decodes all calls at once with numpy
 (``(N, 160)`` codes -> ``(N, 160)`` int16), lets the consumer produce ``(N, 160)`` outbound audio,
@@ -104,6 +106,9 @@ class MediaClock:
         self.max_burst = max_burst
         self.max_catch_up = max(max_catch_up, max_burst)
         self.tick_number = 0
+        #: False while a catch-up tick runs (its ``send`` argument): a consumer that cannot be
+        #: passed ``send`` (the batched ``on_tick``) reads it here to hold its outbound audio.
+        self.sending = True
         #: Ticks run with ``send=False`` after a stall (inbound processed, packet skipped).
         self.catch_up_ticks = 0
         #: Ticks not run at all (overload, or more than ``max_catch_up`` behind).
@@ -177,10 +182,13 @@ class MediaClock:
             send = self.tick_number >= first_to_send
             if not send:
                 self.catch_up_ticks += 1
+            self.sending = send
             try:
                 self.on_tick(now, self.tick_number, send)
             except Exception:  # the clock must keep running for every other call
                 log.exception("media tick %d failed", self.tick_number)
+            finally:
+                self.sending = True
         self.tick_duration.observe(self._loop.time() - now)
         if self._handle is not None:
             self._schedule()
@@ -216,7 +224,8 @@ def run_tick(calls: Sequence[MediaLeg], on_tick: OnTick | None, now: float, send
     ``send=False`` is a tick the clock runs late to catch up after a stall: the inbound side is
     processed in full (sockets drained first, nothing dropped from the jitter buffers), the
     consumer runs as usual, and no packet is sent: each call's RTP timestamp moves on instead,
-    and the plain path leaves its send queue alone so that no queued audio is lost.
+    and the plain path leaves its send queue alone so that no queued audio is lost (``on_tick``
+    learns it from :attr:`MediaClock.sending` and must hold its own audio).
     """
     n = len(calls)
     if n == 0:

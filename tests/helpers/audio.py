@@ -188,17 +188,18 @@ class Rig:
 
         return CallContext(call_id, self.pm.hook, clock=lambda: self.now, **kwargs)
 
-    def step(self, calls: list, inbound: np.ndarray | None = None) -> np.ndarray:
-        """One 20 ms tick: caller audio ``(N, 160)`` in, our ``(N, 160)`` audio out."""
+    def step(self, calls: list, inbound: np.ndarray | None = None, send: bool = True) -> np.ndarray:
+        """One 20 ms tick: caller audio ``(N, 160)`` in, our ``(N, 160)`` audio out (``send``
+        False: a catch-up tick after a stall, see ``AudioBatch.send``)."""
         from ivr.call import AudioBatch
 
         if inbound is None:
             inbound = np.zeros((len(calls), FRAME), dtype=np.int16)
         self.now = round(self.now + 0.02, 6)
         self.tick += 1
-        self.pm.hook.ivr_audio_in(batch=AudioBatch(calls, inbound, self.now, self.tick))
+        self.pm.hook.ivr_audio_in(batch=AudioBatch(calls, inbound, self.now, self.tick, send))
         out = np.zeros((len(calls), FRAME), dtype=np.int16)
-        self.pm.hook.ivr_audio_out(batch=AudioBatch(calls, out, self.now, self.tick))
+        self.pm.hook.ivr_audio_out(batch=AudioBatch(calls, out, self.now, self.tick, send))
         return out
 
     def feed(self, call, signal: np.ndarray) -> np.ndarray:

@@ -12,6 +12,7 @@ import pytest
 
 from simplesip import Call, CallState, Endpoint, EndpointConfig, SimpleSIPClient
 from tests.helpers.peers import BaresipRunner, dominant_frequency, read_wav, tone
+from tests.helpers.waiting import wait_for
 
 pytestmark = [pytest.mark.peer, pytest.mark.timeout(40)]
 
@@ -28,14 +29,6 @@ def _after_onset(pcm: np.ndarray, rate: int) -> np.ndarray:
     """The signal from 100 ms after it first gets loud (skips leading silence and the attack)."""
     loud = np.flatnonzero(np.abs(pcm.astype(np.int32)) > 1000)
     return pcm[loud[0] + rate // 10:] if len(loud) else pcm[:0]
-
-
-async def _wait(predicate, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.05)
 
 
 async def test_baresip_calls_us_tones_both_ways_and_its_dtmf(tmp_path: Path):
@@ -57,10 +50,10 @@ async def test_baresip_calls_us_tones_both_ways_and_its_dtmf(tmp_path: Path):
         baresip = BaresipRunner(tmp_path, microphone=_microphone(),
                                 commands=[f"/dial sip:ivr@{host}:{port}"])
         with baresip:
-            await _wait(lambda: answered and answered[0].state is CallState.STREAMING, 8)
+            await wait_for(lambda: answered and answered[0].state is CallState.STREAMING, 15, "the call streaming")
             await asyncio.sleep(1.5)
             await asyncio.to_thread(baresip.command, "sndcode", "8")
-            await _wait(lambda: digits, 3)
+            await wait_for(lambda: digits, 10, "baresip's key press")
             assert [(d, src) for d, src, _ in digits] == [("8", "rfc4733")]
             await asyncio.sleep(1.0)
             await answered[0].hangup()

@@ -33,6 +33,7 @@ from tests.helpers.e2e_audio import (
 from tests.helpers.paths import DATA
 from tests.helpers.peers import BaresipRunner, dominant_frequency, read_wav
 from tests.helpers.robust_server import IvrServeProcess
+from tests.helpers.waiting import wait_for_sync
 
 pytestmark = [pytest.mark.peer, pytest.mark.timeout(30)]
 
@@ -69,14 +70,6 @@ def _events(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def _wait_for(predicate, timeout: float, what: str, log) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} did not happen within {timeout} s:\n{log()[-3000:]}")
-        time.sleep(0.05)
-
-
 def test_baresip_speaks_and_presses_keys_engine_records_reports_and_prompts(tmp_path: Path) -> None:
     folder = tmp_path / "ivr"
     folder.mkdir()
@@ -94,13 +87,14 @@ def test_baresip_speaks_and_presses_keys_engine_records_reports_and_prompts(tmp_
                 return server.log() + baresip.log()
 
             # the 440 Hz prompt starts once the message has been recorded: then press 4, 2
-            _wait_for(lambda: any(e["event"] == "play" and e["value"] == "440" for e in _events(events_path)),
-                      14, "the digit prompt", logs)
+            wait_for_sync(lambda: any(e["event"] == "play" and e["value"] == "440" for e in _events(events_path)),
+                          20, lambda: f"the digit prompt:\n{logs()[-3000:]}", interval=0.05)
             time.sleep(1.8)  # let the 1.5 s prompt play out (a key would barge in and cut it)
             baresip.command("sndcode", "4")
             time.sleep(0.4)
             baresip.command("sndcode", "2")
-            _wait_for(lambda: any(e["event"] == "ended" for e in _events(events_path)), 8, "the hang-up", logs)
+            wait_for_sync(lambda: any(e["event"] == "ended" for e in _events(events_path)), 15,
+                          lambda: f"the hang-up:\n{logs()[-3000:]}", interval=0.05)
             time.sleep(0.5)  # baresip closes its recording when it sees the BYE
             heard_files = baresip.recordings("dec")
         server.stop()

@@ -114,8 +114,10 @@ class IvrServerUnderTest:
     name = "simplesip-ivr"
 
     def __init__(self, work_dir: Path, flow: str = "bench", max_calls: int = 5000,
-                 rtp_range: tuple[int, int] | None = None, priority: str = "normal") -> None:
+                 rtp_range: tuple[int, int] | None = None, priority: str = "normal",
+                 extra_config: str = "") -> None:
         self.work_dir = work_dir / "ivr"
+        self.extra_config = extra_config  # YAML lines appended to ivr.yaml (e.g. a media: section)
         self.flow = flow
         self.priority = priority
         self.max_calls = max_calls
@@ -174,7 +176,7 @@ class IvrServerUnderTest:
             f"metrics_port: {self.metrics_port}\n"
             "logging: {format: json, level: info}\n"
             "drain_timeout: 2\n"
-            f"priority: {self.priority}\n")
+            f"priority: {self.priority}\n" + self.extra_config)
         with self.log_path.open("wb") as out:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "ivr", "serve", "--config", str(config)],

@@ -4,7 +4,7 @@
 ``ivr serve [--config FILE] [FLOW...]``
     Run the auto-attendant. With no arguments: 127.0.0.1:5060 over UDP and TCP with
     ``flows/attendant.yaml`` of the project, no PBX needed.
-``ivr call URI [--dtmf "+1s 1 2#"] [--play FILE] [--record FILE] [--duration S]``
+``ivr call URI [--dtmf "+1s 1 2#"] [--play FILE] [--record FILE] [--duration S] [--srtp POLICY]``
     A scripted caller: dials, waits for the answer, plays a file and/or sends digits, records what
     it hears to a WAV file and hangs up. Exit status 0 when the call was answered and completed.
 """
@@ -62,16 +62,18 @@ class CallReport:
     heard: list[np.ndarray] = field(default_factory=list)
     digits_sent: str = ""
     duration: float = 0.0
+    srtp_suite: str | None = None  # the SRTP suite of the answered call, None for plain RTP
 
 
 async def place_call(uri: str, *, dtmf: str = "", play: str | None = None, duration: float = 10.0,
                      local_host: str = "127.0.0.1", answer_timeout: float = 15.0,
-                     transport: str = "udp", tls: dict[str, Any] | None = None) -> CallReport:
+                     transport: str = "udp", tls: dict[str, Any] | None = None,
+                     srtp: str = "off") -> CallReport:
     """Dial ``uri`` from an ephemeral local endpoint and run the script; see :class:`CallReport`.
 
     ``transport``: how to reach a URI that does not say (a ``sips:`` URI or ``;transport=tls``
     always means TLS); ``tls``: EndpointConfig TLS options (``tls_ca_file``, ``tls_verify``,
-    ``tls_client_cert_file``...)."""
+    ``tls_client_cert_file``...); ``srtp``: the call's SRTP policy (off, optional, mandatory)."""
     from simplesip.aio.endpoint import Endpoint
     from simplesip.aio.endpoint_config import EndpointConfig
 
@@ -86,7 +88,7 @@ async def place_call(uri: str, *, dtmf: str = "", play: str | None = None, durat
     if "tcp" not in transports and ";transport=tcp" in uri.lower():
         transports += ("tcp",)
     endpoint = Endpoint(EndpointConfig(local_host=local_host, sip_port=0, transports=transports,
-                                       transport=transport, **(tls or {})))
+                                       transport=transport, srtp=srtp, **(tls or {})))
 
     def on_tick(calls: list[Any], pcm_in: np.ndarray, now: float, tick: int) -> np.ndarray | None:
         nonlocal played
@@ -112,6 +114,7 @@ async def place_call(uri: str, *, dtmf: str = "", play: str | None = None, durat
             report.end_reason = str(exc) or type(exc).__name__
             return report
         report.answered = True
+        report.srtp_suite = getattr(call, "srtp_suite", None)
         started = time.monotonic()
         ended = asyncio.ensure_future(call.ended.wait())
         last_key = float("-inf")
@@ -154,7 +157,7 @@ def _cmd_call(args: argparse.Namespace) -> int:
                "tls_client_cert_file": args.cert, "tls_client_key_file": args.key}
         report = asyncio.run(place_call(args.uri, dtmf=args.dtmf or "", play=args.play,
                                         duration=args.duration, answer_timeout=args.timeout,
-                                        transport=args.transport, tls=tls))
+                                        transport=args.transport, tls=tls, srtp=args.srtp))
     except (OSError, ValueError) as exc:
         print(f"ivr call: {exc}", file=sys.stderr)
         return 2
@@ -164,7 +167,8 @@ def _cmd_call(args: argparse.Namespace) -> int:
         print(f"not answered: {report.status or ''} {report.end_reason}".replace("  ", " "), file=sys.stderr)
         return 1
     print(f"answered; sent {report.digits_sent or 'no digits'}; {report.end_reason} after "
-          f"{report.duration:.1f} s; heard {len(report.heard) * FRAME_SAMPLES / SAMPLE_RATE:.1f} s of audio")
+          f"{report.duration:.1f} s; heard {len(report.heard) * FRAME_SAMPLES / SAMPLE_RATE:.1f} s of audio"
+          f"{'; SRTP ' + report.srtp_suite if report.srtp_suite else ''}")
     return 0
 
 
@@ -259,6 +263,9 @@ def build_parser() -> argparse.ArgumentParser:
                       help="TLS: accept any server certificate (a lab only)")
     call.add_argument("--cert", metavar="FILE", help="TLS: our client certificate (mutual TLS)")
     call.add_argument("--key", metavar="FILE", help="TLS: the client certificate's key")
+    call.add_argument("--srtp", choices=("off", "optional", "mandatory"), default="off",
+                      help="SRTP policy of the call: optional offers RTP/AVP with crypto lines, mandatory "
+                           "RTP/SAVP (default off)")
     call.set_defaults(func=_cmd_call)
 
     add_flow_commands(commands)

@@ -21,6 +21,11 @@ A complete file with the defaults (every section is optional; an empty file is v
         client_ca: null        # require TLS clients to present a certificate from these CAs
         handshake_timeout: 10  # seconds a TLS handshake may take
     rtp_ports: [20000, 30000]  # RTP/RTCP port range handed out to calls
+    media:
+      srtp: "off"              # SRTP (RFC 3711, keys in the SDP per RFC 4568): "off" | optional |
+                               # mandatory (RTP/SAVP; offers without crypto get 488); quote "off",
+                               # YAML reads a bare off as false (accepted too). docs/deploy.md
+      srtp_suites: [AES_CM_128_HMAC_SHA1_80, AES_CM_128_HMAC_SHA1_32]   # preference order
     accounts: []               # the registration to a PBX/registrar (at most one per process):
       # - {username: ivr, password: ivrpass, server: 127.0.0.1, port: 5060, transport: udp}
       #   (transport: udp | tcp | tls; over tls the port defaults to 5061)
@@ -86,6 +91,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import yaml
 
 from ivr.priority import PRIORITIES
+from simplesip.core.srtp import SRTP_POLICIES, SRTP_SUITES
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 DEFAULT_FLOW_FILE = PROJECT_DIR / "flows" / "attendant.yaml"
@@ -199,6 +205,8 @@ class IvrConfig:
     #: ``listen.tls:`` as simplesip EndpointConfig options (tls_port, tls_cert_file...); {} without TLS.
     tls: dict[str, Any] = field(default_factory=dict)
     rtp_ports: tuple[int, int] = (20000, 30000)
+    srtp: str = "off"
+    srtp_suites: tuple[str, ...] = SRTP_SUITES
     accounts: list[Account] = field(default_factory=list)
     routes: dict[str, str] = field(default_factory=dict)
     default_flow: str | None = None
@@ -273,7 +281,7 @@ class _Checker:
         return value
 
 
-TOP_KEYS = {"variables", "listen", "rtp_ports", "accounts", "routes", "default_flow", "flows", "recordings",
+TOP_KEYS = {"variables", "listen", "rtp_ports", "media", "accounts", "routes", "default_flow", "flows", "recordings",
             "limits", "logging", "cdr", "metrics_port", "drain_timeout", "plugins", "clock",
             "hangup_tail", "priority", "sip"}
 
@@ -334,6 +342,7 @@ def parse_config(text: str, source: str = "<config>", base_dir: Path | None = No
             or not 1024 <= ports[0] < ports[1] <= 65535):
         raise check.fail(data, "rtp_ports", "rtp_ports: expected [low, high] with 1024 <= low < high <= 65535")
     cfg.rtp_ports = (ports[0], ports[1])
+    _parse_media(check, check.section(data, "media"), cfg)
 
     accounts = check.get(data, "accounts", list, [])
     if len(accounts) > 1:  # one Endpoint registers one identity; run one process per account
@@ -400,6 +409,26 @@ def parse_config(text: str, source: str = "<config>", base_dir: Path | None = No
         raise check.fail(data, "priority", f"priority: {cfg.priority!r} is not one of {', '.join(PRIORITIES)}")
     cfg.sip = _parse_sip(check, data)
     return cfg
+
+
+def _parse_media(check: _Checker, media: _LineDict, cfg: IvrConfig) -> None:
+    """``media: {srtp: off|optional|mandatory, srtp_suites: [...]}``."""
+    check.known(media, {"srtp", "srtp_suites"}, "media")
+    srtp = media.get("srtp", cfg.srtp)
+    if srtp is False:  # YAML 1.1 reads a bare ``off`` as false
+        srtp = "off"
+    if srtp not in SRTP_POLICIES:
+        raise check.fail(media, "srtp", f"srtp: {srtp!r} is not one of {', '.join(SRTP_POLICIES)}"
+                                        f"{did_you_mean(srtp, SRTP_POLICIES)}")
+    cfg.srtp = srtp
+    suites = check.get(media, "srtp_suites", list, list(cfg.srtp_suites))
+    for suite in suites:
+        if suite not in SRTP_SUITES:
+            raise check.fail(media, "srtp_suites", f"srtp_suites: {suite!r} is not one of "
+                                                   f"{', '.join(SRTP_SUITES)}{did_you_mean(suite, SRTP_SUITES)}")
+    if not suites:
+        raise check.fail(media, "srtp_suites", "srtp_suites: name at least one suite")
+    cfg.srtp_suites = tuple(suites)
 
 
 #: ``sip:`` keys -> (type, smallest allowed value or None).

@@ -28,6 +28,13 @@ class CallMetrics:
                               buckets=(0, 0.001, 0.01, 0.03, 0.05, 0.1, 0.2, 1), registry=registry)
         self.jitter = Histogram("ivr_rtp_jitter_ms", "RTP interarrival jitter at call end (ms)",
                                 buckets=(1, 5, 10, 20, 40, 80, 160), registry=registry)
+        self.srtp_calls = Counter("ivr_srtp_calls", "Ended calls whose media was SRTP", registry=registry)
+        self.srtp_dropped = Counter("ivr_srtp_dropped_packets",
+                                    "SRTP/SRTCP packets dropped, by reason (auth: wrong key, forged or "
+                                    "corrupted; replay; malformed), counted at call end",
+                                    ["reason"], registry=registry)
+        for reason in ("auth", "replay", "malformed"):  # exported at 0 before the first failure
+            self.srtp_dropped.labels(reason)
 
     def __call__(self, event: str, call: CallContext, details: dict[str, Any]) -> None:
         if event == "incoming":
@@ -45,6 +52,12 @@ class CallMetrics:
                     self.loss.observe(max(0, stats.get("lost", 0)) / stats["expected"])
                 if stats.get("jitter_ms") is not None:
                     self.jitter.observe(stats["jitter_ms"])
+                if stats.get("srtp"):
+                    self.srtp_calls.inc()
+                    for reason in ("auth", "replay", "malformed"):
+                        key = "srtp_malformed" if reason == "malformed" else f"srtp_{reason}_failures"
+                        if stats.get(key):
+                            self.srtp_dropped.labels(reason).inc(stats[key])
 
 
 class MediaClockCollector:

@@ -83,6 +83,7 @@ def make_endpoint(config: IvrConfig) -> Any:
         tcp_idle_timeout=config.tcp_idle_timeout, tcp_message_timeout=config.tcp_message_timeout,
         **config.sip,
         **config.tls,  # listen.tls: (SIP over TLS)
+        srtp=config.srtp, srtp_suites=tuple(config.srtp_suites),
     )
     if config.accounts:
         account = config.accounts[0]

@@ -256,8 +256,16 @@ class Call:
         """16-bit PCM bytes still waiting to be sent."""
         return len(self._outbound)
 
+    @property
+    def srtp_suite(self) -> str | None:
+        """The SRTP suite protecting the media (``AES_CM_128_HMAC_SHA1_80``...), None for plain
+        RTP or before media."""
+        srtp = self.rtp.srtp if self.rtp is not None else None
+        return srtp.suite if srtp is not None else None
+
     def stats(self) -> dict[str, Any]:
-        """RTP receive/send statistics (empty before media)."""
+        """RTP receive/send statistics (empty before media); ``srtp_auth_failures`` and
+        ``srtp_replay_failures`` count SRTP/SRTCP packets dropped."""
         return self.rtp.stats() if self.rtp is not None else {}
 
     # --- media negotiation (driven by the Endpoint) -----------------------------------------------
@@ -269,7 +277,8 @@ class Call:
         if self.rtp is None:
             self.rtp = RtpSession(params.payload_type, params.codec, params.remote_address,
                                   params.dtmf_payload_type, params.ptime,
-                                  jitter_target_ms=jitter_target_ms)
+                                  jitter_target_ms=jitter_target_ms,
+                                  srtp=getattr(params, "srtp", None))
             assert self.rtp_socket is not None
             self.rtp_socket.session = self.rtp
         else:
@@ -322,8 +331,9 @@ class Call:
     # --- the media clock's side (see simplesip.aio.media.run_tick and MediaLeg) -------------------
 
     def send_packet(self, packet: bytes) -> None:
-        """Send one RTP packet to the peer's media address."""
-        if self.rtp_socket is not None and self.rtp is not None and self.rtp.remote_addr:
+        """Send one RTP packet to the peer's media address (nothing for an empty one: SRTP could
+        not protect it)."""
+        if packet and self.rtp_socket is not None and self.rtp is not None and self.rtp.remote_addr:
             self.rtp_socket.sendto(packet, self.rtp.remote_addr)
 
     def next_outbound_frame(self) -> bytes | None:

@@ -39,6 +39,7 @@ from simplesip.aio.transport import SipTransport
 from simplesip.core import events as ev
 from simplesip.core.config import Target, UAConfig
 from simplesip.core.offeranswer import SdpSession, media_params_from_answer
+from simplesip.core.srtp import check_policy
 from simplesip.core.useragent import UserAgentCore
 from simplesip.errors import (
     AuthenticationError,
@@ -355,18 +356,23 @@ class Endpoint:
 
     async def call(self, target: str, headers: dict[str, str] | list[tuple[str, str]] | None = None,
                    timeout: float | None = None,
-                   on_created: Callable[[Call], Any] | None = None) -> Call:
+                   on_created: Callable[[Call], Any] | None = None, *,
+                   srtp: str | None = None) -> Call:
         """Call ``target`` (SIP URI, ``user@host`` or an extension at the server); return the
         answered Call. Raises CallError (with ``.status``) on rejection, failure or timeout.
 
         ``on_created(call)`` is called as soon as the INVITE is out, so the caller can watch the
-        call ring or hang it up (CANCEL) before ``call()`` returns.
+        call ring or hang it up (CANCEL) before ``call()`` returns. ``srtp`` is this call's SRTP
+        policy (``off``, ``optional``, ``mandatory``; default ``EndpointConfig.srtp``): with
+        ``mandatory``, an answer without SRTP ends the call (BYE) and raises CallError 488.
         """
         if self._driver is None or self._loop is None:
             raise ConnectionError("endpoint not started")
+        if srtp is not None:
+            check_policy(srtp)
         targets = await self._call_targets(target)
         rtp_socket, port = await self._open_rtp_socket()
-        sdp_session = self._sdp_session(port)
+        sdp_session = self._sdp_session(port, srtp=srtp)
         offer = sdp_session.offer().serialize()
         extra = list(headers.items()) if isinstance(headers, dict) else headers
         try:
@@ -519,9 +525,10 @@ class Endpoint:
         if call.start_media(params, self.config.jitter_target_ms):
             self._media_calls.append(call)
 
-    def _sdp_session(self, port: int, host: str | None = None) -> SdpSession:
-        return SdpSession(host or self.advertised_host, port, self.config.codecs,
-                          self.config.dtmf_payload_type)
+    def _sdp_session(self, port: int, host: str | None = None, srtp: str | None = None) -> SdpSession:
+        cfg = self.config
+        return SdpSession(host or self.advertised_host, port, cfg.codecs, cfg.dtmf_payload_type,
+                          srtp=srtp or cfg.srtp, srtp_suites=cfg.srtp_suites)
 
     async def _open_rtp_socket(self, host: str | None = None) -> tuple[RtpSocket, int]:
         try:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from simplesip.core.srtp import SRTP_SUITES, check_policy, check_suites
+
 __all__ = ["EndpointConfig"]
 
 
@@ -79,3 +81,16 @@ class EndpointConfig:
     #: Require a certificate from every TLS client, signed by one of these CAs (mutual TLS).
     tls_client_ca_file: str | None = None
     tls_handshake_timeout: float = 10.0  # seconds a TLS handshake may take, either way
+
+    # --- SRTP (RFC 3711) with SDES keys (RFC 4568) ----------------------------------------------
+    #: SRTP (RFC 3711, SDES keys in the SDP): "off", "optional" (offer RTP/AVP with crypto lines,
+    #: take SRTP whenever the peer does) or "mandatory" (offer RTP/SAVP; an INVITE without an
+    #: acceptable crypto line gets 488). Incoming calls use it; ``Endpoint.call(srtp=...)``
+    #: overrides it per outbound call. SDES keys travel in the SDP: use it with SIP over TLS.
+    srtp: str = "off"
+    #: The SDES suites offered and accepted, our preference first.
+    srtp_suites: tuple[str, ...] = SRTP_SUITES
+
+    def __post_init__(self) -> None:
+        check_policy(self.srtp)
+        self.srtp_suites = check_suites(self.srtp_suites)

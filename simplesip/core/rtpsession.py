@@ -22,6 +22,11 @@ Symmetric RTP and injection (RFC 4961 style latching, kept deliberately strict):
 * Packets carrying our own SSRC are a loop (RFC 3550 §8.2) and dropped once a peer stream is
   latched; before that they are an echo service's reply and played like any peer stream.
 * :meth:`RtpSession.update` with a new remote address (re-INVITE) clears the latch.
+
+SRTP (``srtp=`` an :class:`~simplesip.core.srtp.SrtpContext`): every datagram is unprotected
+before anything above looks at it, so a packet that fails authentication or the replay check
+neither latches nor plays (it is counted, see :meth:`RtpSession.stats`); every RTP packet and RTCP
+report we build is protected last.
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ from typing import Any, Final
 
 from simplesip.core.dtmf import DtmfDigit, DtmfReceiver, DtmfSender
 from simplesip.core.jitter import FRAME_SAMPLES, JitterBuffer, conceal
+from simplesip.core.srtp import SrtpContext, SrtpParams
 from simplesip.wire import g711
 from simplesip.wire.rtp import (
     ReceiverReport,
@@ -84,6 +90,7 @@ class RtpSession:
         ssrc_change_after: float = 0.2,
         cname: str | None = None,
         rng: random.Random | None = None,
+        srtp: SrtpParams | None = None,
     ) -> None:
         self._payload_type = payload_type
         self._codec = g711.normalize_codec(codec)
@@ -132,6 +139,8 @@ class RtpSession:
         self._last_sr_ntp_middle = 0
         self._last_sr_arrival: float | None = None
         self._next_rtcp_at: float | None = None
+        #: The call's SRTP context, None for plain RTP.
+        self.srtp: SrtpContext | None = SrtpContext(srtp) if srtp is not None else None
 
     # --- negotiated parameters (the receive and send paths cache what they need of them) -------
 
@@ -184,6 +193,12 @@ class RtpSession:
 
     def receive(self, data: bytes, addr: tuple[str, int], now: float) -> None:
         """Handle one datagram from ``addr`` that arrived at ``now`` (seconds, any monotonic clock)."""
+        srtp = self.srtp
+        if srtp is not None:
+            clear = srtp.unprotect_rtcp(data) if is_rtcp(data) else srtp.unprotect(data)
+            if clear is None:
+                return  # counted by the context: not authentic, or a replay
+            data = clear
         # Fast path, nearly every packet of a call: a plain audio packet of the latched stream in
         # the negotiated codec. One unpack, no RtpPacket; anything else takes the full path below.
         if addr == self.latched_addr and len(data) > 12 and data[0] == _RTP_V2_PLAIN:
@@ -344,7 +359,7 @@ class RtpSession:
                                       self._timestamp - due.timestamp_offset)
                 self._timestamp += FRAME_SAMPLES
                 self._talking = False  # resume audio with a marker, as after any talk-spurt break
-                return packet
+                return packet if self.srtp is None else self.srtp.protect(packet)
         # Audio, nearly every tick: _packet's work inline, with the payload type checked when it
         # was negotiated rather than per packet.
         if self._payload_type_error:
@@ -358,7 +373,7 @@ class RtpSession:
         self._talking = True
         self.packets_out += 1
         self.octets_out += size
-        return data
+        return data if self.srtp is None else self.srtp.protect(data)
 
     def skip_frame(self, samples: int = FRAME_SAMPLES) -> None:
         """Let the media clock move on without sending (silence suppression, hold)."""
@@ -427,7 +442,8 @@ class RtpSession:
                 last_sr=self._last_sr_ntp_middle,
                 delay_since_last_sr=dlsr,
             ))
-        return build_receiver_report(self.ssrc, blocks) + build_sdes_cname(self.ssrc, self.cname)
+        report = build_receiver_report(self.ssrc, blocks) + build_sdes_cname(self.ssrc, self.cname)
+        return report if self.srtp is None else self.srtp.protect_rtcp(report) or None
 
     def _rtcp_interval(self) -> float:
         # RFC 3550 §6.3.1 randomises the interval so reports of many sessions do not synchronise.
@@ -447,6 +463,9 @@ class RtpSession:
             jitter_dropped=self._jitter.drift_dropped,
             ticks_skipped=self.ticks_skipped,
         )
+        result.update(self.srtp.stats() if self.srtp is not None
+                      else {"srtp": 0, "srtp_auth_failures": 0, "srtp_replay_failures": 0,
+                         "srtp_malformed": 0})
         return result
 
     def update(
@@ -464,8 +483,11 @@ class RtpSession:
         ``params`` may be an object with ``remote_address``, ``payload_type``, ``codec``,
         ``dtmf_payload_type`` and ``ptime`` attributes (``simplesip.wire.sdp.MediaParams``); keyword
         arguments override it. A new remote address clears the latch. ``dtmf_payload_type=None``
-        means the peer no longer accepts telephone-event.
+        means the peer no longer accepts telephone-event. An ``srtp`` attribute of ``params``
+        (:class:`~simplesip.core.srtp.SrtpParams` or None) rekeys, starts or stops SRTP.
         """
+        if params is not None and hasattr(params, "srtp"):
+            self._update_srtp(params.srtp)
         if params is not None:
             remote_addr = remote_addr or getattr(params, "remote_address", None)
             payload_type = payload_type if payload_type is not None else getattr(params, "payload_type", None)
@@ -488,3 +510,13 @@ class RtpSession:
             self.dtmf_payload_type = dtmf_payload_type  # type: ignore[assignment]
         if ptime is not None:
             self.ptime = ptime
+
+    def _update_srtp(self, params: SrtpParams | None) -> None:
+        if params is None:
+            if self.srtp is not None:
+                logger.info("SRTP turned off by renegotiation")
+            self.srtp = None
+        elif self.srtp is None:
+            self.srtp = SrtpContext(params)
+        else:
+            self.srtp.update(params)

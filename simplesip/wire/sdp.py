@@ -2,7 +2,8 @@
 
 ``SessionDescription.parse`` understands origin, session name, timing, connection data at session or
 media level (media overrides), and per-stream ``rtpmap`` / ``fmtp`` / ``ptime`` / direction
-attributes. Every other line is kept, so a parsed description serialises back without losing
+attributes, and reads RFC 4568 SDES ``a=crypto`` lines on demand (:class:`CryptoAttribute`,
+:attr:`MediaDescription.crypto`). Every other line is kept, so a parsed description serialises back without losing
 anything a peer sent. The kept lines are put in RFC 4566 order as they are parsed (the order they
 are written in), so ``parse(serialize(x)) == x`` for every ``x`` that parses. Broken structure is
 refused: a second ``v=``, ``o=`` or ``s=``, any of them inside a media section, a second session
@@ -13,14 +14,17 @@ Negotiation (RFC 3264 offer/answer) is protocol, not wire format: :mod:`simplesi
 
 from __future__ import annotations
 
+import base64
+import binascii
 import logging
+import re
 from dataclasses import dataclass, field
 
 from simplesip.errors import SIPParseError
 
 __all__ = [
-    "ANSWERABLE_PROTOS", "Connection", "DIRECTIONS", "MediaDescription", "Origin", "RtpMap",
-    "SDPNegotiationError", "SessionDescription",
+    "ANSWERABLE_PROTOS", "Connection", "CryptoAttribute", "DIRECTIONS", "MediaDescription", "Origin",
+    "RtpMap", "SDPNegotiationError", "SECURE_PROTOS", "SdesKey", "SessionDescription",
 ]
 
 logger = logging.getLogger(__name__)
@@ -33,8 +37,10 @@ STATIC_PAYLOAD_TYPES = {0: ("PCMU", 8000), 3: ("GSM", 8000), 4: ("G723", 8000), 
                         9: ("G722", 8000), 18: ("G729", 8000)}
 DEFAULT_PTIME = 20
 TELEPHONE_EVENT = "telephone-event"
-# RTP/AVPF is answerable as plain RTP with the feedback ignored; SAVP needs SRTP, which we lack.
+# RTP/AVPF is answerable as plain RTP with the feedback ignored; the SAVP profiles need SRTP
+# (RFC 3711), answerable only when SRTP is enabled (simplesip.core.offeranswer).
 ANSWERABLE_PROTOS = ("RTP/AVP", "RTP/AVPF")
+SECURE_PROTOS = ("RTP/SAVP", "RTP/SAVPF")
 # Position of each line type in RFC 4566 section 5 order; unknown types go last (before a=).
 _SESSION_ORDER = {"i": 0, "u": 1, "e": 2, "p": 3, "c": 4, "b": 5, "t": 6, "r": 6, "z": 7, "k": 8}
 _MEDIA_ORDER = {"i": 0, "c": 1, "b": 2, "k": 3}
@@ -98,6 +104,92 @@ class RtpMap:
     def __str__(self) -> str:
         tail = f"/{self.channels}" if self.channels is not None else ""
         return f"{self.payload_type} {self.encoding}/{self.clock_rate}{tail}"
+
+
+# RFC 4568 section 9.1 (SDES), the parts we read:
+#   crypto-attribute = "crypto:" tag 1*WSP crypto-suite 1*WSP key-params *(1*WSP session-param)
+#   tag              = 1*9DIGIT
+#   key-params       = key-param *(";" key-param)
+#   key-param        = key-method ":" key-info        ; key-method "inline" (section 6.1)
+#   key-info         = key-salt ["|" lifetime] ["|" mki ":" mki-length]
+#   lifetime         = ["2^"] 1*(DIGIT)
+_CRYPTO_TAG = re.compile(r"[0-9]{1,9}\Z")
+_LIFETIME = re.compile(r"(2\^)?([0-9]{1,20})\Z")
+_MKI = re.compile(r"([0-9]{1,20}):([0-9]{1,3})\Z")
+
+
+@dataclass(frozen=True)
+class SdesKey:
+    """One ``inline:`` key-param of an ``a=crypto`` line: master key and salt concatenated, the
+    optional lifetime (in packets) and the optional MKI as ``(value, length in bytes)``."""
+
+    key_salt: bytes
+    lifetime: int | None = None
+    mki: tuple[int, int] | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> SdesKey:
+        method, sep, info = text.partition(":")
+        if method.lower() != "inline" or not sep:
+            raise _error(f"crypto key-param is not inline: {text[:40]!r}")
+        parts = info.split("|")
+        encoded = parts[0]
+        try:  # some peers leave out the base64 padding
+            key_salt = base64.b64decode(encoded + "=" * (-len(encoded) % 4), validate=True)
+        except (binascii.Error, ValueError):
+            raise _error(f"crypto key is not base64: {encoded[:40]!r}") from None
+        if not key_salt:
+            raise _error("empty crypto key")
+        lifetime = mki = None
+        for extra in parts[1:]:
+            if (match := _MKI.match(extra)) is not None and mki is None:
+                mki = (int(match[1]), int(match[2]))
+            elif (match := _LIFETIME.match(extra)) is not None and lifetime is None and mki is None:
+                lifetime = 2 ** int(match[2]) if match[1] else int(match[2])
+            else:
+                raise _error(f"crypto key-info {info[:60]!r}")
+        return cls(key_salt, lifetime, mki)
+
+    def __str__(self) -> str:
+        text = "inline:" + base64.b64encode(self.key_salt).decode("ascii")
+        if self.lifetime is not None:
+            power = self.lifetime.bit_length() - 1
+            text += f"|2^{power}" if self.lifetime == 1 << power else f"|{self.lifetime}"
+        if self.mki is not None:
+            text += f"|{self.mki[0]}:{self.mki[1]}"
+        return text
+
+
+@dataclass(frozen=True)
+class CryptoAttribute:
+    """One RFC 4568 ``a=crypto:<tag> <suite> <key-params> [<session-params>]`` line.
+
+    ``keys`` holds every key-param (several only with MKIs); which suites and parameters are
+    acceptable is negotiation's business (:mod:`simplesip.core.srtp`), not the parser's.
+    """
+
+    tag: int
+    suite: str
+    keys: tuple[SdesKey, ...]
+    session_params: tuple[str, ...] = ()
+
+    @classmethod
+    def parse(cls, value: str) -> CryptoAttribute:
+        """Parse the value after ``a=crypto:``; raises SIPParseError."""
+        fields = value.split()
+        if len(fields) < 3 or not _CRYPTO_TAG.match(fields[0]):
+            raise _error(f"crypto {value[:60]!r}")
+        keys = tuple(SdesKey.parse(part) for part in fields[2].split(";"))
+        return cls(int(fields[0]), _token(fields[1], "crypto suite"), keys, tuple(fields[3:]))
+
+    @property
+    def key_salt(self) -> bytes:
+        """The first key's master key and salt."""
+        return self.keys[0].key_salt
+
+    def __str__(self) -> str:
+        keys = ";".join(str(key) for key in self.keys)
+        return " ".join([str(self.tag), self.suite, keys, *self.session_params])
 
 
 @dataclass
@@ -177,6 +269,19 @@ class MediaDescription:
     def payload_types(self) -> list[int]:
         """The formats that are RTP payload type numbers."""
         return [int(f) for f in self.formats if f.isascii() and f.isdigit() and int(f) < 128]
+
+    @property
+    def crypto(self) -> list[CryptoAttribute]:
+        """The stream's RFC 4568 ``a=crypto`` lines that parse, in order (the lines themselves
+        stay in ``attributes``; one that does not parse is skipped, as RFC 4568 §7.1.2 asks)."""
+        found = []
+        for name, value in self.attributes:
+            if name == "crypto" and value is not None:
+                try:
+                    found.append(CryptoAttribute.parse(value))
+                except SIPParseError:
+                    logger.debug("ignoring unreadable a=crypto:%s", value[:60])
+        return found
 
     def codec(self, payload_type: int) -> RtpMap | None:
         """The mapping for a payload type: a=rtpmap first, then the RFC 3551 static table."""

@@ -229,7 +229,8 @@ def dump_sipp_scenario(name: str) -> str:
 
 class BaresipRunner(PeerProcess):
     """baresip headless: plays ``microphone`` (int16 PCM, 8 kHz) as its microphone, records what it
-    hears to ``rec/dump-*-dec.wav``, auto-answers, and takes commands on a free ctrl_tcp port."""
+    hears to ``rec/dump-*-dec.wav``, auto-answers, and takes commands on a free ctrl_tcp port.
+    ``extra_config`` lines are appended to its config file."""
 
     def __init__(self, workdir: Path, *, microphone: np.ndarray | None = None,
                  account: str | None = None, commands: Sequence[str] = (), run_seconds: int = 20,
@@ -250,7 +251,7 @@ class BaresipRunner(PeerProcess):
             "127.0.0.1:4444": f"127.0.0.1:{self.ctrl_port}",
             "30000-30100": f"{rtp_base}-{rtp_base + 200}",
         })
-        if extra_config:  # e.g. "sip_certificate FILE", "sip_cafile FILE" for SIP over TLS
+        if extra_config:  # e.g. "module srtp.so", or "sip_cafile FILE" for SIP over TLS
             with open(workdir / "config", "a") as config:
                 config.write("".join(f"{line}\n" for line in extra_config))
         (workdir / "accounts").write_text(

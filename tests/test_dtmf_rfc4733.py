@@ -159,6 +159,83 @@ def test_sipp_capture_yields_digit_exactly_once(name: str, digit: str) -> None:
     ("application/dtmf-relay", b"Signal=X", None),
     ("application/dtmf", b"", None),
     ("text/plain", b"5", None),
+    # Event codes outside 0-15 (16 is flash-hook-like, not a key) and digits that are not ASCII
+    # are not keys: refused, never an exception out of the INFO handler.
+    ("application/dtmf-relay", b"Signal=16\r\nDuration=160", None),
+    ("application/dtmf-relay", "Signal=255", None),
+    ("application/dtmf-relay", "Signal=\u00b2", None),
+    ("application/dtmf-relay", "Signal=\u0661", None),
+    ("application/dtmf", b"16", None),
+    ("application/dtmf", "\u00b2", None),
+    ("application/dtmf", b"15", ("D", None)),
+    ("application/dtmf-relay", b"Signal=0\r\nDuration=0", ("0", 0)),
 ])
 def test_parse_info_dtmf(content_type: str, body: bytes | str, expected) -> None:
     assert parse_info_dtmf(content_type, body) == expected
+
+
+# --- long key presses: RFC 4733 §2.5.1.3, the 16-bit duration split into segments -------------
+
+
+def _segments(packets: list) -> list[tuple[int, list[TelephoneEvent]]]:
+    """The packets grouped by RTP timestamp, in order: (timestamp, events)."""
+    groups: list[tuple[int, list[TelephoneEvent]]] = []
+    for p in packets:
+        if not groups or groups[-1][0] != p.timestamp:
+            groups.append((p.timestamp, []))
+        groups[-1][1].append(TelephoneEvent.parse(p.payload))
+    return groups
+
+
+@pytest.mark.parametrize("held_ms", [10_000, 20_000])
+def test_long_key_press_is_sent_as_segments_and_received_as_one(held_ms: int) -> None:
+    sender = DtmfSender()
+    sender.send("5", duration_ms=held_ms)  # ~8.2 s is the most one 16-bit duration holds at 8 kHz
+    packets = [p for _, p in _sender_packets(sender, held_ms // 20 + 10) if p is not None]
+    segments = _segments(packets)
+    assert len(segments) == 1 + (held_ms * 8 - 1) // 0xFFFF
+    for (ts, events), (next_ts, _) in zip(segments, segments[1:]):
+        # A full segment ends with a packet at the maximum duration, not an end packet; the next
+        # one starts where the maximum left off, with the same event code.
+        assert events[-1].duration == 0xFFFF and not events[-1].end
+        assert (next_ts - ts) % 2**32 == 0xFFFF
+    assert {e.event for _, events in segments for e in events} == {5}
+    last = segments[-1][1]
+    assert [e.end for e in last[-3:]] == [True] * 3
+    assert sum(events[-1].duration for _, events in segments) == held_ms * 8
+    assert [p.marker for p in packets].count(True) == 1 and packets[0].marker  # one event
+    receiver = DtmfReceiver()
+    got = []
+    for p in packets:
+        got += receiver.feed(p.timestamp, p.marker, p.payload)
+    got += receiver.poll(1e9)
+    assert got == [DtmfDigit("5", held_ms)]
+
+
+def test_long_key_press_continuation_survives_loss_and_late_packets() -> None:
+    sender = DtmfSender()
+    sender.send("7", duration_ms=9_000)
+    packets = [p for _, p in _sender_packets(sender, 500) if p is not None]
+    full = next(i for i, p in enumerate(packets) if TelephoneEvent.parse(p.payload).duration == 0xFFFF)
+    # The packet at the maximum is lost, and a packet of the first segment arrives late, after
+    # the continuation: still one key press.
+    reordered = packets[:full - 1] + packets[full + 1:full + 3] + [packets[full - 1]] + packets[full + 3:]
+    receiver = DtmfReceiver()
+    got = []
+    for p in reordered:
+        got += receiver.feed(p.timestamp, p.marker, p.payload)
+    got += receiver.poll(1e9)
+    assert got == [DtmfDigit("7", 9_000)]
+
+
+def test_same_key_after_a_long_press_with_a_fresh_event_is_a_second_press() -> None:
+    receiver = DtmfReceiver()
+    got = receiver.feed(1000, True, _ev(1, 0xFFFF))  # no end packet seen
+    # A new event (marker, a timestamp far from where the segment would continue) is a new press.
+    got += receiver.feed(1000 + 0xFFFF + 8000 * 5, True, _ev(1, 800, end=True))
+    assert [d.digit for d in got] == ["1", "1"]
+    # A different key with the continuation's timestamp is a new press too.
+    receiver = DtmfReceiver()
+    got = receiver.feed(0, True, _ev(2, 0xFFFF))
+    got += receiver.feed(0xFFFF, False, _ev(3, 160, end=True))
+    assert [d.digit for d in got] == ["2", "3"]

@@ -375,3 +375,39 @@ def test_in_order_stream_across_both_wraps_takes_the_in_order_path() -> None:
     assert general_pushes == [0xFFF0]  # only the first packet: it sets the timeline up
     assert b"".join(_started(frames)[:40]) == b"".join(p for _, _, p in packets)  # type: ignore[misc]
     assert buffer.stats.highest_sequence == 0xFFF0 + 39 and buffer.stats.lost == 0
+
+
+@pytest.mark.parametrize("back_ms", [20, 100, 1000, 1990, 5000])
+def test_backward_timestamp_jump_starts_a_new_timeline(back_ms: int) -> None:
+    packets = _stream(20, 20)
+    # The sequence numbers go on, the timestamps step back (a media server switching sources
+    # behind one SSRC): the new audio follows what is buffered, none of it is late.
+    restart = 5000 + 20 * 160 - back_ms * 8
+    packets += [(1020 + i, restart + i * 160, _samples(160, 999 + i)) for i in range(20)]
+    buffer = JitterBuffer(target_ms=60)
+    played = _started(_play(buffer, _paced(packets, 20), 50))
+    assert played[:40] == [_samples(160, i * 160) for i in range(20)] + [
+        _samples(160, 999 + i) for i in range(20)]
+    assert buffer.stats.late == 0
+
+
+def test_reordered_packet_after_a_backward_jump_still_finds_its_place() -> None:
+    packets = _stream(20, 10)
+    jumped = [(1010 + i, 5000 + i * 160, _samples(160, 500 + i)) for i in range(10)]  # back 200 ms
+    jumped[2], jumped[3] = jumped[3], jumped[2]
+    buffer = JitterBuffer(target_ms=60)
+    played = _started(_play(buffer, _paced(packets + jumped, 20), 40))
+    assert played[10:20] == [_samples(160, 500 + i) for i in range(10)]
+
+
+def test_first_packet_arriving_after_the_second_before_playout_is_kept() -> None:
+    first, second, *rest = _stream(20, 10)
+    buffer = JitterBuffer(target_ms=60)
+    assert buffer.push(*second, 0.0)
+    assert buffer.pop() is None  # still filling
+    assert buffer.push(*first, 0.015)
+    for i, packet in enumerate(rest):
+        buffer.push(*packet, 0.02 * (i + 1))
+    frames = [buffer.pop() for _ in range(10)]
+    assert frames == [_samples(160, i * 160) for i in range(10)]
+    assert buffer.stats.late == 0

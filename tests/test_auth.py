@@ -18,6 +18,7 @@ from simplesip.core.auth import (
     DigestCredentials,
     DigestSession,
     build_authorization,
+    digest_response,
 )
 from simplesip.core.auth_server import DigestVerifier, VerifyOutcome
 from simplesip.errors import AuthenticationError, SIPParseError
@@ -403,3 +404,88 @@ def test_sipp_client_against_our_verifier(tmp_path: Path) -> None:
             server.join()
     assert outcomes[:2] == ["challenged", "ok:alice:"]
     assert sipp.returncode == 0
+
+
+# --- -sess algorithms, nonce counts past 9, qop without cnonce --------------------------------
+
+# Neither RFC 2617 nor RFC 7616 prints a -sess response, so these are the published examples'
+# inputs (RFC 2617 §3.5, RFC 7616 §3.9.1) run through the -sess A1 of RFC 2617 §3.2.2.2 /
+# RFC 7616 §3.4.2: A1 = H(username:realm:password):nonce:cnonce. Computed independently with
+# hashlib below, and pinned.
+def _sess_response(hash_name: str, realm: str, password: str, nonce: str, cnonce: str) -> str:
+    def h(text: str) -> str:
+        return hashlib.new(hash_name, text.encode()).hexdigest()
+
+    ha1 = h(f"{h(f'Mufasa:{realm}:{password}')}:{nonce}:{cnonce}")
+    return h(f"{ha1}:{nonce}:00000001:{cnonce}:auth:{h('GET:/dir/index.html')}")
+
+
+@pytest.mark.parametrize("algorithm, hash_name, response", [
+    ("MD5-sess", "md5", "e783283f46242139c486a698fec7211d"),
+    ("SHA-256-sess", "sha256", "2fd51b3a77ad75bad6afad6003e818d767133c46d9e2749e7f5232ae1ea3efd7"),
+])
+def test_sess_algorithms_on_the_rfc7616_example(algorithm: str, hash_name: str, response: str) -> None:
+    challenge = Challenge.parse(RFC7616_CHALLENGE.format(algorithm=algorithm))
+    assert challenge.algorithm == algorithm and challenge.supported
+    header = build_authorization(challenge, "GET", "/dir/index.html", "Mufasa", "Circle of Life",
+                                 cnonce=RFC7616_CNONCE)
+    creds = DigestCredentials.parse(header)
+    assert creds.algorithm == algorithm and creds.cnonce == RFC7616_CNONCE
+    assert creds.response == response == _sess_response(
+        hash_name, "http-auth@example.org", "Circle of Life", challenge.nonce, RFC7616_CNONCE)
+
+
+def test_md5_sess_on_the_rfc2617_example() -> None:
+    challenge = dataclasses.replace(Challenge.parse(RFC2617_CHALLENGE), algorithm="MD5-sess")
+    header = build_authorization(challenge, "GET", "/dir/index.html", "Mufasa", "Circle Of Life",
+                                 cnonce="0a4f113b")
+    assert DigestCredentials.parse(header).response == "8e3825c57e897f5a0dec6c2d4e5059d0" == \
+        _sess_response("md5", "testrealm@host.com", "Circle Of Life", challenge.nonce, "0a4f113b")
+    # The session key binds the cnonce: the same answer with another cnonce is another digest.
+    other = build_authorization(challenge, "GET", "/dir/index.html", "Mufasa", "Circle Of Life",
+                                cnonce="0a4f113c")
+    assert DigestCredentials.parse(other).response != "8e3825c57e897f5a0dec6c2d4e5059d0"
+
+
+@pytest.mark.parametrize("algorithm", ["MD5-sess", "SHA-256-sess"])
+def test_verifier_sess_checks_the_cnonce_in_the_session_key(algorithm: str) -> None:
+    verifier = DigestVerifier("127.0.0.1", USERS.get, algorithm=algorithm)
+    header = answer(verifier, 0, cnonce="abc")
+    assert verifier.verify(header, "REGISTER", 1).ok
+    # A cnonce swapped after the digest was computed no longer matches.
+    swapped = header.replace('cnonce="abc"', 'cnonce="abd"')
+    assert verifier.verify(swapped.replace("nc=00000001", "nc=00000002"), "REGISTER", 1).reason == \
+        "wrong response"
+
+
+def test_nonce_count_is_hex_past_nine() -> None:
+    verifier = DigestVerifier("127.0.0.1", USERS.get)
+    session = DigestSession("alice", "secret")
+    assert session.handle_challenge(verifier.challenge(0))
+    headers = [session.authorize("REGISTER", "sip:127.0.0.1")[0][1] for _ in range(17)]
+    counts = [DigestCredentials.parse(h).nc for h in headers]
+    assert counts[8:11] == ["00000009", "0000000a", "0000000b"] and counts[16] == "00000011"
+    assert all(verifier.verify(h, "REGISTER", 1).ok for h in headers)
+    # Read as hex, not decimal: after "00000010" (16), "0000000a" (10) is a replay.
+    challenge = Challenge.parse(verifier.challenge(0))
+
+    def send(nc: int) -> bool:
+        return verifier.verify(build_authorization(challenge, "REGISTER", "sip:x", "alice", "secret", nc=nc),
+                               "REGISTER", 1).ok
+
+    assert [send(9), send(16), send(10), send(17)] == [True, True, False, True]
+
+
+def test_qop_without_cnonce_is_refused() -> None:
+    verifier = DigestVerifier("127.0.0.1", USERS.get)
+    challenge = Challenge.parse(verifier.challenge(0))
+    # A digest computed honestly with an empty cnonce, sent without the cnonce parameter.
+    response = digest_response("MD5", "alice", "127.0.0.1", "secret", "REGISTER", "sip:x",
+                               challenge.nonce, "00000001", "", "auth")
+    header = (f'Digest username="alice", realm="127.0.0.1", nonce="{challenge.nonce}", uri="sip:x", '
+              f'response="{response}", algorithm=MD5, qop=auth, nc=00000001')
+    result = verifier.verify(header, "REGISTER", 1)
+    assert not result.ok and result.reason == "qop, nc or cnonce missing or malformed"
+    assert not verifier.verify(header.replace("nc=00000001", 'nc=00000001, cnonce=""'), "REGISTER", 1).ok
+    # The client never sends qop without a cnonce.
+    assert DigestCredentials.parse(build_authorization(challenge, "REGISTER", "sip:x", "alice", "secret")).cnonce

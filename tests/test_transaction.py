@@ -205,3 +205,32 @@ def test_rfc2543_ack_must_carry_the_to_tag_we_sent():
     assert tx.state == TxState.COMPLETED
     tx.on_request(make_request("ACK", branch="old", to_tag="mine"))
     assert tx.state == TxState.CONFIRMED
+
+
+def test_server_invite_retransmitted_invite_in_completed_gets_the_final_again():
+    invite = make_request()
+    tx = ServerInviteTransaction(invite, UDP)
+    tx.send_response(make_response(invite, 180))
+    busy = make_response(invite, 486)
+    tx.send_response(busy)
+    assert tx.state == TxState.COMPLETED
+    # 17.2.1: in Completed a retransmitted INVITE is answered with the final response, not the 180.
+    assert tx.on_request(invite) == [Send(busy)]
+    assert tx.on_request(invite) == [Send(busy)]
+    # The TU can no longer change the answer.
+    assert tx.send_response(make_response(invite, 200)) == [] and tx.last_response is busy
+    tx.on_request(make_request("ACK", to_tag="xyz"))
+    assert tx.state == TxState.CONFIRMED
+    assert tx.on_request(invite) == []  # Confirmed absorbs retransmissions (17.2.1)
+
+
+def test_server_invite_on_tcp_has_no_timer_g_and_timer_i_is_zero():
+    invite = make_request()
+    tx = ServerInviteTransaction(invite, TCP)
+    effects = tx.send_response(make_response(invite, 603))
+    assert timers(effects) == {"H": 32.0}  # no G: a reliable transport retransmits for us
+    effects = tx.on_request(make_request("ACK", to_tag="xyz"))
+    # Timer I is 0 on reliable transports: Confirmed ends at once instead of waiting T4.
+    assert "I" not in timers(effects) and Terminate() in effects
+    assert tx.state == TxState.TERMINATED
+    assert tx.on_request(invite) == [] and tx.on_timer("I") == []

@@ -72,8 +72,7 @@ class DtmfReceiver:
             if digit is not None and self._continues_current(timestamp, digit):
                 self._earlier_segments.append(self._current_ts)
                 self._earlier_duration += (timestamp - self._current_ts) % 2**32
-                self._current_ts = timestamp
-                self._current_duration = 0
+                self._current_ts = None  # the next segment opens below, as a new press would
             else:
                 reported.extend(self._finish())  # a newer event means the previous one ended
         if digit is None:

@@ -88,6 +88,8 @@ def prepare(name: str) -> Path:
              f"pytest_add_cli_args_test_selection = {_toml_list(tests)}",
              'pytest_add_cli_args = ["-p", "no:cacheprovider", "-m", "not peer"]',
              "use_git_change_detection = false",
+             # Log calls are not behaviour: their text and arguments are not mutated.
+             r"""do_not_mutate_patterns = ['^\s*(logger|log)\.(debug|info|warning|error|exception)\(']""",
              "", "[tool.pytest.ini_options]"]
     for key, value in pytest_config.items():
         if key == "addopts":

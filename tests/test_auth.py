@@ -18,6 +18,7 @@ from simplesip.core.auth import (
     DigestCredentials,
     DigestSession,
     build_authorization,
+    canonical_algorithm,
     digest_response,
 )
 from simplesip.core.auth_server import DigestVerifier, VerifyOutcome
@@ -489,3 +490,108 @@ def test_qop_without_cnonce_is_refused() -> None:
     assert not verifier.verify(header.replace("nc=00000001", 'nc=00000001, cnonce=""'), "REGISTER", 1).ok
     # The client never sends qop without a cnonce.
     assert DigestCredentials.parse(build_authorization(challenge, "REGISTER", "sip:x", "alice", "secret")).cnonce
+
+
+# --- parsing edge cases, defaults and the client session's choices ----------------------------
+
+
+def test_canonical_algorithm_names() -> None:
+    assert [canonical_algorithm(n) for n in ("md5", "MD5", "sha-256", "Sha-512-256", "md5-SESS", "sha-256-Sess")] \
+        == ["MD5", "MD5", "SHA-256", "SHA-512-256", "MD5-sess", "SHA-256-sess"]
+    assert [canonical_algorithm(n) for n in ("foo", "foo-sess", "AKAv1-MD5")] == ["foo", "foo-sess", "AKAv1-MD5"]
+
+
+@pytest.mark.parametrize("value, realm, nonce", [
+    ('Digest realm = "a\\"b" ,, nonce= n1 ', 'a"b', "n1"),
+    ('Digest   realm="a\\\\b",nonce="x y"', "a\\b", "x y"),
+    ('Digest nonce="", realm=""', "", ""),
+])
+def test_challenge_quoting_and_spacing(value: str, realm: str, nonce: str) -> None:
+    challenge = Challenge.parse(value)
+    assert (challenge.realm, challenge.nonce) == (realm, nonce)
+
+
+@pytest.mark.parametrize("value, reason", [
+    ("Digest realm", "auth parameter 'realm' has no value"),
+    ("Digest realm   ", "auth parameter 'realm' has no value"),
+    ('Digest realm="abc', "unterminated quoted string"),
+    ('Digest realm="ab\\', "unterminated quoted string"),
+    ('Digest realm="ab\\"', "unterminated quoted string"),
+    ('Digest realm="a", nonce="n", realm="b"', "auth parameter 'realm' repeated"),
+    ("Digest =x", "bad auth parameter at '=x'"),
+    ("Digest realm=a, @@@", "bad auth parameter at '@@@'"),
+    ("Digest realm=\"a\", nonce=n, " + "@" * 30, "bad auth parameter at '" + "@" * 20 + "'"),
+    (",Digest", "no auth scheme in ',Digest'"),
+    ('Digest realm="r"', "digest challenge without realm or nonce"),
+])
+def test_challenge_parse_errors_say_what_is_wrong(value: str, reason: str) -> None:
+    with pytest.raises(SIPParseError) as caught:
+        Challenge.parse(value)
+    assert reason in str(caught.value)
+
+
+def test_other_schemes_parse_with_empty_defaults() -> None:
+    challenge = Challenge.parse("Newauth foo=bar")
+    assert (challenge.scheme, challenge.realm, challenge.nonce, challenge.algorithm) == ("Newauth", "", "", "MD5")
+    assert challenge.params == {"foo": "bar"} and not challenge.stale and not challenge.supported
+
+
+def test_credentials_defaults_and_errors() -> None:
+    creds = DigestCredentials.parse('Digest username="u", realm="r", nonce="n", uri="sip:x", response="0"')
+    assert (creds.algorithm, creds.qop, creds.nc, creds.cnonce, creds.opaque) == ("MD5", "", "", "", None)
+    creds = DigestCredentials.parse('Digest username="u", realm="r", nonce="n", uri="sip:x", response="0", '
+                                    'opaque="op", qop=AUTH, algorithm=sha-256')
+    assert (creds.opaque, creds.qop, creds.algorithm) == ("op", "auth", "SHA-256")
+    with pytest.raises(SIPParseError, match="authorization without nonce, response"):
+        DigestCredentials.parse('Digest username="u", realm="r", uri="sip:x"')
+    with pytest.raises(SIPParseError, match="unsupported auth scheme 'Basic'"):
+        DigestCredentials.parse("Basic YWxpY2U6c2VjcmV0")
+
+
+def test_answers_without_qop_follow_rfc2069() -> None:
+    challenge = Challenge.parse('Digest realm="testrealm@host.com", nonce="dcd98b7102dd2f0e8b11d0f600bfb0c093"')
+    header = build_authorization(challenge, "GET", "/dir/index.html", "Mufasa", "Circle Of Life")
+    assert header.startswith("Digest username=")
+    creds = DigestCredentials.parse(header)
+
+    def h(text: str) -> str:
+        return hashlib.md5(text.encode()).hexdigest()
+
+    expected = h(f"{h('Mufasa:testrealm@host.com:Circle Of Life')}:{challenge.nonce}:{h('GET:/dir/index.html')}")
+    assert creds.response == expected and (creds.qop, creds.nc, creds.cnonce) == ("", "", "")
+    assert digest_response("MD5", "Mufasa", "testrealm@host.com", "Circle Of Life", "GET",
+                           "/dir/index.html", challenge.nonce) == expected
+    # -sess without qop still needs a client nonce: one is made up and sent.
+    sess = dataclasses.replace(challenge, algorithm="MD5-sess")
+    creds = DigestCredentials.parse(build_authorization(sess, "GET", "/", "Mufasa", "x"))
+    assert creds.cnonce and creds.nc == "" and creds.qop == ""
+    with pytest.raises(AuthenticationError, match="cannot answer Basic challenge with algorithm MD5 and qop -"):
+        build_authorization(Challenge.parse('Basic realm="r"'), "GET", "/", "u", "p")
+
+
+def test_auth_int_without_a_body_covers_the_empty_body() -> None:
+    verifier = DigestVerifier("127.0.0.1", USERS.get)
+    challenge = dataclasses.replace(Challenge.parse(verifier.challenge(0)), qop=("auth-int",))
+    header = build_authorization(challenge, "BYE", "sip:x", "alice", "secret", cnonce="c")
+    assert header == build_authorization(challenge, "BYE", "sip:x", "alice", "secret", body=b"", cnonce="c")
+    session = DigestSession("alice", "secret")
+    session._challenges[("Authorization", "127.0.0.1")] = challenge
+    [(_, value)] = session.authorize("BYE", "sip:x")
+    assert verifier.verify(value, "BYE", 1, body=b"").ok
+
+
+def test_session_chooses_per_realm_and_skips_bad_challenges() -> None:
+    session = DigestSession("alice", "secret")
+    offered = ['Digest realm="a", nonce="1", algorithm=MD5',
+               "Digest realm=",  # malformed, skipped, the rest still counts
+               'Digest realm="a", nonce="2", algorithm=SHA-256-sess',
+               'Digest realm="a", nonce="3", algorithm=SHA-256',  # as strong: the first offered stays
+               'Digest realm="b", nonce="4", algorithm=MD5']
+    assert session.handle_challenge(offered) is True
+    headers = dict((DigestCredentials.parse(v).realm, DigestCredentials.parse(v)) for _, v in
+                   session.authorize("REGISTER", "sip:x"))
+    assert {realm: (c.nonce, c.algorithm) for realm, c in headers.items()} == {
+        "a": ("2", "SHA-256-sess"), "b": ("4", "MD5")}
+    # Challenged again without stale: the caller says whether credentials were sent (default: no).
+    assert session.handle_challenge('Digest realm="a", nonce="5"') is True
+    assert session.handle_challenge('Digest realm="a", nonce="6"', had_credentials=True) is False

@@ -396,3 +396,43 @@ def test_keys_tell_transactions_apart():
     # An RFC 2543 INVITE's key leaves the To tag out (the ACK carries ours).
     assert server_key(make_request(branch="1")) == server_key(make_request("ACK", branch="1", to_tag="t9"))
     assert server_key(make_request(branch="1"))[2] == ""
+
+
+def test_transaction_states_and_keys_after_each_timer():
+    request = make_request("OPTIONS")
+    server = ServerNonInviteTransaction(request, UDP)
+    assert server.key == server_key(request) == ("3261", "z9hG4bKabc", "10.0.0.1", 5060, "OPTIONS")
+    client = ClientNonInviteTransaction(request, UDP)
+    client.start()
+    client.on_response(make_response(request, 200))
+    client.on_timer("K")
+    assert client.state == TxState.TERMINATED
+    invite = make_request()
+    assert ServerInviteTransaction(invite, UDP).key == server_key(invite)
+    timed_out = ServerInviteTransaction(invite, UDP)
+    timed_out.send_response(make_response(invite, 480))
+    timed_out.on_timer("H")
+    assert timed_out.state == TxState.TERMINATED
+
+
+def test_client_invite_acks_a_retransmitted_300_too():
+    invite = make_request()
+    tx = ClientInviteTransaction(invite, UDP)
+    tx.start()
+    tx.on_response(make_response(invite, 300))
+    assert tx.on_response(make_response(invite, 300)) == [Send(tx.ack)]
+
+
+def test_rfc3261_ack_is_matched_by_branch_alone():
+    # 17.2.3: with a z9hG4bK branch the To tag plays no part in matching the ACK.
+    tx = ServerInviteTransaction(make_request(), UDP)
+    tx.send_response(make_response(tx.request, 486, to_tag="mine"))
+    tx.on_request(make_request("ACK", to_tag="other"))
+    assert tx.state == TxState.CONFIRMED
+
+
+def test_rfc2543_ack_without_tags_confirms_a_response_without_one():
+    tx = ServerInviteTransaction(make_request(branch="old"), UDP)
+    tx.send_response(make_response(tx.request, 486, to_tag=None))
+    tx.on_request(make_request("ACK", branch="old"))
+    assert tx.state == TxState.CONFIRMED

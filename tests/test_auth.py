@@ -595,3 +595,12 @@ def test_session_chooses_per_realm_and_skips_bad_challenges() -> None:
     # Challenged again without stale: the caller says whether credentials were sent (default: no).
     assert session.handle_challenge('Digest realm="a", nonce="5"') is True
     assert session.handle_challenge('Digest realm="a", nonce="6"', had_credentials=True) is False
+
+
+def test_session_skips_unsupported_challenges_and_signs_the_body_it_is_given() -> None:
+    verifier = DigestVerifier("127.0.0.1", USERS.get)
+    session = DigestSession("alice", "secret")
+    good = verifier.challenge(0).replace('qop="auth"', 'qop="auth-int"')
+    assert session.handle_challenge(['Digest realm="127.0.0.1", nonce="x", algorithm=AKAv1-MD5', good])
+    [(_, value)] = session.authorize("INVITE", "sip:x", body=b"v=0\r\n")
+    assert verifier.verify(value, "INVITE", 1, body=b"v=0\r\n").ok

@@ -21,7 +21,7 @@ from simplesip.core.auth import (
     canonical_algorithm,
     digest_response,
 )
-from simplesip.core.auth_server import DigestVerifier, VerifyOutcome
+from simplesip.core.auth_server import DigestVerifier, VerifyOutcome, VerifyResult
 from simplesip.errors import AuthenticationError, SIPParseError
 from tests.helpers.net import free_port
 from tests.helpers.paths import DATA
@@ -604,3 +604,62 @@ def test_session_skips_unsupported_challenges_and_signs_the_body_it_is_given() -
     assert session.handle_challenge(['Digest realm="127.0.0.1", nonce="x", algorithm=AKAv1-MD5', good])
     [(_, value)] = session.authorize("INVITE", "sip:x", body=b"v=0\r\n")
     assert verifier.verify(value, "INVITE", 1, body=b"v=0\r\n").ok
+
+
+def test_verifier_reasons_and_users_in_its_verdicts() -> None:
+    verifier = DigestVerifier("127.0.0.1", USERS.get)
+    assert verifier.verify(None, "REGISTER", 1) == VerifyResult(VerifyOutcome.BAD, None, "authorization is not text")  # type: ignore[arg-type]
+    garbage = verifier.verify("Digest realm", "REGISTER", 1)
+    assert garbage.outcome is VerifyOutcome.BAD and garbage.username is None
+    assert garbage.reason == "auth parameter 'realm' has no value"
+    wrong = verifier.verify(answer(verifier, 0, password="nope"), "REGISTER", 1)
+    assert (wrong.outcome, wrong.username, wrong.reason) == (VerifyOutcome.BAD, "alice", "wrong response")
+    assert verifier.verify(answer(verifier, 0), "REGISTER", 1, uri="sip:other").reason == \
+        "digest uri does not match the request"
+    not_hex = answer(verifier, 0).replace('response="', 'response="zz')
+    assert verifier.verify(not_hex, "REGISTER", 1).reason == "response is not a hex digest"
+    header = answer(verifier, 1000.0)
+    assert verifier.verify(header, "REGISTER", 1000.0).ok
+    assert verifier.verify(header, "REGISTER", 1000.0).reason == "nonce count replayed"
+    stale = verifier.verify(answer(verifier, 0), "REGISTER", 301)
+    assert (stale.outcome, stale.username, stale.reason) == (VerifyOutcome.STALE, "alice", "nonce expired")
+    with pytest.raises(ValueError, match="unsupported algorithm 'SHA-1'"):
+        DigestVerifier("r", USERS.get, algorithm="SHA-1")
+
+
+def test_verifier_default_ttl_and_clock_skew() -> None:
+    verifier = DigestVerifier("127.0.0.1", USERS.get)
+    assert verifier.verify(answer(verifier, 1000.0), "REGISTER", 1300.0).ok  # 300 s: still fresh
+    assert verifier.verify(answer(verifier, 1000.0), "REGISTER", 1301.0).stale
+    # A nonce up to 5 s "from the future" (a sibling's clock ahead) is ours; beyond, it is not.
+    assert verifier.verify(answer(verifier, 1005.0), "REGISTER", 1000.0).ok
+    assert verifier.verify(answer(verifier, 1006.0), "REGISTER", 1000.0).reason == "nonce not issued by us"
+
+
+def test_verifier_refuses_a_malformed_nonce_count() -> None:
+    verifier = DigestVerifier("127.0.0.1", USERS.get)
+    for nc in ("1", "0000000g", "000000001"):
+        header = answer(verifier, 0).replace("nc=00000001", f"nc={nc}")
+        assert verifier.verify(header, "REGISTER", 1).reason == "qop, nc or cnonce missing or malformed"
+
+
+def test_verifier_remembers_counts_for_the_whole_ttl_at_real_clock_values() -> None:
+    verifier = DigestVerifier("127.0.0.1", USERS.get, nonce_ttl=300)
+    now = 1_765_000_000.0
+    first = answer(verifier, now)
+    assert verifier.verify(first, "REGISTER", now).ok
+    assert verifier.verify(answer(verifier, now + 100), "REGISTER", now + 300).ok  # prunes what expired
+    assert verifier.verify(first, "REGISTER", now + 300).reason == "nonce count replayed"  # age 300: kept
+
+
+def test_challenge_stale_flag_only_when_asked() -> None:
+    verifier = DigestVerifier("r", USERS.get)
+    assert "stale" not in verifier.challenge(0)
+    assert verifier.challenge(0, stale=True).endswith(', qop="auth", stale=true')
+
+
+def test_verifier_auth_int_without_a_body_checks_the_empty_body() -> None:
+    verifier = DigestVerifier("127.0.0.1", USERS.get)
+    challenge = dataclasses.replace(Challenge.parse(verifier.challenge(0)), qop=("auth-int",))
+    header = build_authorization(challenge, "BYE", "sip:x", "bob", "hunter2")
+    assert verifier.verify(header, "BYE", 1).ok

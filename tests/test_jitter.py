@@ -411,3 +411,54 @@ def test_first_packet_arriving_after_the_second_before_playout_is_kept() -> None
     frames = [buffer.pop() for _ in range(10)]
     assert frames == [_samples(160, i * 160) for i in range(10)]
     assert buffer.stats.late == 0
+
+
+def test_defaults_and_small_settings() -> None:
+    buffer = JitterBuffer()
+    assert (buffer.target_frames, buffer.max_frames, buffer.max_jump_frames, buffer.drift_patience) == (3, 8, 100, 10)
+    assert type(buffer.max_jump_frames) is int and buffer.codec == "PCMU" and buffer.stats.clock_rate == 8000
+    assert JitterBuffer(fill_byte=g711.ALAW_SILENCE).codec == "PCMA"
+    assert JitterBuffer(codec="alaw").codec == "PCMA" and JitterBuffer(codec="ulaw").codec == "PCMU"
+    tiny = JitterBuffer(target_ms=10, max_extra_ms=10)
+    assert (tiny.target_frames, tiny.max_frames) == (1, 2)
+    assert tiny.push(1, 0, _samples(160), 0.0)
+    assert tiny.pop() == _samples(160)  # one frame is enough to start
+
+
+def test_empty_late_and_duplicate_packets_are_refused_and_counted() -> None:
+    buffer = JitterBuffer(target_ms=20)
+    assert buffer.push(1, 0, b"", 0.0) is False
+    for seq in range(2, 6):
+        assert buffer.push(seq, (seq - 1) * 160, _samples(160, seq), 0.0)
+    for _ in range(4):
+        buffer.pop()
+    assert buffer.push(2, 160, _samples(160), 0.1) is False  # duplicate
+    assert buffer.push(0, -160 & 0xFFFFFFFF, _samples(160), 0.1) is False  # late
+    assert buffer.push(0xFFFF, -320 & 0xFFFFFFFF, _samples(160), 0.1) is False  # late
+    assert buffer.push(1, 0, _samples(160), 0.1) is False  # seen already (it was the empty one)
+    assert (buffer.stats.late, buffer.stats.duplicates) == (2, 2)
+
+
+@pytest.mark.parametrize("sizes", [[161, 159, 160, 1, 319], [7] * 60, [240, 80, 400, 160]])
+def test_packets_of_any_size_land_sample_by_sample(sizes: list[int]) -> None:
+    buffer = JitterBuffer(target_ms=20)
+    stream = _samples(sum(sizes))
+    ts, out = 0, []
+    for seq, size in enumerate(sizes, start=100):
+        assert buffer.push(seq, 9000 + ts, stream[ts:ts + size], 0.0)
+        ts += size
+    while (frame := buffer.pop()) is not None:
+        out.append(frame)
+    whole = len(stream) // 160 * 160
+    assert b"".join(out)[:whole] == stream[:whole]
+
+
+def test_a_jump_of_exactly_max_jump_ms_is_a_gap_not_a_new_timeline() -> None:
+    buffer = JitterBuffer(target_ms=20, max_extra_ms=1000, max_jump_ms=200)  # 10 frames, no trimming
+    buffer.push(1, 0, _samples(160), 0.0)
+    assert buffer.pop() == _samples(160)
+    buffer.push(2, 11 * 160, _samples(160, 1), 0.02)  # 10 frames after the next one: kept in place
+    frames = [buffer.pop() for _ in range(11)]
+    assert frames == [None] * 10 + [_samples(160, 1)]
+    buffer.push(3, 23 * 160, _samples(160, 2), 0.04)  # 11 frames ahead: a new timeline, no gap
+    assert buffer.pop() == _samples(160, 2)

@@ -180,21 +180,29 @@ def equivalent() -> dict[str, str]:
     return result
 
 
-def report(names: list[str]) -> None:
+def report(names: list[str], markdown: bool = False) -> None:
     known_equivalent = equivalent()
-    print(f"{'module':<15} {'mutants':>7} {'killed':>7} {'equiv.':>6} {'survived':>8} {'other':>6} {'score':>7}")
+    if markdown:
+        print("| module | file | mutants | killed | equivalent | survived | other | score |")
+        print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+    else:
+        print(f"{'module':<15} {'mutants':>7} {'killed':>7} {'equiv.':>6} {'survived':>8} {'other':>6} {'score':>7}")
     for name in names:
         found = statuses(name)
         if not found:
-            print(f"{name:<15} (not run)")
+            print(f"| {name} | `{MODULES[name][0]}` | not run | | | | | |" if markdown else f"{name:<15} (not run)")
             continue
         equiv = [k for k in found if k in known_equivalent]
         killed = [k for k, s in found.items() if s in KILLED and k not in known_equivalent]
         survived = [k for k, s in found.items() if s == "survived" and k not in known_equivalent]
-        other = len(found) - len(equiv) - len(killed) - len(survived)  # not checked, no tests, ...
+        other = len(found) - len(equiv) - len(killed) - len(survived)  # no tests, suspicious, ...
         counted = len(found) - len(equiv)
         score = 100.0 * len(killed) / counted if counted else 100.0
-        print(f"{name:<15} {len(found):>7} {len(killed):>7} {len(equiv):>6} {len(survived):>8} {other:>6} {score:>6.1f}%")
+        if markdown:
+            print(f"| {name} | `{MODULES[name][0]}` | {len(found)} | {len(killed)} | {len(equiv)} | "
+                  f"{len(survived)} | {other} | {score:.1f} % |")
+        else:
+            print(f"{name:<15} {len(found):>7} {len(killed):>7} {len(equiv):>6} {len(survived):>8} {other:>6} {score:>6.1f}%")
 
 
 def survivors(name: str) -> None:
@@ -213,6 +221,7 @@ def main() -> int:
     parser.add_argument("modules", nargs="*", help=f"default: all of {', '.join(MODULES)}")
     parser.add_argument("--report", action="store_true", help="print the score table only")
     parser.add_argument("--survivors", action="store_true", help="show the surviving mutants")
+    parser.add_argument("--markdown", action="store_true", help="the table in Markdown (docs/testing.md)")
     args = parser.parse_args()
     names = args.modules or list(MODULES)
     unknown = [n for n in names if n not in MODULES]
@@ -226,7 +235,7 @@ def main() -> int:
     if not args.report:
         for name in names:
             failed |= run(name) != 0
-    report(names)
+    report(names, args.markdown)
     return 1 if failed else 0
 
 

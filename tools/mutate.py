@@ -47,7 +47,7 @@ MODULES: dict[str, tuple[str, list[str]]] = {
     "dtmf_plugin": ("ivr_plugins/dtmf.py", ["tests/test_plugin_dtmf.py", "tests/test_plugin_dtmf_modes.py"]),
     "vad": ("ivr_plugins/vad.py", ["tests/test_plugin_vad.py"]),
     "digits": ("ivr/flows/actions/digits.py", ["tests/test_flow_timers.py", "tests/test_flow_actions.py",
-                                              "tests/test_flow_speech.py", "tests/test_flow_simulate.py"]),
+                                              "tests/test_flow_speech.py"]),
     "dialog": ("simplesip/core/dialog.py", ["tests/test_dialog.py"]),
     "rtp": ("simplesip/wire/rtp.py", ["tests/test_rtp.py"]),
     "sdp": ("simplesip/wire/sdp.py", ["tests/test_sdp.py"]),
@@ -78,7 +78,7 @@ def prepare(name: str) -> Path:
     target, tests = MODULES[name]
     work = WORK / name
     work.mkdir(parents=True, exist_ok=True)
-    for link in (*PACKAGES, "tests"):
+    for link in (*PACKAGES, "tests", "bench"):  # tests.helpers imports bench.sipp_driver
         path = work / link
         if not path.is_symlink():
             path.symlink_to(ROOT / link)
@@ -89,6 +89,7 @@ def prepare(name: str) -> Path:
              f"pytest_add_cli_args_test_selection = {_toml_list(tests)}",
              'pytest_add_cli_args = ["-p", "no:cacheprovider", "-m", "not peer"]',
              "use_git_change_detection = false",
+             'also_copy = ["bench"]',
              # Log calls are not behaviour: their text and arguments are not mutated.
              r"""do_not_mutate_patterns = ['^\s*(logger|log)\.(debug|info|warning|error|exception)\(']""",
              "", "[tool.pytest.ini_options]"]

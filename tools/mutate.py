@@ -78,7 +78,7 @@ def prepare(name: str) -> Path:
     target, tests = MODULES[name]
     work = WORK / name
     work.mkdir(parents=True, exist_ok=True)
-    for link in (*PACKAGES, "tests", "bench"):  # tests.helpers imports bench.sipp_driver
+    for link in (*PACKAGES, "tests", "bench", "flows"):  # tests.helpers imports bench; some tests load flows/
         path = work / link
         if not path.is_symlink():
             path.symlink_to(ROOT / link)
@@ -89,7 +89,7 @@ def prepare(name: str) -> Path:
              f"pytest_add_cli_args_test_selection = {_toml_list(tests)}",
              'pytest_add_cli_args = ["-p", "no:cacheprovider", "-m", "not peer"]',
              "use_git_change_detection = false",
-             'also_copy = ["bench"]',
+             'also_copy = ["bench", "flows"]',
              # Log calls are not behaviour: their text and arguments are not mutated.
              r"""do_not_mutate_patterns = ['^\s*(logger|log)\.(debug|info|warning|error|exception)\(']""",
              "", "[tool.pytest.ini_options]"]

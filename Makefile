@@ -3,7 +3,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: serve test venv bench fuzz clean graphs
+.PHONY: serve test venv bench fuzz mutate clean graphs
 
 $(BIN)/ivr: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -38,3 +38,10 @@ fuzz: venv
 	  FUZZ_SUPPRESS_KNOWN=1 $(BIN)/python fuzz/fuzz_$$name.py -runs=$$runs -max_len=4096 \
 	    -artifact_prefix=build/fuzz-corpus/$$name- build/fuzz-corpus/$$name || exit 1; \
 	done
+
+# Mutation testing of the protocol and media core (mutmut), outside the test suite; each module
+# against its own unit tests, results kept in build/mutate/. Scores and survivors: docs/testing.md.
+# One module: make mutate MODULES="g711 jitter".
+mutate: venv
+	$(BIN)/pip install -q -e ".[mutate]"
+	$(BIN)/python tools/mutate.py $(MODULES)

@@ -18,8 +18,10 @@ from simplesip.core.auth import (
     DigestCredentials,
     DigestSession,
     build_authorization,
+    canonical_algorithm,
+    digest_response,
 )
-from simplesip.core.auth_server import DigestVerifier, VerifyOutcome
+from simplesip.core.auth_server import DigestVerifier, VerifyOutcome, VerifyResult
 from simplesip.errors import AuthenticationError, SIPParseError
 from tests.helpers.net import free_port
 from tests.helpers.paths import DATA
@@ -403,3 +405,261 @@ def test_sipp_client_against_our_verifier(tmp_path: Path) -> None:
             server.join()
     assert outcomes[:2] == ["challenged", "ok:alice:"]
     assert sipp.returncode == 0
+
+
+# --- -sess algorithms, nonce counts past 9, qop without cnonce --------------------------------
+
+# Neither RFC 2617 nor RFC 7616 prints a -sess response, so these are the published examples'
+# inputs (RFC 2617 §3.5, RFC 7616 §3.9.1) run through the -sess A1 of RFC 2617 §3.2.2.2 /
+# RFC 7616 §3.4.2: A1 = H(username:realm:password):nonce:cnonce. Computed independently with
+# hashlib below, and pinned.
+def _sess_response(hash_name: str, realm: str, password: str, nonce: str, cnonce: str) -> str:
+    def h(text: str) -> str:
+        return hashlib.new(hash_name, text.encode()).hexdigest()
+
+    ha1 = h(f"{h(f'Mufasa:{realm}:{password}')}:{nonce}:{cnonce}")
+    return h(f"{ha1}:{nonce}:00000001:{cnonce}:auth:{h('GET:/dir/index.html')}")
+
+
+@pytest.mark.parametrize("algorithm, hash_name, response", [
+    ("MD5-sess", "md5", "e783283f46242139c486a698fec7211d"),
+    ("SHA-256-sess", "sha256", "2fd51b3a77ad75bad6afad6003e818d767133c46d9e2749e7f5232ae1ea3efd7"),
+])
+def test_sess_algorithms_on_the_rfc7616_example(algorithm: str, hash_name: str, response: str) -> None:
+    challenge = Challenge.parse(RFC7616_CHALLENGE.format(algorithm=algorithm))
+    assert challenge.algorithm == algorithm and challenge.supported
+    header = build_authorization(challenge, "GET", "/dir/index.html", "Mufasa", "Circle of Life",
+                                 cnonce=RFC7616_CNONCE)
+    creds = DigestCredentials.parse(header)
+    assert creds.algorithm == algorithm and creds.cnonce == RFC7616_CNONCE
+    assert creds.response == response == _sess_response(
+        hash_name, "http-auth@example.org", "Circle of Life", challenge.nonce, RFC7616_CNONCE)
+
+
+def test_md5_sess_on_the_rfc2617_example() -> None:
+    challenge = dataclasses.replace(Challenge.parse(RFC2617_CHALLENGE), algorithm="MD5-sess")
+    header = build_authorization(challenge, "GET", "/dir/index.html", "Mufasa", "Circle Of Life",
+                                 cnonce="0a4f113b")
+    assert DigestCredentials.parse(header).response == "8e3825c57e897f5a0dec6c2d4e5059d0" == \
+        _sess_response("md5", "testrealm@host.com", "Circle Of Life", challenge.nonce, "0a4f113b")
+    # The session key binds the cnonce: the same answer with another cnonce is another digest.
+    other = build_authorization(challenge, "GET", "/dir/index.html", "Mufasa", "Circle Of Life",
+                                cnonce="0a4f113c")
+    assert DigestCredentials.parse(other).response != "8e3825c57e897f5a0dec6c2d4e5059d0"
+
+
+@pytest.mark.parametrize("algorithm", ["MD5-sess", "SHA-256-sess"])
+def test_verifier_sess_checks_the_cnonce_in_the_session_key(algorithm: str) -> None:
+    verifier = DigestVerifier("127.0.0.1", USERS.get, algorithm=algorithm)
+    header = answer(verifier, 0, cnonce="abc")
+    assert verifier.verify(header, "REGISTER", 1).ok
+    # A cnonce swapped after the digest was computed no longer matches.
+    swapped = header.replace('cnonce="abc"', 'cnonce="abd"')
+    assert verifier.verify(swapped.replace("nc=00000001", "nc=00000002"), "REGISTER", 1).reason == \
+        "wrong response"
+
+
+def test_nonce_count_is_hex_past_nine() -> None:
+    verifier = DigestVerifier("127.0.0.1", USERS.get)
+    session = DigestSession("alice", "secret")
+    assert session.handle_challenge(verifier.challenge(0))
+    headers = [session.authorize("REGISTER", "sip:127.0.0.1")[0][1] for _ in range(17)]
+    counts = [DigestCredentials.parse(h).nc for h in headers]
+    assert counts[8:11] == ["00000009", "0000000a", "0000000b"] and counts[16] == "00000011"
+    assert all(verifier.verify(h, "REGISTER", 1).ok for h in headers)
+    # Read as hex, not decimal: after "00000010" (16), "0000000a" (10) is a replay.
+    challenge = Challenge.parse(verifier.challenge(0))
+
+    def send(nc: int) -> bool:
+        return verifier.verify(build_authorization(challenge, "REGISTER", "sip:x", "alice", "secret", nc=nc),
+                               "REGISTER", 1).ok
+
+    assert [send(9), send(16), send(10), send(17)] == [True, True, False, True]
+
+
+def test_qop_without_cnonce_is_refused() -> None:
+    verifier = DigestVerifier("127.0.0.1", USERS.get)
+    challenge = Challenge.parse(verifier.challenge(0))
+    # A digest computed honestly with an empty cnonce, sent without the cnonce parameter.
+    response = digest_response("MD5", "alice", "127.0.0.1", "secret", "REGISTER", "sip:x",
+                               challenge.nonce, "00000001", "", "auth")
+    header = (f'Digest username="alice", realm="127.0.0.1", nonce="{challenge.nonce}", uri="sip:x", '
+              f'response="{response}", algorithm=MD5, qop=auth, nc=00000001')
+    result = verifier.verify(header, "REGISTER", 1)
+    assert not result.ok and result.reason == "qop, nc or cnonce missing or malformed"
+    assert not verifier.verify(header.replace("nc=00000001", 'nc=00000001, cnonce=""'), "REGISTER", 1).ok
+    # The client never sends qop without a cnonce.
+    assert DigestCredentials.parse(build_authorization(challenge, "REGISTER", "sip:x", "alice", "secret")).cnonce
+
+
+# --- parsing edge cases, defaults and the client session's choices ----------------------------
+
+
+def test_canonical_algorithm_names() -> None:
+    assert [canonical_algorithm(n) for n in ("md5", "MD5", "sha-256", "Sha-512-256", "md5-SESS", "sha-256-Sess")] \
+        == ["MD5", "MD5", "SHA-256", "SHA-512-256", "MD5-sess", "SHA-256-sess"]
+    assert [canonical_algorithm(n) for n in ("foo", "foo-sess", "AKAv1-MD5")] == ["foo", "foo-sess", "AKAv1-MD5"]
+
+
+@pytest.mark.parametrize("value, realm, nonce", [
+    ('Digest realm = "a\\"b" ,, nonce= n1 ', 'a"b', "n1"),
+    ('Digest   realm="a\\\\b",nonce="x y"', "a\\b", "x y"),
+    ('Digest nonce="", realm=""', "", ""),
+])
+def test_challenge_quoting_and_spacing(value: str, realm: str, nonce: str) -> None:
+    challenge = Challenge.parse(value)
+    assert (challenge.realm, challenge.nonce) == (realm, nonce)
+
+
+@pytest.mark.parametrize("value, reason", [
+    ("Digest realm", "auth parameter 'realm' has no value"),
+    ("Digest realm   ", "auth parameter 'realm' has no value"),
+    ('Digest realm="abc', "unterminated quoted string"),
+    ('Digest realm="ab\\', "unterminated quoted string"),
+    ('Digest realm="ab\\"', "unterminated quoted string"),
+    ('Digest realm="a", nonce="n", realm="b"', "auth parameter 'realm' repeated"),
+    ("Digest =x", "bad auth parameter at '=x'"),
+    ("Digest realm=a, @@@", "bad auth parameter at '@@@'"),
+    ("Digest realm=\"a\", nonce=n, " + "@" * 30, "bad auth parameter at '" + "@" * 20 + "'"),
+    (",Digest", "no auth scheme in ',Digest'"),
+    ('Digest realm="r"', "digest challenge without realm or nonce"),
+])
+def test_challenge_parse_errors_say_what_is_wrong(value: str, reason: str) -> None:
+    with pytest.raises(SIPParseError) as caught:
+        Challenge.parse(value)
+    assert reason in str(caught.value)
+
+
+def test_other_schemes_parse_with_empty_defaults() -> None:
+    challenge = Challenge.parse("Newauth foo=bar")
+    assert (challenge.scheme, challenge.realm, challenge.nonce, challenge.algorithm) == ("Newauth", "", "", "MD5")
+    assert challenge.params == {"foo": "bar"} and not challenge.stale and not challenge.supported
+
+
+def test_credentials_defaults_and_errors() -> None:
+    creds = DigestCredentials.parse('Digest username="u", realm="r", nonce="n", uri="sip:x", response="0"')
+    assert (creds.algorithm, creds.qop, creds.nc, creds.cnonce, creds.opaque) == ("MD5", "", "", "", None)
+    creds = DigestCredentials.parse('Digest username="u", realm="r", nonce="n", uri="sip:x", response="0", '
+                                    'opaque="op", qop=AUTH, algorithm=sha-256')
+    assert (creds.opaque, creds.qop, creds.algorithm) == ("op", "auth", "SHA-256")
+    with pytest.raises(SIPParseError, match="authorization without nonce, response"):
+        DigestCredentials.parse('Digest username="u", realm="r", uri="sip:x"')
+    with pytest.raises(SIPParseError, match="unsupported auth scheme 'Basic'"):
+        DigestCredentials.parse("Basic YWxpY2U6c2VjcmV0")
+
+
+def test_answers_without_qop_follow_rfc2069() -> None:
+    challenge = Challenge.parse('Digest realm="testrealm@host.com", nonce="dcd98b7102dd2f0e8b11d0f600bfb0c093"')
+    header = build_authorization(challenge, "GET", "/dir/index.html", "Mufasa", "Circle Of Life")
+    assert header.startswith("Digest username=")
+    creds = DigestCredentials.parse(header)
+
+    def h(text: str) -> str:
+        return hashlib.md5(text.encode()).hexdigest()
+
+    expected = h(f"{h('Mufasa:testrealm@host.com:Circle Of Life')}:{challenge.nonce}:{h('GET:/dir/index.html')}")
+    assert creds.response == expected and (creds.qop, creds.nc, creds.cnonce) == ("", "", "")
+    assert digest_response("MD5", "Mufasa", "testrealm@host.com", "Circle Of Life", "GET",
+                           "/dir/index.html", challenge.nonce) == expected
+    # -sess without qop still needs a client nonce: one is made up and sent.
+    sess = dataclasses.replace(challenge, algorithm="MD5-sess")
+    creds = DigestCredentials.parse(build_authorization(sess, "GET", "/", "Mufasa", "x"))
+    assert creds.cnonce and creds.nc == "" and creds.qop == ""
+    with pytest.raises(AuthenticationError, match="cannot answer Basic challenge with algorithm MD5 and qop -"):
+        build_authorization(Challenge.parse('Basic realm="r"'), "GET", "/", "u", "p")
+
+
+def test_auth_int_without_a_body_covers_the_empty_body() -> None:
+    verifier = DigestVerifier("127.0.0.1", USERS.get)
+    challenge = dataclasses.replace(Challenge.parse(verifier.challenge(0)), qop=("auth-int",))
+    header = build_authorization(challenge, "BYE", "sip:x", "alice", "secret", cnonce="c")
+    assert header == build_authorization(challenge, "BYE", "sip:x", "alice", "secret", body=b"", cnonce="c")
+    session = DigestSession("alice", "secret")
+    session._challenges[("Authorization", "127.0.0.1")] = challenge
+    [(_, value)] = session.authorize("BYE", "sip:x")
+    assert verifier.verify(value, "BYE", 1, body=b"").ok
+
+
+def test_session_chooses_per_realm_and_skips_bad_challenges() -> None:
+    session = DigestSession("alice", "secret")
+    offered = ['Digest realm="a", nonce="1", algorithm=MD5',
+               "Digest realm=",  # malformed, skipped, the rest still counts
+               'Digest realm="a", nonce="2", algorithm=SHA-256-sess',
+               'Digest realm="a", nonce="3", algorithm=SHA-256',  # as strong: the first offered stays
+               'Digest realm="b", nonce="4", algorithm=MD5']
+    assert session.handle_challenge(offered) is True
+    headers = dict((DigestCredentials.parse(v).realm, DigestCredentials.parse(v)) for _, v in
+                   session.authorize("REGISTER", "sip:x"))
+    assert {realm: (c.nonce, c.algorithm) for realm, c in headers.items()} == {
+        "a": ("2", "SHA-256-sess"), "b": ("4", "MD5")}
+    # Challenged again without stale: the caller says whether credentials were sent (default: no).
+    assert session.handle_challenge('Digest realm="a", nonce="5"') is True
+    assert session.handle_challenge('Digest realm="a", nonce="6"', had_credentials=True) is False
+
+
+def test_session_skips_unsupported_challenges_and_signs_the_body_it_is_given() -> None:
+    verifier = DigestVerifier("127.0.0.1", USERS.get)
+    session = DigestSession("alice", "secret")
+    good = verifier.challenge(0).replace('qop="auth"', 'qop="auth-int"')
+    assert session.handle_challenge(['Digest realm="127.0.0.1", nonce="x", algorithm=AKAv1-MD5', good])
+    [(_, value)] = session.authorize("INVITE", "sip:x", body=b"v=0\r\n")
+    assert verifier.verify(value, "INVITE", 1, body=b"v=0\r\n").ok
+
+
+def test_verifier_reasons_and_users_in_its_verdicts() -> None:
+    verifier = DigestVerifier("127.0.0.1", USERS.get)
+    assert verifier.verify(None, "REGISTER", 1) == VerifyResult(VerifyOutcome.BAD, None, "authorization is not text")  # type: ignore[arg-type]
+    garbage = verifier.verify("Digest realm", "REGISTER", 1)
+    assert garbage.outcome is VerifyOutcome.BAD and garbage.username is None
+    assert garbage.reason == "auth parameter 'realm' has no value"
+    wrong = verifier.verify(answer(verifier, 0, password="nope"), "REGISTER", 1)
+    assert (wrong.outcome, wrong.username, wrong.reason) == (VerifyOutcome.BAD, "alice", "wrong response")
+    assert verifier.verify(answer(verifier, 0), "REGISTER", 1, uri="sip:other").reason == \
+        "digest uri does not match the request"
+    not_hex = answer(verifier, 0).replace('response="', 'response="zz')
+    assert verifier.verify(not_hex, "REGISTER", 1).reason == "response is not a hex digest"
+    header = answer(verifier, 1000.0)
+    assert verifier.verify(header, "REGISTER", 1000.0).ok
+    assert verifier.verify(header, "REGISTER", 1000.0).reason == "nonce count replayed"
+    stale = verifier.verify(answer(verifier, 0), "REGISTER", 301)
+    assert (stale.outcome, stale.username, stale.reason) == (VerifyOutcome.STALE, "alice", "nonce expired")
+    with pytest.raises(ValueError, match="unsupported algorithm 'SHA-1'"):
+        DigestVerifier("r", USERS.get, algorithm="SHA-1")
+
+
+def test_verifier_default_ttl_and_clock_skew() -> None:
+    verifier = DigestVerifier("127.0.0.1", USERS.get)
+    assert verifier.verify(answer(verifier, 1000.0), "REGISTER", 1300.0).ok  # 300 s: still fresh
+    assert verifier.verify(answer(verifier, 1000.0), "REGISTER", 1301.0).stale
+    # A nonce up to 5 s "from the future" (a sibling's clock ahead) is ours; beyond, it is not.
+    assert verifier.verify(answer(verifier, 1005.0), "REGISTER", 1000.0).ok
+    assert verifier.verify(answer(verifier, 1006.0), "REGISTER", 1000.0).reason == "nonce not issued by us"
+
+
+def test_verifier_refuses_a_malformed_nonce_count() -> None:
+    verifier = DigestVerifier("127.0.0.1", USERS.get)
+    for nc in ("1", "0000000g", "000000001"):
+        header = answer(verifier, 0).replace("nc=00000001", f"nc={nc}")
+        assert verifier.verify(header, "REGISTER", 1).reason == "qop, nc or cnonce missing or malformed"
+
+
+def test_verifier_remembers_counts_for_the_whole_ttl_at_real_clock_values() -> None:
+    verifier = DigestVerifier("127.0.0.1", USERS.get, nonce_ttl=300)
+    now = 1_765_000_000.0
+    first = answer(verifier, now)
+    assert verifier.verify(first, "REGISTER", now).ok
+    assert verifier.verify(answer(verifier, now + 100), "REGISTER", now + 300).ok  # prunes what expired
+    assert verifier.verify(first, "REGISTER", now + 300).reason == "nonce count replayed"  # age 300: kept
+
+
+def test_challenge_stale_flag_only_when_asked() -> None:
+    verifier = DigestVerifier("r", USERS.get)
+    assert "stale" not in verifier.challenge(0)
+    assert verifier.challenge(0, stale=True).endswith(', qop="auth", stale=true')
+
+
+def test_verifier_auth_int_without_a_body_checks_the_empty_body() -> None:
+    verifier = DigestVerifier("127.0.0.1", USERS.get)
+    challenge = dataclasses.replace(Challenge.parse(verifier.challenge(0)), qop=("auth-int",))
+    header = build_authorization(challenge, "BYE", "sip:x", "bob", "hunter2")
+    assert verifier.verify(header, "BYE", 1).ok

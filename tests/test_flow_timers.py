@@ -145,3 +145,60 @@ def test_dtmf_barge_in_is_on_by_default(tmp_path: Path) -> None:
     """)
     result = run_simulation(path, dtmf="+2s 5")
     assert events(result.trace, "barge-in") == [(2.0, "greet", "dtmf 5")]
+
+
+def test_documented_default_timeouts_are_5s_first_digit_and_3s_inter_digit(tmp_path: Path) -> None:
+    body = """\
+        start: ask
+        nodes:
+          ask:
+            {action}: {{prompt: {{tone: "440", duration: 2s}}, {extra}}}
+            next: done
+          done: {{hangup: }}
+    """
+    result = run_simulation(write(tmp_path, body.format(action="collect", extra="max_digits: 4")))
+    assert events(result.trace, "timer") == [(7.0, "ask", "first-digit timeout 5s")]
+    result = run_simulation(write(tmp_path, body.format(action="collect", extra="max_digits: 4")),
+                            dtmf="@2.5 1")
+    assert events(result.trace, "timer") == [(5.5, "ask", "inter-digit timeout 3s")]
+    result = run_simulation(write(tmp_path, body.format(action="menu", extra='options: {"1": done}, max_timeouts: 1')))
+    assert events(result.trace, "timer") == [(7.0, "ask", "first-digit timeout 5s")]
+
+
+def test_min_digits_0_makes_an_empty_entry_ok(tmp_path: Path) -> None:
+    outcome, result = collect(tmp_path, "", min_digits=0)
+    assert (outcome, result.vars.get("digits")) == ("ok", "")
+    assert events(result.trace, "timer") == [(5.0, "ask", "first-digit timeout 3s")]
+    outcome, result = collect(tmp_path, "@2.5 7", min_digits=0)
+    assert (outcome, result.vars.get("digits")) == ("ok", "7")
+    # With the default min_digits (1) the same silence is a timeout, not an empty success.
+    outcome, result = collect(tmp_path, "")
+    assert outcome == "timeout" and "digits" not in result.vars
+
+
+MENU_LOOP = """\
+    start: menu
+    nodes:
+      menu:
+        menu:
+          prompt: {tone: "440", duration: 2s}
+          short_prompt: {tone: "350", duration: 1s}
+          options: {"1": again, "9": done}
+          max_invalid: 2
+          timeout: 3s
+          inter_digit_timeout: 1s
+      again: {play: {tone: "480", duration: 0.5s}, next: menu}
+      done: {hangup: }
+"""
+
+
+def test_menu_revisited_after_a_valid_choice_starts_afresh(tmp_path: Path) -> None:
+    # Visit 1: a wrong key (count 1 of 2), then "1" after the short prompt. Visit 2 (back from
+    # "again"): the full prompt again, and the wrong-entry count starts from zero, so one more
+    # wrong key is not yet "exhausted".
+    result = run_simulation(write(tmp_path, MENU_LOOP), dtmf="@2.5 5 @4.0 1 @7.0 5 @9.5 9")
+    outcomes = [(e.time, e.node, e.detail) for e in result.trace if e.event == "outcome"]
+    assert outcomes == [(4.0, "menu", "1"), (4.5, "again", "done"), (9.5, "menu", "9")]
+    plays = [(e.time, e.detail) for e in result.trace if e.event == "play" and e.node == "menu"]
+    assert plays == [(0.0, "tone 440 2s"), (2.5, "tone 350 1s"), (4.5, "tone 440 2s"), (7.0, "tone 350 1s")]
+    assert [e.detail for e in result.trace if e.event == "invalid"] == ["'5' (1/2)", "'5' (1/2)"]

@@ -126,3 +126,33 @@ def test_bad_input_is_refused() -> None:
         g711.decode(np.zeros(3, dtype=np.uint8), "G729")
     with pytest.raises(ValueError):
         g711._ULAW_DECODE[0] = 1  # the shared tables are read-only
+
+
+@pytest.mark.parametrize(("name", "silence"), [
+    ("PCMU", g711.ULAW_SILENCE), ("ulaw", 0xFF), ("g711u", 0xFF), ("mulaw", 0xFF),
+    ("PCMA", g711.ALAW_SILENCE), ("alaw", 0xD5), ("a-law", 0xD5), ("g711a", 0xD5),
+])
+def test_silence_byte_per_law_and_alias(name: str, silence: int) -> None:
+    assert g711.silence_byte(name) == silence
+    # It is the code a zero sample encodes to in that law.
+    assert g711.encode(np.zeros(1, dtype=np.int16), name)[0] == silence
+
+
+def test_unknown_codec_error_names_it() -> None:
+    with pytest.raises(ValueError, match="not a G.711 codec: 'opus'"):
+        g711.normalize_codec("opus")
+    with pytest.raises(ValueError, match="'G729'"):
+        g711.silence_byte("G729")
+
+
+@pytest.mark.parametrize("samples", [1, 2, 3, 5, 7, 160])
+def test_bytes_api_agrees_with_array_api_for_any_length(samples: int) -> None:
+    pcm = np.linspace(-30000, 30000, samples).astype(np.int16)
+    raw = pcm.astype("<i2").tobytes()
+    for law, to_codes, to_pcm in (("PCMU", g711.pcm_to_ulaw, g711.ulaw_to_pcm),
+                                  ("PCMA", g711.pcm_to_alaw, g711.alaw_to_pcm)):
+        codes = to_codes(raw)
+        assert codes == g711.encode(pcm, law).tobytes() and len(codes) == samples
+        assert to_pcm(codes) == g711.decode(np.frombuffer(codes, np.uint8), law).astype("<i2").tobytes()
+    with pytest.raises(ValueError, match="even number of bytes"):
+        g711.pcm_to_alaw(raw + b"\x00")

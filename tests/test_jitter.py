@@ -375,3 +375,177 @@ def test_in_order_stream_across_both_wraps_takes_the_in_order_path() -> None:
     assert general_pushes == [0xFFF0]  # only the first packet: it sets the timeline up
     assert b"".join(_started(frames)[:40]) == b"".join(p for _, _, p in packets)  # type: ignore[misc]
     assert buffer.stats.highest_sequence == 0xFFF0 + 39 and buffer.stats.lost == 0
+
+
+@pytest.mark.parametrize("back_ms", [20, 100, 1000, 1990, 5000])
+def test_backward_timestamp_jump_starts_a_new_timeline(back_ms: int) -> None:
+    packets = _stream(20, 20)
+    # The sequence numbers go on, the timestamps step back (a media server switching sources
+    # behind one SSRC): the new audio follows what is buffered, none of it is late.
+    restart = 5000 + 20 * 160 - back_ms * 8
+    packets += [(1020 + i, restart + i * 160, _samples(160, 999 + i)) for i in range(20)]
+    buffer = JitterBuffer(target_ms=60)
+    played = _started(_play(buffer, _paced(packets, 20), 50))
+    assert played[:40] == [_samples(160, i * 160) for i in range(20)] + [
+        _samples(160, 999 + i) for i in range(20)]
+    assert buffer.stats.late == 0
+
+
+def test_reordered_packet_after_a_backward_jump_still_finds_its_place() -> None:
+    packets = _stream(20, 10)
+    jumped = [(1010 + i, 5000 + i * 160, _samples(160, 500 + i)) for i in range(10)]  # back 200 ms
+    jumped[2], jumped[3] = jumped[3], jumped[2]
+    buffer = JitterBuffer(target_ms=60)
+    played = _started(_play(buffer, _paced(packets + jumped, 20), 40))
+    assert played[10:20] == [_samples(160, 500 + i) for i in range(10)]
+
+
+def test_first_packet_arriving_after_the_second_before_playout_is_kept() -> None:
+    first, second, *rest = _stream(20, 10)
+    buffer = JitterBuffer(target_ms=60)
+    assert buffer.push(*second, 0.0)
+    assert buffer.pop() is None  # still filling
+    assert buffer.push(*first, 0.015)
+    for i, packet in enumerate(rest):
+        buffer.push(*packet, 0.02 * (i + 1))
+    frames = [buffer.pop() for _ in range(10)]
+    assert frames == [_samples(160, i * 160) for i in range(10)]
+    assert buffer.stats.late == 0
+
+
+def test_defaults_and_small_settings() -> None:
+    buffer = JitterBuffer()
+    assert (buffer.target_frames, buffer.max_frames, buffer.max_jump_frames, buffer.drift_patience) == (3, 8, 100, 10)
+    assert type(buffer.max_jump_frames) is int and buffer.codec == "PCMU" and buffer.stats.clock_rate == 8000
+    assert JitterBuffer(fill_byte=g711.ALAW_SILENCE).codec == "PCMA"
+    assert JitterBuffer(codec="alaw").codec == "PCMA" and JitterBuffer(codec="ulaw").codec == "PCMU"
+    tiny = JitterBuffer(target_ms=10, max_extra_ms=10)
+    assert (tiny.target_frames, tiny.max_frames) == (1, 2)
+    assert tiny.push(1, 0, _samples(160), 0.0)
+    assert tiny.pop() == _samples(160)  # one frame is enough to start
+
+
+def test_empty_late_and_duplicate_packets_are_refused_and_counted() -> None:
+    buffer = JitterBuffer(target_ms=20)
+    assert buffer.push(1, 0, b"", 0.0) is False
+    for seq in range(2, 6):
+        assert buffer.push(seq, (seq - 1) * 160, _samples(160, seq), 0.0)
+    for _ in range(4):
+        buffer.pop()
+    assert buffer.push(2, 160, _samples(160), 0.1) is False  # duplicate
+    assert buffer.push(0, -160 & 0xFFFFFFFF, _samples(160), 0.1) is False  # late
+    assert buffer.push(0xFFFF, -320 & 0xFFFFFFFF, _samples(160), 0.1) is False  # late
+    assert buffer.push(1, 0, _samples(160), 0.1) is False  # seen already (it was the empty one)
+    assert (buffer.stats.late, buffer.stats.duplicates) == (2, 2)
+
+
+@pytest.mark.parametrize("sizes", [[161, 159, 160, 1, 319], [7] * 60, [240, 80, 400, 160]])
+def test_packets_of_any_size_land_sample_by_sample(sizes: list[int]) -> None:
+    buffer = JitterBuffer(target_ms=20)
+    stream = _samples(sum(sizes))
+    ts, out = 0, []
+    for seq, size in enumerate(sizes, start=100):
+        assert buffer.push(seq, 9000 + ts, stream[ts:ts + size], 0.0)
+        ts += size
+    while (frame := buffer.pop()) is not None:
+        out.append(frame)
+    whole = len(stream) // 160 * 160
+    assert b"".join(out)[:whole] == stream[:whole]
+
+
+def test_a_jump_of_exactly_max_jump_ms_is_a_gap_not_a_new_timeline() -> None:
+    buffer = JitterBuffer(target_ms=20, max_extra_ms=1000, max_jump_ms=200)  # 10 frames, no trimming
+    buffer.push(1, 0, _samples(160), 0.0)
+    assert buffer.pop() == _samples(160)
+    buffer.push(2, 11 * 160, _samples(160, 1), 0.02)  # 10 frames after the next one: kept in place
+    frames = [buffer.pop() for _ in range(11)]
+    assert frames == [None] * 10 + [_samples(160, 1)]
+    buffer.push(3, 23 * 160, _samples(160, 2), 0.04)  # 11 frames ahead: a new timeline, no gap
+    assert buffer.pop() == _samples(160, 2)
+
+
+def _frames(count: int, first: int = 0) -> list[tuple[int, int, bytes]]:
+    """In-order 20 ms packets of frame indices first..first+count-1 (speech-like, never quiet)."""
+    return [(1000 + i, 5000 + i * 160, _samples(160, i * 160)) for i in range(first, first + count)]
+
+
+def _frame_index(frame: bytes | None) -> int | None:
+    return None if frame is None else next(i for i in range(400) if frame == _samples(160, i * 160))
+
+
+@pytest.mark.parametrize(("buffered", "expected_frame", "dropped"), [
+    (16, 0, 0),   # twice the maximum depth (8): still waiting for a quiet frame
+    (20, 1, 1),   # past twice the maximum: one speech frame dropped each pop
+    (32, 1, 1),   # four times the maximum: still one frame at a time
+    (33, 25, 25),  # past four times: cut back to the maximum at once
+])
+def test_depth_thresholds_of_drift_correction(buffered: int, expected_frame: int, dropped: int) -> None:
+    buffer = JitterBuffer()  # target 3 frames, maximum 8
+    for packet in _frames(buffered):
+        buffer.push(*packet, 0.0)
+    assert _frame_index(buffer.pop()) == expected_frame
+    assert buffer.drift_dropped == dropped
+
+
+def test_speech_frame_dropped_after_drift_patience_pops_over_depth() -> None:
+    buffer = JitterBuffer(drift_patience=4)
+    for packet in _frames(12):
+        buffer.push(*packet, 0.0)
+    played = []
+    for i in range(12, 24):  # one new frame per pop: the excess stands
+        played.append(_frame_index(buffer.pop()))
+        buffer.push(*_frames(1, i)[0], 0.0)
+    skipped = sorted(set(range(played[0], played[-1] + 1)) - set(played))
+    assert played[0] == 0 and skipped == [3, 8, 13]  # the 4th pop over depth drops one, then every 5th
+    assert buffer.drift_dropped == 3
+
+
+def test_after_an_overload_cut_the_old_frames_are_gone() -> None:
+    buffer = JitterBuffer()
+    for packet in _frames(4):
+        buffer.push(*packet, 0.0)
+    assert _frame_index(buffer.pop()) == 0
+    for packet in _frames(40, 4):
+        buffer.push(*packet, 0.0)
+    assert _frame_index(buffer.pop()) == 36 and buffer.drift_dropped == 35  # 43 deep: cut to 8
+    while buffer.pop() is not None:
+        pass
+    assert buffer.depth_ms == 0
+    # After running dry it re-buffers: nothing old comes back, only the new audio, after 3 frames.
+    new = _frames(3, 44)
+    buffer.push(*new[0], 1.0)
+    assert buffer.pop() is None and buffer.depth_ms == 20
+    buffer.push(*new[1], 1.0)
+    buffer.push(*new[2], 1.0)
+    assert [_frame_index(buffer.pop()) for _ in range(3)] == [44, 45, 46]
+
+
+def test_depth_while_rebuffering_counts_from_the_oldest_frame_held() -> None:
+    buffer = JitterBuffer()
+    for packet in _frames(3):
+        buffer.push(*packet, 0.0)
+    for _ in range(4):
+        buffer.pop()  # plays 0-2, then runs dry at frame 3
+    for packet in _frames(2, 10):  # a silence-suppression gap: frames 10 and 11 arrive
+        buffer.push(*packet, 0.5)
+    assert buffer.depth_ms == 40  # two frames held, not the gap from frame 3
+    assert JitterBuffer().depth_ms == 0
+
+
+def test_assembled_frames_come_out_as_bytes() -> None:
+    buffer = JitterBuffer(target_ms=20)
+    stream = _samples(480)
+    for seq, (lo, hi) in enumerate([(0, 100), (100, 300), (300, 480)]):
+        buffer.push(seq, lo, stream[lo:hi], 0.0)
+    frames = [buffer.pop() for _ in range(3)]
+    assert [type(f) for f in frames] == [bytes] * 3 and b"".join(frames) == stream
+
+
+def test_conceal_uses_all_attenuation_steps_then_silence() -> None:
+    loud = g711.encode(np.full(160, 30000, dtype=np.int16), "PCMU").tobytes()
+    silence = bytes([g711.ULAW_SILENCE]) * 160
+    eighth = conceal(loud, "PCMU", 8, max_repeats=10)
+    assert eighth != silence and g711.decode(np.frombuffer(eighth, np.uint8), "PCMU")[0] == \
+        g711.decode(g711.encode(np.array([30000 >> 8], dtype=np.int16), "PCMU"), "PCMU")[0]
+    assert conceal(loud, "PCMU", 9, max_repeats=10) == silence
+    assert conceal(loud[:100], "PCMU", 1) == silence  # a frame of the wrong size is not repeated

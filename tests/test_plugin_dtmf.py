@@ -191,3 +191,37 @@ def test_calls_that_stop_listening_do_not_keep_old_batches_alive() -> None:
     pinned = {id(dtmf_plugin._state(call).memory.base) for call in calls
               if dtmf_plugin._state(call).memory.base is not None}
     assert len(pinned) <= 1  # at most the last batch's own matrix
+
+
+# --- durations off the 20 ms grid, short tones and short pauses (docs/plugins.md) --------------
+
+_LEADS_MS = [0, 2.5, 5, 7.5, 10, 12.5, 15, 17.5]  # every alignment against the 10 ms window hop
+
+
+@pytest.mark.parametrize("on_ms", [30, 35, 45, 55, 65, 73])
+@pytest.mark.parametrize("lead_ms", _LEADS_MS)
+def test_tones_of_30ms_and_more_off_the_20ms_grid_are_one_press(on_ms: int, lead_ms: float) -> None:
+    # Q.24 requires 40 ms to be taken; the detector promises 30 ms (two windows in a row).
+    signal = np.concatenate([silence(0.04 + lead_ms / 1000), dtmf("5", on_ms / 1000), silence(0.1)])
+    assert detect(signal) == "5"
+
+
+@pytest.mark.parametrize("on_ms", [5, 10, 15])
+@pytest.mark.parametrize("lead_ms", _LEADS_MS)
+def test_tones_of_15ms_or_less_are_never_a_press(on_ms: int, lead_ms: float) -> None:
+    signal = np.concatenate([silence(0.04 + lead_ms / 1000), dtmf("5", on_ms / 1000), silence(0.1)])
+    assert detect(signal) == ""
+
+
+@pytest.mark.parametrize("off_ms", [30, 35, 45])
+@pytest.mark.parametrize("lead_ms", _LEADS_MS)
+def test_pauses_of_30ms_and_more_separate_two_presses(off_ms: int, lead_ms: float) -> None:
+    signal = np.concatenate([silence(0.04 + lead_ms / 1000), dtmf("7", 0.045), silence(off_ms / 1000),
+                             dtmf("7", 0.055), silence(0.1)])  # fmt: skip
+    assert detect(signal) == "77"
+
+
+def test_a_pause_of_10ms_does_not_split_a_press() -> None:
+    # A short drop-out (a lost packet concealed by silence) inside one press is not a release.
+    signal = np.concatenate([silence(0.04), dtmf("3", 0.2), silence(0.01), dtmf("3", 0.2), silence(0.1)])
+    assert detect(signal) == "3"

@@ -5,6 +5,11 @@ start), the first with the marker bit, each carrying the duration so far, the la
 E (end) bit. Packets get lost, end packets are sent three times and may all be lost, so the
 receiver reports an event once, on whichever comes first: an end packet, a packet for a newer
 event, or a timeout after the last packet seen.
+
+A press longer than the 16-bit duration holds (about 8 s at 8 kHz) is sent in *segments* (RFC 4733
+§2.5.1.3): the last packet of a full segment carries the maximum duration 0xFFFF and no E bit, and
+the event goes on with the same code under a new timestamp, the old one plus 0xFFFF, without the
+marker bit. The receiver joins the segments into one press whose duration is their sum.
 """
 
 from __future__ import annotations
@@ -18,6 +23,9 @@ from simplesip.wire.dtmf_payloads import DTMF_EVENTS, TelephoneEvent
 __all__ = ["DtmfDigit", "DtmfPacket", "DtmfReceiver", "DtmfSender"]
 
 logger = logging.getLogger(__name__)
+
+#: The largest duration one telephone-event packet carries (a 16-bit field).
+MAX_SEGMENT_DURATION: Final = 0xFFFF
 
 class DtmfDigit(NamedTuple):
     """One reported key press. A tuple, so ``digit, duration_ms = ...`` works."""
@@ -39,6 +47,10 @@ class DtmfReceiver:
         self._current_ts: int | None = None
         self._current_digit: str | None = None
         self._current_duration = 0
+        # Durations of the full segments of a long press before the current one (RFC 4733
+        # §2.5.1.3), and their timestamps, whose late packets belong to the press too.
+        self._earlier_duration = 0
+        self._earlier_segments: list[int] = []
         self._last_packet_at = 0.0
         # Timestamps of events already reported: late updates and repeated end packets of those
         # must not start a second report. A few suffice, events never interleave.
@@ -53,11 +65,16 @@ class DtmfReceiver:
             logger.debug("dropping telephone-event packet: %s", exc)
             return []
         reported: list[DtmfDigit] = []
-        if timestamp in self._finished:
+        if timestamp in self._finished or timestamp in self._earlier_segments:
             return reported
-        if self._current_ts is not None and timestamp != self._current_ts:
-            reported.extend(self._finish())  # a newer event means the previous one ended
         digit = event.digit
+        if self._current_ts is not None and timestamp != self._current_ts:
+            if digit is not None and self._continues_current(timestamp, digit):
+                self._earlier_segments.append(self._current_ts)
+                self._earlier_duration += (timestamp - self._current_ts) % 2**32
+                self._current_ts = None  # the next segment opens below, as a new press would
+            else:
+                reported.extend(self._finish())  # a newer event means the previous one ended
         if digit is None:
             logger.debug("ignoring non-DTMF telephone-event %d", event.event)
             return reported
@@ -70,6 +87,21 @@ class DtmfReceiver:
         if event.end:
             reported.extend(self._finish())
         return reported
+
+    def _continues_current(self, timestamp: int, digit: str) -> bool:
+        """Is a packet of ``digit`` at ``timestamp`` the next segment of the open press?
+
+        The full segment ended at 0xFFFF, so the next one starts 0xFFFF after it. The packet at
+        the maximum may be lost: a segment that got within ``timeout`` of it counts as full.
+        Some senders start the continuation at their current media timestamp, a tick later:
+        a start up to ``timeout`` past 0xFFFF is accepted too.
+        """
+        if digit != self._current_digit or self._current_ts is None:
+            return False
+        slack = int(self.timeout * self.clock_rate)
+        offset = (timestamp - self._current_ts) % 2**32
+        return (self._current_duration >= MAX_SEGMENT_DURATION - slack
+                and MAX_SEGMENT_DURATION <= offset <= MAX_SEGMENT_DURATION + slack)
 
     def poll(self, now: float) -> list[DtmfDigit]:
         """Close the current event if its packets stopped ``timeout`` seconds ago."""
@@ -88,15 +120,21 @@ class DtmfReceiver:
         An open event is dropped: call :meth:`flush` first to report it."""
         self._current_ts = None
         self._current_digit = None
+        self._earlier_duration = 0
+        self._earlier_segments = []
         self._finished.clear()
 
     def _finish(self) -> list[DtmfDigit]:
         if self._current_ts is None or self._current_digit is None:
             return []
+        self._finished.extend(self._earlier_segments)
         self._finished.append(self._current_ts)
-        result = DtmfDigit(self._current_digit, self._current_duration * 1000 // self.clock_rate)
+        duration = self._earlier_duration + self._current_duration
+        result = DtmfDigit(self._current_digit, duration * 1000 // self.clock_rate)
         self._current_ts = None
         self._current_digit = None
+        self._earlier_duration = 0
+        self._earlier_segments = []
         return [result]
 
 
@@ -118,7 +156,8 @@ class DtmfSender:
     Per digit: the first packet has the marker bit and the event starts at that tick's timestamp;
     every following tick the duration grows by one ptime; the end packet goes out three times (on
     three ticks, so a burst loss does not take them all); then ``gap_ms`` of ordinary audio
-    separates the next digit.
+    separates the next digit. A press too long for the 16-bit duration goes out in segments (see
+    the module docstring).
     """
 
     END_REPEATS: Final = 3
@@ -154,18 +193,28 @@ class DtmfSender:
         return self._ticks.popleft() if self._ticks else None
 
     def _schedule(self, code: int, duration_ms: int) -> None:
-        # At least one tick; a duration must fit the 16-bit field (long presses are capped).
-        ticks = max(1, -(-duration_ms // self.ptime_ms))
-        ticks = min(ticks, 0xFFFF // self._samples_per_tick)
+        ticks = max(1, -(-duration_ms // self.ptime_ms))  # at least one tick
+        step = self._samples_per_tick
         first_index = len(self._ticks)
+        segment_start = 0  # samples from the event start to the current segment's timestamp
+
+        def append(duration: int, end: bool, marker: bool) -> None:
+            # The RTP timestamp stays at the segment start while the media clock moves on.
+            offset = (len(self._ticks) - first_index) * step - segment_start
+            event = TelephoneEvent(code, end=end, volume=self.volume, duration=duration)
+            self._ticks.append(DtmfPacket(event.serialize(), marker, offset))
+
         for tick in range(ticks):
             final = tick == ticks - 1
-            duration = (tick + 1) * self._samples_per_tick
-            event = TelephoneEvent(code, end=final, volume=self.volume, duration=duration)
+            elapsed = (tick + 1) * step
+            if elapsed - segment_start > MAX_SEGMENT_DURATION:
+                # RFC 4733 §2.5.1.3: this segment is full. Report it at the maximum, go on in a
+                # new segment starting where the maximum ends (same event, no marker).
+                append(MAX_SEGMENT_DURATION, False, False)
+                segment_start += MAX_SEGMENT_DURATION
+                if not final:
+                    continue
+                # The end packets follow on the next ticks, in the new segment.
             for _ in range(self.END_REPEATS if final else 1):
-                # The RTP timestamp stays at the event start while the media clock moves on.
-                offset = (len(self._ticks) - first_index) * self._samples_per_tick
-                self._ticks.append(DtmfPacket(event.serialize(), tick == 0, offset))
+                append(elapsed - segment_start, final, tick == 0)
         self._ticks.extend([None] * -(-self.gap_ms // self.ptime_ms))
-
-

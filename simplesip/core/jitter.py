@@ -8,7 +8,9 @@ covered. It assumes one byte per sample, which holds for G.711 (PCMU/PCMA).
 Playout: after ``target_ms`` of audio has arrived the buffer starts handing out one frame per
 :meth:`JitterBuffer.pop`. A hole with newer audio behind it is a lost frame (None). If the buffer
 runs dry it re-buffers instead of running ahead of the sender, which absorbs a slower sender
-clock, silence suppression gaps and timestamp jumps.
+clock, silence suppression gaps and timestamp jumps. A timestamp more than ``max_jump_ms`` away,
+or any step back in timestamps while the sequence numbers go forward, is a new timeline: it is
+spliced right after the buffered audio rather than played as a gap or dropped as late.
 
 A buffer deeper than ``target_ms + max_extra_ms`` has one of two causes, and they are treated
 apart. A consumer that stalled (the event loop was blocked) owes the frames it did not pull: it
@@ -156,15 +158,25 @@ class JitterBuffer:
         self._in_order_frame = (newest - base) // FRAME_SAMPLES + 1
 
     def _push_any(self, seq: int, timestamp: int, payload: bytes, arrival: float) -> bool:
-        if self.stats.record(seq, timestamp, arrival) is None or not payload:
+        stats = self.stats
+        extended_seq = stats.record(seq, timestamp, arrival)
+        if extended_seq is None or not payload:
             return False
+        newest_ts = self._timestamps.last
         ext_ts = self._timestamps.extend(timestamp)
         if self._base_timestamp is None:
             self._rebase(ext_ts, self._next_frame)
         start = ext_ts - self._base_timestamp  # type: ignore[operator]
         size = len(payload)
         first = start // FRAME_SAMPLES
-        if abs(first - self._next_frame) > self.max_jump_frames:
+        # The newest packet by sequence number with a timestamp not after the newest audio's: the
+        # sender's timeline stepped back (a source switch behind one SSRC). Placed by timestamp
+        # it would be late or overwrite audio; like a big jump, it starts a new timeline.
+        stepped_back = (extended_seq == stats.highest_sequence and newest_ts is not None
+                        and ext_ts <= newest_ts)
+        if stepped_back:
+            self._timestamps.last = ext_ts  # later packets of the new timeline unwrap around it
+        if stepped_back or abs(first - self._next_frame) > self.max_jump_frames:
             # The sender's timestamps leapt: splice the new timeline right after what is buffered.
             logger.debug("timestamp jump of %d frames: new timeline", first - self._next_frame)
             self._rebase(ext_ts, (self._newest if self._frames else self._next_frame - 1) + 1)

@@ -81,7 +81,8 @@ def parse_info_dtmf(content_type: str, body: bytes | str) -> tuple[str, int | No
 def _info_key(value: str) -> str | None:
     if len(value) == 1 and value.upper() in DTMF_EVENTS:
         return value.upper()
-    # Some phones send the RFC 4733 event code instead of the key ("10" for "*").
-    if value.isdigit() and int(value) < len(DTMF_EVENTS):
+    # Some phones send the RFC 4733 event code instead of the key ("10" for "*"). Only codes
+    # 0-15 are keys; str.isdigit() also accepts "²" (int() refuses it) and other scripts' digits.
+    if value.isascii() and value.isdigit() and int(value) < len(DTMF_EVENTS):
         return DTMF_EVENTS[int(value)]
     return None

@@ -23,8 +23,9 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from anywhere
 
 import ivr_plugins.dtmf as dtmf_plugin  # noqa: E402
+from ivr.testing import AudioRig
 from tests.helpers import dtmf_talkdown as td  # noqa: E402
-from tests.helpers.audio import PARAGRAPHS, VOICES, Rig, speech  # noqa: E402
+from tests.helpers.audio import PARAGRAPHS, VOICES, speech  # noqa: E402
 
 
 def talk_off_sets() -> dict[str, list[np.ndarray]]:
@@ -52,7 +53,7 @@ def plugin_at(revision: str) -> object:
 
 def cost_per_call_tick(calls: int, ticks: int, plugin: object = dtmf_plugin) -> float:
     """Seconds of ivr_audio_in per call per tick, every call listening, on speech + music input."""
-    rig = Rig(plugin, config={"plugins": {"dtmf": {"inband": "on"}}})
+    rig = AudioRig(plugin, config={"plugins": {"dtmf": {"inband": "on"}}})
     group = [rig.call(f"c{i}") for i in range(calls)]
     source = np.concatenate([td.speech_stream(), td.music() * 32768 * 0.3])
     rng = np.random.default_rng(1)

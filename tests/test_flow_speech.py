@@ -18,8 +18,8 @@ from ivr.flows import check_file, run_simulation
 from ivr.flows.cli import cmd_simulate
 from ivr.flows.session import TraceEntry
 from ivr.flows.speech import match_text, option_phrases, spoken_digits
-from ivr.testing import make_setup
-from tests.helpers.audio import Rig, drain, frames, silence, speech
+from ivr.testing import AudioRig, events, frames, make_setup
+from tests.helpers.audio import silence, speech
 from tests.helpers.peers import write_wav
 from tests.helpers.speech_corpus import synthesise
 
@@ -55,7 +55,7 @@ def menu(tmp_path: Path, extra: str = "", **script: str):
     return run_simulation(write(tmp_path, MENU.format(extra=extra)), **script)
 
 
-def events(trace: list[TraceEntry], event: str) -> list[tuple[float, str, str]]:
+def trace_events(trace: list[TraceEntry], event: str) -> list[tuple[float, str, str]]:
     return [(e.time, e.node, e.detail) for e in trace if e.event == event]
 
 
@@ -71,7 +71,7 @@ def test_a_said_phrase_chooses_its_option(tmp_path: Path) -> None:
     assert visited(result.trace) == ["menu", "sales", "bye"]
     assert result.vars["speech"] == "buy something" and result.vars["speech_confidence"] == 1.0
     # recognised when the utterance ended: 2.5 s + 2 words x 0.45 s
-    assert events(result.trace, "outcome")[0] == (3.4, "menu", "1")
+    assert trace_events(result.trace, "outcome")[0] == (3.4, "menu", "1")
 
 
 def test_a_digit_key_can_be_said_and_keys_still_work(tmp_path: Path) -> None:
@@ -82,26 +82,26 @@ def test_a_digit_key_can_be_said_and_keys_still_work(tmp_path: Path) -> None:
 def test_unrecognised_speech_is_no_match_and_silence_no_input(tmp_path: Path) -> None:
     routed = "on: {no_match: sorry, no_input: sorry}"
     result = menu(tmp_path, routed, say="pizza@2.5")
-    assert events(result.trace, "outcome")[0][2] == "no_match"
+    assert trace_events(result.trace, "outcome")[0][2] == "no_match"
     assert visited(result.trace)[1] == "sorry"
     result = menu(tmp_path, routed)
-    assert events(result.trace, "outcome")[0] == (5.0, "menu", "no_input")  # prompt 2 s + timeout 3 s
+    assert trace_events(result.trace, "outcome")[0] == (5.0, "menu", "no_input")  # prompt 2 s + timeout 3 s
 
 
 def test_flows_routing_only_the_digit_outcomes_still_get_them(tmp_path: Path) -> None:
     result = menu(tmp_path, "on: {invalid: sorry, timeout: sorry}", say="pizza@2.5")
-    assert events(result.trace, "outcome")[0][2] == "invalid"
+    assert trace_events(result.trace, "outcome")[0][2] == "invalid"
 
 
 def test_unrouted_no_match_replays_and_counts_toward_exhausted(tmp_path: Path) -> None:
     result = menu(tmp_path, "max_invalid: 2\n          on: {exhausted: sorry}", say="pizza@2.5, pasta@6")
-    assert [d for _, _, d in events(result.trace, "no_match")] == ["'' (1/2)", "'' (2/2)"]
-    assert events(result.trace, "outcome")[0][2] == "exhausted"
+    assert [d for _, _, d in trace_events(result.trace, "no_match")] == ["'' (1/2)", "'' (2/2)"]
+    assert trace_events(result.trace, "outcome")[0][2] == "exhausted"
 
 
 def test_a_key_press_cancels_speech_in_progress(tmp_path: Path) -> None:
     result = menu(tmp_path, say="support@2.5", dtmf="@2.7 1")
-    assert events(result.trace, "speech")[1] == (2.7, "menu", "cancelled by dtmf")
+    assert trace_events(result.trace, "speech")[1] == (2.7, "menu", "cancelled by dtmf")
     assert visited(result.trace)[1] == "sales"  # the key, not the (later) speech
     assert "speech" not in result.vars
 
@@ -111,7 +111,7 @@ def test_speech_only_menu_ignores_keys(tmp_path: Path) -> None:
     assert visited(result.trace)[1] == "sales"  # input [dtmf, speech]: the key wins
     body = MENU.replace("input: [dtmf, speech]", "input: speech")
     result = run_simulation(write(tmp_path, body.format(extra="")), dtmf="@2.2 1", say="support@2.5")
-    assert events(result.trace, "ignored") == [(2.2, "menu", "dtmf 1")]
+    assert trace_events(result.trace, "ignored") == [(2.2, "menu", "dtmf 1")]
     assert visited(result.trace)[1] == "support"
 
 
@@ -121,18 +121,18 @@ def test_speech_only_menu_ignores_keys(tmp_path: Path) -> None:
 def test_speech_barges_in_after_min_speech_of_voice(tmp_path: Path) -> None:
     result = menu(tmp_path, say="support@0.5")
     # start at 0.5 s; min_speech (120 ms) of voice, i.e. 6 frames of 20 ms, stops the prompt
-    (barge_in,) = events(result.trace, "barge-in")
+    (barge_in,) = trace_events(result.trace, "barge-in")
     assert barge_in[2] == "speech" and 0.62 <= barge_in[0] <= 0.64
     assert visited(result.trace)[1] == "support"
 
 
 def test_a_short_sound_does_not_barge_in(tmp_path: Path) -> None:
     result = menu(tmp_path, "min_speech: 500ms", say="mm@0.5")  # one word: 0.45 s of voice
-    assert not events(result.trace, "barge-in")
+    assert not trace_events(result.trace, "barge-in")
     # the simulated utterance lasts whole 20 ms frames: 0.46 s
-    assert (0.96, "menu", "too short to barge in") in events(result.trace, "speech")
+    assert (0.96, "menu", "too short to barge in") in trace_events(result.trace, "speech")
     # nothing was said after the prompt: no_input once its timeout ran out (2 s + 3 s)
-    assert events(result.trace, "no_input")[0] == (5.0, "menu", "'' (1/3)")
+    assert trace_events(result.trace, "no_input")[0] == (5.0, "menu", "'' (1/3)")
 
 
 # -- collect and listen -------------------------------------------------------------------
@@ -150,9 +150,9 @@ def test_collect_takes_spoken_digits(tmp_path: Path) -> None:
     result = run_simulation(write(tmp_path, body), say="four two oh nine@1.5")
     assert result.vars["digits"] == "4209"
     result = run_simulation(write(tmp_path, body), say="forty two@1.5")
-    assert events(result.trace, "outcome")[0][2] == "no_match"
+    assert trace_events(result.trace, "outcome")[0][2] == "no_match"
     result = run_simulation(write(tmp_path, body), say="four two@1.5")
-    assert events(result.trace, "outcome")[0][2] == "invalid"  # two digits, four needed
+    assert trace_events(result.trace, "outcome")[0][2] == "invalid"  # two digits, four needed
 
 
 LISTEN = """\
@@ -168,15 +168,15 @@ LISTEN = """\
 def test_listen_dictation_stores_what_was_said(tmp_path: Path) -> None:
     result = run_simulation(write(tmp_path, LISTEN.format(grammar="")), say="John Smith@1.5")
     assert result.vars["answer"] == "John Smith" and result.vars["speech"] == "John Smith"
-    assert events(result.trace, "outcome")[0][2] == "ok"
+    assert trace_events(result.trace, "outcome")[0][2] == "ok"
 
 
 def test_listen_with_grammar_no_match_no_input_and_dtmf(tmp_path: Path) -> None:
     path = write(tmp_path, LISTEN.format(grammar=", grammar: [yes, no]"))
     assert run_simulation(path, say="Yes!@1.5").vars["answer"] == "yes"
-    assert events(run_simulation(path, say="maybe@1.5").trace, "outcome")[0][2] == "no_match"
-    assert events(run_simulation(path).trace, "outcome")[0] == (3.0, "ask", "no_input")
-    assert events(run_simulation(path, dtmf="@1.5 5").trace, "outcome")[0][2] == "dtmf"
+    assert trace_events(run_simulation(path, say="maybe@1.5").trace, "outcome")[0][2] == "no_match"
+    assert trace_events(run_simulation(path).trace, "outcome")[0] == (3.0, "ask", "no_input")
+    assert trace_events(run_simulation(path, dtmf="@1.5 5").trace, "outcome")[0][2] == "dtmf"
 
 
 # -- simulate, checker, helpers ---------------------------------------------------------------
@@ -223,14 +223,14 @@ def test_phrase_helpers() -> None:
 
 
 def test_vad_keeps_the_utterance_with_preroll_and_voiced_length() -> None:
-    rig = Rig(vad_plugin)
+    rig = AudioRig(vad_plugin)
     call = rig.call()
     spoken = speech("support please", "en-us")
     signal = np.concatenate([silence(1.0), spoken, silence(1.5)])
     kinds = []
     for frame in frames(signal):
         rig.step([call], frame[None, :].copy())
-        kinds += [e.kind for e in drain(call) if isinstance(e, SpeechEvent)]
+        kinds += [e.kind for e in events(call) if isinstance(e, SpeechEvent)]
     state = call.data["vad"]
     assert kinds == ["start", "end"] and state["utterance_seq"] == 1
     utterance = state["utterance"]
@@ -244,7 +244,7 @@ def test_vad_keeps_the_utterance_with_preroll_and_voiced_length() -> None:
 
 @pytest.mark.parametrize("config", [{"plugins": {"vad": {"max_utterance_ms": 400}}}])
 def test_vad_utterance_is_capped(config: dict) -> None:
-    rig = Rig(vad_plugin, config=config)
+    rig = AudioRig(vad_plugin, config=config)
     call = rig.call()
     for frame in frames(np.concatenate([silence(0.5), speech("one two three four five six"), silence(1.0)])):
         rig.step([call], frame[None, :].copy())

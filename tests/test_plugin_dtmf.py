@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 
 import ivr_plugins.dtmf as dtmf_plugin
+from ivr.testing import AudioRig, events
 from tests.helpers.audio import (
     PARAGRAPHS,
     VOICES,
-    Rig,
     add_noise,
     dtmf,
     silence,
@@ -22,7 +22,7 @@ ALL_KEYS = "123A456B789C*0#D"
 
 
 def detect(signal: np.ndarray, config: dict | None = None) -> str:
-    rig = Rig(dtmf_plugin, config=config)
+    rig = AudioRig(dtmf_plugin, config=config)
     call = rig.call()
     rig.feed(call, signal)
     return "".join(call.digits)
@@ -82,7 +82,7 @@ def test_no_talk_off_on_speech(voice: str) -> None:
 
 
 def test_calls_in_one_batch_are_detected_independently() -> None:
-    rig = Rig(dtmf_plugin)
+    rig = AudioRig(dtmf_plugin)
     calls = [rig.call(f"c{i}") for i in range(3)]
     signals = [keyed("12"), keyed("3", on=0.2), silence(0.5)]
     length = max(len(s) for s in signals)
@@ -97,7 +97,7 @@ def test_inband_detection_can_be_switched_off() -> None:
 
 
 def test_rfc4733_and_inband_of_one_press_report_one_digit() -> None:
-    rig = Rig(dtmf_plugin)
+    rig = AudioRig(dtmf_plugin)
     call = rig.call()
     rig.feed(call, silence(0.1))
     # RFC 4733 start event arrives as the tone starts; the detector hears it ~30 ms later
@@ -107,7 +107,7 @@ def test_rfc4733_and_inband_of_one_press_report_one_digit() -> None:
 
 
 def test_late_rfc4733_end_report_of_a_long_press_is_merged() -> None:
-    rig = Rig(dtmf_plugin)
+    rig = AudioRig(dtmf_plugin)
     call = rig.call()
     rig.feed(call, np.concatenate([silence(0.1), dtmf("6", 1.0)]))
     # some peers report only the end event: 1 s after the in-band onset, carrying the duration
@@ -117,7 +117,7 @@ def test_late_rfc4733_end_report_of_a_long_press_is_merged() -> None:
 
 
 def test_two_presses_from_one_source_are_two_digits() -> None:
-    rig = Rig(dtmf_plugin)
+    rig = AudioRig(dtmf_plugin)
     call = rig.call()
     for _ in range(2):
         rig.pm.hook.ivr_dtmf_received(call=call, digit="8", source="rfc4733", duration_ms=80)
@@ -126,7 +126,7 @@ def test_two_presses_from_one_source_are_two_digits() -> None:
 
 
 def test_same_key_from_other_source_after_the_window_is_a_new_press() -> None:
-    rig = Rig(dtmf_plugin)
+    rig = AudioRig(dtmf_plugin)
     call = rig.call()
     rig.pm.hook.ivr_dtmf_received(call=call, digit="8", source="rfc4733", duration_ms=None)
     rig.now += 0.25
@@ -138,7 +138,7 @@ def test_same_key_from_other_source_after_the_window_is_a_new_press() -> None:
 
 
 def test_different_keys_from_different_sources_are_not_merged() -> None:
-    rig = Rig(dtmf_plugin)
+    rig = AudioRig(dtmf_plugin)
     call = rig.call()
     rig.pm.hook.ivr_dtmf_received(call=call, digit="1", source="rfc4733", duration_ms=None)
     rig.pm.hook.ivr_dtmf_received(call=call, digit="2", source="inband", duration_ms=None)
@@ -146,7 +146,7 @@ def test_different_keys_from_different_sources_are_not_merged() -> None:
 
 
 def test_call_end_releases_state() -> None:
-    rig = Rig(dtmf_plugin)
+    rig = AudioRig(dtmf_plugin)
     call = rig.call()
     rig.feed(call, keyed("1"))
     assert "dtmf" in call.data
@@ -156,9 +156,9 @@ def test_call_end_releases_state() -> None:
 
 def _dtmf_events(call) -> list:
     from ivr.call import DtmfEvent
-    from tests.helpers.audio import drain
 
-    return [e for e in drain(call) if isinstance(e, DtmfEvent)]
+
+    return [e for e in events(call) if isinstance(e, DtmfEvent)]
 
 
 def test_a_key_under_a_steady_tone_on_another_row_is_that_key() -> None:

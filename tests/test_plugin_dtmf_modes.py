@@ -8,10 +8,11 @@ import numpy as np
 import pytest
 
 import ivr_plugins.dtmf as dtmf_plugin
-from tests.helpers.audio import PARAGRAPHS, Rig, add_noise, dtmf, silence, speech
+from ivr.testing import AudioRig
+from tests.helpers.audio import PARAGRAPHS, add_noise, dtmf, silence, speech
 
 
-def _press(rig: Rig, call, key: str, source: str) -> None:
+def _press(rig: AudioRig, call, key: str, source: str) -> None:
     """One key press: the out-of-band report (if any) as the tone starts, then the tone itself."""
     if source != "inband":
         rig.pm.hook.ivr_dtmf_received(call=call, digit=key, source=source, duration_ms=None)
@@ -20,7 +21,7 @@ def _press(rig: Rig, call, key: str, source: str) -> None:
 
 @pytest.mark.parametrize("source", ["rfc4733", "info"])
 def test_auto_stops_inband_after_an_out_of_band_key(source: str) -> None:
-    rig = Rig(dtmf_plugin)  # auto is the default
+    rig = AudioRig(dtmf_plugin)  # auto is the default
     call = rig.call()
     _press(rig, call, "1", "inband")  # tones only: heard in band
     _press(rig, call, "2", source)  # both ways: one press
@@ -30,7 +31,7 @@ def test_auto_stops_inband_after_an_out_of_band_key(source: str) -> None:
 
 
 def test_auto_keeps_inband_on_for_a_peer_that_never_sends_out_of_band() -> None:
-    rig = Rig(dtmf_plugin, config={"plugins": {"dtmf": {"inband": "auto"}}})
+    rig = AudioRig(dtmf_plugin, config={"plugins": {"dtmf": {"inband": "auto"}}})
     call = rig.call()
     for key in "456":
         _press(rig, call, key, "inband")
@@ -39,7 +40,7 @@ def test_auto_keeps_inband_on_for_a_peer_that_never_sends_out_of_band() -> None:
 
 
 def test_auto_is_per_call() -> None:
-    rig = Rig(dtmf_plugin)
+    rig = AudioRig(dtmf_plugin)
     out_of_band, tones_only = rig.call("c1"), rig.call("c2")
     rig.pm.hook.ivr_dtmf_received(call=out_of_band, digit="9", source="rfc4733", duration_ms=None)
     signal = np.concatenate([silence(0.1), dtmf("7", 0.12), silence(0.3)])
@@ -51,7 +52,7 @@ def test_auto_is_per_call() -> None:
 
 
 def test_auto_merges_a_press_heard_in_band_before_its_rfc4733_report() -> None:
-    rig = Rig(dtmf_plugin)
+    rig = AudioRig(dtmf_plugin)
     call = rig.call()
     rig.feed(call, np.concatenate([silence(0.1), dtmf("6", 0.3)]))
     assert call.digits == ["6"]  # in band first
@@ -62,7 +63,7 @@ def test_auto_merges_a_press_heard_in_band_before_its_rfc4733_report() -> None:
 
 @pytest.mark.parametrize("on", ["on", True])
 def test_on_keeps_detecting_after_out_of_band_keys(on: object) -> None:
-    rig = Rig(dtmf_plugin, config={"plugins": {"dtmf": {"inband": on}}})
+    rig = AudioRig(dtmf_plugin, config={"plugins": {"dtmf": {"inband": on}}})
     call = rig.call()
     _press(rig, call, "2", "rfc4733")
     _press(rig, call, "3", "inband")
@@ -72,7 +73,7 @@ def test_on_keeps_detecting_after_out_of_band_keys(on: object) -> None:
 
 @pytest.mark.parametrize("off", ["off", False])
 def test_off_never_detects(off: object) -> None:
-    rig = Rig(dtmf_plugin, config={"plugins": {"dtmf": {"inband": off}}})
+    rig = AudioRig(dtmf_plugin, config={"plugins": {"dtmf": {"inband": off}}})
     call = rig.call()
     _press(rig, call, "5", "inband")
     _press(rig, call, "8", "rfc4733")
@@ -81,7 +82,7 @@ def test_off_never_detects(off: object) -> None:
 
 def test_unknown_mode_is_logged_and_read_as_auto(caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.WARNING, logger="ivr_plugins.dtmf"):
-        rig = Rig(dtmf_plugin, config={"plugins": {"dtmf": {"inband": "sometimes"}}})
+        rig = AudioRig(dtmf_plugin, config={"plugins": {"dtmf": {"inband": "sometimes"}}})
     assert "sometimes" in caplog.text
     call = rig.call()
     _press(rig, call, "4", "inband")

@@ -14,18 +14,19 @@ import ivr_plugins.dtmf as dtmf_plugin
 import ivr_plugins.playback as playback_plugin
 from ivr import hookimpl
 from ivr.call import PlaybackDone, PlayItem
-from tests.helpers.audio import Rig, dominant_frequency, drain, wav_file
+from ivr.testing import AudioRig, events
+from tests.helpers.audio import dominant_frequency, wav_file
 from tests.helpers.waiting import wait_for_sync
 
 
-def play_all(rig: Rig, call, limit_ticks: int = 1000) -> tuple[np.ndarray, list[PlaybackDone]]:
+def play_all(rig: AudioRig, call, limit_ticks: int = 1000) -> tuple[np.ndarray, list[PlaybackDone]]:
     """Tick until the call's queue is empty; return what was sent and the PlaybackDone events."""
     out, done = [], []
     for _ in range(limit_ticks):
         if not call.data["playback"].playing:
             break
         out.append(rig.step([call])[0])
-        done += [e for e in drain(call) if isinstance(e, PlaybackDone)]
+        done += [e for e in events(call) if isinstance(e, PlaybackDone)]
     return np.concatenate(out), done
 
 
@@ -33,14 +34,14 @@ def test_a_catch_up_tick_plays_nothing_and_the_prompt_holds_its_place() -> None:
     """A tick the media clock runs late after a stall sends nothing (AudioBatch.send False): the
     prompt must not move on through it, or the caller never hears that part."""
     path = str(wav_file(8000, 1, 16, 0.3, 1000.0))
-    rig = Rig(playback_plugin)
+    rig = AudioRig(playback_plugin)
     call = rig.call()
     call.play(PlayItem("file", path))
     before = [rig.step([call])[0].copy() for _ in range(5)]
     held = [rig.step([call], send=False)[0].copy() for _ in range(8)]
     after, done = play_all(rig, call)
     assert not any(frame.any() for frame in held)
-    other = Rig(playback_plugin)
+    other = AudioRig(playback_plugin)
     again = other.call()
     again.play(PlayItem("file", path))
     whole, _ = play_all(other, again)
@@ -51,7 +52,7 @@ def test_a_catch_up_tick_plays_nothing_and_the_prompt_holds_its_place() -> None:
 @pytest.mark.parametrize(("rate", "channels", "bits"), [(44100, 2, 24), (8000, 1, 16), (16000, 1, 8),
                                                         (48000, 2, 32), (22050, 3, 16)])  # fmt: skip
 def test_file_of_any_format_is_resampled_right(rate: int, channels: int, bits: int) -> None:
-    rig = Rig(playback_plugin)
+    rig = AudioRig(playback_plugin)
     call = rig.call()
     item = call.play(PlayItem("file", str(wav_file(rate, channels, bits, 1.0, 1000.0))))
     sent, done = play_all(rig, call)
@@ -63,7 +64,7 @@ def test_file_of_any_format_is_resampled_right(rate: int, channels: int, bits: i
 
 
 def test_items_play_back_to_back_without_gaps() -> None:
-    rig = Rig(playback_plugin)
+    rig = AudioRig(playback_plugin)
     call = rig.call()
     first = call.play(PlayItem("tone", "440", {"duration": 0.105}))  # ends mid-frame
     second = call.play(PlayItem("silence", options={"duration": "50ms"}))
@@ -77,7 +78,7 @@ def test_items_play_back_to_back_without_gaps() -> None:
 
 
 def test_dtmf_tone_is_recognised_by_the_detector() -> None:
-    rig = Rig(playback_plugin, dtmf_plugin)
+    rig = AudioRig(playback_plugin, dtmf_plugin)
     player, listener = rig.call("player"), rig.call("listener")
     player.play(PlayItem("tone", "dtmf:#", {"duration": 0.1}))
     player.play(PlayItem("silence", options={"duration": 0.1}))
@@ -89,22 +90,22 @@ def test_dtmf_tone_is_recognised_by_the_detector() -> None:
 
 
 def test_stop_playback_flushes_within_one_frame() -> None:
-    rig = Rig(playback_plugin)
+    rig = AudioRig(playback_plugin)
     call = rig.call()
     first = call.play(PlayItem("tone", "1000", {"duration": 2.0}))
     second = call.play(PlayItem("tone", "500", {"duration": 1.0}))
     for _ in range(5):
         assert np.abs(rig.step([call])[0]).max() > 1000
-    assert drain(call) == []
+    assert events(call) == []
     call.stop_playback()
-    assert drain(call) == [PlaybackDone(first.id, True), PlaybackDone(second.id, True)]
+    assert events(call) == [PlaybackDone(first.id, True), PlaybackDone(second.id, True)]
     assert not np.any(rig.step([call])[0])  # the very next frame is silent
     call.stop_playback()  # nothing left: no more events
-    assert drain(call) == []
+    assert events(call) == []
 
 
 def test_only_the_playing_call_rows_are_written() -> None:
-    rig = Rig(playback_plugin)
+    rig = AudioRig(playback_plugin)
     quiet, loud = rig.call("q"), rig.call("l")
     loud.play(PlayItem("tone", "800", {"duration": 0.1}))
     out = rig.step([quiet, loud])
@@ -112,7 +113,7 @@ def test_only_the_playing_call_rows_are_written() -> None:
 
 
 def test_prompt_cache_decodes_once_and_sees_edits(tmp_path) -> None:
-    rig = Rig(playback_plugin)
+    rig = AudioRig(playback_plugin)
     playback_plugin.prompt_cache.clear()
     prompt = tmp_path / "prompt.wav"
     shutil.copy(wav_file(16000, 1, 16, 0.2, 500.0), prompt)
@@ -130,13 +131,13 @@ def test_prompt_cache_decodes_once_and_sees_edits(tmp_path) -> None:
 
 
 def test_missing_file_fails_where_it_is_asked(tmp_path) -> None:
-    rig = Rig(playback_plugin)
+    rig = AudioRig(playback_plugin)
     with pytest.raises(FileNotFoundError):
         rig.call().play(PlayItem("file", str(tmp_path / "nope.wav")))
 
 
 def test_unknown_kind_is_left_to_other_plugins() -> None:
-    rig = Rig(playback_plugin)
+    rig = AudioRig(playback_plugin)
     with pytest.raises(RuntimeError, match="no plugin plays"):
         rig.call().play(PlayItem("video", "x"))
 
@@ -160,7 +161,7 @@ class SlowTts:
 
 def test_say_runs_tts_off_the_media_clock() -> None:
     tts = SlowTts(str(wav_file(22050, 1, 16, 0.3, 700.0)))
-    rig = Rig(playback_plugin, tts)
+    rig = AudioRig(playback_plugin, tts)
     call = rig.call()
     item = call.play(PlayItem("say", "hello"))
     for _ in range(10):
@@ -177,30 +178,30 @@ def test_say_runs_tts_off_the_media_clock() -> None:
 
 
 def test_failed_tts_is_reported_interrupted() -> None:
-    rig = Rig(playback_plugin)  # no TTS plugin at all
+    rig = AudioRig(playback_plugin)  # no TTS plugin at all
     call = rig.call()
     item = call.play(PlayItem("say", "hello"))
 
     def reported() -> list:
         rig.step([call])
-        return drain(call)
+        return events(call)
 
-    events = wait_for_sync(reported, interval=0.005, message="the playback reported")
-    assert events == [PlaybackDone(item.id, interrupted=True)]
+    reports = wait_for_sync(reported, interval=0.005, message="the playback reported")
+    assert reports == [PlaybackDone(item.id, interrupted=True)]
 
 
 def test_call_end_flushes_and_releases() -> None:
-    rig = Rig(playback_plugin)
+    rig = AudioRig(playback_plugin)
     call = rig.call()
     item = call.play(PlayItem("tone", "440", {"duration": 1}))
     rig.pm.hook.ivr_call_ended(call=call, reason="remote_hangup")
-    assert drain(call) == [PlaybackDone(item.id, True)] and "playback" not in call.data
+    assert events(call) == [PlaybackDone(item.id, True)] and "playback" not in call.data
 
 
 def test_mixed_batch_gives_each_call_exactly_its_own_audio(tmp_path) -> None:
     """Calls in the middle of a prompt (written for the whole batch at once), calls at an item's
     end, in silence, idle, or joining late share one batch; each row is that call's audio alone."""
-    rig = Rig(playback_plugin)
+    rig = AudioRig(playback_plugin)
     long_prompt = str(wav_file(8000, 1, 16, 0.53, 300.0))  # ends mid-frame
     short_prompt = str(wav_file(16000, 1, 16, 0.21, 900.0))
     long_samples = playback_plugin.prompt_cache.load(long_prompt)
@@ -229,4 +230,4 @@ def test_mixed_batch_gives_each_call_exactly_its_own_audio(tmp_path) -> None:
         want = expected[name]
         np.testing.assert_array_equal(audio[: len(want)], want, err_msg=name)
         assert not np.any(audio[len(want):]), name  # silence once the queue is empty
-    assert [type(e) for e in drain(a)] == [PlaybackDone] * 3
+    assert [type(e) for e in events(a)] == [PlaybackDone] * 3

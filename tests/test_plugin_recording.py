@@ -17,7 +17,8 @@ import ivr_plugins.playback as playback_plugin
 import ivr_plugins.recording as recording_plugin
 import ivr_plugins.vad as vad_plugin
 from ivr.call import PlayItem, RecordingDone
-from tests.helpers.audio import Rig, drain, read_pcm, silence, speech
+from ivr.testing import AudioRig, events
+from tests.helpers.audio import read_pcm, silence, speech
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -27,11 +28,11 @@ def noise_frames(count: int, seed: int = 1) -> np.ndarray:
 
 
 def done_events(call) -> list[RecordingDone]:
-    return [e for e in drain(call) if isinstance(e, RecordingDone)]
+    return [e for e in events(call) if isinstance(e, RecordingDone)]
 
 
 def test_mono_recording_holds_every_frame_exactly(tmp_path) -> None:
-    rig = Rig(recording_plugin)
+    rig = AudioRig(recording_plugin)
     call = rig.call(from_uri="sip:alice@127.0.0.1", to_uri="sip:ivr@127.0.0.1")
     path = tmp_path / "mono.wav"
     call.start_recording(str(path))
@@ -52,7 +53,7 @@ def test_mono_recording_holds_every_frame_exactly(tmp_path) -> None:
 
 
 def test_stereo_recording_has_caller_left_and_us_right(tmp_path) -> None:
-    rig = Rig(playback_plugin, recording_plugin)
+    rig = AudioRig(playback_plugin, recording_plugin)
     call = rig.call()
     path = tmp_path / "stereo.wav"
     call.play(PlayItem("tone", "600", {"duration": 1.0}))
@@ -71,7 +72,7 @@ def test_stereo_recording_has_caller_left_and_us_right(tmp_path) -> None:
 
 
 def test_batch_records_each_call_to_its_own_file(tmp_path) -> None:
-    rig = Rig(recording_plugin)
+    rig = AudioRig(recording_plugin)
     calls = [rig.call(f"c{i}") for i in range(3)]
     for i, call in enumerate(calls):
         call.start_recording(str(tmp_path / f"{i}.wav"))
@@ -84,7 +85,7 @@ def test_batch_records_each_call_to_its_own_file(tmp_path) -> None:
 
 
 def test_max_length_cuts_at_the_exact_sample(tmp_path) -> None:
-    rig = Rig(recording_plugin)
+    rig = AudioRig(recording_plugin)
     call = rig.call()
     call.start_recording(str(tmp_path / "max.wav"), max_length=0.5)
     for frame in noise_frames(40):
@@ -94,7 +95,7 @@ def test_max_length_cuts_at_the_exact_sample(tmp_path) -> None:
 
 
 def test_finish_on_key_stops(tmp_path) -> None:
-    rig = Rig(recording_plugin)
+    rig = AudioRig(recording_plugin)
     call = rig.call()
     call.start_recording(str(tmp_path / "key.wav"), finish_on_key="#*")
     rig.feed(call, silence(0.2))
@@ -106,7 +107,7 @@ def test_finish_on_key_stops(tmp_path) -> None:
 
 
 def test_silence_timeout_by_level(tmp_path) -> None:
-    rig = Rig(recording_plugin)
+    rig = AudioRig(recording_plugin)
     call = rig.call()
     call.start_recording(str(tmp_path / "quiet.wav"), silence_timeout=1.0)
     rig.feed(call, np.concatenate([noise_frames(25).reshape(-1), silence(3.0)]))
@@ -115,7 +116,7 @@ def test_silence_timeout_by_level(tmp_path) -> None:
 
 
 def test_silence_timeout_uses_vad_state(tmp_path) -> None:
-    rig = Rig(vad_plugin, recording_plugin)
+    rig = AudioRig(vad_plugin, recording_plugin)
     call = rig.call()
     call.start_recording(str(tmp_path / "vad.wav"), silence_timeout="1s")
     spoken = speech("Hello, I would like to leave a message for Anna.")
@@ -172,8 +173,9 @@ RECORDER = textwrap.dedent(
     sys.path[:0] = [{root!r}]
     import numpy as np
     import ivr_plugins.recording as recording_plugin
-    from tests.helpers.audio import Rig
-    rig = Rig(recording_plugin)
+    from ivr.testing import AudioRig
+
+    rig = AudioRig(recording_plugin)
     call = rig.call("sub")
     # what the engine does on SIGTERM: stop the recordings, then exit
     signal.signal(signal.SIGTERM, lambda *_: (call.stop_recording("shutdown"), sys.exit(0)))

@@ -13,13 +13,14 @@ import pytest
 import ivr_plugins.recording as recording_plugin
 import ivr_plugins.vad as vad_plugin
 from ivr.call import RecordingDone
+from ivr.testing import AudioRig, events
 from ivr_plugins.recording import TRIM_MARGIN
-from tests.helpers.audio import Rig, drain, read_pcm, silence, speech
+from tests.helpers.audio import read_pcm, silence, speech
 
 RATE = 8000
 
 
-def record(rig: Rig, path: Path, audio: np.ndarray, **options: object) -> RecordingDone:
+def record(rig: AudioRig, path: Path, audio: np.ndarray, **options: object) -> RecordingDone:
     """Feed ``audio`` frame by frame to a recording with ``options``; its RecordingDone."""
     call = rig.call()
     call.start_recording(str(path), **options)
@@ -29,7 +30,7 @@ def record(rig: Rig, path: Path, audio: np.ndarray, **options: object) -> Record
             break
         rig.step([call], frame[None, :].copy())
     call.stop_recording()
-    [done] = [event for event in drain(call) if isinstance(event, RecordingDone)]
+    [done] = [event for event in events(call) if isinstance(event, RecordingDone)]
     return done
 
 
@@ -44,7 +45,7 @@ def test_trim_cuts_leading_and_trailing_silence_from_the_file(tmp_path: Path, pl
     voice = speech("Please call me back about the invoice.")
     audio = np.concatenate([silence(1.5), voice, silence(3.0)])
     path = tmp_path / "message.wav"
-    done = record(Rig(*plugins), path, audio, trim=True, silence_timeout=2.5)
+    done = record(AudioRig(*plugins), path, audio, trim=True, silence_timeout=2.5)
     assert done.reason == "silence"
     kept = read_pcm(path)
     with wave.open(str(path)) as wav:  # a valid WAV whose header matches its data
@@ -66,7 +67,7 @@ def test_trim_cuts_leading_and_trailing_silence_from_the_file(tmp_path: Path, pl
 
 def test_without_trim_the_file_keeps_everything(tmp_path: Path) -> None:
     audio = np.concatenate([silence(1.0), speech("Hello there."), silence(2.0)])
-    done = record(Rig(recording_plugin), tmp_path / "raw.wav", audio, silence_timeout=1.5)
+    done = record(AudioRig(recording_plugin), tmp_path / "raw.wav", audio, silence_timeout=1.5)
     kept = read_pcm(tmp_path / "raw.wav")
     assert done.duration == pytest.approx(len(kept) / RATE) and len(kept) > 3.0 * RATE
     assert "trimmed" not in json.loads((tmp_path / "raw.json").read_text())
@@ -74,7 +75,7 @@ def test_without_trim_the_file_keeps_everything(tmp_path: Path) -> None:
 
 def test_a_silent_message_trims_to_an_empty_valid_file(tmp_path: Path) -> None:
     path = tmp_path / "silent.wav"
-    done = record(Rig(recording_plugin), path, silence(2.0), trim=True, silence_timeout=1.0)
+    done = record(AudioRig(recording_plugin), path, silence(2.0), trim=True, silence_timeout=1.0)
     assert done.duration == 0.0
     with wave.open(str(path)) as wav:
         assert wav.getnframes() == 0

@@ -7,7 +7,8 @@ import pytest
 
 import ivr_plugins.vad as vad_plugin
 from ivr.call import SpeechEvent
-from tests.helpers.audio import Rig, add_noise, drain, frames, silence, speech
+from ivr.testing import AudioRig, events, frames
+from tests.helpers.audio import add_noise, silence, speech
 
 SENTENCE = "Please hold the line while I transfer your call to the next available agent."
 
@@ -21,12 +22,12 @@ def voiced_span(signal: np.ndarray) -> tuple[float, float]:
 
 def run(signal: np.ndarray, config: dict | None = None) -> tuple[list[tuple[str, float]], dict]:
     """Feed ``signal``; return the speech events with the media time they fired, and the state."""
-    rig = Rig(vad_plugin, config=config)
+    rig = AudioRig(vad_plugin, config=config)
     call = rig.call()
     fired = []
     for frame in frames(signal):
         rig.step([call], frame[None, :].copy())
-        fired += [(e.kind, rig.now) for e in drain(call) if isinstance(e, SpeechEvent)]
+        fired += [(e.kind, rig.now) for e in events(call) if isinstance(e, SpeechEvent)]
     return fired, call.data["vad"]
 
 
@@ -63,7 +64,7 @@ def test_silence_and_low_noise_are_not_speech() -> None:
 
 
 def test_speaking_state_while_talking() -> None:
-    rig = Rig(vad_plugin)
+    rig = AudioRig(vad_plugin)
     call = rig.call()
     rig.feed(call, np.concatenate([silence(0.5), speech(SENTENCE)[:16000]]))  # cut mid-sentence
     assert call.data["vad"]["speaking"] is True
@@ -71,13 +72,13 @@ def test_speaking_state_while_talking() -> None:
 
 
 def test_batch_of_calls_kept_apart() -> None:
-    rig = Rig(vad_plugin)
+    rig = AudioRig(vad_plugin)
     talker, listener = rig.call("a"), rig.call("b")
     signal = np.concatenate([silence(0.4), speech(SENTENCE)[:12000]])
     for frame in frames(signal):
         rig.step([talker, listener], np.stack([frame, np.zeros(160, np.int16)]))
     assert talker.data["vad"]["speaking"] and not listener.data["vad"]["speaking"]
-    assert [e.kind for e in drain(talker)] == ["start"] and drain(listener) == []
+    assert [e.kind for e in events(talker)] == ["start"] and events(listener) == []
 
 
 def test_invalid_aggressiveness_is_refused() -> None:

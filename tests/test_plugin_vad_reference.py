@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 import ivr_plugins.vad as vad_plugin
 from ivr.call import SpeechEvent
-from tests.helpers.audio import Rig, drain
+from ivr.testing import AudioRig, events
 
 FRAME = 160
 PUBLIC_SCALARS = ("speaking", "speech_start", "last_speech_end", "last_voice", "voiced_ms", "utterance_seq")
@@ -131,7 +131,7 @@ vad_config = st.fixed_dictionaries({
 def test_plugin_matches_the_reference_model(config: dict[str, Any], streams: list, joins: list[int],
                                             seed: int) -> None:
     try:
-        rig = Rig(vad_plugin, config={"plugins": {"vad": config}})
+        rig = AudioRig(vad_plugin, config={"plugins": {"vad": config}})
         audio = [build_stream(segments, seed + index) for index, segments in enumerate(streams)]
         calls = [rig.call(f"c{index}") for index in range(len(audio))]
         models = [ReferenceVad(config) for _ in audio]
@@ -145,7 +145,7 @@ def test_plugin_matches_the_reference_model(config: dict[str, Any], streams: lis
             rig.step([calls[i] for i in live], inbound)
             for i in live:
                 expected = models[i].step(audio[i][tick - spans[i][0]], rig.now)
-                got = [e.kind for e in drain(calls[i]) if isinstance(e, SpeechEvent)]
+                got = [e.kind for e in events(calls[i]) if isinstance(e, SpeechEvent)]
                 assert got == expected, f"call {i} tick {tick}"
                 state = calls[i].data["vad"]
                 model = models[i].state

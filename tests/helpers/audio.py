@@ -147,12 +147,6 @@ def wav_file(rate: int, channels: int, bits: int, duration: float, freq: float) 
     return path
 
 
-def frames(signal: np.ndarray) -> np.ndarray:
-    """``signal`` zero-padded to whole 20 ms frames, shape ``(count, 160)``."""
-    pad = (-len(signal)) % FRAME
-    return np.concatenate([signal, np.zeros(pad, dtype=np.int16)]).reshape(-1, FRAME)
-
-
 def dominant_frequency(signal: np.ndarray, rate: int = RATE) -> float:
     """The strongest frequency of ``signal`` (Hz), refined by parabolic interpolation."""
     windowed = signal.astype(np.float64) * np.hanning(len(signal))
@@ -161,56 +155,3 @@ def dominant_frequency(signal: np.ndarray, rate: int = RATE) -> float:
     a, b, c = np.log(spectrum[peak - 1 : peak + 2] + 1e-12)
     shift = 0.5 * (a - c) / (a - 2 * b + c)
     return (peak + shift) * rate / (8 * len(signal))
-
-
-class Rig:
-    """A plain ``pluggy`` plugin manager with the given plugins, driven tick by tick by hand.
-
-    The media clock is ``rig.now`` (seconds, +20 ms per tick); calls made with :meth:`call` read
-    it, so time-based logic (DTMF de-duplication, silence timeouts) is deterministic.
-    """
-
-    def __init__(self, *plugins: object, config: dict | None = None) -> None:
-        import pluggy
-
-        import ivr.hookspecs
-
-        self.pm = pluggy.PluginManager("ivr")
-        self.pm.add_hookspecs(ivr.hookspecs)
-        for plugin in plugins:
-            self.pm.register(plugin)
-        self.pm.hook.ivr_configure.call_historic(kwargs={"config": config or {}})
-        self.now = 0.0
-        self.tick = 0
-
-    def call(self, call_id: str = "call-1", **kwargs: object):
-        from ivr.call import CallContext
-
-        return CallContext(call_id, self.pm.hook, clock=lambda: self.now, **kwargs)
-
-    def step(self, calls: list, inbound: np.ndarray | None = None, send: bool = True) -> np.ndarray:
-        """One 20 ms tick: caller audio ``(N, 160)`` in, our ``(N, 160)`` audio out (``send``
-        False: a catch-up tick after a stall, see ``AudioBatch.send``)."""
-        from ivr.call import AudioBatch
-
-        if inbound is None:
-            inbound = np.zeros((len(calls), FRAME), dtype=np.int16)
-        self.now = round(self.now + 0.02, 6)
-        self.tick += 1
-        self.pm.hook.ivr_audio_in(batch=AudioBatch(calls, inbound, self.now, self.tick, send))
-        out = np.zeros((len(calls), FRAME), dtype=np.int16)
-        self.pm.hook.ivr_audio_out(batch=AudioBatch(calls, out, self.now, self.tick, send))
-        return out
-
-    def feed(self, call, signal: np.ndarray) -> np.ndarray:
-        """Play ``signal`` as the caller of ``call``; return what we sent back, same length."""
-        out = [self.step([call], frame[None, :].copy())[0] for frame in frames(signal)]
-        return np.concatenate(out) if out else np.zeros(0, dtype=np.int16)
-
-
-def drain(call) -> list:
-    """Every event waiting on the call's queue."""
-    events = []
-    while not call.events.empty():
-        events.append(call.events.get_nowait())
-    return events

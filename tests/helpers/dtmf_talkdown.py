@@ -30,8 +30,9 @@ from functools import lru_cache
 
 import numpy as np
 
+from ivr.testing import AudioRig
 from simplesip.wire import g711
-from tests.helpers.audio import FRAME, PARAGRAPHS, RATE, VOICES, Rig, speech
+from tests.helpers.audio import FRAME, PARAGRAPHS, RATE, VOICES, speech
 
 KEYS = "123A456B789C*0#D"
 CLIP_SECONDS = 0.40
@@ -217,7 +218,7 @@ def detect_batch(pcm: np.ndarray, plugin: object | None = None) -> list[str]:
     """Run the dtmf plugin on every row of ``pcm`` as its own call, all calls in one batch per tick."""
     if plugin is None:
         import ivr_plugins.dtmf as plugin
-    rig = Rig(plugin, config={"plugins": {"dtmf": {"inband": "on"}}})
+    rig = AudioRig(plugin, config={"plugins": {"dtmf": {"inband": "on"}}})
     calls = [rig.call(f"clip-{i}") for i in range(pcm.shape[0])]
     usable = pcm.shape[1] // FRAME * FRAME
     for start in range(0, usable, FRAME):

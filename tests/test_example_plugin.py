@@ -6,16 +6,16 @@ real call."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from tests.helpers.net import free_port
+from tests.helpers.robust_server import serving
+from tests.helpers.waiting import wait_for_sync
 
 PACKAGE = Path(__file__).resolve().parents[1] / "examples" / "ivr-example-plugin"
 IVR = [sys.executable, "-m", "ivr"]
@@ -78,31 +78,18 @@ def test_check_and_simulate_run_with_the_plugins_configuration(installed) -> Non
 def test_serve_takes_a_real_call_through_the_plugin(installed, tmp_path: Path) -> None:
     port = free_port()
     cdr = tmp_path / "cdr.jsonl"
-    log = (tmp_path / "serve.log").open("w")
-    env = {**os.environ, "PYTHONPATH": str(PACKAGE.parents[1])}
-    server = subprocess.Popen([*IVR, "serve", "--config", "example.yaml", "--listen", f"127.0.0.1:{port}",
-                               "--set", f"cdr={cdr}", "--set", "logging.level=info"],
-                              cwd=PACKAGE, stdout=log, stderr=subprocess.STDOUT, env=env)
-    try:
-        deadline = time.monotonic() + 15
-        while "ivr serving on" not in (tmp_path / "serve.log").read_text():
-            assert server.poll() is None and time.monotonic() < deadline, (tmp_path / "serve.log").read_text()
-            time.sleep(0.05)
+    args = ("--config", "example.yaml", "--listen", f"127.0.0.1:{port}", "--set", f"cdr={cdr}",
+            "--set", "logging.level=info")
+    with serving(*args, cwd=PACKAGE, log_path=tmp_path / "serve.log") as server_log:
         speech = PACKAGE.parents[1] / "flows" / "prompts" / "main_menu.wav"  # the caller talks, then types
         call = subprocess.run([*IVR, "call", f"sip:account@127.0.0.1:{port}", "--dtmf", "+1s 1001#",
                                "--play", str(speech), "--duration", "20"],
-                              capture_output=True, text=True, timeout=60, env=env)
+                              capture_output=True, text=True, timeout=60, cwd=tmp_path)
         assert call.returncode == 0, call.stderr
-        while not cdr.exists() or not cdr.read_text().strip():
-            assert time.monotonic() < deadline + 30, (tmp_path / "serve.log").read_text()
-            time.sleep(0.05)
-    finally:
-        server.terminate()
-        server.wait(15)
-        log.close()
+        wait_for_sync(lambda: cdr.exists() and cdr.read_text().strip(), timeout=30, message=server_log)
+        text = server_log()
     record = json.loads(cdr.read_text().splitlines()[0])
     assert record["flow"] == "account" and record["digits"] == "1001#" and record["error"] is None
     assert record["flow_outcome"] == "hangup"
-    text = (tmp_path / "serve.log").read_text()
     level = float(text.split("caller level ")[1].split()[0])  # the plugin's audio hook heard the caller
     assert -60 < level < -3, text

@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import logging
-import os
 import socket
-import subprocess
-import sys
 import time
 import urllib.request
 from pathlib import Path
 
 from ivr.logs import FloodFilter
 from tests.helpers.net import free_port
+from tests.helpers.robust_server import serving
+from tests.helpers.waiting import wait_for_sync
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -38,34 +37,22 @@ def test_the_flood_filter_lets_a_burst_through_then_counts_what_it_left_out() ->
 
 def test_ivr_serve_counts_a_flood_of_garbage_and_logs_a_few_lines(tmp_path: Path) -> None:
     port, metrics = free_port(), free_port(socket.SOCK_STREAM)
-    log_path = tmp_path / "serve.log"
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    with log_path.open("w") as log:
-        server = subprocess.Popen([sys.executable, "-m", "ivr", "serve", "--listen", f"127.0.0.1:{port}",
-                                   "--set", f"metrics_port={metrics}", "--set", "logging.level=info",
-                                   str(ROOT / "flows" / "voicemail.yaml")],
-                                  cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT, env=env)
-        try:
-            deadline = time.monotonic() + 15
-            while "ivr serving on" not in log_path.read_text():
-                assert server.poll() is None and time.monotonic() < deadline, log_path.read_text()
-                time.sleep(0.05)
-            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as attacker:
-                for i in range(300):  # paced a little: a full socket buffer would drop some unseen
-                    attacker.sendto(b"INVITE sip:x SIP/2.0\r\nVia: garbage %d\r\n\r\n" % i, ("127.0.0.1", port))
-                    if i % 25 == 24:
-                        time.sleep(0.05)
-            counted = 0.0
-            while counted < 300:
-                assert time.monotonic() < deadline + 15, f"counted {counted}"
-                with urllib.request.urlopen(f"http://127.0.0.1:{metrics}/metrics", timeout=5) as reply:
-                    lines = reply.read().decode().splitlines()
-                counted = float(next(line.split()[1] for line in lines
-                                     if line.startswith("ivr_sip_rejected_messages_total")))
-                time.sleep(0.05)
-        finally:
-            server.terminate()
-            server.wait(15)
-    text = log_path.read_text()
+    args = ("--listen", f"127.0.0.1:{port}", "--set", f"metrics_port={metrics}", "--set", "logging.level=info",
+            str(ROOT / "flows" / "voicemail.yaml"))
+    with serving(*args, cwd=tmp_path) as server_log:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as attacker:
+            for i in range(300):  # paced a little: a full socket buffer would drop some unseen
+                attacker.sendto(b"INVITE sip:x SIP/2.0\r\nVia: garbage %d\r\n\r\n" % i, ("127.0.0.1", port))
+                if i % 25 == 24:
+                    time.sleep(0.05)
+
+        def rejected() -> float:
+            with urllib.request.urlopen(f"http://127.0.0.1:{metrics}/metrics", timeout=5) as reply:
+                lines = reply.read().decode().splitlines()
+            return float(next(line.split()[1] for line in lines if line.startswith("ivr_sip_rejected_messages_total")))
+
+        wait_for_sync(lambda: rejected() >= 300, timeout=30, message=lambda: f"counted {rejected()}")
+        counted = rejected()
+        text = server_log()
     assert counted == 300
     assert 1 <= text.count("rejected message from") <= 20, text[-3000:]

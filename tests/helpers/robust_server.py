@@ -7,6 +7,7 @@ folder, starts ``python -m ivr serve`` there and waits until it answers OPTIONS.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -15,6 +16,7 @@ import sys
 import time
 import uuid
 from pathlib import Path
+from typing import Callable, Iterator
 
 from tests.helpers.net import free_port
 from tests.helpers.paths import PROJECT
@@ -125,6 +127,37 @@ class IvrServeProcess:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+@contextlib.contextmanager
+def serving(*args: str, cwd: Path, log_path: Path | None = None,
+            timeout: float = 15.0) -> Iterator[Callable[[], str]]:
+    """``python -m ivr serve ARGS`` in ``cwd`` (this checkout first on the path), entered once it
+    logs "ivr serving on"; yields a function returning its log (``log_path``, by default
+    ``cwd/serve.log``) so far. Stopped (SIGTERM) and reaped on the way out."""
+    log_path = log_path or cwd / "serve.log"
+    with log_path.open("w") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "ivr", "serve", *args], cwd=cwd, stdout=log,
+                                stderr=subprocess.STDOUT, env={**os.environ, "PYTHONPATH": str(PROJECT)})
+
+        def text() -> str:
+            log.flush()
+            return log_path.read_text(errors="replace")
+
+        try:
+            deadline = time.monotonic() + timeout
+            while "ivr serving on" not in text():
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise AssertionError(f"ivr serve did not start:\n{text()}")
+                time.sleep(0.05)
+            yield text
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
 
 
 class SipClient:

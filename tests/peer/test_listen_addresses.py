@@ -5,10 +5,7 @@ are bracketed, and a wildcard is never what peers are told to send to (Contact, 
 from __future__ import annotations
 
 import json
-import os
 import re
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -18,6 +15,8 @@ from simplesip.aio.addresses import advertised_address, is_wildcard
 from simplesip.wire.grammar import format_host
 from tests.helpers.net import free_port
 from tests.helpers.peers import BaresipRunner, SippRunner
+from tests.helpers.robust_server import serving
+from tests.helpers.waiting import wait_for_sync
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -40,26 +39,14 @@ nodes:
 def test_sipp_calls_ivr_serve(tmp_path: Path, listen: str, caller: str) -> None:
     (tmp_path / "sipp.yaml").write_text(FLOW)
     port = free_port()
-    log_path = tmp_path / "serve.log"
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    with log_path.open("w") as log:
-        server = subprocess.Popen([sys.executable, "-m", "ivr", "serve", "--listen", f"{listen}:{port}", "--set",
-                                   "cdr=cdr.jsonl", "--set", "listen.transports=[udp]", "sipp.yaml"],
-                                  cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT, env=env)
-        try:
-            deadline = time.monotonic() + 15
-            while "ivr serving on" not in log_path.read_text():
-                assert server.poll() is None and time.monotonic() < deadline, log_path.read_text()
-                time.sleep(0.05)
-            # SIPp's built-in uac_pcap: 8 s of PCMA audio, an RFC 4733 '1', 1 s pause, BYE
-            with SippRunner(tmp_path / "sipp", "uac_pcap", remote=(caller, port), service="sipp", host=caller,
-                            extra=["-timeout", "13s", "-timeout_error"]) as sipp:
-                status = sipp.wait(15)
-            assert status == 0, sipp.log()[-3000:] + log_path.read_text()
-            messages = sipp.messages()
-        finally:
-            server.terminate()
-            server.wait(15)
+    args = ("--listen", f"{listen}:{port}", "--set", "cdr=cdr.jsonl", "--set", "listen.transports=[udp]", "sipp.yaml")
+    with serving(*args, cwd=tmp_path) as server_log:
+        # SIPp's built-in uac_pcap: 8 s of PCMA audio, an RFC 4733 '1', 1 s pause, BYE
+        with SippRunner(tmp_path / "sipp", "uac_pcap", remote=(caller, port), service="sipp", host=caller,
+                        extra=["-timeout", "13s", "-timeout_error"]) as sipp:
+            status = sipp.wait(15)
+        assert status == 0, sipp.log()[-3000:] + server_log()
+        messages = sipp.messages()
     advertised = advertised_address(listen.strip("[]"))
     assert not is_wildcard(advertised)
     assert f"Contact: <sip:{format_host(advertised, port)}>" in messages
@@ -72,37 +59,19 @@ def test_sipp_calls_ivr_serve(tmp_path: Path, listen: str, caller: str) -> None:
 def test_baresip_calls_ivr_serve_over_ipv6(tmp_path: Path) -> None:
     (tmp_path / "sipp.yaml").write_text(FLOW)
     port = free_port()
-    log_path = tmp_path / "serve.log"
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    with log_path.open("w") as log:
-        server = subprocess.Popen([sys.executable, "-m", "ivr", "serve", "--listen", f"[::1]:{port}", "--set",
-                                   "cdr=cdr.jsonl", "sipp.yaml"],
-                                  cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT, env=env)
-        try:
-            deadline = time.monotonic() + 15
-            while "ivr serving on" not in log_path.read_text():
-                assert server.poll() is None and time.monotonic() < deadline, log_path.read_text()
-                time.sleep(0.05)
-            with BaresipRunner(tmp_path / "baresip", host="::1",
-                               commands=[f"/dial sip:sipp@[::1]:{port}"]) as baresip:
-                baresip.wait_ready()
-                deadline = time.monotonic() + 10
-                while "Call established" not in baresip.log():
-                    assert time.monotonic() < deadline, baresip.log() + log_path.read_text()
-                    time.sleep(0.1)
-                time.sleep(1.0)
-                baresip.command("sndcode", "7")
-                time.sleep(0.5)
-                baresip.command("hangup")
-                deadline = time.monotonic() + 10
-                cdr = tmp_path / "cdr.jsonl"
-                while not cdr.exists() or not cdr.read_text().strip():
-                    assert time.monotonic() < deadline, baresip.log() + log_path.read_text()
-                    time.sleep(0.1)
-                log = baresip.log()
-        finally:
-            server.terminate()
-            server.wait(15)
+    cdr = tmp_path / "cdr.jsonl"
+    with serving("--listen", f"[::1]:{port}", "--set", "cdr=cdr.jsonl", "sipp.yaml", cwd=tmp_path) as server_log:
+        with BaresipRunner(tmp_path / "baresip", host="::1", commands=[f"/dial sip:sipp@[::1]:{port}"]) as baresip:
+            baresip.wait_ready()
+            wait_for_sync(lambda: "Call established" in baresip.log(), timeout=10,
+                          message=lambda: baresip.log() + server_log())
+            time.sleep(1.0)  # into the prompt, then the key and the caller's BYE
+            baresip.command("sndcode", "7")
+            time.sleep(0.5)
+            baresip.command("hangup")
+            wait_for_sync(lambda: cdr.exists() and cdr.read_text().strip(), timeout=10,
+                          message=lambda: baresip.log() + server_log())
+            log = baresip.log()
     [record] = [json.loads(line) for line in cdr.read_text().splitlines()]
     assert record["digits"] == "7" and record["outcome"] == "remote_hangup", (record, log)
     assert "[::1]" in record["from"]

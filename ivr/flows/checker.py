@@ -9,13 +9,13 @@ patterns compile; schedules have valid time zones, days, ranges and dates; templ
 
 from __future__ import annotations
 
-import difflib
 import logging
 import re
 from pathlib import Path
 from typing import Any, Iterator
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from ivr.config import did_you_mean
 from ivr.flows import speech
 from ivr.flows.actions import collect_actions
 from ivr.flows.diagnostics import Diagnostic, FlowError
@@ -74,9 +74,7 @@ class _Checker:
 
     def check_target(self, where: list[Any], target: str) -> None:
         if target not in self.nodes:
-            close = difflib.get_close_matches(target, list(self.nodes), n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            self.report(where, f"unknown node {target!r}{hint}")
+            self.report(where, f"unknown node {target!r}{did_you_mean(target, self.nodes)}")
 
     def check_node(self, name: str, node: MarkedMap) -> None:
         where = ["nodes", name]

@@ -43,7 +43,9 @@ async def test_an_endpoint_on_0_0_0_0_tells_its_peer_a_real_address_and_audio_fl
     try:
         assert server.advertised_host == advertised_address("0.0.0.0")
         call = await asyncio.wait_for(caller.call(f"sip:ivr@127.0.0.1:{server.local_address[1]}"), 5)
-        assert call.remote_rtp is not None and call.remote_rtp[0] == server.advertised_host  # its SDP c= line
+        # Its SDP c= line: the address of ours on the route to this caller (the loopback), not
+        # the default route's (advertised_host, used where no peer is known).
+        assert call.remote_rtp is not None and call.remote_rtp[0] == route_source("127.0.0.1") == "127.0.0.1"
         call.queue_pcm(b"\x10\x20" * 4000)
         deadline = asyncio.get_running_loop().time() + 5
         while sum(map(len, heard)) < 4000:

@@ -27,7 +27,12 @@ import logging
 import socket
 from typing import Any, Callable
 
-from simplesip.aio.addresses import advertised_address
+from simplesip.aio.addresses import (
+    advertised_address,
+    advertised_for,
+    is_wildcard,
+    unmap,
+)
 from simplesip.aio.call import Call, CallState, split_target
 from simplesip.aio.driver import CoreDriver
 from simplesip.aio.endpoint_config import EndpointConfig
@@ -148,7 +153,16 @@ class Endpoint:
             session_expires=cfg.session_expires, min_se=cfg.min_se,
             reliable_provisionals=cfg.reliable_provisionals, max_redirects=cfg.max_redirects,
             keepalive_interval=cfg.keepalive_interval,
+            advertised_host_for=self._advertised_for if self._advertises_per_peer() else None,
         )
+
+    def _advertises_per_peer(self) -> bool:
+        """A wildcard listener without a configured advertised address tells each peer the
+        address of ours its packets reach (our source on the route to it, in its family)."""
+        return not self.config.advertised_host and is_wildcard(self.config.local_host)
+
+    def _advertised_for(self, peer: str) -> str:
+        return advertised_for(self.config.local_host, peer)
 
     # --- SIP over TLS ----------------------------------------------------------------------------
 
@@ -371,8 +385,9 @@ class Endpoint:
         if srtp is not None:
             check_policy(srtp)
         targets = await self._call_targets(target)
-        rtp_socket, port = await self._open_rtp_socket()
-        sdp_session = self._sdp_session(port, srtp=srtp)
+        bind_host, media_host = self._media_hosts(self._first_hop_host(target, targets))
+        rtp_socket, port = await self._open_rtp_socket(bind_host)
+        sdp_session = self._sdp_session(port, media_host, srtp=srtp)
         offer = sdp_session.offer().serialize()
         extra = list(headers.items()) if isinstance(headers, dict) else headers
         try:
@@ -434,7 +449,7 @@ class Endpoint:
         """Open ``call``'s RTP socket, answer its offer (or make ours, without one) and start
         media; on failure refuse the call (503/400/488/500) and raise CallError."""
         try:
-            bind_host, media_host = self._media_hosts(call.remote_sdp)
+            bind_host, media_host = self._media_hosts(self._remote_media_host(call))
             rtp_socket, port = await self._open_rtp_socket(bind_host)
         except CallError as exc:
             self._refuse(call, exc.status or 503, str(exc))
@@ -537,23 +552,62 @@ class Endpoint:
         except OSError as exc:
             raise CallError(str(exc), 503) from exc
 
-    def _media_hosts(self, remote_sdp: bytes | None) -> tuple[str | None, str | None]:
-        """Where to bind a call's RTP and what to put in our SDP for it: in the address family
-        of the caller's ``c=`` line, which may differ from the family it signals over (an
-        IPv4 INVITE offering IPv6 media gets IPv6 media from the first packet). ``(None, None)``:
-        our own listen address will do."""
-        if not remote_sdp:
-            return None, None
+    def _remote_media_host(self, call: Call) -> str | None:
+        """Where an inbound call's media comes from: the caller's ``c=`` address, which may be
+        in another family than the one it signals over; its signalling address when the offer
+        names none we can route to (no offer, ``0.0.0.0``, a name); None: unknown."""
+        source = unmap(call.source[0]) if call.source else None
+        if not call.remote_sdp:
+            return source
         try:
-            description = SessionDescription.parse(remote_sdp)
+            description = SessionDescription.parse(call.remote_sdp)
             connections = [description.connection_for(m) for m in description.media]
-            remote_v6 = any(c is not None and c.addr_type == "IP6" for c in connections)
         except (SIPParseError, ValueError):
+            return source
+        for connection in connections:
+            if connection is None:
+                continue
+            try:
+                address = ipaddress.ip_address(unmap(connection.address))
+            except ValueError:
+                address = None
+            if address is not None and not (address.is_unspecified or address.is_multicast):
+                return str(address)
+            v6 = connection.addr_type == "IP6"
+            if source is not None and (":" in source) == v6:
+                return source
+            return "::" if v6 else "0.0.0.0"  # the family alone
+        return source
+
+    def _first_hop_host(self, target: str, targets: list[Target] | None) -> str | None:
+        """The IP address an outgoing call's INVITE goes to first, when known before sending."""
+        if targets:
+            return targets[0].address[0]
+        if self.config.outbound_proxy or self._driver is None:
+            return None
+        host = split_target(target)[1].strip("[]")
+        return host if _is_ip(host) else None
+
+    def _media_hosts(self, remote: str | None) -> tuple[str | None, str | None]:
+        """Where to bind a call's RTP and what to put in our SDP for it, for media exchanged with
+        ``remote`` (an IP address; a wildcard stands for its family): the RTP socket is in the
+        remote's address family, which may differ from the one it signals over (an IPv4 INVITE
+        offering IPv6 media gets IPv6 media from the first packet; an IPv4 caller of a
+        dual-stack listener gets IPv4 media); a wildcard listener advertises the address of
+        ours on the route to the remote. ``(None, None)``: our own listen address will do."""
+        if not remote:
             return None, None
-        if remote_v6 == (":" in self.advertised_host):
-            return None, None
+        remote_v6 = ":" in remote
+        local = self.config.local_host
         wildcard = "::" if remote_v6 else "0.0.0.0"
-        return wildcard, advertised_address(wildcard)
+        if self.config.advertised_host:  # configured (a static NAT): keep to it in its family
+            if remote_v6 == (":" in self.advertised_host):
+                return None, None
+            return wildcard, advertised_address(wildcard)
+        if not is_wildcard(local) and remote_v6 == (":" in local):
+            return None, None
+        bind = local if is_wildcard(local) and remote_v6 == (":" in local) else wildcard
+        return bind, advertised_for(wildcard, None if is_wildcard(remote) else remote)
 
     def _aor(self) -> str:
         user = f"{self.config.username}@" if self.config.username else ""

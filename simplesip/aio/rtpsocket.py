@@ -223,6 +223,10 @@ def _bound_socket(host: str, port: int) -> socket.socket:
     sock = socket.socket(family, socket.SOCK_DGRAM)
     try:
         sock.setblocking(False)
+        if family == socket.AF_INET6:
+            # One family per call (the remote c= line's): an RTP socket on "::" never takes
+            # IPv4, so no IPv4-mapped address can latch a stream or be sent to.
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
         sock.bind((host, port))
     except OSError:
         sock.close()

@@ -14,6 +14,8 @@ import logging
 import re
 from typing import Protocol
 
+from simplesip.aio.addresses import peer_address
+
 __all__ = ["MAX_MESSAGE_SIZE", "StreamConnection", "StreamOwner", "frame_stream"]
 
 log = logging.getLogger(__name__)
@@ -94,8 +96,9 @@ class StreamConnection(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
-        peer = transport.get_extra_info("peername")
-        self.remote = (peer[0], peer[1])
+        # Unmapped (::ffff:a.b.c.d on a dual-stack listener is a.b.c.d): the key the transport
+        # keeps this connection under, and the source the core sees.
+        self.remote = peer_address(transport.get_extra_info("peername"))
         self.owner.connection_opened(self)
         for data in self.pending:
             transport.write(data)

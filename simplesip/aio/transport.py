@@ -22,6 +22,12 @@ than ``tcp_idle_timeout`` are closed, and so are connections where a message sta
 than ``tcp_message_timeout`` ago and is still incomplete: a peer trickling one byte at a time
 (slowloris) is never idle, so the idle timer alone would keep it forever.
 
+Dual stack: on ``::`` every listener (UDP, TCP, TLS) takes IPv4 as well as IPv6 (``IPV6_V6ONLY``
+off). The kernel names IPv4 peers of such a socket by IPv4-mapped addresses (``::ffff:a.b.c.d``);
+every address is unmapped here, before the core, connections or logs see it, and mapped again for
+a UDP ``sendto``, so the layers above only ever see plain IPv4 and IPv6 addresses. On any other
+IPv6 address a listener is IPv6 only.
+
 ICMP errors: the UDP socket has ``IP_RECVERR`` set, so a "port unreachable" for a datagram we
 sent is reported with the address it was sent to (``on_unreachable``), letting a REGISTER to a
 dead server fail at once instead of after Timer F (32 s).
@@ -36,6 +42,7 @@ import ssl
 import sys
 from typing import Callable
 
+from simplesip.aio.addresses import is_dual_stack, peer_address, socket_address
 from simplesip.aio.stream import MAX_MESSAGE_SIZE, StreamConnection, frame_stream
 from simplesip.aio.tls import client_context, describe_tls_error
 from simplesip.wire.grammar import format_host
@@ -61,7 +68,7 @@ class _UdpProtocol(asyncio.DatagramProtocol):
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
         if len(data) > MAX_MESSAGE_SIZE:
             return
-        self.owner.deliver(data, addr, "udp")
+        self.owner.deliver(data, peer_address(addr), "udp")
 
     def error_received(self, exc: Exception) -> None:
         # With IP_RECVERR the kernel queues the ICMP error with the original destination address.
@@ -103,6 +110,9 @@ class SipTransport:
             raise ValueError("a TLS server context needs 'tls' among the transports")
         self.host = host
         self.port = port
+        #: Listening on "::" for IPv6 and IPv4 alike (see the module docstring).
+        self.dual_stack = is_dual_stack(host)
+        self._udp_family = socket.AF_INET6 if ":" in host else socket.AF_INET
         self.transports = tuple(transports)
         self.tcp_idle_timeout = tcp_idle_timeout
         # A message may take no longer than an idle connection may stay open.
@@ -146,8 +156,7 @@ class SipTransport:
             port = udp_sock.getsockname()[1] if udp_sock else self.port
             try:
                 if "tcp" in self.transports:
-                    self._server = await self._loop.create_server(
-                        lambda: StreamConnection(self), self.host, port, reuse_address=True)
+                    self._server = await self._listen(lambda: StreamConnection(self), port)
                     port = self._server.sockets[0].getsockname()[1]
             except OSError:
                 if udp_sock:
@@ -171,10 +180,23 @@ class SipTransport:
         log.info("SIP transports %s listening on %s", "/".join(t for t in self.transports if t != "tls"),
                  format_host(self.host, port))
 
+    async def _listen(self, factory: Callable[[], asyncio.Protocol], port: int) -> asyncio.Server:
+        """A TCP listener on our host and ``port``; on ``::`` one dual-stack socket (asyncio's
+        own would be IPv6 only)."""
+        if not self.dual_stack:
+            return await self._loop.create_server(factory, self.host, port, reuse_address=True)
+        sock = socket.create_server((self.host.strip("[]"), port), family=socket.AF_INET6,
+                                    dualstack_ipv6=True, backlog=128)
+        sock.setblocking(False)
+        try:
+            return await self._loop.create_server(factory, sock=sock)
+        except BaseException:
+            sock.close()
+            raise
+
     async def _start_tls_listener(self) -> None:
         try:
-            self._tls_server = await self._loop.create_server(
-                lambda: _TlsAccept(self), self.host, self.tls_port, reuse_address=True)
+            self._tls_server = await self._listen(lambda: _TlsAccept(self), self.tls_port)
         except OSError:
             await self.close()
             raise
@@ -184,7 +206,7 @@ class SipTransport:
     def _accept_tls(self, raw: asyncio.Transport) -> None:
         raw.pause_reading()  # nothing is read before the handshake starts
         peer = raw.get_extra_info("peername")
-        task = self._loop.create_task(self._server_handshake(raw, (peer[0], peer[1])))
+        task = self._loop.create_task(self._server_handshake(raw, peer_address(peer)))
         self._connecting.add(task)
         task.add_done_callback(self._connecting.discard)
 
@@ -212,8 +234,8 @@ class SipTransport:
                     sock.setsockopt(socket.IPPROTO_IPV6, _IPV6_RECVERR, 1)
                 else:
                     sock.setsockopt(socket.IPPROTO_IP, _IP_RECVERR, 1)
-            if v6:  # "::" is every IPv6 interface only, as asyncio makes the TCP listener
-                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            if v6:  # "::": IPv6 and IPv4 (dual stack); another IPv6 address: IPv6 only
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0 if self.dual_stack else 1)
             sock.bind((self.host, self.port))
             sock.setblocking(False)
         except OSError:
@@ -232,7 +254,7 @@ class SipTransport:
         if transport in ("tcp", "tls"):
             self._send_stream(data, (addr[0], int(addr[1])), transport)
         elif self._udp is not None:
-            self._udp.sendto(data, (addr[0], int(addr[1])))
+            self._udp.sendto(data, socket_address(addr[0], int(addr[1]), self._udp_family))
         else:
             log.warning("no UDP transport: dropped %d octets to %s", len(data), addr)
 
@@ -320,7 +342,7 @@ class SipTransport:
                 return
             log.info("ICMP error for datagrams to %s: %s", addr, exc)
             if self.on_unreachable is not None and addr:
-                self.on_unreachable((addr[0], addr[1]))
+                self.on_unreachable(peer_address(addr))
 
     async def _sweep_idle_connections(self) -> None:
         interval = max(0.05, min(self.tcp_message_timeout / 4, 5.0))

@@ -53,6 +53,9 @@ class CallLeg:
     state: str
     local_tag: str
     invite: Request  # UAC: the INVITE last sent (auth retries replace it); UAS: the INVITE received
+    #: The peer's IP address (UAS: the INVITE's source; UAC: the first hop), which chooses the
+    #: host of our Via and Contact for a wildcard listener (MessageFactory.host_for).
+    peer_host: str | None = None
     local_sdp: bytes = b""
     dialog: Dialog | None = None
     outgoing: OutgoingRequest | None = None  # UAC INVITE
@@ -174,8 +177,9 @@ class CallManager:
         self, call: CallLeg, base: Request, body: bytes = b"", content_type: str | None = None,
         extra: Iterable[tuple[str, str]] = (),
     ) -> Request:
-        headers = Headers([("Via", self.factory.via(call.transport)), *base.headers.items()])
-        self.factory.add_common(headers, base.method, call.transport)
+        headers = Headers([("Via", self.factory.via(call.transport, peer=call.peer_host)),
+                           *base.headers.items()])
+        self.factory.add_common(headers, base.method, call.transport, peer=call.peer_host)
         for name, value in extra:
             headers.add(name, value)
         if body:
@@ -214,7 +218,8 @@ class CallManager:
         """ACK the 2xx to our re-INVITE ``invite`` (13.2.2.4): a new transaction-less request."""
         assert call.dialog is not None
         base = call.dialog.create_ack(invite.cseq[0], self.config.max_forwards)
-        headers = Headers([("Via", self.factory.via(call.transport, new_branch())), *base.headers.items()])
+        headers = Headers([("Via", self.factory.via(call.transport, new_branch(), call.peer_host)),
+                           *base.headers.items()])
         self.layer.send(Request("ACK", base.uri, headers), uri_address(call.dialog.next_hop()), call.transport)
 
     # --- our 2xx, retransmitted until its ACK (13.3.1.4) ----------------------------------------
@@ -224,7 +229,8 @@ class CallManager:
         """A 200 to an INVITE/UPDATE: Contact, Allow, Record-Route copied (12.1.1), SDP body,
         then ``more`` headers (Session-Expires...)."""
         extra = [("Record-Route", rr) for rr in request.headers.get_all("Record-Route")]
-        extra += [("Contact", self.factory.contact(call.transport, request.uri[:5].lower() == "sips:")),
+        extra += [("Contact", self.factory.contact(call.transport, request.uri[:5].lower() == "sips:",
+                                                   call.peer_host)),
                   ("Allow", ", ".join(self.config.methods_allowed))]
         if self.config.option_tags:
             extra.append(("Supported", ", ".join(self.config.option_tags)))

@@ -58,6 +58,11 @@ class UAConfig:
     #: The address peers reach us at, for Via, Contact, our domain and Call-IDs; empty: local_host.
     #: Needed when local_host is a wildcard (0.0.0.0, ::), which no peer can send to.
     advertised_host: str = ""
+    #: The host to advertise to one peer (its IP address given): what a wildcard listener
+    #: (0.0.0.0, or "::" which takes IPv4 and IPv6) tells each peer, in that peer's address
+    #: family. Used for Via and Contact where the peer is known (calls, registration); None:
+    #: :attr:`contact_host` for everyone. The shell supplies it (it asks the routing table).
+    advertised_host_for: Callable[[str], str] | None = None
     transport: str = "udp"  # "udp" | "tcp" | "tls"
     #: Our TLS listener's port (RFC 3261 26.2.1; 5061 by convention), written in the Via and
     #: Contact of what we send over TLS. 0: no TLS listener; TLS messages then name local_port.

@@ -146,7 +146,8 @@ class InDialogHandler:
         else:
             response = self.factory.response(
                 request, 200,
-                extra=[("Contact", self.factory.contact(call.transport)), *session_headers],
+                extra=[("Contact", self.factory.contact(call.transport, peer=call.peer_host)),
+                       *session_headers],
             )
         self.layer.respond(entry, response, now)
         if request.body:

@@ -32,7 +32,7 @@ class IncomingCalls:
         """A new INVITE (no To tag) passed every check: 100, maybe 180, IncomingCall."""
         tag = new_tag()
         call = CallLeg(self.calls, request.call_id, "uas", entry.transport, INCOMING, tag, request,
-                    server_entry=entry)
+                    server_entry=entry, peer_host=entry.source[0] if entry.source else None)
         entry.on_deliver = lambda ack, at: self.calls.on_ack(call, ack, at)
         self.layer.respond(entry, self.factory.response(request, 100), now)
         if request.call_id in self.calls.calls:
@@ -61,7 +61,8 @@ class IncomingCalls:
             raise CallError(f"call {call_id!r} is not an unanswered incoming call")
         response = self.factory.response(
             call.invite, 180, to_tag=call.local_tag,
-            extra=[("Contact", self.factory.contact(call.transport, call.invite.uri[:5].lower() == "sips:"))],
+            extra=[("Contact", self.factory.contact(call.transport, call.invite.uri[:5].lower() == "sips:",
+                                                    call.peer_host))],
         )
         reliable = self.calls.reliable
         if reliable.wanted(call):
@@ -79,7 +80,7 @@ class IncomingCalls:
             raise CallError(f"call {call_id!r} is not an unanswered incoming call")
         response = self.factory.response(
             call.invite, 183, to_tag=call.local_tag, body=sdp,
-            extra=[("Contact", self.factory.contact(call.transport))],
+            extra=[("Contact", self.factory.contact(call.transport, peer=call.peer_host))],
         )
         reliable = self.calls.reliable
         if reliable.wanted(call):

@@ -69,7 +69,15 @@ class MessageFactory:
         domain = format_host(self.domain, None)
         return f"sip:{user}@{domain}" if user else f"sip:{domain}"
 
-    def contact(self, transport: str | None = None, sips: bool = False) -> str:
+    def host_for(self, peer: str | None) -> str:
+        """The host we advertise (Via, Contact) to ``peer`` (its IP address, None: unknown):
+        ``UAConfig.advertised_host_for(peer)`` when set, else ``contact_host``."""
+        choose = self.config.advertised_host_for
+        if peer and choose is not None:
+            return choose(peer)
+        return self.config.contact_host
+
+    def contact(self, transport: str | None = None, sips: bool = False, peer: str | None = None) -> str:
         """Our Contact value: where peers reach this process directly.
 
         Over TLS it names our TLS port with ``;transport=tls`` on a ``sip:`` URI, which baresip
@@ -80,7 +88,7 @@ class MessageFactory:
         cfg = self.config
         transport = (transport or cfg.transport).lower()
         user = f"{cfg.username}@" if cfg.username else ""
-        host, port = self.public_address or (cfg.contact_host, cfg.port_for(transport))
+        host, port = self.public_address or (self.host_for(peer), cfg.port_for(transport))
         if sips and transport == "tls":
             return f"<sips:{user}{format_host(host, port)}>"
         suffix = f";transport={transport}" if transport in ("tcp", "tls") else ""
@@ -96,11 +104,11 @@ class MessageFactory:
         """A fresh Call-ID."""
         return f"{secrets.token_hex(12)}@{self.config.contact_host}"
 
-    def via(self, transport: str, branch: str | None = None) -> str:
-        """A Via for a request we originate, asking for rport (RFC 3581)."""
+    def via(self, transport: str, branch: str | None = None, peer: str | None = None) -> str:
+        """A Via for a request we originate (to ``peer``, if known), asking for rport (RFC 3581)."""
         cfg = self.config
         return (
-            f"SIP/2.0/{transport.upper()} {format_host(cfg.contact_host, cfg.port_for(transport))}"
+            f"SIP/2.0/{transport.upper()} {format_host(self.host_for(peer), cfg.port_for(transport))}"
             f";branch={branch or new_branch()};rport"
         )
 
@@ -129,11 +137,13 @@ class MessageFactory:
         body: bytes = b"",
         content_type: str | None = None,
         extra: Iterable[tuple[str, str]] = (),
+        peer: str | None = None,
     ) -> Request:
-        """An out-of-dialog request (8.1.1) with Via, From, To, Call-ID, CSeq, Contact, Route."""
+        """An out-of-dialog request (8.1.1) with Via, From, To, Call-ID, CSeq, Contact, Route;
+        ``peer``: the first hop's IP address, when known (see :meth:`host_for`)."""
         cfg = self.config
         headers = Headers()
-        headers.add("Via", self.via(transport))
+        headers.add("Via", self.via(transport, peer=peer))
         if cfg.outbound_proxy:
             headers.add("Route", self._proxy_route())
         headers.add("Max-Forwards", str(cfg.max_forwards))
@@ -141,17 +151,18 @@ class MessageFactory:
         headers.add("To", to)
         headers.add("Call-ID", call_id)
         headers.add("CSeq", f"{cseq} {method}")
-        self.add_common(headers, method, transport, sips=uri[:5].lower() == "sips:")
+        self.add_common(headers, method, transport, sips=uri[:5].lower() == "sips:", peer=peer)
         for name, value in extra:
             headers.add(name, value)
         if body:
             headers.add("Content-Type", content_type or "application/sdp")
         return Request(method, uri, headers, body)
 
-    def add_common(self, headers: Headers, method: str, transport: str, sips: bool = False) -> None:
+    def add_common(self, headers: Headers, method: str, transport: str, sips: bool = False,
+                   peer: str | None = None) -> None:
         """Contact (for dialog-forming and target-refresh methods), Allow and User-Agent."""
         if method in ("INVITE", "REGISTER", "SUBSCRIBE", "REFER", "UPDATE", "NOTIFY"):
-            headers.add("Contact", self.contact(transport, sips))
+            headers.add("Contact", self.contact(transport, sips, peer))
         if method in ("INVITE", "UPDATE", "OPTIONS"):
             headers.add("Allow", ", ".join(self.config.methods_allowed))
         headers.add("User-Agent", self.config.user_agent)

@@ -63,11 +63,18 @@ class OutgoingCalls:
         first, alternates = (targets[0], targets[1:]) if targets else (None, [])
         transport = first.transport if first is not None else uri_transport(uri, self.config.transport)
         request = self.factory.new_request(
-            "INVITE", uri, f"<{uri}>", tag, call_id, 1, transport, body=sdp, extra=extra
+            "INVITE", uri, f"<{uri}>", tag, call_id, 1, transport, body=sdp, extra=extra,
+            peer=first.address[0] if first is not None else None,
         )
-        call = CallLeg(self.calls, call_id, "uac", transport, CALLING, tag, request, local_sdp=sdp)
-        self.calls.calls[call_id] = call
         dest = first.address if first is not None else self.factory.first_hop(request)
+        if first is None and self.factory.host_for(dest[0]) != self.factory.host_for(None):
+            # A wildcard listener tells this peer another address of ours (its family's).
+            request = self.factory.new_request(
+                "INVITE", uri, f"<{uri}>", tag, call_id, 1, transport, body=sdp, extra=extra,
+                peer=dest[0])
+        call = CallLeg(self.calls, call_id, "uac", transport, CALLING, tag, request, local_sdp=sdp,
+                       peer_host=dest[0])
+        self.calls.calls[call_id] = call
         call.outgoing = OutgoingRequest(
             self.layer, request, dest, transport,
             lambda out, resp, at: self._uac_response(call, out, resp, at),
@@ -130,7 +137,7 @@ class OutgoingCalls:
 
     def _send_ack(self, call: CallLeg, dialog: Dialog, invite: Request) -> None:
         base = dialog.create_ack(invite.cseq[0], self.config.max_forwards)
-        headers = Headers([("Via", self.factory.via(call.transport, new_branch())),
+        headers = Headers([("Via", self.factory.via(call.transport, new_branch(), call.peer_host)),
                            *base.headers.items()])
         # The ACK carries the INVITE's credentials (22.1), so proxies that challenged let it pass.
         for name in ("Authorization", "Proxy-Authorization"):

@@ -45,6 +45,8 @@ class Registration:
         self.call_id = factory.new_call_id()  # one Call-ID for every REGISTER of this binding (10.2)
         self.from_tag = new_tag()
         self.cseq = 0
+        #: The registrar's IP address (the first target), which picks the host of our Contact.
+        self.peer_host: str | None = None
         self.requested_expires = config.register_expires
         self.granted_expires = 0
         self.pending: OutgoingRequest | None = None
@@ -87,9 +89,13 @@ class Registration:
         self.cseq += 1
         aor = self.factory.aor()
         extra = [("Expires", str(expires))]
+        if self.targets and not cfg.outbound_proxy:
+            self.peer_host = self.targets[0].address[0]
+        else:
+            self.peer_host = cfg.server[0] if cfg.server else None
         request = self.factory.new_request(
             "REGISTER", f"sip:{self.factory.domain}", f"<{aor}>", self.from_tag, self.call_id,
-            self.cseq, cfg.transport, extra=extra,
+            self.cseq, cfg.transport, extra=extra, peer=self.peer_host,
         )
         if expires == 0:
             request.headers.set("Contact", "*")
@@ -162,8 +168,9 @@ class Registration:
         """
         top = response.vias[0]
         port = self.config.port_for(transport)
-        seen = (top.received or self.config.contact_host, top.rport or port)
-        current = self.factory.public_address or (self.config.contact_host, port)
+        ours = self.factory.host_for(self.peer_host)
+        seen = (top.received or ours, top.rport or port)
+        current = self.factory.public_address or (ours, port)
         if seen == current:
             return False
         logger.info("registrar sees us at %s:%d; using that in our Contact", *seen)
@@ -171,7 +178,7 @@ class Registration:
         return True
 
     def _granted(self, response: Response, asked: int) -> int:
-        ours = SipURI.parse(self.factory.contact()[1:-1])
+        ours = SipURI.parse(self.factory.contact(peer=self.peer_host)[1:-1])
         for value in response.headers.get_all("Contact"):
             try:
                 contact = NameAddr.parse(value)

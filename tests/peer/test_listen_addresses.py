@@ -1,6 +1,7 @@
 """``ivr serve`` listening on the IPv6 loopback and on the wildcard addresses (0.0.0.0, ::),
 called by SIPp: its audio and RFC 4733 digit reach the flow and the CDR has the call; IPv6 hosts
-are bracketed, and a wildcard is never what peers are told to send to (Contact, SDP c=)."""
+are bracketed, and a wildcard is never what peers are told to send to (Contact, SDP c=); one
+dual-stack listener on ``[::]`` serves SIPp over IPv4 and baresip over IPv6."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from simplesip.aio.addresses import advertised_address, is_wildcard
+from simplesip.aio.addresses import advertised_for, is_wildcard
 from simplesip.wire.grammar import format_host
 from tests.helpers.net import free_port
 from tests.helpers.peers import BaresipRunner, SippRunner
@@ -47,8 +48,10 @@ def test_sipp_calls_ivr_serve(tmp_path: Path, listen: str, caller: str) -> None:
             status = sipp.wait(15)
         assert status == 0, sipp.log()[-3000:] + server_log()
         messages = sipp.messages()
-    advertised = advertised_address(listen.strip("[]"))
-    assert not is_wildcard(advertised)
+    # A wildcard listener tells the caller the address of ours its packets reach (our source
+    # on the route to it: here the loopback), not the default route's.
+    advertised = advertised_for(listen.strip("[]"), caller)
+    assert not is_wildcard(advertised) and advertised == caller
     assert f"Contact: <sip:{format_host(advertised, port)}>" in messages
     family = 6 if ":" in advertised else 4
     assert re.search(rf"^c=IN IP{family} {re.escape(advertised)}\s*$", messages, re.MULTILINE), messages
@@ -75,3 +78,48 @@ def test_baresip_calls_ivr_serve_over_ipv6(tmp_path: Path) -> None:
     [record] = [json.loads(line) for line in cdr.read_text().splitlines()]
     assert record["digits"] == "7" and record["outcome"] == "remote_hangup", (record, log)
     assert "[::1]" in record["from"]
+
+
+@pytest.mark.parametrize("transport", ["udp", "tcp"])
+def test_one_dual_stack_listener_serves_sipp_over_ipv4_and_baresip_over_ipv6(tmp_path: Path, transport: str) -> None:
+    """One ``ivr serve`` on ``[::]``: SIPp calls it from 127.0.0.1, then baresip from ::1, over the
+    same port and transport. Each is told an address of ours in its own family (Contact, SDP
+    ``c=``), each call's digit reaches the flow, and no IPv4-mapped address shows anywhere (the
+    IVR's log, the CDR, what SIPp received)."""
+    (tmp_path / "sipp.yaml").write_text(FLOW)
+    port = free_port()
+    cdr = tmp_path / "cdr.jsonl"
+    args = ("--listen", f"[::]:{port}", "--set", "cdr=cdr.jsonl", "--set", f"listen.transports=[{transport}]",
+            "--set", "logging.level=debug", "sipp.yaml")
+    sipp_transport = ["-t", "t1"] if transport == "tcp" else []
+    suffix = ";transport=tcp" if transport == "tcp" else ""
+    with serving(*args, cwd=tmp_path) as server_log:
+        with SippRunner(tmp_path / "sipp", "uac_pcap", remote=("127.0.0.1", port), service="sipp",
+                        extra=["-timeout", "13s", "-timeout_error", *sipp_transport]) as sipp:
+            status = sipp.wait(15)
+        assert status == 0, sipp.log()[-3000:] + server_log()
+        messages = sipp.messages()
+        assert f"Contact: <sip:127.0.0.1:{port}{suffix}>" in messages, messages
+        assert re.search(r"^c=IN IP4 127\.0\.0\.1\s*$", messages, re.MULTILINE), messages
+        wait_for_sync(lambda: cdr.exists() and len(cdr.read_text().splitlines()) == 1, timeout=10,
+                      message=server_log)
+        with BaresipRunner(tmp_path / "baresip", host="::1",
+                           commands=[f"/dial sip:sipp@[::1]:{port}{suffix}"]) as baresip:
+            baresip.wait_ready()
+            wait_for_sync(lambda: "Call established" in baresip.log(), timeout=10,
+                          message=lambda: baresip.log() + server_log())
+            time.sleep(1.0)  # into the prompt, then the key and the caller's BYE
+            baresip.command("sndcode", "7")
+            time.sleep(0.5)
+            baresip.command("hangup")
+            wait_for_sync(lambda: len(cdr.read_text().splitlines()) == 2, timeout=10,
+                          message=lambda: baresip.log() + server_log())
+            baresip_log = baresip.log()
+        log = server_log()
+    first, second = [json.loads(line) for line in cdr.read_text().splitlines()]
+    assert first["digits"] == "1" and first["outcome"] == "remote_hangup", (first, log)
+    assert "127.0.0.1" in first["from"]
+    assert second["digits"] == "7" and second["outcome"] == "remote_hangup", (second, baresip_log, log)
+    assert "[::1]" in second["from"]
+    assert f"listening on [::]:{port}" in log
+    assert "ffff" not in (log + cdr.read_text() + messages).lower()

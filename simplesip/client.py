@@ -41,22 +41,50 @@ class SimpleSIPClient:
 
     ``server``/``port`` name the registrar (and the domain extensions are dialled in);
     ``local_host`` defaults to the address that routes to the server; ``local_port`` 0 picks
-    a free port. Extra keyword options go to :class:`~simplesip.aio.endpoint.EndpointConfig`.
+    a free port. ``transport`` is ``"udp"``, ``"tcp"`` or ``"tls"``: registration and calls go
+    over it (for TLS the default port 5060 means 5061).
+
+    SIP over TLS (``transport="tls"``): the server's certificate is verified against
+    ``ca_file`` (PEM; None: the system's CAs) and must name the host dialled (``server``, or
+    the host of a URI given to :meth:`make_call`); ``verify=False`` accepts any certificate
+    (a lab only: anyone in the path can then read the calls' SIP and their SRTP keys).
+    ``client_cert``/``client_key`` (PEM) present our certificate to servers that authenticate
+    trunks by mutual TLS.
+
+    ``srtp``: the calls' media encryption (SRTP with SDES keys, RFC 3711/4568), for the calls we
+    make and the ones we take: ``"off"`` (the default), ``"optional"`` (offer SRTP, take it
+    whenever the peer does) or ``"mandatory"`` (offer ``RTP/SAVP``; an answer or an incoming
+    offer without SRTP fails the call with 488). The keys travel in the SDP: use it with
+    ``transport="tls"``. ``srtp_suites`` narrows or orders the suites
+    (``AES_CM_128_HMAC_SHA1_80``, ``AES_CM_128_HMAC_SHA1_32``).
+
+    Extra keyword options go to :class:`~simplesip.aio.endpoint.EndpointConfig`.
     """
 
     def __init__(self, username: str, password: str, server: str, port: int = 5060, *,
                  local_host: str | None = None, local_port: int = 0, transport: str = "udp",
-                 timeout: float = 10.0, **endpoint_options: Any):
-        if transport not in ("udp", "tcp"):
-            raise ValueError(f"transport must be 'udp' or 'tcp', not {transport!r}")
+                 timeout: float = 10.0, ca_file: str | None = None, verify: bool = True,
+                 client_cert: str | None = None, client_key: str | None = None,
+                 srtp: str = "off", **endpoint_options: Any):
+        if transport not in ("udp", "tcp", "tls"):
+            raise ValueError(f"transport must be 'udp', 'tcp' or 'tls', not {transport!r}")
+        if client_key and not client_cert:
+            raise ValueError("client_key needs client_cert")
         self.username, self.password = username, password
         self.server, self.port = server, port
         self.timeout = timeout
+        tls = {"tls_ca_file": ca_file, "tls_verify": verify, "tls_client_cert_file": client_cert,
+               "tls_client_key_file": client_key}
+        if transport != "tls" and any(v for k, v in tls.items() if k != "tls_verify"):
+            raise ValueError("ca_file, client_cert and client_key are for transport='tls'")
+        if srtp != "off" and transport != "tls":
+            log.warning("SRTP over %s signalling: its keys travel in clear in the SDP", transport.upper())
+        route_port = 5061 if transport == "tls" and port == 5060 else port
         self.config = EndpointConfig(
-            local_host=local_host or route_source(server, port) or "127.0.0.1", sip_port=local_port,
+            local_host=local_host or route_source(server, route_port) or "127.0.0.1", sip_port=local_port,
             transports=tuple(dict.fromkeys((transport, "udp", "tcp"))), username=username,
             password=password, server=server, server_port=port, transport=transport,
-            register_timeout=min(timeout, 32.0), **endpoint_options)
+            register_timeout=min(timeout, 32.0), srtp=srtp, **tls, **endpoint_options)
         self._endpoint: Endpoint | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -182,7 +210,8 @@ class SimpleSIPClient:
         self._run(call.hangup())
 
     def get_call_status(self) -> dict[str, Any]:
-        """State, remote/local RTP, queued audio, duration and RTP statistics of the call."""
+        """State, remote/local RTP, queued audio, duration and RTP statistics of the call;
+        ``srtp_suite`` names the SRTP suite when the media is encrypted (else None)."""
         call = self._call
         status: dict[str, Any] = {"state": self.call_state.value, "remote_rtp": None,
                                   "local_rtp_port": None, "audio_buffer_size": 0,
@@ -197,6 +226,7 @@ class SimpleSIPClient:
             call_duration=(self._loop.time() - call.answered_at) if call.answered_at and self._loop else 0.0,
         )
         status.update(call.stats())
+        status["srtp_suite"] = call.srtp_suite
         return status
 
     # --- media -----------------------------------------------------------------------------------

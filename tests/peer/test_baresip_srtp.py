@@ -3,11 +3,13 @@ effort (``mediaenc=srtp``, our ``optional``) and mandatory (``srtp-mand``, RTP/S
 ``mandatory``), over UDP and over SIP over TLS (the keys inside TLS, as a secure trunk has them).
 Audio is checked by FFT both ways (its microphone is a tone WAV, its recording of what it
 decrypted is a WAV), DTMF both ways, hold and resume, a wrong key on one of two calls, and
-refusals where one side insists on SRTP."""
+refusals where one side insists on SRTP; SRTP over IPv6 (baresip on ::1, ``srtp-mand``) with a
+dual-stack endpoint on ``::``, both ways."""
 
 from __future__ import annotations
 
 import asyncio
+import wave
 from pathlib import Path
 
 import numpy as np
@@ -359,3 +361,96 @@ async def test_we_call_baresip_over_tls_with_srtp(tmp_path: Path, pki, mediaenc:
             await asyncio.sleep(0.5)
         assert "SRTP is Enabled (cryptosuite=AES_CM_128_HMAC_SHA1_80)" in baresip.log()
         _check_tones(heard, baresip)
+
+
+# --- SRTP over IPv6 (baresip on ::1), to and from a dual-stack endpoint on "::" -----------------
+
+def _v6_baresip(tmp_path: Path, commands=()) -> BaresipRunner:
+    return BaresipRunner(tmp_path, microphone=_microphone(), host="::1", commands=commands,
+                         account="<sip:caller@[::1]>;regint=0;audio_codecs=pcmu,pcma;answermode=auto"
+                                 ";mediaenc=srtp-mand",
+                         extra_config=SRTP_MODULE)
+
+
+async def _wait_for_tones(heard: list[bytes], baresip: BaresipRunner, timeout: float = 5.0) -> None:
+    """:func:`_check_tones` once baresip has closed its recording (retried until ``timeout``)."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        try:
+            _check_tones(heard, baresip)
+            return
+        except (AssertionError, ValueError, EOFError, OSError, wave.Error):
+            if asyncio.get_running_loop().time() > deadline:
+                raise
+            await asyncio.sleep(0.1)
+
+
+def _check_ipv6_media(call: Call) -> None:
+    assert call.remote_rtp is not None and call.remote_rtp[0] == "::1", call.remote_rtp
+    media = SessionDescription.parse(call.local_sdp)
+    assert media.connection_for(media.media[0]).addr_type == "IP6"
+    assert media.connection_for(media.media[0]).address == "::1"  # the route to ::1, never "::"
+
+
+async def test_baresip_over_ipv6_calls_a_dual_stack_endpoint_with_mandatory_srtp(tmp_path: Path):
+    endpoint = Endpoint(EndpointConfig(local_host="::", sip_port=0, rtp_port_range=(40000, 49000),
+                                       srtp="mandatory"))
+    answered: list[Call] = []
+    heard: list[bytes] = []
+    digits: list[str] = []
+
+    async def on_call(call: Call) -> None:
+        answered.append(call)
+        call.on_audio = heard.append
+        call.on_dtmf = lambda digit, _source, _ms: digits.append(digit)
+        call.queue_pcm(tone(OUR_TONE_HZ, 3).tobytes())
+        await call.answer()
+
+    endpoint.on_incoming_call = on_call
+    async with endpoint:
+        port = endpoint.local_address[1]
+        with _v6_baresip(tmp_path, [f"/dial sip:ivr@[::1]:{port}"]) as baresip:
+            await _wait(lambda: answered and answered[0].state is CallState.STREAMING, 10)
+            (call,) = answered
+            assert call.source is not None and call.source[0] == "::1"
+            await _wait(lambda: len(b"".join(heard)) >= 2 * 16000, 8)  # into baresip's tone
+            await asyncio.to_thread(baresip.command, "sndcode", "4")
+            await _wait(lambda: digits == ["4"], 3)
+            await _wait(lambda: call.stats()["packets_in"] > 100, 5)
+            _check_srtp(call, "RTP/SAVP")
+            _check_ipv6_media(call)
+            await call.hangup()
+            await _wait_for_tones(heard, baresip)
+            log = baresip.log()
+        assert "SRTP is Enabled (cryptosuite=AES_CM_128_HMAC_SHA1_80)" in log, log
+
+
+async def test_a_dual_stack_endpoint_calls_baresip_over_ipv6_with_mandatory_srtp(tmp_path: Path):
+    baresip = _v6_baresip(tmp_path)
+    events = None
+    endpoint = Endpoint(EndpointConfig(local_host="::", sip_port=0, rtp_port_range=(40000, 49000)))
+    try:
+        await asyncio.to_thread(baresip.wait_ready)
+        events = baresip.listen_events()
+        async with endpoint:
+            heard: list[bytes] = []
+            call = await endpoint.call(f"sip:caller@[::1]:{baresip.sip_port}", srtp="mandatory")
+            call.on_audio = heard.append
+            call.queue_pcm(tone(OUR_TONE_HZ, 3).tobytes())
+            await _wait(lambda: call.state is CallState.STREAMING, 5)
+            await _wait(lambda: call.stats()["packets_in"] > 100, 5)
+            call.send_dtmf("9")
+            await _wait(lambda: len(events.of_type("CALL_DTMF_START")) == 1, 3)
+            assert events.of_type("CALL_DTMF_START")[0].get("param") == "9"
+            await _wait(lambda: call.queued_audio_bytes == 0, 5)  # our tone is out
+            _check_srtp(call, "RTP/SAVP")
+            _check_ipv6_media(call)
+            events.command("hangup")
+            await _wait(lambda: call.state is CallState.IDLE, 5)
+            assert call.end_reason == "remote_bye"
+            await _wait_for_tones(heard, baresip)
+    finally:
+        if events is not None:
+            events.close()
+        baresip.stop()
+    assert "SRTP is Enabled (cryptosuite=AES_CM_128_HMAC_SHA1_80)" in baresip.log()

@@ -4,7 +4,9 @@
 - Signals: SIGTERM/SIGINT stop taking calls (503), let live calls go on up to ``drain_timeout``,
   then end them with BYE (recordings finalised, reason ``shutdown``) and exit 0. SIGHUP reloads the
   configuration, the flows and the extra plugins of ``plugins.load`` (new ones registered, removed
-  ones unregistered); a broken file is logged and the running configuration kept.
+  ones unregistered) and reads the TLS certificate and key files again (new TLS connections get
+  the renewed certificate, open ones keep theirs); a broken file is logged and the running
+  configuration kept.
 - Observability: one log line per call event on the ``ivr.calls`` logger (text or JSON,
   :mod:`ivr.logs`), a CDR file (JSON lines, one per ended call, :mod:`ivr.cdr`) and a Prometheus
   endpoint (:mod:`ivr.metrics`).
@@ -174,7 +176,33 @@ class IvrServer:
         self.admission.configure(config)
         self._reload_plugins(plugins_to_load(config))
         self.engine.reconfigure(config)
+        self._reload_tls(config)
         log.info("configuration and flows reloaded: %s", ", ".join(self.engine.flows.flow_names()))
+
+    def _reload_tls(self, config: IvrConfig) -> None:
+        """Read ``listen.tls``'s certificate, key and CA files again (a renewal, in place or
+        under new names): new TLS connections use them, open ones keep theirs. A file that
+        cannot be loaded keeps the running certificate, with an error in the log."""
+        reload_tls = getattr(self.engine.endpoint, "reload_tls", None)
+        if not config.tls or reload_tls is None:
+            return
+        from simplesip.aio.endpoint import Endpoint
+        from simplesip.aio.tls import certificate_fingerprint
+
+        files = {k: v for k, v in config.tls.items() if k in Endpoint.TLS_RELOADABLE}
+        for key in Endpoint.TLS_RELOADABLE - files.keys():
+            files[key] = None if key != "tls_verify" else True  # removed from the file: unset
+        try:
+            reload_tls(**files)
+        except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
+            log.error("TLS certificate reload failed, the current certificate is kept: %s", exc)
+            return
+        log.info("TLS certificate reloaded: %s (sha256 %s); new connections use it",
+                 files["tls_cert_file"], certificate_fingerprint(files["tls_cert_file"]))
+        started = self.engine.endpoint.config.tls_port
+        if config.tls.get("tls_port") != started:
+            log.warning("listen.tls.port %s -> %s takes effect at the next start",
+                        started, config.tls.get("tls_port"))
 
     def _reload_plugins(self, wanted: list[str]) -> None:
         """Register the ``plugins.load`` modules added since the last load, unregister those

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import ssl
 import time
 
 import numpy as np
@@ -15,7 +16,7 @@ from simplesip import Call, CallError, CallState, Endpoint, EndpointConfig
 from simplesip.aio.tls import client_context, server_context
 from simplesip.aio.transport import SipTransport
 from simplesip.wire import g711
-from tests.helpers.certs import CertSet, make_test_pki
+from tests.helpers.certs import CertSet, issue_server_certificate, make_test_pki
 
 
 @pytest.fixture(scope="module")
@@ -245,3 +246,25 @@ async def test_tls_over_ipv6(pki):
         assert incoming[0].headers.get("Via").startswith(f"SIP/2.0/TLS [::1]:{caller.tls_port};")
         await call.hangup()
         await asyncio.wait_for(incoming[0].ended.wait(), 2)
+
+
+async def test_reload_tls_changes_new_connections_only_and_refuses_broken_files(pki, tmp_path):
+    issue_server_certificate(pki, "reloaded")
+    async with _server(pki) as server:
+        def serial() -> int:
+            context = ssl.create_default_context(cafile=pki.ca)
+            with context.wrap_socket(socket.create_connection(("127.0.0.1", server.tls_port), timeout=5),
+                                     server_hostname="127.0.0.1") as sock:
+                return int(sock.getpeercert()["serialNumber"], 16)
+
+        assert await asyncio.to_thread(serial) == pki.serial("server")
+        server.reload_tls(tls_cert_file=pki.cert("reloaded"), tls_key_file=pki.key("reloaded"))
+        assert await asyncio.to_thread(serial) == pki.serial("reloaded")
+        broken = tmp_path / "broken.pem"
+        broken.write_text("not a certificate\n")
+        with pytest.raises(ssl.SSLError):
+            server.reload_tls(tls_cert_file=str(broken))
+        with pytest.raises(ValueError, match="not reloadable: tls_port"):
+            server.reload_tls(tls_port=1)
+        assert server.config.tls_cert_file == pki.cert("reloaded")  # unchanged by the failures
+        assert await asyncio.to_thread(serial) == pki.serial("reloaded")

@@ -22,6 +22,7 @@ Example::
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import ipaddress
 import logging
 import socket
@@ -166,9 +167,9 @@ class Endpoint:
 
     # --- SIP over TLS ----------------------------------------------------------------------------
 
-    def _tls_settings(self) -> dict[str, Any]:
+    def _tls_settings(self, cfg: EndpointConfig | None = None) -> dict[str, Any]:
         """The TLS arguments of our SipTransport (none without "tls" in ``transports``)."""
-        cfg = self.config
+        cfg = cfg or self.config
         if "tls" not in cfg.transports:
             return {}
         return {
@@ -181,6 +182,27 @@ class Endpoint:
                                                  cert_file=cfg.tls_client_cert_file,
                                                  key_file=cfg.tls_client_key_file),
         }
+
+    #: The EndpointConfig fields :meth:`reload_tls` takes.
+    TLS_RELOADABLE = frozenset({"tls_cert_file", "tls_key_file", "tls_ca_file", "tls_verify",
+                                "tls_client_cert_file", "tls_client_key_file", "tls_client_ca_file"})
+
+    def reload_tls(self, **files: Any) -> None:
+        """Read the TLS certificates and keys again (a renewal), with any of
+        :data:`TLS_RELOADABLE` changed: our listener's next handshakes present the new
+        certificate, our next outbound connections use the new CA file and client certificate;
+        connections already open keep theirs (calls on them go on). When a file cannot be
+        loaded this raises (OSError, ``ssl.SSLError``) and nothing changes. The listener's port
+        and opening a listener that was not open need a restart."""
+        unknown = set(files) - self.TLS_RELOADABLE
+        if unknown:
+            raise ValueError(f"not reloadable: {', '.join(sorted(unknown))}")
+        config = dataclasses.replace(self.config, **files)
+        settings = self._tls_settings(config)  # builds both contexts: raises before any change
+        self.config = config
+        if self._transport is not None and settings:
+            server = settings["tls_server_context"] if self._transport.tls_listening else None
+            self._transport.set_tls_contexts(server=server, client=settings["tls_client_context"])
 
     @property
     def tls_port(self) -> int | None:

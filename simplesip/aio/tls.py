@@ -14,9 +14,10 @@ problem ("certificate has expired", "host name mismatch..."), for logs and ``Cal
 
 from __future__ import annotations
 
+import hashlib
 import ssl
 
-__all__ = ["client_context", "describe_tls_error", "server_context"]
+__all__ = ["certificate_fingerprint", "client_context", "describe_tls_error", "server_context"]
 
 #: TLS 1.2 is the oldest version RFC 8996 (and carriers' trunk specifications) still allow.
 _MINIMUM_VERSION = ssl.TLSVersion.TLSv1_2
@@ -66,3 +67,17 @@ def describe_tls_error(exc: BaseException) -> str:
     if isinstance(exc, ConnectionError):
         return f"TLS: {exc}" if exc.args else "TLS: the peer closed the connection during the handshake"
     return f"TLS: {exc}"
+
+
+def certificate_fingerprint(cert_file: str) -> str:
+    """The SHA-256 fingerprint (``AB:CD:...``, as ``openssl x509 -fingerprint -sha256`` prints
+    it) of the first certificate in a PEM file: which certificate a log line or a peer means."""
+    with open(cert_file, encoding="ascii", errors="replace") as f:
+        text = f.read()
+    end = "-----END CERTIFICATE-----"
+    start = text.find("-----BEGIN CERTIFICATE-----")
+    if start < 0 or end not in text[start:]:
+        raise ValueError(f"{cert_file}: no PEM certificate")
+    der = ssl.PEM_cert_to_DER_cert(text[start:text.index(end, start) + len(end)])
+    digest = hashlib.sha256(der).hexdigest().upper()
+    return ":".join(digest[i:i + 2] for i in range(0, len(digest), 2))

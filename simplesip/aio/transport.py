@@ -243,6 +243,16 @@ class SipTransport:
             raise
         return sock
 
+    def set_tls_contexts(self, server: ssl.SSLContext | None = None,
+                         client: ssl.SSLContext | None = None) -> None:
+        """Contexts for the TLS connections made from now on (a renewed certificate): the
+        listener's next handshakes use ``server``, our next outbound connections ``client``
+        (None: keep the current one). Connections already open keep theirs."""
+        if server is not None:
+            self.tls_server_context = server
+        if client is not None:
+            self.tls_client_context = client
+
     def set_tls_server_name(self, addr: tuple[str, int], name: str) -> None:
         """The name the certificate of the TLS server at ``addr`` must carry (and the SNI we
         send): the host name the address was looked up from (RFC 5922 7.2). Unset: the host

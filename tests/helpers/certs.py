@@ -12,7 +12,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["CertSet", "make_test_pki"]
+__all__ = ["CertSet", "issue_server_certificate", "make_test_pki"]
 
 _CA_CONF = """\
 [ ca ]
@@ -49,6 +49,12 @@ class CertSet:
 
     def key(self, name: str) -> str:
         return self.path(f"{name}.key")
+
+    def serial(self, name: str) -> int:
+        """The serial number of certificate ``name`` (the CA numbers them from 0x1000)."""
+        out = subprocess.run(["openssl", "x509", "-in", self.cert(name), "-noout", "-serial"],
+                             capture_output=True, text=True, check=True).stdout
+        return int(out.strip().split("=", 1)[1], 16)
 
 
 def _run(*args: str, cwd: Path) -> None:
@@ -99,3 +105,9 @@ def make_test_pki(folder: Path) -> CertSet:
     _run("req", "-x509", "-new", "-key", "selfsigned.key", "-out", "selfsigned.crt", "-days", "30",
          "-subj", "/CN=localhost", "-addext", f"subjectAltName={local}", cwd=folder)
     return CertSet(folder)
+
+
+def issue_server_certificate(pki: CertSet, name: str) -> None:
+    """Another server certificate from the test CA for 127.0.0.1, ::1 and localhost (a renewal):
+    ``<name>.crt`` and ``<name>.key``, with the CA's next serial number."""
+    _signed(pki.folder, name, "localhost", "IP:127.0.0.1,IP:::1,DNS:localhost")

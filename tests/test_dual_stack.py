@@ -72,9 +72,9 @@ def pki(tmp_path_factory) -> CertSet:
     return make_test_pki(tmp_path_factory.mktemp("pki"))
 
 
-def _dual_stack_server(pki: CertSet) -> Endpoint:
+def _dual_stack_server(pki: CertSet, advertise: str | None = None) -> Endpoint:
     return Endpoint(EndpointConfig(
-        local_host="::", sip_port=0, tls_port=0, transports=("udp", "tcp", "tls"), username="ivr",
+        local_host="::", advertised_host=advertise, sip_port=0, tls_port=0, transports=("udp", "tcp", "tls"), username="ivr",
         tls_cert_file=pki.cert("server"), tls_key_file=pki.key("server"),
         rtp_port_range=(40000, 49000), dns_srv=False))
 
@@ -128,11 +128,13 @@ async def test_ipv4_and_ipv6_callers_reach_one_listener_on_the_ipv6_wildcard(pki
     assert [c.source[0] for c in incoming] == ["127.0.0.1", "::1"]
 
 
-async def test_an_ipv4_invite_to_the_ipv6_wildcard_gets_ipv4_everywhere(pki) -> None:
+@pytest.mark.parametrize("advertise", [None, "127.0.0.1"])
+async def test_an_ipv4_invite_to_the_ipv6_wildcard_gets_ipv4_everywhere(pki, advertise) -> None:
     """Raw datagrams: the 200 carries ``received=127.0.0.1`` (unmapped), an IPv4 Contact and
-    ``c=IN IP4``, and the IVR's RTP reaches an IPv4 socket from the first packet."""
+    ``c=IN IP4``, and the IVR's RTP reaches an IPv4 socket from the first packet; also with an
+    IPv4 ``advertised_host`` (the RTP socket is IPv4 then too, not the listener's ``::``)."""
     loop = asyncio.get_running_loop()
-    server = _dual_stack_server(pki)
+    server = _dual_stack_server(pki, advertise)
     server.on_incoming_call = lambda call: asyncio.ensure_future(call.answer())
     sip = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sip.bind(("127.0.0.1", 0))

@@ -622,14 +622,16 @@ class Endpoint:
         remote_v6 = ":" in remote
         local = self.config.local_host
         wildcard = "::" if remote_v6 else "0.0.0.0"
-        if self.config.advertised_host:  # configured (a static NAT): keep to it in its family
-            if remote_v6 == (":" in self.advertised_host):
-                return None, None
-            return wildcard, advertised_address(wildcard)
-        if not is_wildcard(local) and remote_v6 == (":" in local):
-            return None, None
-        bind = local if is_wildcard(local) and remote_v6 == (":" in local) else wildcard
-        return bind, advertised_for(wildcard, None if is_wildcard(remote) else remote)
+        bind = None if (":" in local) == remote_v6 else wildcard  # RTP in the remote's family
+        peer = None if is_wildcard(remote) else remote
+        configured = self.config.advertised_host
+        if configured:  # a static NAT's address: written whenever its family fits
+            host = configured if (":" in configured) == remote_v6 else advertised_address(wildcard)
+        elif is_wildcard(local) or bind is not None:
+            host = advertised_for(wildcard, peer)
+        else:
+            host = None  # our own address, in the remote's family already
+        return bind, host
 
     def _aor(self) -> str:
         user = f"{self.config.username}@" if self.config.username else ""

@@ -3,14 +3,16 @@
 A complete file with the defaults (every section is optional; an empty file is valid)::
 
     listen:
-      host: 127.0.0.1          # address the SIP transports bind (0.0.0.0 / :: = every interface)
+      host: 127.0.0.1          # address the SIP transports bind (0.0.0.0 / :: = every interface;
+                               # :: is dual stack: IPv6 and IPv4 callers on one port)
       advertise: null          # address written in Via, Contact and SDP; null = host, or for a
-                               # wildcard host the address the default route leaves from
+                               # wildcard host our address on the route to each peer
       port: 5060               # 0 = any free port
       transports: [udp, tcp]   # add tls for SIP over TLS (then tls: below; docs/deploy.md)
       tcp_idle_timeout: 64     # seconds: close a TCP connection that carried nothing this long
       tcp_message_timeout: 10  # seconds: close one whose message started and is still incomplete
-      tls:                     # SIP over TLS; read only with tls in transports
+      tls:                     # SIP over TLS; read only with tls in transports; the files are
+                               # read again on SIGHUP (renewals), the port only at start
         port: 5061             # the TLS listener's port (0 = any free port)
         cert: null             # our certificate chain (PEM; relative to this file); required
         key: null              # its private key (PEM); null = inside cert

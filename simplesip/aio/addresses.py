@@ -74,6 +74,9 @@ def unmap(host: str) -> str:
     ``192.0.2.7``); any other host unchanged."""
     if not host.lower().startswith("::ffff:"):
         return host  # the fast path: every IPv4 peer of a single-stack socket, and real IPv6
+    rest = host[7:]
+    if rest.count(".") == 3 and rest.replace(".", "").isdigit():
+        return rest  # the kernel's form for an IPv4 peer of a dual-stack socket
     try:
         mapped = ipaddress.IPv6Address(host).ipv4_mapped
     except ValueError:
@@ -95,15 +98,11 @@ def socket_address(host: str, port: int, family: int) -> tuple[str, int]:
     return (host, port)
 
 
-@functools.lru_cache(maxsize=1024)
-def _cached_route_source(destination: str) -> str | None:
-    return route_source(destination)
-
-
+@functools.lru_cache(maxsize=4096)
 def advertised_for(local_host: str, peer: str | None) -> str:
     """The address to advertise to ``peer`` (an IP address; None: anyone) for sockets bound to
     ``local_host``: the host itself, or for a wildcard our source address on the route to the
-    peer, in the peer's family (cached per peer, 1024 peers at most); without a peer or a route,
+    peer, in the peer's family (answers cached, 4096 at most); without a peer or a route,
     :func:`advertised_address` of the wildcard of the peer's family."""
     if not is_wildcard(local_host):
         return local_host
@@ -119,4 +118,4 @@ def advertised_for(local_host: str, peer: str | None) -> str:
         return advertised_address(local_host)
     if version == 6 and not local_v6:
         return advertised_address(local_host)
-    return _cached_route_source(peer) or advertised_address("::" if version == 6 else "0.0.0.0")
+    return route_source(peer) or advertised_address("::" if version == 6 else "0.0.0.0")

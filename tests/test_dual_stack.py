@@ -171,3 +171,34 @@ async def test_an_ipv4_invite_to_the_ipv6_wildcard_gets_ipv4_everywhere(pki, adv
     finally:
         sip.close()
         rtp.close()
+
+
+@pytest.mark.parametrize("transport", ["udp", "tcp"])
+async def test_a_dual_stack_endpoint_calls_an_ipv4_peer_in_ipv4(pki, transport) -> None:
+    """Outbound from ``::``: the INVITE's Via and Contact and the offer's ``c=`` name our IPv4
+    address on the route to the callee, and the RTP socket is IPv4."""
+    server = _dual_stack_server(pki)
+    callee = Endpoint(EndpointConfig(local_host="127.0.0.1", sip_port=0, transports=(transport,),
+                                     rtp_port_range=(40000, 49000), dns_srv=False))
+    incoming: list[Call] = []
+    heard: list[bytes] = []
+
+    async def on_call(call: Call) -> None:
+        incoming.append(call)
+        call.on_audio = heard.append
+        await call.answer()
+
+    callee.on_incoming_call = on_call
+    async with server, callee:
+        port = callee.local_address[1]
+        call = await asyncio.wait_for(server.call(f"sip:bob@127.0.0.1:{port};transport={transport}"), 10)
+        (remote,) = incoming
+        assert remote.headers.get("Via").split()[1].startswith("127.0.0.1:")
+        assert NameAddr.parse(remote.headers.get("Contact")).uri.host == "127.0.0.1"
+        assert remote.remote_rtp is not None and remote.remote_rtp[0] == "127.0.0.1"  # our offer's c=
+        assert remote.source is not None and remote.source[0] == "127.0.0.1"
+        call.queue_pcm(b"\x10\x20" * 4000)
+        await _until(lambda: sum(map(len, heard)) >= 4000, message="no audio from the dual-stack caller")
+        await remote.hangup()  # the BYE goes to our IPv4 Contact
+        await asyncio.wait_for(call.ended.wait(), 5)
+        assert call.end_reason == "remote_bye"

@@ -5,6 +5,7 @@ dual-stack listener on ``[::]`` serves SIPp over IPv4 and baresip over IPv6."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import time
@@ -12,10 +13,11 @@ from pathlib import Path
 
 import pytest
 
+from simplesip import Call, Endpoint, EndpointConfig
 from simplesip.aio.addresses import advertised_for, is_wildcard
 from simplesip.wire.grammar import format_host
 from tests.helpers.net import free_port
-from tests.helpers.peers import BaresipRunner, SippRunner
+from tests.helpers.peers import BaresipRunner, KamailioRunner, SippRunner
 from tests.helpers.robust_server import serving
 from tests.helpers.waiting import wait_for_sync
 
@@ -123,3 +125,32 @@ def test_one_dual_stack_listener_serves_sipp_over_ipv4_and_baresip_over_ipv6(tmp
     assert "[::1]" in second["from"]
     assert f"listening on [::]:{port}" in log
     assert "ffff" not in (log + cdr.read_text() + messages).lower()
+
+
+async def test_a_dual_stack_endpoint_registers_to_kamailio_over_ipv4_and_takes_a_call(tmp_path: Path) -> None:
+    """An Endpoint on ``::`` registers to Kamailio on 127.0.0.1: the binding Kamailio keeps is
+    our IPv4 address (never a mapped or an IPv6 one it could not reach), and a call to the
+    user reaches us through it."""
+    with KamailioRunner(tmp_path / "kamailio") as kamailio:
+        ours = Endpoint(EndpointConfig(local_host="::", sip_port=0, transports=("udp",), username="alice",
+                                       password="secret", server="127.0.0.1", server_port=kamailio.port,
+                                       rtp_port_range=(40000, 49000), dns_srv=False))
+        caller = Endpoint(EndpointConfig(sip_port=0, transports=("udp",), rtp_port_range=(40000, 49000)))
+        incoming: list[Call] = []
+
+        async def on_call(call: Call) -> None:
+            incoming.append(call)
+            await call.answer()
+
+        ours.on_incoming_call = on_call
+        async with ours, caller:
+            await ours.register()
+            bindings = kamailio.registrations()
+            assert f"sip:alice@127.0.0.1:{ours.local_address[1]}" in bindings, bindings
+            assert "ffff" not in bindings.lower()
+            call = await caller.call(f"sip:alice@127.0.0.1:{kamailio.port}", timeout=10)
+            (remote,) = incoming
+            assert remote.source is not None and remote.source[0] == "127.0.0.1"
+            await call.hangup()
+            await asyncio.wait_for(remote.ended.wait(), 5)
+            await ours.unregister()

@@ -478,8 +478,9 @@ def test_fast_paths_match_the_general_paths_on_in_order_runs(runs, codec_pt, seq
     jitter buffer in-order path, DTMF polling skipped while nothing is open) against one that
     parses every packet in full and places and counts it the general way."""
     pt, codec = codec_pt
-    fast = RtpSession(pt, codec, ("127.0.0.1", 39000), 101, rng=random.Random(1))
-    full = RtpSession(pt, codec, ("127.0.0.1", 39000), 101, rng=random.Random(1))
+    # The pure-Python reference's own fast paths (the compiled ones: tests/test_media_native.py).
+    fast = RtpSession(pt, codec, ("127.0.0.1", 39000), 101, rng=random.Random(1), native=False)
+    full = RtpSession(pt, codec, ("127.0.0.1", 39000), 101, rng=random.Random(1), native=False)
     full._jitter.stats = _GeneralPathStats()
     streams = {0x1111: [seq0, 1000], 0x2222: [(seq0 + 5000) & 0xFFFF, 90000]}
     now, tick_at = 0.0, 0.0

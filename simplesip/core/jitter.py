@@ -58,7 +58,8 @@ class JitterBuffer:
     ``fill_byte`` is the codec's silence code, used for the unfilled part of a partly received
     frame; ``codec`` (default: the law whose silence ``fill_byte`` is) tells quiet frames apart for
     drift correction. A timestamp more than ``max_jump_ms`` away from the playout point resets the
-    timeline. ``drift_patience`` is how many pops a buffer may stay too deep without a quiet frame
+    timeline. ``frame_samples`` is the frame size (default: 20 ms at ``clock_rate``).
+    ``drift_patience`` is how many pops a buffer may stay too deep without a quiet frame
     coming up before a speech frame is dropped; past twice the maximum depth one frame is dropped
     every pop whatever it holds.
     """
@@ -73,7 +74,10 @@ class JitterBuffer:
         *,
         codec: str | None = None,
         drift_patience: int = 10,
+        frame_samples: int | None = None,
     ) -> None:
+        #: Samples (= G.711 codes) per 20 ms frame: ``clock_rate // 50`` unless given.
+        self.frame_samples = frame_samples or clock_rate // 50
         self.target_frames = max(1, target_ms // 20)
         self.max_frames = self.target_frames + max(1, max_extra_ms // 20)
         self.max_jump_frames = max_jump_ms // 20
@@ -131,12 +135,13 @@ class JitterBuffer:
         # they leave it nothing to decide but "store it as the next frame".
         stats = self.stats
         frame = self._in_order_frame
+        size = self.frame_samples
         if (seq == stats.next_sequence and timestamp == self._in_order_timestamp
-                and len(payload) == FRAME_SAMPLES and (frame > self._newest or not self._frames)
+                and len(payload) == size and (frame > self._newest or not self._frames)
                 and 0 <= frame - self._next_frame <= self.max_jump_frames):
             stats.record_next(timestamp, arrival)
-            self._timestamps.last += FRAME_SAMPLES  # type: ignore[operator]
-            self._in_order_timestamp = (timestamp + FRAME_SAMPLES) & 0xFFFFFFFF
+            self._timestamps.last += size  # type: ignore[operator]
+            self._in_order_timestamp = (timestamp + size) & 0xFFFFFFFF
             self._in_order_frame = frame + 1
             self._newest = frame
             self._frames[frame] = payload
@@ -150,15 +155,16 @@ class JitterBuffer:
         carries and its frame index. Only when the newest audio ends on a frame boundary; -1
         (no timestamp matches) otherwise. Depends on the timestamp reference and the base only,
         so it is refreshed after every packet the general path handles."""
-        newest, base = self._timestamps.last, self._base_timestamp
-        if newest is None or base is None or (newest - base) % FRAME_SAMPLES:
+        newest, base, frame_samples = self._timestamps.last, self._base_timestamp, self.frame_samples
+        if newest is None or base is None or (newest - base) % frame_samples:
             self._in_order_timestamp = -1
             return
-        self._in_order_timestamp = (newest + FRAME_SAMPLES) & 0xFFFFFFFF
-        self._in_order_frame = (newest - base) // FRAME_SAMPLES + 1
+        self._in_order_timestamp = (newest + frame_samples) & 0xFFFFFFFF
+        self._in_order_frame = (newest - base) // frame_samples + 1
 
     def _push_any(self, seq: int, timestamp: int, payload: bytes, arrival: float) -> bool:
         stats = self.stats
+        frame_samples = self.frame_samples
         extended_seq = stats.record(seq, timestamp, arrival)
         if extended_seq is None or not payload:
             return False
@@ -168,7 +174,7 @@ class JitterBuffer:
             self._rebase(ext_ts, self._next_frame)
         start = ext_ts - self._base_timestamp  # type: ignore[operator]
         size = len(payload)
-        first = start // FRAME_SAMPLES
+        first = start // frame_samples
         # The newest packet by sequence number with a timestamp not after the newest audio's: the
         # sender's timeline stepped back (a source switch behind one SSRC). Placed by timestamp
         # it would be late or overwrite audio; like a big jump, it starts a new timeline.
@@ -181,8 +187,8 @@ class JitterBuffer:
             logger.debug("timestamp jump of %d frames: new timeline", first - self._next_frame)
             self._rebase(ext_ts, (self._newest if self._frames else self._next_frame - 1) + 1)
             start = ext_ts - self._base_timestamp  # type: ignore[operator]
-            first = start // FRAME_SAMPLES
-        last = (start + size - 1) // FRAME_SAMPLES
+            first = start // frame_samples
+        last = (start + size - 1) // frame_samples
         # Before playout ever started, an early packet arriving late still has a place.
         lowest = self._next_frame if self._started_once else first
         if last < lowest:
@@ -191,18 +197,18 @@ class JitterBuffer:
         frames = self._frames
         if last > self._newest or not frames:
             self._newest = last if not frames else max(last, self._newest)
-        if size == FRAME_SAMPLES and start == first * FRAME_SAMPLES and first not in frames:
+        if size == frame_samples and start == first * frame_samples and first not in frames:
             frames[first] = payload  # one packet, one whole frame: keep it as it is
             return True
         for index in range(max(first, lowest), last + 1):
             frame = frames.get(index)
             if frame is None:
-                frame = frames[index] = bytearray([self.fill_byte]) * FRAME_SAMPLES
+                frame = frames[index] = bytearray([self.fill_byte]) * frame_samples
             elif not isinstance(frame, bytearray):
                 frame = frames[index] = bytearray(frame)
-            frame_start = index * FRAME_SAMPLES
+            frame_start = index * frame_samples
             lo = max(start, frame_start)
-            hi = min(start + size, frame_start + FRAME_SAMPLES)
+            hi = min(start + size, frame_start + frame_samples)
             frame[lo - frame_start : hi - frame_start] = payload[lo - start : hi - start]
         return True
 
@@ -269,7 +275,7 @@ class JitterBuffer:
 
     def _rebase(self, ext_ts: int, frame_index: int) -> None:
         """Map timestamp ``ext_ts`` to the start of frame ``frame_index``."""
-        self._base_timestamp = ext_ts - frame_index * FRAME_SAMPLES
+        self._base_timestamp = ext_ts - frame_index * self.frame_samples
 
 
 def _attenuation_tables(codec: str, steps: int) -> list[bytes]:
@@ -285,15 +291,16 @@ _CONCEAL_STEPS: Final = 8
 _ATTENUATE: Final = {codec: _attenuation_tables(codec, _CONCEAL_STEPS) for codec in ("PCMU", "PCMA")}
 
 
-def conceal(last_frame: bytes | None, codec: str, lost_in_a_row: int, max_repeats: int = 3) -> bytes:
+def conceal(last_frame: bytes | None, codec: str, lost_in_a_row: int, max_repeats: int = 3,
+            frame_samples: int = FRAME_SAMPLES) -> bytes:
     """A replacement for a lost G.711 frame.
 
     The first ``max_repeats`` losses in a row repeat the last good frame, 6 dB quieter each
-    time, which hides a single loss well; after that the frame is silence, since repeating a
-    longer stretch turns into an audible buzz.
+    time, which hides a single loss well; after that the frame (``frame_samples`` codes) is
+    silence, since repeating a longer stretch turns into an audible buzz.
     """
     law = g711.normalize_codec(codec)
     if (last_frame is None or lost_in_a_row > max_repeats or lost_in_a_row > _CONCEAL_STEPS
-            or len(last_frame) != FRAME_SAMPLES):
-        return bytes([g711.silence_byte(law)]) * FRAME_SAMPLES
+            or len(last_frame) != frame_samples):
+        return bytes([g711.silence_byte(law)]) * frame_samples
     return bytes(last_frame).translate(_ATTENUATE[law][lost_in_a_row])

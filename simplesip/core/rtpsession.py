@@ -37,8 +37,9 @@ import secrets
 import struct
 from typing import Any, Final
 
+from simplesip.core import native as _native
 from simplesip.core.dtmf import DtmfDigit, DtmfReceiver, DtmfSender
-from simplesip.core.jitter import FRAME_SAMPLES, JitterBuffer, conceal
+from simplesip.core.jitter import JitterBuffer, conceal
 from simplesip.core.srtp import SrtpContext, SrtpParams
 from simplesip.wire import g711
 from simplesip.wire.rtp import (
@@ -53,7 +54,7 @@ from simplesip.wire.rtp import (
     parse_rtcp,
 )
 
-__all__ = ["RtpSession"]
+__all__ = ["NativeRtpSession", "RtpSession"]
 
 logger = logging.getLogger(__name__)
 
@@ -74,7 +75,22 @@ class RtpSession:
 
     ``rng`` only exists so tests can fix the SSRC/sequence/timestamp origins; by default they
     come from :mod:`secrets` (RFC 3550 §5.1 wants them unpredictable).
+
+    ``RtpSession(...)`` gives a :class:`NativeRtpSession` (the same session, its per-packet
+    state in the compiled extension) when :data:`simplesip.core.native.ENABLED`; ``native=True``
+    or ``False`` asks for one path explicitly. Frames are 20 ms: ``clock_rate // 50`` samples
+    (:attr:`frame_samples`).
     """
+
+    def __new__(cls, *args: Any, native: bool | None = None, **kwargs: Any) -> "RtpSession":
+        use_native = _native.ENABLED if native is None else native
+        if use_native and _native.native is None:
+            raise RuntimeError(f"the compiled media path is not available ({_native.REASON})")
+        if cls is RtpSession and use_native:
+            cls = NativeRtpSession
+        elif cls is NativeRtpSession and not use_native:
+            cls = RtpSession
+        return super().__new__(cls)
 
     def __init__(
         self,
@@ -91,7 +107,10 @@ class RtpSession:
         cname: str | None = None,
         rng: random.Random | None = None,
         srtp: SrtpParams | None = None,
+        native: bool | None = None,  # taken by __new__
     ) -> None:
+        #: Samples (= G.711 codes) per 20 ms tick.
+        self.frame_samples = clock_rate // 50
         self._payload_type = payload_type
         self._codec = g711.normalize_codec(codec)
         self._dtmf_payload_type = dtmf_payload_type
@@ -109,7 +128,8 @@ class RtpSession:
         self._rng = rng or random.Random(secrets.randbits(64))
 
         self._jitter = JitterBuffer(target_ms=jitter_target_ms, fill_byte=g711.silence_byte(self.codec),
-                                    clock_rate=clock_rate, codec=self.codec)
+                                    clock_rate=clock_rate, codec=self.codec,
+                                    frame_samples=self.frame_samples)
         self._dtmf_in = DtmfReceiver(clock_rate=clock_rate)
         # Telephone-events the latched peer sends under another SSRC while its audio stream is
         # live (SIPp plays its DTMF capture as a separate stream): one receiver per such SSRC.
@@ -182,7 +202,7 @@ class RtpSession:
         plain = (STATIC_G711.get(pt, self._codec) == self._codec and pt != self._dtmf_payload_type
                  and not 64 <= pt <= 95)
         self._fast_payload_type = pt if plain else -1
-        self._silence = bytes([g711.silence_byte(self._codec)]) * FRAME_SAMPLES
+        self._silence = bytes([g711.silence_byte(self._codec)]) * self.frame_samples
         self._marked_type = pt | 0x80  # the second header byte of a packet with the marker bit
         # build_packet refuses to send a type that does not fit the header's 7 bits.
         self._payload_type_error = "" if 0 <= pt <= 127 else f"payload type out of range: {pt}"
@@ -339,7 +359,8 @@ class RtpSession:
         if self._jitter.started:
             self.concealed += 1
             self._lost_in_a_row += 1
-            return conceal(self._last_frame, self._codec, self._lost_in_a_row)
+            return conceal(self._last_frame, self._codec, self._lost_in_a_row,
+                           frame_samples=self.frame_samples)
         return self._silence
 
     # --- sending --------------------------------------------------------------------------------
@@ -357,7 +378,7 @@ class RtpSession:
             if due is not None and self._dtmf_payload_type is not None:
                 packet = self._packet(self._dtmf_payload_type, due.payload, due.marker,
                                       self._timestamp - due.timestamp_offset)
-                self._timestamp += FRAME_SAMPLES
+                self._timestamp += self.frame_samples
                 self._talking = False  # resume audio with a marker, as after any talk-spurt break
                 return packet if self.srtp is None else self.srtp.protect(packet)
         # Audio, nearly every tick: _packet's work inline, with the payload type checked when it
@@ -375,9 +396,10 @@ class RtpSession:
         self.octets_out += size
         return data if self.srtp is None else self.srtp.protect(data)
 
-    def skip_frame(self, samples: int = FRAME_SAMPLES) -> None:
-        """Let the media clock move on without sending (silence suppression, hold)."""
-        self._timestamp += samples
+    def skip_frame(self, samples: int | None = None) -> None:
+        """Let the media clock move on without sending (silence suppression, hold): by
+        ``samples``, one frame by default."""
+        self._timestamp += self.frame_samples if samples is None else samples
         self._talking = False
 
     def skip_tick(self) -> None:
@@ -386,7 +408,7 @@ class RtpSession:
         a 20 ms gap rather than a late burst, and a key press keeps one event timestamp."""
         self._dtmf_out.next_tick()
         self._dtmf_sending = self._dtmf_out.busy
-        self._timestamp += FRAME_SAMPLES
+        self._timestamp += self.frame_samples
         self._talking = False
         self.ticks_skipped += 1
 
@@ -520,3 +542,81 @@ class RtpSession:
             self.srtp = SrtpContext(params)
         else:
             self.srtp.update(params)
+
+
+def _forward(attribute: str, doc: str) -> property:
+    """A session attribute kept in the session's compiled core under ``attribute``."""
+    def get(self: "NativeRtpSession") -> Any:
+        return getattr(self._core, attribute)
+
+    def set_(self: "NativeRtpSession", value: Any) -> None:
+        setattr(self._core, attribute, value)
+
+    return property(get, set_, doc=doc)
+
+
+class NativeRtpSession(RtpSession):
+    """An :class:`RtpSession` whose per-packet state lives in a compiled core
+    (:class:`simplesip.core.native.NativeCore`): the jitter buffer and its statistics, the pull
+    state, the receive fast path and the send state. The rules are RtpSession's, line by line
+    (tests/test_media_native.py proves the two identical); the batched media tick
+    (:func:`simplesip.aio.media.run_tick`) and the RTP reader hand whole batches of these cores
+    to the extension. What is rare stays in Python: latching, DTMF, RTCP, SRTP, renegotiation.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._core = _native.NativeCore()
+        super().__init__(*args, **kwargs)
+        buffer = self._jitter
+        self._core.configure(self.frame_samples, buffer.stats.clock_rate, buffer.target_frames,
+                             buffer.max_frames, buffer.max_jump_frames, buffer.drift_patience,
+                             buffer.fill_byte, buffer.codec == "PCMA")
+        self._jitter = self._core  # type: ignore[assignment]
+
+    latched_addr = _forward("latched", "The latched source address (None before latching).")
+    remote_ssrc = _forward("remote_ssrc", "The latched SSRC (None before latching).")
+    last_dtmf_in = _forward("last_dtmf_in", "When the latest telephone-event packet arrived "
+                            "(None: nothing to poll; the compiled fast paths step aside otherwise).")
+    packets_in = _forward("packets_in", "Packets accepted.")
+    concealed = _forward("concealed", "Frames concealed.")
+    is_alaw = _forward("alaw", "True when the negotiated law is A-law.")
+    ssrc = _forward("ssrc", "Our SSRC.")
+    packets_out = _forward("packets_out", "Packets built.")
+    octets_out = _forward("octets_out", "Payload octets built.")
+    _fast_payload_type = _forward("fast_payload_type", "The payload type the fast path takes, or -1.")
+    _last_from_source = _forward("last_from_source", "When the latched stream last sent.")
+    _last_frame = _forward("last_frame", "The last frame played (concealment).")
+    _lost_in_a_row = _forward("lost_in_a_row", "Frames concealed in a row.")
+    _sequence = _forward("sequence", "The next sequence number we send.")
+    _timestamp = _forward("timestamp", "The RTP timestamp of the next packet we send.")
+    _talking = _forward("talking", "Whether the last tick sent audio.")
+    _payload_type = _forward("payload_type", "The negotiated payload type.")
+    _dtmf_sending = _forward("dtmf_sending", "Whether DTMF is scheduled.")
+
+    @property  # type: ignore[override]
+    def srtp(self) -> SrtpContext | None:
+        """The call's SRTP context, None for plain RTP (the compiled fast paths step aside)."""
+        return self.__dict__.get("_srtp_context")
+
+    @srtp.setter
+    def srtp(self, context: SrtpContext | None) -> None:
+        self.__dict__["_srtp_context"] = context
+        self._core.srtp = context is not None
+
+    def receive(self, data: bytes, addr: tuple[str, int], now: float) -> None:
+        """:meth:`RtpSession.receive`, its fast path compiled."""
+        core = self._core
+        if addr == core.latched and core.receive_fast(data, now):
+            return
+        super().receive(data, addr, now)
+
+    def pull_frame(self, catch_up: bool = False) -> bytes:
+        """:meth:`RtpSession.pull_frame`, compiled."""
+        return self._core.pull(catch_up)
+
+    def build_packet(self, payload: bytes, marker: bool = False) -> bytes:
+        """:meth:`RtpSession.build_packet`, its audio path compiled."""
+        core = self._core
+        if core.dtmf_sending or core.srtp:
+            return super().build_packet(payload, marker)
+        return core.build(payload, marker)

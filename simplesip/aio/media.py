@@ -14,7 +14,11 @@ its plugins, ``AudioBatch.send``), so a prompt resumes after the gap where it st
 Each tick (:func:`run_tick`) pulls one frame per live call, decodes all calls at once with numpy
 (``(N, 160)`` codes -> ``(N, 160)`` int16), lets the consumer produce ``(N, 160)`` outbound audio,
 encodes it per codec in one lookup per codec, and sends one packet per call. Nothing here is
-allocated per call per tick beyond the packets themselves.
+allocated per call per tick beyond the packets themselves. When every call's session is a
+:class:`~simplesip.core.rtpsession.NativeRtpSession` (the compiled path,
+:mod:`simplesip.core.native`), pulling and decoding is one call into the extension for the whole
+batch, and so is encoding and building the packets; the frame size is the sessions' own
+(``frame_samples``, 160 at 8 kHz).
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from typing import TYPE_CHECKING, Callable, Protocol, Sequence
 import numpy as np
 
 from simplesip.aio.rtpsocket import RtpReader, RtpSocket, open_rtp_socket
+from simplesip.core.native import native as _native
 from simplesip.wire import g711
 
 if TYPE_CHECKING:
@@ -230,6 +235,14 @@ def run_tick(calls: Sequence[MediaLeg], on_tick: OnTick | None, now: float, send
     n = len(calls)
     if n == 0:
         return
+    if _native is not None:
+        try:
+            cores = [call.rtp._core for call in calls]  # type: ignore[attr-defined]
+        except AttributeError:  # a pure-Python session among them: the reference path
+            pass
+        else:
+            _run_tick_native(calls, cores, on_tick, now, send, tick)
+            return
     catch_up = not send
     # One bytes join and one frombuffer for the whole batch: per-row numpy assignment costs
     # about a microsecond per call, which adds up at hundreds of calls every 20 ms. For the same
@@ -249,7 +262,8 @@ def run_tick(calls: Sequence[MediaLeg], on_tick: OnTick | None, now: float, send
             digits = rtp.pop_dtmf(now)
             if digits:
                 call.deliver_dtmf(digits)
-    codes = np.frombuffer(b"".join(frames), dtype=np.uint8).reshape(n, FRAME_SAMPLES)
+    codes = np.frombuffer(b"".join(frames), dtype=np.uint8).reshape(n, -1)
+    samples = codes.shape[1]  # the sessions' frame size (frame_samples)
     is_alaw: np.ndarray | bool
     if alaw_calls in (0, n):
         is_alaw = alaw_calls == n  # every call in one law: one table lookup for the batch
@@ -261,13 +275,13 @@ def run_tick(calls: Sequence[MediaLeg], on_tick: OnTick | None, now: float, send
     if on_tick is not None:
         outbound = on_tick(list(calls), inbound, now, tick)
     else:
-        outbound = np.zeros((n, FRAME_SAMPLES), dtype=np.int16) if send else None
+        outbound = np.zeros((n, samples), dtype=np.int16) if send else None
         for i, call in enumerate(calls):
             call.deliver_frame(inbound[i])
             if outbound is not None:
                 pcm = call.next_outbound_frame()
                 if pcm is not None:
-                    outbound[i] = np.frombuffer(pcm, dtype="<i2", count=FRAME_SAMPLES)
+                    outbound[i] = np.frombuffer(pcm, dtype="<i2", count=samples)
 
     if catch_up:
         for call in calls:
@@ -277,15 +291,67 @@ def run_tick(calls: Sequence[MediaLeg], on_tick: OnTick | None, now: float, send
                 call.rtp.skip_tick()
         return
     if outbound is None:
-        outbound = np.zeros((n, FRAME_SAMPLES), dtype=np.int16)
+        outbound = np.zeros((n, samples), dtype=np.int16)
     out = _encode_rows(outbound, is_alaw).tobytes()
     offset = 0
     for call in calls:
         if call.on_hold:
             call.rtp.skip_frame()  # keep the RTP timestamp moving so resuming is seamless
         else:
-            call.send_packet(call.rtp.build_packet(out[offset:offset + FRAME_SAMPLES]))
-        offset += FRAME_SAMPLES
+            call.send_packet(call.rtp.build_packet(out[offset:offset + samples]))
+        offset += samples
+
+
+def _run_tick_native(calls: Sequence[MediaLeg], cores: list, on_tick: OnTick | None, now: float,
+                     send: bool, tick: int) -> None:
+    """:func:`run_tick` with the per-call work in the extension: one call pulls and decodes every
+    call's frame, one encodes and builds every packet. What it returns for a call with DTMF
+    scheduled or SRTP is built by the session in Python, as on the reference path."""
+    n = len(calls)
+    catch_up = not send
+    if catch_up:
+        _drain_sockets(calls)
+    samples = cores[0].frame_samples
+    inbound = np.empty((n, samples), dtype=np.int16)
+    for i in _native.pull_batch(cores, catch_up, inbound):  # the calls with a key press open
+        call = calls[i]
+        digits = call.rtp.pop_dtmf(now)
+        if digits:
+            call.deliver_dtmf(digits)
+
+    outbound: np.ndarray | None
+    if on_tick is not None:
+        outbound = on_tick(list(calls), inbound, now, tick)
+    else:
+        outbound = np.zeros((n, samples), dtype=np.int16) if send else None
+        for i, call in enumerate(calls):
+            call.deliver_frame(inbound[i])
+            if outbound is not None:
+                pcm = call.next_outbound_frame()
+                if pcm is not None:
+                    outbound[i] = np.frombuffer(pcm, dtype="<i2", count=samples)
+
+    if catch_up:
+        for call in calls:
+            if call.on_hold:
+                call.rtp.skip_frame()
+            else:
+                call.rtp.skip_tick()
+        return
+    if outbound is None:
+        outbound = np.zeros((n, samples), dtype=np.int16)
+    elif outbound.dtype != np.int16:  # as g711.encode: saturate a wider type rather than wrap
+        outbound = np.clip(outbound, -32768, 32767).astype(np.int16)
+    outbound = np.ascontiguousarray(outbound)
+    packets = _native.build_batch(cores, outbound, [call.on_hold for call in calls])
+    for i, call in enumerate(calls):
+        packet = packets[i]
+        if packet is None:
+            continue  # on hold: the timestamp moved on
+        if packet is False:  # DTMF scheduled or SRTP: the session builds it
+            rtp = call.rtp
+            packet = rtp.build_packet(g711.encode(outbound[i], rtp.codec).tobytes())
+        call.send_packet(packet)
 
 
 def _drain_sockets(calls: Sequence[MediaLeg]) -> None:

@@ -10,17 +10,23 @@ the media work itself (docs/performance.md, "Receiving: one reader for every cal
 keeps the sockets in an epoll set of its own, and the loop watches that set's one descriptor: one
 callback per loop pass reads every ready socket in a plain loop and stamps the packets with that
 pass's time, the resolution asyncio gives as well. Where epoll is missing (not Linux), each
-socket keeps its own loop reader.
+socket keeps its own loop reader. With the compiled media path (:mod:`simplesip.core.native`) the
+pass is one call into the extension: ``recvmmsg`` on every ready socket, and the latched stream's
+plain audio straight into its session's jitter buffer; everything else (RTCP, DTMF, a packet to
+latch) comes back to :meth:`RtpSocket._deliver` in arrival order.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import random
 import select
 import socket
 from typing import TYPE_CHECKING
+
+from simplesip.core import native as _native
 
 if TYPE_CHECKING:
     from simplesip.core.rtpsession import RtpSession
@@ -34,6 +40,8 @@ _MAX_DATAGRAM = 4096
 #: Rounds of :meth:`RtpReader.drain` at most: a stall's backlog is one datagram per socket per
 #: 20 ms tick, and the media clock catches up at most 100 ticks (2 s).
 _MAX_DRAIN_ROUNDS = 200
+#: Datagrams the compiled reader takes from one ready socket per pass (one ``recvmmsg``).
+_RECV_BATCH = 8
 
 
 class RtpSocket(asyncio.DatagramProtocol):
@@ -199,8 +207,17 @@ class RtpReader:
         self._read_pass(self._loop.time())
 
     def _read_pass(self, now: float) -> int:
-        """One datagram from every socket that has one; returns how many were read."""
+        """One datagram from every socket that has one (up to :data:`_RECV_BATCH` on the
+        compiled path); returns how many were read."""
         sockets = self._sockets
+        if _native.ENABLED:
+            count, rest = _native.native.read_pass(self._epoll.fileno(), sockets, now, _RECV_BATCH)
+            for rtp_socket, data, addr in rest:
+                if data is None:  # addr is the errno of a failed read (an ICMP error)
+                    rtp_socket.error_received(OSError(addr, os.strerror(addr)))
+                else:
+                    rtp_socket._deliver(data, addr, now)
+            return count
         count = 0
         for fd, _events in self._epoll.poll(0):
             rtp_socket = sockets.get(fd)

@@ -1,0 +1,204 @@
+"""Play one script of media operations on an RtpSession and record everything it gives out.
+
+The differential tests (tests/test_media_native.py) and the AddressSanitizer run
+(tests/helpers/native_asan_script.py) play the same script on the pure-Python session and the
+compiled one and compare the transcripts: every received frame, every built packet, every key
+press, and the counters after every step.
+
+A script is a list of operations (tuples): ``("pkt", source, ssrc, pt, seq_step, ts_step, size,
+marker, dt)`` sends the next packet of a sender stream (per SSRC: sequence and timestamp move by
+the steps, so steps of 0, negative or huge give duplicates, reordering, late packets and
+timestamp jumps), ``("raw", data, source, dt)`` an arbitrary datagram, and ``("pull", catch_up)``,
+``("build", seed, marker)``, ``("dtmf", digits)``, ``("pop", dt)``, ``("skip_frame",)``,
+``("skip_tick",)``, ``("codec", name)``, ``("rtcp", dt)`` call the session.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import numpy as np
+
+from simplesip.core.rtpsession import RtpSession
+from simplesip.wire.dtmf_payloads import TelephoneEvent
+from simplesip.wire.rtp import RtpPacket
+
+__all__ = ["SOURCES", "SSRCS", "PAYLOAD_TYPES", "new_session", "play", "random_script", "run_tick_script"]
+
+SOURCES = [("10.0.0.1", 4000), ("10.0.0.1", 4002), ("10.0.0.2", 4000), ("::1", 4000, 0, 0),
+           ("fe80::1%lo", 4000, 0, 1)]
+#: Index 2 is the session's own SSRC (a loop); see :func:`play`.
+SSRCS = [0x1111, 0x2222, None]
+#: Audio of both laws, telephone-event, a type not negotiated, and 72 (marked: 200, reads as RTCP).
+PAYLOAD_TYPES = [0, 8, 101, 13, 96, 72]
+#: The sizes of a packet's payload, in frames (x frame_samples); 0 is an empty payload.
+SIZES = [1.0, 0.5, 2.0, 1.5, 0.0, 0.05, 0.25]
+#: Timestamp steps in frames, and two jumps far beyond the jitter buffer's window.
+TS_STEPS = [1.0, 0.0, 0.5, 2.0, -1.0, 1.5, 3.0, 1e6, -1e6]
+
+
+def new_session(native: bool, pt: int = 0, codec: str = "PCMU", clock_rate: int = 8000) -> RtpSession:
+    """A session with fixed random origins (so both paths send the same SSRC and sequence)."""
+    return RtpSession(pt, codec, ("10.0.0.1", 4000), 101, clock_rate=clock_rate, rng=random.Random(7),
+                      native=native)
+
+
+def _snapshot(s: RtpSession) -> tuple:
+    j = s._jitter
+    st = j.stats
+    return (s.packets_in, s.rejected, s.malformed, s.concealed, s.packets_out, s.octets_out,
+            st.received, st.highest_sequence, st.base_sequence, st.late, st.duplicates, st.discarded,
+            st.jitter, j.depth_ms, j.drift_dropped, j.started, s.latched_addr, s.remote_ssrc,
+            s.last_dtmf_in is None, s._sequence, s._timestamp, bool(s._talking), s.dtmf_pending)
+
+
+def play(session: RtpSession, script: list[tuple]) -> list[Any]:
+    """Run ``script`` on ``session``; the transcript of everything it gave out."""
+    frame = session.frame_samples
+    streams: dict[int, list[int]] = {}
+    now = 100.0
+    out: list[Any] = []
+    for op in script:
+        kind = op[0]
+        if kind == "pkt":
+            _, source, ssrc_index, pt, seq_step, ts_step, size, marker, dt = op
+            ssrc = SSRCS[ssrc_index] if SSRCS[ssrc_index] is not None else session.ssrc
+            stream = streams.setdefault(ssrc, [ssrc & 0xFFFF, ssrc * 3 & 0xFFFFFFFF])
+            stream[0] = (stream[0] + seq_step) & 0xFFFF
+            stream[1] = (stream[1] + int(ts_step * frame)) & 0xFFFFFFFF
+            seq, ts = stream
+            if pt == 101:
+                payload = TelephoneEvent(seq % 18, end=marker and size > 1, duration=int(size * frame) & 0xFFFF,
+                                         ).serialize()
+            else:
+                count = int(size * frame)
+                payload = bytes((seq * 7 + i * 13) & 0xFF for i in range(count))
+            data = RtpPacket(pt, seq, ts, ssrc, payload, marker=marker).serialize()
+            now += dt
+            session.receive(data, SOURCES[source], now)
+        elif kind == "raw":
+            _, data, source, dt = op
+            now += dt
+            session.receive(data, SOURCES[source], now)
+        elif kind == "pull":
+            out.append(("pull", session.pull_frame(op[1])))
+        elif kind == "build":
+            _, seed, marker = op
+            payload = bytes((seed + i) & 0xFF for i in range(frame))
+            out.append(("build", session.build_packet(payload, marker)))
+        elif kind == "dtmf":
+            session.build_dtmf_packets(op[1], 60)
+        elif kind == "pop":
+            now += op[1]
+            out.append(("pop", session.pop_dtmf(now)))
+        elif kind == "skip_frame":
+            session.skip_frame()
+        elif kind == "skip_tick":
+            session.skip_tick()
+        elif kind == "codec":
+            session.update(codec=op[1])
+        elif kind == "rtcp":
+            now += op[1]
+            out.append(("rtcp", session.rtcp_report(now)))
+        else:
+            raise ValueError(kind)
+        out.append(_snapshot(session))
+    out.append(("stats", session.stats()))
+    out.append(("digits", session.pop_dtmf(now + 10)))
+    return out
+
+
+def random_script(rng: random.Random, length: int) -> list[tuple]:
+    """A script drawn from ``rng`` (the AddressSanitizer run has no Hypothesis)."""
+    script: list[tuple] = []
+    for _ in range(length):
+        r = rng.random()
+        if r < 0.55:
+            script.append(("pkt", rng.choice([0, 0, 0, 0, 1, 2, 3, 4]), rng.choice([0, 0, 0, 0, 1, 2]),
+                           rng.choice([0, 0, 0, 0, 8, 101, 101, 13, 96, 72]),
+                           rng.choice([1, 1, 1, 1, 0, 2, 3, -1, -3, 4000, -200, 40000]),
+                           rng.choice(TS_STEPS[:4] * 3 + TS_STEPS), rng.choice(SIZES[:1] * 6 + SIZES),
+                           rng.random() < 0.2, rng.choice([0.0, 0.001, 0.02, 0.02, 0.3, 1.5])))
+        elif r < 0.62:
+            size = rng.choice([0, 1, 2, 11, 12, 13, 16, 20, 40, 172])
+            data = bytearray(rng.getrandbits(8) for _ in range(size))
+            if data and rng.random() < 0.7:
+                data[0] = rng.choice([0x80, 0x81, 0x8F, 0x90, 0xA0, 0xB5, 0x40])
+            script.append(("raw", bytes(data), rng.randrange(len(SOURCES)), rng.choice([0.0, 0.02])))
+        elif r < 0.85:
+            script.append(("pull", rng.random() < 0.1))
+        elif r < 0.93:
+            script.append(("build", rng.getrandbits(8), rng.random() < 0.1))
+        else:
+            script.append(rng.choice([("dtmf", "1#"), ("pop", 0.02), ("pop", 0.6), ("skip_frame",),
+                                      ("skip_tick",), ("codec", "PCMA"), ("codec", "PCMU"), ("rtcp", 3.0)]))
+    return script
+
+
+class _Leg:
+    """What run_tick needs of a call, recording what it is given."""
+
+    def __init__(self, rtp: RtpSession, on_hold: bool = False) -> None:
+        self.rtp, self.on_hold, self.rtp_socket = rtp, on_hold, None
+        self.sent: list[bytes] = []
+        self.frames: list[bytes] = []
+        self.digits: list = []
+
+    def send_packet(self, packet: bytes) -> None:
+        self.sent.append(packet)
+
+    def deliver_frame(self, pcm: np.ndarray) -> None:
+        self.frames.append(pcm.tobytes())
+
+    def deliver_dtmf(self, digits: list) -> None:
+        self.digits.append(list(digits))
+
+    def next_outbound_frame(self) -> bytes | None:
+        if len(self.sent) % 3 == 2:
+            return None
+        return bytes((i * 37 + len(self.sent)) & 0xFF for i in range(self.rtp.frame_samples * 2))
+
+
+def run_tick_script(native: bool, seed: int, calls: int = 6, ticks: int = 40,
+                    clock_rate: int = 8000) -> list[Any]:
+    """A few calls (both laws, one on hold, DTMF scheduled) fed random packets and ticked with
+    :func:`simplesip.aio.media.run_tick`, batched (``on_tick``) and plain; the transcript."""
+    from simplesip.aio.media import run_tick
+
+    rng = random.Random(seed)
+    legs = []
+    for i in range(calls):
+        pt, codec = (8, "PCMA") if i % 3 == 1 else (0, "PCMU")
+        legs.append(_Leg(new_session(native, pt, codec, clock_rate), on_hold=i == 2))
+    legs[0].rtp.build_dtmf_packets("5", 100)
+    streams = [[i * 1000, i * 50000] for i in range(calls)]
+    frame = legs[0].rtp.frame_samples
+    transcript: list[Any] = []
+    batches: list[bytes] = []
+
+    def on_tick(calls_: list, inbound: np.ndarray, now: float, tick: int) -> np.ndarray | None:
+        batches.append(inbound.tobytes())
+        if tick % 5 == 4:
+            return None
+        wide = np.random.default_rng(tick).integers(-40000, 40000, size=(len(calls_), frame))
+        return wide if tick % 2 else wide.astype(np.int16)
+
+    now = 50.0
+    for tick in range(ticks):
+        now += 0.02
+        for i, leg in enumerate(legs):
+            for _ in range(rng.choice([0, 1, 1, 1, 2])):
+                stream = streams[i]
+                stream[0] = (stream[0] + rng.choice([1, 1, 1, 2, 0, -1])) & 0xFFFF
+                stream[1] = (stream[1] + frame * rng.choice([1, 1, 1, 2, 0, -1])) & 0xFFFFFFFF
+                pt = 101 if rng.random() < 0.05 else leg.rtp.payload_type
+                body = (TelephoneEvent(3, end=rng.random() < 0.5, duration=480).serialize() if pt == 101
+                        else bytes([(stream[0] + i) & 0xFF]) * frame)
+                leg.rtp.receive(RtpPacket(pt, stream[0], stream[1], 0x5000 + i, body).serialize(),
+                                ("10.0.0.9", 6000 + i), now)
+        run_tick(legs, on_tick if tick % 4 else None, now, send=tick % 11 != 10, tick=tick)
+    transcript.append(batches)
+    for leg in legs:
+        transcript.append((leg.sent, leg.frames, leg.digits, leg.rtp.stats()))
+    return transcript

@@ -5,7 +5,8 @@ BIN := $(VENV)/bin
 
 .PHONY: serve test venv bench fuzz mutate clean graphs
 
-$(BIN)/ivr: pyproject.toml
+# _native.c: the compiled media path is built by this install (gcc and the Python headers).
+$(BIN)/ivr: pyproject.toml simplesip/core/_native.c
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e ".[test,bench]"
@@ -27,7 +28,7 @@ bench: venv
 	$(BIN)/python -m bench
 
 clean:
-	rm -rf $(VENV) .pytest_cache build *.egg-info
+	rm -rf $(VENV) .pytest_cache build *.egg-info simplesip/core/_native*.so
 
 # Long fuzzing runs (atheris), outside the test suite; figures in docs/security.md.
 fuzz: venv

@@ -38,6 +38,7 @@ from tests.helpers.media_diff import (
     new_session,
     play,
     random_script,
+    read_pass_check,
     run_tick_script,
 )
 
@@ -304,6 +305,30 @@ async def test_reader_matches_over_sockets(monkeypatch) -> None:
     assert compiled == pure
     assert pure[0] == 16 + 1  # the audio and the key press; the rest is refused or RTCP
     assert compiled[3] and compiled[2]["rejected"] == 1 and compiled[2]["malformed"] == 1
+
+
+@pytest.mark.parametrize("family,batch", [(2, 8), (10, 3), (2, 1)], ids=["ipv4", "ipv6", "ipv4-one-a-pass"])
+def test_read_pass_without_a_loop(family: int, batch: int) -> None:
+    """The extension's read_pass on its own, over IPv4 and IPv6 loopback: bursts of up to 12
+    datagrams per tick (more than one recvmmsg), a key press, an injector, truncated datagrams, a
+    socket with no session yet and one with an ICMP error queued, against a pure session fed the
+    same datagrams through receive()."""
+    import socket
+
+    if family == socket.AF_INET6 and not socket.has_ipv6:
+        pytest.skip("no IPv6")
+    try:
+        result = read_pass_check(family, batch)
+    except OSError as exc:  # ::1 not configured in this sandbox
+        pytest.skip(str(exc))
+    frames = [item[1] for item in result if item[0] == "frame"]
+    assert frames and all(frames)
+    stats = next(item for item in result if item[0] == "stats")
+    assert stats[1], stats[2]
+    assert stats[2]["received"] > 100 and stats[2]["rejected"] > 0
+    assert ("error", 111) in result  # ECONNREFUSED, handed back as an errno
+    returned = next(item for item in result if item[0] == "returned")[1]
+    assert len(returned) == 2  # the injector and the key presses went the Python way, by address
 
 
 # --- AddressSanitizer -------------------------------------------------------------------------------

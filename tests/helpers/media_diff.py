@@ -24,7 +24,8 @@ from simplesip.core.rtpsession import RtpSession
 from simplesip.wire.dtmf_payloads import TelephoneEvent
 from simplesip.wire.rtp import RtpPacket
 
-__all__ = ["SOURCES", "SSRCS", "PAYLOAD_TYPES", "new_session", "play", "random_script", "run_tick_script"]
+__all__ = ["SOURCES", "SSRCS", "PAYLOAD_TYPES", "new_session", "play", "random_script", "read_pass_check",
+           "run_tick_script"]
 
 SOURCES = [("10.0.0.1", 4000), ("10.0.0.1", 4002), ("10.0.0.2", 4000), ("::1", 4000, 0, 0),
            ("fe80::1%lo", 4000, 0, 1)]
@@ -202,3 +203,82 @@ def run_tick_script(native: bool, seed: int, calls: int = 6, ticks: int = 40,
     for leg in legs:
         transcript.append((leg.sent, leg.frames, leg.digits, leg.rtp.stats()))
     return transcript
+
+
+class _FakeRtpSocket:
+    """What the extension's ``read_pass`` needs of an RtpSocket (its ``session``), recording the rest."""
+
+    def __init__(self, session: Any) -> None:
+        self.session = session
+        self.returned: list = []
+
+
+def read_pass_check(family: int = 2, batch: int = 8) -> list[Any]:
+    """Datagrams through real sockets and the extension's ``read_pass`` (no event loop) into a
+    compiled session, what comes back delivered as RtpSocket._deliver would; the same datagrams
+    into a pure session through ``receive``. Returns both transcripts and what came back; also
+    exercises a socket with no session and a socket whose peer refused (an ICMP error)."""
+    import select
+    import socket
+
+    from simplesip.core.native import native
+
+    host = "127.0.0.1" if family == socket.AF_INET else "::1"
+    epoll = select.epoll()
+    receiver = socket.socket(family, socket.SOCK_DGRAM)
+    receiver.bind((host, 0))
+    receiver.setblocking(False)
+    idle = socket.socket(family, socket.SOCK_DGRAM)  # a socket whose session is not set yet
+    idle.bind((host, 0))
+    refused = socket.socket(family, socket.SOCK_DGRAM)  # connected to a closed port: ECONNREFUSED
+    refused.bind((host, 0))
+    closed = socket.socket(family, socket.SOCK_DGRAM)
+    closed.bind((host, 0))
+    refused.connect(closed.getsockname())
+    closed.close()
+    refused.send(b"x")
+    senders = [socket.socket(family, socket.SOCK_DGRAM) for _ in range(2)]
+    for sender in senders:
+        sender.bind((host, 0))
+    compiled, pure = new_session(True), new_session(False)
+    fake = _FakeRtpSocket(compiled)
+    sockets = {receiver.fileno(): fake, idle.fileno(): _FakeRtpSocket(None), refused.fileno(): _FakeRtpSocket(None)}
+    for sock in (receiver, idle, refused):
+        epoll.register(sock.fileno(), select.EPOLLIN)
+    rng = random.Random(family)
+    sent: list[tuple[bytes, Any]] = []
+    out: list[Any] = []
+    try:
+        for tick in range(60):
+            for k in range(rng.choice([0, 1, 1, 3, 12])):
+                which = 1 if rng.random() < 0.1 else 0
+                seq = (tick * 4 + k) & 0xFFFF
+                pt = 101 if rng.random() < 0.05 else 0
+                body = TelephoneEvent(2, end=k % 2 == 1, duration=320).serialize() if pt == 101 else bytes([seq & 0xFF]) * 160
+                data = RtpPacket(pt, seq, 160 * seq, 0x4242 + which, body).serialize()
+                if rng.random() < 0.05:
+                    data = data[:rng.randrange(14)]
+                senders[which].sendto(data, receiver.getsockname())
+                senders[0].sendto(b"\x80\x00", idle.getsockname())
+                sent.append((data, senders[which].getsockname()))
+            now = 10.0 + tick * 0.02
+            count = 1
+            while count:  # loopback delivers within sendto: passes until every socket is empty
+                count, rest = native.read_pass(epoll.fileno(), sockets, now, batch)
+                for rtp_socket, data, addr in rest:
+                    if data is None:
+                        out.append(("error", addr))
+                    elif rtp_socket.session is not None:
+                        rtp_socket.session.receive(data, addr, now)
+                        rtp_socket.returned.append(addr)
+            for data, addr in sent:
+                pure.receive(data, addr, now)
+            sent.clear()
+            out.append(("frame", compiled.pull_frame() == pure.pull_frame()))
+        out.append(("stats", compiled.stats() == pure.stats(), compiled.stats()))
+        out.append(("returned", sorted(set(map(tuple, fake.returned)))))
+    finally:
+        epoll.close()
+        for sock in (receiver, idle, refused, *senders):
+            sock.close()
+    return out

@@ -16,7 +16,13 @@ sys.modules["simplesip.core._native"] = module  # what simplesip.core.native imp
 spec.loader.exec_module(module)
 
 from simplesip.core import native  # noqa: E402
-from tests.helpers.media_diff import new_session, play, random_script, run_tick_script  # noqa: E402
+from tests.helpers.media_diff import (  # noqa: E402
+    new_session,
+    play,
+    random_script,
+    read_pass_check,
+    run_tick_script,
+)
 
 assert native.native is module and native.ENABLED
 
@@ -29,6 +35,11 @@ for seed in range(8):
 for seed in range(2):
     if run_tick_script(True, seed) != run_tick_script(False, seed):
         sys.exit(f"run_tick differs for seed {seed}")
+
+for family, batch in ((2, 8), (10, 3), (2, 1)):
+    result = read_pass_check(family, batch)
+    if not all(item[1] for item in result if item[0] in ("frame", "stats")):
+        sys.exit(f"read_pass differs (family {family}, batch {batch})")
 
 rng = random.Random(1)
 core = native.NativeCore()

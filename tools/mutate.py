@@ -107,7 +107,8 @@ def prepare(name: str) -> Path:
 def run(name: str, recheck_only: bool = False) -> int:
     work = prepare(name)
     print(f"== {name}: {MODULES[name][0]} against {' '.join(MODULES[name][1])}", flush=True)
-    env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1")
+    # The Python reference is what is mutated: sessions must not take the compiled media path.
+    env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1", SIMPLESIP_PURE_PYTHON="1")
     # max-children 2: the machine has two cores, shared.
     status = 0 if recheck_only else subprocess.call([MUTMUT, "run", "--max-children", "2"], cwd=work, env=env)
     if name in IMPORT_TIME:
@@ -132,7 +133,7 @@ def recheck_import_time(name: str) -> None:
     print(f"   {len(todo)} import-time survivors to re-check in fresh interpreters", flush=True)
 
     def check(key: str) -> tuple[str, str]:
-        env = dict(os.environ, MUTANT_UNDER_TEST=key, PYTHONDONTWRITEBYTECODE="1")
+        env = dict(os.environ, MUTANT_UNDER_TEST=key, PYTHONDONTWRITEBYTECODE="1", SIMPLESIP_PURE_PYTHON="1")
         try:
             code = subprocess.call([sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider",
                                     "-m", "not peer", *MODULES[name][1]], cwd=work / "mutants", env=env,

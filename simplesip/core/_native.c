@@ -1063,11 +1063,13 @@ error:
 #define MAX_EVENTS 1023  /* what select.epoll.poll() returns at most per call */
 #define MAX_BATCH 64
 #define DATAGRAM 4096
-static struct epoll_event events[MAX_EVENTS];
-static uint8_t bufs[MAX_BATCH][DATAGRAM];
-static struct sockaddr_storage addrs[MAX_BATCH];
-static struct iovec iovs[MAX_BATCH];
-static struct mmsghdr msgs[MAX_BATCH];
+/* Per thread: endpoints may run their loops in several threads, and the GIL can change hands
+ * inside a pass (a finaliser run by an allocation). */
+static _Thread_local struct epoll_event events[MAX_EVENTS];
+static _Thread_local uint8_t bufs[MAX_BATCH][DATAGRAM];
+static _Thread_local struct sockaddr_storage addrs[MAX_BATCH];
+static _Thread_local struct iovec iovs[MAX_BATCH];
+static _Thread_local struct mmsghdr msgs[MAX_BATCH];
 
 static PyObject *str_session, *str_core;
 

@@ -26,7 +26,7 @@ from hypothesis import strategies as st
 
 from simplesip.core import native
 from simplesip.core.jitter import JitterBuffer
-from simplesip.core.rtpsession import NativeRtpSession, RtpSession
+from simplesip.core.rtpsession import RtpSession
 from simplesip.wire.dtmf_payloads import TelephoneEvent
 from simplesip.wire.rtp import RtpPacket
 from tests.helpers.media_diff import (
@@ -44,18 +44,9 @@ from tests.helpers.media_diff import (
 
 ROOT = Path(__file__).resolve().parent.parent
 
+# Without the extension these skip; tests/test_native_built.py fails instead, so CI cannot fall
+# back to the pure path unnoticed.
 pytestmark = pytest.mark.skipif(native.native is None, reason="the extension is not built")
-
-
-def test_the_extension_is_built_and_chosen() -> None:
-    """The test environment (make test, .ci/run) builds the extension: the suite must never fall
-    back to the pure path silently. SIMPLESIP_PURE_PYTHON=1 forces the fallback on purpose."""
-    assert native.native is not None, native.REASON
-    assert native.ENABLED == (not native.pure_python_forced())
-    session = RtpSession(0, "PCMU", ("127.0.0.1", 4000))
-    assert isinstance(session, NativeRtpSession) == native.ENABLED
-    assert type(RtpSession(0, "PCMU", None, native=False)) is RtpSession
-    assert type(RtpSession(0, "PCMU", None, native=True)) is NativeRtpSession
 
 
 # --- sessions: scripts of packets, pulls, sends and key presses -------------------------------------

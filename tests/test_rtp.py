@@ -140,3 +140,134 @@ def test_report_block_clamps_loss_to_24_bits() -> None:
 def test_malformed_rtcp_raises_parse_error(data: bytes) -> None:
     with pytest.raises(RtpParseError):
         parse_rtcp(data)
+
+
+# --- exact behaviour at the edges (mutation testing, docs/testing.md) ------------------------------
+
+@pytest.mark.parametrize(("data", "message"), [
+    (bytes.fromhex("40000001") + bytes(8), "unsupported RTP version 1"),
+    (bytes.fromhex("c0000001") + bytes(8), "unsupported RTP version 3"),
+    (bytes.fromhex("83000001") + bytes(8) + bytes(8), "RTP packet truncated in CSRC list"),
+    (bytes.fromhex("90000001") + bytes(8) + b"\x00\x00", "RTP packet truncated in extension header"),
+    (bytes.fromhex("90000001") + bytes(8) + b"\xbe\xde\x00\x02" + bytes(7), "RTP header extension longer than packet"),
+    (bytes.fromhex("a0000001") + bytes(8) + b"\x00", "invalid RTP padding length 0"),
+    (bytes.fromhex("a0000001") + bytes(8) + b"\x00\x20", "invalid RTP padding length 32"),
+])
+def test_malformed_rtp_error_messages(data: bytes, message: str) -> None:
+    with pytest.raises(RtpParseError) as caught:
+        RtpPacket.parse(data)
+    assert str(caught.value) == message
+
+
+def test_extension_that_ends_the_packet_exactly() -> None:
+    # RFC 3550 §5.3.1: the length counts 32-bit words after the 4-byte extension header.
+    data = bytes.fromhex("90000001") + bytes(8) + b"\xbe\xde\x00\x02" + b"\x11\x22\x33\x44\x55\x66\x77\x88"
+    packet = RtpPacket.parse(data)
+    assert (packet.extension_profile, packet.extension_data, packet.payload) == (
+        0xBEDE, b"\x11\x22\x33\x44\x55\x66\x77\x88", b"")
+
+
+def test_field_ranges_at_their_limits() -> None:
+    data = RtpPacket(127, 0, 0, 0, padding=255).serialize()
+    assert data[1] == 127 and len(data) == 12 + 255 and data[-1] == 255
+    assert RtpPacket.parse(data).padding == 255
+    for packet, message in [
+        (RtpPacket(128, 0, 0, 0), "payload type out of range: 128"),
+        (RtpPacket(-1, 0, 0, 0), "payload type out of range: -1"),
+        (RtpPacket(0, 0, 0, 0, csrcs=list(range(16))), "at most 15 CSRCs fit in an RTP header"),
+        (RtpPacket(0, 0, 0, 0, extension_profile=1, extension_data=b"abc"),
+         "RTP header extension must be a multiple of 4 bytes"),
+        (RtpPacket(0, 0, 0, 0, padding=256), "padding out of range: 256"),
+        (RtpPacket(0, 0, 0, 0, padding=-1), "padding out of range: -1"),
+    ]:
+        with pytest.raises(ValueError) as caught:
+            packet.serialize()
+        assert str(caught.value) == message
+    assert len(RtpPacket(0, 0, 0, 0, csrcs=list(range(15))).serialize()) == 12 + 60
+
+
+@pytest.mark.parametrize(("data", "expected"), [
+    (b"\x80\xc0", True), (b"\x80\xc8", True), (b"\x80\xdf", True),  # 192, SR 200, 223
+    (b"\x80\xbf", False), (b"\x80\xe0", False), (b"\x80", False), (b"", False),  # 191, 224, too short
+])
+def test_rtcp_demux_boundaries(data: bytes, expected: bool) -> None:
+    # RFC 5761 §4: RTCP packet types 192-223 in the second byte; everything else is RTP.
+    assert is_rtcp(data) is expected
+
+
+def test_report_block_clamps_and_keeps_zero() -> None:
+    block = ReportBlock(ssrc=0xFFFFFFFF, fraction_lost=0, cumulative_lost=-(10**9), highest_sequence=0,
+                        jitter=0)
+    data = block.serialize()
+    assert data[4] == 0 and data[5:8] == b"\x80\x00\x00"  # -2**23, the most negative 24-bit value
+    assert ReportBlock.parse(data, 0) == ReportBlock(0xFFFFFFFF, 0, -0x800000, 0, 0)
+    assert ReportBlock(1, -5, -1, 0, 0).serialize()[4:8] == b"\x00\xff\xff\xff"
+
+
+def test_rtcp_header_only_packet_and_header_only_trailer() -> None:
+    bye = struct.pack("!BBH", 0x80, 203, 0)  # an empty BYE: just the 4-byte header
+    assert parse_rtcp(bye) == [RtcpPacket(203, 0, b"")]
+    rr = build_receiver_report(5)
+    assert parse_rtcp(rr + bye) == [ReceiverReport(5), RtcpPacket(203, 0, b"")]
+
+
+@pytest.mark.parametrize(("data", "message"), [
+    (b"\x80\xc9\x00", "RTCP packet too short"),
+    (build_receiver_report(1) + b"\x80\xc9\x00", "trailing bytes after RTCP packet"),
+    (struct.pack("!BBH", 0x40, 201, 1) + bytes(4), "unsupported RTCP version 1"),
+    (struct.pack("!BBH", 0xC0, 201, 1) + bytes(4), "unsupported RTCP version 3"),
+    (struct.pack("!BBH", 0x80, 201, 2) + bytes(4), "RTCP length runs past the end of the datagram"),
+    (struct.pack("!BBH", 0xA0, 203, 1) + bytes(4), "invalid RTCP padding"),  # padding count 0
+    (struct.pack("!BBH", 0xA0, 203, 1) + bytes(3) + b"\x05", "invalid RTCP padding"),  # into the header
+    (build_receiver_report(1) + struct.pack("!BBH", 0xA0, 203, 1) + bytes(3) + b"\x05", "invalid RTCP padding"),
+    (struct.pack("!BBH", 0x81, 200, 6) + bytes(24), "RTCP SR shorter than its report count"),
+    (struct.pack("!BBH", 0x81, 200, 11) + bytes(44), "RTCP SR shorter than its report count"),
+    (struct.pack("!BBH", 0x81, 201, 1) + bytes(4), "RTCP RR shorter than its report count"),
+    (struct.pack("!BBH", 0x82, 201, 12) + bytes(48), "RTCP RR shorter than its report count"),
+])
+def test_malformed_rtcp_error_messages(data: bytes, message: str) -> None:
+    with pytest.raises(RtpParseError) as caught:
+        parse_rtcp(data)
+    assert str(caught.value) == message
+
+
+def test_rtcp_padding_is_removed_from_the_body() -> None:
+    # RFC 3550 §6.4.1: the last octet of a padded packet counts the padding, itself included.
+    one = struct.pack("!BBH", 0xA1, 203, 1) + b"\x01\x02\x03" + b"\x01"
+    four = struct.pack("!BBH", 0xA1, 203, 2) + b"\x0a\x0b\x0c\x0d" + b"\x00\x00\x00\x04"
+    all_padding = struct.pack("!BBH", 0xA0, 203, 1) + b"\x00\x00\x00\x04"
+    sdes = build_sdes_cname(9, "x")
+    assert parse_rtcp(one + four + all_padding + sdes) == [
+        RtcpPacket(203, 1, b"\x01\x02\x03"), RtcpPacket(203, 1, b"\x0a\x0b\x0c\x0d"), RtcpPacket(203, 0, b""),
+        RtcpPacket(RTCP_SDES, 1, sdes[4:]),
+    ]
+
+
+def test_unsigned_ssrcs_and_full_reports() -> None:
+    block = ReportBlock(0xFFFFFFFE, 1, 2, 3, 4, 5, 6)
+    sr = build_sender_report(0xFFFFFFFF, 0xFFFFFFFF_00000001, 0x80000000, 2**32 + 3, 9, [block] * 31)
+    rr = build_receiver_report(0x80000000, [block] * 31)
+    assert len(sr) == 4 + 24 + 31 * 24 and len(rr) == 8 + 31 * 24
+    assert sr[0] == 0x80 | 31 and rr[0] == 0x80 | 31
+    assert parse_rtcp(sr + rr) == [
+        SenderReport(0xFFFFFFFF, 0xFFFFFFFF_00000001, 0x80000000, 3, 9, (block,) * 31),
+        ReceiverReport(0x80000000, (block,) * 31),
+    ]
+    two = parse_rtcp(build_sender_report(1, 2, 3, 4, 5, [block, ReportBlock(7, 0, 0, 0, 0)]))
+    assert two == [SenderReport(1, 2, 3, 4, 5, (block, ReportBlock(7, 0, 0, 0, 0)))]
+    for build in (lambda: build_receiver_report(1, [block] * 32), lambda: build_sender_report(1, 0, 0, 0, 0, [block] * 32)):
+        with pytest.raises(ValueError) as caught:
+            build()
+        assert str(caught.value) == "at most 31 report blocks fit in one RTCP packet"
+
+
+def test_sdes_cname_layout_and_long_names() -> None:
+    # RFC 3550 §6.5: SC = 1 chunk; SSRC, CNAME item (type 1, length, text), null item, pad to 32 bits.
+    data = build_sdes_cname(0xFFFFFFFF, "ab")
+    # "ab" fills the chunk to a 32-bit boundary, so the null item takes a whole word of its own
+    assert data == bytes.fromhex("81ca0003") + bytes.fromhex("ffffffff") + b"\x01\x02ab" + bytes(4)
+    (sdes,) = parse_rtcp(data)
+    assert sdes == RtcpPacket(RTCP_SDES, 1, data[4:])
+    long = build_sdes_cname(1, "é" * 200)  # 400 bytes of UTF-8, cut to the 255 an item can hold
+    assert long[9] == 255 and long[10 : 10 + 255] == ("é" * 200).encode()[:255]
+    assert len(long) == 4 + 264 and long[10 + 255 :] == bytes(3)

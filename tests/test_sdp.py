@@ -333,3 +333,132 @@ def test_sdp_session_versions_for_hold_and_unhold() -> None:
     held, params = session.answer(make_offer("127.0.0.2", 6000, direction="sendonly"))
     assert held.origin.session_version == 5 and params.on_hold
     assert {first.origin.session_id, held.origin.session_id} == {"77"}
+
+
+# --- published examples and exact edges (mutation testing, docs/testing.md) ----------------------
+
+RFC4566_EXAMPLE = (  # RFC 4566 section 5, the example session description, byte for byte
+    b"v=0\r\n"
+    b"o=jdoe 2890844526 2890842807 IN IP4 10.47.16.5\r\n"
+    b"s=SDP Seminar\r\n"
+    b"i=A Seminar on the session description protocol\r\n"
+    b"u=http://www.example.com/seminars/sdp.pdf\r\n"
+    b"e=j.doe@example.com (Jane Doe)\r\n"
+    b"c=IN IP4 224.2.17.12/127\r\n"
+    b"t=2873397496 2873404696\r\n"
+    b"a=recvonly\r\n"
+    b"m=audio 49170 RTP/AVP 0\r\n"
+    b"m=video 51372 RTP/AVP 99\r\n"
+    b"a=rtpmap:99 h263-1998/90000\r\n"
+)
+
+
+def test_rfc4566_example_parses_and_round_trips_byte_for_byte() -> None:
+    parsed = SessionDescription.parse(RFC4566_EXAMPLE)
+    assert parsed.origin.username == "jdoe" and parsed.origin.session_version == 2890842807
+    assert parsed.session_name == "SDP Seminar"
+    assert parsed.timing == (2873397496, 2873404696)
+    assert parsed.direction == "recvonly" and parsed.attributes == []
+    assert parsed.connection == Connection("224.2.17.12/127") and parsed.connection.host == "224.2.17.12"
+    audio, video = parsed.media
+    assert parsed.direction_for(audio) == "recvonly" and parsed.connection_for(video) is parsed.connection
+    assert video.rtpmap == {99: RtpMap(99, "h263-1998", 90000)} and video.codec(99).clock_rate == 90000
+    assert [kind for kind, _ in parsed.other_lines] == ["i", "u", "e"]
+    assert parsed.serialize() == RFC4566_EXAMPLE
+
+
+def test_rtpmap_with_channels_and_lenient_spacing() -> None:
+    # RFC 4566 section 6: "a=rtpmap:98 L16/16000/2" (two channels); encoding parameters are optional.
+    stereo = RtpMap.parse("98 L16/16000/2")
+    assert stereo == RtpMap(98, "L16", 16000, 2) and str(stereo) == "98 L16/16000/2"
+    assert RtpMap.parse("96  telephone-event/8000") == RtpMap(96, "telephone-event", 8000)
+    assert str(RtpMap(0, "PCMU", 8000)) == "0 PCMU/8000"
+    for value, message in [
+        ("97 L16/16000/2/1", "bad SDP: rtpmap '97 L16/16000/2/1'"),
+        ("97 /8000", "bad SDP: rtpmap '97 /8000'"),
+        ("97 L16", "bad SDP: rtpmap '97 L16'"),
+        ("97 L16/16000/two", "bad SDP: rtpmap channels is not a number: 'two'"),
+        ("x L16/16000", "bad SDP: rtpmap payload type is not a number: 'x'"),
+        ("97 L16/fast", "bad SDP: clock rate is not a number: 'fast'"),
+    ]:
+        with pytest.raises(SIPParseError) as caught:
+            RtpMap.parse(value)
+        assert caught.value.reason == message
+
+
+_BASE = ("v=0", "o=- 1 1 IN IP4 1.1.1.1", "s=-", "c=IN IP4 1.1.1.1", "t=0 0")
+
+
+def test_fmtp_values_keep_their_spaces_and_non_rtp_formats_stay_verbatim() -> None:
+    parsed = SessionDescription.parse(sdp(*_BASE, "m=audio 1 RTP/AVP 0 101", "a=fmtp:101 0-15, 16",
+                                          "m=image 2 udptl t38", "a=fmtp:t38 T38FaxVersion=0"))
+    assert parsed.media[0].fmtp == {101: "0-15, 16"}
+    assert parsed.media[1].fmtp == {} and parsed.media[1].attributes == [("fmtp", "t38 T38FaxVersion=0")]
+    assert b"a=fmtp:101 0-15, 16\r\n" in parsed.serialize() and b"a=fmtp:t38 T38FaxVersion=0\r\n" in parsed.serialize()
+
+
+@pytest.mark.parametrize(("ptime", "expected"), [("1", 1), ("0.4", 1), ("20.0", 20), ("1000", 1000)])
+def test_ptime_limits(ptime: str, expected: int) -> None:
+    parsed = SessionDescription.parse(sdp(*_BASE, "m=audio 1 RTP/AVP 0", f"a=ptime:{ptime}"))
+    assert parsed.media[0].ptime == expected
+
+
+def test_mappings_for_unlisted_payload_types_are_written() -> None:
+    parsed = SessionDescription.parse(sdp(*_BASE, "m=audio 1 RTP/AVP 0", "a=rtpmap:96 opus/48000/2",
+                                          "a=fmtp:97 mode=20", "a=rtpmap:0 PCMU/8000"))
+    body = parsed.serialize().decode()
+    assert body.endswith("m=audio 1 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:96 opus/48000/2\r\n"
+                         "a=fmtp:97 mode=20\r\n")
+
+
+def test_session_level_attributes_flags_and_empty_names() -> None:
+    parsed = SessionDescription.parse(sdp("v=0", "o=- 1 1 IN IP4 1.1.1.1", "s=", "c=IN IP4 1.1.1.1",
+                                          "t=0  0", "r=7d 1h 0 25h", "a=rtcp-mux", "a=tool:x", "a=sendonly",
+                                          "m=audio 0 RTP/AVP 0"))
+    assert parsed.session_name == "-" and parsed.timing == (0, 0)
+    assert parsed.attributes == [("rtcp-mux", None), ("tool", "x")] and parsed.direction == "sendonly"
+    body = parsed.serialize().decode()
+    assert "s=-\r\nc=IN IP4 1.1.1.1\r\nt=0 0\r\nr=7d 1h 0 25h\r\na=rtcp-mux\r\na=tool:x\r\na=sendonly\r\n" in body
+    parsed.session_name = ""
+    assert b"\r\ns=-\r\n" in parsed.serialize()
+
+
+def test_a_rejected_stream_needs_no_connection_and_ports_go_to_65535() -> None:
+    parsed = SessionDescription.parse(sdp("v=0", "o=- 1 1 IN IP4 1.1.1.1", "s=-", "t=0 0", "m=audio 0 RTP/AVP 0"))
+    assert parsed.media[0].port == 0 and parsed.connection_for(parsed.media[0]) is None
+    top = SessionDescription.parse(sdp(*_BASE, "m=audio 65535/2 RTP/AVP"))
+    assert (top.media[0].port, top.media[0].port_count, top.media[0].formats) == (65535, 2, [])
+
+
+@pytest.mark.parametrize("body, reason", [
+    (b"v=0\r\no=- 1 1 IN IP4 \xff\r\n", "not UTF-8"),
+    (b"o=- 1 1 IN IP4 1.2.3.4\r\n", "must start with v=0"),
+    (sdp("v=0", "s=-"), "no o= line"),
+    (sdp("v=0", "v=0", "o=- 1 1 IN IP4 1.1.1.1"), "repeated v= line"),
+    (sdp("v=0", "o=- 1 1 IN IP4"), "o= needs 6 fields, got '- 1 1 IN IP4'"),
+    (sdp("v=0", "o=- 1 x IN IP4 1.1.1.1"), "o= version is not a number: 'x'"),
+    (sdp("v=0", "o=- 1 1 I:N IP4 1.1.1.1"), "o= network type is not a token: 'I:N'"),
+    (sdp("v=0", "o=- 1 1 IN IP/4 1.1.1.1"), "o= address type is not a token: 'IP/4'"),
+    (sdp(*_HEAD, "c=I:N IP4 1.1.1.1"), "c= network type is not a token: 'I:N'"),
+    (sdp(*_HEAD, "c=IN IP/4 1.1.1.1"), "c= address type is not a token: 'IP/4'"),
+    (sdp(*_HEAD, "c=IN 1.1.1.1"), "c= needs 3 fields, got 'IN 1.1.1.1'"),
+    (sdp(*_HEAD, "c=IN IP4 1.1.1.1", "c=IN IP4 2.2.2.2"), "repeated session c= line"),
+    (sdp(*_HEAD, "A=x"), "not a <type>=<value> line: 'A=x'"),
+    (sdp(*_HEAD, "x" * 60), "not a <type>=<value> line: " + repr("x" * 40)),
+    (sdp(*_HEAD, "i=" + "\x00" * 60), "NUL or CR inside a line: " + repr("i=" + "\x00" * 38)),
+    (sdp(*_HEAD, "t=x 0"), "t= start is not a number: 'x'"),
+    (sdp(*_HEAD, "t=0 y"), "t= stop is not a number: 'y'"),
+    (sdp(*_BASE, "m=audio port RTP/AVP 0"), "m= port is not a number: 'port'"),
+    (sdp(*_BASE, "m=audio 1/x RTP/AVP 0"), "m= port count is not a number: 'x'"),
+    (sdp(*_BASE, "m=audio 65536 RTP/AVP 0"), "m= port 65536 out of range"),
+    (sdp(*_BASE, "m=audio 4000"), "m= needs media, port and proto: 'audio 4000'"),
+    (sdp(*_HEAD, "t=0 0", "m=audio 1 RTP/AVP 0"), "no c= line for the audio stream"),
+    (sdp(*_BASE, "m=audio 1 RTP/AVP 0", "a=ptime:0"), "ptime '0'"),
+    (sdp(*_BASE, "m=audio 1 RTP/AVP 0", "a=ptime:1000.5"), "ptime '1000.5'"),
+    (sdp(*_BASE, "m=audio 1 RTP/AVP 0", "a=ptime:fast"), "ptime 'fast'"),
+])
+def test_malformed_sdp_exact_reasons(body: bytes, reason: str) -> None:
+    # The reason is echoed in the 400's reason phrase (simplesip.errors.SIPParseError).
+    with pytest.raises(SIPParseError) as caught:
+        SessionDescription.parse(body)
+    assert caught.value.reason == "bad SDP: " + reason and caught.value.status == 400

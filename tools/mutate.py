@@ -50,10 +50,13 @@ MODULES: dict[str, tuple[str, list[str]]] = {
                                               "tests/test_flow_speech.py"]),
     "dialog": ("simplesip/core/dialog.py", ["tests/test_dialog.py"]),
     "rtp": ("simplesip/wire/rtp.py", ["tests/test_rtp.py"]),
-    "sdp": ("simplesip/wire/sdp.py", ["tests/test_sdp.py"]),
-    "headers": ("simplesip/wire/headers.py", ["tests/test_message.py"]),
-    "uri": ("simplesip/wire/uri.py", ["tests/test_uri.py"]),
-    "message": ("simplesip/wire/message.py", ["tests/test_message.py"]),
+    # The a=crypto (RFC 4568) parser's tests are in test_srtp.py; the RFC 4475 torture messages
+    # against the parser are in test_rfc4475.py. Without them mutmut finds "no tests" for SdesKey
+    # and CryptoAttribute and the published SIP vectors never run against a mutant.
+    "sdp": ("simplesip/wire/sdp.py", ["tests/test_sdp.py", "tests/test_srtp.py"]),
+    "headers": ("simplesip/wire/headers.py", ["tests/test_message.py", "tests/test_rfc4475.py"]),
+    "uri": ("simplesip/wire/uri.py", ["tests/test_uri.py", "tests/test_rfc4475.py"]),
+    "message": ("simplesip/wire/message.py", ["tests/test_message.py", "tests/test_rfc4475.py"]),
 }
 
 # Functions run only at import time, to build tables (G.711 code tables, the jitter buffer's

@@ -7,7 +7,14 @@ import pytest
 from simplesip.errors import SIPParseError
 from simplesip.wire.framing import StreamFramer
 from simplesip.wire.headers import REASONS, Headers
-from simplesip.wire.message import MAX_MESSAGE_SIZE, Request, Response, parse_message
+from simplesip.wire.message import (
+    MAX_MESSAGE_SIZE,
+    Request,
+    Response,
+    content_length,
+    find_head_end,
+    parse_message,
+)
 
 INVITE = (
     b"INVITE sip:ivr@127.0.0.1:5080 SIP/2.0\r\n"
@@ -361,3 +368,154 @@ def test_trying_echoes_timestamp() -> None:
 def test_serialize_refuses_line_breaks_in_start_line() -> None:
     with pytest.raises(ValueError, match="CR or LF"):
         Response(200, "OK\r\nX-Injected: 1", Headers()).serialize()
+
+
+# --- exact reasons and edges (mutation testing, docs/testing.md) ----------------------------------
+# A UAS answers a request it cannot parse with "400 <reason>" (simplesip.errors.SIPParseError), so the
+# reason text is on the wire: these pin it, with the status.
+
+_RESPONSE_TAIL = b"\r\nVia: SIP/2.0/UDP h\r\nFrom: <sip:a@b>\r\nTo: <sip:c@d>\r\nCall-ID: x\r\nCSeq: 1 BYE\r\n\r\n"
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "reason", "status"),
+    [
+        (b"SIP/2.0\r\nVia", b"SIP/3.0\r\nVia", "SIP Version Not Supported", 505),
+        (b"SIP/2.0\r\nVia", b"HTTP/1.1\r\nVia", "malformed SIP version", 400),
+        (b"INVITE sip:", b"INVITE  sip:", "malformed Request-Line", 400),
+        (b"INVITE sip:ivr@127.0.0.1:5080 SIP/2.0", b"INVITE sip:ivr@127.0.0.1:5080", "malformed Request-Line", 400),
+        (b"INVITE sip:", b" INVITE sip:", "malformed Request-Line", 400),
+        (b"INVITE sip:ivr@127.0.0.1:5080", b"INVITE <sip:ivr@127.0.0.1:5080>", "malformed Request-URI", 400),
+        (b"INVITE sip:ivr@127.0.0.1:5080", b"INVITE sip:ivr@127.0.0.1:5080?Route=x",
+         "Request-URI must not contain headers", 400),
+        (b"INVITE sip:", b"INV(TE sip:", "bad method", 400),
+        (b"CSeq: 1 INVITE", b"CSeq: 1 BYE", "CSeq method does not match the request method", 400),
+        (b"Max-Forwards: 69", b"Max-Forwards: 256", "Max-Forwards out of range", 400),
+        (b"Max-Forwards: 69", b"Max-Forwards: 1000", "bad Max-Forwards", 400),
+        (b"Max-Forwards: 69", b"Max-Forwards: many", "bad Max-Forwards", 400),
+        (b"Call-ID: call-1@127.0.0.1\r\n", b"", "missing Call-ID header", 400),
+        (b"CSeq: 1 INVITE\r\n", b"", "missing CSeq header", 400),
+        (b'From: "Caller" <sip:caller@127.0.0.1>;tag=abc\r\n', b"", "missing From header", 400),
+        (b"To: <sip:ivr@127.0.0.1>\r\n", b"", "missing To header", 400),
+        (b"Call-ID: call-1@127.0.0.1", b"Call-ID: two words", "bad Call-ID", 400),
+        (b"Call-ID: call-1@127.0.0.1", b"Call-ID:", "bad Call-ID", 400),
+        (b"To: <sip:ivr@127.0.0.1>\r\n", b"To: <sip:ivr@127.0.0.1>\r\nTo: <sip:x@y>\r\n", "duplicate To header", 400),
+        (b"Content-Length: 4", b"Content-Length: 4\r\nl: 4", "duplicate Content-Length header", 400),
+        (b"Content-Length: 4", b"Content-Length: -4", "bad Content-Length", 400),
+        (b"Content-Length: 4", b"Content-Length: 1000000000", "bad Content-Length", 400),
+        (b"Content-Length: 4", b"Content-Length: 100000000", "body shorter than Content-Length", 400),
+        (b"Contact: <sip:caller@127.0.0.1:5062>", b"Contact: *, <sip:a@b>", "Contact '*' mixed with addresses", 400),
+        (b"Contact: <sip:caller@127.0.0.1:5062>", b"Contact: <sip:caller@127.0.0.1", "missing '>' after URI", 400),
+        (b"To: <sip:ivr@127.0.0.1>", b"To: <sip:ivr@127.0.0.1", "missing '>' after URI", 400),
+        (b'From: "Caller" <sip:caller@127.0.0.1>;tag=abc', b"From:", "empty address", 400),
+        (b"Record-Route: <sip:p1.example.com;lr>, ", b"Route: <sip:p0\r\nRecord-Route: ", "missing '>' after URI", 400),
+        (b"Record-Route: <sip:p1.example.com;lr>, <sip:p2.example.com;lr>", b"Record-Route: <sip:p1",
+         "missing '>' after URI", 400),
+        (b"Via: SIP/2.0/UDP 127.0.0.1:5062;branch=z9hG4bKtop;rport\r\nVia: SIP/2.0/TCP "
+         b"proxy.example.com;branch=z9hG4bKsecond;received=192.0.2.7\r\n", b"Via:\r\n", "empty Via header", 400),
+        (b"Max-Forwards: 69\r\n", b"Max-Forwards 69\r\n", "header line without ':': 'Max-Forwards 69'", 400),
+        (b"Max-Forwards: 69\r\n", b"X-" + b"y" * 60 + b"\r\n", "header line without ':': " + repr("X-" + "y" * 38), 400),
+        (b"Max-Forwards: 69\r\n", b"Max-Forwards\x0c: 69\r\n", "bad header name 'Max-Forwards\\x0c'", 400),
+        (b"\r\n\r\n", b"\r\n", "no empty line after the headers", 400),
+    ],
+)
+def test_malformed_request_reasons(old: bytes, new: bytes, reason: str, status: int) -> None:
+    with pytest.raises(SIPParseError) as info:
+        parse_message(_replace(old, new))
+    assert (info.value.reason, info.value.status) == (reason, status)
+
+
+def test_continuation_before_any_header_and_empty_or_huge_messages() -> None:
+    with pytest.raises(SIPParseError) as info:
+        parse_message(_replace(b"\r\nVia", b"\r\n Via"))
+    assert info.value.reason == "continuation line before any header"
+    for data, reason, status in [(b"\r\n\r\n", "empty message", 400),
+                                 (b"x" * (MAX_MESSAGE_SIZE + 1), "Message Too Large", 413)]:
+        with pytest.raises(SIPParseError) as info:
+            parse_message(data)
+        assert (info.value.reason, info.value.status) == (reason, status)
+
+
+@pytest.mark.parametrize(("status_line", "reason"), [
+    (b"SIP/2.0 99 Low", "status code out of range"),
+    (b"SIP/2.0 700 High", "status code out of range"),
+    (b"SIP/2.0 2000 OK", "status code out of range"),
+    (b"SIP/2.0 OK", "malformed Status-Line"),
+    (b"SIP/2.0 200 OK\x0b", "control character in Reason-Phrase"),
+    (b"SIP/2.0 200 O\x00K", "control character in Reason-Phrase"),
+])
+def test_malformed_status_line_reasons(status_line: bytes, reason: str) -> None:
+    with pytest.raises(SIPParseError) as info:
+        parse_message(status_line + _RESPONSE_TAIL)
+    assert info.value.reason == reason
+
+
+def test_status_code_limits_version_and_body_of_a_response() -> None:
+    for code in (100, 699):
+        response = parse_message(b"SIP/2.0 %d X" % code + _RESPONSE_TAIL)
+        assert isinstance(response, Response) and response.status == code
+    lower = parse_message(b"sip/2.0 200 \t OK \t" + _RESPONSE_TAIL[:-2] + b"Content-Length: 2\r\n\r\nhi")
+    assert (lower.version, lower.reason, lower.body) == ("sip/2.0", "OK", b"hi")
+    bare = parse_message(b"SIP/2.0 200" + _RESPONSE_TAIL)
+    assert bare.reason == ""
+    request = parse_message(_replace(b"5080 SIP/2.0", b"5080 sip/2.0"))
+    assert isinstance(request, Request) and request.version == "sip/2.0"
+    assert request.serialize().startswith(b"INVITE sip:ivr@127.0.0.1:5080 sip/2.0\r\n")
+
+
+def test_extension_methods_and_whitespace_kept_in_values() -> None:
+    # A method that starts with X must survive the stripping of leading CRLFs.
+    xmethod = parse_message(b"\r\n" + _replace(b"CSeq: 1 INVITE", b"CSeq: 1 XINVITE",
+                                                _replace(b"INVITE sip:", b"XINVITE sip:")))
+    assert isinstance(xmethod, Request) and xmethod.method == "XINVITE"
+    # Folding joins with one SP and strips only SP/HTAB (RFC 3261 §7.3.1); LWS before ':' is allowed.
+    folded = parse_message(_replace(b"Max-Forwards: 69\r\n", b"Subject \t:  a\r\n \t b\x0c \r\n"))
+    assert folded.headers.get("Subject") == "a b\x0c"
+
+
+def test_find_head_end_picks_the_first_blank_line_of_either_kind() -> None:
+    assert find_head_end(b"\r\n\r\nX") == (0, 4)
+    assert find_head_end(b"\n\nX\r\n\r\n") == (0, 2)
+    assert find_head_end(b"\n\n") == (0, 2)
+    assert find_head_end(b"A\n\nB\n\n") == (1, 3)
+    assert find_head_end(b"A\r\n\r\nB\n\n") == (1, 5)
+    assert find_head_end(b"\r\n\r\nA\r\n\r\n", 1) == (5, 9)
+    assert find_head_end(b"\n\nA\r\n\r\n", 1) == (3, 7)
+    assert find_head_end(b"A\r\nB\r\n") is None
+
+
+def test_max_forwards_range() -> None:
+    for value, expected in [(b"0", 0), (b"255", 255), (b"00070", 70), (b"100", 100)]:
+        assert parse_message(_replace(b"Max-Forwards: 69", b"Max-Forwards: " + value)).max_forwards == expected
+    assert content_length(Headers([("Content-Length", "000000000123")])) == 123
+    assert content_length(Headers([("Content-Length", "123456789")])) == 123456789
+    assert content_length(Headers()) is None
+
+
+def test_contact_star_alone_and_several_contacts() -> None:
+    register = _replace(b"CSeq: 1 INVITE", b"CSeq: 1 REGISTER", _replace(b"INVITE sip:", b"REGISTER sip:"))
+    star = parse_message(_replace(b"Contact: <sip:caller@127.0.0.1:5062>", b"Contact: *", register))
+    assert star.headers.get_all("Contact") == ["*"] and star.contacts == []
+    two = parse_message(_replace(b"Contact: <sip:caller@127.0.0.1:5062>", b"Contact: <sip:a@b>, <sip:c@d>"))
+    assert [str(c.uri) for c in two.contacts] == ["sip:a@b", "sip:c@d"]
+
+
+def test_serialize_one_content_length_keeps_later_headers_and_empty_values() -> None:
+    request = Request("OPTIONS", "sip:a@b", [("Content-Length", "9"), ("Content-Length", "7"), ("Subject", ""),
+                                             ("X-After", "kept")], b"abc")
+    assert request.serialize() == (b"OPTIONS sip:a@b SIP/2.0\r\nContent-Length: 3\r\nSubject:\r\n"
+                                   b"X-After: kept\r\n\r\nabc")
+    response = Response(200, "OK", [("Via", "SIP/2.0/UDP h")])
+    assert isinstance(response.headers, Headers) and response.headers.get("via") == "SIP/2.0/UDP h"
+    for method in ("OPTIONS\rX", "OPTIONS\nX"):
+        with pytest.raises(ValueError):
+            Request(method, "sip:a@b").serialize()
+
+
+def test_missing_header_and_unsupported_scheme_reasons() -> None:
+    with pytest.raises(SIPParseError) as info:
+        Request("OPTIONS", "sip:a@b").call_id
+    assert info.value.reason == "missing Call-ID header"
+    with pytest.raises(SIPParseError) as info:
+        Request("OPTIONS", "mailto:a@b").require_supported_scheme()
+    assert (info.value.reason, info.value.status) == ("Unsupported URI Scheme mailto", 416)

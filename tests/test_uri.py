@@ -209,3 +209,122 @@ def test_raw_at_signs_outside_userinfo() -> None:
         "pbx.example.net",
         5070,
     )
+
+
+# --- exact reasons and edges (mutation testing, docs/testing.md) ----------------------------------
+# Parse errors become the reason phrase of a 400 (simplesip.errors.SIPParseError): the text is pinned.
+
+def _reason(parse, text: str) -> str:
+    with pytest.raises(SIPParseError) as caught:
+        parse(text)
+    return caught.value.reason
+
+
+@pytest.mark.parametrize(("text", "user", "host", "params"), [
+    # The first "@" followed by a valid host[:port] ends the userinfo (RFC 4475 §3.1.1.2 leniency).
+    ("sip:a@-b;x@c", "a@-b;x", "c", {}),
+    ("sip:a@b@c;p@d", "a@b", "c", {"p@d": None}),
+    ("sip:a@@h;x@y", "a@", "h", {"x@y": None}),
+])
+def test_userinfo_ends_at_the_first_at_sign_before_a_host(text: str, user: str, host: str, params: dict) -> None:
+    uri = SipURI.parse(text)
+    assert (uri.user, uri.host, uri.params) == (user, host, params)
+
+
+@pytest.mark.parametrize(("text", "reason"), [
+    ("sip:@host", "empty user part in SIP URI"),
+    ("sip:@h;p=@x", "empty user part in SIP URI"),
+    ("sip:a@b@-c", "bad host in SIP URI: '-c'"),
+    ("sip:a@h:99999", "bad port in SIP URI"),
+    ("sip:", "empty URI after scheme"),
+    ("sip:a@b;=x", "empty URI parameter"),
+    ("sip:a@b;x=", "empty URI parameter"),
+    ("sip:a@b?x", "bad URI header"),
+    ("sip:a@b?=x", "bad URI header"),
+    ("sip:a b" + "c" * 70, "illegal character in URI " + repr(("sip:a b" + "c" * 70)[:60])),
+    ("1" * 70, "URI has no scheme: " + repr("1" * 60)),
+])
+def test_uri_error_reasons(text: str, reason: str) -> None:
+    assert _reason(SipURI.parse, text) == reason
+
+
+def test_uri_header_value_may_hold_an_equals_sign() -> None:
+    assert SipURI.parse("sip:a@b?subject=a=b&x=").headers == {"subject": "a=b", "x": ""}
+
+
+@pytest.mark.parametrize(("left", "right"), [
+    ("sip:alice:secret@h", "sip:alice:other@h"),  # RFC 3261 §19.1.4: userinfo is compared
+    ("sip:alice:secret@h", "sip:alice@h"),
+    ("sip:alice:secret@a.example", "sip:alice:secret@b.example"),
+    ("sip:a@h", "sip:a@h;user=phone"),  # user, ttl, method, maddr, transport: one side is enough
+    ("sip:a@h;ttl=1", "sip:a@h"),
+    ("sip:a@h", "sip:a@h;method=INVITE"),
+    ("sip:a@h;maddr=239.0.0.1", "sip:a@h"),
+    ("sip:a@h?subject=x", "sip:a@h?subject=y"),
+    ("tel:+1", "tel:+2"),
+])
+def test_more_rfc3261_non_equivalent_uris(left: str, right: str) -> None:
+    assert SipURI.parse(left) != SipURI.parse(right) and SipURI.parse(right) != SipURI.parse(left)
+
+
+@pytest.mark.parametrize(("left", "right"), [
+    ("sip:alice:p%41ss@h", "sip:alice:pAss@h"),  # escapes are undone before comparing
+    ("sip:a@h;lr;Foo=BAR", "sip:a@h;lr;foo=bar"),  # parameter names and values ignore case
+    ("sip:a@h?Subject=Hi%20there&Priority=urgent", "sip:a@h?subject=%48i%20there&priority=urgent"),
+    ("tel:+1-555", "tel:+1-555"),
+])
+def test_more_rfc3261_equivalent_uris(left: str, right: str) -> None:
+    a, b = SipURI.parse(left), SipURI.parse(right)
+    assert a == b and hash(a) == hash(b)
+
+
+def test_different_uris_hash_apart() -> None:
+    # Equal URIs must hash alike (above); different ones should not all share one bucket.
+    assert hash(SipURI.parse("sip:a@one.example")) != hash(SipURI.parse("sip:a@two.example"))
+    assert hash(SipURI.parse("tel:+1")) != hash(SipURI.parse("tel:+2"))
+
+
+@pytest.mark.parametrize(("text", "reason"), [
+    ("\x0c<sip:a@b>", "display name must be tokens or quoted: '\\x0c'"),
+    ("A\x0c<sip:a@b>", "display name must be tokens or quoted: 'A\\x0c'"),
+    ("a " * 30 + "@<sip:a@b>", "display name must be tokens or quoted: " + repr(("a " * 30 + "@")[:40])),
+    ('"A"\x0c<sip:a@b>', "quoted display name not followed by <URI>"),
+    ('"A" sip:a@b', "quoted display name not followed by <URI>"),
+    ("sip:a@b;p=<x>;q", "bad value for parameter 'p'"),
+    (";x<sip:a@b>", "URI has no scheme: ''"),
+    ("sip:a@b \x0c;tag=1", "illegal character in URI 'sip:a@b \\x0c'"),
+    ("sip:a,b@c", "URI with ',' or '?' must be enclosed in <>"),
+    ("sip:a@b?x=y", "URI with ',' or '?' must be enclosed in <>"),
+    ("<sip:a@b", "missing '>' after URI"),
+    (" \t ", "empty address"),
+])
+def test_name_addr_error_reasons(text: str, reason: str) -> None:
+    assert _reason(NameAddr.parse, text) == reason
+
+
+def test_addr_spec_forms_keep_every_header_parameter() -> None:
+    bare = NameAddr.parse("sip:a@b")
+    assert (bare.display, str(bare.uri), bare.params) == (None, "sip:a@b", {})
+    two = NameAddr.parse("sip:a@b;x;y=1")
+    assert two.uri.params == {} and two.params == {"x": None, "y": "1"}
+    spaced = NameAddr.parse("sip:a@b ;tag=1")
+    assert str(spaced.uri) == "sip:a@b" and spaced.tag == "1"
+
+
+@pytest.mark.parametrize(("text", "reason"), [
+    ("\x0cSIP/2.0/UDP h", "bad Via 'SIP/2.0/UDP h'"),
+    ("junk " + "x" * 70, "bad Via " + repr(("junk " + "x" * 70)[:60])),
+    ("SIP/2.0/UDP h x", "text after Via sent-by"),
+    ("SIP/2.0/UDP -h", "bad host in Via: '-h'"),
+])
+def test_via_error_reasons(text: str, reason: str) -> None:
+    assert _reason(Via.parse, text) == reason
+
+
+@pytest.mark.parametrize(("text", "reason"), [
+    ("x INVITE", "bad CSeq 'x INVITE'"),
+    ("x" * 50 + " INVITE", "bad CSeq " + repr("x" * 40)),
+    ("2147483648 INVITE", "CSeq number out of range"),
+])
+def test_cseq_error_reasons(text: str, reason: str) -> None:
+    assert _reason(parse_cseq, text) == reason

@@ -6,7 +6,12 @@ import pytest
 
 from simplesip.errors import SIPParseError
 from simplesip.wire.framing import StreamFramer
-from simplesip.wire.headers import REASONS, Headers
+from simplesip.wire.headers import (
+    REASONS,
+    Headers,
+    canonical_header_name,
+    default_reason,
+)
 from simplesip.wire.message import (
     MAX_MESSAGE_SIZE,
     Request,
@@ -519,3 +524,32 @@ def test_missing_header_and_unsupported_scheme_reasons() -> None:
     with pytest.raises(SIPParseError) as info:
         Request("OPTIONS", "mailto:a@b").require_supported_scheme()
     assert (info.value.reason, info.value.status) == ("Unsupported URI Scheme mailto", 416)
+
+
+def test_headers_equality_ignores_name_case_only() -> None:
+    one = Headers([("via", "SIP/2.0/UDP h"), ("X-Custom", "v")])
+    assert one == Headers([("Via", "SIP/2.0/UDP h"), ("x-custom", "v")])
+    assert one != Headers([("Via", "SIP/2.0/UDP h"), ("X-Custom", "V")])
+    assert one != Headers([("X-Custom", "v"), ("Via", "SIP/2.0/UDP h")])  # order is part of a message
+    assert one != [("Via", "SIP/2.0/UDP h"), ("X-Custom", "v")]
+    assert canonical_header_name("x") == "Session-Expires" and canonical_header_name("X-Odd") == "X-Odd"
+
+
+def test_header_values_strip_only_sp_htab_cr_and_refuse_either_line_break() -> None:
+    headers = Headers([("Subject", " \tXmas\x0c \r"), ("X-Name", "Xavier")])
+    assert headers.get("Subject") == "Xmas\x0c" and headers.get("X-Name") == "Xavier"
+    for value in ("a\rb", "a\nb"):
+        with pytest.raises(SIPParseError) as info:
+            Headers([("Subject", value)])
+        assert info.value.reason == "CR or LF inside the value of Subject"
+    with pytest.raises(SIPParseError) as info:
+        Headers([("Bad Name " + "x" * 50, "v")])
+    assert info.value.reason == "bad header name " + repr(("Bad Name " + "x" * 50)[:40])
+
+
+@pytest.mark.parametrize(("status", "reason"), [
+    (200, "OK"), (201, "OK"), (299, "OK"), (199, "Early Dialog Terminated"), (150, "Trying"),
+    (399, "Multiple Choices"), (601, "Busy Everywhere"), (699, "Busy Everywhere"), (700, "Unknown"), (99, "Unknown"),
+])
+def test_default_reason_falls_back_to_the_class(status: int, reason: str) -> None:
+    assert default_reason(status) == reason

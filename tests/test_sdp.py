@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+
 import pytest
 
 from simplesip.core.offeranswer import (
@@ -14,7 +16,9 @@ from simplesip.core.offeranswer import (
 from simplesip.errors import SIPParseError
 from simplesip.wire.sdp import (
     Connection,
+    CryptoAttribute,
     RtpMap,
+    SdesKey,
     SDPNegotiationError,
     SessionDescription,
 )
@@ -462,3 +466,68 @@ def test_malformed_sdp_exact_reasons(body: bytes, reason: str) -> None:
     with pytest.raises(SIPParseError) as caught:
         SessionDescription.parse(body)
     assert caught.value.reason == "bad SDP: " + reason and caught.value.status == 400
+
+
+# --- RFC 4568 a=crypto lines (the parser's other tests are in test_srtp.py) -----------------------
+
+RFC4568_KEY = "PS1uQCVeeCFCanVmcjkpPywjNWhcYD0mXXtxaVBR"  # RFC 4568 section 4's example key
+
+
+@pytest.mark.parametrize(("text", "key"), [
+    (f"inline:{RFC4568_KEY}|2^20|1:4", SdesKey(base64.b64decode(RFC4568_KEY), 2**20, (1, 4))),
+    (f"INLINE:{RFC4568_KEY}", SdesKey(base64.b64decode(RFC4568_KEY))),  # method compared without case
+    (f"inline:{RFC4568_KEY}|1000", SdesKey(base64.b64decode(RFC4568_KEY), 1000)),
+    (f"inline:{RFC4568_KEY}|3|12345678901234567890:128", SdesKey(base64.b64decode(RFC4568_KEY), 3,
+                                                               (12345678901234567890, 128))),
+    (f"inline:{RFC4568_KEY}|2^0", SdesKey(base64.b64decode(RFC4568_KEY), 1)),
+    (f"inline:{RFC4568_KEY}|99999999999999999999", SdesKey(base64.b64decode(RFC4568_KEY), 99999999999999999999)),
+    ("inline:AAE", SdesKey(b"\x00\x01")), ("inline:AA", SdesKey(b"\x00")), ("inline:AAEC", SdesKey(b"\x00\x01\x02")),
+])
+def test_sdes_key_params(text: str, key: SdesKey) -> None:
+    assert SdesKey.parse(text) == key
+
+
+@pytest.mark.parametrize(("key", "text"), [
+    (SdesKey(b"\x00\x01\x02", 2**20, (1, 4)), "inline:AAEC|2^20|1:4"),
+    (SdesKey(b"\x00\x01\x02", 1), "inline:AAEC|2^0"),
+    (SdesKey(b"\x00\x01\x02", 1000), "inline:AAEC|1000"),
+    (SdesKey(b"\x00\x01\x02", 2**48 + 1), "inline:AAEC|281474976710657"),
+    (SdesKey(b"\x00\x01", None, (7, 2)), "inline:AAE=|7:2"),
+])
+def test_sdes_key_text(key: SdesKey, text: str) -> None:
+    assert str(key) == text and SdesKey.parse(text) == key
+
+
+@pytest.mark.parametrize(("value", "reason"), [
+    (f"1 S key:{RFC4568_KEY}", "crypto key-param is not inline: " + repr(f"key:{RFC4568_KEY}"[:40])),
+    (f"1 S inline{RFC4568_KEY}", "crypto key-param is not inline: " + repr(f"inline{RFC4568_KEY}"[:40])),
+    ("1 S inline:" + "x" * 50 + "*", "crypto key is not base64: " + repr("x" * 40)),
+    ("1 S inline:=", "crypto key is not base64: '='"),
+    ("1 S inline:", "empty crypto key"),
+    (f"1 S inline:{RFC4568_KEY}|2^3|2^4", f"crypto key-info '{RFC4568_KEY}|2^3|2^4'"),
+    (f"1 S inline:{RFC4568_KEY}|1:4|2:4", f"crypto key-info '{RFC4568_KEY}|1:4|2:4'"),
+    (f"1 S inline:{RFC4568_KEY}|1:4|20", f"crypto key-info '{RFC4568_KEY}|1:4|20'"),
+    (f"1 S inline:{RFC4568_KEY}|1:1234", f"crypto key-info '{RFC4568_KEY}|1:1234'"),
+    (f"1 S inline:{RFC4568_KEY}|2^x", f"crypto key-info '{RFC4568_KEY}|2^x'"),
+    ("1 S inline:AAAA|" + "9" * 21, "crypto key-info " + repr(("AAAA|" + "9" * 21))),
+    ("1 S inline:AAAA|12345678901234567890123:1", "crypto key-info 'AAAA|12345678901234567890123:1'"),
+    ("1 S inline:" + "A" * 70 + "|junk", "crypto key-info " + repr(("A" * 70 + "|junk")[:60])),
+    (f"1 S( inline:{RFC4568_KEY}", "crypto suite is not a token: 'S('"),
+    ("x" * 70, "crypto " + repr("x" * 60)),
+    ("1 S", "crypto '1 S'"),
+    (f"1234567890 S inline:{RFC4568_KEY}", "crypto " + repr(f"1234567890 S inline:{RFC4568_KEY}"[:60])),
+    (f"1x S inline:{RFC4568_KEY}", f"crypto '1x S inline:{RFC4568_KEY}'"),
+])
+def test_bad_crypto_lines_exact_reasons(value: str, reason: str) -> None:
+    with pytest.raises(SIPParseError) as caught:
+        CryptoAttribute.parse(value)
+    assert caught.value.reason == "bad SDP: " + reason
+
+
+def test_crypto_attribute_fields_and_text() -> None:
+    line = CryptoAttribute.parse("123456789 AES_CM_128_HMAC_SHA1_32  inline:AAAA;inline:AAEC|1:2 KDR=1 FEC_ORDER=x")
+    assert (line.tag, line.suite, line.session_params) == (123456789, "AES_CM_128_HMAC_SHA1_32", ("KDR=1", "FEC_ORDER=x"))
+    assert line.keys == (SdesKey(b"\x00\x00\x00"), SdesKey(b"\x00\x01\x02", None, (1, 2)))
+    assert line.key_salt == b"\x00\x00\x00"
+    assert str(line) == "123456789 AES_CM_128_HMAC_SHA1_32 inline:AAAA;inline:AAEC|1:2 KDR=1 FEC_ORDER=x"
+    assert str(CryptoAttribute(2, "X", (SdesKey(b"\x00\x01\x02"),))) == "2 X inline:AAEC"

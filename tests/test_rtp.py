@@ -167,6 +167,11 @@ def test_extension_that_ends_the_packet_exactly() -> None:
         0xBEDE, b"\x11\x22\x33\x44\x55\x66\x77\x88", b"")
 
 
+def test_empty_extension_at_the_end_of_the_packet() -> None:
+    packet = RtpPacket.parse(bytes.fromhex("90000001") + bytes(8) + b"\x10\x00\x00\x00")
+    assert (packet.extension_profile, packet.extension_data, packet.payload) == (0x1000, b"", b"")
+
+
 def test_field_ranges_at_their_limits() -> None:
     data = RtpPacket(127, 0, 0, 0, padding=255).serialize()
     assert data[1] == 127 and len(data) == 12 + 255 and data[-1] == 255
@@ -209,6 +214,7 @@ def test_rtcp_header_only_packet_and_header_only_trailer() -> None:
     assert parse_rtcp(bye) == [RtcpPacket(203, 0, b"")]
     rr = build_receiver_report(5)
     assert parse_rtcp(rr + bye) == [ReceiverReport(5), RtcpPacket(203, 0, b"")]
+    assert parse_rtcp(bye + rr) == [RtcpPacket(203, 0, b""), ReceiverReport(5)]  # the body ends at its length
 
 
 @pytest.mark.parametrize(("data", "message"), [

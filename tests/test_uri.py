@@ -262,6 +262,7 @@ def test_uri_header_value_may_hold_an_equals_sign() -> None:
     ("sip:a@h;maddr=239.0.0.1", "sip:a@h"),
     ("sip:a@h?subject=x", "sip:a@h?subject=y"),
     ("tel:+1", "tel:+2"),
+    ("sip:a@h;x=%C3%9F", "sip:a@h;x=ss"),  # case-insensitive is not case folding: "ß" is not "ss"
 ])
 def test_more_rfc3261_non_equivalent_uris(left: str, right: str) -> None:
     assert SipURI.parse(left) != SipURI.parse(right) and SipURI.parse(right) != SipURI.parse(left)

@@ -448,6 +448,7 @@ def test_a_rejected_stream_needs_no_connection_and_ports_go_to_65535() -> None:
     (sdp(*_HEAD, "c=IN 1.1.1.1"), "c= needs 3 fields, got 'IN 1.1.1.1'"),
     (sdp(*_HEAD, "c=IN IP4 1.1.1.1", "c=IN IP4 2.2.2.2"), "repeated session c= line"),
     (sdp(*_HEAD, "A=x"), "not a <type>=<value> line: 'A=x'"),
+    (sdp(*_HEAD, "_=x"), "not a <type>=<value> line: '_=x'"),  # RFC 4566 types are one lower-case letter
     (sdp(*_HEAD, "x" * 60), "not a <type>=<value> line: " + repr("x" * 40)),
     (sdp(*_HEAD, "i=" + "\x00" * 60), "NUL or CR inside a line: " + repr("i=" + "\x00" * 38)),
     (sdp(*_HEAD, "t=x 0"), "t= start is not a number: 'x'"),

@@ -274,6 +274,10 @@ def test_sdes_cname_layout_and_long_names() -> None:
     assert data == bytes.fromhex("81ca0003") + bytes.fromhex("ffffffff") + b"\x01\x02ab" + bytes(4)
     (sdes,) = parse_rtcp(data)
     assert sdes == RtcpPacket(RTCP_SDES, 1, data[4:])
-    long = build_sdes_cname(1, "é" * 200)  # 400 bytes of UTF-8, cut to the 255 an item can hold
-    assert long[9] == 255 and long[10 : 10 + 255] == ("é" * 200).encode()[:255]
-    assert len(long) == 4 + 264 and long[10 + 255 :] == bytes(3)
+    ascii_name = build_sdes_cname(1, "x" * 300)  # cut to the 255 octets an item can hold
+    assert ascii_name[9] == 255 and ascii_name[10 : 10 + 255] == b"x" * 255
+    assert len(ascii_name) == 4 + 264 and ascii_name[10 + 255 :] == bytes(3)
+    # 400 octets of UTF-8: cut at a character boundary (254 octets), not inside the 128th "é"
+    long = build_sdes_cname(1, "é" * 200)
+    assert long[9] == 254 and long[10 : 10 + 254].decode("utf-8") == "é" * 127
+    assert len(long) == 4 + 264 and long[10 + 254 :] == bytes(4)

@@ -312,7 +312,9 @@ def build_sender_report(
 
 def build_sdes_cname(ssrc: int, cname: str) -> bytes:
     """An RTCP SDES packet with one chunk holding the CNAME (required in every compound packet)."""
-    text = cname.encode("utf-8")[:255]
+    # An SDES item holds at most 255 octets of UTF-8 (RFC 3550 §6.5): cut at a character boundary,
+    # never inside a multi-byte character.
+    text = cname.encode("utf-8")[:255].decode("utf-8", "ignore").encode("utf-8")
     chunk = struct.pack("!IBB", ssrc, SDES_CNAME, len(text)) + text
     # The item list ends with a null item, then pads the chunk to a 32-bit boundary.
     chunk += bytes(4 - len(chunk) % 4)

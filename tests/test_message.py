@@ -413,6 +413,7 @@ _RESPONSE_TAIL = b"\r\nVia: SIP/2.0/UDP h\r\nFrom: <sip:a@b>\r\nTo: <sip:c@d>\r\
         (b"Contact: <sip:caller@127.0.0.1:5062>", b"Contact: <sip:caller@127.0.0.1", "missing '>' after URI", 400),
         (b"To: <sip:ivr@127.0.0.1>", b"To: <sip:ivr@127.0.0.1", "missing '>' after URI", 400),
         (b'From: "Caller" <sip:caller@127.0.0.1>;tag=abc', b"From:", "empty address", 400),
+        (b"To: <sip:ivr@127.0.0.1>", b"To: \t", "empty address", 400),
         (b"Record-Route: <sip:p1.example.com;lr>, ", b"Route: <sip:p0\r\nRecord-Route: ", "missing '>' after URI", 400),
         (b"Record-Route: <sip:p1.example.com;lr>, <sip:p2.example.com;lr>", b"Record-Route: <sip:p1",
          "missing '>' after URI", 400),
@@ -553,3 +554,16 @@ def test_header_values_strip_only_sp_htab_cr_and_refuse_either_line_break() -> N
 ])
 def test_default_reason_falls_back_to_the_class(status: int, reason: str) -> None:
     assert default_reason(status) == reason
+
+
+def test_only_whitespace_is_stripped_around_names_values_and_reasons() -> None:
+    request = parse_message(_replace(b"Max-Forwards: 69\r\n", b"X-FooX: XmasX\r\n XboxX\r\n"))
+    assert ("X-FooX", "XmasX XboxX") in request.headers.items()
+    response = parse_message(b"SIP/2.0 200 XOKX" + _RESPONSE_TAIL)
+    assert response.reason == "XOKX"
+
+
+def test_content_length_refuses_a_second_one_in_any_form() -> None:
+    with pytest.raises(SIPParseError) as info:
+        content_length(Headers([("Content-Length", "4"), ("l", "4")]))
+    assert info.value.reason == "duplicate Content-Length header"

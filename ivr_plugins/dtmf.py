@@ -83,6 +83,9 @@ LONG_DRIFT = 0.003  # 0.3 % between the two windows (10-20 ms apart)
 LONG_GAP = 2  # windows from one valid window to the next that confirms it (2: one may fail between)
 LONG_HALF_RATIO = 2.0  # 6 dB between the window's two 20 ms halves
 HALF_WINDOWS = 3  # windows in a row confirming the key with only one tone steady (>= 70 ms of tone)
+VOICE_RATIO = 0.1  # a neighbouring harmonic at -10 dB or more: the two tones are a voice's (0: no test)
+VOICE_F0 = (70.0, 420.0)  # the voices' fundamental frequencies looked for
+VOICE_HARMONIC_TOL = 0.06  # |harmonic number - integer| for a tone to be a harmonic of an f0
 LONG_RIVAL = 1.15  # the chosen tone's new power over any other tone's of its group (0.6 dB)
 # A valid key needs two tones of at least MIN_TONE_DBFS each, i.e. a window mean power of about
 # A_min**2 (A_min**2 / 2 per tone), whatever the twist; partial cover of the window by a tone that
@@ -221,8 +224,9 @@ def long_windows(buffer: np.ndarray) -> dict[str, np.ndarray]:
     window's two 20 ms halves at the nominal frequency).
     """
     windows = sliding_window_view(buffer, LONG_LEN, axis=1)[:, ::HOP]  # (N, 2, 320), a view
-    spectrum = np.fft.rfft(windows * _LONG_HANN, LONG_NFFT, axis=-1)[..., _BAND]
-    power = spectrum.real**2 + spectrum.imag**2  # (N, 2, bins of the band)
+    spectrum = np.fft.rfft(windows * _LONG_HANN, LONG_NFFT, axis=-1)
+    full = spectrum.real**2 + spectrum.imag**2  # (N, 2, LONG_NFFT // 2 + 1)
+    power = full[..., _BAND]  # (N, 2, bins of the band)
     near = power[..., _LONG_NEAR]  # (N, 2, 8, 2 SEARCH + 3)
     at = near[..., 1:-1].argmax(axis=-1)[..., None] + 1  # the peak's place among them
     # parabolic interpolation of the log power around the peak bin
@@ -234,14 +238,38 @@ def long_windows(buffer: np.ndarray) -> dict[str, np.ndarray]:
     edges = np.take_along_axis(edges, (peak_bin[..., None] + _RING_EDGES).reshape(*peak_bin.shape[:2], -1), axis=-1)
     edges = edges.reshape(*peak_bin.shape, 4)
     ring = (edges[..., 1] - edges[..., 0] + edges[..., 3] - edges[..., 2]) / (2 * (RING_HI - RING_LO + 1))
-    halves = sliding_window_view(buffer, _HALF, axis=1)[:, ::HOP] @ _HALF_BASIS  # (N, 4, 16): re, im
-    halves = halves[..., :8] ** 2 + halves[..., 8:] ** 2  # 20 ms pieces starting 0, 10, 20, 30 ms in
+    halves = sliding_window_view(buffer, _HALF, axis=1)[:, ::HOP] @ _HALF_BASIS  # (N, pieces, 16): re, im
+    halves = halves[..., :8] ** 2 + halves[..., 8:] ** 2  # half-window pieces starting 0, 10, 20, ... ms in
     return {
         "power": np.exp(mid - 0.25 * (left - right) * shift),
         "freq": (peak_bin + _BAND.start + shift) * _LONG_DF,
         "ring": ring,
-        "halves": np.sqrt((halves[:, :2] + 1e-9) / (halves[:, 2:] + 1e-9)),  # window 0: pieces 0, 2
+        "full": full,
+        "halves": np.sqrt((halves[:, :2] + 1e-9) / (halves[:, _HALF // HOP :][:, :2] + 1e-9)),  # window w: pieces w, w + HALF / HOP
     }
+
+
+_VOICE_M = np.arange(1, 12)  # harmonic-number differences between the two tones
+
+
+def _voiced(freq: np.ndarray, tone: np.ndarray, full: np.ndarray) -> np.ndarray:
+    """Which of K candidate keys look like two harmonics of one voice: ``freq`` and ``tone`` (K, 2)
+    (row, column), ``full`` (K, bins) the window's power spectrum. For each f0 = (column - row) / m
+    in VOICE_F0 whose multiples the row tone is (within VOICE_HARMONIC_TOL of a harmonic number), the
+    spectrum at row +- f0 and column +- f0 is read: a voice (or an instrument) has its neighbouring
+    harmonics there, a key's tones have nothing in particular. Voiced where, for some such f0, each
+    tone has a neighbour at least VOICE_RATIO of its power."""
+    f0 = (freq[:, 1] - freq[:, 0])[:, None] / _VOICE_M  # (K, M)
+    number = freq[:, :1] / f0
+    candidate = (f0 >= VOICE_F0[0]) & (f0 <= VOICE_F0[1]) & (np.abs(number - np.round(number)) <= VOICE_HARMONIC_TOL)
+    around = np.stack([freq[:, :1] - f0, freq[:, :1] + f0, freq[:, 1:] - f0, freq[:, 1:] + f0], axis=-1)  # (K, M, 4)
+    low = np.clip(np.floor(around / _LONG_DF).astype(np.intp), 0, full.shape[-1] - 2)
+    flat = low.reshape(len(freq), -1)
+    level = np.maximum(np.take_along_axis(full, flat, axis=-1), np.take_along_axis(full, flat + 1, axis=-1))
+    level = level.reshape(around.shape)
+    near_row = level[..., :2].max(axis=-1) >= VOICE_RATIO * tone[:, :1]
+    near_col = level[..., 2:].max(axis=-1) >= VOICE_RATIO * tone[:, 1:]
+    return (candidate & near_row & near_col).any(axis=-1)
 
 
 def long_classify(buffer: np.ndarray, memory: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -276,6 +304,8 @@ def long_classify(buffer: np.ndarray, memory: np.ndarray) -> tuple[np.ndarray, n
     ok &= tone >= _LONG_MIN_POWER
     twist_db = 10 * np.log10((tone[..., 0] + 1e-9) / (tone[..., 1] + 1e-9))
     valid = ok.all(axis=-1) & (twist_db <= MAX_NORMAL_TWIST_DB) & (twist_db >= -MAX_REVERSE_TWIST_DB)
+    if VOICE_RATIO and valid.any():
+        valid[valid] &= ~_voiced(tone_freq[valid], tone[valid], found["full"][valid])
     key = np.where(valid, row * 4 + (col - 4), -1)
 
     # each window against the latest valid one before it, if no more than LONG_GAP windows back: the

@@ -86,6 +86,9 @@ HALF_WINDOWS = 3  # windows in a row confirming the key with only one tone stead
 VOICE_RATIO = 0.1  # a neighbouring harmonic at -10 dB or more: the two tones are a voice's (0: no test)
 VOICE_F0 = (70.0, 420.0)  # the voices' fundamental frequencies looked for
 VOICE_HARMONIC_TOL = 0.06  # |harmonic number - integer| for a tone to be a harmonic of an f0
+LONG_LOOSE = 1
+LONG_LOOSE_DRIFT = 0.003
+LONG_REFRACTORY = 0.06
 LONG_RIVAL = 1.15  # the chosen tone's new power over any other tone's of its group (0.6 dB)
 # A valid key needs two tones of at least MIN_TONE_DBFS each, i.e. a window mean power of about
 # A_min**2 (A_min**2 / 2 per tone), whatever the twist; partial cover of the window by a tone that
@@ -206,7 +209,8 @@ _PREV_FREQ = slice(_PAST.stop, _PAST.stop + 8)
 _PREV_KEY = _PREV_FREQ.stop
 _AGE = _PREV_KEY + 1  # windows since that key's window (1: the latest)
 _TICKS = _AGE + 1  # ticks seen, up to 2: until then the windows reach back before the call
-MEMORY = _TICKS + 1
+_LAST_FREQ = slice(_TICKS + 1, _TICKS + 9)  # the 8 peak frequencies of the latest window, valid or not
+MEMORY = _LAST_FREQ.stop
 
 
 def new_memory() -> np.ndarray:
@@ -318,6 +322,10 @@ def long_classify(buffer: np.ndarray, memory: np.ndarray) -> tuple[np.ndarray, n
     confirmed = valid & (key == prev_key) & (age <= LONG_GAP)
     half = confirmed & steady.any(axis=-1) & ~steady.all(axis=-1)
     confirmed &= steady.all(axis=-1)
+    if LONG_LOOSE:
+        last_freq = np.stack([memory[:, _LAST_FREQ], freq[:, 0]], axis=1)
+        last_steady = np.abs(tone_freq - pick(last_freq)) <= LONG_LOOSE_DRIFT * tone_freq
+        confirmed |= valid & last_steady.all(axis=-1)
 
     updated = np.empty_like(memory)
     updated[:, :HISTORY] = buffer[:, -HISTORY:]
@@ -329,6 +337,7 @@ def long_classify(buffer: np.ndarray, memory: np.ndarray) -> tuple[np.ndarray, n
     updated[:, _PREV_KEY] = np.where(valid1, key[:, 1], prev_key[:, 1])
     updated[:, _AGE] = np.where(valid1, 1.0, age[:, 1] + 1)
     updated[:, _TICKS] = np.minimum(memory[:, _TICKS] + 1, 2)
+    updated[:, _LAST_FREQ] = freq[:, 1]
     return np.where(confirmed, key + 32, np.where(half, key + 48, np.where(valid, key + 16, -1))), updated
 
 
@@ -390,6 +399,8 @@ class CallDtmf:
     active: int = -1  # key currently held down (reported), -1 when none
     misses: int = 0
     onset: float = 0.0
+    released: int = -1  # the latest key released, and when (media clock)
+    released_at: float = -1e9
 
 
 class _NoStateYet:
@@ -535,8 +546,11 @@ def _advance(call: CallContext, state: CallDtmf, key: int, at: float) -> None:
             return
         log.debug("call %s: in-band %s up after %.0f ms", call.id, _KEY_ORDER[state.active],
                   (at - state.onset) * 1000)
-        state.active = -1
+        state.active, state.released, state.released_at = -1, state.active, at
     if state.candidate >= 0 and (state.strong_run >= ONSET_WINDOWS or confirmed or state.half_run >= HALF_WINDOWS):
+        if (state.strong_run < ONSET_WINDOWS and state.released >= 0 and at - state.released_at < LONG_REFRACTORY
+                and (key // 4 == state.released // 4 or key % 4 == state.released % 4)):
+            return  # the tail of the key just released, with interference as its other tone
         state.active, state.misses = state.candidate, 0
         state.onset = at - (ONSET_WINDOWS + 1) * HOP / SAMPLE_RATE
         call.hook.ivr_dtmf_received(call=call, digit=_KEY_ORDER[key], source="inband", duration_ms=None)

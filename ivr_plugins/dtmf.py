@@ -89,6 +89,7 @@ VOICE_HARMONIC_TOL = 0.06  # |harmonic number - integer| for a tone to be a harm
 LONG_LOOSE = 1
 LONG_LOOSE_DRIFT = 0.003
 LONG_REFRACTORY = 0.06
+LONG_AMBIGUITY = 0.5
 LONG_RIVAL = 1.15  # the chosen tone's new power over any other tone's of its group (0.6 dB)
 # A valid key needs two tones of at least MIN_TONE_DBFS each, i.e. a window mean power of about
 # A_min**2 (A_min**2 / 2 per tone), whatever the twist; partial cover of the window by a tone that
@@ -209,7 +210,7 @@ _PREV_FREQ = slice(_PAST.stop, _PAST.stop + 8)
 _PREV_KEY = _PREV_FREQ.stop
 _AGE = _PREV_KEY + 1  # windows since that key's window (1: the latest)
 _TICKS = _AGE + 1  # ticks seen, up to 2: until then the windows reach back before the call
-_LAST_FREQ = slice(_TICKS + 1, _TICKS + 9)  # the 8 peak frequencies of the latest window, valid or not
+_LAST_FREQ = slice(_TICKS + 1, _TICKS + 17)  # the 8 peak frequencies of the latest two windows, valid or not
 MEMORY = _LAST_FREQ.stop
 
 
@@ -308,6 +309,15 @@ def long_classify(buffer: np.ndarray, memory: np.ndarray) -> tuple[np.ndarray, n
     ok &= tone >= _LONG_MIN_POWER
     twist_db = 10 * np.log10((tone[..., 0] + 1e-9) / (tone[..., 1] + 1e-9))
     valid = ok.all(axis=-1) & (twist_db <= MAX_NORMAL_TWIST_DB) & (twist_db >= -MAX_REVERSE_TWIST_DB)
+    if LONG_AMBIGUITY:
+        # another tone of the group that would pass the tests as well, nearly as strong: no telling which
+        plausible = np.abs(freq - _FUNDAMENTALS) <= LONG_FREQ_DEVIATION * _FUNDAMENTALS
+        plausible &= (power >= LONG_PROMINENCE * found["ring"]) & (power >= LONG_NOVELTY * reference)
+        plausible &= (found["halves"] < LONG_HALF_RATIO) & (found["halves"] > 1 / LONG_HALF_RATIO)
+        rivals = np.where(plausible, power, 0.0)
+        np.put_along_axis(rivals, tones, 0.0, axis=-1)
+        strongest = np.stack([rivals[..., :4].max(axis=-1), rivals[..., 4:].max(axis=-1)], axis=-1)
+        valid &= (strongest < LONG_AMBIGUITY * tone).all(axis=-1)
     if VOICE_RATIO and valid.any():
         valid[valid] &= ~_voiced(tone_freq[valid], tone[valid], found["full"][valid])
     key = np.where(valid, row * 4 + (col - 4), -1)
@@ -323,9 +333,13 @@ def long_classify(buffer: np.ndarray, memory: np.ndarray) -> tuple[np.ndarray, n
     half = confirmed & steady.any(axis=-1) & ~steady.all(axis=-1)
     confirmed &= steady.all(axis=-1)
     if LONG_LOOSE:
-        last_freq = np.stack([memory[:, _LAST_FREQ], freq[:, 0]], axis=1)
-        last_steady = np.abs(tone_freq - pick(last_freq)) <= LONG_LOOSE_DRIFT * tone_freq
-        confirmed |= valid & last_steady.all(axis=-1)
+        last = memory[:, _LAST_FREQ].reshape(-1, 2, 8)  # windows -2, -1 before this tick's first
+        steady_all = valid.copy()
+        for back in range(1, LONG_LOOSE + 1):
+            # window 0's earlier windows: last[:, 2 - back]; window 1's: freq[:, 0], then last[:, 1]
+            earlier = np.stack([last[:, 2 - back], freq[:, 0] if back == 1 else last[:, 1]], axis=1)
+            steady_all &= (np.abs(tone_freq - pick(earlier)) <= LONG_LOOSE_DRIFT * tone_freq).all(axis=-1)
+        confirmed |= steady_all
 
     updated = np.empty_like(memory)
     updated[:, :HISTORY] = buffer[:, -HISTORY:]
@@ -337,7 +351,7 @@ def long_classify(buffer: np.ndarray, memory: np.ndarray) -> tuple[np.ndarray, n
     updated[:, _PREV_KEY] = np.where(valid1, key[:, 1], prev_key[:, 1])
     updated[:, _AGE] = np.where(valid1, 1.0, age[:, 1] + 1)
     updated[:, _TICKS] = np.minimum(memory[:, _TICKS] + 1, 2)
-    updated[:, _LAST_FREQ] = freq[:, 1]
+    updated[:, _LAST_FREQ] = freq.reshape(len(memory), -1)
     return np.where(confirmed, key + 32, np.where(half, key + 48, np.where(valid, key + 16, -1))), updated
 
 

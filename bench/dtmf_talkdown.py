@@ -1,11 +1,12 @@
 """In-band DTMF under speech and music (talk-down), talk-off, and the detector's cost per call per tick.
 
-    python -m bench.dtmf_talkdown [--count 160] [--calls 250] [--ticks 500] [--baseline REV] [--rounds 3]
+    python -m bench.dtmf_talkdown [--count 160] [--seeds 17] [--calls 250] [--ticks 500] [--baseline REV] [--rounds 3]
 
 Builds the seeded set of tests/helpers/dtmf_talkdown.py (keys under espeak-ng speech and synthesized
 music at 0 and -7 dB signal-to-interference, G.711 mu-law), prints the share of keys detected per
-interferer and SIR, the false digits on the talk-off sets (espeak-ng speech raw and through G.711,
-music alone), and the time ivr_audio_in takes per call per 20 ms tick on speech-like input.
+interferer and SIR (``--seeds``: summed over several seeded sets), the false digits on the talk-off
+sets (espeak-ng speech in the 5 test voices and 8 more, raw and through G.711; music alone), and
+the time ivr_audio_in takes per call per 20 ms tick on speech-like input.
 With ``--baseline REV`` (a git revision, e.g. cfb054e) the cost is measured in ``--rounds``
 alternating runs of that revision's ivr_plugins/dtmf.py and the current one, and the medians and
 their ratio are printed: on a shared machine only interleaved runs compare.
@@ -30,7 +31,9 @@ from tests.helpers.audio import PARAGRAPHS, VOICES, speech  # noqa: E402
 
 def talk_off_sets() -> dict[str, list[np.ndarray]]:
     raw = [np.concatenate([speech(text, voice) for text in PARAGRAPHS]) for voice in VOICES]
+    extra = [np.concatenate([speech(text, voice) for text in PARAGRAPHS]) for voice in td.TALK_OFF_EXTRA_VOICES]
     return {"speech (5 voices)": raw, "speech via G.711": [td.through_g711(x) for x in raw],
+            f"speech, {len(extra)} more voices": extra, "more voices via G.711": [td.through_g711(x) for x in extra],
             "music alone": [td.music_talk_off_pcm()]}
 
 
@@ -72,6 +75,8 @@ def cost_per_call_tick(calls: int, ticks: int, plugin: object = dtmf_plugin) -> 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--count", type=int, default=160, help="key presses per interferer and SIR")
+    parser.add_argument("--seeds", default="17", help="comma-separated seeds of the clip set (17: the tests' set; "
+                        "101,102,103: the held-out set the docs report)")
     parser.add_argument("--calls", type=int, default=250)
     parser.add_argument("--ticks", type=int, default=500)
     parser.add_argument("--baseline", help="git revision whose detector the cost is compared with")
@@ -79,10 +84,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     print("| interferer | SIR | detected | missed | wrong |")
     print("|---|---|---|---|---|")
+    seeds = [int(seed) for seed in args.seeds.split(",")]
     for kind in td.INTERFERERS:
         for sir in (0.0, -7.0):
-            clips = td.build_clips(kind, sir, count=args.count)
-            s = td.score(clips, td.detect_batch(clips.pcm))
+            right = missed = wrong = 0
+            for seed in seeds:
+                clips = td.build_clips(kind, sir, count=args.count, seed=seed)
+                s = td.score(clips, td.detect_batch(clips.pcm))
+                right, missed, wrong = right + s.right, missed + s.missed, wrong + s.wrong
+            s = td.Score(right, missed, wrong)
             print(f"| {kind} | {sir:g} dB | {100 * s.rate:.1f} % ({s.right}/{s.total}) | {s.missed} | {s.wrong} |")
     print()
     for name, signals in talk_off_sets().items():

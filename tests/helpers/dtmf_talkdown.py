@@ -35,6 +35,10 @@ from simplesip.wire import g711
 from tests.helpers.audio import FRAME, PARAGRAPHS, RATE, VOICES, speech
 
 KEYS = "123A456B789C*0#D"
+#: More espeak-ng voices for the talk-off check only (the talk-down set keeps the five test voices):
+#: female variants (f0 around 200 Hz: harmonics 200+ Hz apart), the Klatt synthesizer and accents.
+TALK_OFF_EXTRA_VOICES = ("en-gb-x-rp", "en-029", "en-us+f2", "en-us+f4", "en-gb+f3", "en-us-nyc",
+                         "en-gb-x-gbcwmd+m3", "en-us+klatt")
 CLIP_SECONDS = 0.40
 INTERFERERS = ("speech", "music")
 

@@ -73,24 +73,25 @@ MAX_SUBWINDOW_RATIO = 1.41  # amplitude change between sub-windows (3 dB): tone 
 # Interference can bend one tone's interpolated frequency (a music partial 1 % away, a harmonic
 # passing by): HALF_WINDOWS windows in a row that confirm the key with only one tone steady make a
 # press too (two in a row gave wrong keys: a steady column with a vowel harmonic as the row).
-LONG_LEN = 320  # 40 ms
-LONG_NFFT = 320  # no zero padding (25 Hz bins): 512 gains ~2 points for 1.5x the FFT cost
-LONG_FREQ_DEVIATION = 0.015
-LONG_PROMINENCE = 6.0  # power ratio (7.8 dB); 5 gives talk-off on en-gb
-LONG_NOVELTY = 1.2  # power ratio vs LONG_REF_WINDOWS earlier; 1.0 gives wrong keys under music
-LONG_REF_WINDOWS = 5  # 50 ms: the reference window ends where the first window of a run begins
-LONG_DRIFT = 0.003  # 0.3 % between the two windows (10-20 ms apart)
+LONG_LEN = 480  # 40 ms
+LONG_NFFT = 480  # no zero padding (25 Hz bins): 512 gains ~2 points for 1.5x the FFT cost
+LONG_FREQ_DEVIATION = 0.012  
+LONG_PROMINENCE = 4.97  # power ratio (7.8 dB); 5 gives talk-off on en-gb
+LONG_NOVELTY = 1.57  # power ratio vs LONG_REF_WINDOWS earlier; 1.0 gives wrong keys under music
+LONG_REF_WINDOWS = 7  # 50 ms: the reference window ends where the first window of a run begins
+LONG_DRIFT = 0.0029  # 0.3 % between the two windows (10-20 ms apart)
 LONG_GAP = 2  # windows from one valid window to the next that confirms it (2: one may fail between)
-LONG_HALF_RATIO = 2.0  # 6 dB between the window's two 20 ms halves
+LONG_HALF_RATIO = 2.08  # 6 dB between the window's two 20 ms halves
 HALF_WINDOWS = 3  # windows in a row confirming the key with only one tone steady (>= 70 ms of tone)
-VOICE_RATIO = 0.1  # a neighbouring harmonic at -10 dB or more: the two tones are a voice's (0: no test)
+VOICE_RATIO = 0.136  # a neighbouring harmonic at -10 dB or more: the two tones are a voice's (0: no test)
 VOICE_F0 = (70.0, 420.0)  # the voices' fundamental frequencies looked for
 VOICE_HARMONIC_TOL = 0.06  # |harmonic number - integer| for a tone to be a harmonic of an f0
-LONG_LOOSE = 1
-LONG_LOOSE_DRIFT = 0.003
-LONG_REFRACTORY = 0.06
-LONG_AMBIGUITY = 0.5
-LONG_RIVAL = 1.15  # the chosen tone's new power over any other tone's of its group (0.6 dB)
+LONG_LOOSE = 1  
+LONG_LOOSE_DRIFT = 0.0043  
+LONG_REFRACTORY = 0.1  
+LONG_TWIST_DB = (5.0, 4.0)  
+LONG_AMBIGUITY = 0.5  
+LONG_RIVAL = 1.27  # the chosen tone's new power over any other tone's of its group (0.6 dB)
 # A valid key needs two tones of at least MIN_TONE_DBFS each, i.e. a window mean power of about
 # A_min**2 (A_min**2 / 2 per tone), whatever the twist; partial cover of the window by a tone that
 # still passes the steadiness test lowers that to ~0.7 A_min**2. The gate sits 6 dB under it, so
@@ -308,7 +309,7 @@ def long_classify(buffer: np.ndarray, memory: np.ndarray) -> tuple[np.ndarray, n
     ok &= (halves < LONG_HALF_RATIO) & (halves > 1 / LONG_HALF_RATIO)
     ok &= tone >= _LONG_MIN_POWER
     twist_db = 10 * np.log10((tone[..., 0] + 1e-9) / (tone[..., 1] + 1e-9))
-    valid = ok.all(axis=-1) & (twist_db <= MAX_NORMAL_TWIST_DB) & (twist_db >= -MAX_REVERSE_TWIST_DB)
+    valid = ok.all(axis=-1) & (twist_db <= LONG_TWIST_DB[0]) & (twist_db >= -LONG_TWIST_DB[1])
     if LONG_AMBIGUITY:
         # another tone of the group that would pass the tests as well, nearly as strong: no telling which
         plausible = np.abs(freq - _FUNDAMENTALS) <= LONG_FREQ_DEVIATION * _FUNDAMENTALS

@@ -90,6 +90,7 @@ LONG_LOOSE = 1
 LONG_LOOSE_DRIFT = 0.0043  
 LONG_REFRACTORY = 0.1  
 LONG_TWIST_DB = (5.0, 4.0)  
+LONG_MIN_PIECE = 0.03  # the quietest 10 ms of a long window against its mean power (-15 dB)
 LONG_AMBIGUITY = 0.5  
 LONG_RIVAL = 1.27  # the chosen tone's new power over any other tone's of its group (0.6 dB)
 # A valid key needs two tones of at least MIN_TONE_DBFS each, i.e. a window mean power of about
@@ -310,6 +311,14 @@ def long_classify(buffer: np.ndarray, memory: np.ndarray) -> tuple[np.ndarray, n
     ok &= tone >= _LONG_MIN_POWER
     twist_db = 10 * np.log10((tone[..., 0] + 1e-9) / (tone[..., 1] + 1e-9))
     valid = ok.all(axis=-1) & (twist_db <= LONG_TWIST_DB[0]) & (twist_db >= -LONG_TWIST_DB[1])
+    # no near-silent 10 ms piece in the window: the long path is for keys under continuous interference;
+    # a tone alone (too short, or two presses with a pause) is the strict path's to judge
+    pieces = buffer.reshape(len(buffer), -1, HOP)
+    pieces = np.einsum("ijk,ijk->ij", pieces, pieces)  # (N, pieces of 10 ms)
+    span = LONG_LEN // HOP
+    floor = np.stack([pieces[:, w : w + span].min(axis=1) / pieces[:, w : w + span].mean(axis=1).clip(1e-9)
+                      for w in range(2)], axis=1)
+    valid &= floor >= LONG_MIN_PIECE
     if LONG_AMBIGUITY:
         # another tone of the group that would pass the tests as well, nearly as strong: no telling which
         plausible = np.abs(freq - _FUNDAMENTALS) <= LONG_FREQ_DEVIATION * _FUNDAMENTALS

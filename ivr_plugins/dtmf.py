@@ -198,6 +198,7 @@ _BAND = slice(int(_LONG_CENTER[0]) - _SEARCH - RING_HI - 1, int(_LONG_CENTER[-1]
 _LONG_NEAR = _LONG_CENTER[:, None] - _BAND.start + np.arange(-_SEARCH - 1, _SEARCH + 2)  # (8, 2 SEARCH + 3)
 _RING_EDGES = np.array([-RING_HI - 1, -RING_LO, RING_LO - 1, RING_HI])  # cumsum[b] - cumsum[a] = sum(a+1..b)
 _LONG_MIN_POWER = (_MIN_TONE_AMPLITUDE * _LONG_HANN_SUM / 2) ** 2  # a tone's peak power at MIN_TONE_DBFS
+_TOP = int(np.ceil((_FUNDAMENTALS[-1] * (1 + LONG_FREQ_DEVIATION) + VOICE_F0[1]) / _LONG_DF)) + 3
 _HALF = LONG_LEN // 2
 _half_basis = (np.hanning(_HALF + 2)[1:-1, None]
                * np.exp(-2j * np.pi * np.outer(np.arange(_HALF), _FUNDAMENTALS) / SAMPLE_RATE))
@@ -231,8 +232,8 @@ def long_windows(buffer: np.ndarray) -> dict[str, np.ndarray]:
     window's two 20 ms halves at the nominal frequency).
     """
     windows = sliding_window_view(buffer, LONG_LEN, axis=1)[:, ::HOP]  # (N, 2, 320), a view
-    spectrum = np.fft.rfft(windows * _LONG_HANN, LONG_NFFT, axis=-1)
-    full = spectrum.real**2 + spectrum.imag**2  # (N, 2, LONG_NFFT // 2 + 1)
+    spectrum = np.fft.rfft(windows * _LONG_HANN, LONG_NFFT, axis=-1)[..., :_TOP]
+    full = spectrum.real**2 + spectrum.imag**2  # (N, 2, _TOP): up to where _voiced looks
     power = full[..., _BAND]  # (N, 2, bins of the band)
     near = power[..., _LONG_NEAR]  # (N, 2, 8, 2 SEARCH + 3)
     at = near[..., 1:-1].argmax(axis=-1)[..., None] + 1  # the peak's place among them

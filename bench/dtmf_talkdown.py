@@ -56,7 +56,7 @@ def plugin_at(revision: str) -> object:
 
 def cost_per_call_tick(calls: int, ticks: int, plugin: object = dtmf_plugin) -> float:
     """Seconds of ivr_audio_in per call per tick, every call listening, on speech + music input."""
-    rig = AudioRig(plugin, config={"plugins": {"dtmf": {"inband": "on"}}})
+    rig = AudioRig(("dtmf", plugin), config={"plugins": {"dtmf": {"inband": "on"}}})  # any module name
     group = [rig.call(f"c{i}") for i in range(calls)]
     source = np.concatenate([td.speech_stream(), td.music() * 32768 * 0.3])
     rng = np.random.default_rng(1)

@@ -82,23 +82,23 @@ MAX_SUBWINDOW_RATIO = 1.41  # amplitude change between sub-windows (3 dB): tone 
 # released less than LONG_REFRACTORY before is not taken (the tail of that key, interference as the
 # other tone). Settings from a search on seeds 18-19 of tests/helpers/dtmf_talkdown.py (not the
 # tests' seed 17) under zero talk-off on 13 espeak-ng voices and music; docs/plugins.md has the rates.
-LONG_LEN = 480  # 60 ms (40 ms: 4-8 points fewer at -7 dB; DTMF presses last 40 ms and more)
+LONG_LEN = 480  # 60 ms (40 ms found fewer keys at -7 dB; DTMF presses last 40 ms and more)
 LONG_NFFT = 480  # no zero padding (16.7 Hz bins)
-LONG_FREQ_DEVIATION = 0.012  # Q.24 accepts 1.5 %; the long path asks for 1.2 %
-LONG_PROMINENCE = 4.97  # power ratio (7 dB) over the mean 60-200 Hz either side
-LONG_NOVELTY = 1.57  # power ratio vs LONG_REF_WINDOWS earlier (2 dB)
-LONG_REF_WINDOWS = 7  # 70 ms: the reference window ends 10 ms before the window starts
-LONG_DRIFT = 0.0029  # 0.3 % between a valid window and the previous valid one (10-20 ms apart)
-LONG_LOOSE_DRIFT = 0.0043  # 0.4 % between a valid window and the window just before it
+LONG_FREQ_DEVIATION = 0.015  # Q.24's 1.5 %
+LONG_PROMINENCE = 4.65  # power ratio (6.7 dB) over the mean 60-200 Hz either side
+LONG_NOVELTY = 1.6  # power ratio vs LONG_REF_WINDOWS earlier (2 dB)
+LONG_REF_WINDOWS = 6  # 60 ms: the reference window ends where the window starts
+LONG_DRIFT = 0.0025  # 0.25 % between a valid window and the previous valid one (10-20 ms apart)
+LONG_LOOSE_DRIFT = 0.005  # 0.5 % between a valid window and the window just before it
 LONG_GAP = 2  # windows from one valid window to the next that confirms it (2: one may fail between)
-LONG_HALF_RATIO = 2.08  # 6.4 dB between the window's two 30 ms halves
+LONG_HALF_RATIO = 2.3  # 7.2 dB between the window's two 30 ms halves
 HALF_WINDOWS = 3  # windows in a row confirming the key with only one tone steady
 LONG_TWIST_DB = (5.0, 4.0)  # row over column, column over row (the strict path keeps Q.24's 9 / 5)
-LONG_AMBIGUITY = 0.5  # another plausible tone of the group at half the chosen one's power: no key
+LONG_AMBIGUITY = 0.3  # another plausible tone of the group at 0.3 of the chosen one's power: no key
 LONG_MIN_PIECE = 0.03  # the quietest 10 ms of a long window against its mean power (-15 dB)
 LONG_REFRACTORY = 0.1  # seconds after a release in which the long path takes no key sharing a tone
-LONG_RIVAL = 1.27  # the chosen tone's new power over any other tone's of its group (1 dB)
-VOICE_RATIO = 0.136  # a neighbouring harmonic at -8.7 dB or more: the two tones are a voice's (0: no test)
+LONG_RIVAL = 1.26  # the chosen tone's new power over any other tone's of its group (1 dB)
+VOICE_RATIO = 0.13  # a neighbouring harmonic at -8.9 dB or more: the two tones are a voice's (0: no test)
 VOICE_F0 = (70.0, 420.0)  # the voices' fundamental frequencies looked for
 VOICE_HARMONIC_TOL = 0.06  # |harmonic number - integer| for a tone to be a harmonic of an f0
 # A valid key needs two tones of at least MIN_TONE_DBFS each, i.e. a window mean power of about

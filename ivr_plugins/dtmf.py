@@ -208,6 +208,7 @@ _RING_EDGES = np.array([-RING_HI - 1, -RING_LO, RING_LO - 1, RING_HI])  # cumsum
 _LONG_MIN_POWER = (_MIN_TONE_AMPLITUDE * _LONG_HANN_SUM / 2) ** 2  # a tone's peak power at MIN_TONE_DBFS
 _TOP = int(np.ceil((_FUNDAMENTALS[-1] * (1 + LONG_FREQ_DEVIATION) + VOICE_F0[1]) / _LONG_DF)) + 3
 _HALF = LONG_LEN // 2
+_HALF_STARTS = np.array([0, _HALF, HOP, HOP + _HALF])  # where the halves of windows 0 and 1 start
 _half_basis = (np.hanning(_HALF + 2)[1:-1, None]
                * np.exp(-2j * np.pi * np.outer(np.arange(_HALF), _FUNDAMENTALS) / SAMPLE_RATE))
 _HALF_BASIS = np.concatenate([_half_basis.real, _half_basis.imag], axis=1)  # real: (160, 16)
@@ -259,14 +260,14 @@ def long_windows(buffer: np.ndarray) -> dict[str, np.ndarray]:
     edges = np.take_along_axis(edges, (peak_bin[..., None] + _RING_EDGES).reshape(*peak_bin.shape[:2], -1), axis=-1)
     edges = edges.reshape(*peak_bin.shape, 4)
     ring = (edges[..., 1] - edges[..., 0] + edges[..., 3] - edges[..., 2]) / (2 * (RING_HI - RING_LO + 1))
-    halves = sliding_window_view(buffer, _HALF, axis=1)[:, ::HOP] @ _HALF_BASIS  # (N, pieces, 16): re, im
-    halves = halves[..., :8] ** 2 + halves[..., 8:] ** 2  # half-window pieces starting 0, 10, 20, ... ms in
+    halves = sliding_window_view(buffer, _HALF, axis=1)[:, _HALF_STARTS] @ _HALF_BASIS  # (N, 4, 16): re, im
+    halves = halves[..., :8] ** 2 + halves[..., 8:] ** 2  # window 0's first and second half, then window 1's
     return {
         "power": np.exp(mid - 0.25 * (left - right) * shift),
         "freq": (peak_bin + _BAND.start + shift) * _LONG_DF,
         "ring": ring,
         "full": full,
-        "halves": np.sqrt((halves[:, :2] + 1e-9) / (halves[:, _HALF // HOP :][:, :2] + 1e-9)),  # window w: pieces w, w + HALF / HOP
+        "halves": np.sqrt((halves[:, 0::2] + 1e-9) / (halves[:, 1::2] + 1e-9)),
     }
 
 

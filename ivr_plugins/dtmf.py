@@ -67,7 +67,8 @@ MAX_SUBWINDOW_RATIO = 1.41  # amplitude change between sub-windows (3 dB): tone 
 # interpolated between bins), LONG_RIVAL above the runner-up of its group in new power,
 # LONG_PROMINENCE above the mean power 60-200 Hz either side, LONG_NOVELTY above its power in that
 # earlier window, steady between the window's two 30 ms halves, at level, within LONG_TWIST_DB; and
-# when no other tone of a group would pass those tests at LONG_AMBIGUITY of the chosen one's power,
+# when no other tone of a group is within LONG_FREQ_DEVIATION and LONG_NOVELTY above its earlier
+# power at LONG_AMBIGUITY of the chosen one's power or more (no telling which is the key's),
 # the window has no near-silent 10 ms piece (LONG_MIN_PIECE: a tone alone is the strict path's to
 # judge, so short tones and pauses between presses keep their Q.24 handling), and the two tones are
 # not two harmonics of one voice (see _voiced: a voice has its neighbouring harmonics at row +- f0
@@ -94,7 +95,7 @@ LONG_GAP = 2  # windows from one valid window to the next that confirms it (2: o
 LONG_HALF_RATIO = 2.3  # 7.2 dB between the window's two 30 ms halves
 HALF_WINDOWS = 3  # windows in a row confirming the key with only one tone steady
 LONG_TWIST_DB = (5.0, 4.0)  # row over column, column over row (the strict path keeps Q.24's 9 / 5)
-LONG_AMBIGUITY = 0.3  # another plausible tone of the group at 0.3 of the chosen one's power: no key
+LONG_AMBIGUITY = 0.2  # another new tone of the group at 0.2 (-7 dB) of the chosen one's power: no key
 LONG_MIN_PIECE = 0.03  # the quietest 10 ms of a long window against its mean power (-15 dB)
 LONG_REFRACTORY = 0.1  # seconds after a release in which the long path takes no key sharing a tone
 LONG_RIVAL = 1.26  # the chosen tone's new power over any other tone's of its group (1 dB)
@@ -335,10 +336,9 @@ def long_classify(buffer: np.ndarray, memory: np.ndarray) -> tuple[np.ndarray, n
                       for w in range(2)], axis=1)
     valid &= floor >= LONG_MIN_PIECE
     if LONG_AMBIGUITY:
-        # another tone of the group that would pass the tests as well, nearly as strong: no telling which
+        # another new tone of the group in tolerance at LONG_AMBIGUITY of its power: no telling which is the key's
         plausible = np.abs(freq - _FUNDAMENTALS) <= LONG_FREQ_DEVIATION * _FUNDAMENTALS
-        plausible &= (power >= LONG_PROMINENCE * found["ring"]) & (power >= LONG_NOVELTY * reference)
-        plausible &= (found["halves"] < LONG_HALF_RATIO) & (found["halves"] > 1 / LONG_HALF_RATIO)
+        plausible &= power >= LONG_NOVELTY * reference  # (the key's own tone is often not prominent)
         rivals = np.where(plausible, power, 0.0)
         np.put_along_axis(rivals, tones, 0.0, axis=-1)
         strongest = np.stack([rivals[..., :4].max(axis=-1), rivals[..., 4:].max(axis=-1)], axis=-1)

@@ -19,8 +19,9 @@ the values the bot sent (``set`` events, a JSON object as close reason) plus ``c
 
 The plugin is one more consumer and producer on the batched media pipeline: ``ivr_audio_in``
 encodes the caller's frames of every bridged call at once and queues one ``media`` message per
-call per tick; ``ivr_audio_out`` mixes the bot's queued audio into the outbound frames, 20 ms a
-tick. DTMF (``ivr_dtmf``) goes to the bot as ``dtmf``; the vad plugin's speech start
+call per tick (written to every bot socket by one callback right after the tick); ``ivr_audio_out``
+mixes the bot's queued audio into the outbound frames, 20 ms a tick that sends (a catch-up tick
+after a stall holds it). DTMF (``ivr_dtmf``) goes to the bot as ``dtmf``; the vad plugin's speech start
 (``ivr_speech``) barges in locally when the node asks for it (``barge_in: speech``).
 
 Configuration (``plugins.bot``): ``max_buffer`` (seconds of bot audio queued, default 60),
@@ -139,8 +140,10 @@ def ivr_audio_in(batch: AudioBatch) -> None:
 
 @hookimpl
 def ivr_audio_out(batch: AudioBatch) -> None:
-    """Mix the next 20 ms of each bridged call's bot audio into its outbound frame."""
-    if not _bridged:
+    """Mix the next 20 ms of each bridged call's bot audio into its outbound frame. A catch-up
+    tick after a stall sends no packet (``batch.send`` is False): the bot's audio stays queued
+    for the ticks that do, so nothing it sent is lost."""
+    if not _bridged or not batch.send:
         return
     rows: list[int] = []
     frames: list[bytes] = []

@@ -1,11 +1,19 @@
 """One call bridged to a bot's WebSocket: :class:`BotBridge`, the asyncio side of the ``bot``
 action (``ivr_plugins.bot``), speaking :mod:`ivr_plugins.media_streams`.
 
-Two tasks per bridge and no thread: a sender that writes queued text frames to the socket and a
-receiver that reads the bot's frames. The media clock talks to the bridge without awaiting:
-:meth:`BotBridge.caller_frame` queues the caller's 20 ms chunk (dropped and counted when the bot
-does not read fast enough) and :meth:`BotBridge.next_frame` takes the next 20 ms of the bot's
-audio from the play-out buffer, which the receiver fills (bounded: audio past
+No thread, and no task wake-up per message. The socket is ``websockets``' own asyncio client
+connection (handshake, TLS, close handshake, keepalive), with two changes of path for speed
+(:class:`BridgeConnection`): a whole text frame from the bot is handed to the bridge as it is
+parsed, inside the event loop's read callback (so a frame that arrives before a media tick is
+in the play-out buffer when that tick runs), and what we send is written by one
+:class:`SendFlusher` callback per loop iteration for every bridge at once, one ``write`` per
+bridge, instead of one sender task per bridge waking per message. One task per bridge remains,
+idle: it waits for the end of the socket (and reads the rare fragmented message).
+
+The media clock talks to the bridge without awaiting: :meth:`BotBridge.caller_frame` queues the
+caller's 20 ms chunk (dropped and counted when the bot does not read fast enough: the socket
+buffers ``WRITE_LIMIT`` bytes, then ``send_queue`` chunks wait) and :meth:`BotBridge.next_frame`
+takes the next 20 ms of the bot's audio from the play-out buffer (bounded: audio past
 ``max_buffer`` seconds is dropped and counted). ``clear`` empties the buffer as soon as it is
 read, so the next tick is already silent; marks are echoed from the tick that plays the last
 byte before them.
@@ -35,6 +43,8 @@ from websockets.exceptions import (
     InvalidStatus,
     InvalidURI,
 )
+from websockets.frames import Frame, Opcode
+from websockets.protocol import State
 
 from ivr.audio import FRAME_SAMPLES, SAMPLE_RATE
 from ivr.call import CallContext
@@ -49,7 +59,14 @@ from ivr_plugins.media_streams import (
     parse_bot_message,
 )
 
-__all__ = ["NORMAL_CLOSE_CODES", "BotBridge", "BotConnectError", "BridgeSettings"]
+__all__ = [
+    "NORMAL_CLOSE_CODES",
+    "BotBridge",
+    "BotConnectError",
+    "BridgeConnection",
+    "BridgeSettings",
+    "SendFlusher",
+]
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +97,112 @@ class BridgeSettings:
 
 class BotConnectError(Exception):
     """The bot could not be reached: refused, unreachable, timed out, TLS or HTTP refusal."""
+
+
+class BridgeConnection(ClientConnection):
+    """``websockets``' asyncio client connection, with whole data frames handed to
+    :attr:`on_message` as they are parsed (in the loop's read callback) rather than queued for a
+    task to ``recv()``, and :meth:`write_texts` to send without awaiting.
+
+    A fragmented message (rare: Twilio-style bots send one frame per message) goes through the
+    library's own reassembly and ``recv()``; from then on every message of this connection does,
+    so that messages are never reordered. Flow control is the library's: :attr:`paused` is set
+    while the socket buffers more than ``write_limit`` bytes, and :attr:`on_resume` is called
+    when it drains.
+    """
+
+    on_message: Any = None  # Callable[[str | bytes], None] | None
+    on_resume: Any = None  # Callable[[], None] | None
+    _fragmented = False
+    _close_timer: asyncio.TimerHandle | None = None
+
+    def process_event(self, event: Any) -> None:
+        handler = self.on_message
+        if handler is not None and not self._fragmented and isinstance(event, Frame) and self.response is not None:
+            opcode = event.opcode
+            if event.fin and opcode is Opcode.TEXT:
+                try:
+                    text: str | bytes = bytes(event.data).decode("utf-8")
+                except UnicodeDecodeError:
+                    text = bytes(event.data)  # counted as malformed by the bridge (not text)
+                handler(text)
+                return
+            if event.fin and opcode is Opcode.BINARY:
+                handler(bytes(event.data))
+                return
+            if opcode in (Opcode.TEXT, Opcode.BINARY):
+                self._fragmented = True  # this message and every later one go through recv()
+        super().process_event(event)
+
+    @property
+    def writable(self) -> bool:
+        """The socket is open and takes more data now (not over its write limit)."""
+        return self.protocol.state is State.OPEN and not self.paused and not self.transport.is_closing()
+
+    def write_texts(self, texts: list[str]) -> None:
+        """Frame ``texts`` as text messages and write them to the socket in one ``write``;
+        the caller checks :attr:`writable` first."""
+        protocol = self.protocol
+        for text in texts:
+            protocol.send_text(text.encode())
+        data = b"".join(protocol.data_to_send())
+        if data:
+            self.transport.write(data)
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        # The bot started the closing handshake: the library waits for it to close TCP, and
+        # enforces close_timeout only inside a send; we may send nothing more, so enforce it here.
+        if self.close_deadline is not None and self._close_timer is None:
+            self._close_timer = self.loop.call_at(self.close_deadline, self._close_timed_out)
+
+    def _close_timed_out(self) -> None:
+        if not self.connection_lost_waiter.done():
+            self.set_connection_exc(TimeoutError("timed out while closing connection"))
+            self.transport.abort()
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        if self.on_resume is not None:
+            self.on_resume()
+
+
+class SendFlusher:
+    """Writes what bridges queued, for all of them at once, from one ``call_soon`` callback per
+    loop iteration: the media tick queues one message per bridge, and the flush runs right after
+    the tick has sent its RTP packets."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.pending: dict[int, BotBridge] = {}
+        self.scheduled = False
+
+    def request(self, bridge: BotBridge) -> None:
+        self.pending[id(bridge)] = bridge
+        if not self.scheduled:
+            self.scheduled = True
+            self.loop.call_soon(self.flush)
+
+    def flush(self) -> None:
+        self.scheduled = False
+        pending, self.pending = self.pending, {}
+        for bridge in pending.values():
+            try:
+                bridge._pump()
+            except Exception:  # one bridge's fault must not keep the others' audio back
+                log.exception("call %s: writing to the bot failed", bridge.call.id)
+
+
+_flushers: dict[asyncio.AbstractEventLoop, SendFlusher] = {}
+
+
+def _flusher(loop: asyncio.AbstractEventLoop) -> SendFlusher:
+    flusher = _flushers.get(loop)
+    if flusher is None:
+        for old in [old for old in _flushers if old.is_closed()]:
+            del _flushers[old]
+        flusher = _flushers[loop] = SendFlusher(loop)
+    return flusher
 
 
 def _sid(prefix: str, seed: str | None = None) -> str:
@@ -121,8 +244,9 @@ class BotBridge:
         self.error: str | None = None
         self.streaming = False  # True between start and stop: the media clock feeds the bridge
         self.started_at: float | None = None
-        self._ws: ClientConnection | None = None
+        self._ws: BridgeConnection | None = None
         self._loop = asyncio.get_running_loop()
+        self._flusher = _flusher(self._loop)
         #: Resolved with ``"done"`` (the bot closed normally) or ``"broken"`` when the socket ends.
         self.finished: asyncio.Future[str] = self._loop.create_future()
         self._closing = False
@@ -130,7 +254,6 @@ class BotBridge:
         # caller -> bot
         self._out: deque[tuple[str, bool]] = deque()
         self._out_media = 0
-        self._wake = asyncio.Event()
         self._first_tick: int | None = None
         # bot -> caller
         self._play = bytearray()
@@ -153,6 +276,7 @@ class BotBridge:
                 max_size=self.settings.max_message_bytes, proxy=None, ssl=self.ssl_context,
                 close_timeout=self.settings.close_timeout, write_limit=WRITE_LIMIT,
                 user_agent_header=f"simplesip-ivr websockets/{websockets.__version__}",
+                create_connection=BridgeConnection,
             ), self.connect_timeout)
         except TimeoutError:
             raise BotConnectError(f"no answer within {self.connect_timeout:g} s") from None
@@ -164,6 +288,9 @@ class BotBridge:
             raise BotConnectError(f"TLS certificate not trusted: {exc.verify_message}") from None
         except (OSError, InvalidHandshake, ValueError) as exc:
             raise BotConnectError(f"{type(exc).__name__}: {exc}") from None
+        assert isinstance(self._ws, BridgeConnection)
+        self._ws.on_message = self._on_message
+        self._ws.on_resume = self._request_flush
 
     def start(self, start_message: dict[str, Any]) -> None:
         """Send ``connected`` and ``start`` and let media flow both ways."""
@@ -172,8 +299,7 @@ class BotBridge:
         self._queue(self.encoder.dump(start_message))
         self.streaming = True
         self.started_at = time.monotonic()
-        self._tasks = [self._loop.create_task(self._sender(), name=f"bot-send-{self.call.id}"),
-                       self._loop.create_task(self._receiver(), name=f"bot-receive-{self.call.id}")]
+        self._tasks = [self._loop.create_task(self._receiver(), name=f"bot-receive-{self.call.id}")]
 
     async def stop(self, timeout: float | None = None) -> None:
         """We end the stream: ``stop``, then a normal close; the tasks are gone on return."""
@@ -197,9 +323,11 @@ class BotBridge:
             self._loop.create_task(self.stop())
 
     async def _flush_then_close(self) -> None:
-        while self._out and not self.finished.done():
-            await asyncio.sleep(0.005)
         assert self._ws is not None
+        while self._out and not self.finished.done():
+            self._pump()
+            if self._out:
+                await asyncio.sleep(0.005)
         await self._ws.close(1000, "call ended")
 
     async def _cancel_tasks(self) -> None:
@@ -218,8 +346,30 @@ class BotBridge:
             return False
         self._out.append((text, media))
         self._out_media += media
-        self._wake.set()
+        if len(self._out) == 1:
+            self._flusher.request(self)
         return True
+
+    def _request_flush(self) -> None:
+        if self._out:
+            self._flusher.request(self)
+
+    def _pump(self) -> None:
+        """Write everything queued, unless the socket is over its write limit (then the queue
+        waits for it to drain: :meth:`BridgeConnection.resume_writing` asks for a flush)."""
+        ws, out = self._ws, self._out
+        if ws is None or not out or not ws.writable:
+            return
+        texts = [text for text, _ in out]
+        media = self._out_media
+        out.clear()
+        self._out_media = 0
+        try:
+            ws.write_texts(texts)
+        except (OSError, RuntimeError) as exc:  # the receiver reports how the socket ended
+            log.info("call %s: bot socket write failed: %r", self.call.id, exc)
+            return
+        self.stats["media_sent"] += media
 
     def caller_frame(self, ulaw: bytes, tick: int) -> None:
         """The caller's 20 ms (160 µ-law bytes) of media tick ``tick``; never blocks."""
@@ -242,24 +392,6 @@ class BotBridge:
         """Send an extension event ``{"event": name, ..., name: body}`` (for plugins); False when
         the bridge is not streaming or its queue is full."""
         return self.streaming and self._queue(self.encoder.event(name, body))
-
-    async def _sender(self) -> None:
-        ws = self._ws
-        assert ws is not None
-        out = self._out
-        try:
-            while True:
-                while not out:
-                    self._wake.clear()
-                    await self._wake.wait()
-                text, media = out.popleft()
-                self._out_media -= media
-                await ws.send(text)
-                self.stats["media_sent"] += media
-        except ConnectionClosed:
-            pass  # the receiver reports how the socket ended
-        except OSError as exc:
-            log.info("call %s: bot socket write failed: %r", self.call.id, exc)
 
     # -- bot -> caller ----------------------------------------------------------------------
 
@@ -337,7 +469,16 @@ class BotBridge:
         self._queued_total += len(payload)
         self.stats["audio_received_ms"] += len(payload) // 8
 
+    def _on_message(self, text: str | bytes) -> None:
+        """A whole frame from the bot, in the loop's read callback: never raises."""
+        try:
+            self._handle(text)
+        except Exception as exc:  # a bug of ours must not break the connection's read path
+            log.error("call %s: bot bridge receive failed: %r", self.call.id, exc, exc_info=exc)
+
     async def _receiver(self) -> None:
+        """Waits for the end of the socket (whole frames go to :meth:`_on_message` as they are
+        read; this loop sees only fragmented messages) and resolves :attr:`finished`."""
         ws = self._ws
         assert ws is not None
         outcome = "broken"

@@ -69,6 +69,9 @@ SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)
 _ANCILLARY = socket.CMSG_SPACE(16)
 TICK = 0.02
 HARNESS_NICE = -10
+#: SCHED_RR priority of the caller and the bots with ``--harness-priority realtime``: under the
+#: server's (``priority: realtime`` is 10), over every ordinary process on the machine.
+HARNESS_RT = 5
 
 FLOWS = {
     "bot": """\
@@ -238,20 +241,21 @@ class Caller:
         tick = 0
         while self.sending:
             tick += 1
-            now = time.time()
             for call in list(self.calls.values()):
                 if call.server_rtp is None or call.failed == "ended":
                     continue
                 counter = call.sent
                 tag_frame = make_frame(KIND_CALLER, call.index, counter)
                 header = struct.pack("!BBHII", 0x80, 0, counter & 0xFFFF, counter * 160 & 0xFFFFFFFF, call.ssrc)
+                sampled = counter % SAMPLE_EVERY == 0
+                sent = time.time() if sampled else 0.0  # this packet's own send time, not the tick's
                 try:
                     self.rtp.sendto(header + tag_frame, call.server_rtp)
                 except OSError:
                     continue
                 call.sent += 1
-                if counter % SAMPLE_EVERY == 0:
-                    self.sent_at[KIND_CALLER << 48 | call.index << 32 | counter] = now
+                if sampled:
+                    self.sent_at[KIND_CALLER << 48 | call.index << 32 | counter] = sent
             delay = start + tick * TICK - time.monotonic()
             await asyncio.sleep(max(delay, 0))
 
@@ -292,7 +296,7 @@ class Step:
 class Server:
     """``ivr serve`` with the two flows, its bot URL and a metrics port."""
 
-    def __init__(self, folder: Path, bot_port: int, priority: str = "normal") -> None:
+    def __init__(self, folder: Path, bot_port: int, priority: str = "normal", inband: str = "auto") -> None:
         self.folder = folder
         folder.mkdir(parents=True, exist_ok=True)
         for name, text in FLOWS.items():
@@ -305,7 +309,7 @@ class Server:
             f"rtp_ports: [{low}, {high}]\nflows: [bot.yaml, plain.yaml]\nrecordings: rec\n"
             f"limits: {{max_calls: 5000, rate: {{per_source: 100000, burst: 100000}}}}\n"
             f"metrics_port: {self.metrics_port}\nlogging: {{level: info}}\ndrain_timeout: 1\n"
-            f"priority: {priority}\n"
+            f"priority: {priority}\nplugins: {{dtmf: {{inband: '{inband}'}}}}\n"
             f"variables: {{bot_url: 'ws://127.0.0.1:{bot_port}/'}}\n")
         self.log_path = folder / "serve.log"
         with self.log_path.open("wb") as out:
@@ -352,8 +356,13 @@ class Server:
         terminate(self.process)
 
 
+def _harness_cpu(bot_pids: list[int]) -> float:
+    """CPU seconds of the caller (this process) and the bot processes together."""
+    return sum(cpu_seconds(pid) or 0.0 for pid in [os.getpid(), *bot_pids])
+
+
 async def run_step(server: Server, flow: str, calls: int, hold: float, first_index: int, rate: float,
-                   bot_pid: int) -> Step:
+                   bot_pids: list[int]) -> Step:
     step = Step(flow, calls, hold)
     caller = Caller(("127.0.0.1", server.sip_port), flow)
     placed = await caller.start(calls, first_index, rate)
@@ -362,7 +371,7 @@ async def run_step(server: Server, flow: str, calls: int, hold: float, first_ind
     await asyncio.sleep(2.0)  # bridges connect, jitter buffers fill
     pid = server.process.pid
     cpu_before, wall_before = cpu_seconds(pid) or 0.0, time.monotonic()
-    harness_before = (cpu_seconds(os.getpid()) or 0.0) + (cpu_seconds(bot_pid) or 0.0)
+    harness_before = _harness_cpu(bot_pids)
     ticks_before = server.dropped_ticks()
     rss = [rss_bytes(pid) or 0]
     end = time.monotonic() + hold
@@ -371,7 +380,7 @@ async def run_step(server: Server, flow: str, calls: int, hold: float, first_ind
         rss.append(rss_bytes(pid) or 0)
     wall = time.monotonic() - wall_before
     step.cpu_percent = 100 * ((cpu_seconds(pid) or 0.0) - cpu_before) / wall
-    harness_after = (cpu_seconds(os.getpid()) or 0.0) + (cpu_seconds(bot_pid) or 0.0)
+    harness_after = _harness_cpu(bot_pids)
     step.harness_cpu_percent = 100 * (harness_after - harness_before) / wall
     step.load_average = os.getloadavg()[0]
     ticks_after = server.dropped_ticks()
@@ -401,8 +410,8 @@ def percentiles(values: np.ndarray) -> str:
     return f"p50 {p50:.1f} / p99 {p99:.1f} / max {values.max():.1f} ms (n={len(values)})"
 
 
-def analyse(steps: list[Step], bot_file: Path, jitter_target_ms: int) -> dict[str, Any]:
-    data = np.load(bot_file)
+def analyse(steps: list[Step], bot_files: list[Path], jitter_target_ms: int) -> dict[str, Any]:
+    data = load_bot_files(bot_files)
     tags, arrived, echoed = data["tags"], data["arrived"], data["echoed"]
     report: dict[str, Any] = {"jitter_target_ms": jitter_target_ms, "steps": []}
     bot_calls = {int(row[0]): row[1:] for row in data["calls"]}
@@ -440,38 +449,64 @@ def analyse(steps: list[Step], bot_file: Path, jitter_target_ms: int) -> dict[st
     return report
 
 
-def start_bot(folder: Path, nice: int = 0) -> tuple[subprocess.Popen, int, Path]:
-    """The echo bot process, listening: (process, port, the file it writes on SIGTERM)."""
+def start_bot(folder: Path, nice: int = 0, processes: int = 1,
+              rt: int = 0) -> tuple[list[subprocess.Popen], int, list[Path]]:
+    """The echo bot, listening: ``processes`` processes on one port (``SO_REUSEPORT`` when more
+    than one: the kernel spreads the connections); returns (processes, port, the files they
+    write on SIGTERM)."""
     bot_port = free_tcp_port()
-    bot_file = folder / "bot.npz"
-    with (folder / "bot.log").open("wb") as bot_log:
-        bot = subprocess.Popen([sys.executable, "-m", "bench.bridge_bot", "--port", str(bot_port), "--out",
-                                str(bot_file), "--nice", str(nice)], cwd=PROJECT, stdout=bot_log, stderr=subprocess.STDOUT,
-                               env={**os.environ, "PYTHONPATH": str(PROJECT)})
+    bots: list[subprocess.Popen] = []
+    files: list[Path] = []
     try:
-        wait_for_line(folder / "bot.log", "READY", bot, 30)
+        for number in range(processes):
+            bot_file = folder / f"bot-{number}.npz"
+            log_path = folder / f"bot-{number}.log"
+            command = [sys.executable, "-m", "bench.bridge_bot", "--port", str(bot_port), "--out", str(bot_file),
+                       "--nice", str(nice), "--rt", str(rt)] + (["--reuse-port"] if processes > 1 else [])
+            with log_path.open("wb") as bot_log:
+                bot = subprocess.Popen(command, cwd=PROJECT, stdout=bot_log, stderr=subprocess.STDOUT,
+                                       env={**os.environ, "PYTHONPATH": str(PROJECT)})
+            bots.append(bot)
+            files.append(bot_file)
+            wait_for_line(log_path, "READY", bot, 30)
     except RuntimeError:
-        terminate(bot)
+        for bot in bots:
+            terminate(bot)
         raise
-    return bot, bot_port, bot_file
+    return bots, bot_port, files
 
 
-async def bench(args: argparse.Namespace, folder: Path, bot: subprocess.Popen, bot_port: int,
-                bot_file: Path) -> dict[str, Any]:
+def load_bot_files(files: list[Path]) -> dict[str, Any]:
+    """The bot processes' measurements merged (per-call rows are disjoint: a call is one
+    connection, so one process)."""
+    parts = [np.load(path) for path in files]
+    merged: dict[str, Any] = {}
+    for key in ("tags", "arrived", "echoed", "clears_tag", "clears_at", "probes_tag", "probes_sent", "calls"):
+        merged[key] = np.concatenate([part[key] for part in parts])
+    merged["connections"] = sum(int(part["connections"]) for part in parts)
+    merged["closed_abnormally"] = sum(int(part["closed_abnormally"]) for part in parts)
+    return merged
+
+
+async def bench(args: argparse.Namespace, folder: Path, bots: list[subprocess.Popen], bot_port: int,
+                bot_files: list[Path]) -> dict[str, Any]:
     server: Server | None = None
     steps: list[Step] = []
     index = 0
+    bot_pids = [bot.pid for bot in bots]
     try:
-        server = Server(folder / "serve", bot_port, args.priority)
+        server = Server(folder / "serve", bot_port, args.priority, args.inband)
+        if args.harness_priority == "realtime":  # the caller, this process; after the server's start (not inherited)
+            os.sched_setscheduler(0, os.SCHED_RR, os.sched_param(HARNESS_RT))
         if args.plain:
             log.info("plain IVR: %d calls for %.0f s", args.plain, args.plain_hold)
-            steps.append(await run_step(server, "plain", args.plain, args.plain_hold, index, args.rate, bot.pid))
+            steps.append(await run_step(server, "plain", args.plain, args.plain_hold, index, args.rate, bot_pids))
             index += args.plain
             await asyncio.sleep(3)
         for number, calls in enumerate(args.steps):
             hold = args.hold if number == 0 else args.next_hold
             log.info("bridged: %d calls for %.0f s", calls, hold)
-            step = await run_step(server, "bot", calls, hold, index, args.rate, bot.pid)
+            step = await run_step(server, "bot", calls, hold, index, args.rate, bot_pids)
             steps.append(step)
             index += calls
             log.info("step done: %d answered, CPU %.0f %%", step.answered, step.cpu_percent)
@@ -481,11 +516,14 @@ async def bench(args: argparse.Namespace, folder: Path, bot: subprocess.Popen, b
     finally:
         if server is not None:
             server.stop()
-        terminate(bot)
+        for bot in bots:
+            terminate(bot)
     from simplesip.core.jitter import JitterBuffer
 
     target = JitterBuffer().target_frames * 20
-    return analyse(steps, bot_file, target)
+    report = analyse(steps, bot_files, target)
+    report["bot_processes"] = len(bots)
+    return report
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -500,9 +538,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--priority", choices=("normal", "high", "realtime"), default="high",
                         help="the server's `priority` setting (default high: nice -10, so that the "
                              "harness, which shares the machine, cannot starve it)")
-    parser.add_argument("--harness-priority", choices=("normal", "high"), default="normal",
+    parser.add_argument("--harness-priority", choices=("normal", "high", "realtime"), default="normal",
                         help="the caller's and the echo bot's niceness (high: -10, like the server; measured "
-                             "worse on this 2-core machine: the harness then takes CPU from the server)")
+                             "worse on this 2-core machine: the harness then takes CPU from the server); "
+                             f"realtime: SCHED_RR {HARNESS_RT}, under a `--priority realtime` server (10) and over "
+                             "every other process of a shared machine")
+    parser.add_argument("--inband", choices=("auto", "off"), default="auto",
+                        help="the server's plugins.dtmf.inband (auto, the default: the in-band DTMF detector "
+                             "runs on every call, as this caller never sends an RFC 4733 key; off: as for "
+                             "callers that do)")
+    parser.add_argument("--bot-processes", type=int, default=2,
+                        help="echo bot processes sharing one port (SO_REUSEPORT; default 2, one per core here)")
     parser.add_argument("--quick", action="store_true", help="5 plain and 5 bridged calls, 5 s each")
     parser.add_argument("--out", type=Path, help="write the JSON report here too")
     parser.add_argument("--keep", action="store_true", help="keep the working folder")
@@ -514,10 +560,11 @@ def main(argv: list[str] | None = None) -> int:
     folder = Path(tempfile.mkdtemp(prefix="bench-bridge-"))
     try:
         nice = HARNESS_NICE if args.harness_priority == "high" else 0
+        rt = HARNESS_RT if args.harness_priority == "realtime" else 0
         if nice:
             os.setpriority(os.PRIO_PROCESS, 0, nice)  # the caller, this process
-        bot, bot_port, bot_file = start_bot(folder, nice)
-        report = asyncio.run(bench(args, folder, bot, bot_port, bot_file))
+        bots, bot_port, bot_files = start_bot(folder, nice, args.bot_processes, rt)
+        report = asyncio.run(bench(args, folder, bots, bot_port, bot_files))
     finally:
         if not args.keep:
             shutil.rmtree(folder, ignore_errors=True)

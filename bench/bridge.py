@@ -288,6 +288,7 @@ class Step:
     loss_in: float | None = None
     loss_out: float | None = None
     dropped_ticks: float | None = None
+    tick_timings: dict[str, dict[str, float]] = field(default_factory=dict)  # see tick_histograms
 
     def per_call_cpu(self) -> float:
         return self.cpu_percent / max(self.answered, 1)
@@ -340,20 +341,49 @@ class Server:
                     totals[name] = totals.get(name, 0) + int(value)
         return totals
 
-    def dropped_ticks(self) -> float | None:
+    def metrics(self) -> dict[str, float]:
+        """The server's Prometheus samples (name with labels -> value); empty when unreachable."""
         import urllib.request
 
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=2) as reply:
-                for line in reply.read().decode().splitlines():
-                    if line.startswith("ivr_media_clock_dropped_ticks_total"):
-                        return float(line.rsplit(" ", 1)[1])
+                text = reply.read().decode()
         except OSError:
-            return None
-        return None
+            return {}
+        samples = {}
+        for line in text.splitlines():
+            if line and not line.startswith("#"):
+                name, _, value = line.rpartition(" ")
+                try:
+                    samples[name] = float(value)
+                except ValueError:
+                    pass
+        return samples
+
+    def dropped_ticks(self) -> float | None:
+        return self.metrics().get("ivr_media_clock_dropped_ticks_total")
+
 
     def stop(self) -> None:
         terminate(self.process)
+
+
+def tick_histograms(before: dict[str, float], after: dict[str, float]) -> dict[str, dict[str, float]]:
+    """The media clock's tick duration and lateness over a step: the share of firings (%) at or
+    under each bucket bound (ms), from the server's cumulative histograms."""
+    result: dict[str, dict[str, float]] = {}
+    for short, metric in (("tick_duration", "ivr_media_tick_duration_seconds"),
+                          ("tick_lateness", "ivr_media_tick_lateness_seconds")):
+        count = after.get(metric + "_count", 0.0) - before.get(metric + "_count", 0.0)
+        if count <= 0:
+            continue
+        shares = {}
+        for name, value in after.items():
+            if name.startswith(metric + "_bucket{") and '"+Inf"' not in name:
+                bound = float(name.split('le="', 1)[1].split('"', 1)[0])
+                shares[f"<={bound * 1000:g}ms"] = round(100 * (value - before.get(name, 0.0)) / count, 2)
+        result[short] = dict(sorted(shares.items(), key=lambda item: float(item[0][2:-2])))
+    return result
 
 
 def _harness_cpu(bot_pids: list[int]) -> float:
@@ -372,7 +402,8 @@ async def run_step(server: Server, flow: str, calls: int, hold: float, first_ind
     pid = server.process.pid
     cpu_before, wall_before = cpu_seconds(pid) or 0.0, time.monotonic()
     harness_before = _harness_cpu(bot_pids)
-    ticks_before = server.dropped_ticks()
+    metrics_before = server.metrics()
+    ticks_before = metrics_before.get("ivr_media_clock_dropped_ticks_total")
     rss = [rss_bytes(pid) or 0]
     end = time.monotonic() + hold
     while time.monotonic() < end:
@@ -383,7 +414,9 @@ async def run_step(server: Server, flow: str, calls: int, hold: float, first_ind
     harness_after = _harness_cpu(bot_pids)
     step.harness_cpu_percent = 100 * (harness_after - harness_before) / wall
     step.load_average = os.getloadavg()[0]
-    ticks_after = server.dropped_ticks()
+    metrics_after = server.metrics()
+    step.tick_timings = tick_histograms(metrics_before, metrics_after)
+    ticks_after = metrics_after.get("ivr_media_clock_dropped_ticks_total")
     if ticks_before is not None and ticks_after is not None:
         step.dropped_ticks = ticks_after - ticks_before
     step.rss_start_mb, step.rss_end_mb, step.rss_max_mb = rss[0] / 2**20, rss[-1] / 2**20, max(rss) / 2**20
@@ -419,7 +452,7 @@ def analyse(steps: list[Step], bot_files: list[Path], jitter_target_ms: int) -> 
         row: dict[str, Any] = {k: getattr(step, k) for k in (
             "flow", "calls", "hold", "answered", "cpu_percent", "harness_cpu_percent", "load_average",
             "rss_start_mb", "rss_end_mb", "rss_max_mb", "rss_samples_mb", "loss_out", "dropped_ticks",
-            "bridge_counters")}
+            "bridge_counters", "tick_timings")}
         row["cpu_per_call_percent"] = step.per_call_cpu()
         if step.flow == "bot":
             caller = step.caller  # type: ignore[attr-defined]

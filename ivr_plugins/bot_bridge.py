@@ -252,7 +252,8 @@ class BotBridge:
         self._closing = False
         self._tasks: list[asyncio.Task] = []
         # caller -> bot
-        self._out: deque[tuple[str, bool]] = deque()
+        #: (text, or a media message's (numbers, µ-law, timestamp) to build, is media)
+        self._out: deque[tuple[str | tuple[tuple[int, int], bytes, int], bool]] = deque()
         self._out_media = 0
         self._first_tick: int | None = None
         # bot -> caller
@@ -340,7 +341,7 @@ class BotBridge:
 
     # -- caller -> bot ----------------------------------------------------------------------
 
-    def _queue(self, text: str, media: bool = False) -> bool:
+    def _queue(self, text: str | tuple[tuple[int, int], bytes, int], media: bool = False) -> bool:
         limit = self.settings.send_queue
         if media and self._out_media >= limit or len(self._out) >= 2 * limit + 64:
             return False
@@ -360,7 +361,8 @@ class BotBridge:
         ws, out = self._ws, self._out
         if ws is None or not out or not ws.writable:
             return
-        texts = [text for text, _ in out]
+        build = self.encoder.media_text
+        texts = [item if isinstance(item, str) else build(*item) for item, _ in out]
         media = self._out_media
         out.clear()
         self._out_media = 0
@@ -377,8 +379,9 @@ class BotBridge:
             return
         if self._first_tick is None:
             self._first_tick = tick
-        text = self.encoder.media(ulaw, (tick - self._first_tick) * 20)
-        if self._queue(text, media=True):
+        # numbered now, built into text by the flush after the tick (its RTP goes out first)
+        if self._out_media < self.settings.send_queue and self._queue(
+                (self.encoder.number_media(), ulaw, (tick - self._first_tick) * 20), media=True):
             return
         self.stats["media_dropped"] += 1
         self._warn("slow", "the bot does not read fast enough (slow consumer): dropping the caller's audio "

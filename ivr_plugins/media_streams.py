@@ -213,9 +213,19 @@ class MediaStreamEncoder:
 
     def media(self, ulaw: bytes, timestamp_ms: int) -> str:
         """One inbound chunk. Built by hand: this runs for every call on every tick."""
+        return self.media_text(self.number_media(), ulaw, timestamp_ms)
+
+    def number_media(self) -> tuple[int, int]:
+        """Take the next (sequence number, chunk) for a media message that :meth:`media_text`
+        builds later (the bridge numbers in the media tick and builds the text after it)."""
+        self.sequence += 1
         self.chunk += 1
-        return ('{"event": "media", "sequenceNumber": "' + self._next() + '", "media": {"track": "inbound", '
-                '"chunk": "' + str(self.chunk) + '", "timestamp": "' + str(timestamp_ms) + '", "payload": "'
+        return self.sequence, self.chunk
+
+    def media_text(self, numbers: tuple[int, int], ulaw: bytes, timestamp_ms: int) -> str:
+        """The media message numbered ``numbers`` (from :meth:`number_media`)."""
+        return ('{"event": "media", "sequenceNumber": "' + str(numbers[0]) + '", "media": {"track": "inbound", '
+                '"chunk": "' + str(numbers[1]) + '", "timestamp": "' + str(timestamp_ms) + '", "payload": "'
                 + base64.b64encode(ulaw).decode("ascii") + self._media_tail)
 
     def dtmf(self, digit: str) -> str:

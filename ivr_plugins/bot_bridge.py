@@ -117,6 +117,8 @@ class BridgeConnection(ClientConnection):
     _close_timer: asyncio.TimerHandle | None = None
 
     def process_event(self, event: Any) -> None:
+        """A parsed frame: a whole data frame goes to :attr:`on_message` at once; the rest
+        (control frames, fragments, the handshake) to the library."""
         handler = self.on_message
         if handler is not None and not self._fragmented and isinstance(event, Frame) and self.response is not None:
             opcode = event.opcode
@@ -150,6 +152,7 @@ class BridgeConnection(ClientConnection):
             self.transport.write(data)
 
     def data_received(self, data: bytes) -> None:
+        """Bytes from the bot: parsed (and handled) by the library, then the close deadline."""
         super().data_received(data)
         # The bot started the closing handshake: the library waits for it to close TCP, and
         # enforces close_timeout only inside a send; we may send nothing more, so enforce it here.
@@ -162,6 +165,7 @@ class BridgeConnection(ClientConnection):
             self.transport.abort()
 
     def resume_writing(self) -> None:
+        """The socket's buffer drained under the limit: what waited may be written."""
         super().resume_writing()
         if self.on_resume is not None:
             self.on_resume()
@@ -178,12 +182,14 @@ class SendFlusher:
         self.scheduled = False
 
     def request(self, bridge: BotBridge) -> None:
+        """``bridge`` has something to write: flush it in the next loop iteration."""
         self.pending[id(bridge)] = bridge
         if not self.scheduled:
             self.scheduled = True
             self.loop.call_soon(self.flush)
 
     def flush(self) -> None:
+        """Write every pending bridge's queue (one ``write`` each)."""
         self.scheduled = False
         pending, self.pending = self.pending, {}
         for bridge in pending.values():

@@ -6,9 +6,10 @@
     python -m bench.bridge --quick              # 5 calls for 5 s (a smoke run)
 
 ``ivr serve`` (the product, as an operator runs it) answers calls from this process's own SIP
-caller and bridges each (flow ``bot``) to a local echo bot (:mod:`bench.bridge_bot`, its own
-process), or, for the plain comparison, holds them in a ``collect`` (flow ``plain``). Every
-caller frame is tagged (:mod:`bench.bridge_tags`) so it is recognised at the bot and back:
+caller and bridges each (flow ``bot``) to a local echo bot (:mod:`bench.bridge_bot`: processes of
+its own, ``--bot-processes``, default 2, sharing one port), or, for the plain comparison, holds
+them in a ``collect`` (flow ``plain``). Every caller frame is tagged (:mod:`bench.bridge_tags`)
+so it is recognised at the bot and back:
 
 * **RTP in -> WS out**: the bot's arrival time of a tagged frame minus the time the caller sent
   its RTP packet; **WS in -> RTP out**: the caller's kernel arrival time (``SO_TIMESTAMPNS``) of
@@ -19,7 +20,10 @@ caller frame is tagged (:mod:`bench.bridge_tags`) so it is recognised at the bot
   the bot sent ``clear`` (0 or less: nothing left after the clear);
 * per step: calls answered and bridged, loss each way (tag counters), the server's CPU (its own
   process, % of one core, per call), its RSS sampled every 10 s (growth over the hold), and the
-  media clock's dropped ticks.
+  media clock's dropped ticks, tick duration and lateness.
+
+On a shared machine, ``--priority realtime --harness-priority realtime`` keeps the other
+tenants out of the figures (the server at ``SCHED_RR`` 10, the caller and the bots at 5).
 """
 
 from __future__ import annotations
@@ -361,8 +365,8 @@ class Server:
         return samples
 
     def dropped_ticks(self) -> float | None:
+        """The media clock's dropped ticks so far (None: metrics unreachable)."""
         return self.metrics().get("ivr_media_clock_dropped_ticks_total")
-
 
     def stop(self) -> None:
         terminate(self.process)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import itertools
+import json
 import time
 import wave
 
@@ -206,3 +207,28 @@ async def test_caller_hanging_up_sends_stop_and_the_outcome_is_hangup(tmp_path):
     assert outcome == "hangup" and report.end_reason == "local_hangup"
     await asyncio.wait_for(conn.closed.wait(), 10)
     assert conn.ws.close_code == 1000
+
+
+async def test_a_fragmented_message_is_played_in_order_with_the_whole_ones(tmp_path):
+    """Whole frames are handled as they are read and fragmented messages through the library's
+    reassembly: a fragmented message followed by whole ones must still be heard in order."""
+
+    async def script(conn: BotConnection) -> None:
+        await conn.wait_for("media", 5)
+        text = json.dumps({"event": "media", "streamSid": conn.stream_sid,
+                           "media": {"payload": base64.b64encode(ulaw_tone(500, 0.4)).decode()}})
+        await conn.ws.send([text[:100], text[100:2000], text[2000:]])  # one message in three frames
+        await conn.send_media(ulaw_tone(1000, 0.4))
+        await conn.mark("both")
+        await conn.wait_for("mark", 1, timeout=5)
+        await conn.ws.close(1000)
+
+    bot, rig, report = await bridged_call(tmp_path, script, duration=8)
+    outcome, stats, _ = rig.observer.only()
+    assert outcome == "done" and stats["audio_received_ms"] == 800 and stats["malformed"] == 0
+    audio = heard(report)
+    spans = sound_spans(audio)
+    assert len(spans) == 1 and 0.7 <= spans[0][1] - spans[0][0] <= 0.9, spans
+    start = int(spans[0][0] * 8000)
+    assert tone_share(audio[start:start + 2400], 500) > 0.9  # the fragmented message first
+    assert tone_share(audio[start + 4000:start + 6400], 1000) > 0.9

@@ -76,6 +76,8 @@ HARNESS_NICE = -10
 #: SCHED_RR priority of the caller and the bots with ``--harness-priority realtime``: under the
 #: server's (``priority: realtime`` is 10), over every ordinary process on the machine.
 HARNESS_RT = 5
+#: The bot's ``--clear-every`` (default 10): call index 8 of every 10 is a latency probe call.
+PROBE_EVERY = 10
 
 FLOWS = {
     "bot": """\
@@ -138,6 +140,10 @@ class Caller:
         self.echo_at: dict[int, float] = {}  # sampled tag -> kernel arrival time
         self.burst_last: dict[int, float] = {}  # index << 32 | burst -> last arrival of its audio
         self.probe_at: dict[int, float] = {}  # latency probe frame -> kernel arrival time
+        #: Latency probe calls (by the server port they come from) and the kernel arrival time of
+        #: every packet of theirs: the tick grid each probe frame is measured against.
+        self.probe_ports: dict[int, int] = {}
+        self.packets_at: dict[int, list[float]] = {}
         self.sending = False
 
     def _request(self, call: Call, method: str, cseq: int, body: bytes = b"") -> bytes:
@@ -184,6 +190,8 @@ class Caller:
             port = int(next(line.split()[1] for line in body.split("\r\n") if line.startswith("m=audio")))
             call.server_rtp = ("127.0.0.1", port)
             self.by_port[port] = call
+            if call.index % PROBE_EVERY == PROBE_EVERY - 2:  # a latency probe call (bench.bridge_bot)
+                self.probe_ports[port] = call.index
             call.answered = time.monotonic()
             self.sip.sendto(self._request(call, "ACK", 1), self.target)
 
@@ -196,13 +204,18 @@ class Caller:
             if len(data) < 172 or data[1] & 0x7F != 0:
                 continue
             tag = read_tag(data[12:])
-            if tag is None:
+            probe_call = self.probe_ports.get(source[1])
+            if tag is None and probe_call is None:
                 continue
             stamp = time.time()
             for level, kind, value in ancillary:
                 if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS:
                     seconds, nanoseconds = struct.unpack("qq", value[:16])
                     stamp = seconds + nanoseconds / 1e9
+            if probe_call is not None:
+                self.packets_at.setdefault(probe_call, []).append(stamp)
+            if tag is None:
+                continue
             kind, index, counter = tag >> 48, (tag >> 32) & 0xFFFF, tag & 0xFFFFFFFF
             if kind == KIND_BURST:
                 self.burst_last[index << 32 | counter // 1000] = stamp
@@ -447,6 +460,36 @@ def percentiles(values: np.ndarray) -> str:
     return f"p50 {p50:.1f} / p99 {p99:.1f} / max {values.max():.1f} ms (n={len(values)})"
 
 
+def probe_ticks(caller: Caller, data: dict[str, Any], indices: set[int]) -> dict[str, Any]:
+    """Each latency probe frame against its call's packet grid: ``next`` is the share (%) that
+    left in the first packet of the call to reach the caller after the bot sent it (the next
+    tick), ``one_later`` in the one after (the frame reached the server while that tick was
+    running, too late for it), ``later`` after that; and the wait from the bot's send to that
+    first packet, p50 / p99 (the wait for the tick, plus the tick's work up to the send)."""
+    counts = [0, 0, 0]
+    waits = []
+    for tag, sent in zip(data["probes_tag"], data["probes_sent"]):
+        index = (int(tag) >> 32) & 0xFFFF
+        arrived = caller.probe_at.get(int(tag))
+        grid = caller.packets_at.get(index)
+        if index not in indices or arrived is None or not grid:
+            continue
+        times = np.asarray(grid)
+        first = int(np.searchsorted(times, sent, side="right"))
+        if first >= len(times):
+            continue
+        missed = int(np.searchsorted(times, arrived, side="left")) - first
+        counts[min(max(missed, 0), 2)] += 1
+        waits.append((times[first] - sent) * 1000)
+    total = sum(counts)
+    if not total:
+        return {}
+    p50, p99 = np.percentile(waits, [50, 99])
+    return {"next": round(100 * counts[0] / total, 2), "one_later": round(100 * counts[1] / total, 2),
+            "later": round(100 * counts[2] / total, 2), "wait_to_next_packet_ms": f"p50 {p50:.1f} / p99 {p99:.1f}",
+            "n": total}
+
+
 def analyse(steps: list[Step], bot_files: list[Path], jitter_target_ms: int) -> dict[str, Any]:
     data = load_bot_files(bot_files)
     tags, arrived, echoed = data["tags"], data["arrived"], data["echoed"]
@@ -471,6 +514,7 @@ def analyse(steps: list[Step], bot_files: list[Path], jitter_target_ms: int) -> 
             probe_ms = [(caller.probe_at[int(t)] - sent) * 1000 for t, sent in zip(data["probes_tag"], data["probes_sent"])
                         if ((int(t) >> 32) & 0xFFFF) in indices and int(t) in caller.probe_at]
             row["ws_to_rtp_ms"] = percentiles(np.array(probe_ms))
+            row["ws_to_rtp_ticks"] = probe_ticks(caller, data, indices)
             clears = []
             for key, at in zip(data["clears_tag"], data["clears_at"]):
                 if (int(key) >> 32) in indices and int(key) in caller.burst_last:

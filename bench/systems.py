@@ -115,8 +115,11 @@ class IvrServerUnderTest:
 
     def __init__(self, work_dir: Path, flow: str = "bench", max_calls: int = 5000,
                  rtp_range: tuple[int, int] | None = None, priority: str = "normal",
-                 extra_config: str = "") -> None:
+                 extra_config: str = "", launcher: list[str] | None = None) -> None:
         self.work_dir = work_dir / "ivr"
+        #: The command before ``serve --config ...`` (default ``python -m ivr``); bench.call_memory
+        #: runs the server under tracemalloc through its own launcher.
+        self.launcher = launcher or [sys.executable, "-m", "ivr"]
         self.extra_config = extra_config  # YAML lines appended to ivr.yaml (e.g. a media: section)
         self.flow = flow
         self.priority = priority
@@ -179,7 +182,7 @@ class IvrServerUnderTest:
             f"priority: {self.priority}\n" + self.extra_config)
         with self.log_path.open("wb") as out:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "ivr", "serve", "--config", str(config)],
+                [*self.launcher, "serve", "--config", str(config)],
                 cwd=self.work_dir, stdout=out, stderr=subprocess.STDOUT,
                 env={**os.environ, "PYTHONPATH": str(PROJECT_DIR)})
         wait_for_line(self.log_path, "ivr serving on", self.process, 20.0)

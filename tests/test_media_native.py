@@ -298,6 +298,29 @@ async def test_reader_matches_over_sockets(monkeypatch) -> None:
     assert compiled[3] and compiled[2]["rejected"] == 1 and compiled[2]["malformed"] == 1
 
 
+@pytest.mark.parametrize("seed", [1, 2])
+def test_packets_on_the_wire_match(seed: int) -> None:
+    """run_tick sending through real RTP sockets, the compiled path sending from C: every sink
+    socket receives the same datagrams in the same order as from the pure path, the same socket
+    errors are reported, and Python only sends what C leaves it (DTMF, a peer C cannot use, a
+    failed send, a busy transport until its queue is empty)."""
+    from tests.helpers.media_diff import send_over_sockets
+
+    compiled, pure = send_over_sockets(True, seed), send_over_sockets(False, seed)
+    assert compiled["received"] == pure["received"]
+    assert compiled["stats"] == pure["stats"]
+    assert compiled["errors"] == pure["errors"] and pure["errors"][3]  # the unsendable peer, both ways
+    sent = [len(got) for got in pure["received"]]
+    assert sent[0] == sent[6] > 20 and sent[1] < sent[0] and sent[3] == 0  # on hold for 4 ticks
+    assert pure["python_sends"][0] == sent[0]  # the pure path sends every packet from Python
+    python = compiled["python_sends"]
+    assert python[0] == python[1] == python[6] == 0  # sent from C
+    assert 0 < python[2] < sent[2]  # the key press's packets, then C again
+    assert python[3] == python[5] == sent[0]  # every C send failed / no address C can use
+    assert python[4] == 1  # busy transport: one packet through it, then its queue was empty
+    assert compiled["send_fds"] == [-1] * 7  # closing a socket takes its descriptor back from the core
+
+
 @pytest.mark.parametrize("family,batch", [(2, 8), (10, 3), (2, 1)], ids=["ipv4", "ipv6", "ipv4-one-a-pass"])
 def test_read_pass_without_a_loop(family: int, batch: int) -> None:
     """The extension's read_pass on its own, over IPv4 and IPv6 loopback: bursts of up to 12

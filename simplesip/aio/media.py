@@ -17,8 +17,9 @@ encodes it per codec in one lookup per codec, and sends one packet per call. Not
 allocated per call per tick beyond the packets themselves. When every call's session is a
 :class:`~simplesip.core.rtpsession.NativeRtpSession` (the compiled path,
 :mod:`simplesip.core.native`), pulling and decoding is one call into the extension for the whole
-batch, and so is encoding and building the packets; the frame size is the sessions' own
-(``frame_samples``, 160 at 8 kHz).
+batch, and so is encoding, building and sending the packets (``sendto`` on each call's RTP
+socket from C, falling back to the asyncio transport for a packet the kernel does not take at
+once); the frame size is the sessions' own (``frame_samples``, 160 at 8 kHz).
 """
 
 from __future__ import annotations
@@ -343,12 +344,13 @@ def _run_tick_native(calls: Sequence[MediaLeg], cores: list, on_tick: OnTick | N
     elif outbound.dtype != np.int16:  # as g711.encode: saturate a wider type rather than wrap
         outbound = np.clip(outbound, -32768, 32767).astype(np.int16)
     outbound = np.ascontiguousarray(outbound)
-    packets = _native.build_batch(cores, outbound, [call.on_hold for call in calls])
-    for i, call in enumerate(calls):
-        packet = packets[i]
-        if packet is None:
-            continue  # on hold: the timestamp moved on
-        if packet is False:  # DTMF scheduled or SRTP: the session builds it
+    # The extension builds every packet and sends it itself on the call's RTP socket (see
+    # RtpSocket.session); what it hands back is the few calls Python must finish: DTMF scheduled
+    # or SRTP (False: the session builds it), no socket or peer for C, a send that failed or a
+    # transport with packets queued (the transport sends it, in order, or reports the error).
+    for i, packet in _native.build_batch(cores, outbound, [call.on_hold for call in calls], True):
+        call = calls[i]
+        if packet is False:
             rtp = call.rtp
             packet = rtp.build_packet(g711.encode(outbound[i], rtp.codec).tobytes())
         call.send_packet(packet)

@@ -24,7 +24,7 @@ import os
 import random
 import select
 import socket
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from simplesip.core import native as _native
 
@@ -54,13 +54,45 @@ class RtpSocket(asyncio.DatagramProtocol):
     """
 
     def __init__(self, loop: asyncio.AbstractEventLoop):
-        self.session: RtpSession | None = None  # set once the media is negotiated
+        self._session: RtpSession | None = None  # set once the media is negotiated
+        self._core: Any = None  # the session's compiled core, when it has one (sending from C)
         self._time = loop.time
         self.transport: asyncio.DatagramTransport | None = None
         self.rtcp_transport: asyncio.DatagramTransport | None = None
         self._rtp_sock: socket.socket | None = None
         self._reader: RtpReader | None = None
         self._reader_fd = -1  # the descriptor the reader knows this socket by
+
+    @property
+    def session(self) -> "RtpSession | None":
+        """The call's RTP session (None until the media is negotiated). A compiled session's core
+        is given this socket's descriptor, so that the media tick sends its packets from C."""
+        return self._session
+
+    @session.setter
+    def session(self, session: "RtpSession | None") -> None:
+        self._unbind_core()
+        self._session = session
+        self._bind_core()
+
+    def _bind_core(self) -> None:
+        core = getattr(self._session, "_core", None)
+        transport, sock = self.transport, self._rtp_sock
+        if core is None or sock is None or transport is None or transport.is_closing():
+            return
+        self._core = core
+        core.send_fd = sock.fileno()
+        core.send_blocked = transport.get_write_buffer_size() > 0
+
+    def _unbind_core(self) -> None:
+        """Take the descriptor back from the core: before the socket closes (its number could be
+        reused by another socket) or the session changes."""
+        if self._core is not None:
+            self._core.send_fd = -1
+            self._core = None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._unbind_core()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # The RTCP socket shares this protocol and connects second: RTP must keep going out of the
@@ -118,14 +150,19 @@ class RtpSocket(asyncio.DatagramProtocol):
         # Measured (bench/media_bench.py --send-packets): the socket's own sendto would save
         # 5-8 % of a send; the system call is the cost, not the transport's bookkeeping. Not
         # worth a second send path (full kernel buffers, ordering with the transport's queue).
-        if self.transport is not None and not self.transport.is_closing():
-            self.transport.sendto(data, addr)
+        transport = self.transport
+        if transport is not None and not transport.is_closing():
+            transport.sendto(data, addr)
+            core = self._core
+            if core is not None:  # C sends again once the transport's queue is empty (ordering)
+                core.send_blocked = transport.get_write_buffer_size() > 0
 
     def send_rtcp(self, data: bytes, addr: tuple[str, int]) -> None:
         if self.rtcp_transport is not None and not self.rtcp_transport.is_closing():
             self.rtcp_transport.sendto(data, addr)
 
     def close(self) -> None:
+        self._unbind_core()
         if self._reader is not None:
             self._reader.remove(self)  # before the socket closes and its number is reused
         for transport in (self.transport, self.rtcp_transport):
@@ -280,6 +317,7 @@ async def open_rtp_socket(host: str, port_range: tuple[int, int],
         rtcp, _ = await loop.create_datagram_endpoint(lambda p=protocol: p, sock=rtcp_sock)
         protocol.rtcp_transport = rtcp  # type: ignore[assignment]
         protocol._rtp_sock = rtp_sock
+        protocol._bind_core()
         if reader is not None:
             reader.add(protocol)
         return protocol, port

@@ -132,6 +132,11 @@ typedef struct {
     long long payload_type;
     long long packets_out, octets_out;
     char dtmf_sending;
+    /* sending from C (build_batch with send=True): the call's RTP socket and the peer */
+    int send_fd;                /* -1: no descriptor, the packets go back to Python */
+    char send_blocked;          /* the transport holds queued packets (or the last send failed) */
+    socklen_t send_len;         /* 0: no peer address the C path can use */
+    struct sockaddr_storage send_sa;
 } Core;
 
 static PyTypeObject CoreType;
@@ -512,13 +517,9 @@ static int fast_receive(Core *c, const uint8_t *d, Py_ssize_t len, double now) {
 }
 
 /* RtpSession.build_packet's audio path: the packet for payload (size codes). */
-static PyObject *core_build(Core *c, const uint8_t *payload, Py_ssize_t size, int marker) {
-    if (c->payload_type < 0 || c->payload_type > 127) {
-        return PyErr_Format(PyExc_ValueError, "payload type out of range: %lld", c->payload_type);
-    }
-    PyObject *packet = PyBytes_FromStringAndSize(NULL, 12 + size);
-    if (!packet) return NULL;
-    uint8_t *p = (uint8_t *)PyBytes_AS_STRING(packet);
+/* The RTP header of the next packet into p[0..11], the payload after it, and the send state moved
+ * on (RtpSession.build_packet's audio path). The payload type must be in range. */
+static void core_write(Core *c, uint8_t *p, const uint8_t *payload, Py_ssize_t size, int marker) {
     uint32_t ts = (uint32_t)((uint64_t)c->timestamp & 0xFFFFFFFFu);
     uint32_t ssrc = (uint32_t)c->ssrc;
     int seq = (int)(c->sequence & 0xFFFF);
@@ -527,12 +528,21 @@ static PyObject *core_build(Core *c, const uint8_t *payload, Py_ssize_t size, in
     p[2] = (uint8_t)(seq >> 8); p[3] = (uint8_t)seq;
     p[4] = (uint8_t)(ts >> 24); p[5] = (uint8_t)(ts >> 16); p[6] = (uint8_t)(ts >> 8); p[7] = (uint8_t)ts;
     p[8] = (uint8_t)(ssrc >> 24); p[9] = (uint8_t)(ssrc >> 16); p[10] = (uint8_t)(ssrc >> 8); p[11] = (uint8_t)ssrc;
-    memcpy(p + 12, payload, (size_t)size);
+    if (payload != p + 12) memcpy(p + 12, payload, (size_t)size);
     c->sequence = (c->sequence + 1) & 0xFFFF;
     c->timestamp += size;
     c->talking = 1;
     c->packets_out++;
     c->octets_out += size;
+}
+
+static PyObject *core_build(Core *c, const uint8_t *payload, Py_ssize_t size, int marker) {
+    if (c->payload_type < 0 || c->payload_type > 127) {
+        return PyErr_Format(PyExc_ValueError, "payload type out of range: %lld", c->payload_type);
+    }
+    PyObject *packet = PyBytes_FromStringAndSize(NULL, 12 + size);
+    if (!packet) return NULL;
+    core_write(c, (uint8_t *)PyBytes_AS_STRING(packet), payload, size, marker);
     return packet;
 }
 
@@ -561,6 +571,7 @@ static PyObject *Core_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
     c->last_dtmf_in = Py_NewRef(Py_None);
     c->latched = Py_NewRef(Py_None);
     c->fast_pt = -1;
+    c->send_fd = -1;
     if (core_set_frame(c, 160) < 0) { Py_DECREF(c); return NULL; }
     return (PyObject *)c;
 }
@@ -679,6 +690,8 @@ static PyObject *Core_interval_fraction_lost(Core *c, PyObject *Py_UNUSED(ignore
     return PyLong_FromLongLong(f < 255 ? f : 255);
 }
 
+static PyObject *Core_set_send_addr(Core *c, PyObject *addr);
+
 static PyMethodDef Core_methods[] = {
     {"configure", (PyCFunction)(void (*)(void))Core_configure, METH_VARARGS | METH_KEYWORDS,
      "configure(frame_samples, clock_rate, target_frames, max_frames, max_jump_frames, drift_patience, "
@@ -696,6 +709,9 @@ static PyMethodDef Core_methods[] = {
     {"restart_run", (PyCFunction)Core_restart_run, METH_NOARGS, "ReceiveStats._restart_run."},
     {"interval_fraction_lost", (PyCFunction)Core_interval_fraction_lost, METH_NOARGS,
      "ReceiveStats.interval_fraction_lost."},
+    {"set_send_addr", (PyCFunction)Core_set_send_addr, METH_O,
+     "set_send_addr(addr) -> bool: the peer build_batch(send=True) sends to (None: none); False when "
+     "the C path cannot use the address (the packets then go back to Python)."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -729,6 +745,8 @@ static PyMemberDef Core_members[] = {
     M("packets_out", T_LONGLONG, packets_out),
     M("octets_out", T_LONGLONG, octets_out),
     M("dtmf_sending", T_BOOL, dtmf_sending),
+    M("send_fd", T_INT, send_fd),
+    M("send_blocked", T_BOOL, send_blocked),
     {NULL, 0, 0, 0, NULL},
 };
 
@@ -884,6 +902,15 @@ static int set_latched(Core *c, PyObject *v, void *u) {
 #endif
     return 0;
 }
+static PyObject *Core_set_send_addr(Core *c, PyObject *addr) {
+#ifdef HAVE_READ_PASS
+    c->send_len = addr == Py_None ? 0 : sockaddr_of(addr, &c->send_sa);
+    if (PyErr_Occurred()) return NULL;
+#else
+    c->send_len = 0;
+#endif
+    return PyBool_FromLong(c->send_len != 0);
+}
 static PyObject *get_native_latch(Core *c, void *u) { return PyBool_FromLong(c->latched_len != 0); }
 
 static PyGetSetDef Core_getset[] = {
@@ -1018,7 +1045,8 @@ static PyObject *mod_pull_batch(PyObject *m, PyObject *args) {
 
 static PyObject *mod_build_batch(PyObject *m, PyObject *args) {
     PyObject *cores, *pcm, *hold;
-    if (!PyArg_ParseTuple(args, "OOO", &cores, &pcm, &hold)) return NULL;
+    int send = 0;
+    if (!PyArg_ParseTuple(args, "OOO|p", &cores, &pcm, &hold, &send)) return NULL;
     Py_ssize_t n;
     if (check_cores(cores, &n) < 0) return NULL;
     if (!PyList_Check(hold) || PyList_GET_SIZE(hold) != n) {
@@ -1028,8 +1056,12 @@ static PyObject *mod_build_batch(PyObject *m, PyObject *args) {
     Py_buffer view;
     int frame;
     if (get_rows(pcm, n, &frame, &view, 0) < 0) return NULL;
-    PyObject *packets = PyList_New(n);
-    if (!packets) { PyBuffer_Release(&view); return NULL; }
+    PyObject *packets = send ? PyList_New(0) : PyList_New(n);
+    uint8_t *wire = send ? PyMem_Malloc(12 + (size_t)frame) : NULL;  /* one packet, sent from C */
+    if (!packets || (send && !wire)) {
+        Py_XDECREF(packets); PyMem_Free(wire); PyBuffer_Release(&view);
+        return send && packets ? PyErr_NoMemory() : NULL;
+    }
     const int16_t *rows = view.buf;
     for (Py_ssize_t i = 0; i < n; i++) {
         Core *c = (Core *)PyList_GET_ITEM(cores, i);
@@ -1045,15 +1077,44 @@ static PyObject *mod_build_batch(PyObject *m, PyObject *args) {
         } else {
             const uint8_t *table = encode_table[c->alaw ? 1 : 0];
             const int16_t *row = rows + i * frame;
+#ifdef HAVE_READ_PASS
+            if (send && c->send_fd >= 0 && c->send_len && !c->send_blocked
+                && c->payload_type >= 0 && c->payload_type <= 127) {
+                uint8_t *payload = wire + 12;
+                for (int k = 0; k < frame; k++) payload[k] = table[(uint16_t)row[k]];
+                core_write(c, wire, payload, frame, 0);
+                ssize_t sent = sendto(c->send_fd, wire, 12 + (size_t)frame, MSG_DONTWAIT,
+                                      (const struct sockaddr *)&c->send_sa, c->send_len);
+                if (sent == 12 + (ssize_t)frame) continue;  /* on the wire */
+                /* A full buffer (EAGAIN, ENOBUFS) or any error: the transport sends this packet (it
+                 * queues it, or reports the error to the protocol), and the next ones too until its
+                 * queue is empty again (RtpSocket.sendto clears send_blocked), so the order holds. */
+                c->send_blocked = 1;
+                item = PyBytes_FromStringAndSize((const char *)wire, 12 + (Py_ssize_t)frame);
+                if (!item) goto error;
+                goto append;
+            }
+#endif
             for (int k = 0; k < frame; k++) c->scratch[k] = table[(uint16_t)row[k]];
             item = core_build(c, c->scratch, frame, 0);
             if (!item) goto error;
         }
-        PyList_SET_ITEM(packets, i, item);
+        if (!send) { PyList_SET_ITEM(packets, i, item); continue; }
+        if (item == Py_None) { Py_DECREF(item); continue; }
+#ifdef HAVE_READ_PASS
+    append:
+#endif
+        {
+            PyObject *pair = Py_BuildValue("(nN)", i, item);
+            if (!pair || PyList_Append(packets, pair) < 0) { Py_XDECREF(pair); goto error; }
+            Py_DECREF(pair);
+        }
     }
+    PyMem_Free(wire);
     PyBuffer_Release(&view);
     return packets;
 error:
+    PyMem_Free(wire);
     PyBuffer_Release(&view);
     Py_DECREF(packets);
     return NULL;
@@ -1168,8 +1229,11 @@ static PyMethodDef module_methods[] = {
      "pull_batch(cores, catch_up, out) -> [indices with DTMF open]: one frame per call, decoded into out "
      "((calls, frame_samples) int16)."},
     {"build_batch", mod_build_batch, METH_VARARGS,
-     "build_batch(cores, pcm, hold) -> packets: per call the RTP packet (bytes), None when held (the timestamp "
-     "moved on), False when the caller must build it (DTMF scheduled, SRTP)."},
+     "build_batch(cores, pcm, hold, send=False) -> packets: per call the RTP packet (bytes), None when held (the "
+     "timestamp moved on), False when the caller must build it (DTMF scheduled, SRTP). With send=True each packet "
+     "of a core with a send_fd, a peer (set_send_addr) and no send_blocked is sent from C, and the result is the "
+     "(index, packet or False) pairs of the calls left to Python: a packet whose send failed (send_blocked is "
+     "then set), or a core without a C send target."},
 #ifdef HAVE_READ_PASS
     {"read_pass", mod_read_pass, METH_VARARGS,
      "read_pass(epoll_fd, sockets, now, batch) -> (datagrams read, [(rtp_socket, data, addr)]): recvmmsg up to "
@@ -1189,7 +1253,7 @@ PyMODINIT_FUNC PyInit__native(void) {
     PyObject *m = PyModule_Create(&moduledef);
     if (!m) return NULL;
 #ifdef HAVE_READ_PASS
-    str_session = PyUnicode_InternFromString("session");
+    str_session = PyUnicode_InternFromString("_session");  /* RtpSocket.session, without the property */
     str_core = PyUnicode_InternFromString("_core");
     if (!str_session || !str_core) { Py_DECREF(m); return NULL; }
 #endif

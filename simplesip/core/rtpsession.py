@@ -593,6 +593,17 @@ class NativeRtpSession(RtpSession):
     _payload_type = _forward("payload_type", "The negotiated payload type.")
     _dtmf_sending = _forward("dtmf_sending", "Whether DTMF is scheduled.")
 
+    @property
+    def remote_addr(self) -> tuple[str, int] | None:  # type: ignore[override]
+        """Where our RTP goes (as :attr:`RtpSession.remote_addr`); the core gets it too, for the
+        packets the media tick sends from C (:func:`simplesip.aio.media.run_tick`)."""
+        return self.__dict__.get("_remote_addr")
+
+    @remote_addr.setter
+    def remote_addr(self, addr: tuple[str, int] | None) -> None:
+        self.__dict__["_remote_addr"] = addr
+        self._core.set_send_addr(addr)
+
     @property  # type: ignore[override]
     def srtp(self) -> SrtpContext | None:
         """The call's SRTP context, None for plain RTP (the compiled fast paths step aside)."""

@@ -206,11 +206,16 @@ def run_tick_script(native: bool, seed: int, calls: int = 6, ticks: int = 40,
 
 
 class _FakeRtpSocket:
-    """What the extension's ``read_pass`` needs of an RtpSocket (its ``session``), recording the rest."""
+    """What the extension's ``read_pass`` needs of an RtpSocket (its session, read as the
+    ``_session`` attribute), recording the rest."""
 
     def __init__(self, session: Any) -> None:
-        self.session = session
+        self._session = session
         self.returned: list = []
+
+    @property
+    def session(self) -> Any:
+        return self._session
 
 
 def read_pass_check(family: int = 2, batch: int = 8) -> list[Any]:
@@ -282,3 +287,92 @@ def read_pass_check(family: int = 2, batch: int = 8) -> list[Any]:
         for sock in (receiver, idle, refused, *senders):
             sock.close()
     return out
+
+
+class _SocketLeg(_Leg):
+    """A :class:`_Leg` on a real RTP socket: what run_tick leaves to Python goes out through
+    :meth:`RtpSocket.sendto`, as :meth:`simplesip.aio.call.Call.send_packet` does (counted)."""
+
+    def send_packet(self, packet: bytes) -> None:
+        self.python_sends = getattr(self, "python_sends", 0) + 1
+        if packet and self.rtp_socket is not None and self.rtp.remote_addr:
+            self.rtp_socket.sendto(packet, self.rtp.remote_addr)
+
+
+def send_over_sockets(native: bool, seed: int, calls: int = 7, ticks: int = 30) -> dict[str, Any]:
+    """``run_tick`` sending through real loopback RTP sockets to one sink socket per call; returns
+    every datagram each sink received (in order), the packets left to Python per call, the
+    socket errors reported and each core's send state after the sockets closed.
+
+    The calls: both laws, one on hold for a while, one with DTMF scheduled, one whose peer is an
+    IPv6 address on an IPv4 socket (every C send fails: the transport then sends and reports the
+    error), one whose transport is made to look busy (send_blocked: Python sends until it is
+    clear), one with a peer the C path cannot map (a host name). Catch-up ticks (no send) too."""
+    import asyncio
+    import socket
+
+    from simplesip.aio.media import run_tick
+    from simplesip.aio.rtpsocket import open_rtp_socket
+
+    async def scenario() -> dict[str, Any]:
+        sinks = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(calls)]
+        legs: list[_SocketLeg] = []
+        errors: list[list[str]] = [[] for _ in range(calls)]
+        try:
+            for i, sink in enumerate(sinks):
+                sink.bind(("127.0.0.1", 0))
+                sink.setblocking(False)
+                pt, codec = (8, "PCMA") if i % 3 == 1 else (0, "PCMU")
+                peer: Any = sink.getsockname()
+                if i == 3:
+                    peer = ("::1", 9)  # C: EAFNOSUPPORT; the transport: an error reported
+                elif i == 5:
+                    peer = ("localhost", peer[1])  # not an address the C path maps
+                rtp = new_session(native, pt, codec)
+                rtp.remote_addr = peer
+                rtp_socket, _port = await open_rtp_socket("127.0.0.1", (30000, 60000))
+                rtp_socket.error_received = lambda exc, i=i: errors[i].append(type(exc).__name__)  # type: ignore[method-assign]
+                rtp_socket.session = rtp
+                leg = _SocketLeg(rtp, on_hold=False)
+                leg.rtp_socket = rtp_socket
+                legs.append(leg)
+            legs[2].rtp.build_dtmf_packets("7", 100)
+            now = 80.0
+            frame = legs[0].rtp.frame_samples
+
+            def on_tick(calls_: list, inbound: np.ndarray, now: float, tick: int) -> np.ndarray:
+                return np.random.default_rng(seed * 1000 + tick).integers(
+                -32768, 32767, size=(len(calls_), frame)).astype(np.int16)
+
+            for tick in range(ticks):
+                now += 0.02
+                legs[1].on_hold = 8 <= tick < 12
+                if tick == 4 and legs[4].rtp_socket is not None:
+                    core = getattr(legs[4].rtp, "_core", None)
+                    if core is not None:
+                        core.send_blocked = True  # as if the transport had queued packets
+                run_tick(legs, on_tick if tick % 3 else None, now, send=tick % 10 != 9, tick=tick)
+                await asyncio.sleep(0)  # the transports' own writers, should any have queued
+            await asyncio.sleep(0.05)
+            received: list[list[bytes]] = []
+            for sink in sinks:
+                got = []
+                while True:
+                    try:
+                        got.append(sink.recv(4096))
+                    except BlockingIOError:
+                        break
+                received.append(got)
+            python_sends = [getattr(leg, "python_sends", 0) for leg in legs]
+            for leg in legs:
+                assert leg.rtp_socket is not None
+                leg.rtp_socket.close()
+            await asyncio.sleep(0)
+            send_fds = [getattr(getattr(leg.rtp, "_core", None), "send_fd", -1) for leg in legs]
+            return {"received": received, "python_sends": python_sends, "errors": errors,
+                    "stats": [leg.rtp.stats() for leg in legs], "send_fds": send_fds}
+        finally:
+            for sink in sinks:
+                sink.close()
+
+    return asyncio.run(scenario())

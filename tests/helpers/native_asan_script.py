@@ -22,6 +22,7 @@ from tests.helpers.media_diff import (  # noqa: E402
     random_script,
     read_pass_check,
     run_tick_script,
+    send_over_sockets,
 )
 
 assert native.native is module and native.ENABLED
@@ -35,6 +36,11 @@ for seed in range(8):
 for seed in range(2):
     if run_tick_script(True, seed) != run_tick_script(False, seed):
         sys.exit(f"run_tick differs for seed {seed}")
+
+for seed in range(2):  # build_batch sending from C over real sockets, with its fallbacks
+    compiled, pure = send_over_sockets(True, seed), send_over_sockets(False, seed)
+    if compiled["received"] != pure["received"] or compiled["errors"] != pure["errors"]:
+        sys.exit(f"packets on the wire differ for seed {seed}")
 
 for family, batch in ((2, 8), (10, 3), (2, 1)):
     result = read_pass_check(family, batch)

@@ -13,7 +13,9 @@ reported, not only the best:
   (untimed) a sender puts one packet in every call's socket; timed: the reader's ``drain`` (one
   read pass: ``recvmmsg`` and the fast path in C on the compiled path, a ``recvfrom`` and
   ``RtpSession.receive`` per packet on the pure one) plus ``run_tick`` with the packets really sent
-  (``RtpSocket.sendto``, asyncio's transport) to a sink. The system calls are in this one.
+  back to the latched peer (the sender): from C on the compiled path (``sendto`` on each call's
+  socket), through ``RtpSocket.sendto`` and asyncio's transport on the pure one. The system calls
+  are in this one.
 
 Times are the thread's CPU time (``time.thread_time``: user and kernel), not wall time: on a
 shared machine wall time counts the time other processes held the core. Which path a session takes is chosen per session (``RtpSession(native=...)``) and for the reader
@@ -55,8 +57,8 @@ class Leg:
 
     def send_packet(self, packet: bytes) -> None:
         self.sent += 1
-        if self._sendto is not None:
-            self._sendto(packet, self._target)
+        if self._sendto is not None:  # as Call.send_packet: to the session's peer by default
+            self._sendto(packet, self._target or self.rtp.remote_addr)
 
     def next_outbound_frame(self) -> bytes | None:
         return None
@@ -109,19 +111,21 @@ async def over_sockets(compiled: bool, calls: int, ticks: int, warmup: int,
     loop = asyncio.get_running_loop()
     reader = RtpReader(loop)
     loop.remove_reader(reader._epoll.fileno())  # only the timed drain reads
-    sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    sink.bind(("127.0.0.1", 0))
-    sink.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 16)
+    # One peer socket plays every caller: it sends each call's stream and receives what the calls
+    # send back to their latched peer (the compiled path sends from C, the pure one through
+    # the transport: the same socket, the same address).
     sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sender.bind(("127.0.0.1", 0))
+    sender.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 22)
     opened = [await open_rtp_socket("127.0.0.1", (42000, 59998), reader) for _ in range(calls)]
     legs = []
     for i, (rtp_socket, _) in enumerate(opened):
         rtp_socket.session = RtpSession(0, "PCMU", sender.getsockname(), rng=random.Random(i), native=compiled)
-        legs.append(Leg(rtp_socket.session, rtp_socket.sendto, sink.getsockname()))
+        legs.append(Leg(rtp_socket.session, rtp_socket.sendto))
     ports = [("127.0.0.1", port) for _, port in opened]
     perf = time.thread_time  # CPU time of this thread (see the module docstring)
     costs = []
+    echoed = 0
     try:
         for k in range(warmup + ticks):
             for i, port in enumerate(ports):
@@ -136,19 +140,20 @@ async def over_sockets(compiled: bool, calls: int, ticks: int, warmup: int,
             if k >= warmup:
                 costs.append((end - start) * 1000)
                 SPLIT.setdefault((compiled, calls), []).append(((middle - start) * 1000, (end - middle) * 1000))
-            while True:  # empty the sink, untimed
+            while True:  # empty the peer's socket, untimed
                 try:
-                    sink.recv(4096, socket.MSG_DONTWAIT)
+                    sender.recv(4096, socket.MSG_DONTWAIT)
+                    echoed += 1
                 except BlockingIOError:
                     break
         taken = sum(leg.rtp.packets_in for leg in legs)
         assert taken >= 0.99 * calls * (warmup + ticks), ("packets lost on loopback", taken)
+        assert echoed >= 0.99 * calls * (warmup + ticks), ("packets not sent back", echoed)
     finally:
         native.ENABLED = saved
         for rtp_socket, _ in opened:
             rtp_socket.close()
         reader.close()
-        sink.close()
         sender.close()
     return costs
 

@@ -58,6 +58,9 @@ class Leg:
         self.sent: list[tuple[float, bytes]] = []  # (the `now` of the clock firing, packet)
         self.firing_now = 0.0
         self.on_deliver = None
+        core = getattr(session, "_core", None)
+        if core is not None:  # every packet through send_packet (recorded), none sent from C
+            core.send_fd = -1
 
     def send_packet(self, packet: bytes) -> None:
         self.sent.append((self.firing_now, packet))

@@ -202,7 +202,11 @@ class MediaClock:
 
 class MediaLeg(Protocol):
     """What :func:`run_tick` needs of a call: its RTP session and socket, and four public methods
-    (:class:`simplesip.aio.call.Call` provides them)."""
+    (:class:`simplesip.aio.call.Call` provides them).
+
+    ``send_packet`` sends to ``rtp.remote_addr`` through ``rtp_socket``. On the compiled path the
+    extension sends most packets itself, to the same address on the same socket (the descriptor
+    :class:`RtpSocket` gives the session's core), and calls ``send_packet`` only for the rest."""
 
     rtp: "RtpSession"
     rtp_socket: RtpSocket | None

@@ -32,6 +32,7 @@ report we build is protected last.
 from __future__ import annotations
 
 import logging
+import os
 import random
 import secrets
 import struct
@@ -55,6 +56,10 @@ from simplesip.wire.rtp import (
 )
 
 __all__ = ["NativeRtpSession", "RtpSession"]
+
+_SHARED_RNG = random.Random(secrets.randbits(64))
+if hasattr(os, "register_at_fork"):  # a forked worker draws its own intervals
+    os.register_at_fork(after_in_child=lambda: _SHARED_RNG.seed(secrets.randbits(64)))
 
 logger = logging.getLogger(__name__)
 
@@ -125,7 +130,9 @@ class RtpSession:
         self._sequence = draw(16)
         self._timestamp = draw(32)
         self.cname = cname or f"{self.ssrc:08x}@simplesip"
-        self._rng = rng or random.Random(secrets.randbits(64))
+        # The RTCP interval's random factor: one generator shared by the sessions that were not
+        # given their own (a Mersenne Twister's state is 2.5 KiB: a call's memory, per call).
+        self._rng = rng or _SHARED_RNG
 
         self._jitter = JitterBuffer(target_ms=jitter_target_ms, fill_byte=g711.silence_byte(self.codec),
                                     clock_rate=clock_rate, codec=self.codec,

@@ -114,11 +114,9 @@ class _Detector:
         self.window_bits = 0
         self.window_mask = (1 << tuning.start_window) - 1
         self.unvoiced_run = 0  # only counted while speaking: the hang-over
-        # the last pre-roll frames while silent; every frame of the utterance while speaking, its
-        # samples appended to one buffer (no object per frame: the buffer becomes the utterance's
-        # array without a copy, which is what a call's memory is mostly made of while it talks)
+        # the last pre-roll frames while silent; every frame of the utterance while speaking
         self.preroll: deque[bytes] = deque(maxlen=tuning.preroll_frames)
-        self.utterance = bytearray()
+        self.utterance: list[bytes] = []
 
 
 @hookimpl
@@ -165,9 +163,8 @@ def ivr_audio_in(batch: AudioBatch) -> None:
     # One vectorised level check for the whole batch; webrtcvad only for frames with some sound.
     # The sums of squares of int16 samples are exact in float64, so the order of summation
     # cannot move a frame across the floor.
-    # (Summed in int64, exact as well, without a float64 copy of the batch every tick.)
-    energy = np.einsum("ij,ij->i", pcm, pcm, dtype=np.int64)
-    loud = (energy / pcm.shape[1] >= tuning.level_floor).tolist()
+    samples = pcm.astype(np.float64)
+    loud = (np.einsum("ij,ij->i", samples, samples) / pcm.shape[1] >= tuning.level_floor).tolist()
     frames = pcm.tobytes()  # one copy for the batch; each call's frame is a slice of it
     offset = 0
     for call, is_loud in zip(batch.calls, loud):
@@ -191,8 +188,8 @@ def ivr_audio_in(batch: AudioBatch) -> None:
                 if bits.bit_count() >= tuning.start_frames:
                     _start_speech(call, state, detector, bits, now)
             continue
-        if len(detector.utterance) < tuning.max_utterance_frames * FRAME_BYTES:
-            detector.utterance += frame
+        if len(detector.utterance) < tuning.max_utterance_frames:
+            detector.utterance.append(frame)
         if is_loud and detector.is_speech(frame, SAMPLE_RATE):
             state["last_voice"] = now
             state["voiced_ms"] += FRAME_MS
@@ -211,7 +208,7 @@ def _start_speech(call: CallContext, state: dict[str, Any], detector: _Detector,
     state["voiced_ms"] = window_bits.bit_count() * FRAME_MS
     detector.unvoiced_run = 0
     # the frames of the start window are in the pre-roll: the utterance starts with them
-    detector.utterance = bytearray().join(detector.preroll)
+    detector.utterance = list(detector.preroll)
     detector.preroll.clear()
     log.debug("call %s: speech start at %.2f", call.id, state["speech_start"])
     call.report_speech("start")
@@ -222,16 +219,15 @@ def _end_speech(call: CallContext, state: dict[str, Any], detector: _Detector, t
     state["last_speech_end"] = state["last_voice"]
     detector.window_bits = 0
     # drop the hang-over silence but a short tail (the decoder wants to hear the word end)
-    samples = detector.utterance
-    capped = len(samples) >= tuning.max_utterance_frames * FRAME_BYTES
+    frames = detector.utterance
+    capped = len(frames) >= tuning.max_utterance_frames
     trailing = 0 if capped else max(0, detector.unvoiced_run - tuning.tail_frames)
     if trailing:
-        del samples[max(0, len(samples) - trailing * FRAME_BYTES):]
-    # a fresh, writable array: the utterance is the flow's to keep (the buffer is handed over,
-    # the detector starts a new one)
-    detector.utterance = bytearray()
-    utterance = state["utterance"] = np.frombuffer(samples, dtype=np.int16)
+        frames = frames[: len(frames) - trailing]
+    # a fresh, writable array: the utterance is the flow's to keep
+    utterance = state["utterance"] = np.frombuffer(b"".join(frames), dtype=np.int16).copy()
     state["utterance_seq"] += 1
+    detector.utterance = []
     log.debug("call %s: speech end at %.2f", call.id, state["last_speech_end"])
     call.report_speech("end", utterance)
 

@@ -82,13 +82,16 @@ class RtpSession:
     come from :mod:`secrets` (RFC 3550 §5.1 wants them unpredictable).
 
     ``RtpSession(...)`` gives a :class:`NativeRtpSession` (the same session, its per-packet
-    state in the compiled extension) when :data:`simplesip.core.native.ENABLED`; ``native=True``
-    or ``False`` asks for one path explicitly. Frames are 20 ms: ``clock_rate // 50`` samples
+    state in the compiled extension) when :data:`simplesip.core.native.ENABLED` and the call
+    starts without SRTP; ``native=True`` or ``False`` asks for one path explicitly. Frames are 20 ms: ``clock_rate // 50`` samples
     (:attr:`frame_samples`).
     """
 
     def __new__(cls, *args: Any, native: bool | None = None, **kwargs: Any) -> "RtpSession":
-        use_native = _native.ENABLED if native is None else native
+        # An SRTP call takes the Python path: its packets are protected and unprotected there, and
+        # every compiled fast path steps aside for them, so the compiled core would only add its
+        # attribute forwarding (SRTP in the compiled path is the next step, docs/performance.md).
+        use_native = _native.ENABLED and kwargs.get("srtp") is None if native is None else native
         if use_native and _native.native is None:
             raise RuntimeError(f"the compiled media path is not available ({_native.REASON})")
         if cls is RtpSession and use_native:

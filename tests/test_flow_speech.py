@@ -260,3 +260,131 @@ def test_the_example_voicebot_flow(tmp_path: Path) -> None:
     assert result.vars["problem"] == "the printer is on fire"
     result = run_simulation(flow, say="help@2", dtmf="@9 1")  # a key instead of words: back to the menu
     assert [e.node for e in result.trace if e.event == "enter"][:3] == ["main_menu", "support", "main_menu"]
+
+
+# -- speech edge cases of the digit timer logic (issue 23) -------------------------------------
+
+
+def test_type_ahead_keys_do_not_silence_a_speech_only_menu(tmp_path: Path) -> None:
+    # Keys typed during the previous prompt are no answer to a speech-only menu: they are
+    # dropped, and the menu still plays its prompt and listens (it used to skip the prompt and
+    # stop listening, so the caller's answer went unheard: no_input three times, exhausted).
+    body = MENU.replace("input: [dtmf, speech]", "input: speech").replace(
+        "start: menu", "start: intro").replace(
+        "nodes:\n", 'nodes:\n      intro: {{play: {{tone: "440", duration: 2s}}, next: menu}}\n', 1)
+    result = run_simulation(write(tmp_path, body.format(extra="")), dtmf="@1 12", say="support@3.5")
+    assert trace_events(result.trace, "ignored") == [(1.0, "menu", "dtmf 12")]
+    assert not trace_events(result.trace, "type-ahead")
+    assert [(t, d) for t, n, d in trace_events(result.trace, "play") if n == "menu"] == [(1.0, "tone 440 2s")]
+    assert visited(result.trace) == ["intro", "menu", "support", "bye"]
+
+
+def test_a_key_ends_listening_for_the_rest_of_the_entry(tmp_path: Path) -> None:
+    body = """\
+        start: ask
+        nodes:
+          ask:
+            collect: {prompt: {tone: "440", duration: 2s}, input: [dtmf, speech], max_digits: 4,
+                      inter_digit_timeout: 2s}
+            on: {no_match: ask}
+            next: done
+          done: {hangup: }
+    """
+    result = run_simulation(write(tmp_path, body), dtmf="@2.5 1", say="two@3.0")
+    assert trace_events(result.trace, "speech")[0] == (2.5, "ask", "cancelled by dtmf")
+    # the words after the key are not heard: the entry is the key, ended by the inter-digit timer
+    assert [d for _, _, d in trace_events(result.trace, "timer")] == ["inter-digit timeout 2s"]
+    assert not trace_events(result.trace, "recognised")
+    assert result.vars["digits"] == "1" and "speech" not in result.vars
+
+
+def test_keyed_type_ahead_is_not_a_cancelled_utterance(tmp_path: Path) -> None:
+    body = """\
+        start: intro
+        nodes:
+          intro: {play: {tone: "440", duration: 2s}, next: ask}
+          ask:
+            collect: {prompt: {tone: "350", duration: 1s}, max_digits: 2}
+            next: done
+          done: {hangup: }
+    """
+    result = run_simulation(write(tmp_path, body), dtmf="@1 42")
+    assert result.vars["digits"] == "42"
+    assert not trace_events(result.trace, "speech")
+
+
+MAX_SPEECH = """\
+    start: ask
+    nodes:
+      ask:
+        {action}
+        on: {{no_match: sorry, no_input: sorry}}
+      ok: {{hangup: }}
+      sorry: {{hangup: }}
+"""
+
+
+@pytest.mark.parametrize("action", [
+    'collect: {prompt: {tone: "440", duration: 2s}, input: [dtmf, speech], max_speech: 4s, save_as: code}',
+    'menu: {prompt: {tone: "440", duration: 2s}, input: [dtmf, speech], max_speech: 4s, '
+    'options: {"1": ok}, patterns: {"[0-9]*": ok}, max_invalid: 1}',
+])
+def test_an_utterance_longer_than_max_speech_is_no_match(tmp_path: Path, action: str) -> None:
+    # a speech start whose end never comes (a stuck line): no_match after max_speech, never a
+    # digit entry (not even for a pattern that takes the empty string)
+    result = run_simulation(write(tmp_path, MAX_SPEECH.format(action=action)), speech="start@2.5")
+    assert trace_events(result.trace, "speech")[-1] == (6.5, "ask", "longer than max_speech 4s")
+    assert trace_events(result.trace, "outcome")[0][1:] == ("ask", "exhausted" if "menu" in action else "no_match")
+    if "menu" in action:
+        assert trace_events(result.trace, "no_match") == [(6.5, "ask", "'' (1/1)")]
+    else:
+        assert visited(result.trace)[-1] == "sorry" and "code" not in result.vars
+
+
+def test_max_speech_defaults_to_15s(tmp_path: Path) -> None:
+    action = 'collect: {prompt: {tone: "440", duration: 2s}, input: [dtmf, speech]}'
+    result = run_simulation(write(tmp_path, MAX_SPEECH.format(action=action)), speech="start@2.5")
+    assert trace_events(result.trace, "speech")[-1] == (17.5, "ask", "longer than max_speech 15s")
+
+
+def test_a_too_short_utterance_is_ignored_and_the_first_digit_timer_goes_on(tmp_path: Path) -> None:
+    result = menu(tmp_path, "min_speech: 500ms\n          on: {no_input: sorry}", say="mm@2.5")
+    assert trace_events(result.trace, "speech")[-1] == (2.96, "menu", "too short, ignored")
+    # the entry goes on: the first-digit timer (3 s) from the last event, then no_input
+    assert trace_events(result.trace, "timer") == [(5.96, "menu", "first-digit timeout 3s")]
+    assert trace_events(result.trace, "outcome")[0] == (5.96, "menu", "no_input")
+    # a long enough answer after a short sound is still heard
+    result = menu(tmp_path, "min_speech: 500ms", say="mm@2.5, buy something@4")
+    assert visited(result.trace)[1] == "sales"
+
+
+def test_a_said_option_is_saved_by_its_key(tmp_path: Path) -> None:
+    result = menu(tmp_path, "save_as: choice", say="buy something@2.5")
+    assert result.vars["choice"] == "1"
+
+
+def test_no_match_falls_back_to_the_invalid_prompt_and_no_input_to_the_timeout_prompt(tmp_path: Path) -> None:
+    extra = ('invalid_prompt: {tone: "300", duration: 1s}\n          timeout_prompt: {tone: "310", duration: 1s}\n'
+             '          max_invalid: 2\n          max_timeouts: 2')
+    result = menu(tmp_path, extra, say="pizza@2.5")
+    plays = [d for _, n, d in trace_events(result.trace, "play") if n == "menu"]
+    assert plays[:2] == ["tone 440 2s", "tone 300 1s"]  # no_match: the invalid prompt
+    assert "tone 310 1s" in plays  # silence afterwards: no_input, the timeout prompt
+    # no_input counts toward max_timeouts (2), not max_invalid: exhausted on the 2nd silence
+    assert [d for _, _, d in trace_events(result.trace, "no_input")] == ["'' (1/2)", "'' (2/2)"]
+    assert [d for _, _, d in trace_events(result.trace, "no_match")] == ["'' (1/2)"]
+    assert trace_events(result.trace, "outcome")[0][2] == "exhausted"
+
+
+def test_collect_silence_with_speech_input_is_no_input(tmp_path: Path) -> None:
+    body = """\
+        start: ask
+        nodes:
+          ask:
+            collect: {prompt: {tone: "440", duration: 1s}, input: [dtmf, speech], timeout: 2s}
+            on: {no_input: quiet, timeout: old}
+          quiet: {hangup: }
+          old: {hangup: }
+    """
+    result = run_simulation(write(tmp_path, body))
+    assert trace_events(result.trace, "outcome")[0] == (3.0, "ask", "no_input")

@@ -202,3 +202,118 @@ def test_menu_revisited_after_a_valid_choice_starts_afresh(tmp_path: Path) -> No
     plays = [(e.time, e.detail) for e in result.trace if e.event == "play" and e.node == "menu"]
     assert plays == [(0.0, "tone 440 2s"), (2.5, "tone 350 1s"), (4.5, "tone 440 2s"), (7.0, "tone 350 1s")]
     assert [e.detail for e in result.trace if e.event == "invalid"] == ["'5' (1/2)", "'5' (1/2)"]
+
+
+# -- the rest of the rules, each checked (issue 23) ---------------------------------------------
+
+
+def run_probe(tmp_path: Path, params: str, dtmf: str):
+    """A plugin action that reads one entry with ``read_entry`` (the helper behind menu and
+    collect, public for plugin actions) and keeps what it returned."""
+    from ivr.flows import collect_actions
+    from ivr.flows.actions.digits import read_entry
+
+    async def probe(session, params):
+        entry = await read_entry(session, params.get("prompt"),
+                                 is_complete=lambda digits: len(digits) >= params.get("max", 99),
+                                 terminator=params.get("terminator"), first_timeout=2.0, inter_digit_timeout=1.0)
+        session.vars["entry"] = (entry.digits, entry.ended_by, entry.speech)
+        return "done"
+
+    actions = collect_actions()
+    actions.register("probe", probe, {"type": "object"}, outcomes=("done",))
+    path = write(tmp_path, f"""\
+        start: p
+        nodes:
+          p: {{probe: {{prompt: {{tone: "440", duration: 1s}}, {params}}}, next: bye}}
+          bye: {{hangup: }}
+    """)
+    return run_simulation(path, dtmf=dtmf, actions=actions)
+
+
+def test_read_entry_says_why_an_entry_ended(tmp_path: Path) -> None:
+    assert run_probe(tmp_path, 'terminator: "#"', "@1.5 12#").vars["entry"] == ("12", "terminator", None)
+    assert run_probe(tmp_path, "max: 3", "@1.5 123").vars["entry"] == ("123", "complete", None)
+    assert run_probe(tmp_path, "max: 3", "@1.5 12").vars["entry"] == ("12", "timeout", None)
+    assert run_probe(tmp_path, "max: 3", "").vars["entry"] == ("", "timeout", None)
+
+
+def test_an_entry_stops_at_64_digits(tmp_path: Path) -> None:
+    # a stuck key must not grow an entry without bound: 64 digits end it as complete
+    result = run_probe(tmp_path, "max: 1000", "@1.5 " + "7" * 70)
+    assert result.vars["entry"] == ("7" * 64, "complete", None)
+
+
+def test_menu_gives_up_after_3_wrong_entries_by_default(tmp_path: Path) -> None:
+    path = write(tmp_path, """\
+        start: menu
+        nodes:
+          menu:
+            menu: {prompt: {tone: "440", duration: 1s}, options: {"1": done}, timeout: 1s}
+            on: {exhausted: bye}
+          done: {hangup: }
+          bye: {hangup: }
+    """)
+    result = run_simulation(path, dtmf="@0.5 5 @2 6 @3 7 @4 8")
+    assert [e.detail for e in result.trace if e.event == "invalid"] == ["'5' (1/3)", "'6' (2/3)", "'7' (3/3)"]
+    assert [e.node for e in result.trace if e.event == "enter"] == ["menu", "bye"]
+    # and the menu without a short_prompt replays its prompt
+    assert [e.detail for e in result.trace if e.event == "play"] == ["tone 440 1s"] * 3
+
+
+def test_menu_terminator_ends_an_entry_early(tmp_path: Path) -> None:
+    body = """\
+        start: menu
+        nodes:
+          menu:
+            menu: {{prompt: {{tone: "440", duration: 1s}}, options: {{"1": one, "12": twelve}}, {extra}}}
+          one: {{hangup: }}
+          twelve: {{hangup: }}
+    """
+    # "1" could still become "12": without a terminator it waits for the inter-digit timer (3 s)
+    result = run_simulation(write(tmp_path, body.format(extra="timeout: 2s")), dtmf="@1.5 1")
+    assert [(e.time, e.detail) for e in result.trace if e.event == "outcome"][0] == (4.5, "1")
+    result = run_simulation(write(tmp_path, body.format(extra='terminator: "#"')), dtmf="@1.5 1#")
+    assert [(e.time, e.detail) for e in result.trace if e.event == "outcome"][0] == (1.5, "1")
+    # the node's inter_digit_timeout (no flow default) governs the menu
+    result = run_simulation(write(tmp_path, body.format(extra="inter_digit_timeout: 500ms")), dtmf="@1.5 1")
+    assert [(e.time, e.detail) for e in result.trace if e.event == "outcome"][0] == (2.0, "1")
+
+
+def test_collect_node_settings_without_flow_defaults(tmp_path: Path) -> None:
+    body = """\
+        start: ask
+        nodes:
+          ask:
+            collect: {{prompt: {{tone: "440", duration: 1s}}, {extra}}}
+            next: done
+          done: {{hangup: }}
+    """
+    result = run_simulation(write(tmp_path, body.format(extra='terminator: "*"')), dtmf="@1.5 12*3")
+    assert result.vars["digits"] == "12"
+    assert [(e.time, e.detail) for e in result.trace if e.event == "outcome"][0] == (1.5, "ok")
+    result = run_simulation(write(tmp_path, body.format(extra="timeout: 2s, inter_digit_timeout: 500ms")),
+                            dtmf="@1.5 4")
+    assert events(result.trace, "timer") == [(2.0, "ask", "inter-digit timeout 0.5s")]
+    result = run_simulation(write(tmp_path, body.format(extra="timeout: 2s, inter_digit_timeout: 500ms")))
+    assert events(result.trace, "timer") == [(3.0, "ask", "first-digit timeout 2s")]
+
+
+def test_collect_traces_an_invalid_entry(tmp_path: Path) -> None:
+    outcome, result = collect(tmp_path, "@2.5 1", min_digits=2)
+    assert outcome == "invalid"
+    assert events(result.trace, "invalid") == [(3.5, "ask", "'1'")]
+
+
+def test_menu_patterns_are_routes_the_checker_follows(tmp_path: Path) -> None:
+    from ivr.flows import check_file
+
+    path = write(tmp_path, """\
+        start: menu
+        nodes:
+          menu:
+            menu: {prompt: {say: "Choose"}, options: {"1": done}, patterns: {"4[0-9]{2}": missing}}
+          done: {hangup: }
+    """)
+    _, diagnostics = check_file(path)
+    assert any("unknown node 'missing'" in str(d) for d in diagnostics)

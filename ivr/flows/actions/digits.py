@@ -66,6 +66,11 @@ async def read_entry(
     digits = ""
     listening = speech_input is not None
     speaking = False
+    if speech_input is not None and not speech_input.dtmf and session.typeahead:
+        # Keys are not an answer here: dropped before they could skip the prompt and stop the
+        # listening (rule 4 is for keyed entries).
+        session.trace("ignored", "dtmf " + "".join(session.typeahead))
+        session.typeahead.clear()
     if session.typeahead and "dtmf" in session.barge_in():
         session.trace("type-ahead", "".join(session.typeahead))
         listening = False  # keys already pressed: this entry is a keyed one

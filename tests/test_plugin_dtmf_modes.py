@@ -136,3 +136,135 @@ def test_gate_agrees_with_the_full_analysis_on_keys_noise_and_speech() -> None:
     signal = np.concatenate([add_noise(keys, 15.0), speech(PARAGRAPHS[0]), keys * 0.012])
     buffers = _buffers(signal)
     np.testing.assert_array_equal(_run(dtmf_plugin.gated_classify, buffers), _run(dtmf_plugin.analyse, buffers))
+
+
+# -- merging reports into presses, and the settings (issue 23) ----------------------------------
+
+
+def _report(rig: AudioRig, call, digit: str, source: str, duration_ms: int | None = None) -> None:
+    rig.pm.hook.ivr_dtmf_received(call=call, digit=digit, source=source, duration_ms=duration_ms)
+
+
+def _at(rig: AudioRig, seconds: float) -> None:
+    rig.now = seconds
+
+
+def test_the_dedupe_window_is_inclusive_and_configurable() -> None:
+    rig = AudioRig(dtmf_plugin)
+    call = rig.call()
+    _report(rig, call, "5", "rfc4733")
+    _at(rig, 0.3)
+    _report(rig, call, "5", "info")  # exactly 300 ms later: the same press
+    assert call.digits == ["5"]
+    rig = AudioRig(dtmf_plugin, config={"plugins": {"dtmf": {"dedupe_window_ms": "100"}}})
+    call = rig.call()
+    _report(rig, call, "5", "rfc4733")
+    _at(rig, 0.15)
+    _report(rig, call, "5", "info")  # 150 ms: past a 100 ms window
+    assert call.digits == ["5", "5"]
+    dtmf_plugin.ivr_configure({})
+
+
+def test_a_merged_report_keeps_the_press_open() -> None:
+    rig = AudioRig(dtmf_plugin)
+    call = rig.call()
+    _report(rig, call, "2", "rfc4733")
+    _at(rig, 0.25)
+    _report(rig, call, "2", "info")  # merged: the press was last seen now
+    _at(rig, 0.5)
+    _report(rig, call, "2", "inband")  # 250 ms after the INFO, 500 ms after the first report
+    assert call.digits == ["2"]
+
+
+def test_old_presses_are_forgotten_after_2s() -> None:
+    rig = AudioRig(dtmf_plugin)
+    call = rig.call()
+    _report(rig, call, "3", "rfc4733")
+    _at(rig, 1.9)
+    _report(rig, call, "3", "info", duration_ms=1700)  # an end report covering the press: merged
+    assert call.digits == ["3"]
+    _at(rig, 4.0)
+    # began 100 ms after the press was last seen (1.9 s), but that is 2.1 s ago: forgotten
+    _report(rig, call, "3", "inband", duration_ms=2000)
+    assert call.digits == ["3", "3"]
+    assert len(call.data["dtmf"].presses) == 1
+
+
+def test_a_window_longer_than_2s_keeps_presses_as_long() -> None:
+    rig = AudioRig(dtmf_plugin, config={"plugins": {"dtmf": {"dedupe_window_ms": 2500}}})
+    call = rig.call()
+    _report(rig, call, "4", "rfc4733")
+    _at(rig, 2.4)
+    _report(rig, call, "4", "info")
+    assert call.digits == ["4"]
+    dtmf_plugin.ivr_configure({})
+
+
+def test_a_held_inband_tone_keeps_its_press_open_for_a_late_out_of_band_report() -> None:
+    rig = AudioRig(dtmf_plugin, config={"plugins": {"dtmf": {"inband": "on"}}})
+    call = rig.call()
+    rig.feed(call, np.concatenate([silence(0.1), dtmf("6", 1.0)]))
+    assert call.digits == ["6"]
+    # the out-of-band report comes as the tone ends, with no duration: 1 s after the onset, but
+    # the tone was heard until now
+    _report(rig, call, "6", "rfc4733")
+    assert call.digits == ["6"]
+    rig.feed(call, silence(0.5))
+    _report(rig, call, "6", "info")  # 500 ms after the tone: a new press
+    assert call.digits == ["6", "6"]
+    dtmf_plugin.ivr_configure({})
+
+
+def test_parse_inband_mode() -> None:
+    assert dtmf_plugin.parse_inband_mode(True) == "on"
+    assert dtmf_plugin.parse_inband_mode(False) == "off"
+    assert dtmf_plugin.parse_inband_mode(" OFF ") == "off"
+    assert dtmf_plugin.parse_inband_mode("On") == "on"
+    assert dtmf_plugin.parse_inband_mode("auto") == "auto"
+    assert dtmf_plugin.parse_inband_mode(1) == "auto"  # not a mode: logged, auto
+
+
+def test_off_mode_and_the_per_call_switch() -> None:
+    rig = AudioRig(dtmf_plugin, config={"plugins": {"dtmf": {"inband": "off"}}})
+    call = rig.call()
+    _report(rig, call, "1", "rfc4733")
+    assert call.data["dtmf"].inband is False  # off: a call's state never listens
+    dtmf_plugin.ivr_configure({})
+    rig = AudioRig(dtmf_plugin)
+    quiet, listening = rig.call("a"), rig.call("b")
+    rig.step([quiet, listening])
+    quiet.data["dtmf"].inband = False  # one call's detector turned off alone
+    signal = np.concatenate([dtmf("9", 0.1), silence(0.1)])
+    for frame in signal.reshape(-1, 160):
+        rig.step([quiet, listening], np.stack([frame, frame]))
+    assert quiet.digits == [] and listening.digits == ["9"]
+    for call in (quiet, listening):
+        call.data["dtmf"].inband = False
+    for frame in signal.reshape(-1, 160):
+        rig.step([quiet, listening], np.stack([frame, frame]))
+    assert listening.digits == ["9"]
+
+
+def test_the_key_up_needs_3_windows_without_the_key() -> None:
+    rig = AudioRig(dtmf_plugin)
+    call = rig.call()
+    state = dtmf_plugin._state(call)
+    for at, key in enumerate([5, 5, -1, -1, 5, -1, -1, -1, 5, 5]):
+        dtmf_plugin._advance(call, state, key, at * 0.01)
+    assert call.digits == ["5", "5"]  # two misses bridged; three release the key
+    assert state.active == 5
+    other = rig.call("other2")
+    state = dtmf_plugin._state(other)
+    # the long path: a confirmed window (+32) makes a press at once; a valid one (+16) needs a
+    # second; one-tone-steady windows (+48) need three in a row
+    dtmf_plugin._advance(other, state, 16 + 3, 0.0)
+    assert other.digits == []
+    dtmf_plugin._advance(other, state, 32 + 3, 0.01)
+    assert other.digits == ["A"]
+    third = rig.call("other3")
+    state = dtmf_plugin._state(third)
+    for at in range(2):
+        dtmf_plugin._advance(third, state, 48 + 7, at * 0.01)
+    assert third.digits == []
+    dtmf_plugin._advance(third, state, 48 + 7, 0.02)
+    assert third.digits == ["B"]

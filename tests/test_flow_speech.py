@@ -388,3 +388,11 @@ def test_collect_silence_with_speech_input_is_no_input(tmp_path: Path) -> None:
     """
     result = run_simulation(write(tmp_path, body))
     assert trace_events(result.trace, "outcome")[0] == (3.0, "ask", "no_input")
+
+
+def test_keys_pressed_during_an_unbargeable_prompt_of_a_speech_only_menu_are_ignored(tmp_path: Path) -> None:
+    body = MENU.replace("input: [dtmf, speech]", "input: speech").replace(
+        "defaults: {{barge_in: [dtmf, speech]}}", "defaults: {{barge_in: none}}")
+    result = run_simulation(write(tmp_path, body.format(extra="")), dtmf="@0.5 12", say="support@2.5")
+    assert trace_events(result.trace, "ignored") == [(2.0, "menu", "dtmf 12")]
+    assert visited(result.trace)[1] == "support"

@@ -3,7 +3,9 @@
 mutmut reads one configuration per directory, but each module here must be checked against its
 own fast unit tests only. So every module gets a work directory, ``build/mutate/<name>/``, holding
 links to the packages and the tests and a generated ``pyproject.toml`` whose ``[tool.mutmut]``
-mutates that one file (``only_mutate``) and selects that module's test files. mutmut keeps its results there (``mutants/``), so a second run only redoes what changed.
+mutates that one file (``only_mutate``) and selects that module's test files. mutmut keeps its
+results there (``mutants/``), so a second run only redoes what changed: the mutants of changed
+code, and the earlier survivors, which new tests may kill.
 
     python tools/mutate.py                 # every module, then the score table
     python tools/mutate.py g711 jitter     # some modules
@@ -112,8 +114,17 @@ def run(name: str, recheck_only: bool = False) -> int:
     print(f"== {name}: {MODULES[name][0]} against {' '.join(MODULES[name][1])}", flush=True)
     # The Python reference is what is mutated: sessions must not take the compiled media path.
     env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1", SIMPLESIP_PURE_PYTHON="1")
+    # mutmut keeps a verdict until the mutated function changes: a survivor of an earlier run
+    # would stay "survived" after new tests were added. Those are run again by name (mutmut then
+    # re-tests them whatever it has stored), after the run that tests what is new.
+    stale = [key for key, status in statuses(name, merged=False).items() if status == "survived"]
     # max-children 2: the machine has two cores, shared.
     status = 0 if recheck_only else subprocess.call([MUTMUT, "run", "--max-children", "2"], cwd=work, env=env)
+    if not recheck_only:
+        stale = [key for key in stale if statuses(name, merged=False).get(key) == "survived"]
+        if stale:
+            print(f"   {len(stale)} survivors of an earlier run to re-test against the current tests", flush=True)
+            status |= subprocess.call([MUTMUT, "run", "--max-children", "2", *stale], cwd=work, env=env)
     if name in IMPORT_TIME:
         recheck_import_time(name)
     return status

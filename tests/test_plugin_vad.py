@@ -147,6 +147,9 @@ def test_speech_starts_on_3_voiced_of_the_last_5_frames(fake_vad) -> None:
     assert call.voice is call.data["vad"]
     assert call.data["vad"]["last_voice"] == pytest.approx(0.2)
     assert call.data["vad"]["speaking"] is False and call.data["vad"]["speech_start"] is None
+    # the VoiceActivity keys are there from the first frame, before any speech
+    assert {key: call.data["vad"][key] for key in ("last_speech_end", "voiced_ms", "utterance", "utterance_seq")} == {
+        "last_speech_end": None, "voiced_ms": 0, "utterance": None, "utterance_seq": 0}
     # V U V U V: three voiced of five (loud unvoiced frames move the window too)
     FakeVad.modes, FakeVad.asked = [], []
     rig = AudioRig(vad_plugin)

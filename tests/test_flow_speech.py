@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 import ivr_plugins.vad as vad_plugin
+from ivr import hookimpl
 from ivr.call import SpeechEvent
 from ivr.cli import build_parser
 from ivr.flows import check_file, run_simulation
@@ -396,3 +397,67 @@ def test_keys_pressed_during_an_unbargeable_prompt_of_a_speech_only_menu_are_ign
     result = run_simulation(write(tmp_path, body.format(extra="")), dtmf="@0.5 12", say="support@2.5")
     assert trace_events(result.trace, "ignored") == [(2.0, "menu", "dtmf 12")]
     assert visited(result.trace)[1] == "support"
+
+
+class HalfSureRecogniser:
+    """An ``ivr_stt`` engine that hears "support" with confidence 0.5, and notes its options."""
+
+    def __init__(self) -> None:
+        self.options: list[dict] = []
+
+    @hookimpl
+    def ivr_stt(self, call, pcm, options):
+        self.options.append(options)
+        return "support", 0.5
+
+
+def test_the_node_min_confidence_reaches_the_recogniser(tmp_path: Path) -> None:
+    engine = HalfSureRecogniser()
+    plugins = make_setup(("half_sure", engine)).plugins
+    wav = write_wav(tmp_path / "answer.wav", np.zeros(8000, np.int16))
+    routed = "on: {no_match: sorry}\n          min_confidence: FLOOR"
+    result = run_simulation(write(tmp_path, MENU.format(extra=routed.replace("FLOOR", "0.6"))),
+                            speech_wav=f"{wav}@2.5", plugins=plugins)
+    assert engine.options[-1]["min_confidence"] == 0.6
+    assert visited(result.trace)[1] == "sorry"  # 0.5 is under the node's 0.6
+    result = run_simulation(write(tmp_path, MENU.format(extra=routed.replace("FLOOR", "0.4"))),
+                            speech_wav=f"{wav}@2.5", plugins=plugins)
+    assert visited(result.trace)[1] == "support"
+
+
+class InterruptedRecogniser:
+    """An ``ivr_stt`` engine during whose work the caller presses "2": it reports the key on the
+    call's loop and answers only once the flow has traced the cancellation."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self.loop = None
+        self.cancelled = threading.Event()
+
+    @hookimpl
+    def ivr_call_started(self, call):
+        import asyncio
+
+        self.loop = asyncio.get_running_loop()
+
+    @hookimpl
+    def ivr_stt(self, call, pcm, options):
+        self.loop.call_soon_threadsafe(call.report_dtmf, "2", "rfc4733")
+        assert self.cancelled.wait(10)
+        return "buy something", 1.0
+
+    def trace(self, entry: TraceEntry) -> None:
+        if entry.event == "speech" and entry.detail.startswith("cancelled by dtmf"):
+            self.cancelled.set()
+
+
+def test_a_key_pressed_during_recognition_wins(tmp_path: Path) -> None:
+    engine = InterruptedRecogniser()
+    plugins = make_setup(("interrupted", engine)).plugins
+    wav = write_wav(tmp_path / "answer.wav", np.zeros(8000, np.int16))
+    result = run_simulation(write(tmp_path, MENU.format(extra="")), speech_wav=f"{wav}@2.5", plugins=plugins,
+                            trace_out=engine.trace)
+    assert (3.5, "menu", "cancelled by dtmf 2") in trace_events(result.trace, "speech")
+    assert visited(result.trace)[1] == "support"  # the key, not the words
+    assert "speech" not in result.vars

@@ -317,3 +317,15 @@ def test_menu_patterns_are_routes_the_checker_follows(tmp_path: Path) -> None:
     """)
     _, diagnostics = check_file(path)
     assert any("unknown node 'missing'" in str(d) for d in diagnostics)
+
+
+def test_speech_a_keyed_entry_does_not_listen_to_does_not_hold_off_its_timers(tmp_path: Path) -> None:
+    # A VAD reports the caller's (or the line's) speech on every call; a collect that takes keys
+    # only must time out as configured all the same (it used to restart its timer at each speech
+    # event: 13 s instead of 3 s here, and never on a line with steady background talk).
+    talk = "start@2.5,end@4.5,start@6,end@7.5,start@9,end@10"
+    result = run_simulation(write(tmp_path, COLLECT.format(min_digits=1, extra="")), speech=talk)
+    assert events(result.trace, "timer") == [(5.0, "ask", "first-digit timeout 3s")]
+    result = run_simulation(write(tmp_path, COLLECT.format(min_digits=1, extra="")), dtmf="@2.2 1", speech=talk)
+    assert events(result.trace, "timer") == [(3.2, "ask", "inter-digit timeout 1s")]
+    assert result.vars["digits"] == "1"

@@ -13,6 +13,7 @@ Timer rules (docs/flows.md states them with examples):
 
 from __future__ import annotations
 
+import asyncio
 import re
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -77,12 +78,18 @@ async def read_entry(
     else:
         barged = await session.play(prompt, min_speech=speech_input.min_speech if speech_input else None)
         speaking = listening and barged == "speech"
+    # When the running timer ends (loop time); None: (re)start it. Only what the entry takes in
+    # (a digit, heard speech starting or ending) restarts it: events it ignores (speech while it
+    # does not listen, ignored keys) must not hold the caller's timeout off for ever.
+    loop = asyncio.get_running_loop()
+    deadline: float | None = None
     while True:
         if speech_input is not None and not speech_input.dtmf and session.typeahead:
             session.trace("ignored", "dtmf " + "".join(session.typeahead))
             session.typeahead.clear()
         # Type-ahead first, one digit at a time: what the entry does not use stays buffered.
         while session.typeahead:
+            deadline = None
             if listening or speaking:
                 session.trace("speech", "cancelled by dtmf")
                 listening = speaking = False
@@ -96,7 +103,9 @@ async def read_entry(
             timeout = speech_input.max_speech
         else:
             timeout = inter_digit_timeout if digits else first_timeout
-        event = await session.next_event(timeout)
+        if deadline is None:
+            deadline = loop.time() + timeout
+        event = await session.next_event(max(0.0, deadline - loop.time()))
         if event is None:
             if speaking:  # the VAD never ended the utterance: a stuck line or endless talk
                 session.trace("speech", f"longer than max_speech {timeout:g}s")
@@ -108,8 +117,10 @@ async def read_entry(
         elif isinstance(event, SpeechEvent) and listening:
             if event.kind == "start":
                 speaking = True
+                deadline = None
             elif speaking:  # an end we saw start (one begun during an unbargeable prompt is not heard)
                 speaking = False
+                deadline = None
                 if not speech.speech_long_enough(session.call.voice, speech_input.min_speech):
                     session.trace("speech", "too short, ignored")
                     continue

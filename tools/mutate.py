@@ -11,6 +11,7 @@ code, and the earlier survivors, which new tests may kill.
     python tools/mutate.py g711 jitter     # some modules
     python tools/mutate.py --report        # the table from the stored results, nothing run
     python tools/mutate.py --survivors jitter   # the surviving mutants of a module, as diffs
+    python tools/mutate.py dtmf_plugin --only '*x__advance__*'   # only the mutants matching a glob
 
 Equivalent mutants (no behaviour can tell them from the original) are listed in
 tools/mutate_equivalent.txt, one mutant name a line with the reason after a ``#``; they are
@@ -20,6 +21,7 @@ reported apart and left out of the score.
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import json
 import os
 import subprocess
@@ -109,11 +111,13 @@ def prepare(name: str) -> Path:
     return work
 
 
-def run(name: str, recheck_only: bool = False) -> int:
+def run(name: str, recheck_only: bool = False, only: list[str] | None = None) -> int:
     work = prepare(name)
     print(f"== {name}: {MODULES[name][0]} against {' '.join(MODULES[name][1])}", flush=True)
     # The Python reference is what is mutated: sessions must not take the compiled media path.
     env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1", SIMPLESIP_PURE_PYTHON="1")
+    if only:  # some mutants only, named by globs: mutmut (re-)tests exactly those
+        return subprocess.call([MUTMUT, "run", "--max-children", "2", *only], cwd=work, env=env)
     # mutmut keeps a verdict until the mutated function changes: a survivor of an earlier run
     # would stay "survived" after new tests were added. Those are run again by name (mutmut then
     # re-tests them whatever it has stored), after the run that tests what is new.
@@ -171,14 +175,16 @@ STATUS_BY_EXIT_CODE = {None: "not checked", 0: "survived", 1: "killed", 3: "kill
                        -9: "segfault", 2: "interrupted"}
 
 
-def statuses(name: str, merged: bool = True) -> dict[str, str]:
+def statuses(name: str, merged: bool = True, only: list[str] | None = None) -> dict[str, str]:
     """mutant name -> status, from mutmut's stored results of module ``name`` (with ``merged``,
-    import-time survivors carry the verdict of their re-check)."""
+    import-time survivors carry the verdict of their re-check; with ``only``, the mutants
+    matching one of those globs)."""
     meta = WORK / name / "mutants" / (MODULES[name][0] + ".meta")
     if not meta.exists():
         return {}
     data = json.loads(meta.read_text())
-    found = {key: STATUS_BY_EXIT_CODE.get(code, "suspicious") for key, code in data["exit_code_by_key"].items()}
+    found = {key: STATUS_BY_EXIT_CODE.get(code, "suspicious") for key, code in data["exit_code_by_key"].items()
+             if not only or any(fnmatch.fnmatchcase(key, glob) for glob in only)}
     rechecked = WORK / name / "import_time.json"
     if merged and rechecked.exists():
         for key, status in json.loads(rechecked.read_text()).items():
@@ -197,7 +203,7 @@ def equivalent() -> dict[str, str]:
     return result
 
 
-def report(names: list[str], markdown: bool = False) -> None:
+def report(names: list[str], markdown: bool = False, only: list[str] | None = None) -> None:
     known_equivalent = equivalent()
     if markdown:
         print("| module | file | mutants | killed | equivalent | survived | other | score |")
@@ -205,7 +211,7 @@ def report(names: list[str], markdown: bool = False) -> None:
     else:
         print(f"{'module':<15} {'mutants':>7} {'killed':>7} {'equiv.':>6} {'survived':>8} {'other':>6} {'score':>7}")
     for name in names:
-        found = statuses(name)
+        found = statuses(name, only=only)
         if not found:
             print(f"| {name} | `{MODULES[name][0]}` | not run | | | | | |" if markdown else f"{name:<15} (not run)")
             continue
@@ -222,10 +228,10 @@ def report(names: list[str], markdown: bool = False) -> None:
             print(f"{name:<15} {len(found):>7} {len(killed):>7} {len(equiv):>6} {len(survived):>8} {other:>6} {score:>6.1f}%")
 
 
-def survivors(name: str) -> None:
+def survivors(name: str, only: list[str] | None = None) -> None:
     known_equivalent = equivalent()
     work = WORK / name
-    for key, status in statuses(name).items():
+    for key, status in statuses(name, only=only).items():
         if status in KILLED:
             continue
         tag = f"equivalent: {known_equivalent[key]}" if key in known_equivalent else status
@@ -239,6 +245,8 @@ def main() -> int:
     parser.add_argument("--report", action="store_true", help="print the score table only")
     parser.add_argument("--survivors", action="store_true", help="show the surviving mutants")
     parser.add_argument("--markdown", action="store_true", help="the table in Markdown (docs/testing.md)")
+    parser.add_argument("--only", action="append", metavar="GLOB",
+                        help="only the mutants whose name matches GLOB (repeatable), e.g. '*x__advance__*'")
     args = parser.parse_args()
     names = args.modules or list(MODULES)
     unknown = [n for n in names if n not in MODULES]
@@ -246,13 +254,13 @@ def main() -> int:
         parser.error(f"unknown module(s): {', '.join(unknown)}")
     if args.survivors:
         for name in names:
-            survivors(name)
+            survivors(name, args.only)
         return 0
     failed = 0
     if not args.report:
         for name in names:
-            failed |= run(name) != 0
-    report(names, args.markdown)
+            failed |= run(name, only=args.only) != 0
+    report(names, args.markdown, args.only)
     return 1 if failed else 0
 
 

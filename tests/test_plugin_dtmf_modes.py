@@ -268,3 +268,92 @@ def test_the_key_up_needs_3_windows_without_the_key() -> None:
     assert third.digits == []
     dtmf_plugin._advance(third, state, 48 + 7, 0.02)
     assert third.digits == ["B"]
+
+
+# -- the key-down / key-up state machine, window by window ----------------------------------------
+# _advance takes one window's verdict: a strict key 0-15, -1 for none, a long-path key + 16 (valid),
+# + 32 (confirmed) or + 48 (confirmed with one tone steady). Keys: "123A456B789C*0#D".
+
+
+def _windows(verdicts: list[int], call=None, rig: AudioRig | None = None):
+    rig = rig or AudioRig(dtmf_plugin)
+    call = call or rig.call()
+    state = dtmf_plugin._state(call)
+    for n, key in enumerate(verdicts):
+        dtmf_plugin._advance(call, state, key, n * 0.01)
+    return call.digits, state
+
+
+@pytest.mark.parametrize(("verdicts", "digits"), [
+    ([5], []),  # one strict window is not a press
+    ([5, 5], ["5"]),  # two in a row are
+    ([15, 15], ["D"]),  # the last strict key
+    ([0, 0], ["1"]),  # key 0 is a key, not "none"
+    ([-1, -1, -1], []),  # no key, however long
+    ([5, 6, 5], []),  # a different key in between starts the count again
+    ([5, 21, 5], []),  # so does a long-path window of the same key: strict windows in a row only
+    ([5, 21, 5, 5], ["5"]),
+    ([16, 16], []),  # long-path windows that are only valid never make a press
+    ([16 + 5, 32 + 5], ["5"]),  # a confirmed window makes it at once
+    ([32], ["1"]),
+    ([47], ["D"]),  # the last confirmed key
+    ([48], []),  # one-tone-steady windows: three in a row
+    ([48, 48], []),
+    ([48, 48, 48], ["1"]),
+    ([48 + 15, 48 + 15, 48 + 15], ["D"]),
+    ([48, 48, 16, 48, 48], []),  # a window that confirms nothing starts that count again
+    ([48, 32 + 0], ["1"]),
+    ([48, 48, 32 + 0], ["1"]),
+    ([5, 5, -1, -1, 5], ["5"]),  # two missing windows do not release the key
+    ([5, 5, -1, -1, -1, 5], ["5"]),  # three do; then two windows again make a second press
+    ([5, 5, -1, -1, -1, 5, 5], ["5", "5"]),
+    ([5, 5, 6, 6], ["5"]),  # another key while one is held: the held one is released first
+    ([5, 5, 6, 6, 6], ["5", "6"]),
+    ([5, 5, -1, -1, -1, 6, 6, -1, -1, 6, 6], ["5", "6"]),  # a new press starts with no misses
+])
+def test_key_state_machine(verdicts: list[int], digits: list[str]) -> None:
+    assert _windows(verdicts)[0] == digits
+
+
+def test_a_window_with_the_held_key_clears_the_misses() -> None:
+    digits, state = _windows([5, 5, -1, -1, 5, -1, -1])
+    assert digits == ["5"] and state.active == 5 and state.misses == 2
+    digits, state = _windows([5, 5, -1, -1, -1])
+    assert state.active == -1
+
+
+def test_the_held_key_keeps_its_press_open() -> None:
+    rig = AudioRig(dtmf_plugin)
+    call = rig.call()
+    _windows([9, 9], call, rig)
+    (press,) = call.data["dtmf"].presses
+    assert press.last_seen == 0.0 and press.sources == {"inband"}
+    rig.now = 1.5
+    dtmf_plugin._advance(call, call.data["dtmf"], 9 + 32, 1.5)  # the same key, long path: still held
+    assert press.last_seen == 1.5 and call.digits == ["8"]
+    rig.now = 1.6
+    dtmf_plugin._advance(call, call.data["dtmf"], 10, 1.6)  # another key: a miss, nothing touched
+    assert press.last_seen == 1.5
+
+
+def test_new_memory_is_an_unheard_past_and_no_key() -> None:
+    memory = dtmf_plugin.new_memory()
+    assert memory.shape == (dtmf_plugin.MEMORY,)
+    assert np.isinf(memory[dtmf_plugin._PAST]).all()
+    assert memory[dtmf_plugin._PREV_KEY] == -1
+    assert not memory[: dtmf_plugin.HISTORY].any() and memory[dtmf_plugin._AGE] == 0
+    assert memory[dtmf_plugin._TICKS] == 0 and not memory[dtmf_plugin._PREV_FREQ].any()
+
+
+def test_the_held_key_keeps_the_in_band_press_open_not_a_later_out_of_band_one() -> None:
+    rig = AudioRig(dtmf_plugin, config={"plugins": {"dtmf": {"inband": "on"}}})
+    call = rig.call()
+    _windows([9, 9], call, rig)  # "8" in band at 0.0
+    rig.now = 0.5
+    _report(rig, call, "8", "rfc4733")  # 500 ms later: a press of its own
+    inband_press, rfc4733_press = call.data["dtmf"].presses
+    assert rfc4733_press.sources == {"rfc4733"}
+    rig.now = 0.6
+    dtmf_plugin._advance(call, call.data["dtmf"], 9, 0.6)
+    assert inband_press.last_seen == 0.6 and rfc4733_press.last_seen == 0.5
+    dtmf_plugin.ivr_configure({})

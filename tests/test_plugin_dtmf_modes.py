@@ -294,6 +294,10 @@ def _windows(verdicts: list[int], call=None, rig: AudioRig | None = None):
     ([5, 21, 5], []),  # so does a long-path window of the same key: strict windows in a row only
     ([5, 21, 5, 5], ["5"]),
     ([16, 16], []),  # long-path windows that are only valid never make a press
+    ([21, 5], []),  # a first window that is not strict does not count toward the strict two
+    ([6, 21, 5], []),  # nor when the key changes with it
+    ([16 + 5, 48 + 5, 48 + 5], []),  # a first window that confirms nothing does not count toward three
+    ([6, 16 + 5, 48 + 5, 48 + 5], []),
     ([16 + 5, 32 + 5], ["5"]),  # a confirmed window makes it at once
     ([32], ["1"]),
     ([47], ["D"]),  # the last confirmed key

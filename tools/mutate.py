@@ -216,6 +216,12 @@ def report(names: list[str], markdown: bool = False, only: list[str] | None = No
             print(f"| {name} | `{MODULES[name][0]}` | not run | | | | | |" if markdown else f"{name:<15} (not run)")
             continue
         equiv = [k for k in found if k in known_equivalent]
+        # mutmut numbers a function's mutants in order: an edit of the code renumbers them, and an
+        # entry of the equivalent list then names another mutant, which the tests may kill.
+        stale = [k for k in equiv if found[k] in KILLED]
+        if stale:
+            print(f"warning: {name}: killed mutants listed as equivalent (renumbered by a code change?): "
+                  f"{', '.join(stale)}", file=sys.stderr)
         killed = [k for k, s in found.items() if s in KILLED and k not in known_equivalent]
         survived = [k for k, s in found.items() if s == "survived" and k not in known_equivalent]
         other = len(found) - len(equiv) - len(killed) - len(survived)  # no tests, suspicious, ...

@@ -276,27 +276,12 @@ def run_tick(calls: Sequence[MediaLeg], on_tick: OnTick | None, now: float, send
         is_alaw = np.fromiter((call.rtp.is_alaw for call in calls), dtype=bool, count=n)
     inbound = _decode_rows(codes, is_alaw)
 
-    outbound: np.ndarray | None
-    if on_tick is not None:
-        outbound = on_tick(list(calls), inbound, now, tick)
-    else:
-        outbound = np.zeros((n, samples), dtype=np.int16) if send else None
-        for i, call in enumerate(calls):
-            call.deliver_frame(inbound[i])
-            if outbound is not None:
-                pcm = call.next_outbound_frame()
-                if pcm is not None:
-                    outbound[i] = np.frombuffer(pcm, dtype="<i2", count=samples)
-
+    outbound = _consume(calls, inbound, on_tick, now, tick, send)
     if catch_up:
-        for call in calls:
-            if call.on_hold:
-                call.rtp.skip_frame()
-            else:
-                call.rtp.skip_tick()
+        _skip_tick(calls)
         return
     if outbound is None:
-        outbound = np.zeros((n, samples), dtype=np.int16)
+        outbound = np.zeros(inbound.shape, dtype=np.int16)
     out = _encode_rows(outbound, is_alaw).tobytes()
     offset = 0
     for call in calls:
@@ -324,27 +309,12 @@ def _run_tick_native(calls: Sequence[MediaLeg], cores: list, on_tick: OnTick | N
         if digits:
             call.deliver_dtmf(digits)
 
-    outbound: np.ndarray | None
-    if on_tick is not None:
-        outbound = on_tick(list(calls), inbound, now, tick)
-    else:
-        outbound = np.zeros((n, samples), dtype=np.int16) if send else None
-        for i, call in enumerate(calls):
-            call.deliver_frame(inbound[i])
-            if outbound is not None:
-                pcm = call.next_outbound_frame()
-                if pcm is not None:
-                    outbound[i] = np.frombuffer(pcm, dtype="<i2", count=samples)
-
+    outbound = _consume(calls, inbound, on_tick, now, tick, send)
     if catch_up:
-        for call in calls:
-            if call.on_hold:
-                call.rtp.skip_frame()
-            else:
-                call.rtp.skip_tick()
+        _skip_tick(calls)
         return
     if outbound is None:
-        outbound = np.zeros((n, samples), dtype=np.int16)
+        outbound = np.zeros(inbound.shape, dtype=np.int16)
     elif outbound.dtype != np.int16:  # as g711.encode: saturate a wider type rather than wrap
         outbound = np.clip(outbound, -32768, 32767).astype(np.int16)
     outbound = np.ascontiguousarray(outbound)
@@ -358,6 +328,34 @@ def _run_tick_native(calls: Sequence[MediaLeg], cores: list, on_tick: OnTick | N
             rtp = call.rtp
             packet = rtp.build_packet(g711.encode(outbound[i], rtp.codec).tobytes())
         call.send_packet(packet)
+
+
+def _consume(calls: Sequence[MediaLeg], inbound: np.ndarray, on_tick: OnTick | None, now: float,
+             tick: int, send: bool) -> np.ndarray | None:
+    """The tick's consumer: ``on_tick`` with the whole batch, or each call's ``deliver_frame``
+    and send queue; returns the outbound frames (None: silence for every call)."""
+    n, samples = inbound.shape
+    outbound: np.ndarray | None
+    if on_tick is not None:
+        outbound = on_tick(list(calls), inbound, now, tick)
+    else:
+        outbound = np.zeros((n, samples), dtype=np.int16) if send else None
+        for i, call in enumerate(calls):
+            call.deliver_frame(inbound[i])
+            if outbound is not None:
+                pcm = call.next_outbound_frame()
+                if pcm is not None:
+                    outbound[i] = np.frombuffer(pcm, dtype="<i2", count=samples)
+    return outbound
+
+
+def _skip_tick(calls: Sequence[MediaLeg]) -> None:
+    """A catch-up tick sends nothing: every call's RTP timestamp moves on instead."""
+    for call in calls:
+        if call.on_hold:
+            call.rtp.skip_frame()
+        else:
+            call.rtp.skip_tick()
 
 
 def _drain_sockets(calls: Sequence[MediaLeg]) -> None:

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from simplesip.core import jitter
+from simplesip.core.rtpstats import ReceiveFigures
 from simplesip.wire import g711
 
 __all__ = ["ENABLED", "REASON", "NativeCore", "native", "pure_python_forced"]
@@ -60,8 +61,9 @@ if native is not None and not ENABLED:
 
 if native is not None:
 
-    class NativeCore(native.Core):  # type: ignore[name-defined,misc]
-        """A call's compiled media state, with JitterBuffer's and ReceiveStats' Python API."""
+    class NativeCore(ReceiveFigures, native.Core):  # type: ignore[name-defined,misc]
+        """A call's compiled media state, with JitterBuffer's and ReceiveStats' Python API (the
+        derived figures are :class:`~simplesip.core.rtpstats.ReceiveFigures`')."""
 
         __slots__ = ()
 
@@ -78,32 +80,6 @@ if native is not None:
         @codec.setter
         def codec(self, codec: str) -> None:
             self.jitter_alaw = g711.normalize_codec(codec) == "PCMA"
-
-        @property
-        def lost(self) -> int:
-            return self.expected - self.received
-
-        @property
-        def fraction_lost(self) -> float:
-            """Loss over the whole stream, 0.0..1.0."""
-            return self.lost / self.expected if self.expected else 0.0
-
-        @property
-        def jitter_ms(self) -> float:
-            return self.jitter * 1000.0 / self.clock_rate
-
-        def as_dict(self) -> dict[str, Any]:
-            """ReceiveStats.as_dict."""
-            return {
-                "received": self.received,
-                "expected": self.expected,
-                "lost": self.lost,
-                "fraction_lost": round(self.fraction_lost, 4),
-                "jitter": int(self.jitter),
-                "jitter_ms": round(self.jitter_ms, 2),
-                "late": self.late,
-                "duplicates": self.duplicates,
-            }
 
 else:
     NativeCore = None  # type: ignore[assignment,misc]

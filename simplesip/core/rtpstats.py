@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 from typing import Any, Final
 
-__all__ = ["MAX_DROPOUT", "MAX_MISORDER", "ReceiveStats", "SequenceUnwrapper"]
+__all__ = ["MAX_DROPOUT", "MAX_MISORDER", "ReceiveFigures", "ReceiveStats", "SequenceUnwrapper"]
 
 logger = logging.getLogger(__name__)
 
@@ -54,7 +54,41 @@ class SequenceUnwrapper:
         self.last = None
 
 
-class ReceiveStats:
+class ReceiveFigures:
+    """The figures derived from the counters of a receive statistics object (``expected``,
+    ``received``, ``jitter``, ``clock_rate``, ``late``, ``duplicates``): shared by
+    :class:`ReceiveStats` and the compiled core (:class:`simplesip.core.native.NativeCore`)."""
+
+    __slots__ = ()
+
+    @property
+    def lost(self) -> int:
+        return self.expected - self.received  # type: ignore[attr-defined]
+
+    @property
+    def fraction_lost(self) -> float:
+        """Loss over the whole stream, 0.0..1.0."""
+        expected = self.expected  # type: ignore[attr-defined]
+        return self.lost / expected if expected else 0.0
+
+    @property
+    def jitter_ms(self) -> float:
+        return self.jitter * 1000.0 / self.clock_rate  # type: ignore[attr-defined]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "received": self.received,  # type: ignore[attr-defined]
+            "expected": self.expected,  # type: ignore[attr-defined]
+            "lost": self.lost,
+            "fraction_lost": round(self.fraction_lost, 4),
+            "jitter": int(self.jitter),  # type: ignore[attr-defined]
+            "jitter_ms": round(self.jitter_ms, 2),
+            "late": self.late,  # type: ignore[attr-defined]
+            "duplicates": self.duplicates,  # type: ignore[attr-defined]
+        }
+
+
+class ReceiveStats(ReceiveFigures):
     """Reception statistics of one RTP source (RFC 3550 §6.4.1 and appendix A).
 
     ``received`` counts distinct packets (duplicates are counted apart), so ``lost`` does not go
@@ -163,19 +197,6 @@ class ReceiveStats:
             return 0
         return self.highest_sequence - self.base_sequence + 1
 
-    @property
-    def lost(self) -> int:
-        return self.expected - self.received
-
-    @property
-    def fraction_lost(self) -> float:
-        """Loss over the whole stream, 0.0..1.0."""
-        return self.lost / self.expected if self.expected else 0.0
-
-    @property
-    def jitter_ms(self) -> float:
-        return self.jitter * 1000.0 / self.clock_rate
-
     def interval_fraction_lost(self) -> int:
         """Fraction lost since the previous call, as RTCP's 8-bit fixed point (A.3)."""
         expected_interval = self.expected - self._expected_prior
@@ -187,14 +208,3 @@ class ReceiveStats:
             return 0
         return min(255, (lost_interval << 8) // expected_interval)
 
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "received": self.received,
-            "expected": self.expected,
-            "lost": self.lost,
-            "fraction_lost": round(self.fraction_lost, 4),
-            "jitter": int(self.jitter),
-            "jitter_ms": round(self.jitter_ms, 2),
-            "late": self.late,
-            "duplicates": self.duplicates,
-        }

@@ -327,6 +327,77 @@ def test_packets_on_the_wire_match(seed: int) -> None:
     assert compiled["send_fds"] == [-1] * 7  # closing a socket takes its descriptor back from the core
 
 
+# --- SRTP: libsrtp called from the extension ---------------------------------------------------------
+
+_SUITES = ["AES_CM_128_HMAC_SHA1_80", "AES_CM_128_HMAC_SHA1_32"]
+
+
+@pytest.mark.parametrize("suite", _SUITES)
+def test_srtp_sessions_match(suite: str) -> None:
+    """The compiled receive path unprotects through libsrtp itself: the same frames, packets,
+    key presses and counters (authentication, replay and malformed ones included) as the pure
+    path, with the fast path really taken."""
+    from tests.helpers.media_diff import srtp_transcript
+
+    (pure, pure_unprotected), (compiled, compiled_unprotected) = (srtp_transcript(False, suite),
+                                                                  srtp_transcript(True, suite))
+    assert compiled == pure
+    stats = pure[-2]
+    # 10 tampered with; the replays of packets already received and the one cut short: refused
+    # by libsrtp and counted alike on both paths
+    assert stats["srtp_auth_failures"] == 10 and stats["srtp_replay_failures"] == 7, stats
+    assert stats["received"] == 46
+    assert [d.digit for item in pure if isinstance(item, list) for d in item] == ["5"]  # the key press
+    assert pure_unprotected == 46 + 17  # every packet taken (the key press's too), every failure
+    # the compiled path: the latching packet, the failures (retried to be counted), the key press
+    # and what follows it while it is open; the rest was unprotected by the extension
+    assert compiled_unprotected <= pure_unprotected - 25, compiled_unprotected
+
+
+def test_srtp_rekey_reaches_the_compiled_path() -> None:
+    """A new receiving key (SrtpContext.update, as a re-INVITE or a caller of the public context
+    does) frees the libsrtp session the core used: the core takes the new one at once, so the old
+    key's packets are refused and counted and the new key's are played through the fast path."""
+    from simplesip.core.srtp import SrtpContext, SrtpParams, new_master_key
+    from tests.helpers.media_diff import srtp_pair
+
+    params, old_peer = srtp_pair(_SUITES[0])
+    session = new_session(True, srtp=params)
+    addr = ("10.0.0.1", 4000)
+
+    def packet(i: int) -> bytes:
+        return RtpPacket(0, 100 + i, 8000 + 160 * i, 0x4242, bytes([i]) * 160).serialize()
+
+    for i in range(5):
+        session.receive(old_peer.protect(packet(i)), addr, 1.0 + 0.02 * i)
+    new_key = new_master_key()
+    assert session.srtp is not None
+    session.srtp.update(SrtpParams(params.suite, params.local_key, new_key))
+    new_peer = SrtpContext(SrtpParams(params.suite, new_key, params.local_key))
+    for i in range(5, 10):
+        session.receive(old_peer.protect(packet(i)), addr, 1.0 + 0.02 * i)
+    for i in range(10, 15):
+        session.receive(new_peer.protect(packet(i)), addr, 1.0 + 0.02 * i)
+    stats = session.stats()
+    assert stats["srtp_auth_failures"] == 5 and stats["received"] == 10, stats
+
+
+@pytest.mark.parametrize("suite", _SUITES)
+def test_srtp_packets_on_the_wire_match(suite: str) -> None:
+    """SRTP calls sending from C (libsrtp's srtp_protect called by the extension): the sinks
+    receive byte for byte what the pure path sends, and the packets authenticate at the peer."""
+    from tests.helpers.media_diff import send_over_sockets, srtp_pair
+
+    params, peer = srtp_pair(suite)
+    compiled, pure = send_over_sockets(True, 3, srtp=params), send_over_sockets(False, 3, srtp=params)
+    assert compiled["received"] == pure["received"]
+    assert compiled["stats"] == pure["stats"] and compiled["errors"] == pure["errors"]
+    assert compiled["python_sends"][0] == 0 < len(pure["received"][0])  # protected and sent from C
+    first = pure["received"][0][0]
+    assert len(first) == 12 + 160 + (10 if suite.endswith("80") else 4)
+    assert peer.unprotect(first) is not None and peer.auth_failures == 0
+
+
 @pytest.mark.parametrize("family,batch", [(2, 8), (10, 3), (2, 1)], ids=["ipv4", "ipv6", "ipv4-one-a-pass"])
 def test_read_pass_without_a_loop(family: int, batch: int) -> None:
     """The extension's read_pass on its own, over IPv4 and IPv6 loopback: bursts of up to 12

@@ -12,6 +12,9 @@
  *   pull_batch(cores, catch_up, out)      one frame per call, G.711-decoded into (n, frame) int16
  *   build_batch(cores, pcm, hold)         G.711-encode (n, frame) int16 and build the RTP packets
  * The G.711 tables come from Python (set_tables), so both paths use the very same tables.
+ * SRTP: libsrtp's srtp_protect/srtp_unprotect and the call's two libsrtp sessions come from the
+ * pylibsrtp binding as addresses (Core.set_srtp, from simplesip.core.srtp.SrtpContext): nothing
+ * here links libsrtp or does cryptography itself.
  * Frame size and clock rate are per Core (configure), nothing assumes 160 samples or 8 kHz.
  */
 #define PY_SSIZE_T_CLEAN
@@ -31,6 +34,13 @@
 #include <sys/socket.h>
 #define HAVE_READ_PASS 1
 #endif
+
+/* libsrtp 2's srtp_protect / srtp_unprotect: (srtp_t session, packet in place, length in/out). */
+typedef int (*srtp_fn)(void *session, void *packet, int *length);
+/* Room libsrtp may append to a packet (SRTP_MAX_TRAILER_LEN: tag + MKI) and the largest
+ * SRTP packet the fast path unprotects (larger ones take the Python path). */
+#define SRTP_TRAILER_ROOM 144
+#define SRTP_MAX_FAST 1500
 
 /* ---- tables (set once from simplesip.wire.g711 / simplesip.core.jitter) ---------------------- */
 
@@ -119,7 +129,10 @@ typedef struct {
     PyObject *remote_ssrc;      /* None or int */
     int64_t remote_ssrc_v;      /* -1 when None */
     long long fast_pt;
-    char srtp;
+    char srtp;                  /* SRTP is on: the fast paths need srtp_rx / srtp_tx below */
+    void *srtp_rx, *srtp_tx;    /* libsrtp sessions (NULL: the Python path does SRTP) */
+    srtp_fn srtp_unprotect, srtp_protect;
+    int srtp_tag;               /* the RTP authentication tag's length */
     PyObject *last_dtmf_in;     /* None or the arrival time */
     PyObject *latched;          /* None or the address tuple */
     struct sockaddr_storage latched_sa;
@@ -503,10 +516,22 @@ static void core_pull(Core *c, int catch_up, uint8_t *out) {
 
 /* The fast path of RtpSession.receive (address already matched): 1 taken, 0 not, -1 error. */
 static int fast_receive(Core *c, const uint8_t *d, Py_ssize_t len, double now) {
-    if (c->srtp || c->last_dtmf_in != Py_None || len <= 12 || d[0] != 0x80) return 0;
+    if (c->last_dtmf_in != Py_None || len <= 12 || d[0] != 0x80) return 0;
+    if (c->srtp && (!c->srtp_rx || len <= 12 + c->srtp_tag || len > SRTP_MAX_FAST)) return 0;
     if ((d[1] & 0x7F) != c->fast_pt || c->remote_ssrc_v < 0) return 0;
     int64_t ssrc = ((int64_t)d[8] << 24) | ((int64_t)d[9] << 16) | ((int64_t)d[10] << 8) | d[11];
     if (ssrc != c->remote_ssrc_v) return 0;
+    uint32_t clear[SRTP_MAX_FAST / 4];  /* 32-bit aligned, as libsrtp wants its packets */
+    if (c->srtp) {
+        /* The RTP header travels in clear, so the checks above hold for the packet inside. A packet
+         * libsrtp refuses goes to Python, which unprotects it again and counts the failure: a
+         * failed authentication or replay check leaves libsrtp's state as it was. */
+        int clear_len = (int)len;
+        memcpy(clear, d, (size_t)len);
+        if (c->srtp_unprotect(c->srtp_rx, clear, &clear_len) != 0 || clear_len <= 12) return 0;
+        d = (const uint8_t *)clear;
+        len = clear_len;
+    }
     int64_t seq = ((int64_t)d[2] << 8) | d[3];
     int64_t ts = ((int64_t)d[4] << 24) | ((int64_t)d[5] << 16) | ((int64_t)d[6] << 8) | d[7];
     c->packets_in++;
@@ -659,6 +684,20 @@ static PyObject *Core_receive_fast(Core *c, PyObject *args) {
     return PyBool_FromLong(r);
 }
 
+static PyObject *Core_set_srtp(Core *c, PyObject *args) {
+    unsigned long long rx, tx, unprotect, protect;
+    int tag;
+    if (!PyArg_ParseTuple(args, "KKKKi", &rx, &tx, &unprotect, &protect, &tag)) return NULL;
+    if (tag < 0 || tag > 16) return PyErr_Format(PyExc_ValueError, "SRTP tag length %d", tag);
+    int off = !rx || !tx || !unprotect || !protect;
+    c->srtp_rx = off ? NULL : (void *)(uintptr_t)rx;
+    c->srtp_tx = off ? NULL : (void *)(uintptr_t)tx;
+    c->srtp_unprotect = off ? NULL : (srtp_fn)(uintptr_t)unprotect;
+    c->srtp_protect = off ? NULL : (srtp_fn)(uintptr_t)protect;
+    c->srtp_tag = off ? 0 : tag;
+    Py_RETURN_NONE;
+}
+
 static PyObject *Core_build(Core *c, PyObject *args) {
     Py_buffer view;
     int marker = 0;
@@ -693,6 +732,11 @@ static PyObject *Core_interval_fraction_lost(Core *c, PyObject *Py_UNUSED(ignore
 static PyObject *Core_set_send_addr(Core *c, PyObject *addr);
 
 static PyMethodDef Core_methods[] = {
+    {"set_srtp", (PyCFunction)Core_set_srtp, METH_VARARGS,
+     "set_srtp(rx, tx, unprotect, protect, tag): libsrtp's receiving and sending sessions and its "
+     "srtp_unprotect/srtp_protect functions as addresses, and the RTP tag length, for the fast "
+     "paths of an SRTP call (all 0: the Python path does SRTP). The caller keeps the sessions alive "
+     "and sets them again whenever they change."},
     {"configure", (PyCFunction)(void (*)(void))Core_configure, METH_VARARGS | METH_KEYWORDS,
      "configure(frame_samples, clock_rate, target_frames, max_frames, max_jump_frames, drift_patience, "
      "fill_byte, jitter_alaw): set the jitter buffer up (empties it)."},
@@ -1043,6 +1087,16 @@ static PyObject *mod_pull_batch(PyObject *m, PyObject *args) {
     return dtmf;
 }
 
+/* Whether build_batch sends this call's packet from C (else it returns it, or False). */
+static inline int c_sends(const Core *c, int send) {
+#ifdef HAVE_READ_PASS
+    return send && c->send_fd >= 0 && c->send_len && !c->send_blocked
+           && c->payload_type >= 0 && c->payload_type <= 127;
+#else
+    return 0;
+#endif
+}
+
 static PyObject *mod_build_batch(PyObject *m, PyObject *args) {
     PyObject *cores, *pcm, *hold;
     int send = 0;
@@ -1057,7 +1111,8 @@ static PyObject *mod_build_batch(PyObject *m, PyObject *args) {
     int frame;
     if (get_rows(pcm, n, &frame, &view, 0) < 0) return NULL;
     PyObject *packets = send ? PyList_New(0) : PyList_New(n);
-    uint8_t *wire = send ? PyMem_Malloc(12 + (size_t)frame) : NULL;  /* one packet, sent from C */
+    /* one packet, sent from C, with room for an SRTP trailer */
+    uint8_t *wire = send ? PyMem_Malloc(12 + (size_t)frame + SRTP_TRAILER_ROOM) : NULL;
     if (!packets || (send && !wire)) {
         Py_XDECREF(packets); PyMem_Free(wire); PyBuffer_Release(&view);
         return send && packets ? PyErr_NoMemory() : NULL;
@@ -1072,25 +1127,37 @@ static PyObject *mod_build_batch(PyObject *m, PyObject *args) {
             c->timestamp += c->frame;
             c->talking = 0;
             item = Py_NewRef(Py_None);
-        } else if (c->dtmf_sending || c->srtp || c->frame != frame) {
+        } else if (c->dtmf_sending || c->frame != frame
+                   || (c->srtp && (!c->srtp_tx || !c_sends(c, send)))) {
             item = Py_NewRef(Py_False);  /* the caller builds it through RtpSession.build_packet */
         } else {
             const uint8_t *table = encode_table[c->alaw ? 1 : 0];
             const int16_t *row = rows + i * frame;
 #ifdef HAVE_READ_PASS
-            if (send && c->send_fd >= 0 && c->send_len && !c->send_blocked
-                && c->payload_type >= 0 && c->payload_type <= 127) {
+            if (c_sends(c, send)) {
                 uint8_t *payload = wire + 12;
                 for (int k = 0; k < frame; k++) payload[k] = table[(uint16_t)row[k]];
+                long long sequence = c->sequence, timestamp = c->timestamp;
+                long long packets_out = c->packets_out, octets_out = c->octets_out;
+                char talking = c->talking;
                 core_write(c, wire, payload, frame, 0);
-                ssize_t sent = sendto(c->send_fd, wire, 12 + (size_t)frame, MSG_DONTWAIT,
+                int size = 12 + frame;
+                if (c->srtp && c->srtp_protect(c->srtp_tx, wire, &size) != 0) {
+                    /* libsrtp refused (its key's packet limit): undone, and the session builds the
+                     * packet in Python, where the refusal is counted and nothing is sent. */
+                    c->sequence = sequence; c->timestamp = timestamp; c->talking = talking;
+                    c->packets_out = packets_out; c->octets_out = octets_out;
+                    item = Py_NewRef(Py_False);
+                    goto append;
+                }
+                ssize_t sent = sendto(c->send_fd, wire, (size_t)size, MSG_DONTWAIT,
                                       (const struct sockaddr *)&c->send_sa, c->send_len);
-                if (sent == 12 + (ssize_t)frame) continue;  /* on the wire */
+                if (sent == (ssize_t)size) continue;  /* on the wire */
                 /* A full buffer (EAGAIN, ENOBUFS) or any error: the transport sends this packet (it
                  * queues it, or reports the error to the protocol), and the next ones too until its
                  * queue is empty again (RtpSocket.sendto clears send_blocked), so the order holds. */
                 c->send_blocked = 1;
-                item = PyBytes_FromStringAndSize((const char *)wire, 12 + (Py_ssize_t)frame);
+                item = PyBytes_FromStringAndSize((const char *)wire, (Py_ssize_t)size);
                 if (!item) goto error;
                 goto append;
             }

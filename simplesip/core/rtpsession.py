@@ -82,16 +82,13 @@ class RtpSession:
     come from :mod:`secrets` (RFC 3550 §5.1 wants them unpredictable).
 
     ``RtpSession(...)`` gives a :class:`NativeRtpSession` (the same session, its per-packet
-    state in the compiled extension) when :data:`simplesip.core.native.ENABLED` and the call
-    starts without SRTP; ``native=True`` or ``False`` asks for one path explicitly. Frames are 20 ms: ``clock_rate // 50`` samples
+    state in the compiled extension) when :data:`simplesip.core.native.ENABLED`; ``native=True``
+    or ``False`` asks for one path explicitly. Frames are 20 ms: ``clock_rate // 50`` samples
     (:attr:`frame_samples`).
     """
 
     def __new__(cls, *args: Any, native: bool | None = None, **kwargs: Any) -> "RtpSession":
-        # An SRTP call takes the Python path: its packets are protected and unprotected there, and
-        # every compiled fast path steps aside for them, so the compiled core would only add its
-        # attribute forwarding (SRTP in the compiled path is the next step, docs/performance.md).
-        use_native = _native.ENABLED and kwargs.get("srtp") is None if native is None else native
+        use_native = _native.ENABLED if native is None else native
         if use_native and _native.native is None:
             raise RuntimeError(f"the compiled media path is not available ({_native.REASON})")
         if cls is RtpSession and use_native:
@@ -571,7 +568,8 @@ class NativeRtpSession(RtpSession):
     state, the receive fast path and the send state. The rules are RtpSession's, line by line
     (tests/test_media_native.py proves the two identical); the batched media tick
     (:func:`simplesip.aio.media.run_tick`) and the RTP reader hand whole batches of these cores
-    to the extension. What is rare stays in Python: latching, DTMF, RTCP, SRTP, renegotiation.
+    to the extension. What is rare stays in Python: latching, DTMF, RTCP, renegotiation; SRTP
+    packets of the fast paths are protected and unprotected by libsrtp called from the extension.
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -623,6 +621,14 @@ class NativeRtpSession(RtpSession):
     def srtp(self, context: SrtpContext | None) -> None:
         self.__dict__["_srtp_context"] = context
         self._core.srtp = context is not None
+        self._take_srtp_handles()
+        if context is not None:
+            # A rekey frees the libsrtp sessions the core points to: it takes the new ones at once.
+            context.on_rekey = self._take_srtp_handles
+
+    def _take_srtp_handles(self) -> None:
+        context = self.srtp
+        self._core.set_srtp(*(context.native_handles() if context is not None else (0, 0, 0, 0, 0)))
 
     def receive(self, data: bytes, addr: tuple[str, int], now: float) -> None:
         """:meth:`RtpSession.receive`, its fast path compiled."""

@@ -26,7 +26,7 @@ from __future__ import annotations
 import logging
 import secrets
 from dataclasses import dataclass, field
-from typing import Any, Final, Sequence
+from typing import Any, Callable, Final, Sequence
 
 import pylibsrtp
 
@@ -102,6 +102,10 @@ _REPLAY_FAILS: Final = frozenset({pylibsrtp.ERRORS.index("replay check failed (b
                                   pylibsrtp.ERRORS.index("replay check failed (index too old)")})
 _srtp_protect, _srtp_unprotect = _lib.srtp_protect, _lib.srtp_unprotect
 _srtp_protect_rtcp, _srtp_unprotect_rtcp = _lib.srtp_protect_rtcp, _lib.srtp_unprotect_rtcp
+_UNPROTECT_ADDRESS: Final = int(_ffi.cast("uintptr_t", _ffi.addressof(_lib, "srtp_unprotect")))
+_PROTECT_ADDRESS: Final = int(_ffi.cast("uintptr_t", _ffi.addressof(_lib, "srtp_protect")))
+#: The SRTP authentication tag's length in octets, per suite (RFC 4568 §6.2.1).
+_TAG_LENGTHS: Final = {"AES_CM_128_HMAC_SHA1_80": 10, "AES_CM_128_HMAC_SHA1_32": 4}
 _BUFFER_SIZE: Final = 1500
 #: The largest packet handed to libsrtp: room is left for the longest trailer it may append.
 _MAX_PACKET: Final = _BUFFER_SIZE - pylibsrtp.SRTP_MAX_SRTCP_TRAILER_LEN
@@ -156,6 +160,9 @@ class SrtpContext:
         self.replay_failures = 0
         self.malformed = 0
         self.protect_failures = 0
+        #: Called after :meth:`update` replaced a libsrtp session: whoever holds
+        #: :meth:`native_handles` (the compiled media path) takes them again.
+        self.on_rekey: Callable[[], None] | None = None
 
     @property
     def suite(self) -> str:
@@ -176,6 +183,8 @@ class SrtpContext:
             self._rx, self._rx_owner = _libsrtp_session(params.suite, params.remote_key, inbound=True)
         self._tx, self._tx_owner = self._sender(params)
         self.params = params
+        if self.on_rekey is not None:
+            self.on_rekey()
 
     # The four below are the per-packet path: written out rather than sharing a helper, which
     # would cost a Python call per packet.
@@ -249,6 +258,15 @@ class SrtpContext:
         if failures & (failures - 1) == 0:  # 1, 2, 4, 8...: visible without flooding the log
             logger.info("SRTP: dropped a packet (%s); %d auth and %d replay failures so far",
                         _reason(status), self.auth_failures, self.replay_failures)
+
+    def native_handles(self) -> tuple[int, int, int, int, int]:
+        """``(rx, tx, unprotect, protect, tag)`` for the compiled media path
+        (``simplesip.core.native``): this call's receiving and sending libsrtp sessions and
+        libsrtp's ``srtp_unprotect``/``srtp_protect``, as addresses, and the length of the RTP
+        authentication tag. The sessions are valid while this context holds them: :meth:`update`
+        replaces them on a new key, and calls :attr:`on_rekey` so the holder takes them again."""
+        return (int(_ffi.cast("uintptr_t", self._rx)), int(_ffi.cast("uintptr_t", self._tx)),
+                _UNPROTECT_ADDRESS, _PROTECT_ADDRESS, _TAG_LENGTHS[self.params.suite])
 
     def stats(self) -> dict[str, int]:
         """The counters as RtpSession.stats() reports them."""

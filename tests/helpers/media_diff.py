@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from simplesip.core.rtpsession import RtpSession
+from simplesip.core.srtp import SrtpContext, SrtpParams
 from simplesip.wire.dtmf_payloads import TelephoneEvent
 from simplesip.wire.rtp import RtpPacket
 
@@ -39,10 +40,12 @@ SIZES = [1.0, 0.5, 2.0, 1.5, 0.0, 0.05, 0.25]
 TS_STEPS = [1.0, 0.0, 0.5, 2.0, -1.0, 1.5, 3.0, 1e6, -1e6]
 
 
-def new_session(native: bool, pt: int = 0, codec: str = "PCMU", clock_rate: int = 8000) -> RtpSession:
-    """A session with fixed random origins (so both paths send the same SSRC and sequence)."""
+def new_session(native: bool, pt: int = 0, codec: str = "PCMU", clock_rate: int = 8000,
+                srtp: Any = None) -> RtpSession:
+    """A session with fixed random origins (so both paths send the same SSRC and sequence);
+    ``srtp``: its SrtpParams."""
     return RtpSession(pt, codec, ("10.0.0.1", 4000), 101, clock_rate=clock_rate, rng=random.Random(7),
-                      native=native)
+                      native=native, srtp=srtp)
 
 
 def _snapshot(s: RtpSession) -> tuple:
@@ -299,7 +302,7 @@ class _SocketLeg(_Leg):
             self.rtp_socket.sendto(packet, self.rtp.remote_addr)
 
 
-def send_over_sockets(native: bool, seed: int, calls: int = 7, ticks: int = 30) -> dict[str, Any]:
+def send_over_sockets(native: bool, seed: int, calls: int = 7, ticks: int = 30, srtp: Any = None) -> dict[str, Any]:
     """``run_tick`` sending through real loopback RTP sockets to one sink socket per call; returns
     every datagram each sink received (in order), the packets left to Python per call, the
     socket errors reported and each core's send state after the sockets closed.
@@ -307,7 +310,8 @@ def send_over_sockets(native: bool, seed: int, calls: int = 7, ticks: int = 30) 
     The calls: both laws, one on hold for a while, one with DTMF scheduled, one whose peer is an
     IPv6 address on an IPv4 socket (every C send fails: the transport then sends and reports the
     error), one whose transport is made to look busy (send_blocked: Python sends until it is
-    clear), one with a peer the C path cannot map (a host name). Catch-up ticks (no send) too."""
+    clear), one with a peer the C path cannot map (a host name). Catch-up ticks (no send) too.
+    ``srtp``: every call's SrtpParams (the same keys for every call)."""
     import asyncio
     import socket
 
@@ -328,7 +332,7 @@ def send_over_sockets(native: bool, seed: int, calls: int = 7, ticks: int = 30) 
                     peer = ("::1", 9)  # C: EAFNOSUPPORT; the transport: an error reported
                 elif i == 5:
                     peer = ("localhost", peer[1])  # not an address the C path maps
-                rtp = new_session(native, pt, codec)
+                rtp = new_session(native, pt, codec, srtp=srtp)
                 rtp.remote_addr = peer
                 rtp_socket, _port = await open_rtp_socket("127.0.0.1", (30000, 60000))
                 rtp_socket.error_received = lambda exc, i=i: errors[i].append(type(exc).__name__)  # type: ignore[method-assign]
@@ -376,3 +380,58 @@ def send_over_sockets(native: bool, seed: int, calls: int = 7, ticks: int = 30) 
                 sink.close()
 
     return asyncio.run(scenario())
+
+
+def srtp_pair(suite: str):
+    """Our SrtpParams and the peer's SrtpContext (keys fixed: both paths see the same bytes)."""
+    ours, theirs = bytes(range(30)), bytes(range(100, 130))
+    return SrtpParams(suite, ours, theirs), SrtpContext(SrtpParams(suite, theirs, ours))
+
+
+def srtp_transcript(compiled: bool, suite: str) -> tuple[list, int]:
+    """A peer's SRTP stream into one session: in order, lost, reordered, replayed, tampered with
+    (payload and tag), too short for a tag, a key press, RTCP; pulls in between; then the
+    session's own packets; every frame, packet and counter, and how many packets Python
+    unprotected."""
+    params, peer = srtp_pair(suite)
+    session = new_session(compiled, srtp=params)
+    context = session.srtp
+    assert context is not None
+    unprotect = context.unprotect
+    in_python = [0]
+
+    def counted(data: bytes) -> bytes | None:
+        in_python[0] += 1
+        return unprotect(data)
+
+    context.unprotect = counted  # type: ignore[method-assign]
+    addr = ("10.0.0.1", 4000)
+    out: list = []
+    sent: list[bytes] = []
+    for i in range(60):
+        plain = RtpPacket(0, 100 + i, 8000 + 160 * i, 0x4242, bytes([i]) * 160).serialize()
+        if i == 52:
+            plain = RtpPacket(101, 100 + i, 8000 + 160 * i, 0x4242,
+                              TelephoneEvent(5, end=True, duration=480).serialize()).serialize()
+        if i % 13 == 7:
+            continue  # lost
+        packet = peer.protect(plain)
+        sent.append(packet)
+        if i % 11 == 5:
+            packet = packet[:30] + bytes([packet[30] ^ 1]) + packet[31:]  # payload tampered with
+        elif i % 11 == 6:
+            packet = packet[:-1] + bytes([packet[-1] ^ 0x80])  # tag tampered with
+        session.receive(packet, addr, 1.0 + 0.02 * i)
+        if i % 9 == 4 and len(sent) > 3:
+            session.receive(sent[-3], addr, 1.0 + 0.02 * i)  # replayed
+        if i == 30:
+            session.receive(packet[:14], addr, 1.6)  # cut short (its index was just received: a replay)
+            session.receive(peer.protect_rtcp(bytes([0x80, 201, 0, 1]) + (0x4242).to_bytes(4, "big")), addr, 1.6)
+        if i % 2:
+            out.append(session.pull_frame())
+        out.append(session.pop_dtmf(1.0 + 0.02 * i))  # every tick, as the media clock does
+    out += [session.pull_frame() for _ in range(8)]
+    out += [session.build_packet(bytes([k]) * 160) for k in range(5)]
+    out.append(session.stats())
+    out.append(session.pop_dtmf(10.0))
+    return out, in_python[0]

@@ -23,6 +23,8 @@ from tests.helpers.media_diff import (  # noqa: E402
     read_pass_check,
     run_tick_script,
     send_over_sockets,
+    srtp_pair,
+    srtp_transcript,
 )
 
 assert native.native is module and native.ENABLED
@@ -41,6 +43,13 @@ for seed in range(2):  # build_batch sending from C over real sockets, with its 
     compiled, pure = send_over_sockets(True, seed), send_over_sockets(False, seed)
     if compiled["received"] != pure["received"] or compiled["errors"] != pure["errors"]:
         sys.exit(f"packets on the wire differ for seed {seed}")
+
+for suite in ("AES_CM_128_HMAC_SHA1_80", "AES_CM_128_HMAC_SHA1_32"):  # libsrtp called from C
+    if srtp_transcript(True, suite)[0] != srtp_transcript(False, suite)[0]:
+        sys.exit(f"SRTP transcripts differ ({suite})")
+    params, _peer = srtp_pair(suite)
+    if send_over_sockets(True, 3, srtp=params)["received"] != send_over_sockets(False, 3, srtp=params)["received"]:
+        sys.exit(f"SRTP packets on the wire differ ({suite})")
 
 for family, batch in ((2, 8), (10, 3), (2, 1)):
     result = read_pass_check(family, batch)
@@ -65,4 +74,14 @@ for i in range(20000):
     if i % 7 == 0:
         core.build(bytes(data), i % 3 == 0)
         core.last_frame = bytes(data)
+
+context = srtp_pair("AES_CM_128_HMAC_SHA1_80")[1]  # hostile datagrams into libsrtp through the core
+core.srtp = True
+core.set_srtp(*context.native_handles())
+for i in range(5000):
+    size = rng.choice([13, 22, 23, 182, 1499, 1500, 1501, 2000])
+    data = bytearray(rng.getrandbits(8) for _ in range(size))
+    data[0], data[1] = 0x80, 0
+    data[8:12] = (0x4242).to_bytes(4, "big")
+    core.receive_fast(bytes(data), i * 0.02)
 print("differential ok")

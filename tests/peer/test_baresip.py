@@ -12,6 +12,7 @@ import pytest
 
 from simplesip import Call, CallState, Endpoint, EndpointConfig, SimpleSIPClient
 from tests.helpers.peers import BaresipRunner, dominant_frequency, read_wav, tone
+from tests.helpers.tone_checks import after_onset
 from tests.helpers.waiting import wait_for
 
 pytestmark = [pytest.mark.peer, pytest.mark.timeout(40)]
@@ -24,11 +25,6 @@ def _microphone() -> np.ndarray:
     """Half a second of silence, then the tone (aufile hangs up at the end of the file)."""
     return np.concatenate([np.zeros(4000, np.int16), tone(BARESIP_TONE_HZ, 15)])
 
-
-def _after_onset(pcm: np.ndarray, rate: int) -> np.ndarray:
-    """The signal from 100 ms after it first gets loud (skips leading silence and the attack)."""
-    loud = np.flatnonzero(np.abs(pcm.astype(np.int32)) > 1000)
-    return pcm[loud[0] + rate // 10:] if len(loud) else pcm[:0]
 
 
 async def test_baresip_calls_us_tones_both_ways_and_its_dtmf(tmp_path: Path):
@@ -64,13 +60,13 @@ async def test_baresip_calls_us_tones_both_ways_and_its_dtmf(tmp_path: Path):
         assert "terminated" in log, log  # baresip saw our BYE end the call
 
         pcm = np.frombuffer(b"".join(heard), dtype="<i2")
-        tone_in = _after_onset(pcm, 8000)
+        tone_in = after_onset(pcm, 8000)
         assert len(tone_in) >= 8000  # more than a second of the tone reached us
         assert abs(dominant_frequency(tone_in[:8000]) - BARESIP_TONE_HZ) < 10
 
         (recording,) = baresip.recordings("dec")
         samples, rate = read_wav(recording)
-        tone_out = _after_onset(samples, rate)
+        tone_out = after_onset(samples, rate)
         assert len(tone_out) >= rate  # baresip heard more than a second of our tone
         assert abs(dominant_frequency(tone_out[:rate], rate) - OUR_TONE_HZ) < 10
 

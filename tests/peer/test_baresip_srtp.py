@@ -18,7 +18,9 @@ import pytest
 from simplesip import Call, CallError, CallState, Endpoint, EndpointConfig
 from simplesip.core.srtp import SrtpParams, new_master_key
 from simplesip.wire.sdp import SessionDescription
-from tests.helpers.peers import BaresipRunner, dominant_frequency, read_wav, tone
+from tests.helpers.peers import BaresipRunner, dominant_frequency, tone
+from tests.helpers.tone_checks import ToneCallee, after_onset, check_tones
+from tests.helpers.waiting import wait_for
 
 pytestmark = [pytest.mark.peer, pytest.mark.timeout(60)]
 
@@ -37,34 +39,11 @@ def _account(mediaenc: str | None, user: str = "caller") -> str:
     return line + (f";mediaenc={mediaenc}" if mediaenc else "")
 
 
-def _after_onset(pcm: np.ndarray, rate: int) -> np.ndarray:
-    loud = np.flatnonzero(np.abs(pcm.astype(np.int32)) > 1000)
-    return pcm[loud[0] + rate // 10:] if len(loud) else pcm[:0]
-
-
-async def _wait(predicate, timeout: float) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not predicate():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.05)
 
 
 def _endpoint(policy: str) -> Endpoint:
     return Endpoint(EndpointConfig(sip_port=0, rtp_port_range=(40000, 49000), srtp=policy))
 
-
-def _check_tones(heard: list[bytes], baresip: BaresipRunner) -> None:
-    """baresip's tone reached us and ours reached baresip: both decrypted, both the right pitch."""
-    pcm = np.frombuffer(b"".join(heard), dtype="<i2")
-    tone_in = _after_onset(pcm, 8000)
-    assert len(tone_in) >= 8000, "less than a second of baresip's tone reached us"
-    assert abs(dominant_frequency(tone_in[:8000]) - BARESIP_TONE_HZ) < 10
-    (recording,) = baresip.recordings("dec")
-    samples, rate = read_wav(recording)
-    tone_out = _after_onset(samples, rate)
-    assert len(tone_out) >= rate, "baresip heard less than a second of our tone"
-    assert abs(dominant_frequency(tone_out[:rate], rate) - OUR_TONE_HZ) < 10
 
 
 def _check_srtp(call: Call, profile: str) -> None:
@@ -102,12 +81,12 @@ async def test_baresip_calls_us_over_srtp(tmp_path: Path, mediaenc: str, policy:
         baresip = BaresipRunner(tmp_path, microphone=_microphone(), account=_account(mediaenc),
                                 commands=[f"/dial sip:ivr@{host}:{port}"], extra_config=SRTP_MODULE)
         with baresip:
-            await _wait(lambda: answered and answered[0].state is CallState.STREAMING, 8)
+            await wait_for(lambda: answered and answered[0].state is CallState.STREAMING, timeout=8)
             await asyncio.sleep(1.5)
             for digit in "42":
                 await asyncio.to_thread(baresip.command, "sndcode", digit)
                 await asyncio.sleep(0.4)
-            await _wait(lambda: len(digits) == 2, 3)
+            await wait_for(lambda: len(digits) == 2, timeout=3)
             assert digits == [("4", "rfc4733"), ("2", "rfc4733")]
             await asyncio.sleep(1.0)
             (call,) = answered
@@ -118,7 +97,7 @@ async def test_baresip_calls_us_over_srtp(tmp_path: Path, mediaenc: str, policy:
             log = baresip.log()
         assert "SRTP is Enabled (cryptosuite=AES_CM_128_HMAC_SHA1_80)" in log, log
         assert "Call established" in log, log
-        _check_tones(heard, baresip)
+        check_tones(heard, baresip, BARESIP_TONE_HZ, OUR_TONE_HZ)
 
 
 @pytest.mark.parametrize("mediaenc, policy, profile", [
@@ -139,19 +118,19 @@ async def test_we_call_baresip_over_srtp(tmp_path: Path, mediaenc: str, policy: 
             call = await endpoint.call(f"sip:caller@127.0.0.1:{baresip.sip_port}", srtp=policy)
             call.on_audio = heard.append
             call.queue_pcm(tone(OUR_TONE_HZ, 3).tobytes())
-            await _wait(lambda: call.state is CallState.STREAMING, 5)
+            await wait_for(lambda: call.state is CallState.STREAMING, timeout=5)
             await asyncio.sleep(2.0)
             call.send_dtmf("73")
-            await _wait(lambda: len(events.of_type("CALL_DTMF_START")) == 2, 3)
+            await wait_for(lambda: len(events.of_type("CALL_DTMF_START")) == 2, timeout=3)
             assert [e.get("param") for e in events.of_type("CALL_DTMF_START")] == ["7", "3"]
             await asyncio.sleep(1.0)
             _check_srtp(call, profile)
             events.command("hangup")
-            await _wait(lambda: call.state is CallState.IDLE, 5)
+            await wait_for(lambda: call.state is CallState.IDLE, timeout=5)
             assert call.end_reason == "remote_bye"
             await asyncio.sleep(0.5)
         assert len(events.of_type("CALL_ESTABLISHED")) == 1, events.events
-        _check_tones(heard, baresip)
+        check_tones(heard, baresip, BARESIP_TONE_HZ, OUR_TONE_HZ)
     finally:
         if events is not None:
             events.close()
@@ -168,7 +147,7 @@ async def test_plain_baresip_is_refused_by_mandatory(tmp_path: Path):
         baresip = BaresipRunner(tmp_path, account=_account(None),
                                 commands=[f"/dial sip:ivr@{host}:{port}"], extra_config=SRTP_MODULE)
         with baresip:
-            await _wait(lambda: "488" in baresip.log(), 8)
+            await wait_for(lambda: "488" in baresip.log(), timeout=8)
         assert offered == []  # refused before the application is asked
         assert "488 Not Acceptable Here" in baresip.log()
 
@@ -190,7 +169,7 @@ async def test_mandatory_baresip_refuses_an_rtp_avp_offer(tmp_path: Path, policy
 
 
 def _tone_in(frames: list[bytes]) -> float:
-    pcm = _after_onset(np.frombuffer(b"".join(frames), dtype="<i2"), 8000)
+    pcm = after_onset(np.frombuffer(b"".join(frames), dtype="<i2"), 8000)
     assert len(pcm) >= 4000, "less than half a second of tone"
     return dominant_frequency(pcm[:4000])
 
@@ -213,14 +192,14 @@ async def test_baresip_holds_and_resumes_an_srtp_call(tmp_path: Path):
         baresip = BaresipRunner(tmp_path, microphone=_microphone(), account=_account("srtp"),
                                 commands=[f"/dial sip:ivr@{host}:{port}"], extra_config=SRTP_MODULE)
         with baresip:
-            await _wait(lambda: answered and answered[0].state is CallState.STREAMING, 8)
+            await wait_for(lambda: answered and answered[0].state is CallState.STREAMING, timeout=8)
             (call,) = answered
             await asyncio.sleep(1.0)
             await asyncio.to_thread(baresip.command, "hold")
-            await _wait(lambda: call.on_hold, 5)
+            await wait_for(lambda: call.on_hold, timeout=5)
             await asyncio.sleep(1.0)
             await asyncio.to_thread(baresip.command, "resume")
-            await _wait(lambda: not call.on_hold, 5)
+            await wait_for(lambda: not call.on_hold, timeout=5)
             heard.clear()
             await asyncio.sleep(1.5)
             assert abs(_tone_in(heard) - BARESIP_TONE_HZ) < 10  # decrypted after the resume
@@ -252,7 +231,7 @@ async def test_wrong_key_on_one_baresip_call_is_counted_and_the_other_call_goes_
                                commands=[f"/dial sip:ivr@{host}:{port}"], extra_config=SRTP_MODULE)
                  for name in ("broken", "healthy")]
         try:
-            await _wait(lambda: len(answered) == 2 and all(c.state is CallState.STREAMING for c in answered), 10)
+            await wait_for(lambda: len(answered) == 2 and all(c.state is CallState.STREAMING for c in answered), timeout=10)
             await asyncio.sleep(1.0)
             broken, healthy = answered
             assert broken.rtp is not None and broken.rtp.srtp is not None
@@ -306,28 +285,19 @@ def _tls_baresip(tmp_path: Path, pki, mediaenc: str, commands=()) -> BaresipRunn
 async def test_baresip_calls_us_over_tls_with_srtp(tmp_path: Path, pki, mediaenc: str, policy: str,
                                                    profile: str):
     endpoint = _tls_endpoint(pki, policy)
-    answered: list[Call] = []
-    heard: list[bytes] = []
-    digits: list[str] = []
-
-    async def on_call(call: Call) -> None:
-        answered.append(call)
-        call.on_audio = heard.append
-        call.on_dtmf = lambda digit, _source, _ms: digits.append(digit)
-        call.queue_pcm(tone(OUR_TONE_HZ, 3).tobytes())
-        await call.answer()
-
-    endpoint.on_incoming_call = on_call
+    callee = ToneCallee(OUR_TONE_HZ)
+    answered, heard, digits = callee.answered, callee.heard, callee.digits
+    endpoint.on_incoming_call = callee
     async with endpoint:
         baresip = _tls_baresip(tmp_path, pki, mediaenc,
                                [f"/dial sip:ivr@127.0.0.1:{endpoint.tls_port};transport=tls"])
         with baresip:
-            await _wait(lambda: answered and answered[0].state is CallState.STREAMING, 10)
+            await wait_for(lambda: answered and answered[0].state is CallState.STREAMING, timeout=10)
             (call,) = answered
             assert call.headers.get("Via").startswith("SIP/2.0/TLS ")
             await asyncio.sleep(1.5)
             await asyncio.to_thread(baresip.command, "sndcode", "7")
-            await _wait(lambda: digits, 3)
+            await wait_for(lambda: digits, timeout=3)
             assert digits == ["7"]
             await asyncio.sleep(0.5)
             _check_srtp(call, profile)
@@ -335,7 +305,7 @@ async def test_baresip_calls_us_over_tls_with_srtp(tmp_path: Path, pki, mediaenc
             await asyncio.sleep(0.5)
             log = baresip.log()
         assert "SRTP is Enabled (cryptosuite=AES_CM_128_HMAC_SHA1_80)" in log, log
-        _check_tones(heard, baresip)
+        check_tones(heard, baresip, BARESIP_TONE_HZ, OUR_TONE_HZ)
 
 
 @pytest.mark.parametrize("mediaenc, policy, profile", [
@@ -352,7 +322,7 @@ async def test_we_call_baresip_over_tls_with_srtp(tmp_path: Path, pki, mediaenc:
             call = await endpoint.call(f"sip:caller@{host}:{port};transport=tls", timeout=10, srtp=policy)
             call.on_audio = heard.append
             call.queue_pcm(tone(OUR_TONE_HZ, 3).tobytes())
-            await _wait(lambda: call.state is CallState.STREAMING, 5)
+            await wait_for(lambda: call.state is CallState.STREAMING, timeout=5)
             await asyncio.sleep(3.0)
             _check_srtp(call, profile)
             await asyncio.to_thread(baresip.command, "hangup")
@@ -360,7 +330,7 @@ async def test_we_call_baresip_over_tls_with_srtp(tmp_path: Path, pki, mediaenc:
             assert call.end_reason == "remote_bye"
             await asyncio.sleep(0.5)
         assert "SRTP is Enabled (cryptosuite=AES_CM_128_HMAC_SHA1_80)" in baresip.log()
-        _check_tones(heard, baresip)
+        check_tones(heard, baresip, BARESIP_TONE_HZ, OUR_TONE_HZ)
 
 
 # --- SRTP over IPv6 (baresip on ::1), to and from a dual-stack endpoint on "::" -----------------
@@ -377,7 +347,7 @@ async def _wait_for_tones(heard: list[bytes], baresip: BaresipRunner, timeout: f
     deadline = asyncio.get_running_loop().time() + timeout
     while True:
         try:
-            _check_tones(heard, baresip)
+            check_tones(heard, baresip, BARESIP_TONE_HZ, OUR_TONE_HZ)
             return
         except (AssertionError, ValueError, EOFError, OSError, wave.Error):
             if asyncio.get_running_loop().time() > deadline:
@@ -395,28 +365,19 @@ def _check_ipv6_media(call: Call) -> None:
 async def test_baresip_over_ipv6_calls_a_dual_stack_endpoint_with_mandatory_srtp(tmp_path: Path):
     endpoint = Endpoint(EndpointConfig(local_host="::", sip_port=0, rtp_port_range=(40000, 49000),
                                        srtp="mandatory"))
-    answered: list[Call] = []
-    heard: list[bytes] = []
-    digits: list[str] = []
-
-    async def on_call(call: Call) -> None:
-        answered.append(call)
-        call.on_audio = heard.append
-        call.on_dtmf = lambda digit, _source, _ms: digits.append(digit)
-        call.queue_pcm(tone(OUR_TONE_HZ, 3).tobytes())
-        await call.answer()
-
-    endpoint.on_incoming_call = on_call
+    callee = ToneCallee(OUR_TONE_HZ)
+    answered, heard, digits = callee.answered, callee.heard, callee.digits
+    endpoint.on_incoming_call = callee
     async with endpoint:
         port = endpoint.local_address[1]
         with _v6_baresip(tmp_path, [f"/dial sip:ivr@[::1]:{port}"]) as baresip:
-            await _wait(lambda: answered and answered[0].state is CallState.STREAMING, 10)
+            await wait_for(lambda: answered and answered[0].state is CallState.STREAMING, timeout=10)
             (call,) = answered
             assert call.source is not None and call.source[0] == "::1"
-            await _wait(lambda: len(b"".join(heard)) >= 2 * 16000, 8)  # into baresip's tone
+            await wait_for(lambda: len(b"".join(heard)) >= 2 * 16000, timeout=8)  # into baresip's tone
             await asyncio.to_thread(baresip.command, "sndcode", "4")
-            await _wait(lambda: digits == ["4"], 3)
-            await _wait(lambda: call.stats()["packets_in"] > 100, 5)
+            await wait_for(lambda: digits == ["4"], timeout=3)
+            await wait_for(lambda: call.stats()["packets_in"] > 100, timeout=5)
             _check_srtp(call, "RTP/SAVP")
             _check_ipv6_media(call)
             await call.hangup()
@@ -437,16 +398,16 @@ async def test_a_dual_stack_endpoint_calls_baresip_over_ipv6_with_mandatory_srtp
             call = await endpoint.call(f"sip:caller@[::1]:{baresip.sip_port}", srtp="mandatory")
             call.on_audio = heard.append
             call.queue_pcm(tone(OUR_TONE_HZ, 3).tobytes())
-            await _wait(lambda: call.state is CallState.STREAMING, 5)
-            await _wait(lambda: call.stats()["packets_in"] > 100, 5)
+            await wait_for(lambda: call.state is CallState.STREAMING, timeout=5)
+            await wait_for(lambda: call.stats()["packets_in"] > 100, timeout=5)
             call.send_dtmf("9")
-            await _wait(lambda: len(events.of_type("CALL_DTMF_START")) == 1, 3)
+            await wait_for(lambda: len(events.of_type("CALL_DTMF_START")) == 1, timeout=3)
             assert events.of_type("CALL_DTMF_START")[0].get("param") == "9"
-            await _wait(lambda: call.queued_audio_bytes == 0, 5)  # our tone is out
+            await wait_for(lambda: call.queued_audio_bytes == 0, timeout=5)  # our tone is out
             _check_srtp(call, "RTP/SAVP")
             _check_ipv6_media(call)
             events.command("hangup")
-            await _wait(lambda: call.state is CallState.IDLE, 5)
+            await wait_for(lambda: call.state is CallState.IDLE, timeout=5)
             assert call.end_reason == "remote_bye"
             await _wait_for_tones(heard, baresip)
     finally:

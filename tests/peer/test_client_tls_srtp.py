@@ -23,6 +23,7 @@ from tests.helpers.peers import (
     read_wav,
     tone,
 )
+from tests.helpers.tone_checks import after_onset
 from tests.helpers.waiting import wait_for_sync
 
 pytestmark = [pytest.mark.peer, pytest.mark.timeout(60)]
@@ -50,10 +51,6 @@ def _baresip(workdir: Path, pki: CertSet, *, port: int | None = None) -> Baresip
     return runner
 
 
-def _after_onset(pcm: np.ndarray, rate: int) -> np.ndarray:
-    loud = np.flatnonzero(np.abs(pcm.astype(np.int32)) > 1000)
-    return pcm[loud[0] + rate // 10:] if len(loud) else pcm[:0]
-
 
 def _talk(phone: SimpleSIPClient, destination: str, baresip: BaresipRunner) -> dict:
     """Call ``destination``, send our tone and a digit, hear baresip's tone; the call's status."""
@@ -73,7 +70,7 @@ def _talk(phone: SimpleSIPClient, destination: str, baresip: BaresipRunner) -> d
         def tone_heard() -> bool:
             with lock:
                 pcm = np.frombuffer(bytes(heard), dtype="<i2")
-            return len(_after_onset(pcm, 8000)) >= 8000
+            return len(after_onset(pcm, 8000)) >= 8000
         wait_for_sync(tone_heard, timeout=10, message=lambda: f"baresip's tone did not reach us: {baresip.log()}")
         phone.send_dtmf("5")
         wait_for_sync(lambda: any(e.get("type") == "CALL_DTMF_START" and e.get("param") == "5"
@@ -86,10 +83,10 @@ def _talk(phone: SimpleSIPClient, destination: str, baresip: BaresipRunner) -> d
         events.close()
     wait_for_sync(lambda: phone.call_state.value == "idle", timeout=5)
     pcm = np.frombuffer(bytes(heard), dtype="<i2")
-    assert abs(dominant_frequency(_after_onset(pcm, 8000)[:8000]) - BARESIP_TONE_HZ) < 10
+    assert abs(dominant_frequency(after_onset(pcm, 8000)[:8000]) - BARESIP_TONE_HZ) < 10
     wait_for_sync(lambda: baresip.recordings("dec"), timeout=5, message=baresip.log)
     samples, rate = read_wav(baresip.recordings("dec")[0])
-    tone_out = _after_onset(samples, rate)
+    tone_out = after_onset(samples, rate)
     assert len(tone_out) >= rate, "baresip heard less than a second of our tone"
     assert abs(dominant_frequency(tone_out[:rate], rate) - OUR_TONE_HZ) < 10
     return status

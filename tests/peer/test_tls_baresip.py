@@ -11,9 +11,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from simplesip import Call, CallError, CallState, Endpoint, EndpointConfig
+from simplesip import CallError, CallState, Endpoint, EndpointConfig
 from tests.helpers.certs import CertSet, make_test_pki
-from tests.helpers.peers import BaresipRunner, dominant_frequency, read_wav, tone
+from tests.helpers.peers import BaresipRunner, tone
+from tests.helpers.tone_checks import ToneCallee, check_tones
+from tests.helpers.waiting import wait_for
 
 pytestmark = [pytest.mark.peer, pytest.mark.timeout(60)]
 
@@ -41,53 +43,22 @@ def _baresip(tmp_path: Path, pki: CertSet, commands=(), ca: str | None = None) -
                          extra_config=[f"sip_certificate\t{pem}", f"sip_cafile\t{ca or pki.ca}"])
 
 
-def _after_onset(pcm: np.ndarray, rate: int) -> np.ndarray:
-    loud = np.flatnonzero(np.abs(pcm.astype(np.int32)) > 1000)
-    return pcm[loud[0] + rate // 10:] if len(loud) else pcm[:0]
 
-
-async def _wait(predicate, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.05)
-
-
-def _check_tones(heard: list[bytes], baresip: BaresipRunner) -> None:
-    pcm = np.frombuffer(b"".join(heard), dtype="<i2")
-    tone_in = _after_onset(pcm, 8000)
-    assert len(tone_in) >= 8000, "less than a second of baresip's tone reached us"
-    assert abs(dominant_frequency(tone_in[:8000]) - BARESIP_TONE_HZ) < 10
-    (recording,) = baresip.recordings("dec")
-    samples, rate = read_wav(recording)
-    tone_out = _after_onset(samples, rate)
-    assert len(tone_out) >= rate, "less than a second of our tone reached baresip"
-    assert abs(dominant_frequency(tone_out[:rate], rate) - OUR_TONE_HZ) < 10
 
 
 async def test_baresip_calls_us_over_tls(tmp_path: Path, pki: CertSet):
     endpoint = _endpoint(pki)
-    answered: list[Call] = []
-    heard: list[bytes] = []
-    digits: list[str] = []
-
-    async def on_call(call: Call) -> None:
-        answered.append(call)
-        call.on_audio = heard.append
-        call.on_dtmf = lambda digit, source, ms: digits.append(digit)
-        call.queue_pcm(tone(OUR_TONE_HZ, 3).tobytes())
-        await call.answer()
-
-    endpoint.on_incoming_call = on_call
+    callee = ToneCallee(OUR_TONE_HZ)
+    answered, heard, digits = callee.answered, callee.heard, callee.digits
+    endpoint.on_incoming_call = callee
     async with endpoint:
         baresip = _baresip(tmp_path, pki, [f"/dial sip:ivr@127.0.0.1:{endpoint.tls_port};transport=tls"])
         with baresip:
-            await _wait(lambda: answered and answered[0].state is CallState.STREAMING, 10)
+            await wait_for(lambda: answered and answered[0].state is CallState.STREAMING, timeout=10)
             assert answered[0].headers.get("Via").startswith("SIP/2.0/TLS ")
             await asyncio.sleep(1.5)
             await asyncio.to_thread(baresip.command, "sndcode", "7")
-            await _wait(lambda: digits, 3)
+            await wait_for(lambda: digits, timeout=3)
             assert digits == ["7"]
             await asyncio.sleep(0.5)
             await answered[0].hangup()  # our BYE, over TLS
@@ -96,7 +67,7 @@ async def test_baresip_calls_us_over_tls(tmp_path: Path, pki: CertSet):
             log = baresip.log()
         assert "Call established" in log, log
         assert "terminated" in log, log
-        _check_tones(heard, baresip)
+        check_tones(heard, baresip, BARESIP_TONE_HZ, OUR_TONE_HZ)
         assert endpoint.tls_handshake_failures == {"inbound": 0, "outbound": 0}
 
 
@@ -111,13 +82,13 @@ async def test_we_call_baresip_over_tls_and_it_hangs_up(tmp_path: Path, pki: Cer
             call = await endpoint.call(f"sip:caller@{host}:{port};transport=tls", timeout=10)
             call.on_audio = heard.append
             call.queue_pcm(tone(OUR_TONE_HZ, 3).tobytes())
-            await _wait(lambda: call.state is CallState.STREAMING, 5)
+            await wait_for(lambda: call.state is CallState.STREAMING, timeout=5)
             await asyncio.sleep(3.0)
             await asyncio.to_thread(baresip.command, "hangup")  # baresip's BYE, over TLS
             await asyncio.wait_for(call.ended.wait(), 5)
             assert call.end_reason == "remote_bye"
             await asyncio.sleep(0.5)
-        _check_tones(heard, baresip)
+        check_tones(heard, baresip, BARESIP_TONE_HZ, OUR_TONE_HZ)
 
 
 async def test_we_refuse_baresip_with_an_untrusted_certificate(tmp_path: Path, pki: CertSet):

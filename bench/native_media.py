@@ -36,6 +36,7 @@ from typing import Any
 
 import numpy as np
 
+from bench.media_bench import BenchLeg
 from simplesip.aio.media import run_tick
 from simplesip.core import native
 from simplesip.core.rtpsession import RtpSession
@@ -45,29 +46,17 @@ FRAME = 160
 SPLIT: dict[tuple[bool, int], list[tuple[float, float]]] = {}
 
 
-class Leg:
-    """What ``run_tick`` needs of a call; ``send_packet`` counts, or sends through ``sendto``."""
+class Leg(BenchLeg):
+    """:class:`bench.media_bench.BenchLeg` whose ``send_packet`` also sends through ``sendto``."""
 
     def __init__(self, session: Any, sendto: Any = None, target: Any = None) -> None:
-        self.rtp = session
-        self.rtp_socket = None
-        self.on_hold = False
-        self.sent = 0
+        super().__init__(session)
         self._sendto, self._target = sendto, target
 
     def send_packet(self, packet: bytes) -> None:
         self.sent += 1
         if self._sendto is not None:  # as Call.send_packet: to the session's peer by default
             self._sendto(packet, self._target or self.rtp.remote_addr)
-
-    def next_outbound_frame(self) -> bytes | None:
-        return None
-
-    def deliver_frame(self, pcm: np.ndarray) -> None:
-        pass
-
-    def deliver_dtmf(self, digits: list) -> None:
-        pass
 
 
 def _echo(calls: list, inbound: np.ndarray, *clock: object) -> np.ndarray:
